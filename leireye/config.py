@@ -1,0 +1,105 @@
+"""The run configuration: a frozen, typed tree decoded once from YAML and passed explicitly.
+
+Unknown keys and wrong types fail with the key's path (`at $.capture.snaplen`); range checks live
+in the type annotations. Only `load_config` touches the file system; only the CLI prints.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import msgspec
+import yaml
+
+from leireye.errors import ConfigError
+
+PositiveFloat = Annotated[float, msgspec.Meta(gt=0)]
+
+
+class ReplayConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    # "original": the file's own timing; "max": as fast as possible; a number: that many times
+    # the original speed.
+    speed: Literal["original", "max"] | PositiveFloat = "original"
+    loop: bool = False
+
+
+class CaptureConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    interface: str = "auto"
+    bpf: str = ""
+    snaplen: Annotated[int, msgspec.Meta(ge=64, le=262144)] = 1600
+    promisc: bool = False
+    buffer_mb: Annotated[int, msgspec.Meta(ge=1, le=4096)] = 64
+    pcap: str | None = None
+    replay: ReplayConfig = ReplayConfig()
+    user: str | None = "nobody"
+    batch_max: Annotated[int, msgspec.Meta(ge=1, le=65536)] = 4096
+    poll_ms: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 50
+    heartbeat_timeout_s: Annotated[float, msgspec.Meta(gt=0, le=600)] = 5.0
+
+
+class RingConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    name: str | None = None
+    capacity: Annotated[int, msgspec.Meta(ge=1024, le=1 << 28)] = 1 << 18
+    raw_bytes: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 256
+
+
+class StatsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    history_s: Annotated[int, msgspec.Meta(ge=60, le=86400)] = 900
+    update_ms: Annotated[int, msgspec.Meta(ge=10, le=1000)] = 100
+    top_n: Annotated[int, msgspec.Meta(ge=1, le=100)] = 10
+    top_window_s: Annotated[int, msgspec.Meta(ge=1, le=3600)] = 60
+    log_interval_s: Annotated[float, msgspec.Meta(ge=0)] = 1.0
+
+
+class SupervisorConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    restart_backoff_s: tuple[PositiveFloat, ...] = (0.5, 1.0, 2.0, 5.0, 10.0)
+    shutdown_timeout_s: Annotated[float, msgspec.Meta(gt=0, le=60)] = 2.0
+
+
+class LoggingConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    capture: CaptureConfig = CaptureConfig()
+    ring: RingConfig = RingConfig()
+    stats: StatsConfig = StatsConfig()
+    supervisor: SupervisorConfig = SupervisorConfig()
+    logging: LoggingConfig = LoggingConfig()
+
+
+def parse_config(data: Any) -> Config:
+    """Validate an already-parsed YAML document (None means all defaults)."""
+    try:
+        return msgspec.convert(data or {}, Config, strict=True)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"invalid configuration: {exc}") from None
+
+
+def load_config(path: str | Path) -> Config:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path}: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if data is not None and not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    try:
+        return parse_config(data)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+
+
+def with_overrides(config: Config, **capture: Any) -> Config:
+    """A copy with the given `capture.*` keys replaced (None values are ignored), re-validated."""
+    changes = {k: v for k, v in capture.items() if v is not None}
+    if not changes:
+        return config
+    data = msgspec.to_builtins(config)
+    data["capture"].update(changes)
+    return parse_config(data)
