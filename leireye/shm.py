@@ -74,7 +74,9 @@ def create_segment(
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, mode)
     except FileExistsError:
-        raise RingError(f"shared memory {name} already exists (another run, or a stale one)") from None
+        raise RingError(
+            f"shared memory {name} already exists (another run, or a stale one)"
+        ) from None
     try:
         os.fchmod(fd, mode)  # the umask must not narrow what the owner asked for
         if owner is not None:

@@ -1,0 +1,28 @@
+# The two commands of the README: `make run` (as root) and `make test`.
+CONFIG ?= configs/default.yaml
+ARGS ?=
+PYTEST_ARGS ?=
+
+.PHONY: setup run test lint bench clean
+
+setup:
+	@bash scripts/setup.sh
+
+run: setup
+	.venv/bin/leireye run -c $(CONFIG) $(ARGS)
+
+test: setup
+	.venv/bin/python -m pytest $(PYTEST_ARGS)
+
+lint: setup
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+	.venv/bin/mypy
+
+bench: setup
+	.venv/bin/python benchmarks/bench_decode.py
+	.venv/bin/python benchmarks/bench_ring.py
+	.venv/bin/python benchmarks/bench_stats.py
+
+clean:
+	rm -rf .venv build *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -1,0 +1,78 @@
+"""`leireye`: the command line. The only module that prints and exits."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from leireye import __version__
+from leireye.config import Config, load_config, with_overrides
+from leireye.errors import LeirEyeError
+from leireye.logs import setup_logging
+
+DEFAULT_CONFIG = Path("configs/default.yaml")
+
+
+def _load(args: argparse.Namespace) -> Config:
+    path = Path(args.config)
+    if not path.exists() and args.config == str(DEFAULT_CONFIG):
+        config = Config()  # run from anywhere: the built-in defaults equal configs/default.yaml
+    else:
+        config = load_config(path)
+    overrides = {
+        "interface": getattr(args, "interface", None),
+        "bpf": getattr(args, "bpf", None),
+        "pcap": getattr(args, "pcap", None),
+    }
+    return with_overrides(config, **overrides)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from leireye.supervisor import Supervisor
+
+    config = _load(args)
+    setup_logging(args.log_level or config.logging.level)
+    return Supervisor(config, base_name=args.name).run()
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    _load(args)
+    print(f"{args.config}: OK")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="leireye", description="LeirEye network sensor")
+    parser.add_argument("--version", action="version", version=f"leireye {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="capture, decode and publish packets (as root)")
+    run.add_argument("-c", "--config", default=str(DEFAULT_CONFIG), help="YAML config file")
+    run.add_argument("--interface", "-i", help="capture interface (overrides capture.interface)")
+    run.add_argument("--bpf", help="BPF filter expression (overrides capture.bpf)")
+    run.add_argument("--pcap", help="replay this pcap file instead of capturing live")
+    run.add_argument("--name", help="shared-memory name prefix (default: leireye-<pid>)")
+    run.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    run.set_defaults(func=cmd_run)
+
+    check = sub.add_parser("check-config", help="validate a config file and exit")
+    check.add_argument("-c", "--config", default=str(DEFAULT_CONFIG))
+    check.set_defaults(func=cmd_check_config)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except LeirEyeError as exc:
+        print(f"leireye: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
