@@ -1,0 +1,72 @@
+"""Dropping root after the capture handle is open.
+
+An open pcap handle keeps capturing after `setgroups([])`, `setgid`, `setuid`; opening a new one
+then fails with EPERM. So the capture process opens everything it needs as root (handle, shared
+memory, its directory for stuck frames) and drops to `capture.user` before reading any packet.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pwd
+from pathlib import Path
+
+from leireye.errors import CaptureError
+
+log = logging.getLogger("leireye.capture")
+
+
+def lookup_user(user: str | None) -> pwd.struct_passwd | None:
+    """The account to run as; None when no user is configured. A missing user is an error."""
+    if user is None:
+        return None
+    try:
+        return pwd.getpwnam(user)
+    except KeyError:
+        raise CaptureError(f"capture.user: no such user {user!r}") from None
+
+
+def will_drop(account: pwd.struct_passwd | None) -> bool:
+    return account is not None and os.geteuid() == 0 and account.pw_uid != 0
+
+
+def drop_privileges(account: pwd.struct_passwd | None) -> None:
+    """Become `account` for good (no supplementary groups, real and effective ids), or warn and
+    stay as is when there is no account, or when not running as root."""
+    if account is None:
+        log.warning("capture.user is not set: capturing as uid %d", os.geteuid())
+        return
+    if os.geteuid() != 0:
+        log.warning("not root: cannot switch to %s, capturing as uid %d", account.pw_name,
+                    os.geteuid())  # fmt: skip
+        return
+    if account.pw_uid == 0:
+        log.warning("capture.user %s is root: keeping all privileges", account.pw_name)
+        return
+    try:
+        os.setgroups([])
+        os.setgid(account.pw_gid)
+        os.setuid(account.pw_uid)
+    except OSError as exc:
+        raise CaptureError(f"cannot switch to user {account.pw_name}: {exc.strerror}") from None
+    if os.getuid() != account.pw_uid or os.geteuid() != account.pw_uid or _can_regain_root():
+        raise CaptureError(f"switching to user {account.pw_name} did not drop root")
+    log.info("capturing as user %s (uid %d)", account.pw_name, account.pw_uid)
+
+
+def _can_regain_root() -> bool:
+    try:
+        os.setuid(0)
+    except PermissionError:
+        return False
+    return True
+
+
+def private_dir(path: Path, account: pwd.struct_passwd | None) -> Path:
+    """Create `path` (and its parents) while still root, owned by `account` when privileges are
+    about to be dropped, so that the unprivileged process can write into it and nobody else."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if account is not None and will_drop(account):
+        os.chown(path, account.pw_uid, account.pw_gid)
+    return path
