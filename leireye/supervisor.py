@@ -154,7 +154,9 @@ class Supervisor:
         cfg, names = self.config, self.names
         self.children.append(Child("capture", run_capture, (cfg, names.ring, names.status)))
         self.children.append(
-            Child("stats", run_stats, (cfg, names.ring, names.stats, None, names.status))
+            Child(
+                "stats", run_stats, (cfg, names.ring, names.stats, None, StatusDrops(names.status))
+            )
         )
 
     def _start(self, child: Child) -> None:
@@ -200,9 +202,8 @@ class Supervisor:
             return
         if now - child.started_at < HEARTBEAT_GRACE_S:
             return
-        status = self.status.read()
-        age_s = (time.time_ns() - status.heartbeat_ns) / 1e9
-        if status.heartbeat_ns and age_s > self.config.capture.heartbeat_timeout_s:
+        age_s = self.status.heartbeat_age_s()
+        if age_s is not None and age_s > self.config.capture.heartbeat_timeout_s:
             log.error("capture heartbeat is %.1fs old; killing pid=%s", age_s, child.process.pid)
             child.process.kill()
 
@@ -279,6 +280,26 @@ class Supervisor:
             child.process = None
         self.remove_segments()
         log.info("stopped; shared memory %s removed", self.base)
+
+
+class StatusDrops:
+    """The stats process's view of the capture's kernel drops: `(ps_drop, ps_ifdrop)` read from
+    the status block. Picklable (it holds only the name), so it crosses the spawn boundary."""
+
+    def __init__(self, status_name: str) -> None:
+        self.status_name = status_name
+        self._block: Any = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"status_name": self.status_name, "_block": None}
+
+    def __call__(self) -> tuple[int, int]:
+        from leireye.capture.status import StatusBlock
+
+        if self._block is None:
+            self._block = StatusBlock.attach(self.status_name)
+        status = self._block.read()
+        return status.kernel_drops, status.if_drops
 
 
 def _close_and_unlink(segment_owner: Any) -> None:

@@ -113,6 +113,8 @@ class Ring:
     def close(self) -> None:
         """Drop this ring's views and unmap. Arrays returned by readers are copies and stay
         valid; a caller still holding a view of `records`/`raw` gets BufferError here."""
+        if not hasattr(self, "records"):
+            return  # closed already
         del self._counters, self.records, self.raw
         if self.segment is not None:
             self.segment.close()

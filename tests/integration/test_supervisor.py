@@ -85,6 +85,9 @@ class Sensor:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(10)
+        self._reader.join(5)
+        if self.proc.stderr is not None:
+            self.proc.stderr.close()
 
 
 def _attach(kind: type, name: str) -> object | None:
