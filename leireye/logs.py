@@ -6,23 +6,19 @@ import logging
 import sys
 import time
 
+LINE = "%(asctime)s %(levelname)s %(processName)s[%(process)d] %(name)s: %(message)s"
+
 
 class _UtcFormatter(logging.Formatter):
-    converter = time.gmtime
-
-    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", self.converter(record.created))
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
         return f"{stamp}.{int(record.msecs):03d}Z"
 
 
 def setup_logging(level: str = "INFO") -> None:
     """Send `leireye.*` records to stderr as `TIME LEVEL process[pid] logger: message`."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(
-        _UtcFormatter(
-            "%(asctime)s %(levelname)s %(processName)s[%(process)d] %(name)s: %(message)s"
-        )
-    )
+    handler.setFormatter(_UtcFormatter(LINE))
     root = logging.getLogger("leireye")
     root.handlers[:] = [handler]
     root.setLevel(level)

@@ -24,7 +24,13 @@ from typing import Final
 from leireye.errors import RingError
 
 SHM_DIR: Final = Path("/dev/shm")
+PAGE: Final = 4096
 _NAME_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,200}$")
+
+
+def page_align(n: int) -> int:
+    """`n` rounded up to a whole page: every region of a segment starts on one."""
+    return (n + PAGE - 1) // PAGE * PAGE
 
 
 def _path(name: str) -> Path:

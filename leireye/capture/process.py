@@ -24,15 +24,12 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import struct
 import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from multiprocessing.synchronize import Event as ProcessEvent
 from pathlib import Path
-from types import FrameType
 from typing import Any, Final, Protocol
 
 import msgspec
@@ -46,6 +43,7 @@ from leireye.config import Config
 from leireye.errors import CaptureError, LeirEyeError
 from leireye.record import RECORD_DTYPE, DecodeError
 from leireye.ring import Ring, RingWriter
+from leireye.stopping import StopEvent, StopFlag, stop_on_sigterm
 
 log = logging.getLogger("leireye.capture")
 
@@ -56,8 +54,6 @@ EXIT_STUCK: Final = 70
 STATUS_PERIOD_S: Final = 0.1  # status block (and kernel drop counters) refresh
 DEFAULT_STATE_DIR: Final = "/var/lib/leireye"
 _U32: Final = 1 << 32
-
-StopEvent = threading.Event | ProcessEvent
 
 
 class Decode(Protocol):
@@ -87,35 +83,15 @@ def run_capture(
     state_dir: Path | str | None = None,
 ) -> int:
     """Capture until SIGTERM, `stop`, or the end of a replay; return the exit code."""
-    flag = _Stopping(stop)
-    previous: dict[int, Any] = {}
-    if threading.current_thread() is threading.main_thread():
-        previous[signal.SIGTERM] = signal.signal(signal.SIGTERM, flag.on_signal)
-        previous[signal.SIGINT] = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
+    with stop_on_sigterm(stop) as flag:
         return _run(config, ring_name, status_name, flag, decode, state_dir)
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-
-class _Stopping:
-    def __init__(self, stop: StopEvent | None) -> None:
-        self.stop = stop
-        self.signalled = False
-
-    def __call__(self) -> bool:
-        return self.signalled or (self.stop is not None and self.stop.is_set())
-
-    def on_signal(self, signum: int, frame: FrameType | None) -> None:
-        self.signalled = True
 
 
 def _run(
     config: Config,
     ring_name: str,
     status_name: str,
-    stopping: _Stopping,
+    stopping: StopFlag,
     decode: Decode | None,
     state_dir: Path | str | None,
 ) -> int:
@@ -211,7 +187,7 @@ class _Loop:
         writer: RingWriter,
         report: _Report,
         decode: Decode,
-        stopping: _Stopping,
+        stopping: StopFlag,
         watchdog: Watchdog,
     ) -> None:
         self.source = source

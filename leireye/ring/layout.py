@@ -38,10 +38,10 @@ import numpy as np
 
 from leireye.errors import RingError
 from leireye.record import RECORD_DTYPE
+from leireye.shm import PAGE, page_align
 
 MAGIC: Final = b"LEIRING\x00"
 LAYOUT_VERSION: Final = 1
-PAGE: Final = 4096
 
 HEADER_DTYPE: Final = np.dtype(
     {
@@ -107,11 +107,11 @@ class RingLayout:
 
     @property
     def raw_offset(self) -> int:
-        return _page_align(self.records_offset + self.capacity * RECORD_DTYPE.itemsize)
+        return page_align(self.records_offset + self.capacity * RECORD_DTYPE.itemsize)
 
     @property
     def size(self) -> int:
-        return _page_align(self.raw_offset + self.capacity * self.raw_bytes)
+        return page_align(self.raw_offset + self.capacity * self.raw_bytes)
 
     def write_header(self, buf: bytearray | mmap.mmap, created_ns: int) -> None:
         header = np.ndarray((), dtype=HEADER_DTYPE, buffer=buf)
@@ -154,7 +154,3 @@ class RingLayout:
         if len(buf) < layout.size:
             raise RingError(f"{name}: segment is {len(buf)} bytes, its header needs {layout.size}")
         return layout
-
-
-def _page_align(n: int) -> int:
-    return (n + PAGE - 1) // PAGE * PAGE

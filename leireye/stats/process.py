@@ -9,12 +9,8 @@ read-only; until it exists, `run_stats` waits for it.
 from __future__ import annotations
 
 import logging
-import signal
-import threading
 import time
 from collections.abc import Callable
-from multiprocessing.synchronize import Event as ProcessEvent
-from types import FrameType
 from typing import Final
 
 import numpy as np
@@ -24,36 +20,14 @@ from leireye.errors import LeirEyeError, RingError
 from leireye.ring import Ring, RingReader
 from leireye.stats.accumulator import StatsAccumulator
 from leireye.stats.series import StatsSeries
+from leireye.stopping import StopEvent, StopFlag, stop_on_sigterm
 
 log = logging.getLogger("leireye.stats")
 
 DropsSource = Callable[[], tuple[int, int]]
-StopEvent = threading.Event | ProcessEvent
 
 READ_MAX: Final = 65536
 READS_PER_TICK: Final = 32  # at most 2 M records per tick; the rest waits for the next one
-
-
-class _Stopping:
-    """Set by SIGTERM (the handler does nothing else) or by the caller's event."""
-
-    def __init__(self, stop: StopEvent | None) -> None:
-        self.stop = stop
-        self.signalled = False
-
-    def __call__(self) -> bool:
-        return self.signalled or (self.stop is not None and self.stop.is_set())
-
-    def on_signal(self, signum: int, frame: FrameType | None) -> None:
-        self.signalled = True
-
-    def wait(self, seconds: float) -> None:
-        if seconds <= 0:
-            return
-        if self.stop is not None:
-            self.stop.wait(seconds)
-        else:
-            time.sleep(seconds)
 
 
 def epoch_clock() -> Callable[[], int]:
@@ -82,7 +56,7 @@ def log_line(frame: np.ndarray) -> str:
     )
 
 
-def _attach_ring(name: str, stopping: _Stopping, period: float) -> Ring | None:
+def _attach_ring(name: str, stopping: StopFlag, period: float) -> Ring | None:
     reported = ""
     while not stopping():
         try:
@@ -123,27 +97,20 @@ def run_stats(
 ) -> None:
     """Run until `stop` is set or SIGTERM arrives (the handler is installed only when called
     from the main thread, and restored on return)."""
-    stopping = _Stopping(stop)
-    previous = None
-    if threading.current_thread() is threading.main_thread():
-        previous = signal.signal(signal.SIGTERM, stopping.on_signal)
-    try:
+    with stop_on_sigterm(stop) as stopping:
         series = StatsSeries.attach(stats_name, writable=True)
         try:
             series.check_config(config.stats)
             _run(config, ring_name, series, stopping, _DropsPoller(drops_source))
         finally:
             series.close()
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
 
 
 def _run(
     config: Config,
     ring_name: str,
     series: StatsSeries,
-    stopping: _Stopping,
+    stopping: StopFlag,
     drops: _DropsPoller,
 ) -> None:
     period = config.stats.update_ms / 1000

@@ -15,7 +15,7 @@ import numpy as np
 
 from leireye.config import StatsConfig
 from leireye.errors import RingError
-from leireye.shm import Segment, attach_segment, create_segment
+from leireye.shm import PAGE, Segment, attach_segment, create_segment, page_align
 from leireye.stats.layout import (
     HISTORY_DTYPE,
     StatsSnapshot,
@@ -26,7 +26,6 @@ from leireye.stats.layout import (
 
 MAGIC: Final = b"LEISTAT\x00"
 SERIES_VERSION: Final = 1
-PAGE: Final = 4096
 
 _HEADER_FIELDS: Final = (
     ("magic", "S8", 0),
@@ -55,10 +54,6 @@ SEQ_WORD: Final = 64 // 8
 DEFAULT_RETRY_S: Final = 0.1
 
 
-def _page_align(n: int) -> int:
-    return (n + PAGE - 1) // PAGE * PAGE
-
-
 def layout_crc(top_n: int) -> int:
     descr = repr((frame_dtype(top_n).descr, HISTORY_DTYPE.descr))
     return zlib.crc32(descr.encode()) & 0xFFFF_FFFF
@@ -79,11 +74,11 @@ class SeriesLayout:
 
     @property
     def history_offset(self) -> int:
-        return _page_align(self.frame_offset + self.frame_dtype.itemsize)
+        return page_align(self.frame_offset + self.frame_dtype.itemsize)
 
     @property
     def size(self) -> int:
-        return _page_align(self.history_offset + self.history_rows * HISTORY_DTYPE.itemsize)
+        return page_align(self.history_offset + self.history_rows * HISTORY_DTYPE.itemsize)
 
     @classmethod
     def for_config(cls, config: StatsConfig) -> SeriesLayout:
