@@ -20,12 +20,8 @@ def _load(args: argparse.Namespace) -> Config:
         config = Config()  # run from anywhere: the built-in defaults equal configs/default.yaml
     else:
         config = load_config(path)
-    overrides = {
-        "interface": getattr(args, "interface", None),
-        "bpf": getattr(args, "bpf", None),
-        "pcap": getattr(args, "pcap", None),
-    }
-    return with_overrides(config, **overrides)
+    capture = {key: getattr(args, key, None) for key in ("interface", "bpf", "pcap")}
+    return with_overrides(config, capture=capture)
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -57,24 +57,71 @@ class SupervisorConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     shutdown_timeout_s: Annotated[float, msgspec.Meta(gt=0, le=60)] = 2.0
 
 
+class WebConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    host: str = "127.0.0.1"
+    port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 8000
+    # "auto": one worker per core.
+    workers: Literal["auto"] | Annotated[int, msgspec.Meta(ge=1, le=64)] = "auto"
+    user: str | None = "nobody"
+    # Origins (scheme://host[:port]) allowed to open the WebSocket from a browser, besides the
+    # sensor's own; "*" allows any. Clients that send no Origin (scripts) are not affected.
+    allowed_origins: tuple[str, ...] = ()
+    poll_ms: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 10
+    outbox_messages: Annotated[int, msgspec.Meta(ge=16, le=1_000_000)] = 4096
+
+
+class AuthConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    # HS256 secret: read from the environment variable named here when set, else from
+    # secret_file (created with mode 0600 and 64 random bytes on first run).
+    secret_env: str | None = None
+    secret_file: str = "secret.key"
+    users_file: str = "users.yaml"
+    token_ttl_s: Annotated[int, msgspec.Meta(ge=1, le=31_536_000)] = 3600
+    auth_timeout_s: Annotated[float, msgspec.Meta(gt=0, le=600)] = 10.0
+
+
+class LimitsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    connections_per_user: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 5
+    messages_per_second: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 100
+    max_message_bytes: Annotated[int, msgspec.Meta(ge=1024, le=16_777_216)] = 65536
+    idle_timeout_s: Annotated[float, msgspec.Meta(gt=0, le=86_400)] = 300.0
+    stats_interval_min_ms: Annotated[int, msgspec.Meta(ge=10, le=3_600_000)] = 100
+    stats_interval_max_ms: Annotated[int, msgspec.Meta(ge=10, le=3_600_000)] = 60_000
+
+
 class LoggingConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
 
 class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    # Where the sensor keeps its state: the JWT secret, the users file, saved stuck frames.
+    # Relative paths in `auth` are resolved against it.
+    state_dir: str = "/var/lib/leireye"
     capture: CaptureConfig = CaptureConfig()
     ring: RingConfig = RingConfig()
     stats: StatsConfig = StatsConfig()
     supervisor: SupervisorConfig = SupervisorConfig()
+    web: WebConfig = WebConfig()
+    auth: AuthConfig = AuthConfig()
+    limits: LimitsConfig = LimitsConfig()
     logging: LoggingConfig = LoggingConfig()
+
+    def state_path(self, path: str) -> Path:
+        """`path` resolved against `state_dir` (absolute paths are kept)."""
+        return Path(self.state_dir) / path
 
 
 def parse_config(data: Any) -> Config:
     """Validate an already-parsed YAML document (None means all defaults)."""
     try:
-        return msgspec.convert(data or {}, Config, strict=True)
+        config = msgspec.convert(data or {}, Config, strict=True)
     except msgspec.ValidationError as exc:
         raise ConfigError(f"invalid configuration: {exc}") from None
+    if config.limits.stats_interval_min_ms > config.limits.stats_interval_max_ms:
+        raise ConfigError(
+            "invalid configuration: limits.stats_interval_min_ms is above stats_interval_max_ms"
+        )
+    return config
 
 
 def load_config(path: str | Path) -> Config:
@@ -95,11 +142,14 @@ def load_config(path: str | Path) -> Config:
         raise ConfigError(f"{path}: {exc}") from None
 
 
-def with_overrides(config: Config, **capture: Any) -> Config:
-    """A copy with the given `capture.*` keys replaced (None values are ignored), re-validated."""
-    changes = {k: v for k, v in capture.items() if v is not None}
-    if not changes:
-        return config
+def with_overrides(config: Config, **sections: dict[str, Any]) -> Config:
+    """A copy with keys of the given sections replaced (None values are ignored), re-validated:
+    `with_overrides(c, capture={"bpf": "udp"}, web={"port": None})`."""
     data = msgspec.to_builtins(config)
-    data["capture"].update(changes)
-    return parse_config(data)
+    changed = False
+    for section, values in sections.items():
+        for key, value in values.items():
+            if value is not None:
+                data[section][key] = value
+                changed = True
+    return parse_config(data) if changed else config

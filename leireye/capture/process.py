@@ -52,7 +52,6 @@ EXIT_ERROR: Final = 1
 EXIT_FATAL: Final = 3
 EXIT_STUCK: Final = 70
 STATUS_PERIOD_S: Final = 0.1  # status block (and kernel drop counters) refresh
-DEFAULT_STATE_DIR: Final = "/var/lib/leireye"
 _U32: Final = 1 << 32
 
 
@@ -67,10 +66,6 @@ class Decode(Protocol):
         linktype: int,
         out: np.ndarray | None = None,
     ) -> DecodedBatch: ...
-
-
-def state_dir_default() -> Path:
-    return Path(os.environ.get("LEIREYE_STATE_DIR", DEFAULT_STATE_DIR))
 
 
 def run_capture(
@@ -112,7 +107,7 @@ def _run(
             ring = Ring.attach(ring_name, writable=True)
             decoder = decode or _default_decode()
             account = lookup_user(cap.user)
-            stuck_dir = _stuck_dir(Path(state_dir or state_dir_default()), account)
+            stuck_dir = _stuck_dir(Path(state_dir or config.state_dir), account)
             source = open_source(cap)
             drop_privileges(account)
             source.check_reopen()

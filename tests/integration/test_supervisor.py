@@ -34,7 +34,9 @@ class Sensor:
     def __init__(self, tmp_path: Path, *args: str, config: str = "") -> None:
         self.name = f"leireye-t{uuid.uuid4().hex[:10]}"
         config_path = tmp_path / "sensor.yaml"
-        config_path.write_text(config or "stats: {log_interval_s: 0.2}\n")
+        state_dir = tmp_path / "state"
+        base = f"state_dir: {state_dir}\nstats: {{log_interval_s: 0.2}}\n"
+        config_path.write_text(base + config)
         cmd = [sys.executable, "-m", "leireye.cli", "run", "-c", str(config_path)]
         cmd += ["--name", self.name, *args]
         self.proc = subprocess.Popen(
