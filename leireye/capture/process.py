@@ -36,7 +36,7 @@ import msgspec
 import numpy as np
 
 from leireye.capture.batch import DecodedBatch
-from leireye.capture.privileges import drop_privileges, lookup_user, private_dir
+from leireye.privileges import drop_privileges, lookup_user, private_dir
 from leireye.capture.source import Batch, PacketSource, open_source
 from leireye.capture.status import CaptureState, CaptureStatus, StatusBlock
 from leireye.config import Config

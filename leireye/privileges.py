@@ -1,8 +1,9 @@
-"""Dropping root after the capture handle is open.
+"""Dropping root once a child has opened what only root may open.
 
 An open pcap handle keeps capturing after `setgroups([])`, `setgid`, `setuid`; opening a new one
 then fails with EPERM. So the capture process opens everything it needs as root (handle, shared
-memory, its directory for stuck frames) and drops to `capture.user` before reading any packet.
+memory, its directory for stuck frames) and drops to `capture.user` before reading any packet;
+a web worker maps its segments and reads its secrets, then drops to `web.user` before serving.
 """
 
 from __future__ import annotations
@@ -12,47 +13,54 @@ import os
 import pwd
 from pathlib import Path
 
-from leireye.errors import CaptureError
+from leireye.errors import CaptureError, LeirEyeError
 
-log = logging.getLogger("leireye.capture")
+log = logging.getLogger("leireye.privileges")
 
 
-def lookup_user(user: str | None) -> pwd.struct_passwd | None:
-    """The account to run as; None when no user is configured. A missing user is an error."""
+def lookup_user(
+    user: str | None, key: str = "capture.user", error: type[LeirEyeError] = CaptureError
+) -> pwd.struct_passwd | None:
+    """The account to run as; None when no user is configured. A missing user is an `error`
+    naming the config `key`."""
     if user is None:
         return None
     try:
         return pwd.getpwnam(user)
     except KeyError:
-        raise CaptureError(f"capture.user: no such user {user!r}") from None
+        raise error(f"{key}: no such user {user!r}") from None
 
 
 def will_drop(account: pwd.struct_passwd | None) -> bool:
     return account is not None and os.geteuid() == 0 and account.pw_uid != 0
 
 
-def drop_privileges(account: pwd.struct_passwd | None) -> None:
+def drop_privileges(
+    account: pwd.struct_passwd | None,
+    key: str = "capture.user",
+    error: type[LeirEyeError] = CaptureError,
+) -> None:
     """Become `account` for good (no supplementary groups, real and effective ids), or warn and
     stay as is when there is no account, or when not running as root."""
     if account is None:
-        log.warning("capture.user is not set: capturing as uid %d", os.geteuid())
+        log.warning("%s is not set: running as uid %d", key, os.geteuid())
         return
     if os.geteuid() != 0:
-        log.warning("not root: cannot switch to %s, capturing as uid %d", account.pw_name,
+        log.warning("not root: cannot switch to %s, running as uid %d", account.pw_name,
                     os.geteuid())  # fmt: skip
         return
     if account.pw_uid == 0:
-        log.warning("capture.user %s is root: keeping all privileges", account.pw_name)
+        log.warning("%s %s is root: keeping all privileges", key, account.pw_name)
         return
     try:
         os.setgroups([])
         os.setgid(account.pw_gid)
         os.setuid(account.pw_uid)
     except OSError as exc:
-        raise CaptureError(f"cannot switch to user {account.pw_name}: {exc.strerror}") from None
+        raise error(f"cannot switch to user {account.pw_name}: {exc.strerror}") from None
     if os.getuid() != account.pw_uid or os.geteuid() != account.pw_uid or _can_regain_root():
-        raise CaptureError(f"switching to user {account.pw_name} did not drop root")
-    log.info("capturing as user %s (uid %d)", account.pw_name, account.pw_uid)
+        raise error(f"switching to user {account.pw_name} did not drop root")
+    log.info("running as user %s (uid %d)", account.pw_name, account.pw_uid)
 
 
 def _can_regain_root() -> bool:
