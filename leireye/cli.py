@@ -21,7 +21,8 @@ def _load(args: argparse.Namespace) -> Config:
     else:
         config = load_config(path)
     capture = {key: getattr(args, key, None) for key in ("interface", "bpf", "pcap")}
-    return with_overrides(config, capture=capture)
+    web = {key: getattr(args, key, None) for key in ("port", "workers")}
+    return with_overrides(config, capture=capture, web=web)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -48,6 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--interface", "-i", help="capture interface (overrides capture.interface)")
     run.add_argument("--bpf", help="BPF filter expression (overrides capture.bpf)")
     run.add_argument("--pcap", help="replay this pcap file instead of capturing live")
+    run.add_argument("--port", type=int, help="HTTP/WebSocket port (overrides web.port)")
+    run.add_argument("--workers", type=int, help="web worker processes (overrides web.workers)")
     run.add_argument("--name", help="shared-memory name prefix (default: leireye-<pid>)")
     run.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     run.set_defaults(func=cmd_run)

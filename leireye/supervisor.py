@@ -26,17 +26,25 @@ import os
 import pwd
 import select
 import signal
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.process import BaseProcess
+from pathlib import Path
 from typing import Any
 
 from leireye.config import Config
 from leireye.errors import CaptureError, LeirEyeError
 from leireye.logs import setup_logging
 from leireye.ring import Ring, RingLayout
-from leireye.shm import SHM_DIR, unlink_segment
+from leireye.segments import (
+    SegmentNames,
+    StatusDrops,
+    close_and_unlink,
+    remove_stale_segments,
+)
+from leireye.shm import unlink_segment
 
 log = logging.getLogger("leireye.supervisor")
 
@@ -44,20 +52,6 @@ EXIT_FATAL = 3  # a child's "restarting will not help" (bad interface, BPF, perm
 EXIT_STUCK = 70  # the capture watchdog found a decode stuck on one frame
 PR_SET_PDEATHSIG = 1
 HEARTBEAT_GRACE_S = 10.0  # a fresh capture process gets this long to open its handle
-
-
-@dataclass(frozen=True)
-class SegmentNames:
-    ring: str
-    status: str
-    stats: str
-
-    @classmethod
-    def for_run(cls, base: str) -> SegmentNames:
-        return cls(ring=f"{base}-ring", status=f"{base}-status", stats=f"{base}-stats")
-
-    def all(self) -> tuple[str, ...]:
-        return (self.ring, self.status, self.stats)
 
 
 def child_main(role: str, level: str, target: Callable[..., int | None], *args: Any) -> None:
@@ -83,6 +77,7 @@ class Child:
     next_start: float = 0.0  # monotonic time of the next (re)start; 0: now
     fatal: bool = False
     history: list[int | None] = field(default_factory=list)
+    web_index: int | None = None
 
 
 class Supervisor:
@@ -97,17 +92,19 @@ class Supervisor:
         os.set_blocking(self._wake_w, False)
         self._created: list[Callable[[], None]] = []
         self.status: Any = None
+        self.registry: Any = None
+        self.socket: socket.socket | None = None
+        self.web_workers = 0
 
     # -- shared memory ------------------------------------------------------------------------
 
-    def _owner(self) -> tuple[int, int] | None:
-        user = self.config.capture.user
+    def _owner(self, user: str | None, key: str) -> tuple[int, int] | None:
         if os.geteuid() != 0 or user is None:
             return None
         try:
             entry = pwd.getpwnam(user)
         except KeyError:
-            raise CaptureError(f"capture.user: no such user {user!r}") from None
+            raise CaptureError(f"{key}: no such user {user!r}") from None
         return entry.pw_uid, entry.pw_gid
 
     def create_segments(self) -> None:
@@ -115,16 +112,16 @@ class Supervisor:
         from leireye.stats.series import StatsSeries
 
         remove_stale_segments()
-        owner = self._owner()
+        owner = self._owner(self.config.capture.user, "capture.user")
         cfg = self.config
         layout = RingLayout(capacity=cfg.ring.capacity, raw_bytes=cfg.ring.raw_bytes)
         ring = Ring.create(self.names.ring, layout, owner=owner)
-        self._created.append(lambda: _close_and_unlink(ring))
+        self._created.append(lambda: close_and_unlink(ring))
         self.status = StatusBlock.create(self.names.status, owner=owner)
         status = self.status
-        self._created.append(lambda: _close_and_unlink(status))
+        self._created.append(lambda: close_and_unlink(status))
         stats = StatsSeries.create(self.names.stats, cfg.stats, owner=owner)
-        self._created.append(lambda: _close_and_unlink(stats))
+        self._created.append(lambda: close_and_unlink(stats))
         ring.close()  # the supervisor never reads packets; the name stays until unlink
         log.info(
             "shared memory %s: ring %d records x %d B + %d raw B (%.1f MiB)",
@@ -133,6 +130,34 @@ class Supervisor:
             256,
             layout.raw_bytes,
             layout.size / 2**20,
+        )
+
+    def prepare_web(self) -> None:
+        """Bind the listening socket once, create the connection registry, and make sure the
+        secret and the users file exist (owned by the web user) before any worker starts."""
+        from leireye.web.auth import load_or_create_secret
+        from leireye.web.registry import ConnectionRegistry
+        from leireye.web.users import ensure_users_file
+
+        cfg = self.config
+        owner = self._owner(cfg.web.user, "web.user")
+        Path(cfg.state_dir).mkdir(parents=True, exist_ok=True, mode=0o755)
+        load_or_create_secret(cfg, owner=owner)
+        ensure_users_file(cfg.state_path(cfg.auth.users_file), owner=owner)
+        self.web_workers = web_worker_count(cfg)
+        registry = ConnectionRegistry.create(self.names.conns, self.web_workers, owner=owner)
+        self.registry = registry
+        self._created.append(lambda: close_and_unlink(registry))
+        try:
+            self.socket = socket.create_server((cfg.web.host, cfg.web.port), backlog=2048)
+        except OSError as exc:
+            raise WebStartError(
+                f"cannot listen on {cfg.web.host}:{cfg.web.port}: {exc.strerror}"
+            ) from None
+        host, port = self.socket.getsockname()[:2]
+        self._created.append(self.socket.close)
+        log.info(
+            "web: listening on http://%s:%d (%d workers)", _url_host(host), port, self.web_workers
         )
 
     def remove_segments(self) -> None:
@@ -150,6 +175,7 @@ class Supervisor:
     def add_default_children(self) -> None:
         from leireye.capture.process import run_capture
         from leireye.stats.process import run_stats
+        from leireye.web.worker import run_web_worker
 
         cfg, names = self.config, self.names
         self.children.append(Child("capture", run_capture, (cfg, names.ring, names.status)))
@@ -158,6 +184,9 @@ class Supervisor:
                 "stats", run_stats, (cfg, names.ring, names.stats, None, StatusDrops(names.status))
             )
         )
+        for index in range(self.web_workers):
+            args = (cfg, names.as_dict(), index, self.socket)
+            self.children.append(Child(f"web-{index}", run_web_worker, args, web_index=index))
 
     def _start(self, child: Child) -> None:
         process = self.ctx.Process(
@@ -177,6 +206,8 @@ class Supervisor:
         child.process.close()
         child.process = None
         child.history.append(code)
+        if child.web_index is not None and self.registry is not None:
+            self.registry.clear_worker(child.web_index)
         if code == 0 and child.role == "capture" and self.config.capture.pcap:
             log.info("capture finished replaying %s", self.config.capture.pcap)
             child.fatal = True  # nothing left to do; stats and readers keep running
@@ -237,6 +268,7 @@ class Supervisor:
         }
         try:
             self.create_segments()
+            self.prepare_web()
             if not self.children:
                 self.add_default_children()
             self.poll()
@@ -282,54 +314,14 @@ class Supervisor:
         log.info("stopped; shared memory %s removed", self.base)
 
 
-class StatusDrops:
-    """The stats process's view of the capture's kernel drops: `(ps_drop, ps_ifdrop)` read from
-    the status block. Picklable (it holds only the name), so it crosses the spawn boundary."""
-
-    def __init__(self, status_name: str) -> None:
-        self.status_name = status_name
-        self._block: Any = None
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {"status_name": self.status_name, "_block": None}
-
-    def __call__(self) -> tuple[int, int]:
-        from leireye.capture.status import StatusBlock
-
-        if self._block is None:
-            self._block = StatusBlock.attach(self.status_name)
-        status = self._block.read()
-        return status.kernel_drops, status.if_drops
+class WebStartError(LeirEyeError):
+    """The web server cannot start (the port is taken, no such host address)."""
 
 
-def _close_and_unlink(segment_owner: Any) -> None:
-    with contextlib.suppress(LeirEyeError, FileNotFoundError):
-        segment_owner.unlink()
-    segment_owner.close()
+def web_worker_count(config: Config) -> int:
+    workers = config.web.workers
+    return (os.cpu_count() or 1) if workers == "auto" else workers
 
 
-def remove_stale_segments() -> list[str]:
-    """Unlink `leireye-<pid>-*` segments whose supervisor is gone (left by a SIGKILLed run)."""
-    removed = []
-    for path in SHM_DIR.glob("leireye-*-*"):
-        parts = path.name.split("-")
-        if len(parts) < 3 or not parts[1].isdigit():
-            continue
-        pid = int(parts[1])
-        if pid == os.getpid() or _pid_alive(pid):
-            continue
-        if unlink_segment(path.name):
-            removed.append(path.name)
-    if removed:
-        log.warning("removed stale shared memory of dead runs: %s", ", ".join(sorted(removed)))
-    return removed
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host

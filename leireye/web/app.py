@@ -1,0 +1,94 @@
+"""The Starlette application of one web worker: thin glue between sockets and the sans-IO session.
+
+Each WebSocket connection gets two tasks. The receiver feeds every client frame to the session;
+the sender drains the session's bounded outbox and is the only code that awaits `send`. A client
+that does not read blocks only its own sender: its outbox fills, and the session skips packets
+for it (and says how many) instead of letting memory grow or slowing anyone else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from leireye.web.hub import Connection, Hub
+from leireye.web.origin import origin_allowed
+from leireye.web.protocol import Close
+
+log = logging.getLogger("leireye.web")
+
+
+def build_app(hub: Hub, allowed_origins: tuple[str, ...]) -> Starlette:
+    async def health(request: Request) -> JSONResponse:
+        return JSONResponse(hub.health())
+
+    async def capture_socket(websocket: WebSocket) -> None:
+        scheme = "https" if websocket.url.scheme == "wss" else "http"
+        origin = websocket.headers.get("origin")
+        if not origin_allowed(origin, websocket.headers.get("host"), allowed_origins, scheme):
+            log.warning("refused a WebSocket from origin %r", origin)
+            await websocket.close(code=1008)  # before accept: uvicorn answers HTTP 403
+            return
+        await websocket.accept()
+        conn = hub.open(websocket.query_params.get("token"), time.monotonic())
+        try:
+            await _serve(websocket, conn)
+        finally:
+            hub.close(conn)
+
+    return Starlette(
+        routes=[
+            Route("/health", health),
+            WebSocketRoute("/ws/capture", capture_socket),
+        ],
+        lifespan=hub.lifespan,
+    )
+
+
+async def _serve(websocket: WebSocket, conn: Connection) -> None:
+    sender = asyncio.create_task(_send_loop(websocket, conn))
+    try:
+        while not sender.done():
+            receive = asyncio.ensure_future(websocket.receive())
+            done, _ = await asyncio.wait({receive, sender}, return_when=asyncio.FIRST_COMPLETED)
+            if receive not in done:
+                receive.cancel()
+                break
+            message: dict[str, Any] = receive.result()
+            if message["type"] == "websocket.disconnect":
+                break
+            data = message.get("text")
+            if data is None:
+                data = message.get("bytes") or b""
+            conn.receive(data, time.monotonic())
+    except WebSocketDisconnect:
+        pass
+    finally:
+        if not sender.done():
+            sender.cancel()
+        with contextlib.suppress(asyncio.CancelledError, WebSocketDisconnect, RuntimeError):
+            await sender
+
+
+async def _send_loop(websocket: WebSocket, conn: Connection) -> None:
+    while True:
+        item = conn.session.next_outgoing()
+        if item is None:
+            conn.wake.clear()
+            if (item := conn.session.next_outgoing()) is None:
+                await conn.wake.wait()
+                continue
+        if isinstance(item, Close):
+            with contextlib.suppress(RuntimeError, WebSocketDisconnect):
+                await websocket.close(code=item.code, reason=item.reason)
+            return
+        await websocket.send_text(item.decode() if isinstance(item, bytes) else item)

@@ -1,0 +1,259 @@
+"""The hub of one web worker: one ring reader, many sessions, each packet encoded once.
+
+Why it is shaped so
+-------------------
+Every `poll_ms` the hub reads what the capture wrote since its last look, as one numpy batch.
+Sessions with identical filters form one group; each distinct filter's mask is computed once
+over the batch, the union of all masks is JSON-encoded once (one `packet` message per row), and
+each session receives references to the already-encoded messages it wants. So the cost per
+batch grows with the number of distinct filters, not with the number of subscribers.
+
+A session that subscribes with `since` is first fed from its own ring reader, from `since + 1`
+up to the hub's cursor, in bounded chunks, and only when it has caught up does it join its live
+group. Both happen in the same event-loop step, so no record falls between replay and live.
+If the ring already overwrote part of what it asked for, the session is told how many first.
+
+Replay never skips: when a session's outbox is full the replay pauses. Live delivery never waits:
+a full outbox makes the session skip packets and count them (see `session.py`).
+
+Every 100 ms the hub also reads the stats series and the capture status once, and gives each
+session the clock tick that drives its timers (auth timeout, idle timeout, token expiry, stats
+interval, status changes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections import defaultdict
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from leireye.capture.status import CaptureStatus, StatusBlock
+from leireye.config import Config
+from leireye.errors import LeirEyeError
+from leireye.ring import Ring, RingReader
+from leireye.stats.layout import StatsSnapshot
+from leireye.stats.series import StatsSeries
+from leireye.web.auth import Authenticator, load_or_create_secret
+from leireye.web.encode import encode_packets
+from leireye.web.filters import PacketFilter
+from leireye.web.registry import ConnectionRegistry
+from leireye.web.session import Session
+from leireye.web.users import UserStore
+
+log = logging.getLogger("leireye.web")
+
+TICK_S = 0.1
+READ_MAX = 16384
+REPLAY_CHUNK = 4096
+
+
+@dataclass(eq=False)
+class Connection:
+    session: Session
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    replay: RingReader | None = None
+    admitted_user: int | None = None
+
+    def receive(self, data: str | bytes, now: float) -> None:
+        self.session.receive(data, now)
+        self.wake.set()
+
+
+class Hub:
+    def __init__(
+        self,
+        config: Config,
+        worker_index: int,
+        ring: Ring,
+        status: StatusBlock,
+        stats: StatsSeries,
+        registry: ConnectionRegistry,
+        authenticator: Authenticator,
+    ) -> None:
+        self.config = config
+        self.worker_index = worker_index
+        self.ring = ring
+        self.status_block = status
+        self.stats_series = stats
+        self.registry = registry
+        self.authenticator = authenticator
+        self.reader = RingReader(ring, "latest")
+        self.connections: set[Connection] = set()
+        self.stats: StatsSnapshot | None = None
+        self.status: CaptureStatus | None = None
+        self.delivered = 0
+        self.encoded = 0
+
+    @classmethod
+    def open(cls, config: Config, segments: dict[str, str], worker_index: int) -> Hub:
+        """Map every segment and read the secrets (call while still root)."""
+        ring = Ring.attach(segments["ring"])
+        status = StatusBlock.attach(segments["status"])
+        stats = StatsSeries.attach(segments["stats"])
+        registry = ConnectionRegistry.attach(segments["conns"], worker_index)
+        secret = load_or_create_secret(config)
+        users = UserStore(config.state_path(config.auth.users_file))
+        return cls(config, worker_index, ring, status, stats, registry, Authenticator(secret, users))
+
+    # -- connections --------------------------------------------------------------------------
+
+    def open(self, query_token: str | None, now: float) -> Connection:
+        conn: Connection
+
+        def admit(principal: Any) -> bool:
+            ok = self.registry.try_acquire(principal.id, self.config.limits.connections_per_user)
+            if ok:
+                conn.admitted_user = principal.id
+            return ok
+
+        session = Session(
+            limits=self.config.limits,
+            authenticate=self.authenticator.verify,
+            admit=admit,
+            auth_timeout_s=self.config.auth.auth_timeout_s,
+            now=now,
+            query_token=query_token,
+            outbox_messages=self.config.web.outbox_messages,
+        )
+        conn = Connection(session)
+        self.connections.add(conn)
+        session.tick(now, self.stats, self.status)
+        return conn
+
+    def close(self, conn: Connection) -> None:
+        self.connections.discard(conn)
+        if conn.admitted_user is not None:
+            self.registry.release(conn.admitted_user)
+            conn.admitted_user = None
+
+    # -- the loop -----------------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, app: Any) -> AsyncIterator[None]:
+        task = asyncio.create_task(self.run())
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def run(self) -> None:
+        poll_s = self.config.web.poll_ms / 1000
+        next_tick = 0.0
+        while True:
+            now = time.monotonic()
+            if now >= next_tick:
+                self.tick(now)
+                next_tick = now + TICK_S
+            self.step()
+            await asyncio.sleep(poll_s)
+
+    def tick(self, now: float) -> None:
+        try:
+            self.stats = self.stats_series.read()
+            self.status = self.status_block.read()
+        except LeirEyeError as exc:  # a writer died mid-update; try again next tick
+            log.debug("tick: %s", exc)
+        for conn in list(self.connections):
+            conn.session.tick(now, self.stats, self.status)
+            conn.wake.set()
+
+    def step(self) -> None:
+        """Advance replays to the hub's cursor, then fan the new batch out to live sessions."""
+        for conn in list(self.connections):
+            self._advance_replay(conn)
+        batch = self.reader.read(READ_MAX)
+        if batch.lost:
+            log.warning("web worker %d fell behind the ring: %d lost", self.worker_index, batch.lost)
+        if len(batch.records):
+            self._fanout(batch.records)
+
+    def _live_groups(self) -> dict[PacketFilter, list[Connection]]:
+        groups: dict[PacketFilter, list[Connection]] = defaultdict(list)
+        for conn in self.connections:
+            session = conn.session
+            if session.subscribed_packets and conn.replay is None and session.resume_from is None:
+                groups[session.filter].append(conn)
+        return groups
+
+    def _fanout(self, records: np.ndarray) -> None:
+        groups = self._live_groups()
+        if not groups:
+            return
+        masks = {flt: flt.mask(records) for flt in groups}
+        union = np.logical_or.reduce(list(masks.values()))
+        rows = np.flatnonzero(union)
+        if not rows.size:
+            return
+        messages = encode_packets(records[rows])
+        self.encoded += len(messages)
+        ids = records["seq"][rows]
+        for flt, conns in groups.items():
+            picked = np.flatnonzero(masks[flt][rows])
+            if not picked.size:
+                continue
+            chosen = [messages[i] for i in picked]
+            for conn in conns:
+                conn.session.deliver(ids[picked], chosen)
+                conn.wake.set()
+                self.delivered += len(chosen)
+
+    def _advance_replay(self, conn: Connection) -> None:
+        session = conn.session
+        if session.resume_from is not None and conn.replay is None:
+            start = max(1, session.resume_from + 1)
+            conn.replay = RingReader(self.ring, min(start, self.reader.cursor))
+            session.resume_from = None
+        replay = conn.replay
+        if replay is None:
+            return
+        if session.closed is not None:
+            conn.replay = None
+            return
+        room = session.outbox_room()
+        end = self.reader.cursor  # live delivery starts here
+        while room > 0 and replay.cursor < end:
+            batch = replay.read(min(REPLAY_CHUNK, room, end - replay.cursor))
+            if batch.lost:
+                session.replay_lost(batch.lost)
+            records = batch.records
+            if len(records):
+                rows = np.flatnonzero(session.filter.mask(records))
+                if rows.size:
+                    session.deliver(records["seq"][rows], encode_packets(records[rows]))
+                room = session.outbox_room()
+            if not len(records) and not batch.lost:
+                break
+        if replay.cursor >= end:
+            conn.replay = None
+            session.replay_done()
+        conn.wake.set()
+
+    def health(self) -> dict[str, Any]:
+        status = self.status
+        return {
+            "status": "ok",
+            "worker": self.worker_index,
+            "pid": os.getpid(),
+            "capture": {
+                "state": status.state if status else "unknown",
+                "is_capturing": bool(status and status.capturing),
+                "interface": status.interface if status else None,
+                "packets_captured": status.packets_captured if status else 0,
+            },
+            "ring": {
+                "capacity": self.ring.capacity,
+                "fill": round(self.ring.fill, 4),
+                "last_id": self.ring.write_seq,
+            },
+            "connections": len(self.connections),
+        }

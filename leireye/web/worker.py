@@ -1,0 +1,71 @@
+"""One web worker process: uvicorn serving the Starlette app on the supervisor's socket.
+
+The supervisor binds the listening socket once and hands the same socket to every worker, so
+the kernel spreads connections over them. A worker maps the ring, the capture status, the stats
+series (read-only) and the connection registry (its own row) and reads the JWT secret while it is
+still root, then drops to `web.user` before it serves a single request.
+
+uvicorn settings that matter here (see FIELD-NOTES):
+- `ws="wsproto"`: it closes oversized frames with 1009 and does not log a traceback per bad
+  frame; permessage-deflate is off (it cost 2-4x in throughput, compressing per connection);
+- `ws_max_size = limits.max_message_bytes`; uvicorn's own ping is off: the protocol has `ping`;
+- our log filter is installed on uvicorn's loggers, so no `?token=` ever reaches a log line.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+
+import uvicorn
+
+from leireye.config import Config
+from leireye.errors import LeirEyeError
+from leireye.privileges import drop_privileges, lookup_user
+from leireye.web.app import build_app
+from leireye.web.hub import Hub
+from leireye.web.logfilter import install_log_redaction
+
+log = logging.getLogger("leireye.web")
+
+EXIT_FATAL = 3
+
+
+class WebError(LeirEyeError):
+    """A web worker cannot start."""
+
+
+def run_web_worker(
+    config: Config,
+    segments: dict[str, str],
+    worker_index: int,
+    sock: socket.socket,
+) -> int:
+    install_log_redaction()
+    try:
+        hub = Hub.open(config, segments, worker_index)
+        account = lookup_user(config.web.user, key="web.user", error=WebError)
+        drop_privileges(account, key="web.user", error=WebError)
+    except LeirEyeError as exc:
+        log.error("web worker %d cannot start: %s", worker_index, exc)
+        return EXIT_FATAL
+    app = build_app(hub, config.web.allowed_origins)
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            ws="wsproto",
+            ws_max_size=config.limits.max_message_bytes,
+            ws_per_message_deflate=False,
+            ws_ping_interval=None,
+            ws_ping_timeout=None,
+            log_config=None,
+            access_log=True,
+            lifespan="on",
+            timeout_graceful_shutdown=1,
+            server_header=False,
+        )
+    )
+    install_log_redaction()  # uvicorn.Config configures its loggers: filter them again
+    log.info("web worker %d serving on fd %d", worker_index, sock.fileno())
+    server.run(sockets=[sock])
+    return 0
