@@ -35,6 +35,7 @@ class CaptureConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     user: str | None = "nobody"
     batch_max: Annotated[int, msgspec.Meta(ge=1, le=65536)] = 4096
     poll_ms: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 50
+    coalesce_ms: Annotated[int, msgspec.Meta(ge=0, le=1000)] = 2
     heartbeat_timeout_s: Annotated[float, msgspec.Meta(gt=0, le=600)] = 5.0
 
 

@@ -36,11 +36,11 @@ import msgspec
 import numpy as np
 
 from leireye.capture.batch import DecodedBatch
-from leireye.privileges import drop_privileges, lookup_user, private_dir
 from leireye.capture.source import Batch, PacketSource, open_source
 from leireye.capture.status import CaptureState, CaptureStatus, StatusBlock
 from leireye.config import Config
 from leireye.errors import CaptureError, LeirEyeError
+from leireye.privileges import drop_privileges, lookup_user, private_dir
 from leireye.record import RECORD_DTYPE, DecodeError
 from leireye.ring import Ring, RingWriter
 from leireye.stopping import StopEvent, StopFlag, stop_on_sigterm

@@ -89,14 +89,15 @@ class PacketSource(ABC):
     def close(self) -> None:
         self._handle.close()
 
-    def _read(self, ts: list[int], frames: list[bytes]) -> int:
-        """One `pcap_dispatch` of up to `batch_max` packets, appended as private copies."""
+    def _read(self, ts: list[int], frames: list[bytes], limit: int | None = None) -> int:
+        """One `pcap_dispatch` of up to `limit` (default `batch_max`) packets, appended as
+        private copies."""
 
         def collect(t: int, pkt: bytes) -> None:
             ts.append(t)
             frames.append(pkt if type(pkt) is bytes else bytes(pkt))  # never a view into libpcap
 
-        n: int = self._handle.dispatch(self.batch_max, collect)
+        n: int = self._handle.dispatch(limit or self.batch_max, collect)
         return n
 
 
@@ -129,6 +130,7 @@ class LiveSource(PacketSource):
         self.description = interface
         self.bpf = config.bpf
         self.batch_max = config.batch_max
+        self.coalesce_s = config.coalesce_ms / 1000
         try:
             self._handle = pcap.pcap(
                 name=interface,
@@ -157,12 +159,21 @@ class LiveSource(PacketSource):
         self._poller.register(self._handle.fileno(), select.POLLIN)
 
     def poll(self, timeout_s: float) -> Batch:
+        """Wait up to `timeout_s` for packets; once some arrived, keep gathering for up to
+        `coalesce_ms` or until `batch_max`, since each decode call has a fixed cost."""
         ts: list[int] = []
         frames: list[bytes] = []
         n = self._read(ts, frames)
         if n == 0:
             self._poller.poll(max(0, int(timeout_s * 1000)))
             n = self._read(ts, frames)
+        if n > 0 and self.coalesce_s > 0 and len(frames) < self.batch_max:
+            deadline = time.monotonic() + self.coalesce_s
+            while len(frames) < self.batch_max and n >= 0:
+                left_ms = int((deadline - time.monotonic()) * 1000 + 0.999)
+                if left_ms <= 0 or not self._poller.poll(left_ms):
+                    break
+                n = self._read(ts, frames, self.batch_max - len(frames))
         if n < 0:
             raise CaptureError(f"reading {self.description!r}: {_text(self._handle.geterr())}")
         return Batch(ts, wire_lengths(frames, self.linktype, self.snaplen), frames, self.linktype)

@@ -1,0 +1,144 @@
+"""The per-packet part of the fast path: payloads whose `info` needs a dissector.
+
+The batch stages settle most packets with masks (a pure ACK on 443 is "HTTPS [ACK]", a TLS
+record of type 23 is "TLS Application Data"); the packets left over come here one by one: SSH
+banners, TLS handshakes, HTTP start lines, DNS and the UDP dissectors that read more than a byte.
+Each function returns `(app, info, error)` and never raises: a dissector's own exception becomes
+INTERNAL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from functools import lru_cache
+from typing import Final
+
+from leireye.record import App, DecodeError, encode_info
+
+from . import dissect, rules
+from .names import HTTP_METHODS
+
+Result = tuple[App, bytes, DecodeError]
+
+_REQUEST_PREFIXES: Final = tuple(method + b" " for method in HTTP_METHODS)
+
+
+@lru_cache(maxsize=4096)
+def text(value: str) -> bytes:
+    """`value` as stored in a record; cached, for texts that repeat."""
+    return encode_info(value)
+
+
+@lru_cache(maxsize=4096)
+def arp_text(op: int, sender: int | None, target: int, sender_mac: int) -> bytes:
+    """`rules.arp_text` stored; cached, as ARP repeats the same questions."""
+    return encode_info(rules.arp_text(op, sender, target, sender_mac))
+
+
+def _failed(app: App, cut: bool) -> Result:
+    error = DecodeError.TRUNCATED if cut else DecodeError.APP_PARSE
+    return app, text(rules.error_text(app.label, error)), error
+
+
+def _dissect(app: App, read: Callable[[bytes], str | None], payload: bytes, cut: bool) -> Result:
+    try:
+        info = read(payload)
+    except Exception:  # a dissector's own bug: recorded per packet, never raised
+        return app, text(rules.error_text(app.label, DecodeError.INTERNAL)), DecodeError.INTERNAL
+    if info is None:
+        return _failed(app, cut)
+    return app, encode_info(info), DecodeError.NONE
+
+
+def _dns_over_tcp(payload: bytes) -> str | None:
+    return dissect.dns_info(payload[2:], "DNS")
+
+
+def tcp_payload(
+    payload: bytes, sport: int, dport: int, flags: int, length: int, cut: bool
+) -> Result:
+    """The application rule for a TCP segment whose payload may carry recognisable content."""
+    if payload.startswith(b"SSH-"):
+        return _dissect(App.SSH, dissect.ssh_info, payload, cut)
+    if dissect.is_tls(payload):
+        return _dissect(App.TLS, dissect.tls_info, payload, cut)
+    if payload.startswith(_REQUEST_PREFIXES):
+        return _by_first_line(dissect.http_request_info, payload, cut)
+    if payload.startswith(b"HTTP/"):
+        return _by_first_line(dissect.http_response_info, payload, cut)
+    found = rules.tcp_service(sport, dport)
+    if found is None:
+        return (
+            App.NONE,
+            encode_info(rules.tcp_text(None, sport, dport, flags, length)),
+            DecodeError.NONE,
+        )
+    name, app = found
+    if app == App.DNS and payload:
+        return _dissect(App.DNS, _dns_over_tcp, payload, cut)
+    return app, text(rules.tcp_text(name, sport, dport, flags, length)), DecodeError.NONE
+
+
+_LINE_CACHE: dict[tuple[Callable[[bytes], str | None], bytes], bytes] = {}
+_CACHE_SIZE: Final = 8192
+
+
+def _by_first_line(read: Callable[[bytes], str | None], payload: bytes, cut: bool) -> Result:
+    """HTTP start lines repeat (polling, health checks, the same pages): their texts, which
+    depend on the first line only, are kept."""
+    key = (read, dissect.first_line(payload))
+    found = _LINE_CACHE.get(key)
+    if found is not None:
+        return App.HTTP, found, DecodeError.NONE
+    result = _dissect(App.HTTP, read, payload, cut)
+    if result[2] == DecodeError.NONE:
+        if len(_LINE_CACHE) >= _CACHE_SIZE:
+            _LINE_CACHE.clear()
+        _LINE_CACHE[key] = result[1]
+    return result
+
+
+def udp_payload(app: App, name: str, payload: bytes, cut: bool) -> Result:
+    """The dissector of a UDP service that has one (`dissect.UDP_DISSECTED`)."""
+    return _dissect(app, lambda data: dissect.udp_app_info(app, name, data), payload, cut)
+
+
+def ssh(payload: bytes) -> Result:
+    return _dissect(App.SSH, dissect.ssh_info, payload, False)
+
+
+def tls(payload: bytes) -> Result:
+    return _dissect(App.TLS, dissect.tls_info, payload, False)
+
+
+_DNS_CACHES: Final[dict[App, dict[bytes, bytes]]] = {app: {} for app in rules.DNS_APPS}
+
+
+def dns(
+    app: App,
+    frames: Sequence[bytes],
+    index: list[int],
+    begin: list[int],
+    end: list[int],
+    cut: list[bool],
+) -> list[Result]:
+    """DNS, mDNS, LLMNR over UDP: `frames[i][begin:end]` for each i of `index`. Messages that
+    differ only in their id read the same, and names are asked for again and again: the texts
+    of the messages read before are kept (keyed by the message after its id)."""
+    cache = _DNS_CACHES[app]
+    label = app.label
+    results: list[Result] = []
+    for i, a, b, t in zip(index, begin, end, cut, strict=True):
+        frame = frames[i]
+        key = bytes(frame[a + 2 : b])
+        found = cache.get(key)
+        if found is not None:
+            results.append((app, found, DecodeError.NONE))
+            continue
+        result = _dissect(app, lambda data: dissect.dns_info(data, label), bytes(frame[a:b]), t)
+        if result[2] == DecodeError.NONE:
+            if len(cache) >= _CACHE_SIZE:
+                cache.clear()
+            cache[key] = result[1]
+        results.append(result)
+    return results
