@@ -35,7 +35,11 @@ class Sensor:
         self.name = f"leireye-t{uuid.uuid4().hex[:10]}"
         config_path = tmp_path / "sensor.yaml"
         state_dir = tmp_path / "state"
-        base = f"state_dir: {state_dir}\nstats: {{log_interval_s: 0.2}}\n"
+        base = (
+            f"state_dir: {state_dir}\n"
+            "stats: {log_interval_s: 0.2}\n"
+            "web: {port: 0, workers: 1}\n"
+        )
         config_path.write_text(base + config)
         cmd = [sys.executable, "-m", "leireye.cli", "run", "-c", str(config_path)]
         cmd += ["--name", self.name, *args]
