@@ -1,0 +1,27 @@
+"""Fixtures shared by the test packages."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from leireye.shm import SHM_DIR
+from tests.sensor import Sensor, SensorFactory
+
+
+@pytest.fixture
+def sensor_factory(tmp_path: Path) -> Iterator[SensorFactory]:
+    started: list[Sensor] = []
+
+    def start(*args: str, config: str = "") -> Sensor:
+        sensor = Sensor(tmp_path, *args, config=config)
+        started.append(sensor)
+        return sensor
+
+    yield start
+    for sensor in started:
+        sensor.kill()
+        for name in sensor.segments():
+            (SHM_DIR / name).unlink(missing_ok=True)

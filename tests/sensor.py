@@ -1,0 +1,132 @@
+"""A real `leireye run` for integration tests: start it, wait for it, read its log, stop it."""
+
+from __future__ import annotations
+
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+from leireye.capture.status import StatusBlock
+from leireye.shm import SHM_DIR, segment_exists
+from tests.waiting import scaled, wait_for
+
+
+class Sensor:
+    """A `leireye run` subprocess, its stderr collected line by line."""
+
+    def __init__(self, tmp_path: Path, *args: str, config: str = "") -> None:
+        self.name = f"leireye-t{uuid.uuid4().hex[:10]}"
+        self.config_path = config_path = tmp_path / f"{self.name}.yaml"
+        self.state_dir = state_dir = tmp_path / "state"
+        base = (
+            f"state_dir: {state_dir}\n"
+            "stats: {log_interval_s: 0.2}\n"
+            "web: {port: 0, workers: 1}\n"
+        )
+        config_path.write_text(base + config)
+        cmd = [sys.executable, "-m", "leireye.cli", "run", "-c", str(config_path)]
+        cmd += ["--name", self.name, *args]
+        self.proc = subprocess.Popen(
+            cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True
+        )
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._collect, daemon=True)
+        self._reader.start()
+
+    def _collect(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.lines.append(line.rstrip("\n"))
+
+    @property
+    def log(self) -> str:
+        return "\n".join(self.lines)
+
+    def web_port(self, timeout: float = 30) -> int:
+        """The port the web server listens on (read back from the log: tests use port 0)."""
+
+        def port() -> int:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"sensor exited early:\n{self.log}")
+            for line in self.lines:
+                if match := _LISTENING.search(line):
+                    return int(match.group(1))
+            return 0
+
+        return wait_for(port, timeout, "the web server to listen")
+
+    def segments(self) -> list[str]:
+        return sorted(p.name for p in SHM_DIR.glob(f"{self.name}-*"))
+
+    def status(self) -> StatusBlock:
+        block: StatusBlock = wait_for(
+            lambda: (
+                segment_exists(f"{self.name}-status")
+                and _attach(StatusBlock, f"{self.name}-status")
+            ),
+            20,
+            "the status segment",
+        )
+        return block
+
+    def wait_capturing(self, status: StatusBlock, timeout: float = 20) -> int:
+        def capturing() -> int:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"sensor exited early:\n{self.log}")
+            st = status.read()
+            return st.pid if st.capturing and st.state == "capturing" else 0
+
+        return wait_for(capturing, timeout, "capture to start")
+
+    def stop(self, sig: int = signal.SIGINT) -> int:
+        self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(scaled(2.0) + 0.5)
+        finally:
+            self._reader.join(5)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        self._reader.join(5)
+        if self.proc.stderr is not None:
+            self.proc.stderr.close()
+
+
+def _attach(kind: type, name: str) -> object | None:
+    try:
+        return kind.attach(name)  # type: ignore[attr-defined, no-any-return]
+    except Exception:  # the segment may exist before its header is written
+        return None
+
+
+SensorFactory = Callable[..., Sensor]
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def send_udp(port: int, count: int, payload: bytes = b"leireye", rate: float = 0) -> None:
+    """`count` datagrams to 127.0.0.1:`port`, at `rate` per second (0: as fast as possible)."""
+    start = time.monotonic()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        for i in range(count):
+            if rate and i % 100 == 0:
+                ahead = start + i / rate - time.monotonic()
+                if ahead > 0:
+                    time.sleep(ahead)  # pacing the sender, not waiting on anything
+            s.sendto(payload, ("127.0.0.1", port))
+
+
+_LISTENING = re.compile(r"web: listening on http://\S+:(\d+) ")
