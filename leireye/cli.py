@@ -10,16 +10,22 @@ from leireye import __version__
 from leireye.config import Config, load_config, with_overrides
 from leireye.errors import LeirEyeError
 from leireye.logs import setup_logging
+from leireye.tokencli import add_token_parser
 
 DEFAULT_CONFIG = Path("configs/default.yaml")
 
 
+def load_cli_config(config_path: str) -> Config:
+    """The `-c` file; the default path may be missing (run from anywhere): the built-in
+    defaults equal configs/default.yaml."""
+    path = Path(config_path)
+    if not path.exists() and config_path == str(DEFAULT_CONFIG):
+        return Config()
+    return load_config(path)
+
+
 def _load(args: argparse.Namespace) -> Config:
-    path = Path(args.config)
-    if not path.exists() and args.config == str(DEFAULT_CONFIG):
-        config = Config()  # run from anywhere: the built-in defaults equal configs/default.yaml
-    else:
-        config = load_config(path)
+    config = load_cli_config(args.config)
     capture = {key: getattr(args, key, None) for key in ("interface", "bpf", "pcap")}
     web = {key: getattr(args, key, None) for key in ("port", "workers")}
     return with_overrides(config, capture=capture, web=web)
@@ -54,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--name", help="shared-memory name prefix (default: leireye-<pid>)")
     run.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     run.set_defaults(func=cmd_run)
+
+    add_token_parser(sub)
 
     check = sub.add_parser("check-config", help="validate a config file and exit")
     check.add_argument("-c", "--config", default=str(DEFAULT_CONFIG))
