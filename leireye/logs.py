@@ -10,16 +10,18 @@ LINE = "%(asctime)s %(levelname)s %(processName)s[%(process)d] %(name)s: %(messa
 
 
 class _UtcFormatter(logging.Formatter):
-    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
         return f"{stamp}.{int(record.msecs):03d}Z"
 
 
-def setup_logging(level: str = "INFO") -> None:
-    """Send `leireye.*` records to stderr as `TIME LEVEL process[pid] logger: message`."""
+def setup_logging(level: str = "INFO", loggers: tuple[str, ...] = ("leireye",)) -> None:
+    """Send the records of `loggers` (and their children) to stderr as
+    `TIME LEVEL process[pid] logger: message`."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_UtcFormatter(LINE))
-    root = logging.getLogger("leireye")
-    root.handlers[:] = [handler]
-    root.setLevel(level)
-    root.propagate = False
+    for name in loggers:
+        logger = logging.getLogger(name)
+        logger.handlers[:] = [handler]
+        logger.setLevel(level)
+        logger.propagate = False

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import MutableMapping
 from typing import Any
 
 from starlette.applications import Starlette
@@ -39,7 +40,7 @@ def build_app(hub: Hub, allowed_origins: tuple[str, ...]) -> Starlette:
             await websocket.close(code=1008)  # before accept: uvicorn answers HTTP 403
             return
         await websocket.accept()
-        conn = hub.open(websocket.query_params.get("token"), time.monotonic())
+        conn = hub.open(websocket.query_params.get("token"), time.time())
         try:
             await _serve(websocket, conn)
         finally:
@@ -63,13 +64,13 @@ async def _serve(websocket: WebSocket, conn: Connection) -> None:
             if receive not in done:
                 receive.cancel()
                 break
-            message: dict[str, Any] = receive.result()
+            message: MutableMapping[str, Any] = receive.result()
             if message["type"] == "websocket.disconnect":
                 break
             data = message.get("text")
             if data is None:
                 data = message.get("bytes") or b""
-            conn.receive(data, time.monotonic())
+            conn.receive(data, time.time())
     except WebSocketDisconnect:
         pass
     finally:
@@ -91,4 +92,4 @@ async def _send_loop(websocket: WebSocket, conn: Connection) -> None:
             with contextlib.suppress(RuntimeError, WebSocketDisconnect):
                 await websocket.close(code=item.code, reason=item.reason)
             return
-        await websocket.send_text(item.decode() if isinstance(item, bytes) else item)
+        await websocket.send_text(item)

@@ -60,7 +60,6 @@ class Connection:
     session: Session
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     replay: RingReader | None = None
-    admitted_user: int | None = None
 
     def receive(self, data: str | bytes, now: float) -> None:
         self.session.receive(data, now)
@@ -91,9 +90,10 @@ class Hub:
         self.status: CaptureStatus | None = None
         self.delivered = 0
         self.encoded = 0
+        self.lost = 0
 
     @classmethod
-    def open(cls, config: Config, segments: dict[str, str], worker_index: int) -> Hub:
+    def attach(cls, config: Config, segments: dict[str, str], worker_index: int) -> Hub:
         """Map every segment and read the secrets (call while still root)."""
         ring = Ring.attach(segments["ring"])
         status = StatusBlock.attach(segments["status"])
@@ -101,38 +101,34 @@ class Hub:
         registry = ConnectionRegistry.attach(segments["conns"], worker_index)
         secret = load_or_create_secret(config)
         users = UserStore(config.state_path(config.auth.users_file))
-        return cls(config, worker_index, ring, status, stats, registry, Authenticator(secret, users))
+        return cls(
+            config, worker_index, ring, status, stats, registry, Authenticator(secret, users)
+        )
 
     # -- connections --------------------------------------------------------------------------
 
     def open(self, query_token: str | None, now: float) -> Connection:
-        conn: Connection
-
-        def admit(principal: Any) -> bool:
-            ok = self.registry.try_acquire(principal.id, self.config.limits.connections_per_user)
-            if ok:
-                conn.admitted_user = principal.id
-            return ok
-
+        limit = self.config.limits.connections_per_user
         session = Session(
             limits=self.config.limits,
             authenticate=self.authenticator.verify,
-            admit=admit,
+            admit=lambda principal: self.registry.try_acquire(principal.id, limit),
             auth_timeout_s=self.config.auth.auth_timeout_s,
             now=now,
             query_token=query_token,
             outbox_messages=self.config.web.outbox_messages,
         )
+        session.tick(now, self.stats, self.status)
         conn = Connection(session)
         self.connections.add(conn)
-        session.tick(now, self.stats, self.status)
         return conn
 
     def close(self, conn: Connection) -> None:
         self.connections.discard(conn)
-        if conn.admitted_user is not None:
-            self.registry.release(conn.admitted_user)
-            conn.admitted_user = None
+        session = conn.session
+        if session.admitted and session.principal is not None:
+            self.registry.release(session.principal.id)
+            session.admitted = False
 
     # -- the loop -----------------------------------------------------------------------------
 
@@ -142,6 +138,7 @@ class Hub:
         try:
             yield
         finally:
+            self.shutdown()
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
@@ -150,12 +147,16 @@ class Hub:
         poll_s = self.config.web.poll_ms / 1000
         next_tick = 0.0
         while True:
-            now = time.monotonic()
-            if now >= next_tick:
-                self.tick(now)
-                next_tick = now + TICK_S
+            if time.monotonic() >= next_tick:
+                self.tick(time.time())
+                next_tick = time.monotonic() + TICK_S
             self.step()
             await asyncio.sleep(poll_s)
+
+    def shutdown(self) -> None:
+        for conn in list(self.connections):
+            conn.session.shutdown()
+            conn.wake.set()
 
     def tick(self, now: float) -> None:
         try:
@@ -173,67 +174,67 @@ class Hub:
             self._advance_replay(conn)
         batch = self.reader.read(READ_MAX)
         if batch.lost:
-            log.warning("web worker %d fell behind the ring: %d lost", self.worker_index, batch.lost)
-        if len(batch.records):
-            self._fanout(batch.records)
+            self.lost += batch.lost
+            log.warning(
+                "web worker %d fell behind the ring: %d lost", self.worker_index, batch.lost
+            )
+        if len(batch.records) or batch.lost:
+            self._fanout(batch.records, batch.lost)
 
     def _live_groups(self) -> dict[PacketFilter, list[Connection]]:
         groups: dict[PacketFilter, list[Connection]] = defaultdict(list)
         for conn in self.connections:
             session = conn.session
-            if session.subscribed_packets and conn.replay is None and session.resume_from is None:
+            if session.filter is not None and session.subscribed_packets and not session.replaying:
                 groups[session.filter].append(conn)
         return groups
 
-    def _fanout(self, records: np.ndarray) -> None:
+    def _fanout(self, records: np.ndarray, lost: int) -> None:
         groups = self._live_groups()
         if not groups:
             return
         masks = {flt: flt.mask(records) for flt in groups}
-        union = np.logical_or.reduce(list(masks.values()))
-        rows = np.flatnonzero(union)
-        if not rows.size:
-            return
-        messages = encode_packets(records[rows])
+        rows = np.flatnonzero(np.logical_or.reduce(list(masks.values())))
+        messages = encode_packets(records[rows]) if rows.size else []
         self.encoded += len(messages)
         ids = records["seq"][rows]
         for flt, conns in groups.items():
             picked = np.flatnonzero(masks[flt][rows])
-            if not picked.size:
+            if not picked.size and not lost:
                 continue
             chosen = [messages[i] for i in picked]
             for conn in conns:
-                conn.session.deliver(ids[picked], chosen)
+                conn.session.deliver(ids[picked], chosen, lost=lost)
                 conn.wake.set()
-                self.delivered += len(chosen)
+            self.delivered += len(chosen) * len(conns)
 
     def _advance_replay(self, conn: Connection) -> None:
+        """Feed a resuming session from its own reader up to the hub's cursor, at most what its
+        outbox takes now; hand it to the live groups when it has caught up."""
         session = conn.session
-        if session.resume_from is not None and conn.replay is None:
+        if session.resume_from is not None:  # a (new) `since`: start over from there
             start = max(1, session.resume_from + 1)
             conn.replay = RingReader(self.ring, min(start, self.reader.cursor))
             session.resume_from = None
         replay = conn.replay
         if replay is None:
             return
-        if session.closed is not None:
-            conn.replay = None
-            return
-        room = session.outbox_room()
-        end = self.reader.cursor  # live delivery starts here
-        while room > 0 and replay.cursor < end:
+        end = self.reader.cursor  # the first id live delivery will bring
+        flt = session.filter
+        while flt is not None and session.replaying and replay.cursor < end:
+            room = session.outbox_room()
+            if room <= 0:
+                break  # the client reads slowly: go on next step, never skip replayed packets
             batch = replay.read(min(REPLAY_CHUNK, room, end - replay.cursor))
             if batch.lost:
                 session.replay_lost(batch.lost)
             records = batch.records
-            if len(records):
-                rows = np.flatnonzero(session.filter.mask(records))
-                if rows.size:
-                    session.deliver(records["seq"][rows], encode_packets(records[rows]))
-                room = session.outbox_room()
+            rows = np.flatnonzero(flt.mask(records)) if len(records) else np.empty(0, np.intp)
+            if rows.size:
+                session.deliver(records["seq"][rows], encode_packets(records[rows]))
             if not len(records) and not batch.lost:
                 break
-        if replay.cursor >= end:
+        if replay.cursor >= end or flt is None or not session.replaying:
             conn.replay = None
             session.replay_done()
         conn.wake.set()

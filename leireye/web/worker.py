@@ -21,6 +21,7 @@ import uvicorn
 
 from leireye.config import Config
 from leireye.errors import LeirEyeError
+from leireye.logs import setup_logging
 from leireye.privileges import drop_privileges, lookup_user
 from leireye.web.app import build_app
 from leireye.web.hub import Hub
@@ -41,9 +42,10 @@ def run_web_worker(
     worker_index: int,
     sock: socket.socket,
 ) -> int:
+    setup_logging(config.logging.level, loggers=("leireye", "uvicorn"))
     install_log_redaction()
     try:
-        hub = Hub.open(config, segments, worker_index)
+        hub = Hub.attach(config, segments, worker_index)
         account = lookup_user(config.web.user, key="web.user", error=WebError)
         drop_privileges(account, key="web.user", error=WebError)
     except LeirEyeError as exc:
