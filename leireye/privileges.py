@@ -31,6 +31,17 @@ def lookup_user(
         raise error(f"{key}: no such user {user!r}") from None
 
 
+def owner_ids(
+    user: str | None, key: str, error: type[LeirEyeError] = CaptureError
+) -> tuple[int, int] | None:
+    """(uid, gid) of the account that should own what a root process creates for `user` (shared
+    memory, secrets); None when not root or no user is configured."""
+    account = lookup_user(user, key, error)
+    if account is None or os.geteuid() != 0:
+        return None
+    return account.pw_uid, account.pw_gid
+
+
 def will_drop(account: pwd.struct_passwd | None) -> bool:
     return account is not None and os.geteuid() == 0 and account.pw_uid != 0
 

@@ -23,7 +23,6 @@ import ctypes
 import logging
 import multiprocessing
 import os
-import pwd
 import select
 import signal
 import socket
@@ -35,8 +34,9 @@ from pathlib import Path
 from typing import Any
 
 from leireye.config import Config
-from leireye.errors import CaptureError, LeirEyeError
+from leireye.errors import LeirEyeError
 from leireye.logs import setup_logging
+from leireye.privileges import owner_ids
 from leireye.ring import Ring, RingLayout
 from leireye.segments import (
     SegmentNames,
@@ -98,21 +98,12 @@ class Supervisor:
 
     # -- shared memory ------------------------------------------------------------------------
 
-    def _owner(self, user: str | None, key: str) -> tuple[int, int] | None:
-        if os.geteuid() != 0 or user is None:
-            return None
-        try:
-            entry = pwd.getpwnam(user)
-        except KeyError:
-            raise CaptureError(f"{key}: no such user {user!r}") from None
-        return entry.pw_uid, entry.pw_gid
-
     def create_segments(self) -> None:
         from leireye.capture.status import StatusBlock
         from leireye.stats.series import StatsSeries
 
         remove_stale_segments()
-        owner = self._owner(self.config.capture.user, "capture.user")
+        owner = owner_ids(self.config.capture.user, "capture.user")
         cfg = self.config
         layout = RingLayout(capacity=cfg.ring.capacity, raw_bytes=cfg.ring.raw_bytes)
         ring = Ring.create(self.names.ring, layout, owner=owner)
@@ -135,12 +126,12 @@ class Supervisor:
     def prepare_web(self) -> None:
         """Bind the listening socket once, create the connection registry, and make sure the
         secret and the users file exist (owned by the web user) before any worker starts."""
-        from leireye.web.auth import load_or_create_secret
+        from leireye.web.auth import load_or_create_secret, web_owner
         from leireye.web.registry import ConnectionRegistry
         from leireye.web.users import ensure_users_file
 
         cfg = self.config
-        owner = self._owner(cfg.web.user, "web.user")
+        owner = web_owner(cfg)
         Path(cfg.state_dir).mkdir(parents=True, exist_ok=True, mode=0o755)
         load_or_create_secret(cfg, owner=owner)
         ensure_users_file(cfg.state_path(cfg.auth.users_file), owner=owner)

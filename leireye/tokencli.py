@@ -12,7 +12,7 @@ import argparse
 import time
 
 from leireye.errors import LeirEyeError
-from leireye.web.auth import issue_token, load_or_create_secret
+from leireye.web.auth import issue_token, load_or_create_secret, web_owner
 from leireye.web.users import load_users
 
 MAX_TTL_S = 31_536_000
@@ -35,7 +35,7 @@ def cmd_token(args: argparse.Namespace) -> int:
     user = next((u for u in load_users(users_path) if u.username == args.user), None)
     if user is None:
         raise TokenError(f"no user named {args.user!r} in {users_path}")
-    secret = load_or_create_secret(config)
+    secret = load_or_create_secret(config, owner=web_owner(config))
     print(issue_token(secret, user, ttl, time.time()))
     return 0
 

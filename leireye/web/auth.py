@@ -38,6 +38,7 @@ import jwt
 
 from leireye.config import Config
 from leireye.errors import ConfigError
+from leireye.privileges import owner_ids
 from leireye.web.principal import AuthFailure, Principal
 from leireye.web.users import User, UserStore, write_private_file
 
@@ -65,6 +66,12 @@ _DECODE_OPTIONS: Final[Any] = {
 
 
 # -- the secret ---------------------------------------------------------------------------------
+
+
+def web_owner(config: Config) -> tuple[int, int] | None:
+    """(uid, gid) of `web.user` when running as root: the owner of the secret and the users
+    file, so the unprivileged workers can read them."""
+    return owner_ids(config.web.user, "web.user", ConfigError)
 
 
 def load_or_create_secret(config: Config, owner: tuple[int, int] | None = None) -> bytes:

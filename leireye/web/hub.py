@@ -41,7 +41,7 @@ from leireye.errors import LeirEyeError
 from leireye.ring import Ring, RingReader
 from leireye.stats.layout import StatsSnapshot
 from leireye.stats.series import StatsSeries
-from leireye.web.auth import Authenticator, load_or_create_secret
+from leireye.web.auth import Authenticator, load_or_create_secret, web_owner
 from leireye.web.encode import encode_packets
 from leireye.web.filters import PacketFilter
 from leireye.web.registry import ConnectionRegistry
@@ -99,7 +99,7 @@ class Hub:
         status = StatusBlock.attach(segments["status"])
         stats = StatsSeries.attach(segments["stats"])
         registry = ConnectionRegistry.attach(segments["conns"], worker_index)
-        secret = load_or_create_secret(config)
+        secret = load_or_create_secret(config, owner=web_owner(config))
         users = UserStore(config.state_path(config.auth.users_file))
         return cls(
             config, worker_index, ring, status, stats, registry, Authenticator(secret, users)

@@ -1,0 +1,120 @@
+"""The messages an authenticated connection gets without asking: `stats` and `status`.
+
+`stats` come every `interval_ms` (1000 by default, as the spec's clients expect; `subscribe`
+to `stats` changes it within the configured range, `unsubscribe` stops them). `status` comes
+right after authentication and whenever the capture's state, interface, BPF filter, start time
+or error changes; counters alone never trigger one.
+
+Both are queued as renderers, not text: the message is made when the socket is ready for it,
+from the latest snapshot, and at most one of each waits in the outbox, so a client that reads
+slowly gets fresh numbers rather than a backlog of old ones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Final
+
+from leireye.capture.status import CaptureStatus
+from leireye.config import LimitsConfig
+from leireye.stats.layout import StatsSnapshot
+from leireye.web.messages import clamp_interval, stats_message, status_key, status_message
+from leireye.web.protocol import ServerMessage
+
+DEFAULT_STATS_INTERVAL_MS: Final = 1000
+
+Push = Callable[[Callable[[], str | None]], None]
+"""Queues a renderer as a control message."""
+Render = Callable[[ServerMessage], str]
+Counters = Callable[[], tuple[int, int]]
+"""This connection's (stream_lost, client_dropped)."""
+
+
+class Feeds:
+    def __init__(
+        self, limits: LimitsConfig, push: Push, render: Render, counters: Counters
+    ) -> None:
+        self.limits = limits
+        self.default_interval_ms = clamp_interval(DEFAULT_STATS_INTERVAL_MS, limits)
+        self.interval_ms = self.default_interval_ms
+        self.stats_on = True
+        self.active = False  # the connection is authenticated and open
+        self._push = push
+        self._render = render
+        self._counters = counters
+        self._now = 0.0
+        self._next_stats_at = 0.0
+        self._stats: StatsSnapshot | None = None
+        self._stats_queued = False
+        self._status: CaptureStatus | None = None
+        self._status_sent: tuple[object, ...] | None = None
+        self._status_queued = False
+
+    def start(self, now: float) -> None:
+        """Authenticated: status now if one is known, stats from one interval on."""
+        self.active = True
+        self._now = now
+        self._next_stats_at = now + self.interval_ms / 1000
+        self._queue_status()
+
+    def stop(self) -> None:
+        self.active = False
+
+    def subscribe_stats(self, interval_ms: int, now: float) -> int:
+        """Stats on, every `interval_ms` clamped to the configured range (returned)."""
+        self.interval_ms = clamp_interval(interval_ms, self.limits)
+        self.stats_on = True
+        self._next_stats_at = now + self.interval_ms / 1000
+        return self.interval_ms
+
+    def unsubscribe_stats(self) -> None:
+        self.stats_on = False
+
+    def update(self, stats: StatsSnapshot | None, status: CaptureStatus | None) -> None:
+        if stats is not None:
+            self._stats = stats
+        if status is not None:
+            self._status = status
+
+    def tick(self, now: float) -> None:
+        """Queue what is due at `now`."""
+        self._now = now
+        if not self.active:
+            return
+        self._queue_status()
+        if (
+            self.stats_on
+            and now >= self._next_stats_at
+            and self._stats is not None
+            and not self._stats_queued
+        ):
+            self._stats_queued = True
+            self._push(self._render_stats)
+            interval = self.interval_ms / 1000
+            self._next_stats_at += interval
+            if self._next_stats_at <= now:  # fell behind: keep the interval from now on
+                self._next_stats_at = now + interval
+
+    def _queue_status(self) -> None:
+        status = self._status
+        if status is None or self._status_queued or status_key(status) == self._status_sent:
+            return
+        self._status_queued = True
+        self._push(self._render_status)
+
+    def _render_stats(self) -> str | None:
+        self._stats_queued = False
+        if self._stats is None or not self.stats_on or not self.active:
+            return None
+        stream_lost, client_dropped = self._counters()
+        message = stats_message(
+            self._stats, stream_lost=stream_lost, client_dropped=client_dropped, now=self._now
+        )
+        return self._render(message)
+
+    def _render_status(self) -> str | None:
+        self._status_queued = False
+        if self._status is None or not self.active:
+            return None
+        self._status_sent = status_key(self._status)
+        return self._render(status_message(self._status))

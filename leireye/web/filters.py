@@ -1,0 +1,244 @@
+"""Packet filters: a client's `filters` object, validated once, applied as numpy masks.
+
+`parse_filters` turns the JSON object of a `subscribe` into a `PacketFilter` or a `FilterError`
+naming the offending field. A `PacketFilter` is frozen, hashable and canonical (two spellings of
+the same filter compare equal), so a worker can group its sessions by filter and compute each
+distinct mask once per batch of ring rows. `mask` never loops over packets in Python.
+
+Keys (null means "no filter on this key"):
+
+    protocol              a `Proto` label (TCP, UDP, ICMP, ICMPv6, ARP, IPv4, IPv6, SCTP, OTHER)
+                          or an `App` label (DNS, HTTP, TLS, mDNS, ...), any case; it selects the
+                          packets whose `protocol` (or `app`) field shows that label, so "IPv4"
+                          means IPv4 carrying no TCP/UDP/ICMP, as in the packet messages
+    src_ip, dst_ip, ip    an address or CIDR network, IPv4 or IPv6; `ip` matches either end.
+                          IPv4 networks match IPv4 and ARP addresses, IPv6 networks IPv6 ones
+    port, src_port,       0-65535; `port` matches either end; only packets with ports
+    dst_port
+    min_length,           bounds (inclusive) on the length on the wire
+    max_length
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from typing import Any, Final
+
+import numpy as np
+import numpy.typing as npt
+
+from leireye.record import APP_LABELS, F_HAS_ADDR, F_HAS_PORTS, IPV4_MAPPED_LO, PROTO_LABELS, App
+
+Mask = npt.NDArray[np.bool_]
+
+_U64: Final = (1 << 64) - 1
+_MAX_LENGTH: Final = (1 << 32) - 1
+_PROTOCOLS: Final = {label.upper(): (label, value) for value, label in enumerate(PROTO_LABELS)}
+_APPS: Final = {label.upper(): (label, value) for value, label in enumerate(APP_LABELS) if value}
+_N_PROTO: Final = len(PROTO_LABELS)
+_KEYS: Final = (
+    "protocol",
+    "src_ip",
+    "dst_ip",
+    "ip",
+    "port",
+    "src_port",
+    "dst_port",
+    "min_length",
+    "max_length",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class FilterError:
+    """`field` is the bad key ("port"; "filters" when the whole value is wrong), `message` says
+    what is wrong and names the key too."""
+
+    field: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class Network:
+    """An address or CIDR network as masked compares on a record's (hi, lo) halves."""
+
+    version: int
+    hi: int
+    lo: int
+    hi_mask: int
+    lo_mask: int
+    text: str  # canonical: "10.0.0.0/8", a bare address for a single host
+
+    @classmethod
+    def parse(cls, text: str) -> Network:
+        """Raises ValueError for anything `ipaddress.ip_network` refuses (host bits are
+        allowed and cleared: "10.1.2.3/8" is "10.0.0.0/8")."""
+        net = ipaddress.ip_network(text.strip(), strict=False)
+        value, prefix = int(net.network_address), net.prefixlen
+        if net.version == 4:
+            mask128 = (_U64 << 64) | (0xFFFF_FFFF << 32) | (((1 << prefix) - 1) << (32 - prefix))
+            value |= IPV4_MAPPED_LO
+        else:
+            mask128 = ((1 << prefix) - 1) << (128 - prefix)
+        canon = str(net.network_address) if prefix == net.max_prefixlen else str(net)
+        return cls(
+            version=net.version,
+            hi=value >> 64,
+            lo=value & _U64,
+            hi_mask=mask128 >> 64,
+            lo_mask=mask128 & _U64,
+            text=canon,
+        )
+
+    def match(self, hi: np.ndarray, lo: np.ndarray, ip_version: np.ndarray, has: Mask) -> Mask:
+        """Which rows hold an address in this network (`has`: rows whose address is valid)."""
+        m: Mask
+        if self.version == 4:
+            m = np.asarray(has & (ip_version != 6) & (hi == np.uint64(0)))
+        else:
+            m = np.asarray(has & (ip_version == 6))
+        if self.version == 6 and self.hi_mask:
+            m &= _masked_equal(hi, self.hi_mask, self.hi)
+        if self.lo_mask:
+            m &= _masked_equal(lo, self.lo_mask, self.lo)
+        return m
+
+
+def _masked_equal(column: np.ndarray, mask: int, value: int) -> Mask:
+    if mask == _U64:
+        return np.asarray(column == np.uint64(value))
+    return np.asarray((column & np.uint64(mask)) == np.uint64(value))
+
+
+@dataclass(frozen=True, slots=True)
+class PacketFilter:
+    """A validated, canonical filter; the empty filter (all None) matches every packet."""
+
+    protocol: str | None = None  # canonical label
+    src_ip: Network | None = None
+    dst_ip: Network | None = None
+    ip: Network | None = None
+    port: int | None = None
+    src_port: int | None = None
+    dst_port: int | None = None
+    min_length: int | None = None
+    max_length: int | None = None
+
+    @property
+    def is_empty(self) -> bool:
+        return self == _EMPTY
+
+    def as_dict(self) -> dict[str, str | int]:
+        """The filter as applied, for the `subscribed` echo: canonical labels and networks,
+        keys in a fixed order, unset keys left out."""
+        out: dict[str, str | int] = {}
+        for key in _KEYS:
+            value = getattr(self, key)
+            if value is not None:
+                out[key] = value.text if isinstance(value, Network) else value
+        return out
+
+    def mask(self, records: np.ndarray) -> Mask:
+        """Which rows of a RECORD_DTYPE array pass, vectorised over the whole batch."""
+        m: Mask = np.ones(len(records), dtype=np.bool_)
+        if self.protocol is not None:
+            m &= _protocol_mask(self.protocol, records)
+        if self.min_length is not None:
+            m &= records["wire_len"] >= self.min_length
+        if self.max_length is not None:
+            m &= records["wire_len"] <= self.max_length
+        if self.port is not None or self.src_port is not None or self.dst_port is not None:
+            m &= (records["flags"] & F_HAS_PORTS) != 0
+            if self.port is not None:
+                m &= (records["src_port"] == self.port) | (records["dst_port"] == self.port)
+            if self.src_port is not None:
+                m &= records["src_port"] == self.src_port
+            if self.dst_port is not None:
+                m &= records["dst_port"] == self.dst_port
+        if self.src_ip is not None or self.dst_ip is not None or self.ip is not None:
+            has = (records["flags"] & F_HAS_ADDR) != 0
+            version = records["ip_version"]
+            if self.src_ip is not None:
+                m &= self.src_ip.match(records["src_hi"], records["src_lo"], version, has)
+            if self.dst_ip is not None:
+                m &= self.dst_ip.match(records["dst_hi"], records["dst_lo"], version, has)
+            if self.ip is not None:
+                m &= self.ip.match(records["src_hi"], records["src_lo"], version, has) | (
+                    self.ip.match(records["dst_hi"], records["dst_lo"], version, has)
+                )
+        return m
+
+
+_EMPTY: Final = PacketFilter()
+
+
+def _protocol_mask(label: str, records: np.ndarray) -> Mask:
+    key = label.upper()
+    if key in _PROTOCOLS:
+        value = _PROTOCOLS[key][1]
+        if value == 0:  # OTHER: also values this code has no label for (shown as "OTHER")
+            return np.asarray((records["proto"] == 0) | (records["proto"] >= _N_PROTO))
+        return np.asarray(records["proto"] == value)
+    return np.asarray(records["app"] == _APPS[key][1])
+
+
+def protocol_names() -> tuple[str, ...]:
+    """Every label `protocol` accepts, transport labels first."""
+    return (*PROTO_LABELS, *(a.label for a in App if a))
+
+
+def parse_filters(obj: Any) -> PacketFilter | FilterError:
+    """Validate a `filters` object (a dict decoded from JSON, or None for no filter)."""
+    if obj is None:
+        return _EMPTY
+    if not isinstance(obj, dict):
+        return FilterError("filters", "filters must be an object")
+    values: dict[str, Any] = {}
+    for key, raw in obj.items():
+        if key not in _KEYS:
+            return FilterError(
+                _cut(str(key)),
+                f"Unknown filter {_short(key)}; known: {', '.join(_KEYS)}",
+            )
+        if raw is None:
+            continue
+        parsed = _parse_value(key, raw)
+        if isinstance(parsed, FilterError):
+            return parsed
+        values[key] = parsed
+    low, high = values.get("min_length"), values.get("max_length")
+    if low is not None and high is not None and high < low:
+        return FilterError("max_length", f"max_length {high} is below min_length {low}")
+    return PacketFilter(**values)
+
+
+def _parse_value(key: str, raw: Any) -> str | int | Network | FilterError:
+    if key == "protocol":
+        if isinstance(raw, str):
+            found = _PROTOCOLS.get(raw.upper()) or _APPS.get(raw.upper())
+            if found is not None:
+                return found[0]
+        return FilterError(
+            key, f"protocol {_short(raw)} is not known; known: {', '.join(protocol_names())}"
+        )
+    if key in ("src_ip", "dst_ip", "ip"):
+        if isinstance(raw, str) and len(raw) <= 64:
+            try:
+                return Network.parse(raw)
+            except ValueError:
+                pass
+        return FilterError(key, f"{key}: {_short(raw)} is not an IP address or CIDR network")
+    top = 65535 if key.endswith("port") else _MAX_LENGTH
+    if type(raw) is not int or not 0 <= raw <= top:
+        return FilterError(key, f"{key} must be an integer from 0 to {top}, not {_short(raw)}")
+    return raw
+
+
+def _short(value: object) -> str:
+    """A client's value shown in an error message, cut so the message stays small."""
+    return _cut(repr(value))
+
+
+def _cut(text: str, limit: int = 60) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."

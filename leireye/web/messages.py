@@ -1,0 +1,142 @@
+"""Server messages built from the sensor's own objects, and subscription options checked.
+
+Pure functions between the domain (`Principal`, `StatsSnapshot`, `CaptureStatus`, the limits)
+and the wire schema in `protocol`; the session decides when to send, these decide what.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from leireye.capture.status import CaptureStatus
+from leireye.config import LimitsConfig
+from leireye.stats.layout import StatsSnapshot
+from leireye.web.encode import iso_ms
+from leireye.web.principal import Principal
+from leireye.web.protocol import (
+    AuthSuccess,
+    ErrorCode,
+    LimitsInfo,
+    ProtocolError,
+    StatsData,
+    StatsMessage,
+    StatusData,
+    StatusMessage,
+    UserInfo,
+)
+
+
+def status_key(status: CaptureStatus) -> tuple[object, ...]:
+    """What makes a status worth telling the clients: not its counters."""
+    return (
+        status.state,
+        status.capturing,
+        status.interface,
+        status.bpf,
+        status.last_error,
+        status.started_at_ns,
+    )
+
+
+def status_message(status: CaptureStatus) -> StatusMessage:
+    return StatusMessage(
+        StatusData(
+            is_capturing=status.capturing,
+            interface=status.interface,
+            started_at=iso_ms(status.started_at_ns) if status.started_at_ns else None,
+            packets_captured=status.packets_captured,
+            state=str(status.state),
+            bpf=status.bpf,
+            kernel_drops=status.kernel_drops,
+            if_drops=status.if_drops,
+            error=status.last_error or None,
+        )
+    )
+
+
+def stats_message(
+    snap: StatsSnapshot, *, stream_lost: int, client_dropped: int, now: float
+) -> StatsMessage:
+    """`now` (Unix seconds) stamps a snapshot that has no time of its own yet."""
+    return StatsMessage(
+        StatsData(
+            packets_total=snap.packets_total,
+            packets_per_second=snap.packets_per_second,
+            bytes_per_second=snap.bytes_per_second,
+            protocols=snap.protocols,
+            bytes_total=snap.bytes_total,
+            apps=snap.apps,
+            kernel_drops=snap.kernel_drops,
+            if_drops=snap.if_drops,
+            ring_lost=snap.ring_lost,
+            decode_errors=snap.decode_errors,
+            stream_lost=stream_lost,
+            client_dropped=client_dropped,
+            timestamp=iso_ms(snap.timestamp_ns or int(now * 1e9)),
+        )
+    )
+
+
+def auth_success(
+    principal: Principal, limits: LimitsConfig, *, outbox_messages: int, stats_interval_ms: int
+) -> AuthSuccess:
+    expires = principal.expires_at
+    return AuthSuccess(
+        user=UserInfo(principal.id, principal.username, principal.role),
+        limits=LimitsInfo(
+            connections_per_user=limits.connections_per_user,
+            messages_per_second=limits.messages_per_second,
+            max_message_bytes=limits.max_message_bytes,
+            idle_timeout_s=limits.idle_timeout_s,
+            outbox_messages=outbox_messages,
+            stats_interval_ms=stats_interval_ms,
+            stats_interval_min_ms=limits.stats_interval_min_ms,
+            stats_interval_max_ms=limits.stats_interval_max_ms,
+        ),
+        expires_at=None if expires is None else iso_ms(int(expires * 1e9)),
+    )
+
+
+def clamp_interval(ms: int, limits: LimitsConfig) -> int:
+    return min(max(ms, limits.stats_interval_min_ms), limits.stats_interval_max_ms)
+
+
+def packets_options(options: dict[str, Any]) -> bool | ProtocolError:
+    """The `batch` flag of a packets subscription (default false)."""
+    unknown = _unknown(options, "batch")
+    if unknown is not None:
+        return unknown
+    batch = options.get("batch", False)
+    if not isinstance(batch, bool):
+        return ProtocolError(ErrorCode.INVALID_OPTION, "batch must be true or false", "batch")
+    return batch
+
+
+def stats_options(options: dict[str, Any], current_ms: int) -> int | ProtocolError:
+    """The requested `interval_ms` of a stats subscription (unclamped; default: current)."""
+    unknown = _unknown(options, "interval_ms")
+    if unknown is not None:
+        return unknown
+    interval = options.get("interval_ms", current_ms)
+    if type(interval) is not int:
+        return ProtocolError(
+            ErrorCode.INVALID_OPTION, "interval_ms must be an integer", "interval_ms"
+        )
+    return interval
+
+
+def _unknown(options: dict[str, Any], allowed: str) -> ProtocolError | None:
+    for key in options:
+        if key != allowed:
+            shown = key if len(key) <= 40 else key[:37] + "..."
+            return ProtocolError(
+                ErrorCode.INVALID_OPTION,
+                f"Unknown option {shown!r}; this channel takes {allowed!r}",
+                shown,
+            )
+    return None
+
+
+def shorten(text: str, limit: int = 40) -> str:
+    """A client's string quoted in a reply, cut to `limit` characters."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -1,0 +1,167 @@
+"""One connection's bounded outbox: what the session has decided to send, waiting for the socket.
+
+Two queues, drained control first:
+
+* `control` holds replies, errors, `auth_*`, `status` and `stats` (the last two as renderers, so
+  a queued `stats` shows the freshest numbers when it is finally sent and never piles up). It is
+  bounded by `control_limit`; a push over it is refused and the session closes the connection:
+  a client that does not read the answers to its own requests cannot be served.
+* `stream` holds `packet`/`packets` messages and `dropped` notices, bounded by `capacity` packets
+  (a `packets` batch counts as the packets in it). When a live push does not fit, the outbox
+  takes what fits and then *skips*: packets are counted, not queued, until the client has read
+  the stream down to half its capacity; then one `dropped` notice with the count is queued
+  exactly where the packets are missing, and streaming resumes. Replays never skip: they take
+  only what fits (`push_replay` returns how many) and the session resumes from there later.
+
+Control first means a pong, an error or a status never waits behind thousands of packets, and
+the stream's own order (packets, the notices that sit between them) is never disturbed.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Sequence
+
+from leireye.web.encode import batch_messages
+from leireye.web.protocol import Close, Dropped, DropReason, encode
+
+Renderer = Callable[[], str | None]
+"""Makes a control message when it is sent; None: nothing to send any more (skipped)."""
+
+
+class _Batch:
+    __slots__ = ("count", "text")
+
+    def __init__(self, text: str, count: int) -> None:
+        self.text = text
+        self.count = count
+
+
+class _Notice:
+    __slots__ = ("count", "reason")
+
+    def __init__(self, reason: DropReason, count: int) -> None:
+        self.reason = reason
+        self.count = count
+
+    def render(self) -> str:
+        what = {
+            DropReason.RESUME: "records after `since` were already overwritten in the ring",
+            DropReason.RING: "the server fell a ring's length behind the capture",
+            DropReason.SLOW_CONSUMER: "packets were skipped because this client read too slowly",
+        }[self.reason]
+        return encode(Dropped(self.reason, self.count, f"{self.count} {what}")).decode()
+
+
+class Outbox:
+    def __init__(self, capacity: int, control_limit: int) -> None:
+        self.capacity = capacity
+        self.control_limit = control_limit
+        self.queued = 0  # packets in `stream`
+        self.dropped = 0  # packets skipped for this client, in all
+        self.skipping = False
+        self._missed = 0  # skipped since the last notice
+        self._control: deque[str | Renderer | Close] = deque()
+        self._stream: deque[str | _Batch | _Notice] = deque()
+        self._finished = False
+
+    def __len__(self) -> int:
+        return len(self._control) + len(self._stream)
+
+    @property
+    def control_size(self) -> int:
+        return len(self._control)
+
+    def room(self) -> int:
+        """Packets that fit now (0 while skipping)."""
+        return 0 if self.skipping or self._finished else self.capacity - self.queued
+
+    def push_control(self, item: str | Renderer) -> bool:
+        """Queue a control message; False when the control queue is full (nothing queued)."""
+        if self._finished:
+            return True
+        if len(self._control) >= self.control_limit:
+            return False
+        self._control.append(item)
+        return True
+
+    def push_live(self, messages: Sequence[str], batch_bytes: int | None) -> None:
+        """Queue live packets, skipping what does not fit (see the module docstring)."""
+        if self._finished or not messages:
+            return
+        if self.skipping:
+            self._miss(len(messages))
+            return
+        take = min(self.capacity - self.queued, len(messages))
+        self._append(messages[:take], batch_bytes)
+        if take < len(messages):
+            self.skipping = True
+            self._miss(len(messages) - take)
+
+    def push_replay(self, messages: Sequence[str], batch_bytes: int | None) -> int:
+        """Queue as many replayed packets as fit, in order; returns how many."""
+        take = min(self.room(), len(messages))
+        self._append(messages[:take], batch_bytes)
+        return take
+
+    def notice(self, reason: DropReason, count: int) -> None:
+        """Queue a `dropped` notice at the current end of the stream (merged with a pending
+        notice of the same reason right before it)."""
+        if self._finished or count <= 0:
+            return
+        last = self._stream[-1] if self._stream else None
+        if isinstance(last, _Notice) and last.reason == reason:
+            last.count += count
+        else:
+            self._stream.append(_Notice(reason, count))
+
+    def purge_stream(self) -> None:
+        """Forget queued packets and notices (after an unsubscribe); counters stay."""
+        self._stream.clear()
+        self.queued = 0
+        self.skipping = False
+        self._missed = 0
+
+    def finish(self, final: Sequence[str], close: Close) -> None:
+        """Replace everything queued by `final` messages and the close; later pushes are
+        ignored."""
+        self.purge_stream()
+        self._control = deque([*final, close])
+        self._finished = True
+
+    def pop(self) -> str | Close | None:
+        """The next thing to send, control first; None when empty."""
+        while self._control:
+            item = self._control.popleft()
+            text = item if isinstance(item, str | Close) else item()
+            if text is not None:
+                return text
+        if not self._stream:
+            return None
+        entry = self._stream.popleft()
+        if isinstance(entry, str):
+            self.queued -= 1
+            text = entry
+        elif isinstance(entry, _Batch):
+            self.queued -= entry.count
+            text = entry.text
+        else:
+            return entry.render()
+        if self.skipping and self.queued <= self.capacity // 2:
+            self.skipping = False
+            self.notice(DropReason.SLOW_CONSUMER, self._missed)
+            self._missed = 0
+        return text
+
+    def _miss(self, count: int) -> None:
+        self._missed += count
+        self.dropped += count
+
+    def _append(self, messages: Sequence[str], batch_bytes: int | None) -> None:
+        if not messages:
+            return
+        if batch_bytes is None:
+            self._stream.extend(messages)
+        else:
+            self._stream.extend(_Batch(t, c) for t, c in batch_messages(messages, batch_bytes))
+        self.queued += len(messages)

@@ -1,0 +1,450 @@
+"""One WebSocket connection's protocol, as a sans-IO state machine.
+
+Why it is shaped so
+-------------------
+Everything a connection must get right (authentication and its deadlines, re-auth before the
+token expires, subscriptions and filters, resume, the rate limit, the idle timeout, the stats
+clock, status changes, a slow client that must cost only itself) is decided here, with no socket,
+task or clock inside. The shell feeds inputs and drains outputs:
+
+    inputs   receive(text, now)             a client frame
+             tick(now, stats, status)       the clock, with the latest stats and capture status
+             deliver(ids, messages, lost)   packets matching `filter` (encoded once, shared)
+             replay_lost(n), replay_done()  the two ends of a resume (below)
+             shutdown()                     the server is stopping
+    outputs  next_outgoing()                str (a JSON text frame), then one Close, then None
+
+So every rule is a unit test, and Hypothesis can throw any sequence of inputs at a session and
+check what must always hold: nothing raises, at most one Close, nothing after it, bounded queues,
+no message over `max_message_bytes`.
+
+The states are AWAITING_AUTH -> OPEN -> CLOSED. `TRANSITIONS` is the one table of which client
+message types each state accepts and what handles them; a message type a state does not accept
+is answered, never acted on (before authentication: `error` `auth_required`). Peer misbehaviour
+gives an `error` (the connection stays usable) or an explanatory message plus a close; it never
+raises. Our own misuse (a callback raising) does raise.
+
+The clock is Unix time in seconds (`time.time()`), the clock of a token's `exp`; a clock that
+goes back is treated as standing still.
+
+Resume, from the hub's side: `subscribe` with `since` sets `resume_from = since` and
+`replaying`. The hub takes `resume_from` (sets it to None), reads the ring from `since + 1` in
+steps of at most `outbox_room()` records, calls `replay_lost(n)` when the ring already overwrote
+some (the client gets one `dropped` notice before the packets that follow), passes the matches to
+`deliver`, and calls `replay_done()` when it reaches its live cursor; only then does it deliver
+live packets to the session. Ids at or below the last one queued are dropped on the way in, so an
+overlap between replay and live never duplicates a packet. A new `subscribe` with `since` during
+a replay sets `resume_from` again: the hub should restart the replay from there.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Sequence
+from typing import Any, Final
+
+import numpy as np
+from msgspec import UNSET
+
+from leireye.capture.status import CaptureStatus
+from leireye.config import LimitsConfig
+from leireye.stats.layout import StatsSnapshot
+from leireye.web.encode import PACKET_MESSAGE_BOUND, PACKETS_PREFIX, utf8_size
+from leireye.web.feeds import Feeds
+from leireye.web.filters import FilterError, PacketFilter, parse_filters
+from leireye.web.messages import auth_success, packets_options, shorten, stats_options
+from leireye.web.outbox import Outbox
+from leireye.web.principal import Admit, Authenticate, AuthFailure, Principal
+from leireye.web.protocol import (
+    AUTH_ERROR_TEXT,
+    CHANNEL_PACKETS,
+    CHANNEL_STATS,
+    AuthError,
+    AuthMessage,
+    Close,
+    CloseCode,
+    DropReason,
+    ErrorCode,
+    ErrorMessage,
+    PingMessage,
+    Pong,
+    ProtocolError,
+    ServerMessage,
+    Subscribed,
+    SubscribeMessage,
+    SubscribeOptions,
+    Unsubscribed,
+    UnsubscribeMessage,
+    decode_client,
+    encode,
+)
+from leireye.web.ratelimit import RateLimiter, Verdict
+
+CONTROL_QUEUE_MIN: Final = 64
+"""Unread control messages allowed (at least; twice the message rate when that is higher)."""
+
+
+class State(enum.Enum):
+    AWAITING_AUTH = "awaiting_auth"
+    OPEN = "open"
+    CLOSED = "closed"
+
+
+class Session:
+    def __init__(
+        self,
+        *,
+        limits: LimitsConfig,
+        authenticate: Authenticate,
+        admit: Admit,
+        now: float,
+        auth_timeout_s: float = 10.0,
+        query_token: str | None = None,
+        outbox_messages: int = 4096,
+    ) -> None:
+        self.limits = limits
+        self._authenticate = authenticate
+        self._admit = admit
+        self._now = now
+        self._auth_deadline = now + auth_timeout_s
+        self._last_heard = now
+        self._state = State.AWAITING_AUTH
+        self.principal: Principal | None = None
+        self.admitted = False  # holds one of the user's connection slots
+        self.auth_failure: AuthFailure | None = None  # the last refused token, for the log
+        self.closed: Close | None = None
+        self.filter: PacketFilter | None = None  # set while subscribed to packets
+        self.batch_mode = False
+        self.resume_from: int | None = None  # a `since` for the hub to take (see above)
+        self.replaying = False  # from `subscribe` with `since` until `replay_done()`
+        self.stream_lost = 0  # ring records this stream skipped (overwritten first)
+        self._last_id = 0  # the highest packet id queued or passed over
+        control_limit = max(CONTROL_QUEUE_MIN, 2 * limits.messages_per_second)
+        self._outbox = Outbox(outbox_messages, control_limit)
+        self._limiter = RateLimiter(limits.messages_per_second)
+        self._feeds = Feeds(limits, self._push, self._render, self._counters)
+        if query_token is not None:
+            self._on_auth(AuthMessage(query_token))
+
+    # -- what the shell and the hub read -------------------------------------------------------
+
+    @property
+    def state(self) -> State:
+        return self._state
+
+    @property
+    def subscribed_packets(self) -> bool:
+        """Subscribed to packets (live, or replaying)."""
+        return self._state is State.OPEN and self.filter is not None
+
+    @property
+    def dropped(self) -> int:
+        """Packets this client missed because it read too slowly."""
+        return self._outbox.dropped
+
+    @property
+    def queued(self) -> int:
+        """Packets waiting in the outbox."""
+        return self._outbox.queued
+
+    @property
+    def control_queued(self) -> int:
+        return self._outbox.control_size
+
+    def outbox_room(self) -> int:
+        """Packets the outbox takes now without skipping: what one replay step may bring."""
+        return self._outbox.room()
+
+    def next_outgoing(self) -> str | Close | None:
+        """The next text frame to send, or the Close to end with, or None for nothing now."""
+        return self._outbox.pop()
+
+    # -- inputs --------------------------------------------------------------------------------
+
+    def receive(self, frame: str | bytes, now: float) -> None:
+        """A client frame: text as str, or bytes that should hold UTF-8 JSON."""
+        if self.closed is not None:
+            return
+        self._advance(now)
+        if self._check_deadlines():
+            return
+        limit = self.limits.max_message_bytes
+        if len(frame) > limit or (isinstance(frame, str) and utf8_size(frame) > limit):
+            error = ErrorMessage(ErrorCode.MESSAGE_TOO_BIG, f"Messages are limited to {limit} B")
+            self._close(CloseCode.MESSAGE_TOO_BIG, "message too big", [error])
+            return
+        self._last_heard = self._now
+        verdict = self._limiter.check(self._now)
+        if verdict is Verdict.ABUSE:
+            error = ErrorMessage(ErrorCode.RATE_LIMITED, "Too many messages for too long")
+            self._close(CloseCode.RATE_LIMITED, "rate limit", [error])
+            return
+        if verdict is Verdict.REJECT_NOTIFY:
+            per_second = self.limits.messages_per_second
+            text = f"More than {per_second} messages per second; messages are being dropped"
+            self._send(ErrorMessage(ErrorCode.RATE_LIMITED, text))
+        if verdict is not Verdict.ACCEPT:
+            return
+        message = decode_client(frame)
+        if isinstance(message, ProtocolError):
+            self._send(message.to_message())
+            return
+        handler = TRANSITIONS.get((self._state, type(message)))
+        if handler is None:
+            text = 'Not authenticated: send {"type": "auth", "token": "..."} first'
+            self._send(ErrorMessage(ErrorCode.AUTH_REQUIRED, text))
+            return
+        handler(self, message)
+
+    def tick(
+        self, now: float, stats: StatsSnapshot | None = None, status: CaptureStatus | None = None
+    ) -> None:
+        """The clock, with the latest stats snapshot and capture status when there are."""
+        if self.closed is not None:
+            return
+        self._advance(now)
+        self._feeds.update(stats, status)
+        if self._check_deadlines():
+            return
+        idle = self.limits.idle_timeout_s
+        if self._now - self._last_heard >= idle:
+            text = f"No message for {idle:g} s; send a ping to keep the connection open"
+            error = ErrorMessage(ErrorCode.IDLE_TIMEOUT, text)
+            self._close(CloseCode.IDLE_TIMEOUT, "idle timeout", [error])
+            return
+        self._feeds.tick(self._now)
+
+    def deliver(
+        self, ids: np.ndarray | Sequence[int], messages: Sequence[str], *, lost: int = 0
+    ) -> None:
+        """Packets that passed `filter`, ids ascending: live ones, or replayed ones between
+        the hub taking `resume_from` and `replay_done()`. `lost`: ring records the hub's live
+        reader was lapped on just before them. Ignored unless subscribed to packets.
+
+        Live packets that do not fit in the outbox are skipped and counted; replayed ones
+        should never overflow it (the hub reads at most `outbox_room()` records at a time), and
+        are skipped and counted the same way if they do."""
+        if not self.subscribed_packets:
+            return
+        if lost > 0:
+            self.stream_lost += lost
+            self._outbox.notice(DropReason.RING, lost)
+        ids, messages = self._fresh(ids, messages)
+        if not len(messages):
+            return
+        self._last_id = int(ids[-1])
+        batch_bytes = self.limits.max_message_bytes if self.batch_mode else None
+        taken = self._outbox.push_replay(messages, batch_bytes) if self.replaying else 0
+        if taken < len(messages):
+            self._outbox.push_live(messages[taken:], batch_bytes)
+
+    def replay_lost(self, lost: int) -> None:
+        """`lost` records after `since` were overwritten before the replay could read them:
+        the client is told so before the replayed packets that follow."""
+        if self.subscribed_packets and self.replaying and lost > 0:
+            self.stream_lost += lost
+            self._outbox.notice(DropReason.RESUME, lost)
+
+    def replay_done(self) -> None:
+        """The replay reached the hub's live cursor: from now on `deliver` brings live packets."""
+        self.replaying = False
+
+    def shutdown(self, reason: str = "server shutting down") -> None:
+        """Close with 1001; `reason` is cut to the 123 UTF-8 bytes a close frame allows."""
+        cut = reason.encode("utf-8", "replace")[:123].decode("utf-8", "ignore")
+        self._close(CloseCode.GOING_AWAY, cut, [])
+
+    # -- handlers (see TRANSITIONS) ------------------------------------------------------------
+
+    def _on_auth(self, message: AuthMessage) -> None:
+        principal = self._check_token(message.token)
+        if principal is None:
+            return
+        if not self._admit(principal):
+            per_user = self.limits.connections_per_user
+            name = shorten(principal.username)
+            text = f"Too many connections for user {name!r} (at most {per_user})"
+            error = ErrorMessage(ErrorCode.TOO_MANY_CONNECTIONS, text)
+            self._close(CloseCode.TOO_MANY_CONNECTIONS, "too many connections", [error])
+            return
+        self.admitted = True
+        self.principal = principal
+        self._state = State.OPEN
+        self._send(self._auth_success())
+        self._feeds.start(self._now)
+
+    def _on_reauth(self, message: AuthMessage) -> None:
+        principal = self._check_token(message.token)
+        if principal is None:
+            return
+        assert self.principal is not None
+        if principal.id != self.principal.id:
+            text = "The token is for another user; the connection keeps its current one"
+            self._send(ErrorMessage(ErrorCode.USER_MISMATCH, text, "token"))
+            return
+        self.principal = principal
+        self._send(self._auth_success())
+
+    def _on_subscribe(self, message: SubscribeMessage) -> None:
+        if message.channel == CHANNEL_PACKETS:
+            self._subscribe_packets(message)
+        elif message.channel == CHANNEL_STATS:
+            self._subscribe_stats(message)
+        else:
+            self._channel_error(message.channel)
+
+    def _subscribe_packets(self, message: SubscribeMessage) -> None:
+        parsed = parse_filters(message.filters)
+        if isinstance(parsed, FilterError):
+            self._send(ErrorMessage(ErrorCode.INVALID_FILTER, parsed.message, parsed.field))
+            return
+        batch = packets_options(message.options or {})
+        if isinstance(batch, ProtocolError):
+            self._send(batch.to_message())
+            return
+        since = message.since
+        self.filter, self.batch_mode = parsed, batch
+        self.resume_from, self.replaying = since, since is not None
+        if since is not None:
+            self._last_id = min(self._last_id, since)
+        echo = Subscribed(
+            CHANNEL_PACKETS,
+            parsed.as_dict(),
+            SubscribeOptions(batch=batch),
+            UNSET if since is None else since,
+        )
+        self._send(echo)
+
+    def _subscribe_stats(self, message: SubscribeMessage) -> None:
+        if message.filters is not None:
+            text = "filters apply to the packets channel only"
+            self._send(ErrorMessage(ErrorCode.INVALID_FILTER, text, "filters"))
+            return
+        if message.since is not None:
+            text = "since applies to the packets channel only"
+            self._send(ErrorMessage(ErrorCode.INVALID_MESSAGE, text, "since"))
+            return
+        interval = stats_options(message.options or {}, self._feeds.interval_ms)
+        if isinstance(interval, ProtocolError):
+            self._send(interval.to_message())
+            return
+        applied = self._feeds.subscribe_stats(interval, self._now)
+        self._send(Subscribed(CHANNEL_STATS, options=SubscribeOptions(interval_ms=applied)))
+
+    def _on_unsubscribe(self, message: UnsubscribeMessage) -> None:
+        if message.channel == CHANNEL_PACKETS:
+            self.filter, self.batch_mode = None, False
+            self.resume_from, self.replaying = None, False
+            self._outbox.purge_stream()
+        elif message.channel == CHANNEL_STATS:
+            self._feeds.unsubscribe_stats()
+        else:
+            self._channel_error(message.channel)
+            return
+        self._send(Unsubscribed(message.channel))
+
+    def _on_ping(self, message: PingMessage) -> None:
+        pong = Pong(message.id)
+        if len(encode(pong)) > self.limits.max_message_bytes:
+            text = "The ping id is too large to echo"
+            self._send(ErrorMessage(ErrorCode.INVALID_MESSAGE, text, "id"))
+        else:
+            self._send(pong)
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    def _check_token(self, token: str) -> Principal | None:
+        """The principal of a valid token; otherwise `auth_error`, close, and None."""
+        result = self._authenticate(token, self._now)
+        if isinstance(result, Principal) and (
+            result.expires_at is None or result.expires_at > self._now
+        ):
+            return result
+        self.auth_failure = result if isinstance(result, AuthFailure) else AuthFailure("expired")
+        self._close(CloseCode.AUTH_FAILED, "authentication failed", [AuthError(AUTH_ERROR_TEXT)])
+        return None
+
+    def _check_deadlines(self) -> bool:
+        """Close for a missed authentication deadline or an expired token; True if closed."""
+        if self._state is State.AWAITING_AUTH and self._now >= self._auth_deadline:
+            error = AuthError("Authentication timeout")
+            self._close(CloseCode.AUTH_TIMEOUT, "authentication timeout", [error])
+        elif self._state is State.OPEN and self.principal is not None:
+            expires = self.principal.expires_at
+            if expires is not None and self._now >= expires:
+                error = AuthError("Token expired")
+                self._close(CloseCode.TOKEN_EXPIRED, "token expired", [error])
+        return self.closed is not None
+
+    def _advance(self, now: float) -> None:
+        if now > self._now:
+            self._now = now
+
+    def _close(self, code: CloseCode, reason: str, final: Sequence[ServerMessage]) -> None:
+        if self.closed is not None:
+            return
+        self.closed = Close(int(code), reason)
+        self._state = State.CLOSED
+        self._feeds.stop()
+        self._outbox.finish([self._render(m) for m in final], self.closed)
+
+    def _send(self, message: ServerMessage) -> None:
+        self._push(self._render(message))
+
+    def _push(self, item: str | Callable[[], str | None]) -> None:
+        if not self._outbox.push_control(item):
+            error = ErrorMessage(ErrorCode.NOT_READING, "Too many unread replies")
+            self._close(CloseCode.NOT_READING, "client not reading", [error])
+
+    def _render(self, message: ServerMessage) -> str:
+        data = encode(message)
+        if len(data) > self.limits.max_message_bytes:
+            text = f"A {type(message).__name__} message exceeded max_message_bytes"
+            data = encode(ErrorMessage(ErrorCode.INTERNAL_ERROR, text))
+        return data.decode()
+
+    def _counters(self) -> tuple[int, int]:
+        return self.stream_lost, self.dropped
+
+    def _auth_success(self) -> ServerMessage:
+        assert self.principal is not None
+        return auth_success(
+            self.principal,
+            self.limits,
+            outbox_messages=self._outbox.capacity,
+            stats_interval_ms=self._feeds.default_interval_ms,
+        )
+
+    def _channel_error(self, channel: str) -> None:
+        text = f"Unknown channel {shorten(channel)!r}; expected 'packets' or 'stats'"
+        self._send(ErrorMessage(ErrorCode.INVALID_CHANNEL, text, "channel"))
+
+    def _fresh(
+        self, ids: np.ndarray | Sequence[int], messages: Sequence[str]
+    ) -> tuple[np.ndarray, Sequence[str]]:
+        """Leave out packets at or below the last id queued or passed over, and (only with a
+        max_message_bytes below PACKET_MESSAGE_BOUND) packets too large to send, counted as
+        dropped."""
+        id_array = np.asarray(ids, dtype=np.uint64)
+        if len(messages) and int(id_array[0]) <= self._last_id:
+            start = int(np.searchsorted(id_array, self._last_id, side="right"))
+            id_array, messages = id_array[start:], messages[start:]
+        limit = self.limits.max_message_bytes
+        if self.batch_mode:
+            limit -= len(PACKETS_PREFIX) + 2
+        if limit >= PACKET_MESSAGE_BOUND or not len(messages):
+            return id_array, messages
+        keep = [i for i, m in enumerate(messages) if utf8_size(m) <= limit]
+        self._outbox.dropped += len(messages) - len(keep)
+        return id_array[keep], [messages[i] for i in keep]
+
+
+_Handler = Callable[[Session, Any], None]
+TRANSITIONS: Final[dict[tuple[State, type], _Handler]] = {
+    (State.AWAITING_AUTH, AuthMessage): Session._on_auth,
+    (State.OPEN, AuthMessage): Session._on_reauth,
+    (State.OPEN, SubscribeMessage): Session._on_subscribe,
+    (State.OPEN, UnsubscribeMessage): Session._on_unsubscribe,
+    (State.OPEN, PingMessage): Session._on_ping,
+}
+"""The allowed (state, client message type) pairs and their handlers; nothing else is acted on."""
