@@ -89,3 +89,27 @@ def private_dir(path: Path, account: pwd.struct_passwd | None) -> Path:
     if account is not None and will_drop(account):
         os.chown(path, account.pw_uid, account.pw_gid)
     return path
+
+
+def reachable_by(path: Path, uid: int, gid: int) -> Path | None:
+    """The first component of `path` (a parent directory lacking search permission, or the file
+    lacking read permission) that stops user `uid`/`gid` from reading it, judged by mode bits;
+    None when it is readable. Root (uid 0) reads everything."""
+    if uid == 0:
+        return None
+    path = path.resolve()
+    for part in (*reversed(path.parents), path):
+        try:
+            st = part.stat()
+        except OSError:
+            return part
+        need = 4 if part == path else 1  # read the file, search the directories
+        if st.st_uid == uid:
+            bits = (st.st_mode >> 6) & 7
+        elif st.st_gid == gid:
+            bits = (st.st_mode >> 3) & 7
+        else:
+            bits = st.st_mode & 7
+        if not bits & need:
+            return part
+    return None

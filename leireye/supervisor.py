@@ -36,7 +36,7 @@ from typing import Any
 from leireye.config import Config
 from leireye.errors import LeirEyeError
 from leireye.logs import setup_logging
-from leireye.privileges import owner_ids
+from leireye.privileges import owner_ids, reachable_by
 from leireye.ring import Ring, RingLayout
 from leireye.segments import (
     SegmentNames,
@@ -134,7 +134,13 @@ class Supervisor:
         owner = web_owner(cfg)
         Path(cfg.state_dir).mkdir(parents=True, exist_ok=True, mode=0o755)
         load_or_create_secret(cfg, owner=owner)
-        ensure_users_file(cfg.state_path(cfg.auth.users_file), owner=owner)
+        users_file = cfg.state_path(cfg.auth.users_file)
+        ensure_users_file(users_file, owner=owner)
+        if owner is not None and (blocked := reachable_by(users_file, *owner)) is not None:
+            raise WebStartError(
+                f"web.user {cfg.web.user} cannot read {users_file} ({blocked} is closed to it):"
+                " choose a state_dir that user can reach"
+            )
         self.web_workers = web_worker_count(cfg)
         registry = ConnectionRegistry.create(self.names.conns, self.web_workers, owner=owner)
         self.registry = registry

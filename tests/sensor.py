@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -21,10 +25,14 @@ from tests.waiting import scaled, wait_for
 class Sensor:
     """A `leireye run` subprocess, its stderr collected line by line."""
 
-    def __init__(self, tmp_path: Path, *args: str, config: str = "") -> None:
+    def __init__(self, tmp_path: Path, *args: str, config: str = "", users: str = "") -> None:
         self.name = f"leireye-t{uuid.uuid4().hex[:10]}"
         self.config_path = config_path = tmp_path / f"{self.name}.yaml"
-        self.state_dir = state_dir = tmp_path / "state"
+        # The web workers run as `nobody`: their state must not sit under pytest's 0700 tmp.
+        self.state_dir = state_dir = Path(tempfile.mkdtemp(prefix="leireye-test-", dir="/tmp"))
+        state_dir.chmod(0o755)
+        if users:
+            (state_dir / "users.yaml").write_text(users)
         base = (
             f"state_dir: {state_dir}\n"
             "stats: {log_interval_s: 0.2}\n"
@@ -34,7 +42,11 @@ class Sensor:
         cmd = [sys.executable, "-m", "leireye.cli", "run", "-c", str(config_path)]
         cmd += ["--name", self.name, *args]
         self.proc = subprocess.Popen(
-            cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True
+            cmd,
+            stderr=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            text=True,
+            start_new_session=True,
         )
         self.lines: list[str] = []
         self._reader = threading.Thread(target=self._collect, daemon=True)
@@ -93,12 +105,19 @@ class Sensor:
             self._reader.join(5)
 
     def kill(self) -> None:
+        """Stop the sensor whatever state it is in: SIGTERM, then SIGKILL to its whole process
+        group (children included, so nothing keeps the log pipe open)."""
         if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-        self._reader.join(5)
-        if self.proc.stderr is not None:
+            self.proc.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(scaled(5))
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(10)
+        self._reader.join(10)
+        if self.proc.stderr is not None and not self._reader.is_alive():
             self.proc.stderr.close()
+        shutil.rmtree(self.state_dir, ignore_errors=True)
 
 
 def _attach(kind: type, name: str) -> object | None:

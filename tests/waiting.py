@@ -20,9 +20,7 @@ def scaled(seconds: float) -> float:
     return seconds * SCALE
 
 
-def wait_for(
-    condition: Callable[[], T], timeout: float, what: str, interval: float = 0.01
-) -> T:
+def wait_for(condition: Callable[[], T], timeout: float, what: str, interval: float = 0.01) -> T:
     """Poll `condition` until it returns something truthy; fail naming `what` after `timeout`
     (scaled) seconds."""
     deadline = time.monotonic() + scaled(timeout)

@@ -14,6 +14,7 @@ uvicorn settings that matter here (see FIELD-NOTES):
 
 from __future__ import annotations
 
+import codecs
 import logging
 import socket
 
@@ -42,31 +43,40 @@ def run_web_worker(
     worker_index: int,
     sock: socket.socket,
 ) -> int:
-    setup_logging(config.logging.level, loggers=("leireye", "uvicorn"))
+    setup_logging(config.logging.level, loggers=("leireye", "uvicorn", "asyncio"))
     install_log_redaction()
     try:
         hub = Hub.attach(config, segments, worker_index)
+    except LeirEyeError as exc:
+        log.error("web worker %d cannot start: %s", worker_index, exc)
+        return EXIT_FATAL
+    app = build_app(hub, config.web.allowed_origins)
+    server_config = uvicorn.Config(
+        app,
+        ws="wsproto",
+        ws_max_size=config.limits.max_message_bytes,
+        ws_per_message_deflate=False,
+        ws_ping_interval=None,
+        ws_ping_timeout=None,
+        log_config=None,
+        access_log=True,
+        lifespan="on",
+        timeout_graceful_shutdown=1,
+        server_header=False,
+    )
+    # Import everything serving needs while still root: the Python installation may not be
+    # readable by the web user (a pyenv under /root), and a lazy import after the switch would
+    # fail on the first request. `load()` imports uvicorn's protocol, loop and lifespan classes;
+    # wsproto decodes the Host header with the idna codec.
+    server_config.load()
+    codecs.lookup("idna")
+    try:
         account = lookup_user(config.web.user, key="web.user", error=WebError)
         drop_privileges(account, key="web.user", error=WebError)
     except LeirEyeError as exc:
         log.error("web worker %d cannot start: %s", worker_index, exc)
         return EXIT_FATAL
-    app = build_app(hub, config.web.allowed_origins)
-    server = uvicorn.Server(
-        uvicorn.Config(
-            app,
-            ws="wsproto",
-            ws_max_size=config.limits.max_message_bytes,
-            ws_per_message_deflate=False,
-            ws_ping_interval=None,
-            ws_ping_timeout=None,
-            log_config=None,
-            access_log=True,
-            lifespan="on",
-            timeout_graceful_shutdown=1,
-            server_header=False,
-        )
-    )
+    server = uvicorn.Server(server_config)
     install_log_redaction()  # uvicorn.Config configures its loggers: filter them again
     log.info("web worker %d serving on fd %d", worker_index, sock.fileno())
     server.run(sockets=[sock])

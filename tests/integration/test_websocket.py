@@ -20,7 +20,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from leireye.config import load_config
-from leireye.web.auth import issue_token, load_or_create_secret
+from leireye.web.auth import issue_token, load_or_create_secret, web_owner
 from leireye.web.protocol import CloseCode
 from leireye.web.users import load_users
 from tests.sensor import Sensor, send_udp
@@ -37,22 +37,20 @@ SPEC = Path(__file__).resolve().parents[3] / "shared" / "spec" / "websocket-api.
 ISO_MS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 
 
-def write_users(state_dir: Path) -> None:
-    state_dir.mkdir(parents=True, exist_ok=True)
+def users_file() -> str:
     lines = ["users:"]
     for i, name in enumerate(USERS, start=1):
         role = "ADMIN" if name == "admin" else "VIEWER"
         lines.append(f"  - {{id: {i}, username: {name}, role: {role}}}")
-    (state_dir / "users.yaml").write_text("\n".join(lines) + "\n")
+    return "\n".join(lines) + "\n"
 
 
 @pytest.fixture(scope="module")
 def sensor(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sensor]:
     tmp = tmp_path_factory.mktemp("ws")
-    write_users(tmp / "state")
     config = "auth: {auth_timeout_s: 2}\nweb: {port: 0, workers: 2}\n"
     bpf = f"udp and dst portrange {PORTS[0]}-{PORTS[1]}"
-    s = Sensor(tmp, "--interface", "lo", "--bpf", bpf, config=config)
+    s = Sensor(tmp, "--interface", "lo", "--bpf", bpf, config=config, users=users_file())
     s.web_port()
     s.wait_capturing(s.status())
     yield s
@@ -198,7 +196,8 @@ def test_forged_tokens_get_auth_error_and_a_close(api: Api, token: str) -> None:
 def test_expired_token_is_refused(api: Api) -> None:
     config = load_config(api.sensor.config_path)
     user = next(u for u in load_users(api.sensor.state_dir / "users.yaml") if u.username == "bob")
-    token = issue_token(load_or_create_secret(config), user, ttl_s=60, now=time.time() - 120)
+    secret = load_or_create_secret(config, owner=web_owner(config))
+    token = issue_token(secret, user, ttl_s=60, now=time.time() - 120)
 
     async def go() -> None:
         async with client(f"{api.url}?token={token}") as ws:
