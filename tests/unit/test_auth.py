@@ -24,6 +24,7 @@ from leireye.web.auth import (
     Authenticator,
     issue_token,
     load_or_create_secret,
+    web_owner,
 )
 from leireye.web.principal import AuthFailure, Principal
 from leireye.web.users import User, UserStore
@@ -464,7 +465,7 @@ def test_token_cli_prints_only_a_valid_token(
     out = capsys.readouterr().out
     assert out.count("\n") == 1
     config = parse_config({"state_dir": str(tmp_path / "state")})
-    auth = Authenticator(load_or_create_secret(config), UserStore(users))
+    auth = Authenticator(load_or_create_secret(config, owner=web_owner(config)), UserStore(users))
     principal = auth.verify(out.strip(), time.time())
     assert isinstance(principal, Principal) and principal.username == "admin"
     assert principal.expires_at is not None and principal.expires_at - time.time() <= 120
