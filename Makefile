@@ -3,7 +3,7 @@ CONFIG ?= configs/default.yaml
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: setup run test lint bench clean
+.PHONY: setup run test lint bench bench-smoke clean
 
 setup:
 	@bash scripts/setup.sh
@@ -23,6 +23,12 @@ bench: setup
 	.venv/bin/python benchmarks/bench_decode.py
 	.venv/bin/python benchmarks/bench_ring.py
 	.venv/bin/python benchmarks/bench_stats.py
+	.venv/bin/python benchmarks/bench_encode.py
+	.venv/bin/python benchmarks/bench_capture_live.py
+	.venv/bin/python benchmarks/bench_ws.py
+
+bench-smoke: setup
+	bash benchmarks/smoke.sh
 
 clean:
 	rm -rf .venv build *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -467,6 +467,8 @@ def test_a_client_that_never_reads_does_not_hold_back_one_that_does(api: Api) ->
 
 
 def test_the_specs_python_client_works_unchanged(api: Api) -> None:
+    if not SPEC.exists():
+        pytest.skip(f"the spec is not beside this checkout ({SPEC})")
     text = SPEC.read_text(encoding="utf-8")
     code = re.search(r"```python\n(.*?)```", text, re.S)
     assert code is not None, "the spec's Python example"

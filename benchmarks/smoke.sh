@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# A short run of every benchmark, so CI proves they still work (figures from a smoke are not
+# measurements: see docs/performance.md for the real runs and their commands).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+py=.venv/bin/python
+$py benchmarks/bench_decode.py --packets 20000 --repeat 1
+$py benchmarks/bench_ring.py --seconds 0.2
+$py benchmarks/bench_stats.py --records 200000
+$py benchmarks/bench_encode.py --records 20000 --repeat 1
+if [ "$(id -u)" -eq 0 ]; then
+  $py benchmarks/bench_capture_live.py --rates 5000 --seconds 1
+  if [ -f benchmarks/bench_ws.py ]; then $py benchmarks/bench_ws.py --quick; fi
+fi
