@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -24,7 +25,7 @@ from leireye.web.auth import issue_token, load_or_create_secret, web_owner
 from leireye.web.protocol import CloseCode
 from leireye.web.users import load_users
 from tests.sensor import Sensor, send_udp
-from tests.waiting import scaled
+from tests.waiting import scaled, wait_for
 
 pytestmark = [
     pytest.mark.root,
@@ -503,3 +504,53 @@ def test_the_specs_python_client_works_unchanged(api: Api) -> None:
     run(go())
     assert len(seen) == 4
     assert stats_seen and "packets_per_second" in stats_seen[0]
+
+
+# -- faults (last: it restarts a worker of the shared sensor) --------------------------------------
+
+
+def test_a_killed_web_worker_is_restarted_and_its_connections_stop_counting(api: Api) -> None:
+    token = api.token("dave")
+
+    async def go() -> None:
+        opened = [await connect(f"{api.url}?token={token}") for _ in range(5)]
+        for ws in opened:
+            assert (await recv(ws))["type"] == "auth_success"
+        pids = {int(line.split("pid=")[1]) for line in api.sensor.lines
+                if "supervisor: web-" in line and "started pid=" in line}  # fmt: skip
+        victim = min(pids)
+        os.kill(victim, signal.SIGKILL)
+        survivors = []
+        for ws in opened:  # the victim's connections drop; the others keep working
+            try:
+                await send(ws, type="ping", id=1)
+                await recv_type(ws, "pong", timeout=5)
+                survivors.append(ws)
+            except (ConnectionClosed, TimeoutError):
+                pass
+        restarted = wait_for_line(api.sensor, "started pid=", exclude=pids)
+        assert restarted
+        # The dead worker's slots were freed: as many new connections as were lost now fit.
+        fresh = []
+        for _ in range(5 - len(survivors)):
+            ws = await connect(f"{api.url}?token={token}")
+            assert (await recv(ws))["type"] == "auth_success"
+            fresh.append(ws)
+        for ws in survivors + fresh:
+            await ws.close()
+
+    run(go())
+
+
+def wait_for_line(sensor: Sensor, needle: str, exclude: set[int]) -> str:
+    def found() -> str:
+        for line in sensor.lines:
+            if (
+                "supervisor: web-" in line
+                and needle in line
+                and (int(line.split("pid=")[1]) not in exclude)
+            ):
+                return line
+        return ""
+
+    return wait_for(found, 20, "a restarted web worker")
