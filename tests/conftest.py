@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from leireye.shm import SHM_DIR
 from tests.sensor import Sensor, SensorFactory
 
 
@@ -23,5 +22,3 @@ def sensor_factory(tmp_path: Path) -> Iterator[SensorFactory]:
     yield start
     for sensor in started:
         sensor.kill()
-        for name in sensor.segments():
-            (SHM_DIR / name).unlink(missing_ok=True)

@@ -118,6 +118,8 @@ class Sensor:
         if self.proc.stderr is not None and not self._reader.is_alive():
             self.proc.stderr.close()
         shutil.rmtree(self.state_dir, ignore_errors=True)
+        for name in self.segments():  # left only when the supervisor itself had to be killed
+            (SHM_DIR / name).unlink(missing_ok=True)
 
 
 def _attach(kind: type, name: str) -> object | None:
