@@ -67,7 +67,7 @@ class WebConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # Origins (scheme://host[:port]) allowed to open the WebSocket from a browser, besides the
     # sensor's own; "*" allows any. Clients that send no Origin (scripts) are not affected.
     allowed_origins: tuple[str, ...] = ()
-    poll_ms: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 10
+    poll_ms: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 2
     outbox_messages: Annotated[int, msgspec.Meta(ge=16, le=1_000_000)] = 4096
 
 
