@@ -1,0 +1,64 @@
+"""The configuration: defaults, the documented default file, and errors that name the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from leireye.config import Config, load_config, parse_config, with_overrides
+from leireye.errors import ConfigError
+
+DEFAULT = Path(__file__).resolve().parents[2] / "configs" / "default.yaml"
+
+
+def test_the_documented_default_file_equals_the_built_in_defaults() -> None:
+    assert load_config(DEFAULT) == Config()
+
+
+@pytest.mark.parametrize(
+    ("data", "path"),
+    [
+        ({"capture": {"snaplen": "lots"}}, "$.capture.snaplen"),
+        ({"capture": {"snaplen": 10}}, "$.capture.snaplen"),
+        ({"capture": {"replay": {"speed": "fast"}}}, "$.capture.replay.speed"),
+        ({"web": {"port": 70000}}, "$.web.port"),
+        ({"limits": {"connections_per_user": 0}}, "$.limits.connections_per_user"),
+    ],
+)
+def test_bad_values_name_the_key(data: dict[str, object], path: str) -> None:
+    with pytest.raises(ConfigError, match=path.replace("$", r"\$").replace(".", r"\.")):
+        parse_config(data)
+
+
+def test_unknown_keys_are_refused() -> None:
+    with pytest.raises(ConfigError, match="captur"):
+        parse_config({"captur": {}})
+    with pytest.raises(ConfigError, match="snapln"):
+        parse_config({"capture": {"snapln": 100}})
+
+
+def test_bad_yaml_and_a_missing_file_are_clear(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("capture: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path / "missing.yaml")
+    listing = tmp_path / "list.yaml"
+    listing.write_text(yaml.safe_dump([1, 2]))
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config(listing)
+
+
+def test_overrides_are_validated_and_none_means_keep() -> None:
+    config = with_overrides(Config(), capture={"bpf": "udp", "pcap": None}, web={"port": 0})
+    assert config.capture.bpf == "udp" and config.capture.pcap is None and config.web.port == 0
+    with pytest.raises(ConfigError, match=r"\$\.web\.port"):
+        with_overrides(Config(), web={"port": -1})
+
+
+def test_stats_interval_range_must_be_ordered() -> None:
+    with pytest.raises(ConfigError, match="stats_interval_min_ms"):
+        parse_config({"limits": {"stats_interval_min_ms": 5000, "stats_interval_max_ms": 1000}})
