@@ -278,8 +278,9 @@ class Supervisor:
                 self.poll()
                 failed = self.first_start_failed()
                 if failed is not None:
-                    status = self.status.read() if self.status is not None else None
-                    reason = status.last_error if status is not None else ""
+                    reason = ""
+                    if failed.role == "capture" and self.status is not None:
+                        reason = self.status.read().last_error
                     log.error("%s could not start: %s", failed.role, reason or "see above")
                     return 2
             return 0
