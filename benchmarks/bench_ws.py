@@ -33,7 +33,6 @@ import json
 import multiprocessing
 import os
 import platform
-import socket
 import statistics
 import subprocess
 import sys
@@ -47,7 +46,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from tests.sensor import Sensor, free_udp_port  # noqa: E402
+from benchmarks.traffic import send_at
+from tests.sensor import Sensor, free_udp_port
 
 PACKET = '{"type":"packet",'
 PACKETS = '{"type":"packets",'
@@ -198,30 +198,6 @@ def client_main(pipe: Connection, url: str, n: int, batch: bool, port: int, lat:
 # -- the parent: sensor, sender, measurement ----------------------------------------------------
 
 
-def send_at(port: int, rate: int, seconds: float) -> tuple[int, float]:
-    """UDP to 127.0.0.1:port at `rate`/s in ~1 ms slices for at most `seconds` * 1.5."""
-    limit = int(rate * seconds)
-    sent = 0
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx:
-        tx.setblocking(False)
-        dest = ("127.0.0.1", port)
-        start = time.perf_counter()
-        while sent < limit:
-            elapsed = time.perf_counter() - start
-            if elapsed > seconds * 1.5:  # the sender cannot reach the rate: stop anyway
-                break
-            due = min(limit, int(elapsed * rate) + 1)
-            while sent < due:
-                try:
-                    tx.sendto(b"leireye-bench", dest)
-                except BlockingIOError:
-                    break
-                sent += 1
-            if sent >= due:
-                time.sleep(0.0005)
-        return sent, time.perf_counter() - start
-
-
 def cpu_seconds(pid: int) -> float:
     try:
         with open(f"/proc/{pid}/stat") as f:
@@ -308,7 +284,7 @@ def run_step(
         client_pids = [p.pid for p, _ in clients]
         captured0 = settle(status)
         cpu_s0, cpu_c0, cpu_t0 = tree_cpu(server_pids), tree_cpu(client_pids), time.process_time()
-        sent, elapsed = send_at(port, rate, seconds)
+        sent, elapsed = send_at(port, rate, seconds, b"leireye-bench")
         cpu_tx = time.process_time() - cpu_t0
         for _, pipe in clients:
             pipe.send(1.0)  # drain: stop after 1 s without packets
