@@ -135,6 +135,7 @@ class Hub:
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Any) -> AsyncIterator[None]:
         task = asyncio.create_task(self.run())
+        task.add_done_callback(_exit_if_failed)
         try:
             yield
         finally:
@@ -258,3 +259,13 @@ class Hub:
             },
             "connections": len(self.connections),
         }
+
+
+def _exit_if_failed(task: asyncio.Task[None]) -> None:
+    """A worker whose hub loop died would keep accepting connections and stream nothing: exit
+    instead, so the supervisor restarts it and clients reconnect (and resume with `since`)."""
+    if task.cancelled() or task.exception() is None:
+        return
+    log.critical("hub loop failed; exiting so the supervisor restarts this worker",
+                 exc_info=task.exception())  # fmt: skip
+    os._exit(1)
