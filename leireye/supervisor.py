@@ -171,14 +171,16 @@ class Supervisor:
 
     def add_default_children(self) -> None:
         from leireye.capture.process import run_capture
-        from leireye.stats.process import run_stats
+        from leireye.stats.process import run_stats_as_user
         from leireye.web.worker import run_web_worker
 
         cfg, names = self.config, self.names
         self.children.append(Child("capture", run_capture, (cfg, names.ring, names.status)))
         self.children.append(
             Child(
-                "stats", run_stats, (cfg, names.ring, names.stats, None, StatusDrops(names.status))
+                "stats",
+                run_stats_as_user,
+                (cfg, names.ring, names.stats, None, StatusDrops(names.status)),
             )
         )
         for index in range(self.web_workers):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pwd
 import signal
 import subprocess
 import sys
@@ -47,6 +48,14 @@ def test_run_captures_publishes_stats_and_stops_clean(sensor_factory: SensorFact
     stats = StatsSeries.attach(f"{sensor.name}-stats")
     wait_for(lambda: stats.read().packets_total >= 25, 10, "the stats process to count 25")
     wait_for(lambda: "pps=" in sensor.log, 10, "a rate line in the log")
+    wait_for(lambda: "web worker 0 serving" in sensor.log, 20, "the web worker to serve")
+    nobody = pwd.getpwnam("nobody").pw_uid
+    for role in ("capture", "stats", "web-0"):  # only the supervisor keeps root
+        pid = int(
+            next(line for line in sensor.lines if f"{role} started pid=" in line).split("=")[-1]
+        )
+        uids = Path(f"/proc/{pid}/status").read_text().split("Uid:")[1].split()[:4]
+        assert uids == [str(nobody)] * 4, (role, uids)
     ring.close()
     stats.close()
     status.close()
