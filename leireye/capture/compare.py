@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 
-from leireye.record import RECORD_DTYPE
+from leireye.record import RECORD_DTYPE, LinkType, info_text
 
 from .decode import decode_batch
 from .reference import reference_batch
@@ -52,3 +52,15 @@ def decode_both(
     if mismatch is not None:
         raise AssertionError(mismatch)
     return fast
+
+
+def decode_checked(
+    frame: bytes, linktype: int = LinkType.EN10MB, wire_len: int | None = None
+) -> np.void:
+    """One frame through both decoders, which must agree; the record."""
+    record: np.void = decode_both([frame], linktype, None if wire_len is None else [wire_len])[0]
+    return record
+
+
+def record_info(record: np.void) -> str:
+    return info_text(record["info"])

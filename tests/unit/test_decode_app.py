@@ -10,24 +10,17 @@ import numpy as np
 import pytest
 
 from leireye.capture import frames as fb
-from leireye.capture.compare import decode_both
+from leireye.capture.compare import decode_checked, record_info
 from leireye.capture.mix import MixBuilder
 from leireye.capture.rules import clean
-from leireye.record import F_TRUNCATED, INFO_BYTES, App, DecodeError, LinkType, info_text
+from leireye.record import F_TRUNCATED, INFO_BYTES, App, DecodeError
 
 DNS = dpkt.dns.DNS
 HTTPS_RDATA = b"\x00\x01\x00\x00\x01\x00\x03\x02h2"
 
 
-def one(frame: bytes, wire_len: int | None = None) -> np.void:
-    record: np.void = decode_both(
-        [frame], LinkType.EN10MB, None if wire_len is None else [wire_len]
-    )[0]
-    return record
-
-
-def info(record: np.void) -> str:
-    return info_text(record["info"])
+one = decode_checked
+info = record_info
 
 
 def udp(sport: int, dport: int, payload: bytes) -> np.void:

@@ -6,11 +6,10 @@ from __future__ import annotations
 import base64
 import struct
 
-import numpy as np
 import pytest
 
 from leireye.capture import frames as fb
-from leireye.capture.compare import decode_both
+from leireye.capture.compare import decode_both, decode_checked, record_info
 from leireye.record import (
     F_HAS_ADDR,
     F_HAS_PORTS,
@@ -21,20 +20,14 @@ from leireye.record import (
     DecodeError,
     LinkType,
     Proto,
-    info_text,
     ip_to_halves,
 )
 
 HOSTILE_MPLS = base64.b64decode("AIgAAAAAAQAAAAAAiEcAAP///43/JA==")
 
 
-def one(frame: bytes, linktype: int = LinkType.EN10MB, wire_len: int | None = None) -> np.void:
-    record: np.void = decode_both([frame], linktype, None if wire_len is None else [wire_len])[0]
-    return record
-
-
-def info(record: np.void) -> str:
-    return info_text(record["info"])
+one = decode_checked
+info = record_info
 
 
 def test_ethernet_ipv4_tcp_fills_every_field() -> None:

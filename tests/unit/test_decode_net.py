@@ -6,11 +6,10 @@ from __future__ import annotations
 import struct
 
 import dpkt
-import numpy as np
 import pytest
 
 from leireye.capture import frames as fb
-from leireye.capture.compare import decode_both
+from leireye.capture.compare import decode_checked, record_info
 from leireye.record import (
     F_HAS_ADDR,
     F_HAS_ICMP,
@@ -19,22 +18,12 @@ from leireye.record import (
     F_TRUNCATED,
     App,
     DecodeError,
-    LinkType,
     Proto,
-    info_text,
     ip_to_halves,
 )
 
-
-def one(frame: bytes, wire_len: int | None = None) -> np.void:
-    record: np.void = decode_both(
-        [frame], LinkType.EN10MB, None if wire_len is None else [wire_len]
-    )[0]
-    return record
-
-
-def info(record: np.void) -> str:
-    return info_text(record["info"])
+one = decode_checked
+info = record_info
 
 
 def eth4(packet: bytes) -> bytes:
