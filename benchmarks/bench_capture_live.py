@@ -110,7 +110,7 @@ def main() -> int:
     ctx = multiprocessing.get_context("spawn")
     proc = ctx.Process(
         target=child_main,
-        args=("capture", "WARNING", target, Config(capture=capture), ring_name, status_name),
+        args=("capture", "WARNING", None, target, Config(capture=capture), ring_name, status_name),
     )
     proc.start()
     try:

@@ -36,7 +36,7 @@ from typing import Any
 from leireye.config import Config
 from leireye.errors import LeirEyeError
 from leireye.logs import setup_logging
-from leireye.privileges import owner_ids, reachable_by
+from leireye.privileges import drop_privileges, lookup_user, owner_ids, reachable_by
 from leireye.ring import Ring, RingLayout
 from leireye.segments import (
     SegmentNames,
@@ -54,14 +54,24 @@ PR_SET_PDEATHSIG = 1
 HEARTBEAT_GRACE_S = 10.0  # a fresh capture process gets this long to open its handle
 
 
-def child_main(role: str, level: str, target: Callable[..., int | None], *args: Any) -> None:
-    """The first code every child runs: logging, signals, parent-death signal, then `target`."""
+def child_main(
+    role: str,
+    level: str,
+    run_as: str | None,
+    target: Callable[..., int | None],
+    *args: Any,
+) -> None:
+    """The first code every child runs: logging, signals, parent-death signal, then `target`.
+    A child that needs no privilege at all drops to `run_as` before `target` runs; the others
+    (capture, web) drop it themselves once they have opened what only root may open."""
     multiprocessing.current_process().name = role
     setup_logging(level)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     with contextlib.suppress(OSError, AttributeError):
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if run_as is not None:
+        drop_privileges(lookup_user(run_as), key=f"{role} user")
     code = target(*args)
     raise SystemExit(code or 0)
 
@@ -78,6 +88,7 @@ class Child:
     fatal: bool = False
     history: list[int | None] = field(default_factory=list)
     web_index: int | None = None
+    run_as: str | None = None  # drop to this user before `target` (children needing no root)
 
 
 class Supervisor:
@@ -171,7 +182,7 @@ class Supervisor:
 
     def add_default_children(self) -> None:
         from leireye.capture.process import run_capture
-        from leireye.stats.process import run_stats_as_user
+        from leireye.stats.process import run_stats
         from leireye.web.worker import run_web_worker
 
         cfg, names = self.config, self.names
@@ -179,8 +190,9 @@ class Supervisor:
         self.children.append(
             Child(
                 "stats",
-                run_stats_as_user,
+                run_stats,
                 (cfg, names.ring, names.stats, None, StatusDrops(names.status)),
+                run_as=cfg.capture.user,  # the owner of every segment it maps
             )
         )
         for index in range(self.web_workers):
@@ -190,7 +202,7 @@ class Supervisor:
     def _start(self, child: Child) -> None:
         process = self.ctx.Process(
             target=child_main,
-            args=(child.role, self.config.logging.level, child.target, *child.args),
+            args=(child.role, self.config.logging.level, child.run_as, child.target, *child.args),
             name=child.role,
             daemon=False,
         )

@@ -17,7 +17,6 @@ import numpy as np
 
 from leireye.config import Config
 from leireye.errors import LeirEyeError, RingError
-from leireye.privileges import drop_privileges, lookup_user
 from leireye.ring import Ring, RingReader
 from leireye.stats.accumulator import StatsAccumulator
 from leireye.stats.series import StatsSeries
@@ -87,19 +86,6 @@ class _DropsPoller:
             return
         self.failing = False
         acc.observe_drops(kernel, interface, now_ns)
-
-
-def run_stats_as_user(
-    config: Config,
-    ring_name: str,
-    stats_name: str,
-    stop: StopEvent | None = None,
-    drops_source: DropsSource | None = None,
-) -> None:
-    """`run_stats` after dropping to `capture.user`, the owner of every segment it maps: the
-    stats process needs no privilege at all. (The supervisor's entry point.)"""
-    drop_privileges(lookup_user(config.capture.user), key="capture.user")
-    run_stats(config, ring_name, stats_name, stop, drops_source)
 
 
 def run_stats(

@@ -52,7 +52,7 @@ class Run:
     def start(self, capture: CaptureConfig, decode: Any = None) -> BaseProcess:
         target = functools.partial(run_capture, decode=decode, state_dir=str(self.state_dir))
         ctx = multiprocessing.get_context("spawn")
-        args = ("capture", "INFO", target, Config(capture=capture), self.ring_name)
+        args = ("capture", "INFO", None, target, Config(capture=capture), self.ring_name)
         self.process = ctx.Process(target=child_main, args=(*args, self.status_name))
         self.process.start()
         return self.process
