@@ -11,6 +11,7 @@ from leireye.config import Config, load_config, with_overrides
 from leireye.errors import LeirEyeError
 from leireye.logs import setup_logging
 from leireye.tokencli import add_token_parser
+from leireye.watchcli import add_watch_parsers
 
 DEFAULT_CONFIG = Path("configs/default.yaml")
 
@@ -62,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=cmd_run)
 
     add_token_parser(sub)
+    add_watch_parsers(sub)
 
     check = sub.add_parser("check-config", help="validate a config file and exit")
     check.add_argument("-c", "--config", default=str(DEFAULT_CONFIG))
