@@ -5,13 +5,18 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from leireye import __version__
 from leireye.config import Config, load_config, with_overrides
 from leireye.errors import LeirEyeError
 from leireye.logs import setup_logging
 from leireye.tokencli import add_token_parser
+from leireye.usercli import add_user_parser
 from leireye.watchcli import add_watch_parsers
+
+if TYPE_CHECKING:
+    from leireye.supervisor import Supervisor
 
 DEFAULT_CONFIG = Path("configs/default.yaml")
 
@@ -37,7 +42,24 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     config = _load(args)
     setup_logging(args.log_level or config.logging.level)
-    return Supervisor(config, base_name=args.name).run()
+    return Supervisor(config, base_name=args.name).run(ready=_show_first_admin)
+
+
+def _show_first_admin(supervisor: Supervisor) -> None:
+    """On the very first run the supervisor made an `admin` with a random password: show it
+    once, here on the console (only its hash is stored)."""
+    password = supervisor.first_admin_password
+    if password is None:
+        return
+    supervisor.first_admin_password = None
+    users = supervisor.config.state_path(supervisor.config.auth.users_file)
+    print(
+        f"\n  First run: created user 'admin' (ADMIN) in {users}\n"
+        f"  password: {password}\n"
+        "  It is shown only this once. Change it with `leireye user passwd admin`.\n",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
@@ -63,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=cmd_run)
 
     add_token_parser(sub)
+    add_user_parser(sub)
     add_watch_parsers(sub)
 
     check = sub.add_parser("check-config", help="validate a config file and exit")

@@ -69,6 +69,9 @@ class WebConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     allowed_origins: tuple[str, ...] = ()
     poll_ms: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 2
     outbox_messages: Annotated[int, msgspec.Meta(ge=16, le=1_000_000)] = 4096
+    # GET /metrics without a token (for a Prometheus on a trusted network); else any user's
+    # bearer token is needed.
+    metrics_public: bool = False
 
 
 class AuthConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -79,6 +82,14 @@ class AuthConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     users_file: str = "users.yaml"
     token_ttl_s: Annotated[int, msgspec.Meta(ge=1, le=31_536_000)] = 3600
     auth_timeout_s: Annotated[float, msgspec.Meta(gt=0, le=600)] = 10.0
+    # POST /api/auth/login: lifetimes of the access and refresh tokens, and of a WebSocket ticket.
+    access_ttl_s: Annotated[int, msgspec.Meta(ge=10, le=86_400)] = 1800
+    refresh_ttl_s: Annotated[int, msgspec.Meta(ge=60, le=31_536_000)] = 604_800
+    ticket_ttl_s: Annotated[int, msgspec.Meta(ge=1, le=600)] = 30
+    # Failed logins allowed per username and per client address within the window (then 429).
+    login_failures_per_user: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 5
+    login_failures_per_address: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 20
+    login_window_s: Annotated[int, msgspec.Meta(ge=1, le=86_400)] = 300
 
 
 class LimitsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -88,6 +99,10 @@ class LimitsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     idle_timeout_s: Annotated[float, msgspec.Meta(gt=0, le=86_400)] = 300.0
     stats_interval_min_ms: Annotated[int, msgspec.Meta(ge=10, le=3_600_000)] = 100
     stats_interval_max_ms: Annotated[int, msgspec.Meta(ge=10, le=3_600_000)] = 60_000
+    # The REST API: the largest request body (413 above it) and the most packets one
+    # GET /api/capture/packets returns.
+    api_max_body_bytes: Annotated[int, msgspec.Meta(ge=1024, le=16_777_216)] = 65536
+    api_packets_max: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 1000
 
 
 class LoggingConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

@@ -23,15 +23,19 @@ import ctypes
 import logging
 import multiprocessing
 import os
+import queue
 import select
 import signal
 import socket
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
+
+import msgspec
 
 from leireye.config import Config
 from leireye.errors import LeirEyeError
@@ -89,6 +93,8 @@ class Child:
     history: list[int | None] = field(default_factory=list)
     web_index: int | None = None
     run_as: str | None = None  # drop to this user before `target` (children needing no root)
+    held: bool = False  # stopped on request: not restarted until released
+    requested: bool = False  # started by a control request: a failure does not end the run
 
 
 class Supervisor:
@@ -106,6 +112,8 @@ class Supervisor:
         self.registry: Any = None
         self.socket: socket.socket | None = None
         self.web_workers = 0
+        self.first_admin_password: str | None = None  # for the CLI to show once
+        self._calls: queue.SimpleQueue[tuple[Callable[[], Any], Future[Any]]] = queue.SimpleQueue()
 
     # -- shared memory ------------------------------------------------------------------------
 
@@ -144,14 +152,15 @@ class Supervisor:
         cfg = self.config
         owner = web_owner(cfg)
         Path(cfg.state_dir).mkdir(parents=True, exist_ok=True, mode=0o755)
-        load_or_create_secret(cfg, owner=owner)
+        secret = load_or_create_secret(cfg, owner=owner)
         users_file = cfg.state_path(cfg.auth.users_file)
-        ensure_users_file(users_file, owner=owner)
+        self.first_admin_password = ensure_users_file(users_file, owner=owner)
         if owner is not None and (blocked := reachable_by(users_file, *owner)) is not None:
             raise WebStartError(
                 f"web.user {cfg.web.user} cannot read {users_file} ({blocked} is closed to it):"
                 " choose a state_dir that user can reach"
             )
+        self._start_control(secret, owner)
         self.web_workers = web_worker_count(cfg)
         registry = ConnectionRegistry.create(self.names.conns, self.web_workers, owner=owner)
         self.registry = registry
@@ -168,6 +177,26 @@ class Supervisor:
             "web: listening on http://%s:%d (%d workers)", _url_host(host), port, self.web_workers
         )
 
+    def _start_control(self, secret: bytes, owner: tuple[int, int] | None) -> None:
+        from leireye.accounts.service import AccountService
+        from leireye.control.handlers import ControlHandlers
+        from leireye.control.server import ControlServer, socket_path
+        from leireye.web.users import UserStore
+
+        cfg = self.config
+        users_file = cfg.state_path(cfg.auth.users_file)
+        users = UserStore(users_file)
+        accounts = AccountService(
+            cfg, secret, users, cfg.state_path("refresh-tokens.json"), time.time
+        )
+        handlers = ControlHandlers(accounts, users_file, owner, self)
+        try:
+            control = ControlServer(socket_path(cfg.state_dir), handlers, owner)
+        except OSError as exc:
+            raise WebStartError(f"cannot create the control socket: {exc.strerror}") from None
+        control.start()
+        self._created.append(control.close)
+
     def remove_segments(self) -> None:
         while self._created:
             cleanup = self._created.pop()
@@ -181,12 +210,11 @@ class Supervisor:
     # -- children -----------------------------------------------------------------------------
 
     def add_default_children(self) -> None:
-        from leireye.capture.process import run_capture
         from leireye.stats.process import run_stats
         from leireye.web.worker import run_web_worker
 
         cfg, names = self.config, self.names
-        self.children.append(Child("capture", run_capture, (cfg, names.ring, names.status)))
+        self.children.extend(self._capture_children(cfg))
         self.children.append(
             Child(
                 "stats",
@@ -198,6 +226,111 @@ class Supervisor:
         for index in range(self.web_workers):
             args = (cfg, names.as_dict(), index, self.socket)
             self.children.append(Child(f"web-{index}", run_web_worker, args, web_index=index))
+
+    def _capture_children(self, config: Config) -> list[Child]:
+        from leireye.capture.process import run_capture
+
+        names = self.names
+        return [Child("capture", run_capture, (config, names.ring, names.status))]
+
+    # -- capture control (called from the control channel's threads) ----------------------------
+
+    def call_in_loop(self, func: Callable[[], Any], timeout_s: float = 30.0) -> Any:
+        """Run `func` on the main loop (which owns the children) and return its result."""
+        future: Future[Any] = Future()
+        self._calls.put((func, future))
+        with contextlib.suppress(BlockingIOError):
+            os.write(self._wake_w, b"c")
+        return future.result(timeout_s)
+
+    def _run_calls(self) -> None:
+        while True:
+            try:
+                func, future = self._calls.get_nowait()
+            except queue.Empty:
+                return
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(func())
+                except BaseException as exc:  # handed to the waiting thread, which re-raises
+                    future.set_exception(exc)
+
+    def start_capture(self, interface: str | None, bpf: str | None) -> dict[str, Any]:
+        """Capture on `interface` with `bpf` (None: keep the current one). The new settings are
+        tried first (as root, here): a missing interface or a bad filter raises CaptureError
+        with libpcap's message and the running capture is left as it was."""
+        from leireye.capture.capturecontrol import open_check, status_view, wait_status
+        from leireye.control.handlers import CaptureConflict
+
+        current = self.config.capture
+        capture = msgspec.structs.replace(
+            current,
+            interface=current.interface if interface is None else interface,
+            bpf=current.bpf if bpf is None else bpf,
+            pcap=None if interface is not None else current.pcap,
+        )
+        status = self.status.read()
+        running = any(c.process is not None for c in self._captures())
+        if running and status.capturing and capture == current:
+            raise CaptureConflict(f"already capturing on {status.interface} with this filter")
+        open_check(capture)
+        config = msgspec.structs.replace(self.config, capture=capture)
+        before_ns = status.started_at_ns
+        self.call_in_loop(lambda: self._replace_capture(config))
+        log.info("capture restarted on request: interface %s, filter %r", capture.pcap or
+                 capture.interface, capture.bpf)  # fmt: skip
+        return status_view(wait_status(self.status, lambda st: st.started_at_ns != before_ns
+                                       and st.state != "starting"))  # fmt: skip
+
+    def stop_capture(self) -> dict[str, Any]:
+        from leireye.capture.capturecontrol import status_view
+        from leireye.control.handlers import CaptureConflict
+
+        captures = self._captures()
+        if all(c.held for c in captures):
+            raise CaptureConflict("capture is already stopped")
+        self.call_in_loop(self._hold_capture)
+        log.info("capture stopped on request")
+        return status_view(self.status.read())
+
+    def _captures(self) -> list[Child]:
+        return [c for c in self.children if c.role.startswith("capture")]
+
+    def _stop_children(self, children: list[Child]) -> None:
+        for child in children:
+            child.held = True
+            if child.process is not None and child.process.exitcode is None:
+                child.process.terminate()
+        deadline = time.monotonic() + self.config.supervisor.shutdown_timeout_s
+        for child in children:
+            if child.process is None:
+                continue
+            child.process.join(max(0.0, deadline - time.monotonic()))
+            if child.process.exitcode is None:
+                child.process.kill()
+                child.process.join(1.0)
+            child.process.close()
+            child.process = None
+
+    def _hold_capture(self) -> None:
+        from leireye.capture.status import CaptureState
+
+        self._stop_children(self._captures())
+        status = self.status.read()
+        if status.state != CaptureState.STOPPED:  # the process died before it could say so
+            self.status.write(msgspec.structs.replace(
+                status, state=CaptureState.STOPPED, capturing=False))  # fmt: skip
+
+    def _replace_capture(self, config: Config) -> None:
+        old = self._captures()
+        self._stop_children(old)
+        self.children = [c for c in self.children if c not in old]
+        self.config = config
+        fresh = self._capture_children(config)
+        for child in fresh:
+            child.requested = True
+        self.children[:0] = fresh
+        self.poll()
 
     def _start(self, child: Child) -> None:
         process = self.ctx.Process(
@@ -254,14 +387,15 @@ class Supervisor:
         for child in self.children:
             if child.process is not None and child.process.exitcode is not None:
                 self._on_exit(child, now)
-            if child.process is None and not child.fatal and now >= child.next_start:
+            waiting = child.fatal or child.held or now < child.next_start
+            if child.process is None and not waiting:
                 self._start(child)
             self._check_heartbeat(child, now)
 
     def first_start_failed(self) -> Child | None:
         """A child that died fatally on its very first start (the run cannot do its job)."""
         for child in self.children:
-            if child.fatal and child.history[:1] == [EXIT_FATAL]:
+            if child.fatal and child.history[:1] == [EXIT_FATAL] and not child.requested:
                 return child
         return None
 
@@ -289,6 +423,7 @@ class Supervisor:
                 readable, _, _ = select.select([self._wake_r], [], [], 0.1)
                 if readable:
                     os.read(self._wake_r, 64)
+                self._run_calls()
                 self.poll()
                 failed = self.first_start_failed()
                 if failed is not None:

@@ -16,21 +16,45 @@ from collections.abc import MutableMapping
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
-from starlette.routing import Route, WebSocketRoute
+from starlette.routing import BaseRoute, Route, WebSocketRoute
+from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from leireye.control.client import ControlError
+from leireye.control.protocol import RedeemTicket
+from leireye.web.api import accounts, capture, packets, stats
+from leireye.web.api.context import ApiContext
+from leireye.web.api.errors import EXCEPTION_HANDLERS
 from leireye.web.hub import Connection, Hub
 from leireye.web.origin import origin_allowed
+from leireye.web.principal import AuthFailure, Principal
 from leireye.web.protocol import Close
 
 log = logging.getLogger("leireye.web")
 
 
-def build_app(hub: Hub, allowed_origins: tuple[str, ...]) -> Starlette:
+def build_app(api: ApiContext) -> Starlette:
+    hub = api.hub
+    allowed_origins = api.config.web.allowed_origins
+
     async def health(request: Request) -> JSONResponse:
         return JSONResponse(hub.health())
+
+    async def redeem(ticket: str) -> Principal | AuthFailure:
+        try:
+            grant = await api.control.call(RedeemTicket(ticket))
+        except ControlError as exc:
+            log.info("WebSocket ticket refused: %s", exc.detail)
+            return AuthFailure("bad ticket")
+        assert isinstance(grant, dict)
+        user = api.authenticator.users.get(int(grant["user_id"]))
+        if user is None:
+            return AuthFailure("unknown user")
+        expires = float(grant["session_expires_at"])
+        return Principal(id=user.id, username=user.username, role=user.role, expires_at=expires)
 
     async def capture_socket(websocket: WebSocket) -> None:
         scheme = "https" if websocket.url.scheme == "wss" else "http"
@@ -39,20 +63,44 @@ def build_app(hub: Hub, allowed_origins: tuple[str, ...]) -> Starlette:
             log.warning("refused a WebSocket from origin %r", origin)
             await websocket.close(code=1008)  # before accept: uvicorn answers HTTP 403
             return
+        ticket = websocket.query_params.get("ticket")
+        preauth = await redeem(ticket) if ticket is not None else None
         await websocket.accept()
-        conn = hub.open(websocket.query_params.get("token"), time.time())
+        conn = hub.open(websocket.query_params.get("token"), time.time(), preauth)
         try:
             await _serve(websocket, conn)
         finally:
             hub.close(conn)
 
-    return Starlette(
-        routes=[
-            Route("/health", health),
-            WebSocketRoute("/ws/capture", capture_socket),
-        ],
+    routes: list[BaseRoute] = [
+        Route("/health", health),
+        WebSocketRoute("/ws/capture", capture_socket),
+        *accounts.ROUTES,
+        *capture.ROUTES,
+        *packets.ROUTES,
+        *stats.ROUTES,
+    ]
+    app = Starlette(
+        routes=routes,
+        middleware=[Middleware(_CountRequests, hub=hub)],
         lifespan=hub.lifespan,
+        exception_handlers=EXCEPTION_HANDLERS,
     )
+    app.state.api = api
+    return app
+
+
+class _CountRequests:
+    """Counts HTTP requests for /metrics (WebSocket traffic has its own counters)."""
+
+    def __init__(self, app: ASGIApp, hub: Hub) -> None:
+        self.app = app
+        self.hub = hub
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            self.hub.http_requests += 1
+        await self.app(scope, receive, send)
 
 
 async def _serve(websocket: WebSocket, conn: Connection) -> None:
@@ -93,3 +141,4 @@ async def _send_loop(websocket: WebSocket, conn: Connection) -> None:
                 await websocket.close(code=item.code, reason=item.reason)
             return
         await websocket.send_text(item)
+        conn.sent += 1

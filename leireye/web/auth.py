@@ -32,7 +32,7 @@ import re
 import secrets
 import stat
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 import jwt
 
@@ -155,8 +155,20 @@ def _check_secret(secret: bytes) -> None:
 # -- tokens -------------------------------------------------------------------------------------
 
 
-def issue_token(secret: bytes, user: User, ttl_s: int, now: float) -> str:
-    """A token for `user`, valid from `now` (epoch seconds) for `ttl_s` seconds."""
+TokenKind = Literal["access", "refresh"]
+
+
+def issue_token(
+    secret: bytes,
+    user: User,
+    ttl_s: int,
+    now: float,
+    kind: TokenKind = "access",
+    jti: str | None = None,
+) -> str:
+    """A token for `user`, valid from `now` (epoch seconds) for `ttl_s` seconds. Its `typ` claim
+    says what it is for: an access token opens the API and the WebSocket; a refresh token only
+    buys new tokens at POST /api/auth/refresh (a token without `typ` is an access token)."""
     _check_secret(secret)
     if ttl_s < 1:
         raise ValueError("ttl_s must be at least 1 second")
@@ -168,7 +180,8 @@ def issue_token(secret: bytes, user: User, ttl_s: int, now: float) -> str:
         "iat": issued,
         "nbf": issued,
         "exp": issued + ttl_s,
-        "jti": secrets.token_urlsafe(16),
+        "jti": jti or secrets.token_urlsafe(16),
+        "typ": kind,
     }
     return jwt.encode(claims, secret, algorithm=ALGORITHM)
 
@@ -181,9 +194,13 @@ EXPIRED: Final = "expired"
 NOT_YET_VALID: Final = "not yet valid"
 BAD_CLAIMS: Final = "bad claims"
 UNKNOWN_USER: Final = "unknown user"
+WRONG_KIND: Final = "wrong kind of token"
 REASONS: Final = frozenset(
-    {MALFORMED, BAD_SIGNATURE, REFUSED_BY_PYJWT, EXPIRED, NOT_YET_VALID, BAD_CLAIMS, UNKNOWN_USER}
-)
+    {
+        MALFORMED, BAD_SIGNATURE, REFUSED_BY_PYJWT, EXPIRED, NOT_YET_VALID, BAD_CLAIMS,
+        UNKNOWN_USER, WRONG_KIND,
+    }
+)  # fmt: skip
 
 
 class _Refused(Exception):
@@ -209,12 +226,25 @@ class Authenticator:
         client is only ever told `AUTH_FAILED_MESSAGE`). `now` is wall-clock time in epoch
         seconds (`time.time()`), not a monotonic clock. Never raises on any input."""
         try:
-            return self._verify(token, now)
+            return self._verify(token, now, "access")[0]
         except _Refused as exc:
             log.debug("token refused: %s (%s)", exc.reason, exc.detail)
             return AuthFailure(exc.reason)
 
-    def _verify(self, token: str, now: float) -> Principal:
+    def verify_refresh(self, token: str, now: float) -> tuple[Principal, str] | AuthFailure:
+        """A refresh token's user and its `jti` (which the caller checks against the tokens it
+        issued and did not revoke), or a failure. Never raises."""
+        try:
+            principal, claims = self._verify(token, now, "refresh")
+        except _Refused as exc:
+            log.debug("refresh token refused: %s (%s)", exc.reason, exc.detail)
+            return AuthFailure(exc.reason)
+        jti = claims.get("jti")
+        if not isinstance(jti, str) or not jti:
+            return AuthFailure(BAD_CLAIMS)
+        return principal, jti
+
+    def _verify(self, token: str, now: float, kind: TokenKind) -> tuple[Principal, dict[str, Any]]:
         if not math.isfinite(now):
             raise _Refused(MALFORMED, f"the caller's clock reads {now!r}")
         if not isinstance(token, str) or len(token) > MAX_TOKEN_CHARS:
@@ -232,7 +262,9 @@ class Authenticator:
         except jwt.PyJWTError as exc:
             detail = f"{type(exc).__name__}: {str(exc)[:200]!r}"
             raise _Refused(REFUSED_BY_PYJWT, detail) from None
-        return self._check_claims(claims, now)
+        if claims.get("typ", "access") != kind:
+            raise _Refused(WRONG_KIND, f"a {claims.get('typ')!r} token where {kind} is needed")
+        return self._check_claims(claims, now), claims
 
     def _check_claims(self, claims: dict[str, Any], now: float) -> Principal:
         exp = _int_claim(claims, "exp")

@@ -44,6 +44,7 @@ from leireye.stats.series import StatsSeries
 from leireye.web.auth import Authenticator, load_or_create_secret, web_owner
 from leireye.web.encode import encode_packets
 from leireye.web.filters import PacketFilter
+from leireye.web.principal import AuthFailure, Principal
 from leireye.web.registry import ConnectionRegistry
 from leireye.web.session import Session
 from leireye.web.users import UserStore
@@ -60,6 +61,7 @@ class Connection:
     session: Session
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     replay: RingReader | None = None
+    sent: int = 0  # messages sent (counted by the shell's send loop)
 
     def receive(self, data: str | bytes, now: float) -> None:
         self.session.receive(data, now)
@@ -91,6 +93,9 @@ class Hub:
         self.delivered = 0
         self.encoded = 0
         self.lost = 0
+        self.closed_sent = 0  # messages and client drops of connections already closed
+        self.closed_dropped = 0
+        self.http_requests = 0
 
     @classmethod
     def attach(cls, config: Config, segments: dict[str, str], worker_index: int) -> Hub:
@@ -107,7 +112,12 @@ class Hub:
 
     # -- connections --------------------------------------------------------------------------
 
-    def open(self, query_token: str | None, now: float) -> Connection:
+    def open(
+        self,
+        query_token: str | None,
+        now: float,
+        query_auth: Principal | AuthFailure | None = None,
+    ) -> Connection:
         limit = self.config.limits.connections_per_user
         session = Session(
             limits=self.config.limits,
@@ -116,6 +126,7 @@ class Hub:
             auth_timeout_s=self.config.auth.auth_timeout_s,
             now=now,
             query_token=query_token,
+            query_auth=query_auth,
             outbox_messages=self.config.web.outbox_messages,
         )
         session.tick(now, self.stats, self.status)
@@ -125,6 +136,8 @@ class Hub:
 
     def close(self, conn: Connection) -> None:
         self.connections.discard(conn)
+        self.closed_sent += conn.sent
+        self.closed_dropped += conn.session.dropped
         session = conn.session
         if session.admitted and session.principal is not None:
             self.registry.release(session.principal.id)
@@ -168,6 +181,26 @@ class Hub:
         for conn in list(self.connections):
             conn.session.tick(now, self.stats, self.status)
             conn.wake.set()
+        self.registry.publish_counters(self.counters())
+
+    def tick_status(self) -> None:
+        """Read the capture status now (an API request must not answer with a stale one)."""
+        try:
+            self.status = self.status_block.read()
+        except LeirEyeError as exc:
+            log.debug("status: %s", exc)
+
+    def counters(self) -> dict[str, int]:
+        live = self.connections
+        return {
+            "connections": len(live),
+            "messages_sent": self.closed_sent + sum(c.sent for c in live),
+            "packets_delivered": self.delivered,
+            "packets_encoded": self.encoded,
+            "client_dropped": self.closed_dropped + sum(c.session.dropped for c in live),
+            "ring_lost": self.lost,
+            "http_requests": self.http_requests,
+        }
 
     def step(self) -> None:
         """Advance replays to the hub's cursor, then fan the new batch out to live sessions."""

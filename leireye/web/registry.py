@@ -6,6 +6,7 @@ worker the kernel picks. So the counts live in a small shared-memory segment:
 
     offset 0   magic b"LEIRCONN", u32 version, u32 workers, u32 slots   (little-endian, 64 bytes)
     offset 64  int64[workers][slots][2]: (user_id, count) per slot; user_id 0 = free slot
+    then       uint64[workers][len(COUNTERS)]: each worker's own counters, for /metrics
 
 Each worker writes only its own row, so when a worker dies its connections are exactly its row,
 and the supervisor zeroes it (`clear_worker`) before starting the replacement; a worker also
@@ -18,6 +19,9 @@ own right after mapping), while a `flock` belongs to our own open file descripti
 kernel drops it when the holder dies, so a crashed worker cannot leave it held. (A forked child
 would share the parent's description and hence its lock: each worker attaches by itself.)
 A thread lock serialises threads within one process, which a `flock` does not.
+
+The counters need no lock: each worker stores only its own row (whole 8-byte words), and
+/metrics reads every row as it is; a counter restarts from 0 with its worker.
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ from leireye.shm import SHM_DIR, Segment, attach_segment, create_segment, page_a
 log = logging.getLogger("leireye.web.registry")
 
 MAGIC: Final = b"LEIRCONN"
-VERSION: Final = 1
+VERSION: Final = 2
 HEADER: Final = struct.Struct("<8sIII")
 ROWS_OFFSET: Final = 64
 DEFAULT_SLOTS: Final = 1024  # distinct users with an open connection, per worker
@@ -47,8 +51,23 @@ MAX_WORKERS: Final = 1024
 MAX_SLOTS: Final = 65536
 
 
+COUNTERS: Final = (
+    "connections",  # open WebSocket connections (a gauge)
+    "messages_sent",  # WebSocket messages sent
+    "packets_delivered",  # packets handed to sessions (a packet to 3 sessions counts 3)
+    "packets_encoded",  # packets JSON-encoded (once per worker)
+    "client_dropped",  # packets skipped for clients that did not keep up
+    "ring_lost",  # ring records overwritten before the worker read them
+    "http_requests",  # REST API requests answered
+)
+
+
 def registry_size(workers: int, slots: int) -> int:
-    return page_align(ROWS_OFFSET + workers * slots * 16)
+    return page_align(_counters_offset(workers, slots) + workers * len(COUNTERS) * 8)
+
+
+def _counters_offset(workers: int, slots: int) -> int:
+    return ROWS_OFFSET + workers * slots * 16
 
 
 class ConnectionRegistry:
@@ -74,6 +93,10 @@ class ConnectionRegistry:
         self._rows: np.ndarray | None = np.ndarray(
             (workers, slots, 2), dtype="<i8", buffer=segment.buf, offset=ROWS_OFFSET
         )
+        self._counters: np.ndarray | None = np.ndarray(
+            (workers, len(COUNTERS)), dtype="<u8", buffer=segment.buf,
+            offset=_counters_offset(workers, slots),
+        )  # fmt: skip
 
     @classmethod
     def create(
@@ -182,6 +205,22 @@ class ConnectionRegistry:
             totals[user_id] = totals.get(user_id, 0) + count
         return totals
 
+    def publish_counters(self, values: dict[str, int]) -> None:
+        """Store this worker's counters (names from COUNTERS; others are ignored)."""
+        if self._counters is None:
+            raise RingError(f"registry {self.name} is closed")
+        row = self._counters[self._own_row()]
+        for index, name in enumerate(COUNTERS):
+            if name in values:
+                row[index] = values[name]
+
+    def read_counters(self) -> dict[str, list[int]]:
+        """Every worker's counters: name -> one value per worker index."""
+        if self._counters is None:
+            raise RingError(f"registry {self.name} is closed")
+        table = self._counters.copy()
+        return {name: table[:, i].tolist() for i, name in enumerate(COUNTERS)}
+
     def clear_worker(self, worker_index: int) -> None:
         """Forget every connection of a worker (the supervisor, once that worker is dead and
         before its replacement starts)."""
@@ -193,6 +232,7 @@ class ConnectionRegistry:
     def close(self) -> None:
         """Unmap and close the lock descriptor; idempotent."""
         self._rows = None
+        self._counters = None
         self.segment.close()
         if self._lock_fd >= 0:
             os.close(self._lock_fd)

@@ -100,6 +100,7 @@ class Session:
         now: float,
         auth_timeout_s: float = 10.0,
         query_token: str | None = None,
+        query_auth: Principal | AuthFailure | None = None,
         outbox_messages: int = 4096,
     ) -> None:
         self.limits = limits
@@ -125,6 +126,8 @@ class Session:
         self._feeds = Feeds(limits, self._push, self._render, self._counters)
         if query_token is not None:
             self._on_auth(AuthMessage(query_token))
+        elif query_auth is not None:  # a ticket the shell already redeemed
+            self._admit_principal(self._check_result(query_auth))
 
     # -- what the shell and the hub read -------------------------------------------------------
 
@@ -257,7 +260,9 @@ class Session:
     # -- handlers (see TRANSITIONS) ------------------------------------------------------------
 
     def _on_auth(self, message: AuthMessage) -> None:
-        principal = self._check_token(message.token)
+        self._admit_principal(self._check_token(message.token))
+
+    def _admit_principal(self, principal: Principal | None) -> None:
         if principal is None:
             return
         if not self._admit(principal):
@@ -355,7 +360,9 @@ class Session:
 
     def _check_token(self, token: str) -> Principal | None:
         """The principal of a valid token; otherwise `auth_error`, close, and None."""
-        result = self._authenticate(token, self._now)
+        return self._check_result(self._authenticate(token, self._now))
+
+    def _check_result(self, result: Principal | AuthFailure) -> Principal | None:
         if isinstance(result, Principal) and (
             result.expires_at is None or result.expires_at > self._now
         ):

@@ -5,7 +5,10 @@
       - {id: 2, username: alice, role: ANALYST}
 
 It lives at `config.state_path(config.auth.users_file)`, is created on first run with one `admin`
-user, mode 0600 and owned by the web user (the unprivileged workers re-read it). Tokens name a
+user whose random password is shown once on the console (only its scrypt hash is stored, see
+`leireye.accounts.passwords`), mode 0600 and owned by the web user (the unprivileged workers
+re-read it). Only root changes it afterwards: `leireye user ...` and the supervisor, on behalf of
+`/api/users` (see `leireye.accounts.useredit`). Tokens name a
 user by id; every verification looks the id up here, so removing a user or changing a role takes
 effect on the next verification, without a restart (`UserStore` re-reads the file when its
 inode, size or mtime changes).
@@ -43,7 +46,8 @@ class User(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     id: UserId
     username: Username
     role: Role
-    # Not used yet: a later change adds password log-in; files it writes must still load here.
+    # `scrypt$n$r$p$<base64>` and the base64 salt (leireye.accounts.passwords); None: this user
+    # cannot log in with a password (tokens from `leireye token` still work).
     password_hash: str | None = None
     salt: str | None = None
 
@@ -106,28 +110,32 @@ def dump_users(users: Iterable[User]) -> str:
     return header + body
 
 
-DEFAULT_USERS = (User(id=1, username="admin", role="ADMIN"),)
+def ensure_users_file(path: str | Path, owner: tuple[int, int] | None = None) -> str | None:
+    """Create the users file with one `admin` user with a random password (mode 0600, owned by
+    `owner` = (uid, gid)) unless it exists. Returns that password when the file was created
+    here (for the caller to show once; it is stored only as a hash), else None. An existing
+    file is validated, not changed."""
+    from leireye.accounts.passwords import hash_password, random_password
 
-
-def ensure_users_file(path: str | Path, owner: tuple[int, int] | None = None) -> bool:
-    """Create the users file with one `admin` user (mode 0600, owned by `owner` = (uid, gid))
-    unless it exists; True when it was created. An existing file is validated, not changed."""
     path = Path(path)
     if path.exists():
         load_users(path)
         _warn_if_foreign(path, owner)
-        return False
-    text = dump_users(DEFAULT_USERS).encode("utf-8")
+        return None
+    password = random_password()
+    password_hash, salt = hash_password(password)
+    admin = User(id=1, username="admin", role="ADMIN", password_hash=password_hash, salt=salt)
+    text = dump_users((admin,)).encode("utf-8")
     try:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
         created = write_private_file(path, text, owner)
     except OSError as exc:
         raise UsersFileError(f"cannot create users file {path}: {exc.strerror}") from None
-    if created:
-        log.info("created users file %s with user 'admin' (id 1, ADMIN)", path)
-    else:
+    if not created:
         load_users(path)
-    return created
+        return None
+    log.info("created users file %s with user 'admin' (id 1, ADMIN)", path)
+    return password
 
 
 def _warn_if_foreign(path: Path, owner: tuple[int, int] | None) -> None:

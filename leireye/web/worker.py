@@ -15,15 +15,19 @@ uvicorn settings that matter here (see FIELD-NOTES):
 from __future__ import annotations
 
 import codecs
+import importlib
 import logging
 import socket
 
 import uvicorn
 
 from leireye.config import Config
+from leireye.control.client import ControlClient
+from leireye.control.server import socket_path
 from leireye.errors import LeirEyeError
 from leireye.logs import setup_logging
 from leireye.privileges import drop_privileges, lookup_user
+from leireye.web.api.context import ApiContext
 from leireye.web.app import build_app
 from leireye.web.hub import Hub
 from leireye.web.logfilter import install_log_redaction
@@ -50,7 +54,8 @@ def run_web_worker(
     except LeirEyeError as exc:
         log.error("web worker %d cannot start: %s", worker_index, exc)
         return EXIT_FATAL
-    app = build_app(hub, config.web.allowed_origins)
+    api = ApiContext(config, hub, hub.authenticator, ControlClient(socket_path(config.state_dir)))
+    app = build_app(api)
     server_config = uvicorn.Config(
         app,
         ws="wsproto",
@@ -70,6 +75,7 @@ def run_web_worker(
     # wsproto decodes the Host header with the idna codec.
     server_config.load()
     codecs.lookup("idna")
+    importlib.import_module("concurrent.futures.thread")  # asyncio.to_thread, run_in_executor
     try:
         account = lookup_user(config.web.user, key="web.user", error=WebError)
         drop_privileges(account, key="web.user", error=WebError)

@@ -114,7 +114,7 @@ def test_misuse_raises(registry: ConnectionRegistry, name: str) -> None:
 
 def test_attach_checks_the_layout(name: str) -> None:
     create_segment(name, 4096).close()
-    with pytest.raises(RingError, match="not a version 1 registry"):
+    with pytest.raises(RingError, match="not a version 2 registry"):
         ConnectionRegistry.attach(name, 0)
     with pytest.raises(RingError, match="does not exist"):
         ConnectionRegistry.attach(name + "-missing", 0)

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from leireye.accounts.passwords import verify_password
 from leireye.errors import ConfigError
 from leireye.web.users import (
     User,
@@ -96,10 +97,15 @@ def test_ensure_creates_one_admin_with_mode_0600(tmp_path: Path) -> None:
     path = tmp_path / "state" / "users.yaml"
     old = os.umask(0)
     try:
-        assert ensure_users_file(path) is True
+        password = ensure_users_file(path)
     finally:
         os.umask(old)
-    assert load_users(path) == (User(1, "admin", "ADMIN"),)
+    assert password is not None and len(password) >= 16
+    (admin,) = load_users(path)
+    assert (admin.id, admin.username, admin.role) == (1, "admin", "ADMIN")
+    assert admin.password_hash is not None and password not in path.read_text()
+    assert verify_password(password, admin.password_hash, admin.salt)
+    assert not verify_password(password + "x", admin.password_hash, admin.salt)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert not list(path.parent.glob(".*tmp"))
 
@@ -107,7 +113,7 @@ def test_ensure_creates_one_admin_with_mode_0600(tmp_path: Path) -> None:
 def test_ensure_keeps_and_validates_an_existing_file(tmp_path: Path) -> None:
     path = tmp_path / "users.yaml"
     write(path, [ALICE])
-    assert ensure_users_file(path) is False
+    assert ensure_users_file(path) is None
     assert load_users(path) == (User(2, "alice", "ANALYST"),)
     write(path, [ALICE, ALICE])
     with pytest.raises(UsersFileError, match="duplicate"):

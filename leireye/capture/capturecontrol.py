@@ -1,0 +1,55 @@
+"""Helpers for starting and stopping capture on request: try the settings, wait, describe."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+
+from leireye.capture.source import open_source
+from leireye.capture.status import CaptureState, CaptureStatus, StatusBlock
+from leireye.config import CaptureConfig
+
+WAIT_S = 10.0
+
+
+def open_check(capture: CaptureConfig) -> None:
+    """Open the source the way the capture process will (interface, BPF) and close it again:
+    CaptureError with libpcap's message when it cannot be opened. Needs the capture privilege."""
+    source = open_source(capture)
+    source.close()
+
+
+def wait_status(
+    block: StatusBlock, done: Callable[[CaptureStatus], bool], timeout_s: float = WAIT_S
+) -> CaptureStatus:
+    """The capture status once `done(status)` holds, or once the capture reports an error, or
+    the last one read when `timeout_s` passes (the caller reports whatever it is)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        status = block.read()
+        if done(status) or time.monotonic() > deadline:
+            return status
+        time.sleep(0.02)
+
+
+def status_view(status: CaptureStatus) -> dict[str, Any]:
+    """The capture status as the REST API shows it (a superset of the WebSocket `status`)."""
+    from leireye.web.messages import status_message
+
+    view: dict[str, Any] = msgspec.to_builtins(status_message(status).data)
+    view.update(
+        linktype=status.linktype,
+        snaplen=status.snaplen,
+        bytes_captured=status.bytes_captured,
+        decode_errors=status.decode_errors,
+        decode_errors_by_kind=status.decode_errors_by_kind,
+        restarts=status.restarts,
+        pid=status.pid or None,
+    )
+    return view
+
+
+__all__ = ["CaptureState", "open_check", "status_view", "wait_status"]

@@ -1,0 +1,135 @@
+"""What the supervisor answers on the control channel: accounts, users, capture start/stop.
+
+Every refusal becomes a `Reply` with the HTTP status and error code the REST API passes on;
+the handlers never let an expected error escape (the server turns a bug into a 500).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Protocol
+
+import msgspec
+
+from leireye.accounts.service import AccountError, AccountService
+from leireye.accounts.useredit import (
+    UserEditError,
+    add_user,
+    edit_users_file,
+    remove_user,
+    update_user,
+)
+from leireye.control.protocol import (
+    AddUser,
+    AnyRequest,
+    CaptureStart,
+    CaptureStop,
+    IssueTicket,
+    Login,
+    Logout,
+    RedeemTicket,
+    Refresh,
+    RemoveUser,
+    Reply,
+    UpdateUser,
+    failure,
+)
+from leireye.errors import CaptureError, LeirEyeError
+from leireye.web.users import User
+
+log = logging.getLogger("leireye.control")
+
+EDIT_STATUS = {"conflict": 409, "not_found": 404, "invalid": 422}
+EDIT_CODE = {"conflict": "CONFLICT", "not_found": "NOT_FOUND", "invalid": "VALIDATION_ERROR"}
+
+
+class CaptureControl(Protocol):
+    def start_capture(self, interface: str | None, bpf: str | None) -> dict[str, Any]: ...
+
+    def stop_capture(self) -> dict[str, Any]: ...
+
+
+class CaptureConflict(LeirEyeError):
+    """A start or stop that would change nothing (409)."""
+
+
+def user_view(user: User) -> dict[str, Any]:
+    return {
+        "id": user.id,
+        "username": user.username,
+        "role": user.role,
+        "has_password": user.password_hash is not None,
+    }
+
+
+class ControlHandlers:
+    def __init__(
+        self,
+        accounts: AccountService,
+        users_path: Path,
+        owner: tuple[int, int] | None,
+        capture: CaptureControl,
+    ) -> None:
+        self.accounts = accounts
+        self.users_path = users_path
+        self.owner = owner
+        self.capture = capture
+
+    def __call__(self, request: AnyRequest) -> Reply:
+        try:
+            return Reply(True, self._handle(request))
+        except AccountError as exc:
+            return failure(exc.status, exc.code, exc.detail, exc.retry_after)
+        except UserEditError as exc:
+            return failure(EDIT_STATUS[exc.kind], EDIT_CODE[exc.kind], str(exc))
+        except CaptureConflict as exc:
+            return failure(409, "CONFLICT", str(exc))
+        except CaptureError as exc:
+            code = "INVALID_BPF" if "BPF" in str(exc) else "CAPTURE_ERROR"
+            return failure(400, code, str(exc))
+        except LeirEyeError as exc:  # e.g. the users file is invalid
+            log.error("control %s: %s", type(request).__name__, exc)
+            return failure(500, "INTERNAL_ERROR", str(exc))
+
+    def _handle(self, request: AnyRequest) -> Any:
+        accounts = self.accounts
+        match request:
+            case Login(username, password, address):
+                return msgspec.to_builtins(accounts.login(username, password, address))
+            case Refresh(token):
+                return msgspec.to_builtins(accounts.refresh(token))
+            case Logout(token, user_id):
+                return {"revoked": accounts.logout(token, user_id)}
+            case IssueTicket(user_id, session_expires_at):
+                ticket, ttl = accounts.issue_ticket(user_id, session_expires_at)
+                return {"ticket": ticket, "expires_in": ttl}
+            case RedeemTicket(ticket):
+                return msgspec.to_builtins(accounts.redeem_ticket(ticket))
+            case AddUser(username, role, password):
+                user = self._edit(lambda users: add_user(users, username, role, password))
+                log.info("user %s added (%s)", user.username, user.role)
+                return user_view(user)
+            case UpdateUser(user_id, role, password):
+                user = self._edit(
+                    lambda users: update_user(users, user_id, role=role, password=password)
+                )
+                if password is not None:
+                    accounts.forget_user(user.id)
+                log.info("user %s changed", user.username)
+                return user_view(user)
+            case RemoveUser(user_id):
+                user = self._edit(lambda users: remove_user(users, user_id))
+                accounts.forget_user(user.id)
+                log.info("user %s removed", user.username)
+                return user_view(user)
+            case CaptureStart(interface, bpf):
+                return self.capture.start_capture(interface, bpf)
+            case CaptureStop():
+                return self.capture.stop_capture()
+        raise AssertionError(f"unhandled control request {request!r}")
+
+    def _edit(self, edit: Any) -> User:
+        user: User = edit_users_file(self.users_path, edit, owner=self.owner)
+        self.accounts.users.refresh()
+        return user

@@ -1,0 +1,137 @@
+"""`leireye user add|list|passwd|remove`: manage the users file from the shell (as root).
+
+Passwords come from a prompt (asked twice) or, with `--password-stdin`, from the first line of
+standard input, so scripts never put one on a command line. Edits go through
+`leireye.accounts.useredit` (locked, atomic); running web workers pick them up on the next
+request, without a restart.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import sys
+from collections.abc import Callable
+
+from leireye.accounts.useredit import (
+    UserEditError,
+    add_user,
+    edit_users_file,
+    read_users_file,
+    remove_user,
+    update_user,
+)
+from leireye.config import Config
+from leireye.errors import LeirEyeError
+from leireye.web.auth import web_owner
+from leireye.web.users import ROLES, User
+
+
+class UserCommandError(LeirEyeError):
+    """A `leireye user` command that cannot be carried out."""
+
+
+def _config(args: argparse.Namespace) -> Config:
+    from leireye.cli import load_cli_config
+
+    return load_cli_config(args.config)
+
+
+def _password(args: argparse.Namespace) -> str:
+    if args.password_stdin:
+        line = sys.stdin.readline()
+        password = line[:-1] if line.endswith("\n") else line
+        if not password:
+            raise UserCommandError("no password on standard input")
+        return password
+    if not sys.stdin.isatty():
+        raise UserCommandError("no terminal to ask for a password: use --password-stdin")
+    first = getpass.getpass("Password: ")
+    if first != getpass.getpass("Again: "):
+        raise UserCommandError("the two passwords differ")
+    return first
+
+
+def cmd_add(args: argparse.Namespace) -> int:
+    config = _config(args)
+    password = _password(args)
+    path = config.state_path(config.auth.users_file)
+    user = _edit(config, lambda users: add_user(users, args.name, args.role, password))
+    print(f"added {user.username} (id {user.id}, {user.role}) to {path}")
+    return 0
+
+
+def cmd_passwd(args: argparse.Namespace) -> int:
+    config = _config(args)
+    password = _password(args)
+    user = _edit(config, lambda users: update_user(users, args.name, password=password))
+    print(f"password of {user.username} changed")
+    return 0
+
+
+def cmd_role(args: argparse.Namespace) -> int:
+    config = _config(args)
+    user = _edit(config, lambda users: update_user(users, args.name, role=args.role))
+    print(f"{user.username} is now {user.role}")
+    return 0
+
+
+def cmd_remove(args: argparse.Namespace) -> int:
+    config = _config(args)
+    user = _edit(config, lambda users: remove_user(users, args.name))
+    print(f"removed {user.username} (id {user.id})")
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    config = _config(args)
+    users = read_users_file(config.state_path(config.auth.users_file))
+    print(f"{'ID':>4}  {'USERNAME':<24} {'ROLE':<8} PASSWORD")
+    for user in users:
+        has = "yes" if user.password_hash else "no (token only)"
+        print(f"{user.id:>4}  {user.username:<24} {user.role:<8} {has}")
+    return 0
+
+
+def _edit(
+    config: Config, edit: Callable[[tuple[User, ...]], tuple[tuple[User, ...], User]]
+) -> User:
+    path = config.state_path(config.auth.users_file)
+    try:
+        return edit_users_file(path, edit, owner=web_owner(config))
+    except UserEditError as exc:
+        raise UserCommandError(str(exc)) from None
+    except OSError as exc:
+        raise UserCommandError(f"cannot write {path}: {exc.strerror}") from None
+
+
+def add_user_parser(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> argparse.ArgumentParser:
+    from leireye.cli import DEFAULT_CONFIG
+
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "user", help="manage the users who may log in"
+    )
+    sub = parser.add_subparsers(dest="user_command", required=True)
+
+    def command(name: str, help_text: str, func: object) -> argparse.ArgumentParser:
+        p: argparse.ArgumentParser = sub.add_parser(name, help=help_text)
+        p.add_argument("-c", "--config", default=str(DEFAULT_CONFIG), help="YAML config file")
+        p.set_defaults(func=func)
+        return p
+
+    add = command("add", "add a user", cmd_add)
+    add.add_argument("name")
+    add.add_argument("--role", required=True, choices=ROLES)
+    add.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    passwd = command("passwd", "set a user's password", cmd_passwd)
+    passwd.add_argument("name")
+    passwd.add_argument("--password-stdin", action="store_true")
+    role = command("role", "change a user's role", cmd_role)
+    role.add_argument("name")
+    role.add_argument("role", choices=ROLES)
+    remove = command("remove", "remove a user", cmd_remove)
+    remove.add_argument("name")
+    command("list", "list the users", cmd_list)
+    return parser

@@ -1,0 +1,68 @@
+"""/api/capture/*: interfaces, status, start and stop (ADMIN)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from leireye.capture.capturecontrol import status_view
+from leireye.capture.interfaces import list_interfaces
+from leireye.control.protocol import CaptureStart, CaptureStop
+from leireye.errors import CaptureError
+from leireye.web.api.context import context, read_body, require
+from leireye.web.api.errors import ApiError
+
+
+class StartBody(msgspec.Struct, forbid_unknown_fields=True):
+    interface: Annotated[str, msgspec.Meta(min_length=1, max_length=64)] | None = None
+    filter: Annotated[str, msgspec.Meta(max_length=4096)] | None = None
+
+
+async def interfaces(request: Request) -> Response:
+    require(request, "ADMIN")
+    try:
+        found = await asyncio.to_thread(list_interfaces)
+    except CaptureError as exc:
+        raise ApiError(503, "SERVICE_UNAVAILABLE", str(exc)) from None
+    status = context(request).hub.status
+    current = status.interface if status is not None else None
+    for entry in found:
+        entry["capturing"] = bool(status and status.capturing and entry["name"] == current)
+    return JSONResponse({"interfaces": found})
+
+
+async def status(request: Request) -> Response:
+    require(request)
+    hub = context(request).hub
+    hub.tick_status()
+    if hub.status is None:
+        raise ApiError(503, "SERVICE_UNAVAILABLE", "The capture status is not readable yet")
+    return JSONResponse(status_view(hub.status))
+
+
+async def start(request: Request) -> Response:
+    require(request, "ADMIN")
+    body = await read_body(request, StartBody)
+    data = await context(request).control.call(CaptureStart(body.interface, body.filter))
+    context(request).hub.tick_status()
+    return JSONResponse(data)
+
+
+async def stop(request: Request) -> Response:
+    require(request, "ADMIN")
+    data = await context(request).control.call(CaptureStop())
+    context(request).hub.tick_status()
+    return JSONResponse(data)
+
+
+ROUTES = [
+    Route("/api/capture/interfaces", interfaces, methods=["GET"]),
+    Route("/api/capture/status", status, methods=["GET"]),
+    Route("/api/capture/start", start, methods=["POST"]),
+    Route("/api/capture/stop", stop, methods=["POST"]),
+]

@@ -1,0 +1,90 @@
+"""What every API handler shares: the hub, the token verifier, the control client, and the
+two rules of every request — who may make it, and how its body is read."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Final, TypeVar
+
+import msgspec
+from starlette.requests import Request
+
+from leireye.config import Config
+from leireye.control.client import ControlClient
+from leireye.web.api.errors import ApiError
+from leireye.web.auth import Authenticator
+from leireye.web.hub import Hub
+from leireye.web.principal import AuthFailure, Principal
+
+T = TypeVar("T")
+
+RANK: Final = {"VIEWER": 0, "ANALYST": 1, "ADMIN": 2}
+_BEARER: Final = {"WWW-Authenticate": "Bearer"}
+
+
+@dataclass
+class ApiContext:
+    config: Config
+    hub: Hub
+    authenticator: Authenticator
+    control: ControlClient
+
+
+def context(request: Request) -> ApiContext:
+    ctx: ApiContext = request.app.state.api
+    return ctx
+
+
+def bearer_token(request: Request) -> str | None:
+    header = request.headers.get("authorization")
+    if header is None:
+        return None
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise ApiError(401, "INVALID_TOKEN", "Authorization must be 'Bearer <token>'", _BEARER)
+    return token.strip()
+
+
+def require(request: Request, role: str = "VIEWER") -> Principal:
+    """The caller, authenticated by its bearer access token, holding at least `role`
+    (VIEWER < ANALYST < ADMIN); 401 or 403 otherwise."""
+    token = bearer_token(request)
+    if token is None:
+        raise ApiError(401, "AUTH_REQUIRED", "Authentication required", _BEARER)
+    result = context(request).authenticator.verify(token, time.time())
+    if isinstance(result, AuthFailure):
+        raise ApiError(401, "INVALID_TOKEN", "Invalid or expired token", _BEARER)
+    if RANK.get(result.role, -1) < RANK[role]:
+        raise ApiError(403, "FORBIDDEN", f"This needs the {role} role (you are {result.role})")
+    return result
+
+
+async def read_body(request: Request, kind: type[T]) -> T:
+    """The JSON body decoded into `kind`: 413 past `limits.api_max_body_bytes`, 415 for another
+    content type, 400 for malformed JSON, 422 for the wrong shape (the message names the key)."""
+    limit = context(request).config.limits.api_max_body_bytes
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise ApiError(413, "PAYLOAD_TOO_LARGE", f"The request body is over {limit} bytes")
+    content_type = request.headers.get("content-type", "application/json")
+    if content_type.split(";")[0].strip().lower() != "application/json":
+        raise ApiError(415, "UNSUPPORTED_MEDIA_TYPE", "The body must be application/json")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise ApiError(413, "PAYLOAD_TOO_LARGE", f"The request body is over {limit} bytes")
+    try:
+        return msgspec.json.decode(bytes(body), type=kind, strict=True)
+    except msgspec.ValidationError as exc:
+        raise ApiError(422, "VALIDATION_ERROR", str(exc)) from None
+    except msgspec.DecodeError as exc:
+        raise ApiError(400, "BAD_REQUEST", f"The body is not valid JSON: {exc}") from None
+
+
+def path_int(request: Request, name: str) -> int:
+    raw = request.path_params[name]
+    if not raw.isdigit() or len(raw) > 19:
+        raise ApiError(404, "NOT_FOUND", f"No such {name.removesuffix('_id')}: {raw[:40]!r}")
+    return int(raw)

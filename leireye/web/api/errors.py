@@ -1,0 +1,76 @@
+"""The API's one error shape: `{"detail", "error_code", "timestamp"}` with an HTTP status."""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from leireye.control.client import ControlError
+from leireye.errors import LeirEyeError
+
+_CODES = {
+    400: "BAD_REQUEST",
+    401: "AUTH_REQUIRED",
+    403: "FORBIDDEN",
+    404: "NOT_FOUND",
+    405: "METHOD_NOT_ALLOWED",
+    409: "CONFLICT",
+    413: "PAYLOAD_TOO_LARGE",
+    415: "UNSUPPORTED_MEDIA_TYPE",
+    422: "VALIDATION_ERROR",
+    429: "RATE_LIMITED",
+    500: "INTERNAL_ERROR",
+    503: "SERVICE_UNAVAILABLE",
+}
+
+
+class ApiError(LeirEyeError):
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        detail: str,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.code = code
+        self.detail = detail
+        self.headers = headers or {}
+
+
+def now_iso() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def error_response(
+    status: int, code: str, detail: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    body = {"detail": detail, "error_code": code, "timestamp": now_iso()}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+async def api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    return error_response(exc.status, exc.code, exc.detail, exc.headers)
+
+
+async def control_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ControlError)
+    headers = {}
+    if exc.retry_after > 0:
+        headers["Retry-After"] = str(math.ceil(exc.retry_after))
+    return error_response(exc.status, exc.code, exc.detail, headers)
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    code = _CODES.get(exc.status_code, "ERROR")
+    return error_response(exc.status_code, code, str(exc.detail), dict(exc.headers or {}))
+
+
+EXCEPTION_HANDLERS = {ApiError: api_error, ControlError: control_error, HTTPException: http_error}

@@ -1,0 +1,161 @@
+"""/api/capture/packets (list, one packet's layers) and /api/export/packets (pcap, CSV, JSON)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Iterator, Mapping
+from typing import Final
+
+import msgspec
+import numpy as np
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from leireye.capture.detail import describe_frame, hex_dump
+from leireye.web import export
+from leireye.web.api import ringscan
+from leireye.web.api.context import context, path_int, require
+from leireye.web.api.errors import ApiError
+from leireye.web.encode import encode_packets, iso_ms, packet_data
+from leireye.web.filters import FilterError, PacketFilter, parse_filters
+
+FILTER_KEYS: Final = (
+    "protocol", "src_ip", "dst_ip", "ip", "port", "src_port", "dst_port", "min_length",
+    "max_length",
+)  # fmt: skip
+_INT_KEYS: Final = {"port", "src_port", "dst_port", "min_length", "max_length"}
+EXPORT_FORMATS: Final = {
+    "pcap": "application/vnd.tcpdump.pcap",
+    "csv": "text/csv; charset=utf-8",
+    "json": "application/json",
+}
+
+
+def query_filter(query: Mapping[str, str], allowed: tuple[str, ...]) -> PacketFilter:
+    """The subscription filter spelt in a query string (the same keys as the WebSocket's
+    `filters`); unknown parameters are refused rather than ignored, like misspelt filters."""
+    unknown = sorted(set(query) - set(FILTER_KEYS) - set(allowed))
+    if unknown:
+        raise ApiError(400, "INVALID_FILTER", f"Unknown query parameter {unknown[0]!r}")
+    spec: dict[str, object] = {}
+    for key in FILTER_KEYS:
+        value = query.get(key)
+        if value is None or value == "":
+            continue
+        spec[key] = _int(key, value) if key in _INT_KEYS else value
+    parsed = parse_filters(spec)
+    if isinstance(parsed, FilterError):
+        raise ApiError(400, "INVALID_FILTER", parsed.message)
+    return parsed
+
+
+def _int(key: str, value: str, low: int = 0, high: int = 2**63 - 1) -> int:
+    if not value.isdigit() or len(value) > 19 or not low <= int(value) <= high:
+        raise ApiError(400, "INVALID_FILTER", f"{key} must be an integer from {low} to {high}")
+    return int(value)
+
+
+def _optional_int(query: Mapping[str, str], key: str, low: int = 0) -> int | None:
+    value = query.get(key)
+    return None if value is None or value == "" else _int(key, value, low)
+
+
+async def list_packets(request: Request) -> Response:
+    require(request)
+    ctx = context(request)
+    query = request.query_params
+    flt = query_filter(query, ("limit", "before", "after"))
+    most = ctx.config.limits.api_packets_max
+    limit = _optional_int(query, "limit", 1) or min(100, most)
+    if limit > most:
+        raise ApiError(400, "BAD_REQUEST", f"limit must be at most {most}")
+    ring = ctx.hub.ring
+    records = ringscan.newest(ring, flt, limit, _optional_int(query, "after"),
+                              _optional_int(query, "before"))  # fmt: skip
+    items = ",".join(packet_data(m) for m in encode_packets(records))
+    next_before = int(records["seq"][-1]) if len(records) == limit else None
+    body = (
+        f'{{"packets":[{items}],"count":{len(records)},'
+        f'"oldest_id":{ring.oldest_id},"newest_id":{ring.write_seq},'
+        f'"next_before":{"null" if next_before is None else next_before}}}'
+    )
+    return Response(body, media_type="application/json")
+
+
+async def packet_detail(request: Request) -> Response:
+    require(request, "ANALYST")
+    packet_id = path_int(request, "packet_id")
+    ring = context(request).hub.ring
+    found = ring.get(packet_id)
+    if found is None:
+        raise ApiError(
+            404,
+            "NOT_FOUND",
+            f"Packet {packet_id} is not in the ring (overwritten, or not captured yet)",
+        )
+    record, raw = found
+    summary = packet_data(encode_packets(np.array([record]))[0])
+    linktype, wire_len = int(record["linktype"]), int(record["wire_len"])
+    layers = describe_frame(raw, linktype, wire_len)
+    body = {
+        "id": packet_id,
+        "timestamp": iso_ms(int(record["ts_ns"])),
+        "wire_length": wire_len,
+        "captured_length": int(record["cap_len"]),
+        "stored_length": len(raw),
+        "truncated": len(raw) < wire_len,
+        "linktype": linktype,
+        "layers": layers,
+        "raw_hex": raw.hex(),
+        "hex_dump": hex_dump(raw),
+    }
+    body["summary"] = msgspec.json.decode(summary)
+    return JSONResponse(body)
+
+
+async def export_packets(request: Request) -> Response:
+    require(request, "ANALYST")
+    ctx = context(request)
+    query = request.query_params
+    fmt = query.get("format", "pcap")
+    if fmt not in EXPORT_FORMATS:
+        raise ApiError(400, "BAD_REQUEST", "format must be pcap, csv or json")
+    flt = query_filter(query, ("format", "limit", "before", "after"))
+    ring = ctx.hub.ring
+    limit = _optional_int(query, "limit", 1) or ring.capacity
+    first, last = ringscan.bounds(ring, _optional_int(query, "after"),
+                                  _optional_int(query, "before"))  # fmt: skip
+    first = ringscan.start_for_newest(ring, flt, limit, first, last)
+    linktype = None
+    if fmt == "pcap":
+        linktype = _linktype(ring, first, last, ctx.hub.status.linktype if ctx.hub.status else 1)
+    chunks = ringscan.forward(ring, flt, first, last, limit, linktype)
+    stream: Iterator[bytes]
+    if fmt == "pcap":
+        stream = export.pcap_stream(chunks, linktype or 1, ring.raw_bytes)
+    elif fmt == "csv":
+        stream = export.csv_stream(chunks)
+    else:
+        stream = export.json_stream(chunks)
+    stamp = dt.datetime.fromtimestamp(time.time(), dt.UTC).strftime("%Y%m%d-%H%M%S")
+    name = f"leireye-{stamp}.{fmt}"
+    headers = {"Content-Disposition": f'attachment; filename="{name}"', "Cache-Control": "no-store"}
+    return StreamingResponse(stream, media_type=EXPORT_FORMATS[fmt], headers=headers)
+
+
+def _linktype(ring: ringscan.RingView, first: int, last: int, default: int) -> int:
+    """A pcap file has one link type: the one of the newest packet in range (the capture's
+    current one); packets of another link type (before a change of interface) are left out."""
+    if last < first:
+        return default
+    records = ring.copy_range(last, last).records
+    return int(records["linktype"][0]) if len(records) else default
+
+
+ROUTES = [
+    Route("/api/capture/packets", list_packets, methods=["GET"]),
+    Route("/api/capture/packets/{packet_id}", packet_detail, methods=["GET"]),
+    Route("/api/export/packets", export_packets, methods=["GET"]),
+]

@@ -1,0 +1,72 @@
+"""What /metrics reports: capture, ring, stats and every web worker's counters."""
+
+from __future__ import annotations
+
+from leireye.errors import LeirEyeError
+from leireye.web.hub import Hub
+from leireye.web.metrics import Metric, MetricType, Sample
+from leireye.web.registry import COUNTERS
+
+
+def _one(name: str, kind: MetricType, help_text: str, value: float) -> Metric:
+    return Metric(name, kind, help_text, [({}, value)])
+
+
+def collect(hub: Hub) -> list[Metric]:
+    hub.tick_status()
+    status = hub.status
+    metrics: list[Metric] = []
+    if status is not None:
+        metrics += [
+            _one("leireye_capture_up", "gauge", "1 while capturing", int(status.capturing)),
+            _one("leireye_capture_packets_total", "counter",
+                 "Packets captured by the current capture process", status.packets_captured),
+            _one("leireye_capture_bytes_total", "counter",
+                 "Bytes (on the wire) captured by the current capture process",
+                 status.bytes_captured),
+            _one("leireye_capture_restarts_total", "counter",
+                 "Capture process restarts after a failure", status.restarts),
+            Metric("leireye_drops_total", "counter", "Packets lost, by cause", [
+                ({"cause": "kernel"}, status.kernel_drops),
+                ({"cause": "interface"}, status.if_drops),
+            ]),
+            Metric("leireye_decode_errors_total", "counter", "Frames the decoder flagged, by kind",
+                   [({"kind": k}, v) for k, v in sorted(status.decode_errors_by_kind.items())]),
+        ]  # fmt: skip
+    ring = hub.ring
+    metrics += [
+        _one(
+            "leireye_ring_written_total", "counter", "Records written to the ring", ring.write_seq
+        ),
+        _one("leireye_ring_capacity", "gauge", "Records the ring holds", ring.capacity),
+        _one("leireye_ring_fill_ratio", "gauge", "Fraction of the ring in use", ring.fill),
+    ]
+    try:
+        snap = hub.stats_series.read()
+    except LeirEyeError:
+        snap = None
+    if snap is not None:
+        metrics += [
+            _one("leireye_packets_per_second", "gauge", "Packets per second (last second)",
+                 snap.packets_per_second),
+            _one("leireye_bytes_per_second", "gauge", "Bytes per second (last second)",
+                 snap.bytes_per_second),
+            _one("leireye_stats_ring_lost_total", "counter",
+                 "Ring records the stats process missed", snap.ring_lost),
+        ]  # fmt: skip
+    counters = hub.registry.read_counters()
+    helps: dict[str, tuple[MetricType, str]] = {
+        "connections": ("gauge", "Open WebSocket connections"),
+        "messages_sent": ("counter", "WebSocket messages sent"),
+        "packets_delivered": ("counter", "Packets handed to WebSocket sessions"),
+        "packets_encoded": ("counter", "Packets JSON-encoded (once per worker)"),
+        "client_dropped": ("counter", "Packets skipped for clients that did not keep up"),
+        "ring_lost": ("counter", "Ring records overwritten before the worker read them"),
+        "http_requests": ("counter", "REST API requests answered"),
+    }
+    for name in COUNTERS:
+        kind, help_text = helps[name]
+        metric = f"leireye_web_{name}" + ("_total" if kind == "counter" else "")
+        samples: list[Sample] = [({"worker": str(i)}, v) for i, v in enumerate(counters[name])]
+        metrics.append(Metric(metric, kind, help_text, samples))
+    return metrics
