@@ -6,6 +6,8 @@ import asyncio
 import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 import urllib.request
@@ -35,6 +37,7 @@ pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="live capture needs root"),
 ]
 
+PASSWORD = "correct horse battery staple"
 FAST = (0.05, 0.1, 0.2, 0.5)  # backoff for tests: the spec's 1..30 s would only slow them down
 
 
@@ -43,7 +46,7 @@ class Live:
 
     def __init__(self, tmp: Path, workers: int = 1) -> None:
         self.port = free_udp_port()
-        config = f"web: {{port: 0, workers: {workers}}}\n"
+        config = f"web: {{port: 0, workers: {workers}}}\nauth: {{access_ttl_s: 10}}\n"
         bpf = f"udp and dst port {self.port}"
         self.sensor = Sensor(tmp, "--interface", "lo", "--bpf", bpf, config=config)
         self.web = self.sensor.web_port()
@@ -53,6 +56,9 @@ class Live:
         self.secret = load_or_create_secret(conf, owner=web_owner(conf))
         users = load_users(self.sensor.state_dir / "users.yaml")
         self.admin = next(u for u in users if u.username == "admin")
+        cmd = [sys.executable, "-m", "leireye.cli", "user", "add", "watcher", "--role", "VIEWER",
+               "--password-stdin", "-c", str(self.sensor.config_path)]  # fmt: skip
+        subprocess.run(cmd, input=f"{PASSWORD}\n", text=True, check=True, timeout=30)
 
     def token(self, ttl: int = 600) -> str:
         return issue_token(self.secret, self.admin, ttl, time.time())
@@ -189,6 +195,35 @@ def test_a_static_token_that_expires_ends_with_token_expired(live: Live) -> None
         async with LeirEyeClient(live.url, token=live.token(ttl=2), backoff=FAST) as c:
             with pytest.raises(TokenExpired):
                 await take(c.packets(port=live.port), 1)
+
+    run(go())
+
+
+def test_password_login_streams_and_renews_through_the_refresh_api(live: Live) -> None:
+    async def go() -> None:
+        client = LeirEyeClient(live.url, username="watcher", password=PASSWORD, backoff=FAST)
+        async with client as c:
+            assert c.user is not None and c.user.username == "watcher"
+            first_expiry = c.expires_at
+            assert first_expiry is not None and first_expiry - time.time() <= 10  # access_ttl_s
+            stream = c.packets(port=live.port)
+            pending = asyncio.create_task(take(stream, 2))
+            deadline = time.monotonic() + scaled(20)
+            while c.expires_at == first_expiry and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            assert c.expires_at is not None and c.expires_at > first_expiry, "no renewal"
+            await asyncio.to_thread(send_udp, live.port, 2)
+            assert len(await asyncio.wait_for(pending, scaled(10))) == 2
+            assert c.connections == 1
+
+    run(go())
+
+
+def test_a_wrong_password_raises_authentication_error(live: Live) -> None:
+    async def go() -> None:
+        with pytest.raises(AuthenticationError):
+            async with LeirEyeClient(live.url, username="watcher", password="wrong"):
+                pass
 
     run(go())
 
