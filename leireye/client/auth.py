@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import json
+import logging
 import time
 import urllib.error
 import urllib.request
@@ -27,7 +28,14 @@ from typing import Any, Protocol
 
 import msgspec
 
-from leireye.client.errors import AuthenticationError, ConnectionFailed, ProtocolError
+from leireye.client.errors import (
+    AuthenticationError,
+    ClientError,
+    ConnectionFailed,
+    ProtocolError,
+)
+
+log = logging.getLogger("leireye.client")
 
 HTTP_TIMEOUT_S = 10.0
 
@@ -179,3 +187,39 @@ def _detail(exc: urllib.error.HTTPError) -> str:
     if isinstance(payload, dict) and isinstance(payload.get("detail"), str):
         return str(payload["detail"])
     return str(exc.reason)
+
+
+async def ring_head(api_url: str, timeout: float = HTTP_TIMEOUT_S) -> int | None:
+    """The newest packet id now (`GET /health`): where a packets iteration starts, so that a
+    reconnect before the first matching packet still resumes from there; None when the server
+    does not say."""
+    try:
+        health = await get_json(f"{api_url}/health", timeout=timeout)
+        last = health["ring"]["last_id"]
+    except (ClientError, KeyError, TypeError) as exc:
+        log.debug("no ring position from /health: %s", exc)
+        return None
+    return last if isinstance(last, int) and last >= 0 else None
+
+
+def choose_token_source(
+    token: str | Callable[[], str | Awaitable[str]] | None,
+    username: str | None,
+    password: str | None,
+    source: TokenSource | None,
+    api_url: str,
+) -> TokenSource:
+    """The source `LeirEyeClient`'s credential arguments describe."""
+    given = sum(x is not None for x in (token, username, source))
+    if given != 1:
+        raise ValueError("give exactly one of token=, username= (with password=), token_source=")
+    if source is not None:
+        return source
+    if isinstance(token, str):
+        return StaticToken(token)
+    if token is not None:
+        return CallableToken(token)
+    if password is None:
+        raise ValueError("username= needs password=")
+    assert username is not None
+    return PasswordLogin(api_url, username, password)

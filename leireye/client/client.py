@@ -23,7 +23,6 @@ import inspect
 import itertools
 import logging
 import time
-from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from types import TracebackType
 from typing import Any, Literal, overload
@@ -32,11 +31,10 @@ import msgspec
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
-from leireye.client.auth import CallableToken, PasswordLogin, StaticToken, TokenSource, get_json
+from leireye.client.auth import TokenSource, choose_token_source, ring_head
 from leireye.client.core import (
     BACKOFF_S,
     PING_INTERVAL_S,
-    RECONNECT_GAP_TEXT,
     Backoff,
     Gap,
     Outcome,
@@ -53,26 +51,21 @@ from leireye.client.errors import (
     ClientError,
     ConnectionFailed,
     ProtocolError,
-    SubscriptionError,
     TokenExpired,
 )
-from leireye.client.feed import Feed, FeedClosed
+from leireye.client.feed import FeedClosed
+from leireye.client.streams import PacketStream, StatsStream, Stream, Subscriptions
 from leireye.web.protocol import (
     AuthError,
     AuthSuccess,
-    Dropped,
     ErrorMessage,
     LimitsInfo,
     PacketData,
-    PacketMessage,
-    PacketsMessage,
     Pong,
     ServerMessage,
     StatsData,
-    StatsMessage,
     StatusData,
     StatusMessage,
-    Subscribed,
     UserInfo,
 )
 
@@ -81,21 +74,6 @@ log = logging.getLogger("leireye.client")
 DEFAULT_URL = "ws://127.0.0.1:8000/ws/capture"
 Sleep = Callable[[float], Awaitable[None]]
 Callback = Callable[[Any], object]
-
-
-class _Packets:
-    def __init__(self, filters: dict[str, str | int], batch: bool, cursor: ResumeCursor) -> None:
-        self.filters, self.batch, self.cursor = filters, batch, cursor
-        self.feed: Feed[PacketData | Gap] = Feed(10_000)
-        self.sent = False  # subscribed on some connection already
-        self.confirmed = False  # `subscribed` came back on this connection: packets are ours
-
-
-class _Stats:
-    def __init__(self, interval_ms: int | None) -> None:
-        self.interval_ms = interval_ms
-        self.feed: Feed[StatsData] = Feed(64)
-        self.confirmed = False
 
 
 class LeirEyeClient:
@@ -125,7 +103,7 @@ class LeirEyeClient:
     ) -> None:
         self.url = url
         self.api_url = api_url or http_base(url)
-        self._source = _token_source(token, username, password, token_source, self.api_url)
+        self._source = choose_token_source(token, username, password, token_source, self.api_url)
         self._reconnect = reconnect
         self._backoff = backoff if isinstance(backoff, Backoff) else Backoff(backoff)
         self._ping_interval = ping_interval
@@ -141,10 +119,7 @@ class LeirEyeClient:
         self._runner: asyncio.Task[None] | None = None
         self._ready: asyncio.Future[None] | None = None
         self._failure: ClientError | None = None
-        self._closing = False
-        self._packets: _Packets | None = None
-        self._stats: _Stats | None = None
-        self._pending: deque[_Packets | _Stats] = deque()
+        self._subs = Subscriptions()
         self._auth_changed = asyncio.Event()
         self._pong_ids: set[int] = set()
 
@@ -168,10 +143,7 @@ class LeirEyeClient:
         await asyncio.shield(self._ready)
 
     async def close(self) -> None:
-        self._closing = True
-        for sub in (self._packets, self._stats):
-            if sub is not None:
-                sub.feed.finish()
+        self._subs.finish()
         ws = self._ws
         if self._runner is not None:
             self._runner.cancel()
@@ -213,11 +185,11 @@ class LeirEyeClient:
     async def _packet_stream(
         self, filters: dict[str, str | int], *, gaps: bool, since: int | None, batch: bool
     ) -> AsyncIterator[Any]:
-        if self._packets is not None:
+        if self._subs.packets is not None:
             raise RuntimeError("this client is already iterating packets")
         if since is None:
-            since = await self._ring_head()
-        sub = self._packets = _Packets(filters, batch, ResumeCursor(since))
+            since = await ring_head(self.api_url, self._open_timeout)
+        sub = self._subs.packets = PacketStream(filters, batch, ResumeCursor(since))
         await self._subscribe(sub)
         try:
             while True:
@@ -230,15 +202,15 @@ class LeirEyeClient:
                 else:
                     self._report_gap(item)
         finally:
-            self._packets = None
+            self._subs.packets = None
             await self._send({"type": "unsubscribe", "channel": "packets"})
 
     async def stats(self, interval_ms: int | None = None) -> AsyncIterator[StatsData]:
         """Stats snapshots every `interval_ms` (server default 1000, clamped to 100..60000);
         a consumer that falls behind gets the newest ones."""
-        if self._stats is not None:
+        if self._subs.stats is not None:
             raise RuntimeError("this client is already iterating stats")
-        sub = self._stats = _Stats(interval_ms)
+        sub = self._subs.stats = StatsStream(interval_ms)
         await self._subscribe(sub)
         try:
             while True:
@@ -247,7 +219,7 @@ class LeirEyeClient:
                 except FeedClosed:
                     return
         finally:
-            self._stats = None
+            self._subs.stats = None
 
     async def run(
         self,
@@ -343,13 +315,12 @@ class LeirEyeClient:
 
     async def _serve(self, ws: ClientConnection) -> int | None:
         self._ws = ws
-        self._pending.clear()
+        self._subs.new_connection()
         self._pong_ids.clear()
         helpers = [asyncio.create_task(self._pinger(ws)), asyncio.create_task(self._renewer(ws))]
         try:
-            for sub in (self._packets, self._stats):
-                if sub is not None:
-                    await self._subscribe(sub)
+            for stream in self._subs.active():
+                await self._subscribe(stream)
             async for frame in ws:
                 try:
                     message = decode_server(frame)
@@ -370,27 +341,14 @@ class LeirEyeClient:
         self._failure = error
         if self._ready is not None and not self._ready.done():
             self._ready.set_exception(error)
-        for sub in (self._packets, self._stats):
-            if sub is not None:
-                sub.feed.fail(error)
+        self._subs.fail(error)
 
     # -- messages -------------------------------------------------------------------------------
 
     async def _dispatch(self, message: ServerMessage) -> None:
-        packets = self._packets
-        if packets is not None and not packets.confirmed:
-            packets = None  # what still comes from before our subscribe is not ours
-        if isinstance(message, PacketsMessage | PacketMessage) and packets is not None:
-            batch = message.data if isinstance(message, PacketsMessage) else [message.data]
-            for packet in batch:
-                if packets.cursor.accept(packet.id):
-                    await packets.feed.put(packet)
-        elif isinstance(message, Dropped) and packets is not None:
-            gap = Gap(message.reason, message.count, message.message, packets.cursor.last_id)
-            await packets.feed.put(gap)
-        elif isinstance(message, StatsMessage) and self._stats is not None:
-            self._stats.feed.put_latest(message.data)
-        elif isinstance(message, StatusMessage):
+        if await self._subs.route(message):
+            return
+        if isinstance(message, StatusMessage):
             self.status = message.data
             if self._on_status is not None:
                 self._on_status(message.data)
@@ -398,20 +356,8 @@ class LeirEyeClient:
             self._authenticated(message)
         elif isinstance(message, Pong) and isinstance(message.id, int):
             self._pong_ids.add(message.id)
-        elif isinstance(message, Subscribed) and self._pending:
-            self._pending.popleft().confirmed = True
         elif isinstance(message, ErrorMessage):
-            self._on_error(message)
-
-    def _on_error(self, message: ErrorMessage) -> None:
-        field = message.field if isinstance(message.field, str) else None
-        if message.code in ("idle_timeout", "too_many_connections", "not_reading",
-                            "message_too_big", "internal_error") or not self._pending:  # fmt: skip
             log.warning("server error %s: %s", message.code, message.message)
-            return
-        sub = self._pending.popleft()
-        text = f"subscribe refused: {message.message}"
-        sub.feed.fail(SubscriptionError(text, code=message.code, field=field))
 
     def _authenticated(self, message: AuthSuccess) -> None:
         self.user, self.limits = message.user, message.limits
@@ -425,41 +371,16 @@ class LeirEyeClient:
             log.warning("gap after packet %s: %s packets missed (%s: %s)",
                         gap.after_id, gap.count, gap.reason, gap.message)  # fmt: skip
 
-    async def _subscribe(self, sub: _Packets | _Stats) -> None:
+    async def _subscribe(self, stream: Stream) -> None:
         if self._failure is not None:
-            sub.feed.fail(self._failure)
-            return
-        if self._ws is None:
-            return  # sent on (re)connect
-        if isinstance(sub, _Stats):
-            options = {} if sub.interval_ms is None else {"interval_ms": sub.interval_ms}
-            message: dict[str, Any] = {"type": "subscribe", "channel": "stats", "options": options}
-        else:
-            since = sub.cursor.since()
-            if since is None and sub.sent:
-                await sub.feed.put(Gap("reconnect", None, RECONNECT_GAP_TEXT))
-            sub.sent = True
-            message = {"type": "subscribe", "channel": "packets", "filters": sub.filters,
-                       "options": {"batch": sub.batch}, "since": since}  # fmt: skip
-        sub.confirmed = False
-        self._pending.append(sub)
-        await self._send(message)
+            stream.feed.fail(self._failure)
+        elif self._ws is not None:  # else: sent on (re)connect
+            await self._send(await self._subs.subscribe_message(stream))
 
     async def _send(self, message: dict[str, Any]) -> None:
         if (ws := self._ws) is not None:
             with contextlib.suppress(ConnectionClosed):
                 await ws.send(msgspec.json.encode(message).decode())
-
-    async def _ring_head(self) -> int | None:
-        """The newest packet id now (`GET /health`), so that a reconnect before the first
-        matching packet still resumes from here; None when the server does not say."""
-        try:
-            health = await get_json(f"{self.api_url}/health", timeout=self._open_timeout)
-            last = health["ring"]["last_id"]
-        except (ClientError, KeyError, TypeError) as exc:
-            log.debug("no ring position from /health: %s", exc)
-            return None
-        return last if isinstance(last, int) and last >= 0 else None
 
     # -- keep-alive and token renewal -----------------------------------------------------------
 
@@ -492,25 +413,3 @@ class LeirEyeClient:
                 return
             await ws.send(msgspec.json.encode({"type": "auth", "token": token}).decode())
             await self._auth_changed.wait()
-
-
-def _token_source(
-    token: str | Callable[[], str | Awaitable[str]] | None,
-    username: str | None,
-    password: str | None,
-    source: TokenSource | None,
-    api_url: str,
-) -> TokenSource:
-    given = sum(x is not None for x in (token, username, source))
-    if given != 1:
-        raise ValueError("give exactly one of token=, username= (with password=), token_source=")
-    if source is not None:
-        return source
-    if isinstance(token, str):
-        return StaticToken(token)
-    if token is not None:
-        return CallableToken(token)
-    if password is None:
-        raise ValueError("username= needs password=")
-    assert username is not None
-    return PasswordLogin(api_url, username, password)
