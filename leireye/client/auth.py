@@ -168,7 +168,7 @@ def _exchange(request: urllib.request.Request, timeout: float) -> Any:
     except urllib.error.HTTPError as exc:
         detail = _detail(exc)
         if exc.code in (401, 403):
-            raise AuthenticationError(f"{url}: {detail}") from None
+            raise AuthenticationError(f"authentication failed: {detail} ({url})") from None
         raise ConnectionFailed(f"{url}: HTTP {exc.code}: {detail}", status=exc.code) from None
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)

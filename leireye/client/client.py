@@ -269,12 +269,16 @@ class LeirEyeClient:
             outcome = close_outcome(code)
             reason = ws.close_reason or ""
             if outcome is Outcome.AUTH_FAILED:
-                return self._fail(AuthenticationError(f"refused: {reason}", close_code=code))
+                return self._fail(
+                    AuthenticationError(f"authentication failed: {reason}", close_code=code)
+                )
             if outcome is Outcome.REFUSED:
                 return self._fail(ProtocolError(f"closed {code}: {reason}", close_code=code))
             if outcome is Outcome.RENEW:
                 if not self._source.renewable:
-                    return self._fail(TokenExpired("the token expired", close_code=code))
+                    return self._fail(
+                        TokenExpired("the token expired and cannot be renewed", close_code=code)
+                    )
                 renew = True
             if not self._reconnect:
                 return self._fail(ConnectionFailed(f"closed {code}: {reason}", close_code=code))
@@ -303,7 +307,9 @@ class LeirEyeClient:
                         self._authenticated(message)
                         return ws
                     if isinstance(message, AuthError):
-                        raise AuthenticationError(message.message, close_code=4001)
+                        raise AuthenticationError(
+                            f"authentication failed: {message.message}", close_code=4001
+                        )
                     if isinstance(message, ErrorMessage):
                         raise ProtocolError(f"{message.code}: {message.message}")
         except (ConnectionClosed, TimeoutError) as exc:
