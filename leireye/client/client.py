@@ -23,7 +23,7 @@ import inspect
 import itertools
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from types import TracebackType
 from typing import Any, Literal, overload
 
@@ -158,12 +158,12 @@ class LeirEyeClient:
     def packets(
         self, protocol: str | None = ..., port: int | None = ..., *,
         gaps: Literal[False] = ..., **kw: Any,
-    ) -> AsyncIterator[PacketData]: ...  # fmt: skip
+    ) -> AsyncGenerator[PacketData, None]: ...  # fmt: skip
     @overload
     def packets(
         self, protocol: str | None = ..., port: int | None = ..., *,
         gaps: Literal[True], **kw: Any,
-    ) -> AsyncIterator[PacketData | Gap]: ...  # fmt: skip
+    ) -> AsyncGenerator[PacketData | Gap, None]: ...  # fmt: skip
 
     def packets(
         self,
@@ -174,7 +174,7 @@ class LeirEyeClient:
         since: int | None = None,
         batch: bool = True,
         **filters: Any,
-    ) -> AsyncIterator[PacketData] | AsyncIterator[PacketData | Gap]:
+    ) -> AsyncGenerator[PacketData, None] | AsyncGenerator[PacketData | Gap, None]:
         """Packets matching the filters (keyword names as in the protocol: `src_ip`, `dst_ip`,
         `ip`, `src_port`, `dst_port`, `min_length`, `max_length`), oldest first, without
         repeats across reconnects. `since`: start after this packet id (default: the ring's
@@ -184,7 +184,7 @@ class LeirEyeClient:
 
     async def _packet_stream(
         self, filters: dict[str, str | int], *, gaps: bool, since: int | None, batch: bool
-    ) -> AsyncIterator[Any]:
+    ) -> AsyncGenerator[Any, None]:
         if self._subs.packets is not None:
             raise RuntimeError("this client is already iterating packets")
         if since is None:
@@ -205,7 +205,7 @@ class LeirEyeClient:
             self._subs.packets = None
             await self._send({"type": "unsubscribe", "channel": "packets"})
 
-    async def stats(self, interval_ms: int | None = None) -> AsyncIterator[StatsData]:
+    async def stats(self, interval_ms: int | None = None) -> AsyncGenerator[StatsData, None]:
         """Stats snapshots every `interval_ms` (server default 1000, clamped to 100..60000);
         a consumer that falls behind gets the newest ones."""
         if self._subs.stats is not None:

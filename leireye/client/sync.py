@@ -10,9 +10,10 @@ a `ClientError` in the thread is raised in the caller's.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import queue
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncGenerator, Callable, Iterator
 from typing import Any, TypeVar
 
 from leireye.client.client import LeirEyeClient
@@ -32,7 +33,7 @@ def iter_packets(
     ...) go in `client` or directly as keywords."""
     options, filters = _split(client, filters)
 
-    def stream(c: LeirEyeClient) -> AsyncIterator[PacketData | Gap]:
+    def stream(c: LeirEyeClient) -> AsyncGenerator[PacketData | Gap, None]:
         return c.packets(gaps=True, **filters) if gaps else c.packets(**filters)
 
     return _iterate(url, options, stream, buffer)
@@ -63,7 +64,7 @@ def _split(
 def _iterate(
     url: str,
     options: dict[str, Any],
-    stream: Callable[[LeirEyeClient], AsyncIterator[T]],
+    stream: Callable[[LeirEyeClient], AsyncGenerator[T, None]],
     buffer: int,
 ) -> Iterator[T]:
     items: queue.Queue[Any] = queue.Queue()
@@ -72,8 +73,8 @@ def _iterate(
 
     async def produce() -> None:
         try:
-            async with LeirEyeClient(url, **options) as c:
-                async for item in stream(c):
+            async with LeirEyeClient(url, **options) as c, contextlib.aclosing(stream(c)) as it:
+                async for item in it:
                     await credits.acquire()
                     items.put(item)
         except BaseException as exc:  # handed to the caller's thread, re-raised there
@@ -82,7 +83,12 @@ def _iterate(
             items.put(_DONE)
 
     task = loop.create_task(produce())
-    thread = threading.Thread(target=loop.run_until_complete, args=(task,), daemon=True)
+
+    def run() -> None:
+        loop.run_until_complete(task)
+        loop.run_until_complete(loop.shutdown_asyncgens())
+
+    thread = threading.Thread(target=run, daemon=True)
     thread.start()
     try:
         while (item := items.get()) is not _DONE:

@@ -66,7 +66,7 @@ def test_watch_count_json_prints_that_many_packets(live: Live) -> None:
     with Traffic(live.port):
         out = leireye("watch", "--url", live.url, "--port", str(live.port), "--json",
                       "--count", "5", token=live.token())  # fmt: skip
-    assert out.returncode == 0, out.stderr
+    assert out.returncode == 0, f"{out.stderr}\nsensor log:\n{live.sensor.log[-3000:]}"
     lines = out.stdout.splitlines()
     assert len(lines) == 5
     packets = [msgspec.json.decode(line, type=PacketData) for line in lines]
@@ -80,7 +80,7 @@ def test_watch_prints_tcpdump_lines_and_logs_in_with_a_password(live: Live) -> N
         out = leireye("watch", "--url", live.url, "--protocol", "UDP", "--dst", "127.0.0.0/8",
                       "--user", "watcher", "--password-stdin", "--count", "2",
                       input=PASSWORD + "\n")  # fmt: skip
-    assert out.returncode == 0, out.stderr
+    assert out.returncode == 0, f"{out.stderr}\nsensor log:\n{live.sensor.log[-3000:]}"
     for line in out.stdout.splitlines():
         assert f" > 127.0.0.1.{live.port}: UDP length 47: " in line, line
 
@@ -88,7 +88,7 @@ def test_watch_prints_tcpdump_lines_and_logs_in_with_a_password(live: Live) -> N
 def test_stats_prints_one_line_per_interval(live: Live) -> None:
     out = leireye("stats", "--url", live.url, "--interval-ms", "200", "--count", "2",
                   token=live.token())  # fmt: skip
-    assert out.returncode == 0, out.stderr
+    assert out.returncode == 0, f"{out.stderr}\nsensor log:\n{live.sensor.log[-3000:]}"
     lines = out.stdout.splitlines()
     assert len(lines) == 2 and all(" pkt/s " in line for line in lines)
 
