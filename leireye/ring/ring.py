@@ -258,6 +258,8 @@ class RingReader:
     written from now on) or an id (a resume: `since + 1`)."""
 
     def __init__(self, ring: Ring, start: Start = "latest", *, with_raw: bool = False) -> None:
+        if ring.layout.shards > 1:
+            raise RingError("a ring shard holds run-wide ids: read it through ShardSet")
         self.ring = ring
         self.with_raw = with_raw
         self.lost_total = 0
