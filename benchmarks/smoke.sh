@@ -10,5 +10,6 @@ $py benchmarks/bench_stats.py --records 200000
 $py benchmarks/bench_encode.py --records 20000 --repeat 1
 if [ "$(id -u)" -eq 0 ]; then
   $py benchmarks/bench_capture_live.py --rates 5000 --seconds 1
+  $py benchmarks/bench_fanout.py --smoke
   if [ -f benchmarks/bench_ws.py ]; then $py benchmarks/bench_ws.py --quick; fi
 fi
