@@ -33,7 +33,11 @@ class PasswordError(ValueError):
 def check_new_password(password: str) -> None:
     if len(password) < MIN_PASSWORD_CHARS:
         raise PasswordError(f"a password must have at least {MIN_PASSWORD_CHARS} characters")
-    if len(password.encode("utf-8")) > MAX_PASSWORD_BYTES:
+    try:
+        encoded = password.encode("utf-8")
+    except UnicodeEncodeError:
+        raise PasswordError("a password must be valid Unicode text") from None
+    if len(encoded) > MAX_PASSWORD_BYTES:
         raise PasswordError(f"a password must be at most {MAX_PASSWORD_BYTES} bytes")
 
 

@@ -9,7 +9,8 @@ and the failed-login counts. Access tokens stay stateless (each worker verifies 
   unknown name, so neither the answer nor its timing tells whether a user exists.
 - A refresh token is a JWT (`typ: refresh`) whose `jti` must be in the store: refreshing rotates
   it (the old one stops working), logging out removes it, and a password change or removal of
-  the user removes all of that user's. The store is written to a root-only file on each change,
+  the user removes all of that user's — also when made in a shell with `leireye user`, because
+  each entry remembers a fingerprint of the password hash it was issued under. The store is written to a root-only file on each change,
   so a restart of the sensor does not log everyone out, and a revoked token stays revoked.
 - A ticket is 32 random bytes (base64url), valid once, for `auth.ticket_ttl_s`, tied to the
   access token it was bought with: the WebSocket it opens expires when that token does.
@@ -18,6 +19,7 @@ and the failed-login counts. Access tokens stay stateless (each worker verifies 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import secrets
@@ -73,6 +75,14 @@ class Ticket(msgspec.Struct, frozen=True):
 class RefreshEntry(msgspec.Struct, frozen=True):
     user_id: int
     expires_at: float
+    # A fingerprint of the user's password hash when the token was issued: a password changed
+    # anywhere (the API, or `leireye user passwd` in a shell) ends every older refresh token.
+    credential: str = ""
+
+
+def credential_of(user: User) -> str:
+    """A short fingerprint of the user's password hash (not of the password)."""
+    return hashlib.sha256((user.password_hash or "-").encode()).hexdigest()[:16]
 
 
 class AccountService:
@@ -140,7 +150,7 @@ class AccountService:
             if entry is None or entry.user_id != principal.id:
                 raise AccountError(401, "INVALID_TOKEN", "Invalid or expired refresh token")
             user = self.users.get(principal.id)
-            if user is None:
+            if user is None or credential_of(user) != entry.credential:
                 self._save()
                 raise AccountError(401, "INVALID_TOKEN", "Invalid or expired refresh token")
             return self._issue(user, now)
@@ -176,7 +186,9 @@ class AccountService:
         jti = secrets.token_urlsafe(24)
         refresh = issue_token(self._secret, user, auth.refresh_ttl_s, now, "refresh", jti)
         self._prune(now)
-        self._refresh[jti] = RefreshEntry(user.id, int(now) + auth.refresh_ttl_s)
+        self._refresh[jti] = RefreshEntry(
+            user.id, int(now) + auth.refresh_ttl_s, credential_of(user)
+        )
         while len(self._refresh) > MAX_REFRESH_TOKENS:
             del self._refresh[next(iter(self._refresh))]
         self._save()
