@@ -10,8 +10,8 @@ and the failed-login counts. Access tokens stay stateless (each worker verifies 
 - A refresh token is a JWT (`typ: refresh`) whose `jti` must be in the store: refreshing rotates
   it (the old one stops working), logging out removes it, and a password change or removal of
   the user removes all of that user's — also when made in a shell with `leireye user`, because
-  each entry remembers a fingerprint of the password hash it was issued under. The store is written to a root-only file on each change,
-  so a restart of the sensor does not log everyone out, and a revoked token stays revoked.
+  each entry remembers a fingerprint of the password hash it was issued under. The store is
+  written to a root-only file on each change, so a restart of the sensor does not log everyone out, and a revoked token stays revoked.
 - A ticket is 32 random bytes (base64url), valid once, for `auth.ticket_ttl_s`, tied to the
   access token it was bought with: the WebSocket it opens expires when that token does.
 """
@@ -117,6 +117,11 @@ class AccountService:
             wait = max(
                 self.by_user.retry_after(user_key, now), self.by_address.retry_after(addr_key, now)
             )
+            if wait <= 0:
+                # Count the attempt as failed before checking the password, so parallel guesses
+                # cannot all pass the limit while their checks run; a success takes it back.
+                self.by_user.fail(user_key, now)
+                self.by_address.fail(addr_key, now)
         if wait > 0:
             log.warning("login for %r from %s refused: too many failures", username, address)
             raise AccountError(
@@ -128,13 +133,12 @@ class AccountService:
             ok = False
         else:
             ok = verify_password(password, user.password_hash, user.salt)
+        if not ok or user is None:
+            log.warning("failed login for %r from %s", username, address)
+            raise invalid_credentials()
         with self._lock:
-            if not ok or user is None:
-                self.by_user.fail(user_key, now)
-                self.by_address.fail(addr_key, now)
-                log.warning("failed login for %r from %s", username, address)
-                raise invalid_credentials()
             self.by_user.succeed(user_key)
+            self.by_address.undo(addr_key, now)
             pair = self._issue(user, now)
         log.info("user %s logged in from %s", user.username, address)
         return pair

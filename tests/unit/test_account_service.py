@@ -182,12 +182,6 @@ def test_a_success_resets_the_user_count(users_path: Path, clock: FakeClock) -> 
     assert service.login("bob", BOB_PW, "10.0.0.1").access_token
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: login checks the limits, then runs scrypt outside the lock, then records the "
-    "failure: concurrent attempts (the control server is threaded) all pass the check before "
-    "any failure is counted, so N parallel guesses get N password checks whatever the limit",
-)
 def test_concurrent_guesses_get_no_more_password_checks_than_the_limit(
     users_path: Path, clock: FakeClock
 ) -> None:

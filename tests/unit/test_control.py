@@ -284,13 +284,6 @@ def test_a_few_concurrent_clients_are_all_answered(channel: Channel) -> None:
     assert asyncio.run(many()) == [{"running": False}] * 4
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: ControlServer keeps socketserver's default listen backlog "
-    "(request_queue_size=5); a burst of more than ~6 simultaneous requests (several web "
-    "workers, each serving many HTTP requests) overflows it, the asyncio client's non-blocking "
-    "connect fails and ControlClient.call raises ControlError 503 ('Connection lost')",
-)
 def test_a_burst_of_concurrent_clients_is_all_answered(channel: Channel) -> None:
     async def one() -> object:
         try:

@@ -125,13 +125,6 @@ def test_absurd_cost_parameters_in_a_tampered_file_are_refused_quickly(
         assert time.monotonic() - started < scaled(2.0), (n, r, p)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ValueError,
-    reason="BUG: _parse accepts 128*r*n == 64 MiB (e.g. n=2**16, r=8) but hashlib.scrypt needs "
-    "slightly more than 128*r*n with maxmem=64 MiB, so verify_password raises ValueError "
-    "('memory limit exceeded') instead of returning False",
-)
 @pytest.mark.parametrize(("n", "r"), [(2**16, 8), (2**19, 1), (2**14, 32)])
 def test_parameters_at_the_memory_bound_are_refused_not_raised(
     stored: tuple[str, str], n: int, r: int
