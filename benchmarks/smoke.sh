@@ -10,5 +10,12 @@ $py benchmarks/bench_stats.py --records 200000
 $py benchmarks/bench_encode.py --records 20000 --repeat 1
 if [ "$(id -u)" -eq 0 ]; then
   $py benchmarks/bench_capture_live.py --rates 5000 --seconds 1
+  $py benchmarks/bench_fanout.py --smoke
   if [ -f benchmarks/bench_ws.py ]; then $py benchmarks/bench_ws.py --quick; fi
+  if command -v tcpreplay >/dev/null; then
+    $py benchmarks/bench_e2e.py --quick
+    $py benchmarks/bench_fanout_ws.py --quick
+  else
+    echo "smoke: tcpreplay missing (scripts/setup.sh installs it): bench_e2e/bench_fanout_ws skipped" >&2
+  fi
 fi

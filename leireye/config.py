@@ -37,6 +37,9 @@ class CaptureConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     poll_ms: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 50
     coalesce_ms: Annotated[int, msgspec.Meta(ge=0, le=1000)] = 2
     heartbeat_timeout_s: Annotated[float, msgspec.Meta(gt=0, le=600)] = 5.0
+    # Capture processes sharing the interface through PACKET_FANOUT; "auto": cores - 1 (>= 1).
+    workers: Literal["auto"] | Annotated[int, msgspec.Meta(ge=1, le=64)] = 1
+    fanout_mode: Literal["hash", "lb", "cpu"] = "hash"
 
 
 class RingConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from leireye.errors import LeirEyeError
+from leireye.ring.shards import ids_name, shard_name
 from leireye.shm import SHM_DIR, unlink_segment
 
 log = logging.getLogger("leireye.supervisor")
@@ -19,45 +20,71 @@ log = logging.getLogger("leireye.supervisor")
 
 @dataclass(frozen=True)
 class SegmentNames:
+    """`ring` and `status` name shard 0; with several capture shards, shard k's are
+    `NAME-ring-k` and `NAME-status-k`, and `NAME-ring-ids` is their id allocator."""
+
     ring: str
     status: str
     stats: str
     conns: str
+    shards: int = 1
 
     @classmethod
-    def for_run(cls, base: str) -> SegmentNames:
+    def for_run(cls, base: str, shards: int = 1) -> SegmentNames:
         return cls(
             ring=f"{base}-ring",
             status=f"{base}-status",
             stats=f"{base}-stats",
             conns=f"{base}-conns",
+            shards=shards,
         )
 
+    @property
+    def ids(self) -> str:
+        return ids_name(self.ring)
+
+    def rings(self) -> list[str]:
+        return [shard_name(self.ring, k) for k in range(self.shards)]
+
+    def statuses(self) -> list[str]:
+        return [shard_name(self.status, k) for k in range(self.shards)]
+
     def all(self) -> tuple[str, ...]:
-        return (self.ring, self.status, self.stats, self.conns)
+        sharded = (*self.rings()[1:], *self.statuses()[1:], self.ids) if self.shards > 1 else ()
+        return (self.ring, self.status, self.stats, self.conns, *sharded)
 
     def as_dict(self) -> dict[str, str]:
         return {"ring": self.ring, "status": self.status, "stats": self.stats, "conns": self.conns}
 
 
 class StatusDrops:
-    """The stats process's view of the capture's kernel drops: `(ps_drop, ps_ifdrop)` read from
-    the status block. Picklable (it holds only the name), so it crosses the spawn boundary."""
+    """The stats process's view of the capture's kernel drops: `(ps_drop, ps_ifdrop)` summed
+    over the status blocks of every capture shard. A shard that restarts starts its counters
+    over; its new counts are added to what it had, so the sum never goes back. Picklable (it
+    holds only the names), so it crosses the spawn boundary."""
 
-    def __init__(self, status_name: str) -> None:
+    def __init__(self, status_name: str, shards: int = 1) -> None:
         self.status_name = status_name
-        self._block: Any = None
+        self.shards = shards
+        self._blocks: Any = None
+        self._last = [(0, 0)] * shards
+        self._total = [0, 0]
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"status_name": self.status_name, "_block": None}
+        return {**self.__dict__, "_blocks": None}
 
     def __call__(self) -> tuple[int, int]:
-        from leireye.capture.status import StatusBlock
+        from leireye.capture.shardstatus import StatusSet
 
-        if self._block is None:
-            self._block = StatusBlock.attach(self.status_name)
-        status = self._block.read()
-        return status.kernel_drops, status.if_drops
+        if self._blocks is None:
+            self._blocks = StatusSet.attach(self.status_name, self.shards)
+        for k, status in enumerate(self._blocks.read_all()):
+            now = (status.kernel_drops, status.if_drops)
+            for i in (0, 1):
+                before = self._last[k][i]
+                self._total[i] += now[i] - before if now[i] >= before else now[i]
+            self._last[k] = now
+        return self._total[0], self._total[1]
 
 
 def close_and_unlink(segment_owner: Any) -> None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import logging
 import multiprocessing
 import os
@@ -37,11 +38,13 @@ from typing import Any
 
 import msgspec
 
+from leireye.capture.fanout import capture_shards, shard_specs
 from leireye.config import Config
 from leireye.errors import LeirEyeError
 from leireye.logs import setup_logging
 from leireye.privileges import drop_privileges, lookup_user, owner_ids, reachable_by
 from leireye.ring import Ring, RingLayout
+from leireye.ring.ids import IdAllocator
 from leireye.segments import (
     SegmentNames,
     StatusDrops,
@@ -53,6 +56,7 @@ from leireye.shm import unlink_segment
 log = logging.getLogger("leireye.supervisor")
 
 EXIT_FATAL = 3  # a child's "restarting will not help" (bad interface, BPF, permission)
+EXIT_NO_FANOUT = 4  # a capture shard k > 0 where the kernel refused PACKET_FANOUT
 EXIT_STUCK = 70  # the capture watchdog found a decode stuck on one frame
 PR_SET_PDEATHSIG = 1
 HEARTBEAT_GRACE_S = 10.0  # a fresh capture process gets this long to open its handle
@@ -92,6 +96,7 @@ class Child:
     fatal: bool = False
     history: list[int | None] = field(default_factory=list)
     web_index: int | None = None
+    shard: int | None = None  # the capture shard this child writes (capture children only)
     run_as: str | None = None  # drop to this user before `target` (children needing no root)
     held: bool = False  # stopped on request: not restarted until released
     requested: bool = False  # started by a control request: a failure does not end the run
@@ -101,14 +106,15 @@ class Supervisor:
     def __init__(self, config: Config, base_name: str | None = None) -> None:
         self.config = config
         self.base = base_name or config.ring.name or f"leireye-{os.getpid()}"
-        self.names = SegmentNames.for_run(self.base)
+        self.names = SegmentNames.for_run(self.base, capture_shards(config))
         self.ctx = multiprocessing.get_context("spawn")
         self.children: list[Child] = []
         self._stop = False
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_w, False)
         self._created: list[Callable[[], None]] = []
-        self.status: Any = None
+        self.status: Any = None  # shard 0's status block
+        self.statuses: list[Any] = []  # one per capture shard
         self.registry: Any = None
         self.socket: socket.socket | None = None
         self.web_workers = 0
@@ -123,19 +129,26 @@ class Supervisor:
 
         remove_stale_segments()
         owner = owner_ids(self.config.capture.user, "capture.user")
-        cfg = self.config
-        layout = RingLayout(capacity=cfg.ring.capacity, raw_bytes=cfg.ring.raw_bytes)
-        ring = Ring.create(self.names.ring, layout, owner=owner)
-        self._created.append(lambda: close_and_unlink(ring))
-        self.status = StatusBlock.create(self.names.status, owner=owner)
-        status = self.status
-        self._created.append(lambda: close_and_unlink(status))
+        cfg, names = self.config, self.names
+        for k in range(names.shards):
+            layout = RingLayout(cfg.ring.capacity, cfg.ring.raw_bytes, k, names.shards)
+            ring = Ring.create(names.rings()[k], layout, owner=owner)
+            ring.close()  # the supervisor never reads packets; the name stays until unlink
+            self._created.append(functools.partial(close_and_unlink, ring))
+            status = StatusBlock.create(names.statuses()[k], owner=owner)
+            self.statuses.append(status)
+            self._created.append(functools.partial(close_and_unlink, status))
+        self.status = self.statuses[0]
+        if names.shards > 1:
+            ids = IdAllocator.create(names.ids, names.shards, owner=owner)
+            self._created.append(lambda: close_and_unlink(ids))
         stats = StatsSeries.create(self.names.stats, cfg.stats, owner=owner)
         self._created.append(lambda: close_and_unlink(stats))
-        ring.close()  # the supervisor never reads packets; the name stays until unlink
         log.info(
-            "shared memory %s: ring %d records x %d B + %d raw B (%.1f MiB)",
+            "shared memory %s: %d ring%s of %d records x %d B + %d raw B (%.1f MiB each)",
             self.base,
+            names.shards,
+            "s" if names.shards > 1 else "",
             layout.capacity,
             256,
             layout.raw_bytes,
@@ -219,7 +232,7 @@ class Supervisor:
             Child(
                 "stats",
                 run_stats,
-                (cfg, names.ring, names.stats, None, StatusDrops(names.status)),
+                (cfg, names.ring, names.stats, None, StatusDrops(names.status, names.shards)),
                 run_as=cfg.capture.user,  # the owner of every segment it maps
             )
         )
@@ -228,10 +241,23 @@ class Supervisor:
             self.children.append(Child(f"web-{index}", run_web_worker, args, web_index=index))
 
     def _capture_children(self, config: Config) -> list[Child]:
+        """One capture child per ring shard, joined in one PACKET_FANOUT group when several."""
         from leireye.capture.process import run_capture
 
         names = self.names
-        return [Child("capture", run_capture, (config, names.ring, names.status))]
+        specs = shard_specs(config, os.getpid())[: names.shards]
+        if len(specs) > 1:
+            log.info("capture: %d processes in fanout group %d (%s)", len(specs), specs[0].group,
+                     config.capture.fanout_mode)  # fmt: skip
+        return [
+            Child(
+                "capture" if len(specs) == 1 else f"capture-{spec.index}",
+                functools.partial(run_capture, shard=spec),
+                (config, names.ring, names.status),
+                shard=spec.index,
+            )
+            for spec in specs
+        ]
 
     # -- capture control (called from the control channel's threads) ----------------------------
 
@@ -269,7 +295,7 @@ class Supervisor:
             bpf=current.bpf if bpf is None else bpf,
             pcap=None if interface is not None else current.pcap,
         )
-        status = self.status.read()
+        status = self._capture_status()
         running = any(c.process is not None for c in self._captures())
         if running and status.capturing and capture == current:
             raise CaptureConflict(f"already capturing on {status.interface} with this filter")
@@ -279,8 +305,8 @@ class Supervisor:
         self.call_in_loop(lambda: self._replace_capture(config))
         log.info("capture restarted on request: interface %s, filter %r", capture.pcap or
                  capture.interface, capture.bpf)  # fmt: skip
-        return status_view(wait_status(self.status, lambda st: st.started_at_ns != before_ns
-                                       and st.state != "starting"))  # fmt: skip
+        return status_view(wait_status(self._capture_status, lambda st: st.started_at_ns !=
+                                       before_ns and st.state != "starting"))  # fmt: skip
 
     def stop_capture(self) -> dict[str, Any]:
         from leireye.capture.capturecontrol import status_view
@@ -291,10 +317,15 @@ class Supervisor:
             raise CaptureConflict("capture is already stopped")
         self.call_in_loop(self._hold_capture)
         log.info("capture stopped on request")
-        return status_view(self.status.read())
+        return status_view(self._capture_status())
 
     def _captures(self) -> list[Child]:
-        return [c for c in self.children if c.role.startswith("capture")]
+        return [c for c in self.children if c.shard is not None]
+
+    def _capture_status(self) -> Any:
+        from leireye.capture.shardstatus import sum_statuses
+
+        return sum_statuses([block.read() for block in self.statuses])
 
     def _stop_children(self, children: list[Child]) -> None:
         for child in children:
@@ -316,10 +347,11 @@ class Supervisor:
         from leireye.capture.status import CaptureState
 
         self._stop_children(self._captures())
-        status = self.status.read()
-        if status.state != CaptureState.STOPPED:  # the process died before it could say so
-            self.status.write(msgspec.structs.replace(
-                status, state=CaptureState.STOPPED, capturing=False))  # fmt: skip
+        for block in self.statuses:
+            status = block.read()
+            if status.state != CaptureState.STOPPED:  # the process died before it could say so
+                block.write(msgspec.structs.replace(
+                    status, state=CaptureState.STOPPED, capturing=False))  # fmt: skip
 
     def _replace_capture(self, config: Config) -> None:
         old = self._captures()
@@ -352,9 +384,13 @@ class Supervisor:
         child.history.append(code)
         if child.web_index is not None and self.registry is not None:
             self.registry.clear_worker(child.web_index)
-        if code == 0 and child.role == "capture" and self.config.capture.pcap:
+        if code == 0 and child.shard is not None and self.config.capture.pcap:
             log.info("capture finished replaying %s", self.config.capture.pcap)
             child.fatal = True  # nothing left to do; stats and readers keep running
+            return
+        if code == EXIT_NO_FANOUT:
+            child.fatal = True
+            log.warning("%s is not needed: the kernel refused PACKET_FANOUT", child.role)
             return
         if code == EXIT_FATAL:
             child.fatal = True
@@ -369,17 +405,18 @@ class Supervisor:
         child.next_start = now + delay
         reason = "stuck on a frame (saved)" if code == EXIT_STUCK else f"exit code {code}"
         log.warning("%s died (%s); restart %d in %.1fs", child.role, reason, child.restarts, delay)
-        if child.role == "capture" and self.status is not None:
-            self.status.set_restarts(sum(1 for c in child.history if c != 0))
+        if child.shard is not None and child.shard < len(self.statuses):
+            self.statuses[child.shard].set_restarts(sum(1 for c in child.history if c != 0))
 
     def _check_heartbeat(self, child: Child, now: float) -> None:
-        if child.role != "capture" or child.process is None or self.status is None:
+        if child.shard is None or child.process is None or child.shard >= len(self.statuses):
             return
         if now - child.started_at < HEARTBEAT_GRACE_S:
             return
-        age_s = self.status.heartbeat_age_s()
+        age_s = self.statuses[child.shard].heartbeat_age_s()
         if age_s is not None and age_s > self.config.capture.heartbeat_timeout_s:
-            log.error("capture heartbeat is %.1fs old; killing pid=%s", age_s, child.process.pid)
+            log.error("%s heartbeat is %.1fs old; killing pid=%s", child.role, age_s,
+                  child.process.pid)  # fmt: skip
             child.process.kill()
 
     def poll(self) -> None:
@@ -428,8 +465,8 @@ class Supervisor:
                 failed = self.first_start_failed()
                 if failed is not None:
                     reason = ""
-                    if failed.role == "capture" and self.status is not None:
-                        reason = self.status.read().last_error
+                    if failed.shard is not None and failed.shard < len(self.statuses):
+                        reason = self.statuses[failed.shard].read().last_error
                     log.error("%s could not start: %s", failed.role, reason or "see above")
                     return 2
             return 0

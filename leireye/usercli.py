@@ -39,11 +39,15 @@ def _config(args: argparse.Namespace) -> Config:
 
 def _password(args: argparse.Namespace) -> str:
     if args.password_stdin:
-        line = sys.stdin.readline()
-        password = line[:-1] if line.endswith("\n") else line
-        if not password:
+        raw = sys.stdin.buffer.readline()
+        raw = raw[:-1] if raw.endswith(b"\n") else raw
+        raw = raw[:-1] if raw.endswith(b"\r") else raw
+        if not raw:
             raise UserCommandError("no password on standard input")
-        return password
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise UserCommandError("the password on standard input is not valid UTF-8") from None
     if not sys.stdin.isatty():
         raise UserCommandError("no terminal to ask for a password: use --password-stdin")
     first = getpass.getpass("Password: ")

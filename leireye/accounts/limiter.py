@@ -26,6 +26,15 @@ class FailureLimiter:
             return 0.0
         return max(0.0, failures[0] + self.window_s - now)
 
+    def undo(self, key: str, when: float) -> None:
+        """Take back one failure counted at `when` (an attempt counted before it was decided,
+        that then succeeded)."""
+        failures = self._failures.get(key)
+        if failures is not None and when in failures:
+            failures.remove(when)
+            if not failures:
+                del self._failures[key]
+
     def fail(self, key: str, now: float) -> None:
         failures = self._failures.pop(key, None)  # re-inserted last: dict order = recency
         if failures is None:

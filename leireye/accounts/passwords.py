@@ -33,7 +33,11 @@ class PasswordError(ValueError):
 def check_new_password(password: str) -> None:
     if len(password) < MIN_PASSWORD_CHARS:
         raise PasswordError(f"a password must have at least {MIN_PASSWORD_CHARS} characters")
-    if len(password.encode("utf-8")) > MAX_PASSWORD_BYTES:
+    try:
+        encoded = password.encode("utf-8")
+    except UnicodeEncodeError:
+        raise PasswordError("a password must be valid Unicode text") from None
+    if len(encoded) > MAX_PASSWORD_BYTES:
         raise PasswordError(f"a password must be at most {MAX_PASSWORD_BYTES} bytes")
 
 
@@ -58,7 +62,11 @@ def verify_password(password: str, password_hash: str | None, salt: str | None) 
         verify_dummy(password)
         return False
     n, r, p, salt_bytes, expected = parsed
-    return hmac.compare_digest(_scrypt(raw, salt_bytes, n, r, p), expected)
+    try:
+        digest = _scrypt(raw, salt_bytes, n, r, p)
+    except ValueError:  # parameters OpenSSL refuses after all
+        return False
+    return hmac.compare_digest(digest, expected)
 
 
 _DUMMY_SALT: Final = secrets.token_bytes(SALT_BYTES)
@@ -86,7 +94,8 @@ def _parse(password_hash: str, salt: str) -> tuple[int, int, int, bytes, bytes] 
     # Refuse parameters that would let a tampered file make every login a denial of service.
     if not (2 <= n <= 2**20 and n & (n - 1) == 0 and 1 <= r <= 32 and 1 <= p <= 16):
         return None
-    if 128 * r * n > _MAXMEM or not expected or not salt_bytes:
+    # scrypt needs 128*r*(n + p + 2) bytes, a little over 128*r*n.
+    if 128 * r * (n + p + 2) > _MAXMEM or not expected or not salt_bytes:
         return None
     return n, r, p, salt_bytes, expected
 

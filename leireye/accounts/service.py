@@ -9,8 +9,9 @@ and the failed-login counts. Access tokens stay stateless (each worker verifies 
   unknown name, so neither the answer nor its timing tells whether a user exists.
 - A refresh token is a JWT (`typ: refresh`) whose `jti` must be in the store: refreshing rotates
   it (the old one stops working), logging out removes it, and a password change or removal of
-  the user removes all of that user's. The store is written to a root-only file on each change,
-  so a restart of the sensor does not log everyone out, and a revoked token stays revoked.
+  the user removes all of that user's — also when made in a shell with `leireye user`, because
+  each entry remembers a fingerprint of the password hash it was issued under. The store is
+  written to a root-only file on each change, so a restart of the sensor does not log everyone out, and a revoked token stays revoked.
 - A ticket is 32 random bytes (base64url), valid once, for `auth.ticket_ttl_s`, tied to the
   access token it was bought with: the WebSocket it opens expires when that token does.
 """
@@ -18,6 +19,7 @@ and the failed-login counts. Access tokens stay stateless (each worker verifies 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import secrets
@@ -73,6 +75,14 @@ class Ticket(msgspec.Struct, frozen=True):
 class RefreshEntry(msgspec.Struct, frozen=True):
     user_id: int
     expires_at: float
+    # A fingerprint of the user's password hash when the token was issued: a password changed
+    # anywhere (the API, or `leireye user passwd` in a shell) ends every older refresh token.
+    credential: str = ""
+
+
+def credential_of(user: User) -> str:
+    """A short fingerprint of the user's password hash (not of the password)."""
+    return hashlib.sha256((user.password_hash or "-").encode()).hexdigest()[:16]
 
 
 class AccountService:
@@ -107,6 +117,11 @@ class AccountService:
             wait = max(
                 self.by_user.retry_after(user_key, now), self.by_address.retry_after(addr_key, now)
             )
+            if wait <= 0:
+                # Count the attempt as failed before checking the password, so parallel guesses
+                # cannot all pass the limit while their checks run; a success takes it back.
+                self.by_user.fail(user_key, now)
+                self.by_address.fail(addr_key, now)
         if wait > 0:
             log.warning("login for %r from %s refused: too many failures", username, address)
             raise AccountError(
@@ -118,13 +133,12 @@ class AccountService:
             ok = False
         else:
             ok = verify_password(password, user.password_hash, user.salt)
+        if not ok or user is None:
+            log.warning("failed login for %r from %s", username, address)
+            raise invalid_credentials()
         with self._lock:
-            if not ok or user is None:
-                self.by_user.fail(user_key, now)
-                self.by_address.fail(addr_key, now)
-                log.warning("failed login for %r from %s", username, address)
-                raise invalid_credentials()
             self.by_user.succeed(user_key)
+            self.by_address.undo(addr_key, now)
             pair = self._issue(user, now)
         log.info("user %s logged in from %s", user.username, address)
         return pair
@@ -140,7 +154,7 @@ class AccountService:
             if entry is None or entry.user_id != principal.id:
                 raise AccountError(401, "INVALID_TOKEN", "Invalid or expired refresh token")
             user = self.users.get(principal.id)
-            if user is None:
+            if user is None or credential_of(user) != entry.credential:
                 self._save()
                 raise AccountError(401, "INVALID_TOKEN", "Invalid or expired refresh token")
             return self._issue(user, now)
@@ -176,7 +190,9 @@ class AccountService:
         jti = secrets.token_urlsafe(24)
         refresh = issue_token(self._secret, user, auth.refresh_ttl_s, now, "refresh", jti)
         self._prune(now)
-        self._refresh[jti] = RefreshEntry(user.id, int(now) + auth.refresh_ttl_s)
+        self._refresh[jti] = RefreshEntry(
+            user.id, int(now) + auth.refresh_ttl_s, credential_of(user)
+        )
         while len(self._refresh) > MAX_REFRESH_TOKENS:
             del self._refresh[next(iter(self._refresh))]
         self._save()

@@ -28,6 +28,7 @@ from leireye.web.users import ROLES, Role, User, Username, dump_users, load_user
 T = TypeVar("T")
 
 EditKind = Literal["conflict", "not_found", "invalid"]
+MAX_USER_ID = 2**31 - 1  # the users file's bound (a token's `sub`)
 
 
 class UserEditError(LeirEyeError):
@@ -66,9 +67,12 @@ def add_user(
     username, role = check_username(username), check_role(role)
     if any(u.username == username for u in users):
         raise UserEditError("conflict", f"a user named {username!r} already exists")
+    new_id = max((u.id for u in users), default=0) + 1
+    if new_id > MAX_USER_ID:
+        raise UserEditError("conflict", f"no user id is left above {MAX_USER_ID}")
     password_hash, salt = _hash(password) if password is not None else (None, None)
     new = User(
-        id=max((u.id for u in users), default=0) + 1,
+        id=new_id,
         username=username,
         role=role,
         password_hash=password_hash,

@@ -9,7 +9,7 @@ from typing import Any
 import msgspec
 
 from leireye.capture.source import open_source
-from leireye.capture.status import CaptureState, CaptureStatus, StatusBlock
+from leireye.capture.status import CaptureState, CaptureStatus
 from leireye.config import CaptureConfig
 
 WAIT_S = 10.0
@@ -23,13 +23,15 @@ def open_check(capture: CaptureConfig) -> None:
 
 
 def wait_status(
-    block: StatusBlock, done: Callable[[CaptureStatus], bool], timeout_s: float = WAIT_S
+    read: Callable[[], CaptureStatus],
+    done: Callable[[CaptureStatus], bool],
+    timeout_s: float = WAIT_S,
 ) -> CaptureStatus:
     """The capture status once `done(status)` holds, or once the capture reports an error, or
     the last one read when `timeout_s` passes (the caller reports whatever it is)."""
     deadline = time.monotonic() + timeout_s
     while True:
-        status = block.read()
+        status = read()
         if done(status) or time.monotonic() > deadline:
             return status
         time.sleep(0.02)

@@ -11,6 +11,8 @@ Exit codes (the supervisor acts on them):
     1   an error while capturing (the interface went away, an unexpected bug): restart
     3   EXIT_FATAL: the capture cannot start (no such interface or user, no permission, bad BPF,
         unreadable file, missing or incompatible shared memory); restarting will not help
+    4   EXIT_NO_FANOUT: shard k > 0 of a multi-process capture, and the kernel refused
+        PACKET_FANOUT: shard 0 captures alone, this one is not needed (not restarted)
     70  EXIT_STUCK: the watchdog found a decode stuck on one batch, saved it, and exited
 
 The watchdog is a thread: the loop marks each iteration and the batch it is decoding; if an
@@ -36,13 +38,16 @@ import msgspec
 import numpy as np
 
 from leireye.capture.batch import DecodedBatch
+from leireye.capture.fanout import FanoutJoin, FanoutRefused, ShardSpec
 from leireye.capture.source import Batch, PacketSource, open_source
 from leireye.capture.status import CaptureState, CaptureStatus, StatusBlock
 from leireye.config import Config
 from leireye.errors import CaptureError, LeirEyeError
 from leireye.privileges import drop_privileges, lookup_user, private_dir
 from leireye.record import RECORD_DTYPE, DecodeError
-from leireye.ring import Ring, RingWriter
+from leireye.ring import Ring
+from leireye.ring.ids import IdAllocator
+from leireye.ring.shards import ShardSet, ShardWriter, ids_name, shard_name
 from leireye.stopping import StopEvent, StopFlag, stop_on_sigterm
 
 log = logging.getLogger("leireye.capture")
@@ -50,6 +55,7 @@ log = logging.getLogger("leireye.capture")
 EXIT_OK: Final = 0
 EXIT_ERROR: Final = 1
 EXIT_FATAL: Final = 3
+EXIT_NO_FANOUT: Final = 4
 EXIT_STUCK: Final = 70
 STATUS_PERIOD_S: Final = 0.1  # status block (and kernel drop counters) refresh
 _U32: Final = 1 << 32
@@ -76,10 +82,14 @@ def run_capture(
     *,
     decode: Decode | None = None,
     state_dir: Path | str | None = None,
+    shard: ShardSpec | None = None,
 ) -> int:
-    """Capture until SIGTERM, `stop`, or the end of a replay; return the exit code."""
+    """Capture until SIGTERM, `stop`, or the end of a replay; return the exit code.
+
+    `ring_name`/`status_name` name the run's first shard; `shard` says which one this process
+    writes (`leireye.ring.shards.shard_name`) and which fanout group it joins."""
     with stop_on_sigterm(stop) as flag:
-        return _run(config, ring_name, status_name, flag, decode, state_dir)
+        return _run(config, ring_name, status_name, flag, decode, state_dir, shard or ShardSpec())
 
 
 def _run(
@@ -89,9 +99,10 @@ def _run(
     stopping: StopFlag,
     decode: Decode | None,
     state_dir: Path | str | None,
+    spec: ShardSpec,
 ) -> int:
     try:
-        status = StatusBlock.attach(status_name, writable=True)
+        status = StatusBlock.attach(shard_name(status_name, spec.index), writable=True)
     except LeirEyeError as exc:
         log.error("capture cannot start: %s", exc)
         return EXIT_FATAL
@@ -102,19 +113,31 @@ def _run(
     ))  # fmt: skip
     source: PacketSource | None = None
     ring: Ring | None = None
+    peers: ShardSet | None = None
+    ids: IdAllocator | None = None
+    fanout = FanoutJoin(spec, cap.interface)
     try:
         try:
-            ring = Ring.attach(ring_name, writable=True)
+            ring = Ring.attach(shard_name(ring_name, spec.index), writable=True)
+            if spec.count > 1:
+                peers = ShardSet.attach(ring_name)
+                ids = IdAllocator.attach(ids_name(ring_name), writable=True)
             decoder = decode or _default_decode()
             account = lookup_user(cap.user)
             stuck_dir = _stuck_dir(Path(state_dir or config.state_dir), account)
-            source = open_source(cap)
+            source = open_source(cap, after_open=fanout if spec.count > 1 else None)
+            if note := fanout.refused or _replay_note(config):
+                report.update(last_error=note)
             drop_privileges(account)
             source.check_reopen()
             if stuck_dir is not None and not os.access(stuck_dir, os.W_OK | os.X_OK):
                 log.warning("%s is not writable after dropping privileges: stuck frames will "
                             "not be saved", stuck_dir)  # fmt: skip
                 stuck_dir = None
+        except FanoutRefused as exc:
+            log.warning("capture shard %d not needed: %s", spec.index, exc)
+            report.update(state=CaptureState.STOPPED, last_error=str(exc))
+            return EXIT_NO_FANOUT
         except LeirEyeError as exc:
             log.error("capture cannot start: %s", exc)
             report.update(state=CaptureState.ERROR, last_error=str(exc))
@@ -124,7 +147,8 @@ def _run(
             beat=status.beat, on_stuck=lambda text: report.update(
                 state=CaptureState.ERROR, capturing=False, last_error=text),
         )  # fmt: skip
-        loop = _Loop(config, source, RingWriter(ring), report, decoder, stopping, watchdog)
+        writer = ShardWriter(ring, spec.index, ids, peers)
+        loop = _Loop(config, source, writer, report, decoder, stopping, watchdog)
         watchdog.start()
         try:
             return loop.run()
@@ -141,9 +165,19 @@ def _run(
     finally:
         if source is not None:
             source.close()
-        if ring is not None:
-            ring.close()
+        for mapped in (ids, peers, ring):
+            if mapped is not None:
+                mapped.close()
         status.close()
+
+
+def _replay_note(config: Config) -> str:
+    workers = config.capture.workers
+    if config.capture.pcap is None or workers == 1:
+        return ""
+    note = f"capture.workers: {workers} ignored: a pcap replay is read by one process"
+    log.warning("%s", note)
+    return note
 
 
 def _default_decode() -> Decode:
@@ -179,7 +213,7 @@ class _Loop:
         self,
         config: Config,
         source: PacketSource,
-        writer: RingWriter,
+        writer: ShardWriter,
         report: _Report,
         decode: Decode,
         stopping: StopFlag,

@@ -35,6 +35,11 @@ Handler = Callable[[AnyRequest], Reply]
 READ_TIMEOUT_S = 5.0
 
 
+class _Server(socketserver.ThreadingUnixStreamServer):
+    request_queue_size = 128  # a burst of workers' requests must not find the queue full
+    daemon_threads = True
+
+
 class ControlServer:
     def __init__(self, path: Path, handle: Handler, owner: tuple[int, int] | None) -> None:
         self.path = path
@@ -51,7 +56,7 @@ class ControlServer:
 
         old = os.umask(0o177)
         try:
-            self._server = socketserver.ThreadingUnixStreamServer(str(path), _Connection)
+            self._server = _Server(str(path), _Connection)
         finally:
             os.umask(old)
         self._server.daemon_threads = True

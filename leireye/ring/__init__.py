@@ -1,6 +1,15 @@
 """The shared-memory packet ring: layout, single writer, lock-free readers."""
 
 from leireye.ring.layout import LAYOUT_VERSION, RingLayout
-from leireye.ring.ring import ReadBatch, Ring, RingReader, RingWriter, Start
+from leireye.ring.ring import ReadBatch, Ring, RingReader, RingWriter, RowsCopy, Start
 
-__all__ = ["LAYOUT_VERSION", "ReadBatch", "Ring", "RingLayout", "RingReader", "RingWriter", "Start"]
+__all__ = [
+    "LAYOUT_VERSION",
+    "ReadBatch",
+    "Ring",
+    "RingLayout",
+    "RingReader",
+    "RingWriter",
+    "RowsCopy",
+    "Start",
+]

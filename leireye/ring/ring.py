@@ -29,6 +29,13 @@ guard the reader checks each copied row's `seq` against the id it expected.
 A batch larger than `capacity / 8` is written in chunks of that size, so that a reader that keeps
 up is never lapped by a single write.
 
+With several capture processes (`leireye/ring/shards.py`) each one writes its own ring, and the
+sequence above becomes the ring's *position* counter, private to that shard, while the `seq`
+field of each row carries a run-wide id handed out by the id allocator (`RingWriter.write(...,
+first_id=)`). Within one shard those ids still increase with the position, so `copy_rows` checks
+them for monotonicity instead of equality, and `ShardSet` merges the shards by id. With one
+capture process (the default) ids and positions are the same numbers and nothing here changes.
+
 The same code runs over any buffer: a `bytearray` in unit tests, a shared-memory mapping in the
 sensor (`Ring.create` / `Ring.attach`).
 """
@@ -156,16 +163,8 @@ class Ring:
         n = last - first + 1
         if n <= 0:
             return ReadBatch.empty(first, with_raw, self.raw_bytes)
-        slot = (first - 1) % self.capacity
-        head = min(n, self.capacity - slot)
-        records = np.empty(n, dtype=RECORD_DTYPE)
-        records[:head] = self.records[slot : slot + head]
-        records[head:] = self.records[: n - head]
-        raw = None
-        if with_raw:
-            raw = np.empty((n, self.raw_bytes), dtype=np.uint8)
-            raw[:head] = self.raw[slot : slot + head]
-            raw[head:] = self.raw[: n - head]
+        copied = self.copy_range_unchecked(first, last, with_raw)
+        records, raw = copied.records, copied.raw
         # Anything the writer may have started overwriting while we copied is suspect.
         overwritten_upto = self.write_start - self.capacity
         skip = min(n, max(0, overwritten_upto - first + 1))
@@ -178,6 +177,42 @@ class Ring:
             raw = raw[skip:] if raw is not None else None
         return ReadBatch(records=records, raw=raw, first_id=first + skip, lost=skip)
 
+    def copy_rows(self, first: int, last: int, with_raw: bool = False) -> RowsCopy:
+        """Copy positions `first..last` (all `<= write_seq`) of a ring whose rows carry run-wide
+        ids (a shard), and keep the rows that are whole: not overwritten during the copy, not
+        zeroed (left half-written by a killed writer), with ids increasing along the positions."""
+        batch = self.copy_range_unchecked(first, last, with_raw)
+        overwritten_upto = self.write_start - self.capacity
+        positions = np.arange(first, last + 1, dtype=np.int64)
+        ids = batch.records["seq"]
+        keep = (positions > overwritten_upto) & (ids != 0)
+        kept = np.flatnonzero(keep)
+        if kept.size > 1:
+            bad = np.flatnonzero(np.diff(ids[kept].astype(np.int64)) <= 0)
+            if bad.size:  # a row overwritten under us that the counters did not show: drop all
+                kept = kept[int(bad[-1]) + 1 :]  # before it, as `copy_range` does
+        raw = batch.raw[kept] if batch.raw is not None else None
+        return RowsCopy(records=batch.records[kept], raw=raw, positions=positions[kept])
+
+    def copy_range_unchecked(self, first: int, last: int, with_raw: bool = False) -> ReadBatch:
+        """Positions `first..last` copied as they are; the caller checks what it got."""
+        n = max(0, last - first + 1)
+        slot = (first - 1) % self.capacity
+        head = min(n, self.capacity - slot)
+        records = np.empty(n, dtype=RECORD_DTYPE)
+        records[:head] = self.records[slot : slot + head]
+        records[head:] = self.records[: n - head]
+        raw = None
+        if with_raw:
+            raw = np.empty((n, self.raw_bytes), dtype=np.uint8)
+            raw[:head] = self.raw[slot : slot + head]
+            raw[head:] = self.raw[: n - head]
+        return ReadBatch(records=records, raw=raw, first_id=first, lost=0)
+
+    def id_at(self, position: int) -> int:
+        """The id stored at `position` (0: none, or a zeroed row); no torn-read check."""
+        return int(self.records["seq"][(position - 1) % self.capacity])
+
     def get(self, packet_id: int) -> tuple[np.void, bytes] | None:
         """One record and its stored raw bytes, or None when it is not (or no longer) held."""
         if not self.oldest_id <= packet_id <= self.write_seq:
@@ -189,6 +224,15 @@ class Ring:
         assert batch.raw is not None
         keep = min(int(row["cap_len"]), self.raw_bytes)
         return row, batch.raw[0, :keep].tobytes()
+
+
+@dataclass
+class RowsCopy:
+    """Whole rows copied from a shard, with the ring position each came from."""
+
+    records: np.ndarray
+    raw: np.ndarray | None
+    positions: np.ndarray
 
 
 @dataclass
@@ -214,6 +258,8 @@ class RingReader:
     written from now on) or an id (a resume: `since + 1`)."""
 
     def __init__(self, ring: Ring, start: Start = "latest", *, with_raw: bool = False) -> None:
+        if ring.layout.shards > 1:
+            raise RingError("a ring shard holds run-wide ids: read it through ShardSet")
         self.ring = ring
         self.with_raw = with_raw
         self.lost_total = 0
@@ -269,25 +315,41 @@ class RingWriter:
         # A writer killed between the two counters leaves write_start ahead: those ids were
         # never published, and their slots may be half written. Skip past them, so no reader can
         # ever see a half-written row under a published id.
-        self.next_id = max(int(counters[WRITE_SEQ_WORD]), int(counters[WRITE_START_WORD])) + 1
-        if self.next_id - 1 != int(counters[WRITE_SEQ_WORD]):
+        # Their ids are zeroed first: with run-wide ids (shards) a completed row of the dead batch
+        # would otherwise carry ids the allocator hands out again.
+        published = int(counters[WRITE_SEQ_WORD])
+        self.next_id = max(published, int(counters[WRITE_START_WORD])) + 1
+        if self.next_id - 1 != published:
+            for position in range(max(published + 1, self.next_id - ring.capacity), self.next_id):
+                ring.records["seq"][(position - 1) % ring.capacity] = 0
             counters[WRITE_SEQ_WORD] = self.next_id - 1
         np.frombuffer(ring._buf, dtype="<u8", count=1, offset=48)[0] = os.getpid()
 
-    def write(self, records: np.ndarray, frames: Sequence[bytes] | None = None) -> int:
+    def write(
+        self,
+        records: np.ndarray,
+        frames: Sequence[bytes] | None = None,
+        *,
+        first_id: int | None = None,
+    ) -> int:
         """Append `records` (their `seq` field is overwritten) and the first `raw_bytes` of each
-        frame; return the id of the first record (the next id when `records` is empty)."""
-        first_id = self.next_id
+        frame; return the id of the first record (the next id when `records` is empty).
+
+        The ids are the ring positions, unless `first_id` is given (a shard of a multi-process
+        capture): the records then get ids `first_id, first_id + 1, ...`."""
+        first = self.next_id if first_id is None else first_id
         n = len(records)
         if frames is not None and len(frames) != n:
             raise ValueError(f"{n} records but {len(frames)} frames")
         for start in range(0, n, self.chunk):
             stop = min(n, start + self.chunk)
             chunk_frames = frames[start:stop] if frames is not None else None
-            self._write_chunk(records[start:stop], chunk_frames)
-        return first_id
+            self._write_chunk(records[start:stop], chunk_frames, first + start)
+        return first
 
-    def _write_chunk(self, records: np.ndarray, frames: Sequence[bytes] | None) -> None:
+    def _write_chunk(
+        self, records: np.ndarray, frames: Sequence[bytes] | None, first_id: int
+    ) -> None:
         ring = self.ring
         n = len(records)
         first = self.next_id
@@ -295,7 +357,7 @@ class RingWriter:
         counters = ring._counters
         counters[WRITE_START_WORD] = last
         raw = self._pack_raw(frames, n)
-        ids = np.arange(first, last + 1, dtype=np.uint64)
+        ids = np.arange(first_id, first_id + n, dtype=np.uint64)
         records["seq"] = 0
         slot = (first - 1) % ring.capacity
         head = min(n, ring.capacity - slot)

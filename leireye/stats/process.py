@@ -2,8 +2,9 @@
 
 The supervisor creates the stats segment with `StatsSeries.create` (it owns it, sets who may
 read it, and unlinks it at the end), so the series outlives a restart of this process and the
-web workers keep their mapping; `run_stats` only attaches to it writable. The ring is attached
-read-only; until it exists, `run_stats` waits for it.
+web workers keep their mapping; `run_stats` only attaches to it writable. The ring (every
+shard of it, `leireye/ring/shards.py`) is attached read-only; until it exists, `run_stats`
+waits for it.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import numpy as np
 
 from leireye.config import Config
 from leireye.errors import LeirEyeError, RingError
-from leireye.ring import Ring, RingReader
+from leireye.ring.shards import MergedReader, ShardSet
 from leireye.stats.accumulator import StatsAccumulator
 from leireye.stats.series import StatsSeries
 from leireye.stopping import StopEvent, StopFlag, stop_on_sigterm
@@ -56,11 +57,11 @@ def log_line(frame: np.ndarray) -> str:
     )
 
 
-def _attach_ring(name: str, stopping: StopFlag, period: float) -> Ring | None:
+def _attach_ring(name: str, stopping: StopFlag, period: float) -> ShardSet | None:
     reported = ""
     while not stopping():
         try:
-            return Ring.attach(name)
+            return ShardSet.attach(name)
         except RingError as exc:
             if str(exc) != reported:
                 reported = str(exc)
@@ -120,7 +121,7 @@ def _run(
         return
     try:
         clock = epoch_clock()
-        reader = RingReader(ring, start="latest")
+        reader = ring.reader("latest")
         acc = StatsAccumulator(config.stats, clock())
         log.info("stats: reading ring %s from id %d", ring_name, reader.cursor)
         next_tick = next_log = time.monotonic()
@@ -136,7 +137,8 @@ def _run(
             series.publish(frame, acc.history, acc.take_dirty())
             tick = time.monotonic()
             if log_every > 0 and tick >= next_log:
-                log.info("%s", log_line(frame))
+                laps = f" shard_laps={reader.lapped}" if isinstance(reader, MergedReader) else ""
+                log.info("%s%s", log_line(frame), laps)
                 next_log += log_every
                 if next_log <= tick:
                     next_log = tick + log_every

@@ -35,10 +35,11 @@ from typing import Any
 
 import numpy as np
 
-from leireye.capture.status import CaptureStatus, StatusBlock
+from leireye.capture.shardstatus import StatusSet
+from leireye.capture.status import CaptureStatus
 from leireye.config import Config
 from leireye.errors import LeirEyeError
-from leireye.ring import Ring, RingReader
+from leireye.ring.shards import PacketReader, ShardSet
 from leireye.stats.layout import StatsSnapshot
 from leireye.stats.series import StatsSeries
 from leireye.web.auth import Authenticator, load_or_create_secret, web_owner
@@ -60,7 +61,7 @@ REPLAY_CHUNK = 4096
 class Connection:
     session: Session
     wake: asyncio.Event = field(default_factory=asyncio.Event)
-    replay: RingReader | None = None
+    replay: PacketReader | None = None
     sent: int = 0  # messages sent (counted by the shell's send loop)
 
     def receive(self, data: str | bytes, now: float) -> None:
@@ -73,8 +74,8 @@ class Hub:
         self,
         config: Config,
         worker_index: int,
-        ring: Ring,
-        status: StatusBlock,
+        ring: ShardSet,
+        status: StatusSet,
         stats: StatsSeries,
         registry: ConnectionRegistry,
         authenticator: Authenticator,
@@ -86,7 +87,7 @@ class Hub:
         self.stats_series = stats
         self.registry = registry
         self.authenticator = authenticator
-        self.reader = RingReader(ring, "latest")
+        self.reader = ring.reader("latest")
         self.connections: set[Connection] = set()
         self.stats: StatsSnapshot | None = None
         self.status: CaptureStatus | None = None
@@ -100,8 +101,8 @@ class Hub:
     @classmethod
     def attach(cls, config: Config, segments: dict[str, str], worker_index: int) -> Hub:
         """Map every segment and read the secrets (call while still root)."""
-        ring = Ring.attach(segments["ring"])
-        status = StatusBlock.attach(segments["status"])
+        ring = ShardSet.attach(segments["ring"])
+        status = StatusSet.attach(segments["status"], ring.shards)
         stats = StatsSeries.attach(segments["stats"])
         registry = ConnectionRegistry.attach(segments["conns"], worker_index)
         secret = load_or_create_secret(config, owner=web_owner(config))
@@ -248,7 +249,7 @@ class Hub:
         session = conn.session
         if session.resume_from is not None:  # a (new) `since`: start over from there
             start = max(1, session.resume_from + 1)
-            conn.replay = RingReader(self.ring, min(start, self.reader.cursor))
+            conn.replay = self.ring.reader(min(start, self.reader.cursor))
             session.resume_from = None
         replay = conn.replay
         if replay is None:
@@ -284,14 +285,30 @@ class Hub:
                 "is_capturing": bool(status and status.capturing),
                 "interface": status.interface if status else None,
                 "packets_captured": status.packets_captured if status else 0,
+                "shards": self._shard_health(),
             },
             "ring": {
                 "capacity": self.ring.capacity,
                 "fill": round(self.ring.fill, 4),
-                "last_id": self.ring.write_seq,
+                "last_id": self.ring.last_id,
+                "shards": self.ring.shards,
             },
             "connections": len(self.connections),
         }
+
+    def _shard_health(self) -> list[dict[str, Any]]:
+        """Each capture shard's own counters (the `status` message carries their sum)."""
+        try:
+            shards = self.status_block.read_all()
+        except LeirEyeError:
+            return []
+        laps = getattr(self.reader, "lapped", [0] * len(shards))
+        return [
+            {"shard": k, "pid": st.pid, "state": st.state, "packets_captured": st.packets_captured,
+             "kernel_drops": st.kernel_drops, "if_drops": st.if_drops,
+             "decode_errors": st.decode_errors, "ring_laps": laps[k] if k < len(laps) else 0}
+            for k, st in enumerate(shards)
+        ]  # fmt: skip
 
 
 def _exit_if_failed(task: asyncio.Task[None]) -> None:

@@ -1,0 +1,208 @@
+"""`leireye run` with `capture.workers: 2` on a veth pair: two capture processes in one
+PACKET_FANOUT group, each frame captured once, ids unique and ordered, one shard restarted
+alone, and one process where fanout does not apply (a pcap replay)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+from pathlib import Path
+
+import dpkt
+import numpy as np
+import pytest
+
+from leireye.capture.shardstatus import StatusSet
+from leireye.capture.status import CaptureStatus
+from leireye.ring import Ring
+from leireye.ring.shards import ShardSet, shard_name
+from tests.netns import VethPair, inject_frames, skip_unless_root, veth_pair
+from tests.sensor import Sensor, SensorFactory
+from tests.waiting import wait_for
+
+pytestmark = [pytest.mark.root, skip_unless_root]
+DATA = Path(__file__).resolve().parents[1] / "data"
+PORT = 9999
+FLOWS = 40
+
+
+def udp_frames(pair: VethPair, count: int, first_sport: int = 20000) -> list[bytes]:
+    """`count` UDP frames from the namespace end to the host end, over FLOWS source ports."""
+    frames = []
+    for i in range(count):
+        udp = dpkt.udp.UDP(sport=first_sport + i % FLOWS, dport=PORT, data=b"f" * 32)
+        udp.ulen = len(udp)
+        ip = dpkt.ip.IP(src=socket.inet_aton(pair.ns_ip), dst=socket.inet_aton(pair.host_ip), p=17)
+        ip.data = udp
+        ip.len = len(ip)
+        eth = dpkt.ethernet.Ethernet(
+            src=bytes.fromhex(pair.ns_mac.replace(":", "")),
+            dst=bytes.fromhex(pair.host_mac.replace(":", "")),
+            data=ip,
+        )
+        frames.append(bytes(eth))
+    return frames
+
+
+def start_two(sensor_factory: SensorFactory, pair: VethPair, extra: str = "") -> Sensor:
+    return sensor_factory(
+        "--interface", pair.host_if, "--bpf", f"udp and dst port {PORT}",
+        config=f"capture: {{workers: 2, fanout_mode: hash}}\n{extra}",
+    )  # fmt: skip
+
+
+def shard_statuses(sensor: Sensor) -> StatusSet:
+    sensor.status().close()  # waits for the segments
+    return StatusSet.attach(f"{sensor.name}-status", 2)
+
+
+def wait_all_capturing(sensor: Sensor, statuses: StatusSet) -> list[CaptureStatus]:
+    def capturing() -> list[CaptureStatus] | None:
+        if sensor.proc.poll() is not None:
+            raise AssertionError(f"sensor exited early:\n{sensor.log}")
+        each = statuses.read_all()
+        return each if all(s.capturing for s in each) else None
+
+    found: list[CaptureStatus] = wait_for(capturing, 30, "both capture shards to capture")
+    return found
+
+
+def wait_accounted(statuses: StatusSet, total: int) -> CaptureStatus:
+    def accounted() -> CaptureStatus | None:
+        st = statuses.read()
+        return st if st.packets_captured + st.kernel_drops >= total else None
+
+    found: CaptureStatus = wait_for(accounted, 30, f"{total} frames captured or dropped")
+    return found
+
+
+def shard_ports(sensor: Sensor) -> list[set[int]]:
+    """The source ports each shard's own ring holds."""
+    ports = []
+    for k in range(2):
+        ring = Ring.attach(shard_name(f"{sensor.name}-ring", k))
+        rows = ring.copy_rows(ring.oldest_id, ring.write_seq)
+        ports.append({int(p) for p in rows.records["src_port"]})
+        del rows
+        ring.close()
+    return ports
+
+
+def test_two_shards_capture_every_frame_once_and_a_flow_stays_on_one(
+    sensor_factory: SensorFactory,
+) -> None:
+    with veth_pair(ipv6=False) as pair:
+        sensor = start_two(sensor_factory, pair)
+        statuses = shard_statuses(sensor)
+        pids = [s.pid for s in wait_all_capturing(sensor, statuses)]
+        assert len(set(pids)) == 2
+        sent = inject_frames(pair.ns_if, udp_frames(pair, 4000), ns=pair.ns)
+        st = wait_accounted(statuses, sent)
+        assert st.packets_captured + st.kernel_drops == sent
+        each = statuses.read_all()
+        assert all(s.packets_captured > 0 for s in each), each  # the kernel used both
+        assert sum(s.packets_captured for s in each) == st.packets_captured
+
+        shards = ShardSet.attach(f"{sensor.name}-ring")
+        assert shards.shards == 2
+        batch = shards.reader("oldest").read(100_000)
+        ids = batch.records["seq"].tolist()
+        assert len(ids) == st.packets_captured and batch.lost == 0
+        assert ids == list(range(1, len(ids) + 1))  # unique, in order, no gap
+        assert shards.last_id == len(ids)
+        assert shards.get(ids[len(ids) // 2]) is not None
+        del batch
+        shards.close()
+
+        first, second = shard_ports(sensor)
+        assert first and second and not first & second  # hash mode: a flow on one shard
+        assert first | second == set(range(20000, 20000 + FLOWS))
+        statuses.close()
+        assert sensor.stop(signal.SIGINT) == 0, sensor.log
+        assert sensor.segments() == []
+
+
+def test_a_killed_shard_is_restarted_alone_and_the_other_keeps_capturing(
+    sensor_factory: SensorFactory,
+) -> None:
+    with veth_pair(ipv6=False) as pair:
+        sensor = start_two(sensor_factory, pair, "supervisor: {restart_backoff_s: [2.0]}\n")
+        statuses = shard_statuses(sensor)
+        pid0, pid1 = (s.pid for s in wait_all_capturing(sensor, statuses))
+        sent = inject_frames(pair.ns_if, udp_frames(pair, 500), ns=pair.ns)
+        wait_accounted(statuses, sent)
+        shards = ShardSet.attach(f"{sensor.name}-ring")
+        reader = shards.reader("oldest")
+        seen = reader.read().records["seq"].tolist()
+
+        first_life = statuses.blocks[1].read()  # idle and fully counted: its final counters
+        os.kill(pid1, signal.SIGKILL)
+        wait_for(lambda: "capture-1 died" in sensor.log, 10, "the supervisor to see shard 1 die")
+        before = statuses.blocks[0].read().packets_captured
+        sent += inject_frames(pair.ns_if, udp_frames(pair, 500, 21000), ns=pair.ns)
+        wait_for(  # shard 1 is still waiting for its restart: shard 0 takes everything
+            lambda: statuses.blocks[0].read().packets_captured - before >= 500, 10, "shard 0"
+        )
+
+        def restarted() -> bool:
+            st = statuses.blocks[1].read()
+            return st.pid not in (0, pid1) and st.capturing
+
+        wait_for(restarted, 30, "shard 1 to be restarted")
+        assert statuses.blocks[0].read().pid == pid0  # the other shard was left alone
+        sent += inject_frames(pair.ns_if, udp_frames(pair, 500, 22000), ns=pair.ns)
+        earlier = first_life.packets_captured + first_life.kernel_drops
+        st = wait_accounted(statuses, sent - earlier)
+        assert st.packets_captured + st.kernel_drops + earlier == sent
+        captured = st.packets_captured + first_life.packets_captured
+
+        def caught_up() -> bool:
+            seen.extend(reader.read().records["seq"].tolist())
+            return len(seen) >= captured
+
+        wait_for(caught_up, 10, "the reader to read every captured packet")
+        assert seen == list(range(1, captured + 1)) and reader.lost_total == 0
+        assert shards.last_id == captured
+        assert statuses.blocks[1].read().restarts == 1
+        assert statuses.blocks[0].read().restarts == 0
+        assert sensor.log.count("capture-0 started pid=") == 1
+        assert sensor.log.count("capture-1 started pid=") == 2
+        shards.close()
+        statuses.close()
+        assert sensor.stop(signal.SIGTERM) == 0, sensor.log
+
+
+def test_a_pcap_replay_with_two_workers_runs_one_process_and_says_so(
+    sensor_factory: SensorFactory,
+) -> None:
+    path = DATA / "dns.pcap"
+    sensor = sensor_factory(
+        "--pcap", str(path), config="capture: {workers: 2, replay: {speed: max}}\n"
+    )
+    status = sensor.status()
+    wait_for(lambda: status.read().state == "finished", 30, "the replay to finish")
+    assert "capture.workers: 2 ignored" in status.read().last_error
+    assert "capture.workers: 2 ignored" in sensor.log
+    assert sensor.log.count("capture started pid=") == 1
+    assert not any(name.endswith(("-ring-1", "-ring-ids")) for name in sensor.segments())
+    status.close()
+    assert sensor.stop() == 0, sensor.log
+
+
+def test_records_of_both_shards_decode_like_one(sensor_factory: SensorFactory) -> None:
+    """The merged stream carries whole records: ports, protocol and length of every frame."""
+    with veth_pair(ipv6=False) as pair:
+        sensor = start_two(sensor_factory, pair)
+        statuses = shard_statuses(sensor)
+        wait_all_capturing(sensor, statuses)
+        sent = inject_frames(pair.ns_if, udp_frames(pair, 200), ns=pair.ns)
+        wait_accounted(statuses, sent)
+        shards = ShardSet.attach(f"{sensor.name}-ring")
+        records = shards.reader("oldest").read().records
+        assert np.all(records["dst_port"] == PORT)
+        assert sorted(np.unique(records["src_port"]).tolist()) == list(range(20000, 20000 + FLOWS))
+        del records
+        shards.close()
+        statuses.close()
+        assert sensor.stop() == 0, sensor.log
