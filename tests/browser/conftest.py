@@ -49,7 +49,11 @@ def users_file() -> str:
 def sensor(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sensor]:
     tmp = tmp_path_factory.mktemp("browser")
     bpf = f"udp and dst portrange {PORTS[0]}-{PORTS[1]}"
-    config = "web: {port: 0, workers: 1}\nauth: {login_failures_per_address: 1000}\n"
+    # Access tokens of 10 s: the console renews them (and re-authenticates its WebSocket) every
+    # 7.5 s throughout the tests.
+    config = (
+        "web: {port: 0, workers: 1}\nauth: {access_ttl_s: 10, login_failures_per_address: 1000}\n"
+    )
     s = Sensor(tmp, "--interface", "lo", "--bpf", bpf, config=config, users=users_file())
     s.web_port()
     s.wait_capturing(s.status())

@@ -195,6 +195,24 @@ def test_pause_holds_the_table_and_resume_catches_up(console: Console, udp_port:
     console.wait_rows_to(port, 5)
 
 
+def test_token_renewal_keeps_the_same_websocket_alive(
+    console: Console, udp_port: PortMaker
+) -> None:
+    # Access tokens last 10 s here; a WebSocket not re-authenticated by then is closed (4003).
+    port = udp_port()
+    login(console, "vic")
+    console.wait(
+        lambda d: int(console.js("return document.querySelector('#console').dataset.renewals"
+                                 " || 0")) >= 2,
+        "two token renewals (past the first token's expiry)",
+        timeout=30,
+    )  # fmt: skip
+    assert console.text("#conn-text") == "Live"
+    assert console.js("return document.querySelector('#conn').dataset.opens") == "1"
+    send_udp(port, 2)
+    console.wait_rows_to(port, 2)
+
+
 def test_a_reconnect_resumes_without_a_hole(
     console: Console, sensor: Sensor, udp_port: PortMaker
 ) -> None:
@@ -210,6 +228,7 @@ def test_a_reconnect_resumes_without_a_hole(
     console.screenshot("07-reconnecting")
     send_udp(port, 4)  # while the console is away
     console.wait(lambda d: console.text("#conn-text") == "Live", "the reconnect", timeout=30)
+    assert console.js("return document.querySelector('#conn').dataset.opens") == "2"
     send_udp(port, 2)
     rows = console.wait_rows_to(port, 9)
     ids = sorted(int(r["id"]) for r in rows)

@@ -63,7 +63,10 @@ export class StatusView {
     conn.dataset.state = state;
     clearInterval(this.#countdown);
     const text = $('#conn-text');
-    if (state === 'open') text.textContent = 'Live';
+    if (state === 'open') {
+      text.textContent = 'Live';
+      conn.dataset.opens = String(Number(conn.dataset.opens ?? 0) + 1);
+    }
     else if (state === 'connecting') text.textContent = 'Connecting…';
     else if (state === 'reconnecting') text.textContent = `Reconnecting (attempt ${attempt})…`;
     else if (state === 'closed') text.textContent = 'Disconnected';
