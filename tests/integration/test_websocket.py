@@ -11,8 +11,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ from leireye.web.protocol import CloseCode
 from leireye.web.users import load_users
 from tests.sensor import Sensor, send_udp
 from tests.waiting import scaled, wait_for
+from tests.wsclient import client, closed_with, packets, recv, recv_type, run, send
 
 pytestmark = [
     pytest.mark.root,
@@ -87,57 +87,6 @@ def udp_port() -> int:
 @pytest.fixture
 def api(sensor: Sensor) -> Api:
     return Api(sensor)
-
-
-@asynccontextmanager
-async def client(url: str, **kw: Any) -> AsyncIterator[ClientConnection]:
-    async with connect(url, open_timeout=scaled(10), close_timeout=scaled(5), **kw) as ws:
-        yield ws
-
-
-async def recv(ws: ClientConnection, timeout: float = 10) -> dict[str, Any]:
-    return await _recv_within(ws, scaled(timeout))
-
-
-async def _recv_within(ws: ClientConnection, seconds: float) -> dict[str, Any]:
-    raw = await asyncio.wait_for(ws.recv(), max(0.01, seconds))
-    assert isinstance(raw, str), "every server message is a text frame"
-    message: dict[str, Any] = json.loads(raw)
-    return message
-
-
-async def recv_type(ws: ClientConnection, kind: str, timeout: float = 10) -> dict[str, Any]:
-    """The next message of type `kind`, skipping the other types that arrive in between."""
-    deadline = time.monotonic() + scaled(timeout)
-    while True:
-        message = await _recv_within(ws, deadline - time.monotonic())
-        if message["type"] == kind:
-            return message
-
-
-async def send(ws: ClientConnection, **message: Any) -> None:
-    await ws.send(json.dumps(message))
-
-
-async def packets(ws: ClientConnection, count: int, timeout: float = 10) -> list[dict[str, Any]]:
-    got: list[dict[str, Any]] = []
-    while len(got) < count:
-        message = await recv_type(ws, "packet", timeout)
-        got.append(message["data"])
-    return got
-
-
-async def closed_with(ws: ClientConnection, timeout: float = 10) -> tuple[int | None, str]:
-    try:
-        while True:
-            await asyncio.wait_for(ws.recv(), scaled(timeout))
-    except ConnectionClosed as exc:
-        rcvd = exc.rcvd
-        return (rcvd.code, rcvd.reason) if rcvd else (None, "")
-
-
-def run(coro: Any) -> Any:
-    return asyncio.run(coro)
 
 
 # -- authentication ------------------------------------------------------------------------------

@@ -29,7 +29,9 @@ async def interfaces(request: Request) -> Response:
         found = await asyncio.to_thread(list_interfaces)
     except CaptureError as exc:
         raise ApiError(503, "SERVICE_UNAVAILABLE", str(exc)) from None
-    status = context(request).hub.status
+    hub = context(request).hub
+    hub.tick_status()
+    status = hub.status
     current = status.interface if status is not None else None
     for entry in found:
         entry["capturing"] = bool(status and status.capturing and entry["name"] == current)

@@ -1,0 +1,66 @@
+"""A small real HTTP client for integration tests (the standard library's, no mocks)."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from typing import Any
+
+from tests.waiting import scaled
+
+
+@dataclass
+class Reply:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    @property
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+class Http:
+    def __init__(self, port: int, token: str | None = None) -> None:
+        self.base = f"http://127.0.0.1:{port}"
+        self.token = token
+
+    def with_token(self, token: str | None) -> Http:
+        return Http(int(self.base.rsplit(":", 1)[1]), token)
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        raw: bytes | None = None,
+        headers: dict[str, str] | None = None,
+        timeout: float = 20,
+    ) -> Reply:
+        data = raw if raw is not None else None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(self.base + path, data=data, method=method)
+        if data is not None:
+            request.add_header("Content-Type", "application/json")
+        if self.token is not None:
+            request.add_header("Authorization", f"Bearer {self.token}")
+        for key, value in (headers or {}).items():
+            request.add_header(key, value)
+        try:
+            with urllib.request.urlopen(request, timeout=scaled(timeout)) as response:
+                return Reply(response.status, _lower(response.headers), response.read())
+        except urllib.error.HTTPError as error:
+            return Reply(error.code, _lower(error.headers), error.read())
+
+    def get(self, path: str, **kw: Any) -> Reply:
+        return self.request("GET", path, **kw)
+
+    def post(self, path: str, body: Any = None, **kw: Any) -> Reply:
+        return self.request("POST", path, body, **kw)
+
+
+def _lower(headers: Any) -> dict[str, str]:
+    """Header names in lower case (HTTP names are case-insensitive)."""
+    return {str(k).lower(): str(v) for k, v in headers.items()}
