@@ -2,8 +2,8 @@
 //
 // The refresh token lives in sessionStorage (per tab, gone with the tab) so a reload does not
 // ask for the password again; the access token only in memory. The access token is renewed at
-// three quarters of its lifetime; every renewal is announced ('token') so the WebSocket can
-// re-authenticate before the server's deadline. A 401 on a call triggers one renewal and one
+// three quarters of its lifetime, and the WebSocket client takes each new one (freshToken) to
+// re-authenticate before the server's deadline; every renewal is announced ('token'). A 401 on a call triggers one renewal and one
 // retry; when renewal fails the session ends ('logout') and the page goes back to the login.
 
 import { Emitter } from './dom.js';
@@ -43,6 +43,7 @@ export function queryString(params) {
 
 export class Session extends Emitter {
   #access = null;
+  #renewAt = 0; // when the access token has lived RENEW_AT of its life (ms since the epoch)
   #refresh = sessionStorage.getItem(REFRESH_KEY);
   #timer = null;
   #renewing = null;
@@ -73,6 +74,13 @@ export class Session extends Emitter {
     await this.renew();
     this.user = await this.request('GET', '/api/auth/me');
     return this.user;
+  }
+
+  // The access token, renewed first when it is past RENEW_AT of its life (timers of a
+  // background tab may fire late).
+  async freshToken() {
+    if (this.#access === null || Date.now() >= this.#renewAt) await this.renew();
+    return this.#access;
   }
 
   renew() {
@@ -139,6 +147,7 @@ export class Session extends Emitter {
     sessionStorage.setItem(REFRESH_KEY, this.#refresh);
     clearTimeout(this.#timer);
     const seconds = Math.max(MIN_RENEW_S, (tokens.expires_in ?? 60) * RENEW_AT);
+    this.#renewAt = Date.now() + seconds * 1000;
     this.#timer = setTimeout(() => {
       this.renew().catch((err) => console.warn('token renewal failed', err));
     }, seconds * 1000);

@@ -1,56 +1,47 @@
-// The console's WebSocket: one connection to /ws/capture that stays up.
-//
-// This is the browser's own connection layer, written while the shared client module
-// (leireye-client.js, issue 6) did not exist yet. It hides behind a small interface so it can be
-// swapped for that module:
+// The console's live connection: the shared LeirEyeClient (../leireye-client.js) behind the
+// small interface the console's views use.
 //
 //   const conn = new CaptureConnection({ session });
 //   conn.on('packets', list)   conn.on('stats', data)   conn.on('status', data)
-//   conn.on('dropped', {reason, count})   conn.on('state', {state, attempt, delayMs, reason})
-//   conn.on('subscribed', {filters, resumed})
-//   conn.start(); await conn.subscribe(filters, since); conn.reauth(token); conn.stop();
+//   conn.on('dropped', {reason, count})   conn.on('state', {state, attempt, reason})
+//   conn.on('subscribed', {filters})
+//   conn.start(); await conn.subscribe(filters, since); conn.stop();
 //
-// - Opens with a single-use ticket (POST /api/auth/ticket -> ?ticket=); when tickets are not
-//   available it connects bare and sends {"type":"auth"} first.
-// - Reconnects with the spec's backoff (1, 2, 5, 10, 30 s), reset once a connection is
-//   authenticated, and resubscribes with `since` = the newest packet id seen, so the server
-//   replays what was missed: no hole, no duplicate (ids above `since` only).
-// - Pings every 30 s (the server's idle timeout is 5 min); a ping unanswered for 10 s closes
-//   the socket so the reconnect logic takes over a half-open connection.
-// - Re-authenticates on the open socket when the session renews its token.
-// - Subscribes with batch mode: one `packets` message carries many packets.
+// LeirEyeClient authenticates with a first `auth` message, reconnects with the spec's backoff
+// (1, 2, 5, 10, 30 s), resumes with `since` = the last packet id it delivered, pings every 30 s
+// and re-authenticates before its token expires, taking each token from the session (which
+// renews it). This module adds what a page needs on top:
+// - packets handed over in batches (one call per message burst, not per packet);
+// - `subscribe()` as a promise of the filters the server applied, or of its refusal (code,
+//   field); after a refusal the previous filters are asked for again, resuming after the last
+//   packet shown, since the client stops delivering packets of the old subscription;
+// - a connection the client gave up on (refused, too many connections, a token it could not
+//   renew) is replaced by a new one after the same backoff: a console stays up all day.
 
 import { Emitter } from './dom.js';
+import { BACKOFF_MS, LeirEyeClient, backoffDelay } from '../leireye-client.js';
 
-export const RECONNECT_DELAYS_MS = [1000, 2000, 5000, 10000, 30000];
-export const PING_INTERVAL_MS = 30000;
-export const PONG_TIMEOUT_MS = 10000;
-
-const AUTH_CLOSES = new Set([4001, 4003]);
-const FATAL_CODES = new Set(['invalid_filter', 'invalid_option', 'invalid_channel']);
+const REFUSED_PREFIX = 'subscribe refused: ';
 
 export class SubscribeError extends Error {
-  constructor(message) {
-    super(message.message ?? 'subscription refused');
-    this.code = message.code;
-    this.field = message.field ?? null;
+  constructor({ code, field = null, message }) {
+    super(message ?? 'subscription refused');
+    this.code = code;
+    this.field = field;
   }
 }
 
 export class CaptureConnection extends Emitter {
   #session;
-  #ws = null;
-  #running = false;
-  #attempt = 0;
-  #retryTimer = null;
-  #pingTimer = null;
-  #pongTimer = null;
-  #pingId = 0;
+  #client = null;
   #filters = {};
-  #queued = null; // a subscribe asked for while not connected: sent once authenticated
-  #inflight = []; // subscribes sent, answered in order by `subscribed` or `error`
-  #authenticated = false;
-  lastId = null; // newest packet id received: the `since` of the next resubscribe
+  #waiting = []; // subscribe() promises, answered in order by `subscribed` or a refusal
+  #batch = [];
+  #flushQueued = false;
+  #restarts = 0;
+  #restartTimer = null;
+  #running = false;
+  #lastId = null; // kept across replaced clients
 
   constructor({ session }) {
     super();
@@ -61,219 +52,116 @@ export class CaptureConnection extends Emitter {
     return this.#filters;
   }
 
+  get lastId() {
+    return this.#client?._packets?.cursor.lastId ?? this.#lastId;
+  }
+
   start() {
     if (this.#running) return;
     this.#running = true;
-    this.#attempt = 0;
-    this.#open();
+    this.#connect(null);
   }
 
   stop() {
     this.#running = false;
-    clearTimeout(this.#retryTimer);
-    this.#stopPing();
+    clearTimeout(this.#restartTimer);
+    this.#client?.close();
+    this.#client = null;
     const closed = new SubscribeError({ code: 'closed', message: 'connection closed' });
-    for (const request of [...this.#inflight, this.#queued]) request?.reject(closed);
-    this.#inflight = [];
-    this.#queued = null;
-    if (this.#ws) {
-      this.#ws.onclose = null;
-      this.#ws.close(1000, 'bye');
-      this.#ws = null;
-    }
+    for (const waiting of this.#waiting.splice(0)) waiting.reject(closed);
     this.#state('closed');
   }
 
-  // Replace the filters. Resolves with the filters the server applied, rejects with a
-  // SubscribeError (code, field) and leaves the previous subscription in place. `since`
-  // (a packet id) makes the server replay the matching packets after it first.
+  // Replace the filters; `since` (a packet id) makes the server replay the matching packets
+  // after it first. Resolves with the filters as applied, rejects with a SubscribeError.
   subscribe(filters, since = null) {
     return new Promise((resolve, reject) => {
-      const request = { filters, since, resolve, reject, resume: false };
-      if (this.#authenticated) {
-        this.#sendSubscribe(request);
-      } else {
-        this.#queued?.reject(new SubscribeError({ code: 'superseded', message: 'superseded' }));
-        this.#queued = request;
-      }
+      this.#waiting.push({ resolve, reject, filters });
+      this.#client?.subscribePackets(filters, { since: since ?? this.lastId, batch: true });
     });
   }
 
-  reauth(token) {
-    if (this.#authenticated && token) this.#send({ type: 'auth', token });
-  }
-
-  async #open() {
-    this.#authenticated = false;
-    this.#state(this.#attempt === 0 ? 'connecting' : 'reconnecting', { attempt: this.#attempt });
-    let ticket = null;
-    try {
-      ({ ticket } = await this.#session.request('POST', '/api/auth/ticket'));
-    } catch (err) {
-      if (err.status === 401 || !this.#session.token) {
-        this.#retry('not signed in');
-        return;
-      }
-      console.warn('no WebSocket ticket, authenticating with the first message', err);
-    }
-    if (!this.#running) return;
+  #connect(since) {
     const scheme = location.protocol === 'https:' ? 'wss' : 'ws';
-    const query = ticket ? `?ticket=${encodeURIComponent(ticket)}` : '';
-    const ws = new WebSocket(`${scheme}://${location.host}/ws/capture${query}`);
-    this.#ws = ws;
-    ws.onopen = () => {
-      if (!ticket) this.#send({ type: 'auth', token: this.#session.token });
-      this.#startPing();
-    };
-    ws.onmessage = (event) => this.#receive(event.data);
-    ws.onclose = (event) => this.#closed(event);
-  }
-
-  #receive(text) {
-    let message;
-    try {
-      message = JSON.parse(text);
-    } catch {
-      return;
+    const client = new LeirEyeClient(`${scheme}://${location.host}/ws/capture`, {
+      getToken: () => this.#session.freshToken(),
+      apiUrl: location.origin,
+    });
+    this.#client = client;
+    client.on('packet', (packet) => this.#packet(packet));
+    client.on('stats', (data) => this.emit('stats', data));
+    client.on('status', (data) => this.emit('status', data));
+    client.on('gap', (gap) => this.emit('dropped', { reason: gap.reason, count: gap.count ?? 0 }));
+    client.on('subscribed', (message) => this.#subscribed(message));
+    client.on('open', () => {
+      this.#restarts = 0;
+      this.#state('open');
+    });
+    client.on('close', ({ code, reason }) => {
+      this.#state('reconnecting', { reason: reason || `code ${code}` });
+    });
+    client.on('error', (error) => this.#error(client, error));
+    client.subscribeStats();
+    // On a restart, resume where the last client stopped (the first subscription of a page is
+    // its own subscribe(), with the id its backfill ended at).
+    const pending = this.#waiting[this.#waiting.length - 1];
+    const restart = this.#restarts > 0;
+    if (pending || restart) {
+      client.subscribePackets(pending?.filters ?? this.#filters, { since, batch: true });
     }
-    switch (message.type) {
-      case 'auth_success':
-        if (!this.#authenticated) this.#authenticated = this.#onAuthenticated(message);
-        break;
-      case 'packets':
-        this.#packets(message.data);
-        break;
-      case 'packet':
-        this.#packets([message.data]);
-        break;
-      case 'subscribed':
-        if (message.channel === 'packets') this.#subscribed(message);
-        break;
-      case 'stats':
-        this.emit('stats', message.data);
-        break;
-      case 'status':
-        this.emit('status', message.data);
-        break;
-      case 'dropped':
-        this.emit('dropped', { reason: message.reason, count: message.count });
-        break;
-      case 'pong':
-        clearTimeout(this.#pongTimer);
-        break;
-      case 'error':
-        this.#error(message);
-        break;
-      case 'auth_error':
-        this.emit('auth_error', message);
-        break;
-      default:
-        break;
+    this.#state(restart ? 'reconnecting' : 'connecting');
+    client.connect().catch(() => {}); // the 'error' listener handles it
+  }
+
+  #packet(packet) {
+    this.#batch.push(packet);
+    this.#lastId = packet.id;
+    if (!this.#flushQueued) {
+      this.#flushQueued = true;
+      queueMicrotask(() => {
+        this.#flushQueued = false;
+        const batch = this.#batch;
+        this.#batch = [];
+        if (batch.length) this.emit('packets', batch);
+      });
     }
-  }
-
-  #onAuthenticated(message) {
-    this.#attempt = 0;
-    this.#state('open', { user: message.user });
-    // Resubscribe: the filters asked for while away, or the current ones, resuming after the
-    // newest packet seen.
-    const request = this.#queued ?? {
-      filters: this.#filters,
-      since: null,
-      resume: true,
-      resolve() {},
-      reject() {},
-    };
-    this.#queued = null;
-    request.since ??= this.lastId;
-    this.#sendSubscribe(request);
-    return true;
-  }
-
-  #sendSubscribe(request) {
-    const { filters, since } = request;
-    const message = { type: 'subscribe', channel: 'packets', filters, options: { batch: true } };
-    if (since !== null && since !== undefined) message.since = since;
-    this.#inflight.push(request);
-    this.#send(message);
   }
 
   #subscribed(message) {
-    const request = this.#inflight.shift();
+    if (message.channel !== 'packets') return;
     this.#filters = message.filters ?? {};
-    this.emit('subscribed', { filters: this.#filters, resumed: Boolean(request?.resume) });
-    request?.resolve(this.#filters);
+    this.emit('subscribed', { filters: this.#filters });
+    this.#waiting.shift()?.resolve(this.#filters);
   }
 
-  #error(message) {
-    if (FATAL_CODES.has(message.code) && this.#inflight.length > 0) {
-      const request = this.#inflight.shift();
-      if (request.resume) {
-        // The filters that worked before are refused now: carry on without filters.
-        this.#sendSubscribe({ ...request, filters: {} });
+  #error(client, error) {
+    if (error.kind === 'subscription') {
+      const message = error.message.startsWith(REFUSED_PREFIX)
+        ? error.message.slice(REFUSED_PREFIX.length)
+        : error.message;
+      this.#waiting.shift()?.reject(new SubscribeError({ ...error, message }));
+      // The server kept the previous subscription, but the client dropped it: ask again.
+      client.subscribePackets(this.#filters, { since: this.lastId, batch: true });
+      return;
+    }
+    if (client !== this.#client || !this.#running) return;
+    // The client gave up on this connection: start a new one after the backoff.
+    this.#lastId = this.lastId;
+    this.#client = null;
+    const delayMs = backoffDelay(this.#restarts, BACKOFF_MS);
+    this.#restarts += 1;
+    this.#state('waiting', { delayMs, reason: error.message, attempt: this.#restarts });
+    const renewFirst = error.kind === 'auth' || error.kind === 'token_expired';
+    this.#restartTimer = setTimeout(async () => {
+      if (renewFirst) {
+        try {
+          await this.#session.renew();
+        } catch {
+          return; // the session ended: the page goes back to the login
+        }
       }
-      request.reject(new SubscribeError(message));
-      return;
-    }
-    this.emit('error', message);
-  }
-
-  #packets(list) {
-    if (!Array.isArray(list) || list.length === 0) return;
-    const newest = list[list.length - 1].id;
-    if (this.lastId === null || newest > this.lastId) this.lastId = newest;
-    this.emit('packets', list);
-  }
-
-  #closed(event) {
-    this.#ws = null;
-    this.#authenticated = false;
-    this.#stopPing();
-    // Subscribes left unanswered are asked again on the next connection (the newest one).
-    const unanswered = this.#inflight.filter((request) => !request.resume);
-    this.#inflight = [];
-    if (this.#queued === null && unanswered.length > 0) this.#queued = unanswered.pop();
-    for (const request of unanswered) {
-      request.reject(new SubscribeError({ code: 'superseded', message: 'superseded' }));
-    }
-    if (!this.#running) return;
-    if (AUTH_CLOSES.has(event.code)) {
-      // The token behind this connection is gone: renew it, then reconnect at once.
-      this.#session.renew().then(
-        () => this.#retry('token renewed', 0),
-        () => this.stop(),
-      );
-      return;
-    }
-    this.#retry(event.reason || `closed (${event.code})`);
-  }
-
-  #retry(reason, delayMs = null) {
-    if (!this.#running) return;
-    const delay = delayMs ?? RECONNECT_DELAYS_MS[Math.min(this.#attempt, RECONNECT_DELAYS_MS.length - 1)];
-    this.#attempt += 1;
-    this.#state('waiting', { attempt: this.#attempt, delayMs: delay, reason });
-    clearTimeout(this.#retryTimer);
-    this.#retryTimer = setTimeout(() => this.#open(), delay);
-  }
-
-  #startPing() {
-    this.#stopPing();
-    this.#pingTimer = setInterval(() => {
-      this.#pingId += 1;
-      this.#send({ type: 'ping', id: this.#pingId });
-      clearTimeout(this.#pongTimer);
-      this.#pongTimer = setTimeout(() => this.#ws?.close(4000, 'no pong'), PONG_TIMEOUT_MS);
-    }, PING_INTERVAL_MS);
-  }
-
-  #stopPing() {
-    clearInterval(this.#pingTimer);
-    clearTimeout(this.#pongTimer);
-  }
-
-  #send(message) {
-    if (this.#ws?.readyState === WebSocket.OPEN) this.#ws.send(JSON.stringify(message));
+      if (this.#running) this.#connect(this.#lastId);
+    }, delayMs);
   }
 
   #state(state, extra = {}) {

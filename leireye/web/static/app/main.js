@@ -118,8 +118,7 @@ function startConsole(user) {
   conn.on('state', (state) => status.connection(state));
   conn.on('subscribed', ({ filters }) => status.filters(filters));
   conn.on('error', (error) => message(error.message ?? error.code, 'error'));
-  session.on('token', (token) => {
-    conn.reauth(token);
+  session.on('token', () => {
     const root = $('#console');
     root.dataset.renewals = String(Number(root.dataset.renewals ?? 0) + 1);
   });

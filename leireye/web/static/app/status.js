@@ -58,7 +58,7 @@ export class StatusView {
     $('#sb-filter').textContent = parts.length ? `filter: ${parts.join(' ')}` : 'no filter';
   }
 
-  connection({ state, attempt, delayMs, reason }) {
+  connection({ state, delayMs, reason }) {
     const conn = $('#conn');
     conn.dataset.state = state;
     clearInterval(this.#countdown);
@@ -68,7 +68,9 @@ export class StatusView {
       conn.dataset.opens = String(Number(conn.dataset.opens ?? 0) + 1);
     }
     else if (state === 'connecting') text.textContent = 'Connecting…';
-    else if (state === 'reconnecting') text.textContent = `Reconnecting (attempt ${attempt})…`;
+    else if (state === 'reconnecting') {
+      text.textContent = `Connection lost${reason ? ` (${reason})` : ''} · reconnecting…`;
+    }
     else if (state === 'closed') text.textContent = 'Disconnected';
     else if (state === 'waiting') {
       const until = Date.now() + delayMs;
