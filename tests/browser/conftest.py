@@ -90,11 +90,22 @@ def console(sensor: Sensor, request: pytest.FixtureRequest) -> Iterator[Console]
     try:
         yield page
     finally:
+        report = getattr(request.node, "rep_call", None)
+        if report is not None and report.failed:
+            page.screenshot(f"FAILED-{request.node.name}")
         try:
             page.assert_no_console_errors()
         finally:
             driver.quit()
             shutil.rmtree(profile, ignore_errors=True)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item) -> Iterator[None]:
+    # Keep each phase's report on the test item, so the fixture can screenshot a failure.
+    report = yield
+    setattr(item, f"rep_{report.when}", report)
+    return report
 
 
 PortMaker = Callable[[], int]

@@ -250,20 +250,24 @@ def test_an_admin_stops_and_starts_the_capture_then_logs_out(console: Console) -
     )
     console.screenshot("08-admin")
     console.click("#capture-stop")
-    console.wait(lambda d: console.text("#capture-state") == "Stopped", "the capture to stop")
+    console.wait(
+        lambda d: console.text("#capture-state") == "Stopped", "the capture to stop", timeout=30
+    )
     assert console.js("return document.querySelector('#capture-chip').dataset.state") in (
         "stopped",
         "idle",
     )
     console.screenshot("09-stopped")
     console.click("#capture-start")
-    console.wait(lambda d: console.text("#capture-state") == "Capturing", "the capture to start")
+    console.wait(
+        lambda d: console.text("#capture-state") == "Capturing", "the capture to start", timeout=30
+    )
     assert console.text("#capture-iface") == "lo"
 
     # A BPF libpcap refuses: the server's message under the controls, capture unchanged.
     console.fill("#capture-filter", "not a valid ((( filter")
     console.click("#capture-start")
-    console.wait(lambda d: console.text("#capture-error") != "", "the BPF error")
+    console.wait(lambda d: console.text("#capture-error") != "", "the BPF error", timeout=30)
     assert console.text("#capture-state") == "Capturing"
 
     console.click("#logout")

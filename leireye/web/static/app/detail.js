@@ -38,7 +38,9 @@ export class DetailPane {
     this.packetId = packet.id;
     this.#root.hidden = false;
     this.#title.replaceChildren(...summaryLine(packet));
-    if (!hasRole(this.#session.user, 'ANALYST')) {
+    const allowed = hasRole(this.#session.user, 'ANALYST');
+    this.#root.classList.toggle('compact', !allowed);
+    if (!allowed) {
       const role = this.#session.user?.role ?? 'unknown';
       this.#body.replaceChildren(
         h('div', { class: 'detail-note', id: 'detail-forbidden' },

@@ -25,6 +25,7 @@ function showLogin(notice = '') {
   $('#console').hidden = true;
   $('#login').hidden = false;
   $('#login-error').textContent = notice;
+  $('#login-error').classList.toggle('notice', Boolean(notice));
   $('#login-host').textContent = `Sensor at ${location.host}`;
   $('#login-username').focus();
 }
@@ -41,6 +42,7 @@ $('#login-form').addEventListener('submit', async (event) => {
   const button = $('#login-submit');
   button.disabled = true;
   error.textContent = '';
+  error.classList.remove('notice');
   try {
     const user = await session.login(username, password);
     $('#login-password').value = '';

@@ -177,7 +177,8 @@ export class PacketTable extends Emitter {
     }
     this.#empty.hidden = store.length > 0;
     this.#empty.textContent = this.emptyText;
-    this.emit('drawn', { rows: store.length, following: this.#stuck });
+    // "Back to live" matters only when packets are out of view on the live side.
+    this.emit('drawn', { rows: store.length, following: this.#stuck || this.#atLiveEdge() });
   }
 
   #newRow() {
