@@ -13,6 +13,7 @@ from leireye.errors import LeirEyeError
 from leireye.logs import setup_logging
 from leireye.tokencli import add_token_parser
 from leireye.usercli import add_user_parser
+from leireye.watchcli import add_watch_parsers
 
 if TYPE_CHECKING:
     from leireye.supervisor import Supervisor
@@ -85,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_token_parser(sub)
     add_user_parser(sub)
+    add_watch_parsers(sub)
 
     check = sub.add_parser("check-config", help="validate a config file and exit")
     check.add_argument("-c", "--config", default=str(DEFAULT_CONFIG))

@@ -4,7 +4,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PACKAGES=(libpcap-dev gcc python3-dev python3-venv iproute2 tcpdump tshark tcpreplay util-linux)
+# chromium + chromium-driver: the browser tests (tests/browser) drive the console headless;
+# tcpreplay: the end-to-end benchmarks.
+PACKAGES=(libpcap-dev gcc python3-dev python3-venv iproute2 tcpdump tshark tcpreplay util-linux
+          chromium chromium-driver)
 missing=()
 for pkg in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
@@ -17,6 +20,8 @@ if [ "$(command -v python3)" != "/usr/bin/python3" ]; then
   done
   missing=("${keep[@]}")
 fi
+# Node runs the JavaScript client's tests (tests/js); a fresh machine usually has it already.
+command -v node >/dev/null 2>&1 || missing+=(nodejs npm)
 if [ "${#missing[@]}" -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "setup: missing system packages: ${missing[*]} (run as root, or: sudo apt-get install ${missing[*]})" >&2
@@ -34,4 +39,14 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   .venv/bin/python -m pip install -q -e '.[dev]' 2>&1 | grep -v -e '^WARNING: Location' -e '^$' || true
   .venv/bin/python -c 'import pcap, dpkt, numpy, msgspec, yaml' # fail loudly if anything is missing
   touch "$stamp"
+fi
+
+# Node before 20.10 has no WebSocket even with --experimental-websocket: the JavaScript client's
+# tests then use the `ws` package, installed into the git-ignored tests/js/node_modules.
+has_ws='if (typeof WebSocket !== "function") process.exit(1)'
+if command -v node >/dev/null 2>&1 && ! node -e "$has_ws" 2>/dev/null \
+    && ! node --experimental-websocket -e "$has_ws" 2>/dev/null \
+    && [ ! -d tests/js/node_modules/ws ]; then
+  echo "setup: installing the ws package for the JavaScript client tests"
+  npm install --silent --no-save --no-package-lock --prefix tests/js ws@8 >/dev/null
 fi

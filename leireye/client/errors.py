@@ -1,0 +1,58 @@
+"""What the client raises on purpose: one small tree under `LeirEyeError`.
+
+    ClientError
+    ├── AuthenticationError   the server (close 4001) or the login API (401/403) refused us
+    │   └── TokenExpired      the token expired (close 4003) and there was no way to renew it
+    ├── ConnectionFailed      no connection (refused, DNS, TLS, HTTP status at the handshake,
+    │                         retries exhausted); `.status` holds an HTTP status when there was one
+    └── ProtocolError         the server refused what we sent or sent what we cannot read
+        └── SubscriptionError an `error` answer to a subscribe (a bad filter or option)
+
+Each carries `close_code` when a WebSocket close caused it. Transient closes (a restarted worker,
+an idle timeout, the server going away) are never raised: the client reconnects.
+"""
+
+from __future__ import annotations
+
+from leireye.errors import LeirEyeError
+
+
+class ClientError(LeirEyeError):
+    """Base of the client's errors."""
+
+    def __init__(self, message: str, *, close_code: int | None = None) -> None:
+        super().__init__(message)
+        self.close_code = close_code
+
+
+class AuthenticationError(ClientError):
+    """Bad credentials or token: retrying with the same ones cannot help."""
+
+
+class TokenExpired(AuthenticationError):
+    """The server closed with 4003 (token expired) and the token source could not renew it."""
+
+
+class ConnectionFailed(ClientError):
+    """The server could not be reached, or refused the handshake."""
+
+    def __init__(
+        self, message: str, *, close_code: int | None = None, status: int | None = None
+    ) -> None:
+        super().__init__(message, close_code=close_code)
+        self.status = status
+
+
+class ProtocolError(ClientError):
+    """The server refused a message of ours (rate limit, size, connection limit), or sent
+    something that is not a message of `leireye.web.protocol`."""
+
+
+class SubscriptionError(ProtocolError):
+    """The server answered a subscribe with `error`: `code` (e.g. `invalid_filter`) and `field`
+    (the offending filter or option key, when it named one)."""
+
+    def __init__(self, message: str, *, code: str, field: str | None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.field = field

@@ -1,0 +1,128 @@
+"""The subscriptions of one client and the routing of server messages to them.
+
+A client has at most one packets and one stats subscription (the server keeps one of each per
+connection). `Subscriptions` builds their subscribe messages (packets resume with `since` = the
+last id received), matches each `subscribed` or `error` answer to the oldest subscribe still
+unanswered (the server answers in order), and hands packets, gaps and stats to the feeds the
+caller iterates. Packets that arrive between a subscribe and its `subscribed` still belong to
+the previous subscription and are not handed over; the resume replays what the new one wants.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from typing import Any, Final
+
+from leireye.client.core import RECONNECT_GAP_TEXT, Gap, ResumeCursor
+from leireye.client.errors import ClientError, SubscriptionError
+from leireye.client.feed import Feed
+from leireye.web.protocol import (
+    Dropped,
+    ErrorMessage,
+    PacketData,
+    PacketMessage,
+    PacketsMessage,
+    ServerMessage,
+    StatsData,
+    StatsMessage,
+    Subscribed,
+)
+
+log = logging.getLogger("leireye.client")
+
+PACKET_FEED_ITEMS: Final = 10_000
+STATS_FEED_ITEMS: Final = 64
+# `error` codes that announce a close rather than answer a subscribe.
+_NOT_ANSWERS: Final = frozenset(
+    {"idle_timeout", "too_many_connections", "not_reading", "message_too_big", "internal_error"}
+)
+
+
+class PacketStream:
+    def __init__(self, filters: dict[str, str | int], batch: bool, cursor: ResumeCursor) -> None:
+        self.filters, self.batch, self.cursor = filters, batch, cursor
+        self.feed: Feed[PacketData | Gap] = Feed(PACKET_FEED_ITEMS)
+        self.sent = False  # subscribed on some connection already
+        self.confirmed = False  # `subscribed` came back on this connection: packets are ours
+
+
+class StatsStream:
+    def __init__(self, interval_ms: int | None) -> None:
+        self.interval_ms = interval_ms
+        self.feed: Feed[StatsData] = Feed(STATS_FEED_ITEMS)
+        self.confirmed = False
+
+
+Stream = PacketStream | StatsStream
+
+
+class Subscriptions:
+    def __init__(self) -> None:
+        self.packets: PacketStream | None = None
+        self.stats: StatsStream | None = None
+        self._pending: deque[Stream] = deque()
+
+    def active(self) -> list[Stream]:
+        return [s for s in (self.packets, self.stats) if s is not None]
+
+    def new_connection(self) -> None:
+        self._pending.clear()
+        for stream in self.active():
+            stream.confirmed = False
+
+    def fail(self, error: ClientError) -> None:
+        for stream in self.active():
+            stream.feed.fail(error)
+
+    def finish(self) -> None:
+        for stream in self.active():
+            stream.feed.finish()
+
+    async def subscribe_message(self, stream: Stream) -> dict[str, Any]:
+        """The subscribe to send for `stream` (now awaiting its answer). A packets stream that
+        has no id to resume from on a later connection first gets a `reconnect` gap."""
+        if isinstance(stream, StatsStream):
+            options = {} if stream.interval_ms is None else {"interval_ms": stream.interval_ms}
+            message: dict[str, Any] = {"type": "subscribe", "channel": "stats", "options": options}
+        else:
+            since = stream.cursor.since()
+            if since is None and stream.sent:
+                await stream.feed.put(Gap("reconnect", None, RECONNECT_GAP_TEXT))
+            stream.sent = True
+            message = {"type": "subscribe", "channel": "packets", "filters": stream.filters,
+                       "options": {"batch": stream.batch}, "since": since}  # fmt: skip
+        stream.confirmed = False
+        self._pending.append(stream)
+        return message
+
+    async def route(self, message: ServerMessage) -> bool:
+        """Hand `message` to its stream; False when it is none of theirs (status, auth, pong,
+        an error that announces a close)."""
+        packets = self.packets if self.packets is not None and self.packets.confirmed else None
+        if isinstance(message, PacketsMessage | PacketMessage):
+            if packets is not None:
+                batch = message.data if isinstance(message, PacketsMessage) else [message.data]
+                for packet in batch:
+                    if packets.cursor.accept(packet.id):
+                        await packets.feed.put(packet)
+        elif isinstance(message, Dropped):
+            if packets is not None:
+                after = packets.cursor.last_id
+                await packets.feed.put(Gap(message.reason, message.count, message.message, after))
+        elif isinstance(message, StatsMessage):
+            if self.stats is not None:
+                self.stats.feed.put_latest(message.data)
+        elif isinstance(message, Subscribed):
+            if self._pending:
+                self._pending.popleft().confirmed = True
+        elif isinstance(message, ErrorMessage) and message.code not in _NOT_ANSWERS:
+            if not self._pending:
+                return False
+            field = message.field if isinstance(message.field, str) else None
+            text = f"subscribe refused: {message.message}"
+            error = SubscriptionError(text, code=message.code, field=field)
+            self._pending.popleft().feed.fail(error)
+        else:
+            return False
+        return True

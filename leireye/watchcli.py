@@ -1,0 +1,169 @@
+"""`leireye watch` and `leireye stats`: the stream on a terminal, one line per packet or interval.
+
+    leireye watch [--url URL] [--token T | --user U [--password-stdin]] [--protocol P] [--port N]
+                  [--src CIDR] [--dst CIDR] [--since ID] [--json] [--count N]
+    leireye stats [--url URL] [--token T | --user U] [--interval-ms MS] [--json] [--count N]
+
+The token comes from `--token`, else the environment variable LEIREYE_TOKEN; `--user` logs in
+through the REST API with a password typed at a prompt or read from stdin. Packets go to stdout
+(`tcpdump -n` style, or JSON lines with `--json`); gaps and the banner go to stderr, so a pipe
+gets packets only. Ctrl-C exits with 130 (0 after `--count`); an auth or connection failure
+with 2 and one line on stderr (`leireye: ...`, printed by `cli.main`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import os
+import sys
+from typing import Any, TextIO
+
+import msgspec
+
+from leireye.client import DEFAULT_URL, Gap, LeirEyeClient, PacketData, StatsData
+from leireye.errors import LeirEyeError
+
+_encoder = msgspec.json.Encoder()
+
+
+class WatchError(LeirEyeError):
+    """No credentials, or contradictory options."""
+
+
+def format_packet(p: PacketData) -> str:
+    """`10:30:01.123 192.168.1.100.54321 > 142.250.185.14.443: TCP/TLS [ACK,PSH] length 1500:
+    HTTPS [ACK, PSH]` (the time of day in UTC; ends without addresses show `-`)."""
+    clock = p.timestamp[11:23] if len(p.timestamp) >= 23 else p.timestamp
+    label = f"{p.protocol}/{p.app}" if p.app and p.app != p.protocol else p.protocol
+    flags = f" [{','.join(p.flags)}]" if p.flags else ""
+    src, dst = _end(p.src_ip, p.src_port), _end(p.dst_ip, p.dst_port)
+    return f"{clock} {src} > {dst}: {label}{flags} length {p.length}: {p.info}"
+
+
+def _end(ip: str | None, port: int | None) -> str:
+    address = ip if ip is not None else "-"
+    return address if port is None else f"{address}.{port}"
+
+
+def format_stats(s: StatsData, top: int = 4) -> str:
+    """`10:30:01 45 pkt/s 125.0 kB/s total 1567 | TCP 35 UDP 10 | drops kernel=0 ...`."""
+    clock = s.timestamp[11:19] if len(s.timestamp) >= 19 else s.timestamp
+    ranked = sorted(s.protocols.items(), key=lambda kv: (-kv[1], kv[0]))[:top]
+    mix = " ".join(f"{name} {count}" for name, count in ranked) or "-"
+    drops = (f"kernel={s.kernel_drops} if={s.if_drops} ring={s.ring_lost} "
+             f"stream={s.stream_lost} client={s.client_dropped}")  # fmt: skip
+    return (f"{clock} {s.packets_per_second} pkt/s {_bytes(s.bytes_per_second)}/s "
+            f"total {s.packets_total} | {mix} | drops {drops}")  # fmt: skip
+
+
+def _bytes(n: float) -> str:
+    for unit in ("B", "kB", "MB"):
+        if n < 1000:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} GB"
+
+
+def format_gap(gap: Gap) -> str:
+    count = "an unknown number of" if gap.count is None else str(gap.count)
+    return f"leireye: gap after packet {gap.after_id}: {count} packets missed ({gap.reason})"
+
+
+def client_options(args: argparse.Namespace, stdin: TextIO = sys.stdin) -> dict[str, Any]:
+    """`token=` or `username=`/`password=` for `LeirEyeClient`, from the options or the
+    environment."""
+    if args.user:
+        if args.token:
+            raise WatchError("give --token or --user, not both")
+        if args.password_stdin:
+            password = stdin.readline().rstrip("\r\n")
+        else:
+            password = getpass.getpass(f"password for {args.user}: ")
+        return {"username": args.user, "password": password}
+    token = args.token or os.environ.get("LEIREYE_TOKEN", "")
+    if not token:
+        raise WatchError("no token: pass --token, set LEIREYE_TOKEN, or log in with --user")
+    return {"token": token}
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    return _run(_watch(args, client_options(args)))
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    return _run(_stats(args, client_options(args)))
+
+
+def _run(main: Any) -> int:
+    try:
+        code: int = asyncio.run(main)
+    except BrokenPipeError:  # `leireye watch | head`: the reader left
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    return code
+
+
+async def _watch(args: argparse.Namespace, options: dict[str, Any]) -> int:
+    def on_gap(gap: Gap) -> None:
+        print(format_gap(gap), file=sys.stderr, flush=True)
+
+    filters = {"protocol": args.protocol, "port": args.port, "src_ip": args.src,
+               "dst_ip": args.dst}  # fmt: skip
+    async with LeirEyeClient(args.url, on_gap=on_gap, **options) as client:
+        shown = " ".join(f"{k}={v}" for k, v in filters.items() if v is not None) or "all"
+        print(f"leireye: watching {args.url} ({shown})", file=sys.stderr, flush=True)
+        seen = 0
+        async for packet in client.packets(since=args.since, **filters):
+            line = _encoder.encode(packet).decode() if args.json else format_packet(packet)
+            sys.stdout.write(line + "\n")
+            sys.stdout.flush()
+            seen += 1
+            if args.count and seen >= args.count:
+                break
+    return 0
+
+
+async def _stats(args: argparse.Namespace, options: dict[str, Any]) -> int:
+    async with LeirEyeClient(args.url, **options) as client:
+        print(f"leireye: stats from {args.url}", file=sys.stderr, flush=True)
+        seen = 0
+        async for snapshot in client.stats(args.interval_ms):
+            line = _encoder.encode(snapshot).decode() if args.json else format_stats(snapshot)
+            sys.stdout.write(line + "\n")
+            sys.stdout.flush()
+            seen += 1
+            if args.count and seen >= args.count:
+                break
+    return 0
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    url = os.environ.get("LEIREYE_URL", DEFAULT_URL)
+    parser.add_argument("--url", default=url, help=f"WebSocket URL (default: {url})")
+    parser.add_argument("--token", help="JWT (default: $LEIREYE_TOKEN)")
+    parser.add_argument("--user", "-u", help="log in as this user (password prompted)")
+    parser.add_argument("--password-stdin", action="store_true",
+                        help="with --user: read the password from stdin")  # fmt: skip
+    parser.add_argument("--json", action="store_true", help="one JSON object per line")
+    parser.add_argument("--count", "-n", type=int, default=0, help="stop after N lines")
+
+
+def add_watch_parsers(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> None:
+    """Add `watch` and `stats` to `leireye`'s sub-commands."""
+    watch = subparsers.add_parser("watch", help="print live packets, one line each")
+    _common(watch)
+    watch.add_argument("--protocol", "-p", help="TCP, UDP, DNS, TLS, ... (protocol or app)")
+    watch.add_argument("--port", type=int, help="either port")
+    watch.add_argument("--src", help="source address or CIDR")
+    watch.add_argument("--dst", help="destination address or CIDR")
+    watch.add_argument("--since", type=int, help="start after this packet id (replay the ring)")
+    watch.set_defaults(func=cmd_watch)
+
+    stats = subparsers.add_parser("stats", help="print live statistics, one line per interval")
+    _common(stats)
+    stats.add_argument("--interval-ms", type=int, help="interval (server default 1000)")
+    stats.set_defaults(func=cmd_stats)

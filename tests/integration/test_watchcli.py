@@ -1,0 +1,132 @@
+"""`leireye watch` and `leireye stats` as real subprocesses against a real `leireye run`."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from leireye.web.protocol import PacketData
+from tests.clientenv import PASSWORD, Live
+from tests.sensor import free_udp_port, send_udp
+from tests.waiting import scaled, wait_for
+
+pytestmark = [
+    pytest.mark.root,
+    pytest.mark.skipif(os.geteuid() != 0, reason="live capture needs root"),
+]
+
+CLI = [sys.executable, "-m", "leireye.cli"]
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
+    env = Live(tmp_path_factory.mktemp("watch"))
+    yield env
+    env.sensor.kill()
+
+
+class Traffic:
+    """UDP to the sensor's port every 20 ms until stopped: whenever the command subscribes, more
+    comes."""
+
+    def __init__(self, port: int) -> None:
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._send, args=(port,), daemon=True)
+
+    def _send(self, port: int) -> None:
+        while not self.stop.wait(0.02):  # pacing the sender, not synchronisation
+            send_udp(port, 1, b"watch")
+
+    def __enter__(self) -> Traffic:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join()
+
+
+def leireye(*args: str, token: str | None = None, **kw: object) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "LEIREYE_TOKEN"}
+    if token is not None:
+        env["LEIREYE_TOKEN"] = token
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, env=env,
+                          timeout=scaled(30), **kw)  # type: ignore[call-overload, no-any-return]  # fmt: skip
+
+
+def test_watch_count_json_prints_that_many_packets(live: Live) -> None:
+    with Traffic(live.port):
+        out = leireye("watch", "--url", live.url, "--port", str(live.port), "--json",
+                      "--count", "5", token=live.token())  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert len(lines) == 5
+    packets = [msgspec.json.decode(line, type=PacketData) for line in lines]
+    assert all(p.dst_port == live.port and p.protocol == "UDP" for p in packets)
+    ids = [p.id for p in packets]
+    assert ids == sorted(set(ids))
+
+
+def test_watch_prints_tcpdump_lines_and_logs_in_with_a_password(live: Live) -> None:
+    with Traffic(live.port):
+        out = leireye("watch", "--url", live.url, "--protocol", "UDP", "--dst", "127.0.0.0/8",
+                      "--user", "watcher", "--password-stdin", "--count", "2",
+                      input=PASSWORD + "\n")  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    for line in out.stdout.splitlines():
+        assert f" > 127.0.0.1.{live.port}: UDP length 47: " in line, line
+
+
+def test_stats_prints_one_line_per_interval(live: Live) -> None:
+    out = leireye("stats", "--url", live.url, "--interval-ms", "200", "--count", "2",
+                  token=live.token())  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert len(lines) == 2 and all(" pkt/s " in line for line in lines)
+
+
+@pytest.mark.parametrize("command", ["watch", "stats"])
+def test_a_bad_token_exits_non_zero_with_one_clear_line(live: Live, command: str) -> None:
+    out = leireye(command, "--url", live.url, token="garbage")
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines() == [
+        "leireye: authentication failed: Invalid or expired token"
+    ]
+
+
+def test_a_wrong_password_and_no_server_are_one_line_each(live: Live) -> None:
+    out = leireye("watch", "--url", live.url, "--user", "watcher", "--password-stdin",
+                  input="wrong\n")  # fmt: skip
+    assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1, out.stderr
+    assert out.stderr.startswith("leireye: authentication failed")
+    nowhere = f"ws://127.0.0.1:{free_udp_port()}/ws/capture"
+    out = leireye("watch", "--url", nowhere, token="t")
+    assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1, out.stderr
+    assert out.stderr.startswith(f"leireye: cannot connect to {nowhere}")
+    out = leireye("watch", "--url", live.url)
+    assert out.returncode == 2 and "no token" in out.stderr
+
+
+def test_ctrl_c_exits_cleanly(live: Live, tmp_path: Path) -> None:
+    err = tmp_path / "stderr"
+    env = {**os.environ, "LEIREYE_TOKEN": live.token()}
+    with err.open("w") as stderr:
+        proc = subprocess.Popen([*CLI, "watch", "--url", live.url], stdout=subprocess.DEVNULL,
+                                stderr=stderr, env=env)  # fmt: skip
+        try:
+            wait_for(lambda: "watching" in err.read_text(), 20, "watch to subscribe")
+            proc.send_signal(signal.SIGINT)
+            code = proc.wait(scaled(10))
+        finally:
+            proc.kill()
+            proc.wait()
+    assert code in (0, 130)
+    assert "Traceback" not in err.read_text(), err.read_text()

@@ -1,0 +1,88 @@
+// The pure parts of leireye-client.js, and its reconnect schedule with injected timers and a
+// fake WebSocket. Run by tests/integration/test_js_client.py; prints `ok` when all pass.
+import assert from 'node:assert/strict';
+import {
+  BACKOFF_MS, LeirEyeClient, ResumeCursor, backoffDelay, closeOutcome, httpBase, refreshDelay,
+} from '../../leireye/web/static/leireye-client.js';
+
+assert.deepEqual([0, 1, 2, 3, 4, 5, 9].map((n) => backoffDelay(n)), [1000, 2000, 5000, 10000, 30000, 30000, 30000]);
+assert.equal(refreshDelay(1000000, 0), 940000);
+assert.equal(refreshDelay(10000, 0), 8000);
+assert.equal(refreshDelay(5, 10), 0);
+const cursor = new ResumeCursor();
+assert.deepEqual([5, 6, 6, 4, 9].map((id) => cursor.accept(id)), [true, true, false, false, true]);
+assert.equal(cursor.lastId, 9);
+assert.equal(closeOutcome(4001), 'auth_failed');
+assert.equal(closeOutcome(4003), 'renew');
+assert.equal(closeOutcome(4008), 'refused');
+assert.equal(closeOutcome(1006), 'reconnect');
+assert.equal(httpBase('wss://s.example:8443/ws/capture?x=1'), 'https://s.example:8443');
+
+// One fake server: the first connection authenticates, sends packets 1, 2, 2, 3 and dies (1006);
+// the next three are refused; the fifth resumes and must ask for since=3.
+const sockets = [];
+class FakeWebSocket {
+  constructor(url) {
+    this.url = url;
+    this.readyState = 0;
+    this.sent = [];
+    this.n = sockets.push(this);
+    setImmediate(() => {
+      if (this.n > 1 && this.n < 5) return this._close(1006);
+      this.readyState = 1;
+      this.onopen();
+    });
+  }
+  send(text) {
+    const message = JSON.parse(text);
+    this.sent.push(message);
+    const reply = (m) => setImmediate(() => this.onmessage({ data: JSON.stringify(m) }));
+    if (message.type === 'auth') reply({ type: 'auth_success', user: { id: 1, username: 'a', role: 'ADMIN' }, limits: {}, expires_at: null });
+    if (message.type === 'subscribe') {
+      reply({ type: 'subscribed', channel: message.channel });
+      if (this.n === 1) {
+        reply({ type: 'packets', data: [1, 2].map((id) => ({ id })) });
+        reply({ type: 'packet', data: { id: 2 } });
+        reply({ type: 'dropped', reason: 'slow_consumer', count: 4, message: '...' });
+        reply({ type: 'packet', data: { id: 7 } });
+        setImmediate(() => setImmediate(() => setImmediate(() => setImmediate(() => setImmediate(() => this._close(1006))))));
+      }
+    }
+  }
+  close() { this._close(1000); }
+  _close(code) {
+    if (this.readyState === 3) return;
+    this.readyState = 3;
+    this.onclose?.({ code, reason: '' });
+  }
+}
+
+const delays = [];
+const never = 1e9;
+const client = new LeirEyeClient('ws://sensor.test/ws/capture', {
+  token: 't',
+  WebSocket: FakeWebSocket,
+  fetch: async () => ({ json: async () => ({ ring: { last_id: 0 } }) }),
+  pingIntervalMs: never,
+  openTimeoutMs: never,
+  setTimeout: (fn, ms) => { if (ms < never) { delays.push(ms); setImmediate(fn); } return {}; },
+  clearTimeout: () => {},
+});
+const ids = [];
+const gaps = [];
+client.on('packet', (p) => ids.push(p.id));
+client.on('gap', (g) => gaps.push(g));
+await client.subscribePackets({ port: 53 });
+await client.connect();
+for (let i = 0; i < 1000 && sockets.length < 5; i++) await new Promise(setImmediate);
+for (let i = 0; i < 20; i++) await new Promise(setImmediate);
+client.close();
+assert.deepEqual(ids, [1, 2, 7]);
+assert.deepEqual(gaps, [{ reason: 'slow_consumer', count: 4, message: '...', after_id: 2 }]);
+assert.deepEqual(delays, [1000, 2000, 5000, 10000]);
+const resumed = sockets[4].sent.find((m) => m.type === 'subscribe');
+assert.equal(resumed.since, 7);
+assert.equal(sockets[0].sent.find((m) => m.type === 'subscribe').since, 0);
+assert.equal(client.connections, 2);
+assert.equal(BACKOFF_MS.length, 5);
+console.log('ok');
