@@ -4,7 +4,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PACKAGES=(libpcap-dev gcc python3-dev python3-venv iproute2 tcpdump tshark tcpreplay util-linux)
+# chromium + chromium-driver: the browser tests (tests/browser) drive the console headless;
+# tcpreplay: the end-to-end benchmarks.
+PACKAGES=(libpcap-dev gcc python3-dev python3-venv iproute2 tcpdump tshark tcpreplay util-linux
+          chromium chromium-driver)
 missing=()
 for pkg in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

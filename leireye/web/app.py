@@ -25,6 +25,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from leireye.control.client import ControlError
 from leireye.control.protocol import RedeemTicket
+from leireye.web import console
 from leireye.web.api import accounts, capture, packets, stats
 from leireye.web.api.context import ApiContext
 from leireye.web.api.errors import EXCEPTION_HANDLERS
@@ -79,10 +80,11 @@ def build_app(api: ApiContext) -> Starlette:
         *capture.ROUTES,
         *packets.ROUTES,
         *stats.ROUTES,
+        *console.ROUTES,
     ]
     app = Starlette(
         routes=routes,
-        middleware=[Middleware(_CountRequests, hub=hub)],
+        middleware=[Middleware(console.SecurityHeaders), Middleware(_CountRequests, hub=hub)],
         lifespan=hub.lifespan,
         exception_handlers=EXCEPTION_HANDLERS,
     )

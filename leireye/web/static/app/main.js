@@ -1,0 +1,275 @@
+// The LeirEye console: log in, then wire the live stream to the table, charts and panels.
+
+import { $ } from './dom.js';
+import { Session, hasRole, queryString } from './api.js';
+import { CaptureConnection } from './connection.js';
+import { PacketStore, PauseBuffer } from './store.js';
+import { PacketTable } from './table.js';
+import { FilterBar } from './filters.js';
+import { DetailPane } from './detail.js';
+import { RateCharts } from './charts.js';
+import { ProtocolBars, TopTalkers } from './panels.js';
+import { StatusView } from './status.js';
+import { CaptureControl } from './capture.js';
+import { exportPackets } from './exporter.js';
+import { bytes, count } from './format.js';
+
+const KEEP_ROWS = 5000; // packets kept in the page (and in the pause buffer)
+const BACKFILL = 500; // recent packets shown at once when a filter is applied
+const TOP_EVERY_MS = 5000;
+const NOTICE_KEY = 'leireye.notice';
+
+const session = new Session();
+
+function showLogin(notice = '') {
+  $('#console').hidden = true;
+  $('#login').hidden = false;
+  $('#login-error').textContent = notice;
+  $('#login-error').classList.toggle('notice', Boolean(notice));
+  $('#login-host').textContent = `Sensor at ${location.host}`;
+  $('#login-username').focus();
+}
+
+$('#login-form').addEventListener('submit', async (event) => {
+  event.preventDefault();
+  const username = $('#login-username').value.trim();
+  const password = $('#login-password').value;
+  const error = $('#login-error');
+  if (!username || !password) {
+    error.textContent = 'Enter your username and password.';
+    return;
+  }
+  const button = $('#login-submit');
+  button.disabled = true;
+  error.textContent = '';
+  error.classList.remove('notice');
+  try {
+    const user = await session.login(username, password);
+    $('#login-password').value = '';
+    startConsole(user);
+  } catch (err) {
+    error.textContent = err.status === 401 ? 'Wrong username or password.' : err.message;
+  } finally {
+    button.disabled = false;
+  }
+});
+
+session.on('logout', (reason) => {
+  const notice = reason === 'signed out' ? 'You are signed out.' : 'Your session ended: sign in again.';
+  sessionStorage.setItem(NOTICE_KEY, notice);
+  location.reload(); // drops every timer, socket and packet of the old session at once
+});
+
+function startConsole(user) {
+  $('#login').hidden = true;
+  $('#console').hidden = false;
+  $('#user-name').textContent = user.username;
+  $('#user-role').textContent = user.role;
+  $('#user-role').dataset.role = user.role;
+  $('#export').hidden = !hasRole(user, 'ANALYST');
+  document.title = `LeirEye · ${location.host}`;
+
+  const store = new PacketStore(KEEP_ROWS);
+  const paused = new PauseBuffer(KEEP_ROWS);
+  const status = new StatusView();
+  const conn = new CaptureConnection({ session });
+  const table = new PacketTable({ viewport: $('#packet-viewport'), store });
+  const detail = new DetailPane({ root: $('#detail'), session, onClose: closeDetail });
+  const charts = new RateCharts({
+    ppsEl: $('#chart-pps'), bpsEl: $('#chart-bps'),
+    ppsReadout: $('#chart-pps-now'), bpsReadout: $('#chart-bps-now'),
+  });
+  const protocols = new ProtocolBars($('#protocols'));
+  const filterBar = new FilterBar($('#filter-bar'), applyFilters);
+  const top = new TopTalkers({
+    el: $('#top'), windowEl: $('#top-window'), tabs: $('.tabs'), onPick: pickTalker,
+  });
+  const capture = hasRole(user, 'ADMIN') ? new CaptureControl(session, onStatus) : null;
+  let received = 0;
+  let isPaused = false;
+
+  function onStatus(data) {
+    status.status(data);
+    capture?.status(data);
+  }
+
+  function message(text, kind = '') {
+    const el = $('#filter-message');
+    el.textContent = text;
+    el.dataset.kind = kind;
+  }
+
+  conn.on('packets', (list) => {
+    received += list.length;
+    if (isPaused) {
+      paused.push(list);
+      status.skipped(paused.skipped);
+      updatePauseButton();
+    } else {
+      store.push(list);
+    }
+    table.invalidate();
+  });
+  conn.on('stats', (data) => {
+    status.stats(data);
+    charts.addStats(data);
+    protocols.addStats(data);
+  });
+  conn.on('status', onStatus);
+  conn.on('dropped', ({ count: n }) => status.dropped(n));
+  conn.on('state', (state) => status.connection(state));
+  conn.on('subscribed', ({ filters }) => status.filters(filters));
+  conn.on('error', (error) => message(error.message ?? error.code, 'error'));
+  session.on('token', () => {
+    const root = $('#console');
+    root.dataset.renewals = String(Number(root.dataset.renewals ?? 0) + 1);
+  });
+  table.on('drawn', ({ rows, following }) => {
+    status.rows(rows, received);
+    const jump = $('#jump-live');
+    jump.hidden = following || rows === 0;
+    jump.classList.toggle('bottom', table.order === 'follow');
+    jump.textContent = table.order === 'newest' ? '↑ Back to newest' : '↓ Follow the tail';
+  });
+  $('#jump-live').addEventListener('click', () => table.follow());
+  table.on('select', (packet) => (packet ? detail.show(packet) : closeDetail()));
+
+  async function applyFilters(filters) {
+    filterBar.clearErrors();
+    message('Applying…');
+    let backfill = null;
+    try {
+      backfill = await session.request('GET',
+        `/api/capture/packets${queryString({ ...filters, limit: BACKFILL })}`);
+    } catch {
+      backfill = null; // the subscription below reports what is wrong, naming the field
+    }
+    let applied;
+    try {
+      applied = await conn.subscribe(filters, backfill?.newest_id ?? null);
+    } catch (err) {
+      if (err.code === 'superseded' || err.code === 'closed') return;
+      message(filterBar.showError(err.field, err.message) ? '' : err.message, 'error');
+      return;
+    }
+    store.clear();
+    paused.drain();
+    if (backfill) {
+      store.push(backfill.packets.slice().reverse());
+      received += backfill.packets.length;
+    }
+    const any = Object.keys(applied).length > 0;
+    table.emptyText = any ? 'No packet matches this filter yet.' : 'Waiting for packets…';
+    table.reset();
+    filterBar.show(applied);
+    message(any ? `Filter applied · ${count(backfill?.count ?? 0)} recent matches` : '');
+  }
+
+  function pickTalker(tab, entry) {
+    if (tab === 'sources') filterBar.set('src_ip', entry.address);
+    else if (tab === 'destinations') filterBar.set('dst_ip', entry.address);
+    else {
+      filterBar.set('protocol', entry.protocol);
+      filterBar.set('port', entry.port);
+    }
+    applyFilters(filterBar.read());
+  }
+
+  function closeDetail() {
+    detail.close();
+    table.selectedId = null;
+    table.invalidate();
+  }
+
+  function updatePauseButton() {
+    const button = $('#pause');
+    button.setAttribute('aria-pressed', String(isPaused));
+    button.textContent = isPaused ? `Resume · ${count(paused.items.length)} new` : 'Pause';
+  }
+
+  function togglePause() {
+    isPaused = !isPaused;
+    if (!isPaused) store.push(paused.drain());
+    updatePauseButton();
+    table.invalidate();
+  }
+
+  function toggleOrder() {
+    const order = table.order === 'newest' ? 'follow' : 'newest';
+    table.setOrder(order);
+    $('#order').textContent = order === 'newest' ? 'Newest on top' : 'Follow tail';
+  }
+
+  async function doExport() {
+    const format = $('#export-format').value;
+    const button = $('#export-button');
+    button.disabled = true;
+    message(`Exporting ${format}…`);
+    try {
+      const { name, size } = await exportPackets(session, format, conn.filters);
+      message(`Saved ${name} (${bytes(size)})`);
+    } catch (err) {
+      message(`Export failed: ${err.message}`, 'error');
+    } finally {
+      button.disabled = false;
+    }
+  }
+
+  async function refreshTop() {
+    if (document.hidden) return;
+    try {
+      top.update(await session.request('GET', '/api/stats/top'));
+    } catch (err) {
+      console.warn('top talkers', err);
+    }
+  }
+
+  $('#pause').addEventListener('click', togglePause);
+  $('#order').addEventListener('click', toggleOrder);
+  $('#export-button').addEventListener('click', doExport);
+  $('#logout').addEventListener('click', () => session.logout());
+  document.addEventListener('keydown', (event) => {
+    const typing = event.target.closest?.('input, select, textarea');
+    if (event.key === 'Escape') {
+      if (typing) event.target.blur();
+      else closeDetail();
+      return;
+    }
+    if (typing || event.ctrlKey || event.metaKey || event.altKey) return;
+    if (event.key === ' ' && !event.target.closest('button')) {
+      event.preventDefault();
+      togglePause();
+    } else if (event.key === '/') {
+      event.preventDefault();
+      filterBar.focus();
+    } else if (event.key === 'ArrowDown' || event.key === 'ArrowUp') {
+      event.preventDefault();
+      table.moveSelection(event.key === 'ArrowDown' ? 1 : -1);
+    }
+  });
+
+  conn.start();
+  applyFilters({});
+  session.request('GET', '/api/capture/status').then(onStatus, (err) => console.warn(err));
+  charts.loadHistory(session).catch((err) => console.warn('timeline', err));
+  capture?.load();
+  refreshTop();
+  setInterval(refreshTop, TOP_EVERY_MS);
+  status.filters({});
+}
+
+async function boot() {
+  const notice = sessionStorage.getItem(NOTICE_KEY) ?? '';
+  sessionStorage.removeItem(NOTICE_KEY);
+  if (session.canResume) {
+    try {
+      startConsole(await session.resume());
+      return;
+    } catch (err) {
+      console.warn('could not resume the session', err);
+    }
+  }
+  showLogin(notice);
+}
+
+boot();

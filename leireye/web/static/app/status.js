@@ -1,0 +1,91 @@
+// The capture chip in the top bar, the connection indicator and the counters of the status bar.
+
+import { $ } from './dom.js';
+import { bytes, compact, count } from './format.js';
+
+const STATE_TEXT = {
+  idle: 'Idle',
+  starting: 'Starting…',
+  capturing: 'Capturing',
+  stopped: 'Stopped',
+  error: 'Error',
+  finished: 'Finished',
+};
+
+export class StatusView {
+  clientDropped = 0; // packets the server told this client it skipped (`dropped` messages)
+  #countdown = null;
+
+  status(data) {
+    const state = data.state ?? (data.is_capturing ? 'capturing' : 'stopped');
+    const chip = $('#capture-chip');
+    chip.dataset.state = state;
+    $('#capture-state').textContent = STATE_TEXT[state] ?? state;
+    $('#capture-iface').textContent = data.interface || '–';
+    const bpf = $('#capture-bpf');
+    bpf.textContent = data.bpf || 'none';
+    bpf.title = data.bpf || 'no BPF filter';
+    chip.title = data.error ? `Capture error: ${data.error}` : '';
+    if (data.kernel_drops !== undefined) this.#set('#sb-kernel', data.kernel_drops);
+  }
+
+  stats(data) {
+    $('#rate-pps').textContent = compact(data.packets_per_second ?? 0);
+    $('#rate-bps').textContent = bytes(data.bytes_per_second ?? 0);
+    this.#set('#sb-kernel', (data.kernel_drops ?? 0) + (data.if_drops ?? 0));
+    this.#set('#sb-ring', (data.ring_lost ?? 0) + (data.stream_lost ?? 0));
+    this.#set('#sb-client', Math.max(this.clientDropped, data.client_dropped ?? 0));
+  }
+
+  dropped(count_) {
+    this.clientDropped += count_;
+    this.#set('#sb-client', this.clientDropped);
+  }
+
+  skipped(n) {
+    this.#set('#sb-skipped', n);
+  }
+
+  rows(shown, received) {
+    $('#sb-rows').textContent = count(shown);
+    $('#sb-received').textContent = count(received);
+  }
+
+  filters(filters) {
+    const parts = Object.entries(filters ?? {})
+      .filter(([, v]) => v !== null && v !== undefined)
+      .map(([k, v]) => `${k}=${v}`);
+    $('#sb-filter').textContent = parts.length ? `filter: ${parts.join(' ')}` : 'no filter';
+  }
+
+  connection({ state, delayMs, reason }) {
+    const conn = $('#conn');
+    conn.dataset.state = state;
+    clearInterval(this.#countdown);
+    const text = $('#conn-text');
+    if (state === 'open') {
+      text.textContent = 'Live';
+      conn.dataset.opens = String(Number(conn.dataset.opens ?? 0) + 1);
+    }
+    else if (state === 'connecting') text.textContent = 'Connecting…';
+    else if (state === 'reconnecting') {
+      text.textContent = `Connection lost${reason ? ` (${reason})` : ''} · reconnecting…`;
+    }
+    else if (state === 'closed') text.textContent = 'Disconnected';
+    else if (state === 'waiting') {
+      const until = Date.now() + delayMs;
+      const tick = () => {
+        const left = Math.max(0, Math.ceil((until - Date.now()) / 1000));
+        text.textContent = `Connection lost${reason ? ` (${reason})` : ''} · retry in ${left} s`;
+      };
+      tick();
+      this.#countdown = setInterval(tick, 500);
+    }
+  }
+
+  #set(selector, value) {
+    const el = $(selector);
+    el.textContent = count(value);
+    el.classList.toggle('warn', value > 0);
+  }
+}

@@ -1,0 +1,212 @@
+// The live packet table: virtualised, drawn at most once per animation frame.
+//
+// Only the rows in view exist in the DOM (a pool of about 40 elements, reused); a sizer gives
+// the scroll bar the height of every packet kept. Packets arriving only mark the table dirty;
+// the next animation frame draws once, however many arrived. Two orders:
+// - 'newest': newest on top. At the top, the view follows; scrolled down, it stays on the same
+//   packets while new ones arrive above.
+// - 'follow': oldest on top, like `tail -f`. At the bottom, the view follows; scrolled up, it
+//   stays on the same packets while old ones fall off the top.
+
+import { Emitter, h } from './dom.js';
+import { clock } from './format.js';
+
+const COLUMNS = ['id', 'time', 'src', 'sport', 'dst', 'dport', 'proto', 'len', 'flags', 'info'];
+
+export function protocolClass(label) {
+  return `p-${String(label || 'other').toLowerCase().replace(/[^a-z0-9]/g, '')}`;
+}
+
+export function protocolLabel(packet) {
+  return packet.app || packet.protocol || 'OTHER';
+}
+
+export class PacketTable extends Emitter {
+  #viewport;
+  #sizer;
+  #rows;
+  #empty;
+  #store;
+  #rowHeight;
+  #pool = [];
+  #frame = 0;
+  #seenAdded = 0;
+  #seenLength = 0;
+  #stuck = true; // following the live edge (top in 'newest', bottom in 'follow')
+  order = 'newest';
+  selectedId = null;
+  emptyText = 'Waiting for packets…';
+
+  constructor({ viewport, store, rowHeight = 22 }) {
+    super();
+    this.#viewport = viewport;
+    this.#sizer = viewport.querySelector('.sizer');
+    this.#rows = viewport.querySelector('.rows');
+    this.#empty = viewport.querySelector('.table-empty');
+    this.#store = store;
+    this.#rowHeight = rowHeight;
+    viewport.addEventListener('scroll', () => {
+      this.#stuck = this.#atLiveEdge();
+      this.invalidate();
+    });
+    this.#rows.addEventListener('click', (event) => {
+      const row = event.target.closest('.row');
+      if (row?.dataset.id) this.select(Number(row.dataset.id));
+    });
+    new ResizeObserver(() => this.invalidate()).observe(viewport);
+  }
+
+  get following() {
+    return this.#stuck;
+  }
+
+  invalidate() {
+    this.#frame ||= requestAnimationFrame(() => {
+      this.#frame = 0;
+      this.#draw();
+    });
+  }
+
+  setOrder(order) {
+    this.order = order;
+    this.#stuck = true;
+    this.#seenAdded = this.#store.added;
+    this.#seenLength = this.#store.length;
+    this.#scrollToEdge();
+    this.invalidate();
+  }
+
+  reset() {
+    this.#seenAdded = 0;
+    this.#seenLength = 0;
+    this.#stuck = true;
+    this.#viewport.scrollTop = 0;
+    this.invalidate();
+  }
+
+  // Back to the live edge (the newest packets), following them again.
+  follow() {
+    this.#stuck = true;
+    this.#scrollToEdge();
+    this.invalidate();
+  }
+
+  select(id) {
+    this.selectedId = id;
+    this.#stuck = false; // keep the chosen packet in view while others arrive
+    this.invalidate();
+    this.emit('select', this.#packetById(id));
+  }
+
+  // Move the selection by `delta` rows as shown (ArrowDown = +1).
+  moveSelection(delta) {
+    const shown = this.#shownIndex(this.selectedId);
+    const count = this.#store.length;
+    if (count === 0) return;
+    const next = shown < 0 ? 0 : Math.min(count - 1, Math.max(0, shown + delta));
+    const packet = this.#at(next);
+    if (!packet) return;
+    const top = next * this.#rowHeight;
+    const view = this.#viewport;
+    if (top < view.scrollTop) view.scrollTop = top;
+    else if (top + this.#rowHeight > view.scrollTop + view.clientHeight) {
+      view.scrollTop = top + this.#rowHeight - view.clientHeight;
+    }
+    this.select(packet.id);
+  }
+
+  #packetById(id) {
+    const i = this.#store.indexOfId(id);
+    return i < 0 ? null : this.#store.newest(i);
+  }
+
+  #shownIndex(id) {
+    if (id === null) return -1;
+    const i = this.#store.indexOfId(id);
+    if (i < 0) return -1;
+    return this.order === 'newest' ? i : this.#store.length - 1 - i;
+  }
+
+  #at(index) {
+    return this.order === 'newest' ? this.#store.newest(index) : this.#store.oldest(index);
+  }
+
+  #atLiveEdge() {
+    const view = this.#viewport;
+    if (this.order === 'newest') return view.scrollTop < this.#rowHeight / 2;
+    return view.scrollTop + view.clientHeight >= view.scrollHeight - this.#rowHeight / 2;
+  }
+
+  #scrollToEdge() {
+    const view = this.#viewport;
+    view.scrollTop = this.order === 'newest' ? 0 : view.scrollHeight;
+  }
+
+  #draw() {
+    const store = this.#store;
+    const view = this.#viewport;
+    const rowHeight = this.#rowHeight;
+    if (store.added < this.#seenAdded) this.#seenAdded = 0; // cleared
+    const added = store.added - this.#seenAdded;
+    const evicted = Math.max(0, this.#seenLength + added - store.length);
+    this.#seenAdded = store.added;
+    this.#seenLength = store.length;
+
+    this.#sizer.style.height = `${store.length * rowHeight}px`;
+    if (this.#stuck) {
+      this.#scrollToEdge();
+    } else if (this.order === 'newest' && added > 0) {
+      view.scrollTop += Math.min(added, store.length) * rowHeight;
+    } else if (this.order === 'follow' && evicted > 0) {
+      view.scrollTop -= evicted * rowHeight;
+    }
+
+    const first = Math.max(0, Math.floor(view.scrollTop / rowHeight));
+    const visible = Math.ceil(view.clientHeight / rowHeight) + 1;
+    while (this.#pool.length < visible) this.#pool.push(this.#newRow());
+    this.#rows.style.transform = `translateY(${first * rowHeight}px)`;
+    for (let k = 0; k < this.#pool.length; k += 1) {
+      const row = this.#pool[k];
+      const packet = k < visible ? this.#at(first + k) : undefined;
+      if (packet === undefined) {
+        row.hidden = true;
+        continue;
+      }
+      row.hidden = false;
+      this.#fill(row, packet);
+    }
+    this.#empty.hidden = store.length > 0;
+    this.#empty.textContent = this.emptyText;
+    // "Back to live" matters only when packets are out of view on the live side.
+    this.emit('drawn', { rows: store.length, following: this.#stuck || this.#atLiveEdge() });
+  }
+
+  #newRow() {
+    const cells = COLUMNS.map((name) => h('span', { class: `c-${name}` }));
+    const row = h('div', { class: 'row', role: 'row' }, cells);
+    row.cells = cells;
+    this.#rows.append(row);
+    return row;
+  }
+
+  #fill(row, p) {
+    const label = protocolLabel(p);
+    const selected = p.id === this.selectedId;
+    row.className = `row ${protocolClass(label)}${selected ? ' selected' : ''}`;
+    row.dataset.id = p.id;
+    const c = row.cells;
+    c[0].textContent = p.id;
+    c[1].textContent = clock(p.timestamp);
+    c[2].textContent = p.src_ip ?? '';
+    c[2].title = p.src_ip ?? '';
+    c[3].textContent = p.src_port ?? '';
+    c[4].textContent = p.dst_ip ?? '';
+    c[4].title = p.dst_ip ?? '';
+    c[5].textContent = p.dst_port ?? '';
+    c[6].textContent = label;
+    c[7].textContent = p.length;
+    c[8].textContent = (p.flags ?? []).join(' ');
+    c[9].textContent = p.info ?? '';
+    c[9].title = p.info ?? '';
+  }
+}

@@ -1,0 +1,138 @@
+"""The console page as the tests use it: log in, read rows, wait on DOM conditions, screenshot."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from selenium.common.exceptions import StaleElementReferenceException
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.remote.webelement import WebElement
+from selenium.webdriver.support.ui import WebDriverWait
+
+from tests.waiting import scaled
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+T = TypeVar("T")
+
+
+def skip_reason() -> str | None:
+    if os.geteuid() != 0:
+        return "live capture needs root"
+    if not (os.access(CHROMIUM, os.X_OK) and os.access(CHROMEDRIVER, os.X_OK)):
+        return "needs Debian's chromium and chromium-driver (scripts/setup.sh installs them)"
+    return None
+
+
+class Console:
+    def __init__(self, driver: WebDriver, base_url: str, shots: Path, downloads: Path) -> None:
+        self.driver = driver
+        self.base_url = base_url
+        self.shots = shots
+        self.downloads = downloads
+
+    # -- waiting ----------------------------------------------------------------------------
+
+    def wait(self, condition: Callable[[WebDriver], T], what: str, timeout: float = 15) -> T:
+        """Wait until `condition(driver)` is truthy (a vanished element counts as not yet)."""
+        waiter = WebDriverWait(
+            self.driver, scaled(timeout), poll_frequency=0.05,
+            ignored_exceptions=(StaleElementReferenceException,),
+        )  # fmt: skip
+        result: T = waiter.until(condition, f"timed out waiting for {what}")
+        return result
+
+    def visible(self, css: str, timeout: float = 15) -> WebElement:
+        def shown(d: WebDriver) -> WebElement | None:
+            found = d.find_elements(By.CSS_SELECTOR, css)
+            return found[0] if found and found[0].is_displayed() else None
+
+        return self.wait(shown, f"{css} to be visible", timeout)
+
+    def hidden(self, css: str, timeout: float = 15) -> None:
+        def gone(d: WebDriver) -> bool:
+            return not any(e.is_displayed() for e in d.find_elements(By.CSS_SELECTOR, css))
+
+        self.wait(gone, f"{css} to be hidden", timeout)
+
+    def text(self, css: str) -> str:
+        return str(self.driver.find_element(By.CSS_SELECTOR, css).text)
+
+    def js(self, script: str, *args: Any) -> Any:
+        return self.driver.execute_script(script, *args)
+
+    # -- pages ------------------------------------------------------------------------------
+
+    def open(self) -> None:
+        self.driver.get(self.base_url + "/")
+        self.visible("#login-form, #console")
+
+    def login(self, username: str, password: str) -> None:
+        self.open()
+        self.visible("#login-form")
+        self.fill("#login-username", username)
+        self.fill("#login-password", password)
+        self.driver.find_element(By.ID, "login-submit").click()
+        self.visible("#console")
+        self.wait(lambda d: self.text("#conn-text") == "Live", "the WebSocket to be live")
+
+    def fill(self, css: str, value: str) -> None:
+        field = self.driver.find_element(By.CSS_SELECTOR, css)
+        field.clear()
+        field.send_keys(value)
+
+    def click(self, css: str) -> None:
+        self.driver.find_element(By.CSS_SELECTOR, css).click()
+
+    def apply_filter(self, **fields: object) -> None:
+        for name in ("protocol", "src_ip", "dst_ip", "port", "min_length", "max_length"):
+            value = fields.get(name)
+            self.fill(f"#f-{name}", "" if value is None else str(value))
+        self.click("#filter-apply")
+
+    # -- the table --------------------------------------------------------------------------
+
+    def rows(self) -> list[dict[str, str]]:
+        """The rows drawn in the table, top to bottom."""
+        rows: list[dict[str, str]] = self.js(
+            """return [...document.querySelectorAll('#packet-viewport .rows .row')]
+                 .filter((r) => !r.hidden)
+                 .map((r) => ({id: r.dataset.id, src: r.children[2].textContent,
+                   sport: r.children[3].textContent, dst: r.children[4].textContent,
+                   dport: r.children[5].textContent, proto: r.children[6].textContent,
+                   len: r.children[7].textContent, info: r.children[9].textContent,
+                   cls: r.className}));"""
+        )
+        return rows
+
+    def rows_to(self, port: int) -> list[dict[str, str]]:
+        return [r for r in self.rows() if r["dport"] == str(port)]
+
+    def wait_rows_to(self, port: int, count: int, timeout: float = 15) -> list[dict[str, str]]:
+        def enough(d: WebDriver) -> list[dict[str, str]] | None:
+            rows = self.rows_to(port)
+            return rows if len(rows) >= count else None
+
+        return self.wait(enough, f"{count} rows to port {port}", timeout)
+
+    # -- evidence ---------------------------------------------------------------------------
+
+    def screenshot(self, name: str) -> Path:
+        path = self.shots / f"{name}.png"
+        self.driver.save_screenshot(str(path))
+        return path
+
+    def assert_no_console_errors(self) -> None:
+        """No script error and no Content-Security-Policy violation in the page's console
+        (HTTP errors the console asked for and handled, like a 400 for a bad filter, are fine)."""
+        entries = self.driver.get_log("browser")
+        errors = [
+            e["message"]
+            for e in entries
+            if e["level"] == "SEVERE" and "Failed to load resource" not in e["message"]
+        ]
+        assert not errors, "browser console errors:\n" + "\n".join(errors)

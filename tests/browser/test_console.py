@@ -1,0 +1,276 @@
+"""The browser console against a real `leireye run` capturing on `lo`, in headless Chromium.
+
+Each test logs in as a user of one role, sends UDP datagrams to 127.0.0.1 and watches them in
+the page. Screenshots go to test-artifacts/screenshots/ (not committed).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import threading
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
+
+from tests.browser.conftest import PASSWORDS, PortMaker
+from tests.browser.console import Console, skip_reason
+from tests.sensor import Sensor, send_udp
+from tests.waiting import wait_for
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.root,
+    pytest.mark.skipif(skip_reason() is not None, reason=str(skip_reason())),
+]
+
+
+def login(console: Console, user: str) -> None:
+    console.login(user, PASSWORDS[user])
+
+
+@contextmanager
+def steady_udp(port: int, rate: float = 200) -> Iterator[None]:
+    """UDP to `port` at `rate` datagrams/s in the background until the block ends."""
+    stop = threading.Event()
+
+    def run() -> None:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            while not stop.wait(1 / rate):  # pacing the sender, not waiting on anything
+                s.sendto(b"steady", ("127.0.0.1", port))
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(5)
+
+
+def test_the_page_is_served_with_security_headers(sensor: Sensor) -> None:
+    base = f"http://127.0.0.1:{sensor.web_port()}"
+    with urllib.request.urlopen(base + "/", timeout=10) as response:
+        page = response.read().decode()
+        headers = response.headers
+    assert '<script type="module" src="/static/app/main.js">' in page
+    assert "<script>" not in page and " style=" not in page  # no inline script or style
+    csp = headers["Content-Security-Policy"]
+    assert "default-src 'self'" in csp and "frame-ancestors 'none'" in csp
+    assert "unsafe-inline" not in csp
+    assert headers["X-Content-Type-Options"] == "nosniff"
+    with urllib.request.urlopen(base + "/static/app/main.js", timeout=10) as response:
+        assert response.headers["Content-Type"].startswith("text/javascript")
+        assert response.headers["X-Content-Type-Options"] == "nosniff"
+    with urllib.request.urlopen(base + "/static/vendor/uplot/LICENSE", timeout=10) as response:
+        assert b"MIT" in response.read()
+
+
+def test_a_wrong_password_is_refused_on_the_login_page(console: Console) -> None:
+    console.open()
+    console.visible("#login-form")
+    console.screenshot("01-login")
+    console.fill("#login-username", "ana")
+    console.fill("#login-password", "not-the-password")
+    console.click("#login-submit")
+    console.wait(lambda d: console.text("#login-error") != "", "the login error")
+    assert console.text("#login-error") == "Wrong username or password."
+    assert not console.driver.find_element(By.ID, "console").is_displayed()
+
+
+def test_an_analyst_watches_filters_and_inspects_packets(
+    console: Console, udp_port: PortMaker
+) -> None:
+    wanted, other = udp_port(), udp_port()
+    login(console, "ana")
+    assert console.text("#user-role") == "ANALYST"
+    assert console.driver.find_element(By.ID, "export").is_displayed()
+    assert not console.driver.find_element(By.ID, "capture-card").is_displayed()
+
+    # Live packets appear, coloured by protocol.
+    send_udp(wanted, 5, payload=b"wanted")
+    send_udp(other, 5, payload=b"other")
+    rows = console.wait_rows_to(wanted, 5)
+    console.wait_rows_to(other, 5)
+    assert {r["src"] for r in rows} == {"127.0.0.1"}
+    assert all(r["proto"] == "UDP" and "p-udp" in r["cls"] for r in rows)
+    assert console.text("#capture-state") == "Capturing"
+    assert console.text("#capture-iface") == "lo"
+    console.screenshot("02-live")
+
+    # A filter on the port: only matching rows, the recent ones backfilled at once.
+    console.apply_filter(port=wanted)
+    console.wait(
+        lambda d: console.rows() and all(r["dport"] == str(wanted) for r in console.rows()),
+        "only rows to the filtered port",
+    )
+    send_udp(other, 5)
+    send_udp(wanted, 3, payload=b"wanted-later")
+    console.wait_rows_to(wanted, 8)
+    assert all(r["dport"] == str(wanted) for r in console.rows())
+    assert f"port={wanted}" in console.text("#sb-filter")
+
+    # A filter the server refuses: its message next to the field, the old filter kept.
+    console.fill("#f-port", "70000")
+    console.click("#filter-apply")
+    error = console.visible('.field[data-field="port"] .field-error')
+    assert "70000" in error.text and "port" in error.text
+    assert console.driver.find_element(By.ID, "f-port").get_attribute("aria-invalid") == "true"
+    console.screenshot("03-bad-filter")
+    console.fill("#f-port", str(wanted))  # typing clears the error
+    console.hidden('.field[data-field="port"] .field-error')
+    console.click("#filter-apply")
+
+    # Details: the layers as a tree and the bytes as a hex dump.
+    target = console.wait_rows_to(wanted, 1)[0]
+    console.click(f'#packet-viewport .row[data-id="{target["id"]}"]')
+    layers = console.visible("#detail-layers")
+    console.wait(lambda d: "UDP" in layers.text, "the UDP layer in the tree")
+    names = [e.text for e in layers.find_elements(By.CSS_SELECTOR, ".layer-name")]
+    assert names[:3] == ["Ethernet", "IPv4", "UDP"]
+    hex_lines = console.driver.find_elements(By.CSS_SELECTOR, "#detail-hex .hex-line")
+    assert len(hex_lines) >= 3
+    assert "wanted" in console.text("#detail-hex")
+    console.screenshot("04-detail")
+    console.driver.find_element(By.TAG_NAME, "body").send_keys(Keys.ESCAPE)
+    console.hidden("#detail")
+
+    # The chart takes the live `stats` messages: packets/s rises while traffic flows.
+    with steady_udp(wanted, rate=200):
+        console.wait(
+            lambda d: float(console.js("return document.querySelector('#chart-pps')"
+                                       ".dataset.latest || 0")) > 50,
+            "the packets/s chart to show the traffic",
+        )  # fmt: skip
+        console.wait(lambda d: console.text("#protocols").startswith("UDP"), "UDP in protocols")
+        console.screenshot("05-charts")
+    points = int(console.js("return document.querySelector('#chart-pps').dataset.points"))
+    assert points >= 2
+
+
+def test_an_analyst_exports_the_filtered_packets(console: Console, udp_port: PortMaker) -> None:
+    port = udp_port()
+    login(console, "ana")
+    send_udp(port, 4, payload=b"export-me")
+    console.apply_filter(port=port)
+    console.wait_rows_to(port, 4)
+    console.driver.find_element(By.CSS_SELECTOR, "#export-format option[value=json]").click()
+    console.click("#export-button")
+    console.wait(lambda d: "Saved" in console.text("#filter-message"), "the export to be saved")
+    saved = wait_for(lambda: list(console.downloads.glob("leireye-*.json")), 10, "the file")
+    text = saved[0].read_text()
+    assert text.count(f'"dst_port":{port}') == 4 or text.count(f'"dst_port": {port}') == 4
+
+
+def test_a_viewer_sees_packets_but_not_their_details(console: Console, udp_port: PortMaker) -> None:
+    port = udp_port()
+    login(console, "vic")
+    assert console.text("#user-role") == "VIEWER"
+    assert not console.driver.find_element(By.ID, "export").is_displayed()
+    assert not console.driver.find_element(By.ID, "capture-card").is_displayed()
+    send_udp(port, 3)
+    row = console.wait_rows_to(port, 3)[0]
+    console.click(f'#packet-viewport .row[data-id="{row["id"]}"]')
+    note = console.visible("#detail-forbidden")
+    assert "ANALYST role" in note.text and "VIEWER" in note.text
+    console.screenshot("06-viewer")
+
+
+def test_pause_holds_the_table_and_resume_catches_up(console: Console, udp_port: PortMaker) -> None:
+    port = udp_port()
+    login(console, "vic")
+    send_udp(port, 2)
+    console.wait_rows_to(port, 2)
+    console.driver.find_element(By.TAG_NAME, "body").send_keys(" ")  # Space pauses
+    console.wait(lambda d: console.text("#pause").startswith("Resume"), "the pause")
+    send_udp(port, 3)
+    console.wait(lambda d: console.text("#pause") == "Resume · 3 new", "3 packets held back")
+    assert len(console.rows_to(port)) == 2
+    console.click("#pause")
+    console.wait_rows_to(port, 5)
+
+
+def test_token_renewal_keeps_the_same_websocket_alive(
+    console: Console, udp_port: PortMaker
+) -> None:
+    # Access tokens last 10 s here; a WebSocket not re-authenticated by then is closed (4003).
+    port = udp_port()
+    login(console, "vic")
+    console.wait(
+        lambda d: int(console.js("return document.querySelector('#console').dataset.renewals"
+                                 " || 0")) >= 2,
+        "two token renewals (past the first token's expiry)",
+        timeout=30,
+    )  # fmt: skip
+    assert console.text("#conn-text") == "Live"
+    assert console.js("return document.querySelector('#conn').dataset.opens") == "1"
+    send_udp(port, 2)
+    console.wait_rows_to(port, 2)
+
+
+def test_a_reconnect_resumes_without_a_hole(
+    console: Console, sensor: Sensor, udp_port: PortMaker
+) -> None:
+    port = udp_port()
+    login(console, "vic")
+    console.apply_filter(port=port)
+    send_udp(port, 3)
+    console.wait_rows_to(port, 3)
+    workers = {int(line.split("pid=")[1]) for line in sensor.lines
+               if "supervisor: web-" in line and "started pid=" in line}  # fmt: skip
+    os.kill(max(workers), signal.SIGKILL)
+    console.wait(lambda d: console.text("#conn-text") != "Live", "the console to see the loss")
+    console.screenshot("07-reconnecting")
+    send_udp(port, 4)  # while the console is away
+    console.wait(lambda d: console.text("#conn-text") == "Live", "the reconnect", timeout=30)
+    assert console.js("return document.querySelector('#conn').dataset.opens") == "2"
+    send_udp(port, 2)
+    rows = console.wait_rows_to(port, 9)
+    ids = sorted(int(r["id"]) for r in rows)
+    assert len(ids) == len(set(ids)) == 9  # all of them, none twice
+
+
+def test_an_admin_stops_and_starts_the_capture_then_logs_out(console: Console) -> None:
+    login(console, "admin")
+    console.visible("#capture-card")
+    console.wait(
+        lambda d: "lo" in [o.get_attribute("value") for o in
+                           d.find_elements(By.CSS_SELECTOR, "#capture-interface option")],
+        "the interface list",
+    )  # fmt: skip
+    assert (
+        console.driver.find_element(By.ID, "capture-filter")
+        .get_attribute("value")
+        .startswith("udp and dst portrange")
+    )
+    console.screenshot("08-admin")
+    console.click("#capture-stop")
+    console.wait(
+        lambda d: console.text("#capture-state") == "Stopped", "the capture to stop", timeout=30
+    )
+    assert console.js("return document.querySelector('#capture-chip').dataset.state") in (
+        "stopped",
+        "idle",
+    )
+    console.screenshot("09-stopped")
+    console.click("#capture-start")
+    console.wait(
+        lambda d: console.text("#capture-state") == "Capturing", "the capture to start", timeout=30
+    )
+    assert console.text("#capture-iface") == "lo"
+
+    # A BPF libpcap refuses: the server's message under the controls, capture unchanged.
+    console.fill("#capture-filter", "not a valid ((( filter")
+    console.click("#capture-start")
+    console.wait(lambda d: console.text("#capture-error") != "", "the BPF error", timeout=30)
+    assert console.text("#capture-state") == "Capturing"
+
+    console.click("#logout")
+    console.visible("#login-form")
+    assert console.text("#login-error") == "You are signed out."
+    console.screenshot("10-signed-out")
