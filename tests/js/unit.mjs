@@ -85,4 +85,45 @@ assert.equal(resumed.since, 7);
 assert.equal(sockets[0].sent.find((m) => m.type === 'subscribe').since, 0);
 assert.equal(client.connections, 2);
 assert.equal(BACKOFF_MS.length, 5);
+
+// A refused change of filters: the server keeps streaming the old subscription, and so must the
+// client (packets 11 and 12 arrive after the refusal).
+class RefusingWebSocket {
+  constructor() {
+    this.readyState = 0;
+    this.subscribes = 0;
+    setImmediate(() => { this.readyState = 1; this.onopen(); });
+  }
+  send(text) {
+    const message = JSON.parse(text);
+    const reply = (m) => setImmediate(() => this.onmessage({ data: JSON.stringify(m) }));
+    if (message.type === 'auth') reply({ type: 'auth_success', user: { id: 1, username: 'a', role: 'ADMIN' }, limits: {}, expires_at: null });
+    if (message.type !== 'subscribe') return;
+    this.subscribes += 1;
+    if (this.subscribes === 1) {
+      reply({ type: 'subscribed', channel: 'packets' });
+      reply({ type: 'packet', data: { id: 10 } });
+    } else {
+      reply({ type: 'error', code: 'INVALID_FILTER', message: 'port: not a port', field: 'port' });
+      reply({ type: 'packets', data: [{ id: 11 }, { id: 12 }] });
+    }
+  }
+  close() { this.readyState = 3; }
+}
+const stay = new LeirEyeClient('ws://sensor.test/ws/capture', {
+  token: 't', WebSocket: RefusingWebSocket, pingIntervalMs: never, openTimeoutMs: never,
+  fetch: async () => ({ json: async () => ({ ring: { last_id: 0 } }) }),
+});
+const kept = [];
+const refusals = [];
+stay.on('packet', (p) => kept.push(p.id));
+stay.on('error', (e) => refusals.push(e.field));
+await stay.subscribePackets({ port: 53 });
+await stay.connect();
+for (let i = 0; i < 20 && !kept.length; i++) await new Promise(setImmediate);
+await stay.subscribePackets({ port: 'x' });
+for (let i = 0; i < 20 && kept.length < 3; i++) await new Promise(setImmediate);
+stay.close();
+assert.deepEqual(refusals, ['port']);
+assert.deepEqual(kept, [10, 11, 12]);
 console.log('ok');

@@ -158,7 +158,10 @@ export class LeirEyeClient {
    * the ring's newest id now, from /health). Replaces an earlier packets subscription. */
   async subscribePackets(filters = {}, { since = null, batch = true } = {}) {
     if (since === null) since = await this._ringHead();
-    this._packets = { filters, batch, cursor: new ResumeCursor(since), sent: false, confirmed: false };
+    // The stream this one replaces, while the server has not yet accepted the new filters: a
+    // refused subscribe leaves the server streaming the old one, so the client goes back to it.
+    const previous = this._packets?.confirmed ? this._packets : null;
+    this._packets = { filters, batch, cursor: new ResumeCursor(since), sent: false, confirmed: false, previous };
     this._subscribe(this._packets);
   }
 
@@ -347,7 +350,10 @@ export class LeirEyeClient {
         return;
       case 'subscribed': {
         const sub = this._pending.shift();
-        if (sub) sub.confirmed = true;
+        if (sub) {
+          sub.confirmed = true;
+          sub.previous = null;
+        }
         this._emit('subscribed', message);
         return;
       }
@@ -359,7 +365,9 @@ export class LeirEyeClient {
         return;
       case 'error':
         if (!NOT_ANSWERS.has(message.code) && this._pending.length) {
-          this._pending.shift();
+          const sub = this._pending.shift();
+          if (sub === this._packets && sub.previous) this._packets = sub.previous; // still streamed
+          if (sub) sub.previous = null;
           this._emit('error', new LeirEyeError(`subscribe refused: ${message.message}`, { kind: 'subscription', code: message.code, field: message.field ?? null }));
         }
         return;
