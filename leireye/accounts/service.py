@@ -11,7 +11,8 @@ and the failed-login counts. Access tokens stay stateless (each worker verifies 
   it (the old one stops working), logging out removes it, and a password change or removal of
   the user removes all of that user's — also when made in a shell with `leireye user`, because
   each entry remembers a fingerprint of the password hash it was issued under. The store is
-  written to a root-only file on each change, so a restart of the sensor does not log everyone out, and a revoked token stays revoked.
+  written to a root-only file on each change, so a restart of the sensor does not log everyone
+  out, and a revoked token stays revoked.
 - A ticket is 32 random bytes (base64url), valid once, for `auth.ticket_ttl_s`, tied to the
   access token it was bought with: the WebSocket it opens expires when that token does.
 """
