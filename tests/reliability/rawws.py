@@ -44,8 +44,16 @@ def frame(opcode: int, payload: bytes, *, fin: bool = True, rsv: int = 0,
 
 
 class RawSocket:
-    def __init__(self, port: int, query: str = "", timeout: float = 10) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=scaled(timeout))
+    def __init__(
+        self, port: int, query: str = "", timeout: float = 10, rcvbuf: int | None = None
+    ) -> None:
+        """`rcvbuf`: a small receive buffer (set before connecting, so the TCP window stays
+        small) makes a client that stops reading stall the server's sends almost at once."""
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if rcvbuf is not None:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        self.sock.settimeout(scaled(timeout))
+        self.sock.connect(("127.0.0.1", port))
         key = base64.b64encode(os.urandom(16)).decode()
         request = (
             f"GET /ws/capture{query} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
