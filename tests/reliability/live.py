@@ -87,12 +87,14 @@ def wait_roles(sensor: Sensor, workers: int) -> dict[str, int]:
     return found
 
 
-def rss_kb(pid: int) -> int:
-    """Resident memory of a live process, in KiB."""
+def rss_kb(pid: int, kind: str = "VmRSS") -> int:
+    """Resident memory of a live process, in KiB: `VmRSS` (all of it), `RssAnon` (its private
+    heap: what a leak grows), `RssShmem` (the shared-memory segments it touched, which grow
+    as the ring fills until it wraps) or `RssFile`."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{kind}:"):
             return int(line.split()[1])
-    raise AssertionError(f"no VmRSS for pid {pid}")
+    raise AssertionError(f"no {kind} for pid {pid}")
 
 
 def web_rss_kb(sensor: Sensor) -> dict[str, int]:
