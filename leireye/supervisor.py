@@ -184,6 +184,10 @@ class Supervisor:
             raise WebStartError(
                 f"cannot listen on {cfg.web.host}:{cfg.web.port}: {exc.strerror}"
             ) from None
+        if cfg.web.send_buffer_kib:  # accepted connections inherit it (Linux)
+            self.socket.setsockopt(
+                socket.SOL_SOCKET, socket.SO_SNDBUF, cfg.web.send_buffer_kib * 1024
+            )
         host, port = self.socket.getsockname()[:2]
         self._created.append(self.socket.close)
         log.info(
