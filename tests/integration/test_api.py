@@ -458,3 +458,18 @@ def test_first_run_prints_a_random_admin_password_once(tmp_path: Path) -> None:
     finally:
         sensor.kill()
     assert sensor.log.count("password:") == 1
+
+
+def test_a_users_file_without_any_password_is_warned_about(tmp_path: Path) -> None:
+    users = "users:\n  - {id: 1, username: admin, role: ADMIN}\n"
+    sensor = Sensor(tmp_path, "--interface", "lo", "--bpf", BPF, config="web: {port: 0}\n",
+                    users=users)  # fmt: skip
+    try:
+        sensor.web_port()
+        line = wait_for(
+            lambda: next((x for x in sensor.lines if "has a password" in x), None), 20, "warning"
+        )
+        assert "leireye user passwd admin" in line
+        assert "First run" not in sensor.log  # no first-run banner: the file existed
+    finally:
+        sensor.kill()
