@@ -40,29 +40,14 @@ from leireye.ring.ids import IdAllocator
 from leireye.ring.shards import ids_name, shard_name
 from leireye.shm import unlink_segment
 from leireye.supervisor import child_main
-from tests.netns import VethPair, packet_socket, veth_pair
+from tests.netns import VethPair, packet_socket, udp_frame, veth_pair
 
 PORT = 9999
 FLOWS = 256
 
 
 def frames_for(pair: VethPair, payload: int) -> list[bytes]:
-    import dpkt
-
-    frames = []
-    for i in range(FLOWS):
-        udp = dpkt.udp.UDP(sport=10000 + i, dport=PORT, data=b"b" * payload)
-        udp.ulen = len(udp)
-        ip = dpkt.ip.IP(src=socket.inet_aton(pair.ns_ip), dst=socket.inet_aton(pair.host_ip), p=17)
-        ip.data = udp
-        ip.len = len(ip)
-        eth = dpkt.ethernet.Ethernet(
-            src=bytes.fromhex(pair.ns_mac.replace(":", "")),
-            dst=bytes.fromhex(pair.host_mac.replace(":", "")),
-            data=ip,
-        )
-        frames.append(bytes(eth))
-    return frames
+    return [udp_frame(pair, 10000 + i, PORT, b"b" * payload) for i in range(FLOWS)]
 
 
 def send_frames(

@@ -24,3 +24,23 @@ class CaptureError(LeirEyeError):
 
 class RingError(LeirEyeError):
     """A shared-memory segment is missing, or its layout is not the one this code understands."""
+
+
+class RefusedError(LeirEyeError):
+    """A client's request refused, carrying what the REST API answers: the HTTP `status`, an
+    `error_code`, the `detail` text, and for 429 how long to wait (`retry_after`, seconds)."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        detail: str,
+        retry_after: float = 0.0,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.code = code
+        self.detail = detail
+        self.retry_after = retry_after
+        self.headers = headers or {}

@@ -340,20 +340,15 @@ class Supervisor:
         return sum_statuses([block.read() for block in self.statuses])
 
     def _stop_children(self, children: list[Child]) -> None:
+        """Stop `children` for good (held: not restarted) within the shutdown budget."""
         for child in children:
             child.held = True
-            if child.process is not None and child.process.exitcode is None:
-                child.process.terminate()
-        deadline = time.monotonic() + self.config.supervisor.shutdown_timeout_s
+        processes = [c.process for c in children if c.process is not None]
+        terminate(processes, self.config.supervisor.shutdown_timeout_s)
         for child in children:
-            if child.process is None:
-                continue
-            child.process.join(max(0.0, deadline - time.monotonic()))
-            if child.process.exitcode is None:
-                child.process.kill()
-                child.process.join(1.0)
-            child.process.close()
-            child.process = None
+            if child.process is not None:
+                child.process.close()
+                child.process = None
 
     def _hold_capture(self) -> None:
         from leireye.capture.status import CaptureState
@@ -491,23 +486,28 @@ class Supervisor:
 
     def shutdown(self) -> None:
         budget = self.config.supervisor.shutdown_timeout_s
-        deadline = time.monotonic() + budget * 0.8
-        alive = [c.process for c in self.children if c.process is not None]
-        for process in alive:
-            if process.exitcode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    process.terminate()
-        for process in alive:
-            process.join(max(0.0, deadline - time.monotonic()))
-        for process in alive:
-            if process.exitcode is None:
-                log.warning("%s did not stop in time; killing pid=%s", process.name, process.pid)
-                process.kill()
-                process.join(1.0)
+        terminate([c.process for c in self.children if c.process is not None], budget * 0.8)
         for child in self.children:
             child.process = None
         self.remove_segments()
         log.info("stopped; shared memory %s removed", self.base)
+
+
+def terminate(processes: list[BaseProcess], budget_s: float) -> None:
+    """SIGTERM every process, wait for all of them together at most `budget_s`, then SIGKILL
+    (and say so) whichever is left."""
+    deadline = time.monotonic() + budget_s
+    for process in processes:
+        if process.exitcode is None:
+            with contextlib.suppress(ProcessLookupError):
+                process.terminate()
+    for process in processes:
+        process.join(max(0.0, deadline - time.monotonic()))
+    for process in processes:
+        if process.exitcode is None:
+            log.warning("%s did not stop in time; killing pid=%s", process.name, process.pid)
+            process.kill()
+            process.join(1.0)
 
 
 class WebStartError(LeirEyeError):

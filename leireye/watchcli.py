@@ -18,12 +18,15 @@ import asyncio
 import getpass
 import os
 import sys
-from typing import Any, TextIO
+from collections.abc import AsyncIterator, Callable
+from typing import Any, TextIO, TypeVar
 
 import msgspec
 
 from leireye.client import DEFAULT_URL, Gap, LeirEyeClient, PacketData, StatsData
 from leireye.errors import LeirEyeError
+
+T = TypeVar("T")
 
 _encoder = msgspec.json.Encoder()
 
@@ -114,29 +117,32 @@ async def _watch(args: argparse.Namespace, options: dict[str, Any]) -> int:
     async with LeirEyeClient(args.url, on_gap=on_gap, **options) as client:
         shown = " ".join(f"{k}={v}" for k, v in filters.items() if v is not None) or "all"
         print(f"leireye: watching {args.url} ({shown})", file=sys.stderr, flush=True)
-        seen = 0
-        async for packet in client.packets(since=args.since, **filters):
-            line = _encoder.encode(packet).decode() if args.json else format_packet(packet)
-            sys.stdout.write(line + "\n")
-            sys.stdout.flush()
-            seen += 1
-            if args.count and seen >= args.count:
-                break
+        render = _json_line if args.json else format_packet
+        await _print(client.packets(since=args.since, **filters), render, args.count)
     return 0
 
 
 async def _stats(args: argparse.Namespace, options: dict[str, Any]) -> int:
     async with LeirEyeClient(args.url, **options) as client:
         print(f"leireye: stats from {args.url}", file=sys.stderr, flush=True)
-        seen = 0
-        async for snapshot in client.stats(args.interval_ms):
-            line = _encoder.encode(snapshot).decode() if args.json else format_stats(snapshot)
-            sys.stdout.write(line + "\n")
-            sys.stdout.flush()
-            seen += 1
-            if args.count and seen >= args.count:
-                break
+        render = _json_line if args.json else format_stats
+        await _print(client.stats(args.interval_ms), render, args.count)
     return 0
+
+
+def _json_line(item: object) -> str:
+    return _encoder.encode(item).decode()
+
+
+async def _print(items: AsyncIterator[T], render: Callable[[T], str], count: int | None) -> None:
+    """One line per item on stdout, flushed at once; stop after `count` items when given."""
+    seen = 0
+    async for item in items:
+        sys.stdout.write(render(item) + "\n")
+        sys.stdout.flush()
+        seen += 1
+        if count and seen >= count:
+            break
 
 
 def _common(parser: argparse.ArgumentParser) -> None:

@@ -195,6 +195,24 @@ def inject_frames(
     return sent
 
 
+def udp_frame(pair: VethPair, sport: int, dport: int, payload: bytes) -> bytes:
+    """One Ethernet/IPv4/UDP frame from the namespace end of `pair` to its host end, for
+    `inject_frames` from the namespace."""
+    import dpkt
+
+    udp = dpkt.udp.UDP(sport=sport, dport=dport, data=payload)
+    udp.ulen = len(udp)
+    ip = dpkt.ip.IP(src=socket.inet_aton(pair.ns_ip), dst=socket.inet_aton(pair.host_ip), p=17)
+    ip.data = udp
+    ip.len = len(ip)
+    eth = dpkt.ethernet.Ethernet(
+        src=bytes.fromhex(pair.ns_mac.replace(":", "")),
+        dst=bytes.fromhex(pair.host_mac.replace(":", "")),
+        data=ip,
+    )
+    return bytes(eth)
+
+
 def udp_burst(
     dst_ip: str,
     port: int,

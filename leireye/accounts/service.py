@@ -33,7 +33,7 @@ import msgspec
 from leireye.accounts.limiter import FailureLimiter
 from leireye.accounts.passwords import verify_dummy, verify_password
 from leireye.config import Config
-from leireye.errors import LeirEyeError
+from leireye.errors import RefusedError
 from leireye.web.auth import Authenticator, issue_token
 from leireye.web.principal import AuthFailure
 from leireye.web.users import User, UserStore
@@ -44,15 +44,8 @@ MAX_TICKETS = 100_000
 MAX_REFRESH_TOKENS = 100_000
 
 
-class AccountError(LeirEyeError):
+class AccountError(RefusedError):
     """A refused account operation, with the HTTP status and error code the API answers."""
-
-    def __init__(self, status: int, code: str, detail: str, retry_after: float = 0) -> None:
-        super().__init__(detail)
-        self.status = status
-        self.code = code
-        self.detail = detail
-        self.retry_after = retry_after
 
 
 def invalid_credentials() -> AccountError:

@@ -8,21 +8,14 @@ from pathlib import Path
 import msgspec
 
 from leireye.control.protocol import MAX_MESSAGE_BYTES, AnyRequest, Reply, decode_reply, encode
-from leireye.errors import LeirEyeError
+from leireye.errors import RefusedError
 
 TIMEOUT_S = 15.0  # a capture start waits for the new capture to report
 
 
-class ControlError(LeirEyeError):
+class ControlError(RefusedError):
     """The supervisor refused the request (`status`, `code` as the API should answer), or could
     not be reached (503)."""
-
-    def __init__(self, status: int, code: str, detail: str, retry_after: float = 0) -> None:
-        super().__init__(detail)
-        self.status = status
-        self.code = code
-        self.detail = detail
-        self.retry_after = retry_after
 
 
 class ControlClient:

@@ -36,7 +36,7 @@ from leireye.control.protocol import (
     failure,
 )
 from leireye.errors import CaptureError, LeirEyeError
-from leireye.web.users import User
+from leireye.web.users import User, user_view
 
 log = logging.getLogger("leireye.control")
 
@@ -52,15 +52,6 @@ class CaptureControl(Protocol):
 
 class CaptureConflict(LeirEyeError):
     """A start or stop that would change nothing (409)."""
-
-
-def user_view(user: User) -> dict[str, Any]:
-    return {
-        "id": user.id,
-        "username": user.username,
-        "role": user.role,
-        "has_password": user.password_hash is not None,
-    }
 
 
 class ControlHandlers:

@@ -52,6 +52,16 @@ class User(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     salt: str | None = None
 
 
+def user_view(user: User) -> dict[str, object]:
+    """A user as the API shows it: never the hash or the salt."""
+    return {
+        "id": user.id,
+        "username": user.username,
+        "role": user.role,
+        "has_password": user.password_hash is not None,
+    }
+
+
 class UsersFile(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     users: tuple[User, ...] = ()
 

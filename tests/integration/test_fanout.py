@@ -8,12 +8,10 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
-import dpkt
 import numpy as np
 import pytest
 
@@ -22,7 +20,7 @@ from leireye.capture.status import CaptureStatus
 from leireye.ring import Ring
 from leireye.ring.shards import ShardSet, shard_name
 from tests.http import Http
-from tests.netns import VethPair, inject_frames, skip_unless_root, veth_pair
+from tests.netns import VethPair, inject_frames, skip_unless_root, udp_frame, veth_pair
 from tests.sensor import Sensor, SensorFactory
 from tests.waiting import wait_for
 from tests.wsclient import client, recv_type, run
@@ -35,20 +33,7 @@ FLOWS = 40
 
 def udp_frames(pair: VethPair, count: int, first_sport: int = 20000) -> list[bytes]:
     """`count` UDP frames from the namespace end to the host end, over FLOWS source ports."""
-    frames = []
-    for i in range(count):
-        udp = dpkt.udp.UDP(sport=first_sport + i % FLOWS, dport=PORT, data=b"f" * 32)
-        udp.ulen = len(udp)
-        ip = dpkt.ip.IP(src=socket.inet_aton(pair.ns_ip), dst=socket.inet_aton(pair.host_ip), p=17)
-        ip.data = udp
-        ip.len = len(ip)
-        eth = dpkt.ethernet.Ethernet(
-            src=bytes.fromhex(pair.ns_mac.replace(":", "")),
-            dst=bytes.fromhex(pair.host_mac.replace(":", "")),
-            data=ip,
-        )
-        frames.append(bytes(eth))
-    return frames
+    return [udp_frame(pair, first_sport + i % FLOWS, PORT, b"f" * 32) for i in range(count)]
 
 
 def start_two(sensor_factory: SensorFactory, pair: VethPair, extra: str = "") -> Sensor:

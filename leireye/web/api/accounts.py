@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 import msgspec
 from starlette.requests import Request
@@ -20,7 +20,7 @@ from leireye.control.protocol import (
 )
 from leireye.web.api.context import context, path_int, read_body, require
 from leireye.web.api.errors import ApiError
-from leireye.web.users import Role
+from leireye.web.users import Role, user_view
 
 Text = Annotated[str, msgspec.Meta(min_length=1, max_length=1024)]
 
@@ -93,19 +93,10 @@ async def ticket(request: Request) -> Response:
 # -- users (ADMIN) ------------------------------------------------------------------------------
 
 
-def _view(user: Any) -> dict[str, Any]:
-    return {
-        "id": user.id,
-        "username": user.username,
-        "role": user.role,
-        "has_password": user.password_hash is not None,
-    }
-
-
 async def list_users(request: Request) -> Response:
     require(request, "ADMIN")
     users = context(request).authenticator.users.users()
-    return JSONResponse({"users": [_view(u) for u in sorted(users, key=lambda u: u.id)]})
+    return JSONResponse({"users": [user_view(u) for u in sorted(users, key=lambda u: u.id)]})
 
 
 async def get_user(request: Request) -> Response:
@@ -114,7 +105,7 @@ async def get_user(request: Request) -> Response:
     user = context(request).authenticator.users.get(user_id)
     if user is None:
         raise ApiError(404, "NOT_FOUND", f"No such user: {user_id}")
-    return JSONResponse(_view(user))
+    return JSONResponse(user_view(user))
 
 
 async def create_user(request: Request) -> Response:

@@ -14,7 +14,7 @@ from leireye.capture.capturecontrol import status_view
 from leireye.capture.interfaces import list_interfaces
 from leireye.control.protocol import CaptureStart, CaptureStop
 from leireye.errors import CaptureError
-from leireye.web.api.context import context, read_body, require
+from leireye.web.api.context import capture_status, context, read_body, require
 from leireye.web.api.errors import ApiError
 
 
@@ -40,25 +40,19 @@ async def interfaces(request: Request) -> Response:
 
 async def status(request: Request) -> Response:
     require(request)
-    hub = context(request).hub
-    hub.tick_status()
-    if hub.status is None:
-        raise ApiError(503, "SERVICE_UNAVAILABLE", "The capture status is not readable yet")
-    return JSONResponse(status_view(hub.status))
+    return JSONResponse(status_view(capture_status(request)))
 
 
 async def start(request: Request) -> Response:
     require(request, "ADMIN")
     body = await read_body(request, StartBody)
     data = await context(request).control.call(CaptureStart(body.interface, body.filter))
-    context(request).hub.tick_status()
     return JSONResponse(data)
 
 
 async def stop(request: Request) -> Response:
     require(request, "ADMIN")
     data = await context(request).control.call(CaptureStop())
-    context(request).hub.tick_status()
     return JSONResponse(data)
 
 

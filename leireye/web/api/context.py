@@ -10,6 +10,7 @@ from typing import Final, TypeVar
 import msgspec
 from starlette.requests import Request
 
+from leireye.capture.status import CaptureStatus
 from leireye.config import Config
 from leireye.control.client import ControlClient
 from leireye.web.api.errors import ApiError
@@ -34,6 +35,15 @@ class ApiContext:
 def context(request: Request) -> ApiContext:
     ctx: ApiContext = request.app.state.api
     return ctx
+
+
+def capture_status(request: Request) -> CaptureStatus:
+    """The capture status read now (not the hub's last tick); 503 while it is unreadable."""
+    hub = context(request).hub
+    hub.tick_status()
+    if hub.status is None:
+        raise ApiError(503, "SERVICE_UNAVAILABLE", "The capture status is not readable yet")
+    return hub.status
 
 
 def bearer_token(request: Request) -> str | None:

@@ -9,8 +9,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from leireye.control.client import ControlError
-from leireye.errors import LeirEyeError
+from leireye.errors import RefusedError
 
 _CODES = {
     400: "BAD_REQUEST",
@@ -28,19 +27,13 @@ _CODES = {
 }
 
 
-class ApiError(LeirEyeError):
+class ApiError(RefusedError):
+    """A request the API itself refuses (auth, roles, the body, query parameters)."""
+
     def __init__(
-        self,
-        status: int,
-        code: str,
-        detail: str,
-        headers: dict[str, str] | None = None,
+        self, status: int, code: str, detail: str, headers: dict[str, str] | None = None
     ) -> None:
-        super().__init__(detail)
-        self.status = status
-        self.code = code
-        self.detail = detail
-        self.headers = headers or {}
+        super().__init__(status, code, detail, headers=headers)
 
 
 def now_iso() -> str:
@@ -54,14 +47,10 @@ def error_response(
     return JSONResponse(body, status_code=status, headers=headers)
 
 
-async def api_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, ApiError)
-    return error_response(exc.status, exc.code, exc.detail, exc.headers)
-
-
-async def control_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, ControlError)
-    headers = {}
+async def refused(request: Request, exc: Exception) -> Response:
+    """Any RefusedError: ours (ApiError) or passed on from the supervisor (ControlError)."""
+    assert isinstance(exc, RefusedError)
+    headers = dict(exc.headers)
     if exc.retry_after > 0:
         headers["Retry-After"] = str(math.ceil(exc.retry_after))
     return error_response(exc.status, exc.code, exc.detail, headers)
@@ -73,4 +62,4 @@ async def http_error(request: Request, exc: Exception) -> Response:
     return error_response(exc.status_code, code, str(exc.detail), dict(exc.headers or {}))
 
 
-EXCEPTION_HANDLERS = {ApiError: api_error, ControlError: control_error, HTTPException: http_error}
+EXCEPTION_HANDLERS = {RefusedError: refused, HTTPException: http_error}

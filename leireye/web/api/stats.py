@@ -12,7 +12,7 @@ from starlette.routing import Route
 from leireye.errors import LeirEyeError
 from leireye.stats.layout import StatsSnapshot
 from leireye.web import statsview
-from leireye.web.api.context import context, require
+from leireye.web.api.context import capture_status, context, require
 from leireye.web.api.errors import ApiError
 from leireye.web.api.prometheus import collect
 from leireye.web.metrics import render_metrics
@@ -30,11 +30,7 @@ def _snapshot(request: Request) -> StatsSnapshot:
 
 async def summary(request: Request) -> Response:
     require(request)
-    hub = context(request).hub
-    hub.tick_status()
-    if hub.status is None:
-        raise ApiError(503, "SERVICE_UNAVAILABLE", "The capture status is not readable yet")
-    data = statsview.summary(_snapshot(request), hub.status)
+    data = statsview.summary(_snapshot(request), capture_status(request))
     data["connections"] = sum(context(request).hub.registry.totals().values())
     return JSONResponse(data)
 
