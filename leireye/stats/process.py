@@ -121,7 +121,11 @@ def _run(
         return
     try:
         clock = epoch_clock()
-        reader = ring.reader("latest")
+        # The first stats process of a run counts from the first packet, even one the capture
+        # wrote before this process attached; a restarted one starts a new count from now
+        # (recounting the whole ring would show it all as one second of traffic).
+        first_start = series.read().timestamp_ns == 0
+        reader = ring.reader("oldest" if first_start else "latest")
         acc = StatsAccumulator(config.stats, clock())
         log.info("stats: reading ring %s from id %d", ring_name, reader.cursor)
         next_tick = next_log = time.monotonic()
