@@ -72,10 +72,11 @@ class WebConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     allowed_origins: tuple[str, ...] = ()
     poll_ms: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 2
     outbox_messages: Annotated[int, msgspec.Meta(ge=16, le=1_000_000)] = 4096
-    # The kernel send buffer of each connection (KiB; 0: the kernel's autotuning, up to 4 MiB).
-    # Small, so a client that stops reading is noticed by its outbox after ~1k packets instead
-    # of absorbing ~10k into kernel memory first.
-    send_buffer_kib: Annotated[int, msgspec.Meta(ge=0, le=65536)] = 128
+    # The kernel send buffer of each connection (KiB; 0: the kernel's autotuning, up to 4 MiB,
+    # the most slack for fast readers). A cap (e.g. 128) makes a client that stops reading hit
+    # its outbox after ~1k packets instead of absorbing ~10k into kernel memory first, at the
+    # cost of slack for readers that stall briefly.
+    send_buffer_kib: Annotated[int, msgspec.Meta(ge=0, le=65536)] = 0
     # GET /metrics without a token (for a Prometheus on a trusted network); else any user's
     # bearer token is needed.
     metrics_public: bool = False

@@ -52,7 +52,10 @@ MEMORY_BOUND_KB = 64 * 1024  # growth of each worker's RSS (see docs/reliability
 
 @pytest.fixture(scope="module")
 def sensor(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sensor]:
-    config = "limits: {connections_per_user: 100}\nweb: {port: 0, workers: 2}\n"
+    # A capped send buffer, as a sensor serving many untrusted clients would set it.
+    config = (
+        "limits: {connections_per_user: 100}\nweb: {port: 0, workers: 2, send_buffer_kib: 128}\n"
+    )
     port = free_udp_port()
     s = start(tmp_path_factory.mktemp("slow"), f"udp and dst port {port}",
               {"admin": "ADMIN", "crowd": "VIEWER"}, config)  # fmt: skip
