@@ -14,7 +14,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from leireye.capture.status import StatusBlock
@@ -60,6 +60,24 @@ class Sensor:
     @property
     def log(self) -> str:
         return "\n".join(self.lines)
+
+    def notable(self, limit: int = 40) -> str:
+        """The log lines a failure report needs: warnings, errors and process starts and exits
+        (a restart explains a reset connection), the last `limit` of them."""
+        keep = [line for line in list(self.lines) if _NOTABLE.search(line)]
+        return "\n".join(keep[-limit:]) or "(no warnings, errors or restarts)"
+
+    @contextlib.contextmanager
+    def explained(self) -> Iterator[None]:
+        """Re-raise a failure inside with the sensor's notable log lines in its message: CI
+        shows a failure's one-line summary, and a bare `ConnectionResetError` there says nothing
+        of which process went away."""
+        try:
+            yield
+        except Exception as exc:
+            raise AssertionError(
+                f"{type(exc).__name__}: {exc}\n--- sensor log ---\n{self.notable()}"
+            ) from exc
 
     def web_port(self, timeout: float = 30) -> int:
         """The port the web server listens on (read back from the log: tests use port 0)."""
@@ -150,4 +168,5 @@ def send_udp(port: int, count: int, payload: bytes = b"leireye", rate: float = 0
             s.sendto(payload, ("127.0.0.1", port))
 
 
+_NOTABLE = re.compile(r" (WARNING|ERROR|CRITICAL) | started pid=| exited|Traceback")
 _LISTENING = re.compile(r"web: listening on http://\S+:(\d+) ")

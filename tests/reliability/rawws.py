@@ -53,6 +53,14 @@ class RawSocket:
         if rcvbuf is not None:
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         self.sock.settimeout(scaled(timeout))
+        self.buf = b""
+        try:
+            self.status = self._handshake(port, query)
+        except BaseException:
+            self.sock.close()  # a failed handshake leaks no socket into a later test
+            raise
+
+    def _handshake(self, port: int, query: str) -> int:
         self.sock.connect(("127.0.0.1", port))
         key = base64.b64encode(os.urandom(16)).decode()
         request = (
@@ -61,11 +69,10 @@ class RawSocket:
             f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
         )
         self.sock.sendall(request.encode())
-        self.buf = b""
         while b"\r\n\r\n" not in self.buf:
             self._fill()
         head, self.buf = self.buf.split(b"\r\n\r\n", 1)
-        self.status = int(head.split(b" ", 2)[1])
+        return int(head.split(b" ", 2)[1])
 
     def _fill(self) -> None:
         chunk = self.sock.recv(65536)
@@ -109,3 +116,9 @@ class RawSocket:
 
     def close(self) -> None:
         self.sock.close()
+
+    def __enter__(self) -> RawSocket:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

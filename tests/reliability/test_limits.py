@@ -119,15 +119,12 @@ def test_a_client_stalled_inside_a_frame_is_closed_by_the_clock(
     the connection instead of holding it for ever, authenticated or not (here the idle timeout,
     1.5 s, comes before the auth timeout, 2 s)."""
     query = f"?token={cli_token(sensor, 'dos')}" if authenticated else ""
-    raw = RawSocket(sensor.web_port(), query)
-    try:
+    with RawSocket(sensor.web_port(), query) as raw:
         assert raw.status == 101
         began = time.monotonic()
         raw.send(frame(OP_TEXT, b"", length=1 << 62)[:14])  # the header and mask only
         frames = raw.frames_until_close(timeout=max(IDLE_S, AUTH_S) + 10)
         took = time.monotonic() - began
-    finally:
-        raw.close()
     texts = [json.loads(f.payload) for f in frames if f.opcode == OP_TEXT]
     assert frames and frames[-1].opcode == OP_CLOSE, texts
     assert frames[-1].close_code == CloseCode.IDLE_TIMEOUT

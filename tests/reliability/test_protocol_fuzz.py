@@ -177,7 +177,11 @@ def sensor(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sensor]:
 
 async def open_lane(url: str) -> ClientConnection:
     ws = await connect(url, open_timeout=scaled(10), close_timeout=scaled(5), max_size=None)
-    await recv_type(ws, "auth_success")
+    try:
+        await recv_type(ws, "auth_success")
+    except BaseException:
+        await ws.close()
+        raise
     return ws
 
 
@@ -327,9 +331,7 @@ def test_frames_that_break_the_websocket_protocol_end_only_that_connection(
     other connections and the workers carry on."""
     port = sensor.web_port()
     token = cli_token(sensor, "lane4")
-    bystander = RawSocket(port, f"?token={token}")
-    raw = RawSocket(port, f"?token={token}")
-    try:
+    with RawSocket(port, f"?token={token}") as bystander, RawSocket(port, f"?token={token}") as raw:
         assert raw.status == 101 == bystander.status
         raw.send(FRAME_VIOLATIONS[name])
         began = time.monotonic()
@@ -340,9 +342,6 @@ def test_frames_that_break_the_websocket_protocol_end_only_that_connection(
         bystander.send(frame(OP_TEXT, b'{"type":"ping","id":"alive"}'))
         answered = [f for f in bystander_frames(bystander) if b'"alive"' in f.payload]
         assert answered
-    finally:
-        raw.close()
-        bystander.close()
     assert health_ok(sensor)
     assert "Traceback" not in sensor.log
 

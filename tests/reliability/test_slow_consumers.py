@@ -7,9 +7,10 @@ stuck clients on raw sockets that stop reading right after `subscribed`.
 A client that stops reading is not stuck for the server until the kernel stops taking its data:
 the server's send buffer autotunes up to `net.ipv4.tcp_wmem` max (4 MiB here), so each one first
 absorbs ~10 000 packets at the full cost of a fast client (measured: 10 000 of 10 000 sent, with
-an 8 KiB receive buffer on the client). `test_a_client_that_never_reads_is_cut_off_early` pins
-that down (xfail, see docs/reliability.md); the crowd test first fills the stuck clients'
-buffers, waits for the workers to go idle, and then measures the steady state.
+an 8 KiB receive buffer on the client). This module's sensor caps the buffer
+(`web.send_buffer_kib: 128`), and `test_a_client_that_never_reads_is_cut_off_early` checks that
+the cap works; the crowd test first fills the stuck clients' buffers, waits for the workers to go
+idle, and then measures the steady state.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import json
 import os
 import time
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -67,13 +69,17 @@ def sensor(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sensor]:
 
 def subscribe_stuck(sensor: Sensor, token: str, port: int) -> RawSocket:
     raw = RawSocket(sensor.web_port(), f"?token={token}", rcvbuf=STUCK_RCVBUF)
-    assert raw.status == 101
-    sub = {"type": "subscribe", "channel": "packets", "filters": {"port": port}}
-    raw.send(frame(OP_TEXT, json.dumps(sub).encode()))
-    for _ in range(100):  # auth_success, status, maybe stats, then subscribed
-        if b'"subscribed"' in raw.read_frame().payload:
-            return raw  # from here on it never reads
-    raise AssertionError("no subscribed")
+    with ExitStack() as on_failure:
+        on_failure.callback(raw.close)
+        assert raw.status == 101
+        sub = {"type": "subscribe", "channel": "packets", "filters": {"port": port}}
+        raw.send(frame(OP_TEXT, json.dumps(sub).encode()))
+        for _ in range(100):  # auth_success, status, maybe stats, then subscribed
+            if b'"subscribed"' in raw.read_frame().payload:
+                on_failure.pop_all()
+                return raw  # from here on it never reads
+        raise AssertionError("no subscribed")
+    raise AssertionError("unreachable")
 
 
 def web_cpu_s(sensor: Sensor) -> float:
@@ -114,12 +120,6 @@ def test_fifty_stuck_clients_cost_nothing_to_five_readers(sensor: Sensor) -> Non
     port: int = sensor.udp_port  # type: ignore[attr-defined]
     token = cli_token(sensor, "crowd")
     url = f"ws://127.0.0.1:{sensor.web_port()}/ws/capture?token={token}"
-    status = sensor.status()
-    drops_before = status.read().kernel_drops
-    rss_before = web_rss_kb(sensor)
-    stuck = [subscribe_stuck(sensor, token, port) for _ in range(STUCK)]
-    send_udp(port, PREFILL, b"s" * 200, rate=RATE)
-    wait_idle(sensor)
 
     async def reader(ready: asyncio.Event, count: list[int]) -> list[int]:
         ids: list[int] = []
@@ -156,7 +156,14 @@ def test_fifty_stuck_clients_cost_nothing_to_five_readers(sensor: Sensor) -> Non
         await sender
         return list(got)
 
-    try:
+    with sensor.explained(), ExitStack() as opened:
+        status = sensor.status()
+        opened.callback(status.close)
+        drops_before = status.read().kernel_drops
+        rss_before = web_rss_kb(sensor)
+        stuck = [opened.enter_context(subscribe_stuck(sensor, token, port)) for _ in range(STUCK)]
+        send_udp(port, PREFILL, b"s" * 200, rate=RATE)
+        wait_idle(sensor)
         received = run(go())
         rss_loaded = web_rss_kb(sensor)
         for ids in received:
@@ -166,10 +173,6 @@ def test_fifty_stuck_clients_cost_nothing_to_five_readers(sensor: Sensor) -> Non
         assert status.read().kernel_drops == drops_before
         dropped = drain_until_dropped(stuck[0])
         assert dropped["reason"] == "slow_consumer" and dropped["count"] > 0
-    finally:
-        for raw in stuck:
-            raw.close()
-        status.close()
     grew = {role: rss_loaded[role] - rss_before[role] for role in rss_before}
     print(f"\nslow consumers: worker RSS before {rss_before} KiB, loaded {rss_loaded} KiB")
     assert all(kb < MEMORY_BOUND_KB for kb in grew.values()), (rss_before, rss_loaded)
@@ -182,8 +185,8 @@ def test_fifty_stuck_clients_cost_nothing_to_five_readers(sensor: Sensor) -> Non
 
 def test_a_client_that_never_reads_is_cut_off_early(sensor: Sensor) -> None:
     port: int = sensor.udp_port  # type: ignore[attr-defined]
-    raw = subscribe_stuck(sensor, cli_token(sensor, "crowd"), port)
-    try:
+    token = cli_token(sensor, "crowd")
+    with sensor.explained(), subscribe_stuck(sensor, token, port) as raw:
         send_udp(port, 14_000, b"s" * 200, rate=RATE)
         wait_idle(sensor)
         raw.sock.settimeout(5)
@@ -196,5 +199,3 @@ def test_a_client_that_never_reads_is_cut_off_early(sensor: Sensor) -> None:
             queued += b'"packet"' in payload
         # The outbox holds outbox_messages (4096) packets; the sockets should add little to it.
         assert queued < 4096 + 1500, f"{queued} packets were queued for a client that never read"
-    finally:
-        raw.close()
