@@ -74,11 +74,16 @@ def subscribe_stuck(sensor: Sensor, token: str, port: int) -> RawSocket:
         assert raw.status == 101
         sub = {"type": "subscribe", "channel": "packets", "filters": {"port": port}}
         raw.send(frame(OP_TEXT, json.dumps(sub).encode()))
-        for _ in range(100):  # auth_success, status, maybe stats, then subscribed
-            if b'"subscribed"' in raw.read_frame().payload:
-                on_failure.pop_all()
-                return raw  # from here on it never reads
-        raise AssertionError("no subscribed")
+        seen: list[bytes] = []
+        try:
+            for _ in range(100):  # auth_success, status, maybe stats, then subscribed
+                seen.append(raw.read_frame().payload)
+                if b'"subscribed"' in seen[-1]:
+                    on_failure.pop_all()
+                    return raw  # from here on it never reads
+        except OSError as exc:
+            raise AssertionError(f"{exc!r} after {[p[:120] for p in seen]}") from exc
+        raise AssertionError(f"no subscribed in {[p[:120] for p in seen]}")
     raise AssertionError("unreachable")
 
 
