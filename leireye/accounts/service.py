@@ -20,7 +20,6 @@ and the failed-login counts. Access tokens stay stateless (each worker verifies 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import os
 import secrets
@@ -36,7 +35,7 @@ from leireye.config import Config
 from leireye.errors import RefusedError
 from leireye.web.auth import Authenticator, issue_token
 from leireye.web.principal import AuthFailure
-from leireye.web.users import User, UserStore
+from leireye.web.users import User, UserStore, credential_of
 
 log = logging.getLogger("leireye.accounts")
 
@@ -72,11 +71,6 @@ class RefreshEntry(msgspec.Struct, frozen=True):
     # A fingerprint of the user's password hash when the token was issued: a password changed
     # anywhere (the API, or `leireye user passwd` in a shell) ends every older refresh token.
     credential: str = ""
-
-
-def credential_of(user: User) -> str:
-    """A short fingerprint of the user's password hash (not of the password)."""
-    return hashlib.sha256((user.password_hash or "-").encode()).hexdigest()[:16]
 
 
 class AccountService:

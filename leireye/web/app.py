@@ -33,6 +33,7 @@ from leireye.web.hub import Connection, Hub
 from leireye.web.origin import origin_allowed
 from leireye.web.principal import AuthFailure, Principal
 from leireye.web.protocol import Close
+from leireye.web.users import credential_of
 
 log = logging.getLogger("leireye.web")
 
@@ -55,7 +56,10 @@ def build_app(api: ApiContext) -> Starlette:
         if user is None:
             return AuthFailure("unknown user")
         expires = float(grant["session_expires_at"])
-        return Principal(id=user.id, username=user.username, role=user.role, expires_at=expires)
+        return Principal(
+            id=user.id, username=user.username, role=user.role, expires_at=expires,
+            credential=credential_of(user),
+        )  # fmt: skip
 
     async def capture_socket(websocket: WebSocket) -> None:
         scheme = "https" if websocket.url.scheme == "wss" else "http"

@@ -14,7 +14,9 @@ Verification trusts as little of the token as it can:
 - the token names a user by id, and that id must still be in the users file with the same
   username. The role comes from the file, not the token: demoting or removing a user takes
   effect on the next verification of any token already issued. The token's `role` claim is
-  informational only.
+  informational only. Its `crd` claim is a fingerprint of the user's password hash when it was
+  issued (`credential_of`): a password change ends every token issued before it (tokens
+  without the claim, from versions before it, are still accepted until they expire).
 
 The client only ever sees `AUTH_FAILED_MESSAGE`. `AuthFailure.reason` is one of a few fixed
 words (`REASONS`: "expired", "bad signature", "unknown user"...), for the server's log; the
@@ -40,7 +42,7 @@ from leireye.config import Config
 from leireye.errors import ConfigError
 from leireye.privileges import owner_ids
 from leireye.web.principal import AuthFailure, Principal
-from leireye.web.users import User, UserStore, write_private_file
+from leireye.web.users import User, UserStore, credential_of, write_private_file
 
 log = logging.getLogger("leireye.web.auth")
 
@@ -182,6 +184,7 @@ def issue_token(
         "exp": issued + ttl_s,
         "jti": jti or secrets.token_urlsafe(16),
         "typ": kind,
+        "crd": credential_of(user),
     }
     return jwt.encode(claims, secret, algorithm=ALGORITHM)
 
@@ -195,10 +198,11 @@ NOT_YET_VALID: Final = "not yet valid"
 BAD_CLAIMS: Final = "bad claims"
 UNKNOWN_USER: Final = "unknown user"
 WRONG_KIND: Final = "wrong kind of token"
+PASSWORD_CHANGED: Final = "password changed"
 REASONS: Final = frozenset(
     {
         MALFORMED, BAD_SIGNATURE, REFUSED_BY_PYJWT, EXPIRED, NOT_YET_VALID, BAD_CLAIMS,
-        UNKNOWN_USER, WRONG_KIND,
+        UNKNOWN_USER, WRONG_KIND, PASSWORD_CHANGED,
     }
 )  # fmt: skip
 
@@ -291,9 +295,17 @@ class Authenticator:
             raise _Refused(UNKNOWN_USER, f"user id {sub}: {problem}")
         if user.username != username:
             raise _Refused(UNKNOWN_USER, f"user id {sub} is no longer {username!r}")
+        credential = claims.get("crd")  # absent from tokens of versions before it existed
+        if not isinstance(credential, str | None):
+            raise _Refused(BAD_CLAIMS, "crd is not a string")
+        if credential is not None and credential != credential_of(user):
+            raise _Refused(PASSWORD_CHANGED, f"user id {sub} changed password since")
         if claims.get("role") != user.role:
             log.debug("user %s: role %s from the users file applies", user.username, user.role)
-        return Principal(id=user.id, username=user.username, role=user.role, expires_at=float(exp))
+        return Principal(
+            id=user.id, username=user.username, role=user.role, expires_at=float(exp),
+            credential=credential,
+        )  # fmt: skip
 
 
 def _canonical_base64url(segment: str) -> bool:

@@ -48,7 +48,7 @@ from leireye.web.filters import PacketFilter
 from leireye.web.principal import AuthFailure, Principal
 from leireye.web.registry import ConnectionRegistry
 from leireye.web.session import Session
-from leireye.web.users import UserStore
+from leireye.web.users import UserStore, credential_of
 
 log = logging.getLogger("leireye.web")
 
@@ -87,6 +87,7 @@ class Hub:
         self.stats_series = stats
         self.registry = registry
         self.authenticator = authenticator
+        self._users_version = authenticator.users.version
         self.reader = ring.reader("latest")
         self.connections: set[Connection] = set()
         self.stats: StatsSnapshot | None = None
@@ -179,10 +180,37 @@ class Hub:
             self.status = self.status_block.read()
         except LeirEyeError as exc:  # a writer died mid-update; try again next tick
             log.debug("tick: %s", exc)
+        self._revoke_stale()
         for conn in list(self.connections):
             conn.session.tick(now, self.stats, self.status)
             conn.wake.set()
         self.registry.publish_counters(self.counters())
+
+    def _revoke_stale(self) -> None:
+        """When the users file changed, close the connections whose user is gone, renamed or
+        has a new password (one `stat` per tick otherwise). A users file that does not load
+        refuses new tokens but cuts no open connection: a typo must not end every session."""
+        users = self.authenticator.users
+        users.refresh()
+        if users.version == self._users_version:
+            return
+        self._users_version = users.version
+        if users.error is not None:
+            return
+        for conn in list(self.connections):
+            principal = conn.session.principal
+            if principal is None or conn.session.closed is not None:
+                continue
+            user = users.get(principal.id)
+            if (
+                user is None
+                or user.username != principal.username
+                or principal.credential not in (None, credential_of(user))
+            ):
+                log.info("closing a connection of %r: removed, renamed or new password",
+                         principal.username)  # fmt: skip
+                conn.session.revoke()
+                conn.wake.set()
 
     def tick_status(self) -> None:
         """Read the capture status now (an API request must not answer with a stale one)."""

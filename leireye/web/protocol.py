@@ -115,6 +115,9 @@ class Close(msgspec.Struct, frozen=True):
 
 
 AUTH_ERROR_TEXT: Final = "Invalid or expired token"
+# An open connection whose user was removed or renamed, or changed password, since it
+# authenticated (then close 4001).
+REVOKED_TEXT: Final = "Token revoked: the user was removed or changed password"
 
 # -- client -> server ---------------------------------------------------------------------------
 

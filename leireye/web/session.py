@@ -59,6 +59,7 @@ from leireye.web.protocol import (
     AUTH_ERROR_TEXT,
     CHANNEL_PACKETS,
     CHANNEL_STATS,
+    REVOKED_TEXT,
     AuthError,
     AuthMessage,
     Close,
@@ -251,6 +252,12 @@ class Session:
     def replay_done(self) -> None:
         """The replay reached the hub's live cursor: from now on `deliver` brings live packets."""
         self.replaying = False
+
+    def revoke(self) -> None:
+        """The user was removed or renamed, or changed password, since this connection
+        authenticated: `auth_error` and close 4001, as for a refused token."""
+        if self.closed is None and self.principal is not None:
+            self._close(CloseCode.AUTH_FAILED, "token revoked", [AuthError(REVOKED_TEXT)])
 
     def shutdown(self, reason: str = "server shutting down") -> None:
         """Close with 1001; `reason` is cut to the 123 UTF-8 bytes a close frame allows."""

@@ -20,6 +20,7 @@ log) rather than letting a user the operator just removed keep working.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 from collections.abc import Iterable
@@ -50,6 +51,13 @@ class User(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # cannot log in with a password (tokens from `leireye token` still work).
     password_hash: str | None = None
     salt: str | None = None
+
+
+def credential_of(user: User) -> str:
+    """A short fingerprint of the user's password hash (not of the password). Every token
+    carries the one its user had when it was issued: a password changed anywhere (the API, or
+    `leireye user passwd` in a shell) ends every older access and refresh token."""
+    return hashlib.sha256((user.password_hash or "-").encode()).hexdigest()[:16]
 
 
 def user_view(user: User) -> dict[str, object]:
@@ -199,6 +207,7 @@ class UserStore:
         self._signature: tuple[int, int, int, int] | None = None
         self._by_id: dict[int, User] = {}
         self.error: str | None = None
+        self.version = 0  # counts the reads of a changed file (so callers can tell a change)
         self.refresh()
 
     def refresh(self) -> None:
@@ -218,6 +227,7 @@ class UserStore:
         self._signature = signature
         self._by_id = {user.id: user for user in users}
         self.error = None
+        self.version += 1
         log.info("users file %s: %d users", self.path, len(users))
 
     def _fail(self, signature: tuple[int, int, int, int], error: str) -> None:
@@ -226,6 +236,7 @@ class UserStore:
         self._signature = signature
         self._by_id = {}
         self.error = error
+        self.version += 1
 
     def get(self, user_id: int) -> User | None:
         self.refresh()

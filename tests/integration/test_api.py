@@ -353,6 +353,49 @@ def test_admin_manages_users(sensor: Sensor, tokens: Any) -> None:
     assert_error(admin.request("DELETE", "/api/users/1"), 409, "CONFLICT")  # yourself
 
 
+def test_a_password_change_or_removal_ends_that_users_sessions_at_once(
+    sensor: Sensor, tokens: Any
+) -> None:
+    """Not at the token's expiry: the old access token is refused at once, and an open
+    WebSocket of that user gets `auth_error` and 4001 while another user's carries on."""
+    admin = as_user(sensor, tokens, "admin")
+    created = admin.post("/api/users", {"username": "yves", "role": "VIEWER",
+                                        "password": "yves-password-1"})  # fmt: skip
+    assert created.status == 201, created.body
+    yves_id = created.json["id"]
+    anon = Http(sensor.web_port())
+    url = f"ws://127.0.0.1:{sensor.web_port()}/ws/capture?token="
+
+    def login(password: str) -> str:
+        reply = anon.post("/api/auth/login", {"username": "yves", "password": password})
+        assert reply.status == 200, reply.body
+        token: str = reply.json["access_token"]
+        return token
+
+    async def cut_off(token: str, method: str, body: Any = None) -> None:
+        async with (
+            client(url + token) as yves,
+            client(url + tokens["admin"]["access_token"]) as other,
+        ):
+            await recv_type(yves, "auth_success")
+            await recv_type(other, "auth_success")
+            edit = await asyncio.to_thread(admin.request, method, f"/api/users/{yves_id}", body)
+            assert edit.status in (200, 204), edit.body
+            error = await recv_type(yves, "auth_error")
+            assert error["message"] == "Token revoked: the user was removed or changed password"
+            assert (await closed_with(yves))[0] == CloseCode.AUTH_FAILED
+            await other.send(json.dumps({"type": "ping", "id": "still here"}))
+            assert (await recv_type(other, "pong"))["id"] == "still here"
+
+    first = login("yves-password-1")
+    run(cut_off(first, "PATCH", {"password": "yves-password-2"}))
+    assert_error(anon.with_token(first).get("/api/auth/me"), 401, "INVALID_TOKEN")
+    second = login("yves-password-2")
+    assert anon.with_token(second).get("/api/auth/me").status == 200
+    run(cut_off(second, "DELETE"))
+    assert_error(anon.with_token(second).get("/api/auth/me"), 401, "INVALID_TOKEN")
+
+
 # -- capture control ----------------------------------------------------------------------------
 
 

@@ -12,16 +12,17 @@ import stat
 import threading
 from pathlib import Path
 
+import jwt
 import pytest
 
 from leireye.accounts.limiter import FailureLimiter
 from leireye.accounts.passwords import hash_password
 from leireye.accounts.service import AccountError, AccountService, Ticket, TokenPair
-from leireye.accounts.useredit import edit_users_file, remove_user
+from leireye.accounts.useredit import edit_users_file, remove_user, update_user
 from leireye.config import Config, parse_config
-from leireye.web.auth import WRONG_KIND, Authenticator
+from leireye.web.auth import PASSWORD_CHANGED, WRONG_KIND, Authenticator
 from leireye.web.principal import AuthFailure, Principal
-from leireye.web.users import User, UserStore, dump_users, ensure_users_file
+from leireye.web.users import User, UserStore, credential_of, dump_users, ensure_users_file
 
 SECRET = bytes(range(64))
 START = 1_700_000_000.0
@@ -110,9 +111,12 @@ def test_login_returns_an_access_and_a_refresh_token_of_the_right_kinds(
     )
     verifier = Authenticator(SECRET, UserStore(users_path))
     principal = verifier.verify(pair.access_token, clock())
+    bob = verifier.users.by_username("bob")
+    assert bob is not None
     assert principal == Principal(
-        id=2, username="bob", role="ANALYST", expires_at=START + auth.access_ttl_s
-    )
+        id=2, username="bob", role="ANALYST", expires_at=START + auth.access_ttl_s,
+        credential=credential_of(bob),
+    )  # fmt: skip
     result = verifier.verify_refresh(pair.refresh_token, clock())
     assert not isinstance(result, AuthFailure)
     assert result[0].id == 2 and result[1]
@@ -227,9 +231,12 @@ def test_refresh_rotates_the_refresh_token(users_path: Path, clock: FakeClock) -
     clock.now += 60
     second = service.refresh(first.refresh_token)
     assert second.refresh_token != first.refresh_token
+    bob = service.verifier.users.by_username("bob")
+    assert bob is not None
     assert service.verifier.verify(second.access_token, clock()) == Principal(
-        id=2, username="bob", role="ANALYST", expires_at=clock() + Config().auth.access_ttl_s
-    )
+        id=2, username="bob", role="ANALYST", expires_at=clock() + Config().auth.access_ttl_s,
+        credential=credential_of(bob),
+    )  # fmt: skip
     again = refused(lambda: service.refresh(first.refresh_token))
     assert (again.status, again.code) == (401, "INVALID_TOKEN")
     third = service.refresh(second.refresh_token)
@@ -288,6 +295,36 @@ def test_a_removed_user_can_no_longer_refresh(users_path: Path, clock: FakeClock
     pair = service.login("bob", BOB_PW, "10.0.0.1")
     edit_users_file(users_path, lambda users: remove_user(users, "bob"))
     assert refused(lambda: service.refresh(pair.refresh_token)).code == "INVALID_TOKEN"
+
+
+def test_a_password_change_ends_every_older_token_of_that_user_only(
+    users_path: Path, clock: FakeClock
+) -> None:
+    """Changed in a shell (`leireye user passwd`) or through the API, the users file is what
+    both token kinds are checked against: the access token stops at once, not at its expiry."""
+    service = make_service(users_path, clock)
+    bobs, alices = service.login("bob", BOB_PW, "10.0.0.1"), service.login("alice", ALICE_PW, "x")
+    verifier = Authenticator(SECRET, UserStore(users_path))
+    assert isinstance(verifier.verify(bobs.access_token, clock.now), Principal)
+    edit_users_file(users_path, lambda users: update_user(users, "bob", password="new one!"))
+    refusal = verifier.verify(bobs.access_token, clock.now)
+    assert isinstance(refusal, AuthFailure) and refusal.reason == PASSWORD_CHANGED
+    assert refused(lambda: service.refresh(bobs.refresh_token)).code == "INVALID_TOKEN"
+    assert isinstance(verifier.verify(alices.access_token, clock.now), Principal)
+    fresh = service.login("bob", "new one!", "10.0.0.1")
+    assert isinstance(verifier.verify(fresh.access_token, clock.now), Principal)
+
+
+def test_a_token_without_a_credential_claim_is_still_accepted(
+    users_path: Path, clock: FakeClock
+) -> None:
+    """Tokens issued before the `crd` claim existed keep working until they expire."""
+    claims = {"sub": "2", "username": "bob", "role": "ANALYST", "iat": int(clock.now),
+              "exp": int(clock.now) + 60, "typ": "access"}  # fmt: skip
+    token = jwt.encode(claims, SECRET, algorithm="HS256")
+    assert isinstance(
+        Authenticator(SECRET, UserStore(users_path)).verify(token, clock.now), Principal
+    )
 
 
 # -- persistence --------------------------------------------------------------------------------

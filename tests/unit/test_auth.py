@@ -27,7 +27,7 @@ from leireye.web.auth import (
     web_owner,
 )
 from leireye.web.principal import AuthFailure, Principal
-from leireye.web.users import User, UserStore
+from leireye.web.users import User, UserStore, credential_of
 
 SECRET = bytes(range(64))
 NOW = 1_700_000_000.0
@@ -93,8 +93,9 @@ def refused(result: object, reason: str | None = None) -> bool:
 def test_a_valid_token_gives_the_principal(auth: Authenticator) -> None:
     token = issue_token(SECRET, ALICE, 3600, NOW)
     assert auth.verify(token, NOW) == Principal(
-        id=2, username="alice", role="ANALYST", expires_at=NOW + 3600
-    )
+        id=2, username="alice", role="ANALYST", expires_at=NOW + 3600,
+        credential=credential_of(ALICE),
+    )  # fmt: skip
     assert auth.verify(token, NOW + 3599) == auth.verify(token, NOW)
 
 

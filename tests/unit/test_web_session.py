@@ -232,6 +232,27 @@ def test_token_expiry_closes_4003_unless_renewed() -> None:
     ]
 
 
+def test_revoke_closes_4001_with_the_reason_and_only_once_authenticated() -> None:
+    session = new_session()
+    send(session, {"type": "subscribe", "channel": "packets"})
+    session.deliver(
+        [1, 2], ['{"type":"packet","data":{"id":1}}', '{"type":"packet","data":{"id":2}}']
+    )
+    session.revoke()
+    assert drain(session) == [  # queued packets are not sent after it
+        {
+            "type": "auth_error",
+            "message": "Token revoked: the user was removed or changed password",
+        },
+        Close(4001, "token revoked"),
+    ]
+    session.revoke()  # closed already: nothing more
+    assert drain(session) == []
+    waiting = new_session(token=None)
+    waiting.revoke()  # nobody authenticated yet: nothing to revoke
+    assert waiting.closed is None
+
+
 def test_reauth_before_expiry_extends_the_connection() -> None:
     session = new_session(token=f"1:alice:{T0 + 60}")
     drain(session)
