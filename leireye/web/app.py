@@ -11,8 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping
 from typing import Any
 
 from starlette.applications import Starlette
@@ -71,9 +70,9 @@ def build_app(api: ApiContext) -> Starlette:
         ticket = websocket.query_params.get("ticket")
         preauth = await redeem(ticket) if ticket is not None else None
         await websocket.accept()
-        conn = hub.open(websocket.query_params.get("token"), time.time(), preauth)
+        conn = hub.open(websocket.query_params.get("token"), hub.clock(), preauth)
         try:
-            await _serve(websocket, conn)
+            await _serve(websocket, conn, hub.clock)
         finally:
             hub.close(conn)
 
@@ -109,7 +108,7 @@ class _CountRequests:
         await self.app(scope, receive, send)
 
 
-async def _serve(websocket: WebSocket, conn: Connection) -> None:
+async def _serve(websocket: WebSocket, conn: Connection, clock: Callable[[], float]) -> None:
     sender = asyncio.create_task(_send_loop(websocket, conn))
     try:
         while not sender.done():
@@ -124,7 +123,7 @@ async def _serve(websocket: WebSocket, conn: Connection) -> None:
             data = message.get("text")
             if data is None:
                 data = message.get("bytes") or b""
-            conn.receive(data, time.time())
+            conn.receive(data, clock())
     except WebSocketDisconnect:
         pass
     finally:

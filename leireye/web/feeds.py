@@ -60,6 +60,11 @@ class Feeds:
     def stop(self) -> None:
         self.active = False
 
+    def shift(self, delta: float) -> None:
+        """The clock stepped by `delta` seconds: the next stats keep their distance."""
+        self._now += delta
+        self._next_stats_at += delta
+
     def subscribe_stats(self, interval_ms: int, now: float) -> int:
         """Stats on, every `interval_ms` clamped to the configured range (returned)."""
         self.interval_ms = clamp_interval(interval_ms, self.limits)

@@ -43,6 +43,7 @@ from leireye.ring.shards import PacketReader, ShardSet
 from leireye.stats.layout import StatsSnapshot
 from leireye.stats.series import StatsSeries
 from leireye.web.auth import Authenticator, load_or_create_secret, web_owner
+from leireye.web.clock import WallClock
 from leireye.web.encode import encode_packets
 from leireye.web.filters import PacketFilter
 from leireye.web.principal import AuthFailure, Principal
@@ -88,6 +89,8 @@ class Hub:
         self.registry = registry
         self.authenticator = authenticator
         self._users_version = authenticator.users.version
+        # What every session is driven with (`time.time()`, steps announced to the sessions).
+        self.clock = WallClock(self._clock_stepped)
         self.reader = ring.reader("latest")
         self.connections: set[Connection] = set()
         self.stats: StatsSnapshot | None = None
@@ -164,7 +167,7 @@ class Hub:
         next_tick = 0.0
         while True:
             if time.monotonic() >= next_tick:
-                self.tick(time.time())
+                self.tick(self.clock())
                 next_tick = time.monotonic() + TICK_S
             self.step()
             await asyncio.sleep(poll_s)
@@ -211,6 +214,10 @@ class Hub:
                          principal.username)  # fmt: skip
                 conn.session.revoke()
                 conn.wake.set()
+
+    def _clock_stepped(self, delta: float) -> None:
+        for conn in self.connections:
+            conn.session.clock_stepped(delta)
 
     def tick_status(self) -> None:
         """Read the capture status now (an API request must not answer with a stale one)."""

@@ -36,6 +36,16 @@ class RateLimiter:
         self._window_start = 0.0
         self._window_rejects = 0
 
+    def shift(self, delta: float) -> None:
+        """The clock stepped by `delta` seconds: move every remembered time with it."""
+        self._accepted = deque(t + delta for t in self._accepted)
+        self._episode_start += delta
+        self._window_start += delta
+        if self._last_reject is not None:
+            self._last_reject += delta
+        if self._last_notify is not None:
+            self._last_notify += delta
+
     def check(self, now: float) -> Verdict:
         """Count one message arriving at `now` (seconds, never decreasing)."""
         accepted = self._accepted

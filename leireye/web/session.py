@@ -25,7 +25,8 @@ gives an `error` (the connection stays usable) or an explanatory message plus a 
 raises. Our own misuse (a callback raising) does raise.
 
 The clock is Unix time in seconds (`time.time()`), the clock of a token's `exp`; a clock that
-goes back is treated as standing still.
+goes back is treated as standing still. A step of the system clock is announced by the shell
+(`clock_stepped`), and the timers move with it.
 
 Resume, from the hub's side: `subscribe` with `since` sets `resume_from = since` and
 `replaying`. The hub takes `resume_from` (sets it to None), reads the ring from `since + 1` in
@@ -252,6 +253,16 @@ class Session:
     def replay_done(self) -> None:
         """The replay reached the hub's live cursor: from now on `deliver` brings live packets."""
         self.replaying = False
+
+    def clock_stepped(self, delta: float) -> None:
+        """The system clock jumped by `delta` seconds (`clock.WallClock`): the idle and
+        authentication deadlines, the stats interval and the rate limit move with it, so a step
+        neither fires them nor holds them back. A token's expiry is a date: it stays."""
+        self._now += delta
+        self._last_heard += delta
+        self._auth_deadline += delta
+        self._feeds.shift(delta)
+        self._limiter.shift(delta)
 
     def revoke(self) -> None:
         """The user was removed or renamed, or changed password, since this connection
