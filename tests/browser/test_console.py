@@ -6,10 +6,12 @@ the page. Screenshots go to test-artifacts/screenshots/ (not committed).
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
 import threading
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,6 +19,7 @@ from contextlib import contextmanager
 import pytest
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
+from selenium.webdriver.support.select import Select
 
 from tests.browser.conftest import PASSWORDS, PortMaker
 from tests.browser.console import Console, skip_reason
@@ -233,6 +236,79 @@ def test_a_reconnect_resumes_without_a_hole(
     rows = console.wait_rows_to(port, 9)
     ids = sorted(int(r["id"]) for r in rows)
     assert len(ids) == len(set(ids)) == 9  # all of them, none twice
+
+
+def test_an_admin_manages_users_and_the_server_decides(console: Console, sensor: Sensor) -> None:
+    """Add a user, change their role and password, see a refusal from the server, remove them;
+    the new user's password works (and its replacement ends the old one) at the login API."""
+    login(console, "admin")
+    console.click("#users-open")
+    console.visible("#users-dialog")
+    console.wait(lambda d: console.js("return document.querySelector('#users-dialog')"
+                                      ".dataset.users") == "3", "the user list")  # fmt: skip
+    assert "(you)" in console.text('.user-row[data-username="admin"]')
+
+    console.fill("#users-add-name", "carol")
+    Select(console.driver.find_element(By.ID, "users-add-role")).select_by_value("VIEWER")
+    console.fill("#users-add-password", "carol-pass-1")
+    console.click("#users-add-submit")
+    carol = '.user-row[data-username="carol"]'
+    console.visible(carol)
+    assert "password set" in console.text(carol)
+    assert api_login(sensor, "carol", "carol-pass-1") == 200
+
+    # A name that is taken: the server's message, nothing added.
+    console.fill("#users-add-name", "carol")
+    console.click("#users-add-submit")
+    console.wait(lambda d: "exists" in console.text("#users-error"), "the conflict message")
+    assert len(console.driver.find_elements(By.CSS_SELECTOR, carol)) == 1
+
+    Select(console.driver.find_element(By.CSS_SELECTOR, f"{carol} select")).select_by_value(
+        "ANALYST"
+    )
+    carol = '.user-row[data-username="carol"][data-role="ANALYST"]'  # as the server lists it
+    console.visible(carol)
+    assert console.text("#users-error") == ""
+    console.click(f'{carol} button[data-action="password"]')
+    console.fill(f"{carol} input[type=password]", "carol-pass-2")
+    console.click(f'{carol} button[data-action="save"]')
+    console.visible(f'{carol} button[data-action="password"]')
+    assert api_login(sensor, "carol", "carol-pass-1") == 401
+    assert api_login(sensor, "carol", "carol-pass-2") == 200
+    console.screenshot("11-users")
+
+    # The last ADMIN cannot be demoted: refused, and the list shows the role the file kept.
+    admin_role = '.user-row[data-username="admin"] select'
+    Select(console.driver.find_element(By.CSS_SELECTOR, admin_role)).select_by_value("VIEWER")
+    console.wait(lambda d: console.text("#users-error") != "", "the refusal")
+    assert "ADMIN" in console.text("#users-error")
+    console.wait(
+        lambda d: console.js("return document.querySelector(arguments[0]).value", admin_role)
+        == "ADMIN",
+        "the role put back",
+    )  # fmt: skip
+
+    remove = f'{carol} button[data-action="remove"]'
+    console.click(remove)
+    assert console.text(remove) == "Remove carol?"
+    console.click(remove)
+    console.hidden(carol)
+    assert api_login(sensor, "carol", "carol-pass-2") == 401
+    console.click("#users-close")
+    console.hidden("#users-dialog")
+
+
+def api_login(sensor: Sensor, username: str, password: str) -> int:
+    body = json.dumps({"username": username, "password": password}).encode()
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{sensor.web_port()}/api/auth/login", data=body, method="POST",
+        headers={"Content-Type": "application/json"},
+    )  # fmt: skip
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
 
 
 def test_an_admin_stops_and_starts_the_capture_then_logs_out(console: Console) -> None:

@@ -11,6 +11,7 @@ import { RateCharts } from './charts.js';
 import { ProtocolBars, TopTalkers } from './panels.js';
 import { StatusView } from './status.js';
 import { CaptureControl } from './capture.js';
+import { UserAdmin } from './users.js';
 import { exportPackets } from './exporter.js';
 import { bytes, count } from './format.js';
 
@@ -85,6 +86,7 @@ function startConsole(user) {
     el: $('#top'), windowEl: $('#top-window'), tabs: $('.tabs'), onPick: pickTalker,
   });
   const capture = hasRole(user, 'ADMIN') ? new CaptureControl(session, onStatus) : null;
+  if (hasRole(user, 'ADMIN')) new UserAdmin(session, user);
   let received = 0;
   let isPaused = false;
 
