@@ -40,6 +40,9 @@ class CaptureConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # Capture processes sharing the interface through PACKET_FANOUT; "auto": cores - 1 (>= 1).
     workers: Literal["auto"] | Annotated[int, msgspec.Meta(ge=1, le=64)] = 1
     fanout_mode: Literal["hash", "lb", "cpu"] = "hash"
+    # The PACKET_FANOUT group id; "auto": from the supervisor's pid, so two sensors on one host
+    # do not meet by accident. Fix it when another tool's group must be avoided (or joined).
+    fanout_group: Literal["auto"] | Annotated[int, msgspec.Meta(ge=0, le=65535)] = "auto"
 
 
 class RingConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

@@ -8,7 +8,7 @@ joining (microseconds) a member sees every packet, so a packet arriving exactly 
 captured twice; nothing else is.
 
 The group id comes from the supervisor's pid (16 bits), so two sensors on one host do not share
-a group by accident; a restarted shard rejoins the same group.
+a group by accident (or from `capture.fanout_group`); a restarted shard rejoins the same group.
 """
 
 from __future__ import annotations
@@ -62,7 +62,8 @@ def capture_shards(config: Config, cores: int | None = None) -> int:
 def shard_specs(config: Config, supervisor_pid: int) -> list[ShardSpec]:
     count = capture_shards(config)
     mode = FanoutMode[config.capture.fanout_mode.upper()]
-    group = fanout_group(supervisor_pid)
+    fixed = config.capture.fanout_group
+    group = fanout_group(supervisor_pid) if fixed == "auto" else fixed
     return [ShardSpec(index=i, count=count, group=group, mode=mode) for i in range(count)]
 
 

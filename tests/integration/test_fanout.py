@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from leireye.capture.fanout import FanoutMode, join_fanout
 from leireye.capture.shardstatus import StatusSet
 from leireye.capture.status import CaptureStatus
 from leireye.ring import Ring
@@ -179,6 +180,36 @@ def test_a_pcap_replay_with_two_workers_runs_one_process_and_says_so(
     assert not any(name.endswith(("-ring-1", "-ring-ids")) for name in sensor.segments())
     status.close()
     assert sensor.stop() == 0, sensor.log
+
+
+def test_a_group_the_kernel_refuses_leaves_one_process_capturing_and_says_so(
+    sensor_factory: SensorFactory,
+) -> None:
+    """Another program holds the fanout group on this interface in another mode, so the kernel
+    refuses our join (EINVAL): shard 0 captures every frame alone, shard 1 stops and is not
+    restarted, and the status and the log say why."""
+    group = 0xFEED
+    with veth_pair(ipv6=False) as pair, pair.packet_socket(host_side=True) as holder:
+        join_fanout(holder.fileno(), group, FanoutMode.CPU)
+        sensor = sensor_factory(
+            "--interface", pair.host_if, "--bpf", f"udp and dst port {PORT}",
+            config=f"capture: {{workers: 2, fanout_mode: hash, fanout_group: {group}}}\n",
+        )  # fmt: skip
+        statuses = shard_statuses(sensor)
+        wait_for(lambda: "is not needed: the kernel refused PACKET_FANOUT" in sensor.log, 30,
+                 "shard 1 to give up")  # fmt: skip
+        first, second = wait_for(
+            lambda: (each := statuses.read_all())[0].capturing and each, 30, "shard 0 to capture"
+        )
+        assert "PACKET_FANOUT refused" in first.last_error and "one process" in first.last_error
+        assert second.state == "stopped" and "PACKET_FANOUT refused" in second.last_error
+        sent = inject_frames(pair.ns_if, udp_frames(pair, 500), ns=pair.ns)
+        total = wait_accounted(statuses, sent)
+        assert total.packets_captured + total.kernel_drops == sent
+        assert statuses.read_all()[1].packets_captured == 0
+        assert "PACKET_FANOUT refused" in total.last_error
+        assert sensor.log.count("capture-1 started pid=") == 1  # not restarted
+        statuses.close()
 
 
 def test_records_of_both_shards_decode_like_one(sensor_factory: SensorFactory) -> None:

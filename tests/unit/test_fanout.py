@@ -17,6 +17,7 @@ from leireye.capture.fanout import (
 from leireye.capture.shardstatus import sum_statuses
 from leireye.capture.status import CaptureState, CaptureStatus
 from leireye.config import parse_config
+from leireye.errors import ConfigError
 
 
 @pytest.mark.parametrize(
@@ -37,6 +38,13 @@ def test_specs_share_one_group_from_the_supervisor_pid() -> None:
     specs = shard_specs(parse_config({"capture": {"workers": 2, "fanout_mode": "lb"}}), 0x12345)
     assert [s.index for s in specs] == [0, 1]
     assert {(s.count, s.group, s.mode) for s in specs} == {(2, 0x2345, FanoutMode.LB)}
+
+
+def test_a_fixed_group_replaces_the_pid_and_is_range_checked() -> None:
+    config = parse_config({"capture": {"workers": 2, "fanout_group": 4242}})
+    assert {s.group for s in shard_specs(config, 0x12345)} == {4242}
+    with pytest.raises(ConfigError, match="fanout_group"):
+        parse_config({"capture": {"fanout_group": 65536}})
 
 
 def test_a_refused_join_leaves_shard_0_alone_and_stops_the_others() -> None:
