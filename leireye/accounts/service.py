@@ -63,6 +63,7 @@ class Ticket(msgspec.Struct, frozen=True):
     user_id: int
     expires_at: float  # when the ticket itself stops being accepted
     session_expires_at: float  # when a WebSocket opened with it must re-authenticate
+    credential: str = ""  # the user's `credential_of` at issue: a new password voids the ticket
 
 
 class RefreshEntry(msgspec.Struct, frozen=True):
@@ -192,12 +193,14 @@ class AccountService:
         now = self.clock()
         ttl = self.auth.ticket_ttl_s
         ticket = secrets.token_urlsafe(32)
+        user = self.users.get(user_id)
+        credential = credential_of(user) if user is not None else ""
         with self._lock:
             for old in [t for t, v in self._tickets.items() if v.expires_at <= now]:
                 del self._tickets[old]
             while len(self._tickets) >= MAX_TICKETS:
                 del self._tickets[next(iter(self._tickets))]
-            self._tickets[ticket] = Ticket(user_id, now + ttl, session_expires_at)
+            self._tickets[ticket] = Ticket(user_id, now + ttl, session_expires_at, credential)
         return ticket, ttl
 
     def redeem_ticket(self, ticket: str) -> Ticket:
@@ -205,6 +208,9 @@ class AccountService:
         with self._lock:
             grant = self._tickets.pop(ticket, None)
         if grant is None or grant.expires_at <= self.clock():
+            raise AccountError(401, "INVALID_TICKET", "Invalid, used or expired ticket")
+        user = self.users.get(grant.user_id)
+        if user is None or credential_of(user) != grant.credential:  # removed, new password
             raise AccountError(401, "INVALID_TICKET", "Invalid, used or expired ticket")
         return grant
 

@@ -96,7 +96,9 @@ class ControlHandlers:
                 ticket, ttl = accounts.issue_ticket(user_id, session_expires_at)
                 return {"ticket": ticket, "expires_in": ttl}
             case RedeemTicket(ticket):
-                return msgspec.to_builtins(accounts.redeem_ticket(ticket))
+                grant = accounts.redeem_ticket(ticket)
+                return {"user_id": grant.user_id, "expires_at": grant.expires_at,
+                        "session_expires_at": grant.session_expires_at}  # fmt: skip
             case AddUser(username, role, password):
                 user = self._edit(lambda users: add_user(users, username, role, password))
                 log.info("user %s added (%s)", user.username, user.role)

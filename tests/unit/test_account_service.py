@@ -384,9 +384,27 @@ def test_a_ticket_is_good_once(users_path: Path, clock: FakeClock) -> None:
     ticket, ttl = service.issue_ticket(2, START + 1800)
     assert ttl == Config().auth.ticket_ttl_s
     assert len(ticket) >= 40
-    assert service.redeem_ticket(ticket) == Ticket(2, START + ttl, START + 1800)
+    bob = service.users.get(2)
+    assert bob is not None
+    assert service.redeem_ticket(ticket) == Ticket(
+        2, START + ttl, START + 1800, credential_of(bob)
+    )
     error = refused(lambda: service.redeem_ticket(ticket))
     assert (error.status, error.code) == (401, "INVALID_TICKET")
+
+
+def test_a_ticket_of_a_user_who_changed_password_or_left_is_refused(
+    users_path: Path, clock: FakeClock
+) -> None:
+    service = make_service(users_path, clock)
+    bobs, _ = service.issue_ticket(2, START + 600)
+    tokenonly, _ = service.issue_ticket(3, START + 600)
+    edit_users_file(users_path, lambda users: update_user(users, "bob", password="new one!"))
+    edit_users_file(users_path, lambda users: remove_user(users, "tokenonly"))
+    for ticket in (bobs, tokenonly):
+        assert refused(lambda t=ticket: service.redeem_ticket(t)).code == "INVALID_TICKET"
+    fresh, _ = service.issue_ticket(2, START + 600)
+    assert service.redeem_ticket(fresh).user_id == 2
 
 
 def test_tickets_are_distinct_and_independent(users_path: Path, clock: FakeClock) -> None:
