@@ -6,7 +6,6 @@ the page. Screenshots go to test-artifacts/screenshots/ (not committed).
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
@@ -23,6 +22,7 @@ from selenium.webdriver.support.select import Select
 
 from tests.browser.conftest import PASSWORDS, PortMaker
 from tests.browser.console import Console, skip_reason
+from tests.http import Http
 from tests.sensor import Sensor, send_udp
 from tests.waiting import wait_for
 
@@ -298,17 +298,41 @@ def test_an_admin_manages_users_and_the_server_decides(console: Console, sensor:
     console.hidden("#users-dialog")
 
 
-def api_login(sensor: Sensor, username: str, password: str) -> int:
-    body = json.dumps({"username": username, "password": password}).encode()
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{sensor.web_port()}/api/auth/login", data=body, method="POST",
-        headers={"Content-Type": "application/json"},
-    )  # fmt: skip
+def test_a_new_password_sends_an_open_console_back_to_the_login(
+    console: Console, sensor: Sensor
+) -> None:
+    """Set from elsewhere (here the API, as another ADMIN would): the console's WebSocket is
+    closed (4001), its refresh token refused, and the page asks to sign in again."""
+    admin = Http(sensor.web_port(), api_token(sensor, "admin", PASSWORDS["admin"]))
+    created = admin.post("/api/users", {"username": "dora", "role": "VIEWER",
+                                        "password": "dora-pass-1"})  # fmt: skip
+    assert created.status == 201, created.body
     try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return int(response.status)
-    except urllib.error.HTTPError as exc:
-        return int(exc.code)
+        console.login("dora", "dora-pass-1")
+        edit = admin.request("PATCH", f"/api/users/{created.json['id']}",
+                             {"password": "dora-pass-2"})  # fmt: skip
+        assert edit.status == 200, edit.body
+        console.visible("#login-form", timeout=30)
+        assert console.text("#login-error") == "Your session ended: sign in again."
+    finally:
+        assert admin.request("DELETE", f"/api/users/{created.json['id']}").status == 204
+
+
+def api_token(sensor: Sensor, username: str, password: str) -> str:
+    reply = Http(sensor.web_port()).post(
+        "/api/auth/login", {"username": username, "password": password}
+    )
+    assert reply.status == 200, reply.body
+    token: str = reply.json["access_token"]
+    return token
+
+
+def api_login(sensor: Sensor, username: str, password: str) -> int:
+    return (
+        Http(sensor.web_port())
+        .post("/api/auth/login", {"username": username, "password": password})
+        .status
+    )
 
 
 def test_an_admin_stops_and_starts_the_capture_then_logs_out(console: Console) -> None:
