@@ -103,9 +103,11 @@ class Replay:
         return self.sent / self.seconds if self.seconds else 0.0
 
 
-def replay(pair: VethPair, pcap: Path, rate: int, count: int) -> Replay:
+def replay(
+    pair: VethPair, pcap: Path, rate: int, count: int, frames_in_pcap: int = MIX_FRAMES
+) -> Replay:
     """tcpreplay `count` frames of `pcap` (looped) at `rate` per second from the namespace end."""
-    loops = math.ceil(1.1 * count / MIX_FRAMES) + 1  # a few frames of the mix are left out
+    loops = math.ceil(1.1 * count / frames_in_pcap) + 1  # a few frames of the mix are left out
     cmd = ["tcpreplay", "-i", pair.ns_if, f"--pps={rate}", f"--limit={count}", "--no-flow-stats"]
     cmd += [f"--loop={loops}", "--preload-pcap", str(pcap)]
     res = pair.run(cmd, capture_output=True, text=True, timeout=60 + 3 * count / rate)
