@@ -57,8 +57,10 @@ export class UserAdmin {
     const role = roleSelect(user.role, `Role of ${user.username}`);
     role.addEventListener('change', () => this.#patch(user, { role: role.value }));
     const actions = h('span', { class: 'user-actions' });
-    const row = h('div', { class: 'user-row', role: 'row', dataset: { username: user.username, role: user.role } },
-      h('span', { class: 'user-cell-name' }, user.username, self ? h('span', { class: 'muted' }, ' (you)') : null),
+    const you = self ? h('span', { class: 'muted' }, ' (you)') : null;
+    const row = h('div',
+      { class: 'user-row', role: 'row', dataset: { username: user.username, role: user.role } },
+      h('span', { class: 'user-cell-name' }, user.username, you),
       role,
       h('span', { class: 'muted small' }, user.has_password ? 'password set' : 'token only'),
       actions);
@@ -67,9 +69,13 @@ export class UserAdmin {
   }
 
   #idleActions(user, actions, self) {
-    const password = h('button', { type: 'button', class: 'ghost', dataset: { action: 'password' } }, 'Set password…');
+    const password = h('button',
+      { type: 'button', class: 'ghost', dataset: { action: 'password' } }, 'Set password…');
     password.addEventListener('click', () => this.#passwordActions(user, actions, self));
-    const remove = h('button', { type: 'button', class: 'ghost', dataset: { action: 'remove' }, disabled: self, title: self ? 'You cannot remove yourself' : null }, 'Remove');
+    const remove = h('button', {
+      type: 'button', class: 'ghost', dataset: { action: 'remove' },
+      disabled: self, title: self ? 'You cannot remove yourself' : null,
+    }, 'Remove');
     remove.addEventListener('click', () => {
       if (remove.dataset.armed) {
         this.#remove(user);
@@ -83,8 +89,12 @@ export class UserAdmin {
   }
 
   #passwordActions(user, actions, self) {
-    const input = h('input', { type: 'password', autocomplete: 'new-password', placeholder: 'new password', 'aria-label': `New password for ${user.username}` });
-    const save = h('button', { type: 'button', class: 'primary', dataset: { action: 'save' } }, 'Save');
+    const input = h('input', {
+      type: 'password', autocomplete: 'new-password', placeholder: 'new password',
+      'aria-label': `New password for ${user.username}`,
+    });
+    const save = h('button',
+      { type: 'button', class: 'primary', dataset: { action: 'save' } }, 'Save');
     const cancel = h('button', { type: 'button', class: 'ghost' }, 'Cancel');
     save.addEventListener('click', () => {
       if (input.value) this.#patch(user, { password: input.value });
