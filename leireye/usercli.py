@@ -69,7 +69,7 @@ def cmd_passwd(args: argparse.Namespace) -> int:
     config = _config(args)
     password = _password(args)
     user = _edit(config, lambda users: update_user(users, args.name, password=password))
-    print(f"password of {user.username} changed")
+    print(f"password of {user.username} changed; their earlier tokens and open sessions end now")
     return 0
 
 
@@ -83,7 +83,7 @@ def cmd_role(args: argparse.Namespace) -> int:
 def cmd_remove(args: argparse.Namespace) -> int:
     config = _config(args)
     user = _edit(config, lambda users: remove_user(users, args.name))
-    print(f"removed {user.username} (id {user.id})")
+    print(f"removed {user.username} (id {user.id}); their tokens and open sessions end now")
     return 0
 
 

@@ -386,9 +386,7 @@ def test_a_ticket_is_good_once(users_path: Path, clock: FakeClock) -> None:
     assert len(ticket) >= 40
     bob = service.users.get(2)
     assert bob is not None
-    assert service.redeem_ticket(ticket) == Ticket(
-        2, START + ttl, START + 1800, credential_of(bob)
-    )
+    assert service.redeem_ticket(ticket) == Ticket(2, START + ttl, START + 1800, credential_of(bob))
     error = refused(lambda: service.redeem_ticket(ticket))
     assert (error.status, error.code) == (401, "INVALID_TICKET")
 

@@ -94,7 +94,7 @@ def test_add_list_passwd_role_remove(config_path: Path) -> None:
     # A password without a trailing newline is taken whole.
     out = ok(leireye_user(config_path, "passwd", "bob", "--password-stdin",
                           stdin="bob's second password"))  # fmt: skip
-    assert out == "password of bob changed\n"
+    assert out == "password of bob changed; their earlier tokens and open sessions end now\n"
     bob = by_name(config_path)["bob"]
     assert verify_password("bob's second password", bob.password_hash, bob.salt)
     assert not verify_password(BOB_PW, bob.password_hash, bob.salt)
@@ -103,7 +103,8 @@ def test_add_list_passwd_role_remove(config_path: Path) -> None:
     assert by_name(config_path)["bob"].role == "VIEWER"
     assert by_name(config_path)["bob"].password_hash == bob.password_hash
 
-    assert ok(leireye_user(config_path, "remove", "bob")) == "removed bob (id 2)\n"
+    removed = ok(leireye_user(config_path, "remove", "bob"))
+    assert removed == "removed bob (id 2); their tokens and open sessions end now\n"
     assert list(by_name(config_path)) == ["root"]
     listing = ok(leireye_user(config_path, "list")).splitlines()
     assert [line.split()[1] for line in listing[1:]] == ["root"]
