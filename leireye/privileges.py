@@ -8,10 +8,13 @@ a web worker maps its segments and reads its secrets, then drops to `web.user` b
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import pwd
+import sys
 from pathlib import Path
+from typing import Any, Final
 
 from leireye.errors import CaptureError, LeirEyeError
 
@@ -63,6 +66,8 @@ def drop_privileges(
     if account.pw_uid == 0:
         log.warning("%s %s is root: keeping all privileges", key, account.pw_name)
         return
+    for module in PRELOAD:  # imported lazily by code every unprivileged process runs
+        importlib.import_module(module)
     try:
         os.setgroups([])
         os.setgid(account.pw_gid)
@@ -72,6 +77,47 @@ def drop_privileges(
     if os.getuid() != account.pw_uid or os.geteuid() != account.pw_uid or _can_regain_root():
         raise error(f"switching to user {account.pw_name} did not drop root")
     log.info("running as user %s (uid %d)", account.pw_name, account.pw_uid)
+    if os.environ.get(CHECK_IMPORTS_ENV):
+        _report_late_imports(account.pw_name)
+
+
+# Imported lazily by code every unprivileged process may run: numpy.ma the first time np.unique
+# runs (the decoder's UDP path); the UTF-16/32 codecs when `json.loads` meets bytes in those
+# encodings (PyJWT decoding a forged token's header or payload).
+PRELOAD: Final = (
+    "numpy.ma",
+    "encodings.utf_16",
+    "encodings.utf_16_le",
+    "encodings.utf_16_be",
+    "encodings.utf_32",
+    "encodings.utf_32_le",
+    "encodings.utf_32_be",
+)
+
+# Set (to anything) in the environment of `leireye run`, every process that drops privileges
+# logs each module it imports afterwards (the tests set it and fail on such a line).
+CHECK_IMPORTS_ENV: Final = "LEIREYE_CHECK_IMPORTS"
+LATE_IMPORT: Final = "imported after dropping privileges"
+
+
+def _report_late_imports(user: str) -> None:
+    """Log every module imported from now on. The installation (a clone under /root, a pyenv)
+    may be unreadable by `user`: whatever a process needs must be imported before the drop, and
+    an import that works here would fail there."""
+    busy = False
+
+    def hook(event: str, args: tuple[Any, ...]) -> None:
+        nonlocal busy
+        if event != "import" or busy:
+            return
+        busy = True
+        try:
+            log.warning("%s %s: it fails where %s cannot read the installation", args[0],
+                        LATE_IMPORT, user, stack_info=True)  # fmt: skip
+        finally:
+            busy = False
+
+    sys.addaudithook(hook)
 
 
 def _can_regain_root() -> bool:

@@ -11,6 +11,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+from leireye.capture.shardstatus import StatusSet
 from leireye.errors import LeirEyeError
 from leireye.ring.shards import ids_name, shard_name
 from leireye.shm import SHM_DIR, unlink_segment
@@ -74,8 +75,6 @@ class StatusDrops:
         return {**self.__dict__, "_blocks": None}
 
     def __call__(self) -> tuple[int, int]:
-        from leireye.capture.shardstatus import StatusSet
-
         if self._blocks is None:
             self._blocks = StatusSet.attach(self.status_name, self.shards)
         for k, status in enumerate(self._blocks.read_all()):

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from leireye.capture.status import StatusBlock
+from leireye.privileges import CHECK_IMPORTS_ENV, LATE_IMPORT
 from leireye.shm import SHM_DIR, segment_exists
 from tests.waiting import scaled, wait_for
 
@@ -47,6 +48,7 @@ class Sensor:
             stdout=subprocess.DEVNULL,
             text=True,
             start_new_session=True,
+            env={**os.environ, CHECK_IMPORTS_ENV: "1"},  # see `late_imports`
         )
         self.lines: list[str] = []
         self._reader = threading.Thread(target=self._collect, daemon=True)
@@ -60,6 +62,12 @@ class Sensor:
     @property
     def log(self) -> str:
         return "\n".join(self.lines)
+
+    def late_imports(self) -> list[str]:
+        """Modules a process imported after dropping privileges (logged because the tests set
+        LEIREYE_CHECK_IMPORTS): each one would crash that process where the installation is
+        unreadable by the unprivileged user, e.g. a clone under /root."""
+        return [line for line in list(self.lines) if LATE_IMPORT in line]
 
     def notable(self, limit: int = 40) -> str:
         """The log lines a failure report needs: warnings, errors and process starts and exits
@@ -138,6 +146,8 @@ class Sensor:
         shutil.rmtree(self.state_dir, ignore_errors=True)
         for name in self.segments():  # left only when the supervisor itself had to be killed
             (SHM_DIR / name).unlink(missing_ok=True)
+        if (late := self.late_imports()) and sys.exc_info()[0] is None:
+            raise AssertionError("imports after the privilege drop:\n" + "\n".join(late))
 
 
 def _attach(kind: type, name: str) -> object | None:

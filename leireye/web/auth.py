@@ -5,8 +5,8 @@ Verification trusts as little of the token as it can:
 - the algorithm list is fixed to HS256 (never taken from the header), the key must be at least
   32 bytes (`enforce_minimum_key_length`), and anything that is not a compact HS256 token of a
   sane length (at most `MAX_TOKEN_CHARS`, a 43-character signature, canonical base64url, so
-  exactly one string carries a given token) is refused before PyJWT parses it, so a 1 MB token
-  costs a length check;
+  exactly one string carries a given token, and a header and claims that are UTF-8 text) is
+  refused before PyJWT parses it, so a 1 MB token costs a length check;
 - PyJWT checks the signature, the `crit` header and that `exp`, `iat`, `sub` are present; the
   times are checked here, against the `now` the caller passes, because PyJWT reads its own clock
   and accepts `exp` given as a numeric string ("9999999999"). Every time claim must be a JSON
@@ -257,6 +257,8 @@ class Authenticator:
             raise _Refused(MALFORMED, "not a compact HS256 JWS")
         if not all(_canonical_base64url(segment) for segment in token.split(".")):
             raise _Refused(MALFORMED, "not canonical base64url")
+        if not all(_utf8_json_text(segment) for segment in token.split(".")[:2]):
+            raise _Refused(MALFORMED, "header or claims not UTF-8 JSON text")
         try:
             claims = jwt.decode(
                 token, self._secret, algorithms=[ALGORITHM], options=_DECODE_OPTIONS
@@ -316,6 +318,20 @@ def _canonical_base64url(segment: str) -> bool:
     except binascii.Error:
         return False
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii") == segment
+
+
+def _utf8_json_text(segment: str) -> bool:
+    """RFC 7519 says UTF-8. `json.loads` would also take UTF-16 or UTF-32 (it guesses from the
+    NUL bytes, or a BOM) and import that codec then, in a worker whose installation may be
+    unreadable; JSON text in UTF-8 has neither."""
+    raw = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+    if b"\x00" in raw or raw.startswith(b"\xef\xbb\xbf"):
+        return False
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _int_claim(claims: dict[str, Any], name: str) -> int:

@@ -18,6 +18,7 @@ import codecs
 import importlib
 import logging
 import socket
+from typing import Final
 
 import uvicorn
 
@@ -33,6 +34,19 @@ from leireye.web.hub import Hub
 from leireye.web.logfilter import install_log_redaction
 
 log = logging.getLogger("leireye.web")
+
+# What Starlette's request handling imports from anyio on first use (the asyncio backend for
+# `FileResponse`'s threads, streams for `StreamingResponse`, lowlevel for cancellation).
+ANYIO_LAZY: Final = (
+    "anyio._backends._asyncio",  # the event loop backend, loaded on the first to_thread call
+    "anyio.lowlevel",
+    "anyio.abc",
+    "anyio.streams.memory",
+    "anyio.streams.stapled",
+    "anyio.streams.tls",
+    "anyio.to_thread",
+    "anyio.from_thread",
+)
 
 EXIT_FATAL = 3
 
@@ -59,6 +73,7 @@ def run_web_worker(
     server_config = uvicorn.Config(
         app,
         ws="wsproto",
+        loop="asyncio",  # "auto" tries `import uvloop` on every start
         ws_max_size=config.limits.max_message_bytes,
         ws_per_message_deflate=False,
         ws_ping_interval=None,
@@ -71,11 +86,15 @@ def run_web_worker(
     )
     # Import everything serving needs while still root: the Python installation may not be
     # readable by the web user (a pyenv under /root), and a lazy import after the switch would
-    # fail on the first request. `load()` imports uvicorn's protocol, loop and lifespan classes;
+    # fail on the first request. `load()` imports uvicorn's protocol and lifespan classes,
+    # `get_loop_factory()` its event loop module;
     # wsproto decodes the Host header with the idna codec.
     server_config.load()
+    server_config.get_loop_factory()  # imports uvicorn.loops.* (Server.run would, after the drop)
     codecs.lookup("idna")
     importlib.import_module("concurrent.futures.thread")  # asyncio.to_thread, run_in_executor
+    for module in ANYIO_LAZY:
+        importlib.import_module(module)
     try:
         account = lookup_user(config.web.user, key="web.user", error=WebError)
         drop_privileges(account, key="web.user", error=WebError)

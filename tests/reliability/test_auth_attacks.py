@@ -103,7 +103,19 @@ def attacks(f: Forge) -> dict[str, str]:
         "id-of-another-username": f.hs256(f.claims(user_id=1)),
         "refresh-kind": f.hs256(f.claims(typ="refresh")),
         "unknown-kind": f.hs256(f.claims(typ="ticket")),
+        # JSON in UTF-16/32, signed: `json.loads` takes it (it detects the encoding), and
+        # imports that codec on first use, after the worker dropped its privileges.
+        "utf-16-header": encoded(f, "utf-16-le", header=True),
+        "utf-32-payload": encoded(f, "utf-32-be", header=False),
     }
+
+
+def encoded(f: Forge, codec: str, *, header: bool) -> str:
+    head = json.dumps({"alg": "HS256", "typ": "JWT"}).encode(codec if header else "utf-8")
+    body = json.dumps(f.claims()).encode("utf-8" if header else codec)
+    signing = f"{b64(head)}.{b64(body)}"
+    mac = hmac.new(f.secret, signing.encode(), hashlib.sha256).digest()
+    return f"{signing}.{b64(mac)}"
 
 
 @pytest.fixture(scope="module")

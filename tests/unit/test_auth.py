@@ -20,6 +20,7 @@ import yaml
 from leireye.config import Config, parse_config
 from leireye.errors import ConfigError
 from leireye.web.auth import (
+    MALFORMED,
     REASONS,
     Authenticator,
     issue_token,
@@ -265,6 +266,22 @@ def test_a_non_canonical_encoding_of_the_same_token_is_refused(auth: Authenticat
         token.split(".")[2] + "="
     )
     assert refused(auth.verify(twin, NOW))
+
+
+@pytest.mark.parametrize(
+    ("codec", "part"),
+    [("utf-16-le", 0), ("utf-16", 1), ("utf-32-be", 1), ("utf-8-sig", 0), ("latin-1", 1)],
+)
+def test_a_header_or_claims_not_in_utf8_are_refused_even_when_signed(
+    auth: Authenticator, codec: str, part: int
+) -> None:
+    """`json.loads` would read UTF-16/32 or a BOM (importing that codec on first use, which an
+    unprivileged worker may be unable to); RFC 7519 says UTF-8."""
+    parts = [json.dumps(HS256), json.dumps(claims(username="alicé"), ensure_ascii=False)]
+    raw = [p.encode(codec if i == part else "utf-8") for i, p in enumerate(parts)]
+    signing = f"{b64(raw[0])}.{b64(raw[1])}"
+    token = f"{signing}.{b64(hmac.new(SECRET, signing.encode(), hashlib.sha256).digest())}"
+    assert refused(auth.verify(token, NOW), MALFORMED)
 
 
 def test_an_oversized_token_is_refused_quickly(auth: Authenticator) -> None:
