@@ -23,7 +23,6 @@ import multiprocessing
 import os
 import shutil
 import socket
-import struct
 import sys
 import tempfile
 import time
@@ -37,7 +36,7 @@ if str(ROOT) not in sys.path:
 
 from benchmarks.e2e_common import replay
 from leireye.capture.fanout import ShardSpec, shard_specs
-from leireye.capture.process import run_capture
+from leireye.capture.process import run_capture, write_pcap
 from leireye.capture.shardstatus import StatusSet
 from leireye.capture.status import CaptureStatus, StatusBlock
 from leireye.config import CaptureConfig, Config
@@ -87,8 +86,8 @@ class Sender:
         self.pair, self.frames, self.kind = pair, frames, kind
         self.sock: socket.socket | None = None
         self.pcap = workdir / "fanout-frames.pcap"
-        if kind == "tcpreplay":
-            write_pcap(self.pcap, frames)
+        if kind == "tcpreplay":  # Ethernet (linktype 1), 1 µs apart
+            write_pcap(self.pcap, [(i * 1000, len(f), f) for i, f in enumerate(frames)], 1, 65535)
         else:
             self.sock = packet_socket(pair.ns_if, pair.ns)
             self.sock.setblocking(False)
@@ -103,14 +102,6 @@ class Sender:
     def close(self) -> None:
         if self.sock is not None:
             self.sock.close()
-
-
-def write_pcap(path: Path, frames: list[bytes]) -> None:
-    """A classic pcap (Ethernet) of `frames`, 1 µs apart."""
-    with path.open("wb") as f:
-        f.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
-        for i, frame in enumerate(frames):
-            f.write(struct.pack("<IIII", 0, i, len(frame), len(frame)) + frame)
 
 
 def settled(statuses: StatusSet, quiet_s: float = 0.3, timeout_s: float = 10.0) -> CaptureStatus:

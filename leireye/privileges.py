@@ -53,9 +53,11 @@ def drop_privileges(
     account: pwd.struct_passwd | None,
     key: str = "capture.user",
     error: type[LeirEyeError] = CaptureError,
+    preload: tuple[str, ...] = (),
 ) -> None:
     """Become `account` for good (no supplementary groups, real and effective ids), or warn and
-    stay as is when there is no account, or when not running as root."""
+    stay as is when there is no account, or when not running as root. First import `PRELOAD`
+    and `preload`: modules this process would otherwise import lazily, after the drop."""
     if account is None:
         log.warning("%s is not set: running as uid %d", key, os.geteuid())
         return
@@ -66,7 +68,7 @@ def drop_privileges(
     if account.pw_uid == 0:
         log.warning("%s %s is root: keeping all privileges", key, account.pw_name)
         return
-    for module in PRELOAD:  # imported lazily by code every unprivileged process runs
+    for module in (*PRELOAD, *preload):  # what this process would import lazily later
         importlib.import_module(module)
     try:
         os.setgroups([])

@@ -255,9 +255,10 @@ class Authenticator:
             raise _Refused(MALFORMED, "not a string, or too long")
         if not _COMPACT_HS256.fullmatch(token):
             raise _Refused(MALFORMED, "not a compact HS256 JWS")
-        if not all(_canonical_base64url(segment) for segment in token.split(".")):
+        header, claims_part, signature = (_canonical_base64url(s) for s in token.split("."))
+        if header is None or claims_part is None or signature is None:
             raise _Refused(MALFORMED, "not canonical base64url")
-        if not all(_utf8_json_text(segment) for segment in token.split(".")[:2]):
+        if not (_utf8_json_text(header) and _utf8_json_text(claims_part)):
             raise _Refused(MALFORMED, "header or claims not UTF-8 JSON text")
         try:
             claims = jwt.decode(
@@ -310,21 +311,21 @@ class Authenticator:
         )  # fmt: skip
 
 
-def _canonical_base64url(segment: str) -> bool:
-    # The decoder ignores the spare low bits of the last character, so several strings decode
-    # to the same bytes; only the one encoding the issuer produced is accepted.
+def _canonical_base64url(segment: str) -> bytes | None:
+    """The bytes `segment` encodes, or None if it is not their one canonical encoding: the
+    decoder ignores the spare low bits of the last character, so several strings decode to the
+    same bytes; only the one encoding the issuer produced is accepted."""
     try:
         raw = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
     except binascii.Error:
-        return False
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii") == segment
+        return None
+    return raw if base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii") == segment else None
 
 
-def _utf8_json_text(segment: str) -> bool:
+def _utf8_json_text(raw: bytes) -> bool:
     """RFC 7519 says UTF-8. `json.loads` would also take UTF-16 or UTF-32 (it guesses from the
     NUL bytes, or a BOM) and import that codec then, in a worker whose installation may be
     unreadable; JSON text in UTF-8 has neither."""
-    raw = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
     if b"\x00" in raw or raw.startswith(b"\xef\xbb\xbf"):
         return False
     try:

@@ -14,8 +14,6 @@ uvicorn settings that matter here (see FIELD-NOTES):
 
 from __future__ import annotations
 
-import codecs
-import importlib
 import logging
 import socket
 from typing import Final
@@ -35,9 +33,13 @@ from leireye.web.logfilter import install_log_redaction
 
 log = logging.getLogger("leireye.web")
 
-# What Starlette's request handling imports from anyio on first use (the asyncio backend for
-# `FileResponse`'s threads, streams for `StreamingResponse`, lowlevel for cancellation).
-ANYIO_LAZY: Final = (
+# What serving imports on first use, to be imported before the privilege drop: the idna codec
+# (wsproto decodes the Host header with it), asyncio's thread pool (to_thread), and from anyio
+# what Starlette's request handling needs (the asyncio backend for `FileResponse`'s threads,
+# streams for `StreamingResponse`, lowlevel for cancellation).
+WEB_PRELOAD: Final = (
+    "encodings.idna",
+    "concurrent.futures.thread",
     "anyio._backends._asyncio",  # the event loop backend, loaded on the first to_thread call
     "anyio.lowlevel",
     "anyio.abc",
@@ -87,17 +89,12 @@ def run_web_worker(
     # Import everything serving needs while still root: the Python installation may not be
     # readable by the web user (a pyenv under /root), and a lazy import after the switch would
     # fail on the first request. `load()` imports uvicorn's protocol and lifespan classes,
-    # `get_loop_factory()` its event loop module;
-    # wsproto decodes the Host header with the idna codec.
+    # `get_loop_factory()` its event loop module; `drop_privileges` imports WEB_PRELOAD.
     server_config.load()
-    server_config.get_loop_factory()  # imports uvicorn.loops.* (Server.run would, after the drop)
-    codecs.lookup("idna")
-    importlib.import_module("concurrent.futures.thread")  # asyncio.to_thread, run_in_executor
-    for module in ANYIO_LAZY:
-        importlib.import_module(module)
+    server_config.get_loop_factory()
     try:
         account = lookup_user(config.web.user, key="web.user", error=WebError)
-        drop_privileges(account, key="web.user", error=WebError)
+        drop_privileges(account, key="web.user", error=WebError, preload=WEB_PRELOAD)
     except LeirEyeError as exc:
         log.error("web worker %d cannot start: %s", worker_index, exc)
         return EXIT_FATAL

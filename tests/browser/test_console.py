@@ -22,7 +22,7 @@ from selenium.webdriver.support.select import Select
 
 from tests.browser.conftest import PASSWORDS, PortMaker
 from tests.browser.console import Console, skip_reason
-from tests.http import Http
+from tests.http import Http, Reply
 from tests.sensor import Sensor, send_udp
 from tests.waiting import wait_for
 
@@ -255,7 +255,7 @@ def test_an_admin_manages_users_and_the_server_decides(console: Console, sensor:
     carol = '.user-row[data-username="carol"]'
     console.visible(carol)
     assert "password set" in console.text(carol)
-    assert api_login(sensor, "carol", "carol-pass-1") == 200
+    assert api_login(sensor, "carol", "carol-pass-1").status == 200
 
     # A name that is taken: the server's message, nothing added.
     console.fill("#users-add-name", "carol")
@@ -273,8 +273,8 @@ def test_an_admin_manages_users_and_the_server_decides(console: Console, sensor:
     console.fill(f"{carol} input[type=password]", "carol-pass-2")
     console.click(f'{carol} button[data-action="save"]')
     console.visible(f'{carol} button[data-action="password"]')
-    assert api_login(sensor, "carol", "carol-pass-1") == 401
-    assert api_login(sensor, "carol", "carol-pass-2") == 200
+    assert api_login(sensor, "carol", "carol-pass-1").status == 401
+    assert api_login(sensor, "carol", "carol-pass-2").status == 200
     console.screenshot("11-users")
 
     # The last ADMIN cannot be demoted: refused, and the list shows the role the file kept.
@@ -293,7 +293,7 @@ def test_an_admin_manages_users_and_the_server_decides(console: Console, sensor:
     assert console.text(remove) == "Remove carol?"
     console.click(remove)
     console.hidden(carol)
-    assert api_login(sensor, "carol", "carol-pass-2") == 401
+    assert api_login(sensor, "carol", "carol-pass-2").status == 401
     console.click("#users-close")
     console.hidden("#users-dialog")
 
@@ -303,7 +303,8 @@ def test_a_new_password_sends_an_open_console_back_to_the_login(
 ) -> None:
     """Set from elsewhere (here the API, as another ADMIN would): the console's WebSocket is
     closed (4001), its refresh token refused, and the page asks to sign in again."""
-    admin = Http(sensor.web_port(), api_token(sensor, "admin", PASSWORDS["admin"]))
+    token = api_login(sensor, "admin", PASSWORDS["admin"]).json["access_token"]
+    admin = Http(sensor.web_port(), token)
     created = admin.post("/api/users", {"username": "dora", "role": "VIEWER",
                                         "password": "dora-pass-1"})  # fmt: skip
     assert created.status == 201, created.body
@@ -318,20 +319,9 @@ def test_a_new_password_sends_an_open_console_back_to_the_login(
         assert admin.request("DELETE", f"/api/users/{created.json['id']}").status == 204
 
 
-def api_token(sensor: Sensor, username: str, password: str) -> str:
-    reply = Http(sensor.web_port()).post(
+def api_login(sensor: Sensor, username: str, password: str) -> Reply:
+    return Http(sensor.web_port()).post(
         "/api/auth/login", {"username": username, "password": password}
-    )
-    assert reply.status == 200, reply.body
-    token: str = reply.json["access_token"]
-    return token
-
-
-def api_login(sensor: Sensor, username: str, password: str) -> int:
-    return (
-        Http(sensor.web_port())
-        .post("/api/auth/login", {"username": username, "password": password})
-        .status
     )
 
 
