@@ -16,10 +16,10 @@ from collections.abc import Callable
 import dpkt
 import dpkt.ethernet
 
-from leireye.capture.decode import decode_batch
-from leireye.capture.mix import Mix, generate
-from leireye.capture.reference import decode_reference
+from leireye.decode.decode import decode_batch
+from leireye.decode.reference.decoder import decode_reference
 from leireye.record import RECORD_DTYPE, LinkType
+from tests.traffic.mix import Mix, generate
 
 
 def _fast(mix: Mix, batch: int) -> Callable[[], None]:

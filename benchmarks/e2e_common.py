@@ -1,6 +1,6 @@
 """Shared pieces of the end-to-end benchmarks (`bench_e2e.py`, `bench_fanout_ws.py`).
 
-Traffic is a generated realistic mix (`leireye.capture.mix.write_pcap`) replayed by tcpreplay
+Traffic is a generated realistic mix (`tests.traffic.mix.write_pcap`) replayed by tcpreplay
 from inside a network namespace onto a veth pair the benchmark creates (`tests.netns.veth_pair`,
 IPv6 off so the link carries nothing else): the sensor captures on the host end, where
 `captured + kernel drops == sent` holds exactly. Nothing leaves the machine.
@@ -31,9 +31,9 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from benchmarks.bench_ws import USER, cpu_seconds, load_average, token
-from leireye.capture.mix import generate
 from tests.netns import VethPair
 from tests.sensor import Sensor
+from tests.traffic.mix import generate
 
 __all__ = [
     "USER",

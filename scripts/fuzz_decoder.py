@@ -3,10 +3,10 @@
 
 Three paths see every frame:
 
-- `fast`: `leireye.capture.decode.decode_batch`, the numpy path the capture process runs;
-- `reference`: `leireye.capture.reference.reference_batch`, the plain dpkt reading it must agree
-  with;
-- `detail`: `leireye.capture.detail.describe_frame`, dpkt layer by layer for the packet view,
+- `fast`: `leireye.decode.decode.decode_batch`, the numpy path the capture process runs;
+- `reference`: `leireye.decode.reference.decoder.reference_batch`, the plain dpkt reading it
+  must agree with;
+- `detail`: `leireye.decode.detail.describe_frame`, dpkt layer by layer for the packet view,
   fed what the ring stores (the first 256 bytes) and the wire length.
 
 The corpus starts from the real captures in `tests/data/*.pcap` (each frame with its own link
@@ -210,7 +210,7 @@ def time_limit(seconds: float) -> Iterator[None]:
 
 
 def _fast(frames: Sequence[Frame]) -> list[int]:
-    from leireye.capture.decode import decode_batch
+    from leireye.decode.decode import decode_batch
 
     out: list[int] = []
     for linktype, group in _by_linktype(frames):
@@ -222,7 +222,7 @@ def _fast(frames: Sequence[Frame]) -> list[int]:
 
 
 def _reference(frames: Sequence[Frame]) -> list[int]:
-    from leireye.capture.reference import reference_batch
+    from leireye.decode.reference.decoder import reference_batch
 
     out: list[int] = []
     for linktype, group in _by_linktype(frames):
@@ -234,7 +234,7 @@ def _reference(frames: Sequence[Frame]) -> list[int]:
 
 
 def _detail(frames: Sequence[Frame]) -> list[str]:
-    from leireye.capture.detail import describe_frame
+    from leireye.decode.detail import describe_frame
 
     out: list[str] = []
     for frame, linktype, wire in frames:
@@ -369,9 +369,9 @@ def run_atheris(frames: int, argv: list[str]) -> None:
     import atheris
 
     with atheris.instrument_imports(include=["leireye"]):
-        from leireye.capture.decode import decode_batch
-        from leireye.capture.detail import describe_frame
-        from leireye.capture.reference import reference_batch
+        from leireye.decode.decode import decode_batch
+        from leireye.decode.detail import describe_frame
+        from leireye.decode.reference.decoder import reference_batch
         from leireye.record import DecodeError
 
     def one_input(data: bytes) -> None:

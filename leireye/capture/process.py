@@ -37,11 +37,11 @@ from typing import Any, Final, Protocol
 import msgspec
 import numpy as np
 
-from leireye.capture.batch import DecodedBatch
 from leireye.capture.fanout import FanoutJoin, FanoutRefused, ShardSpec
 from leireye.capture.source import Batch, PacketSource, open_source
 from leireye.capture.status import CaptureState, CaptureStatus, StatusBlock
 from leireye.config import Config
+from leireye.decode.batch import DecodedBatch
 from leireye.errors import CaptureError, LeirEyeError
 from leireye.privileges import drop_privileges, lookup_user, private_dir
 from leireye.record import RECORD_DTYPE, DecodeError
@@ -62,7 +62,7 @@ _U32: Final = 1 << 32
 
 
 class Decode(Protocol):
-    """`leireye.capture.decode.decode_batch`, or a stand-in (tests)."""
+    """`leireye.decode.decode.decode_batch`, or a stand-in (tests)."""
 
     def __call__(
         self,
@@ -181,7 +181,7 @@ def _replay_note(config: Config) -> str:
 
 
 def _default_decode() -> Decode:
-    from leireye.capture.decode import decode_batch
+    from leireye.decode.decode import decode_batch
 
     return decode_batch
 

@@ -21,11 +21,11 @@ import dpkt
 import numpy as np
 import pytest
 
-from leireye.capture.batch import DecodedBatch
-from leireye.capture.decode import decode_batch
 from leireye.capture.process import EXIT_FATAL, EXIT_STUCK, run_capture
 from leireye.capture.status import CaptureState, CaptureStatus, StatusBlock
 from leireye.config import CaptureConfig, Config, ReplayConfig
+from leireye.decode.batch import DecodedBatch
+from leireye.decode.decode import decode_batch
 from leireye.record import Proto, ip_to_halves
 from leireye.ring import Ring, RingLayout, RingReader
 from leireye.shm import unlink_segment

@@ -18,9 +18,9 @@ import dpkt
 import dpkt.dns
 import pytest
 
-from leireye.capture.mix_payloads import Payloads
 from tests.integration.test_js_client import needs_node, node_command
 from tests.sensor import Sensor
+from tests.traffic.payloads import Payloads
 from tests.waiting import scaled
 
 pytestmark = [

@@ -12,13 +12,13 @@ from collections.abc import Callable
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from leireye.capture import frames as fb
-from leireye.capture.compare import first_mismatch
-from leireye.capture.decode import decode_batch
-from leireye.capture.mix import MixBuilder, generate
-from leireye.capture.names import TCP_SERVICES, UDP_SERVICES
-from leireye.capture.reference import reference_batch
+from leireye.decode.decode import decode_batch
+from leireye.decode.names import TCP_SERVICES, UDP_SERVICES
+from leireye.decode.reference.compare import first_mismatch
+from leireye.decode.reference.decoder import reference_batch
 from leireye.record import DecodeError, LinkType
+from tests.traffic import frames as fb
+from tests.traffic.mix import MixBuilder, generate
 
 LINKTYPES = [*LinkType, 147]
 POOL = generate(400, seed=21).frames

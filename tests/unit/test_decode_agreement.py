@@ -8,11 +8,11 @@ from pathlib import Path
 import pcap
 import pytest
 
-from leireye.capture.compare import first_mismatch
-from leireye.capture.decode import decode_batch
-from leireye.capture.mix import generate, write_pcap
-from leireye.capture.reference import reference_batch
+from leireye.decode.decode import decode_batch
+from leireye.decode.reference.compare import first_mismatch
+from leireye.decode.reference.decoder import reference_batch
 from leireye.record import DecodeError, LinkType
+from tests.traffic.mix import generate, write_pcap
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 CAPTURES = sorted(DATA.glob("*.pcap"))

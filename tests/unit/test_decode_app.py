@@ -9,11 +9,11 @@ import dpkt
 import numpy as np
 import pytest
 
-from leireye.capture import frames as fb
-from leireye.capture.compare import decode_checked, record_info
-from leireye.capture.mix import MixBuilder
-from leireye.capture.rules import clean
+from leireye.decode.reference.compare import decode_checked, record_info
+from leireye.decode.rules import clean
 from leireye.record import F_TRUNCATED, INFO_BYTES, App, DecodeError
+from tests.traffic import frames as fb
+from tests.traffic.mix import MixBuilder
 
 DNS = dpkt.dns.DNS
 HTTPS_RDATA = b"\x00\x01\x00\x00\x01\x00\x03\x02h2"

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from leireye.capture import frames as fb
-from leireye.capture.decode import CHUNK, decode_batch, decode_one
-from leireye.capture.mix import generate
-from leireye.capture.reference import decode_reference, reference_batch
+from leireye.decode.decode import CHUNK, decode_batch, decode_one
+from leireye.decode.reference.decoder import decode_reference, reference_batch
 from leireye.record import RECORD_DTYPE, DecodeError, LinkType
+from tests.traffic import frames as fb
+from tests.traffic.mix import generate
 
 
 def test_records_and_error_counts() -> None:

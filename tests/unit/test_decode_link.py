@@ -8,8 +8,7 @@ import struct
 
 import pytest
 
-from leireye.capture import frames as fb
-from leireye.capture.compare import decode_both, decode_checked, record_info
+from leireye.decode.reference.compare import decode_both, decode_checked, record_info
 from leireye.record import (
     F_HAS_ADDR,
     F_HAS_PORTS,
@@ -22,6 +21,7 @@ from leireye.record import (
     Proto,
     ip_to_halves,
 )
+from tests.traffic import frames as fb
 
 HOSTILE_MPLS = base64.b64decode("AIgAAAAAAQAAAAAAiEcAAP///43/JA==")
 

@@ -8,8 +8,7 @@ import struct
 import dpkt
 import pytest
 
-from leireye.capture import frames as fb
-from leireye.capture.compare import decode_checked, record_info
+from leireye.decode.reference.compare import decode_checked, record_info
 from leireye.record import (
     F_HAS_ADDR,
     F_HAS_ICMP,
@@ -21,6 +20,7 @@ from leireye.record import (
     Proto,
     ip_to_halves,
 )
+from tests.traffic import frames as fb
 
 one = decode_checked
 info = record_info

@@ -9,10 +9,10 @@ import struct
 import dpkt
 import pytest
 
-from leireye.capture import frames as fb
-from leireye.capture.compare import decode_both
-from leireye.capture.mix import MixBuilder
+from leireye.decode.reference.compare import decode_both
 from leireye.record import F_TRUNCATED, DecodeError, LinkType
+from tests.traffic import frames as fb
+from tests.traffic.mix import MixBuilder
 
 HOSTILE_MPLS = base64.b64decode("AIgAAAAAAQAAAAAAiEcAAP///43/JA==")
 

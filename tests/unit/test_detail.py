@@ -13,9 +13,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from leireye.capture import frames as fb
-from leireye.capture.detail import describe_frame, hex_dump
+from leireye.decode.detail import describe_frame, hex_dump
 from leireye.record import LinkType
+from tests.traffic import frames as fb
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 CAPTURES = sorted(DATA.glob("*.pcap"))

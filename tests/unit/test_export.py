@@ -17,7 +17,7 @@ import dpkt
 import numpy as np
 import pytest
 
-from leireye.capture.decode import decode_batch
+from leireye.decode.decode import decode_batch
 from leireye.record import RECORD_DTYPE, LinkType
 from leireye.ring.layout import RingLayout
 from leireye.ring.ring import Ring, RingWriter

@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from leireye.capture.detail import describe_frame, hex_dump
+from leireye.decode.detail import describe_frame, hex_dump
 from leireye.web import export
 from leireye.web.api import ringscan
 from leireye.web.api.context import context, path_int, require

@@ -28,20 +28,9 @@ import dpkt.udp
 import numpy as np
 import numpy.typing as npt
 
-from leireye.record import (
-    F_HAS_ADDR,
-    F_HAS_ICMP,
-    F_HAS_PORTS,
-    RECORD_DTYPE,
-    DecodeError,
-    LinkType,
-    Proto,
-)
-
-from . import rules
-from .batch import DecodedBatch, count_errors
-from .reference_app import tcp_app, udp_app
-from .reference_record import (
+from leireye.decode import rules
+from leireye.decode.batch import DecodedBatch, count_errors
+from leireye.decode.headers import (
     ICMP,
     ICMP6,
     SLL,
@@ -52,10 +41,17 @@ from .reference_record import (
     IPv6,
     LoopFamily,
     NullFamily,
-    Record,
-    fits,
-    header,
-    mapped,
+)
+from leireye.decode.reference.app import tcp_app, udp_app
+from leireye.decode.reference.record import Record, fits, header, mapped
+from leireye.record import (
+    F_HAS_ADDR,
+    F_HAS_ICMP,
+    F_HAS_PORTS,
+    RECORD_DTYPE,
+    DecodeError,
+    LinkType,
+    Proto,
 )
 
 

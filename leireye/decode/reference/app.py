@@ -3,9 +3,7 @@ dpkt's parsers asked first and the hand-written dissectors (`dissect`) reading w
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Callable
-from typing import Final
 
 import dpkt
 import dpkt.dhcp
@@ -14,23 +12,11 @@ import dpkt.http
 import dpkt.ntp
 import dpkt.ssl
 
+from leireye.decode import dissect, rules
+from leireye.decode.headers import DPKT_ESCAPES
+from leireye.decode.names import HTTP_METHODS
+from leireye.decode.reference.record import Record
 from leireye.record import App, DecodeError
-
-from . import dissect, rules
-from .names import HTTP_METHODS
-from .reference_record import Record
-
-DPKT_ESCAPES: Final = (
-    dpkt.Error,
-    dpkt.ssl.SSL3Exception,
-    IndexError,
-    KeyError,
-    AttributeError,
-    TypeError,
-    ValueError,  # UnicodeDecodeError is one
-    struct.error,
-)
-"""What dpkt 1.9.8 raises, by contract or not, on payloads it cannot read."""
 
 
 def _dissect(r: Record, app: App, read: Callable[[], str | None], cut: bool) -> None:

@@ -24,7 +24,7 @@ import dpkt.ip6
 import dpkt.tcp
 import dpkt.udp
 
-from .mix_payloads import CLIENTS4, CLIENTS6, HOSTS, M_SEARCH, MACS, SERVERS4, SERVERS6, Payloads
+from .payloads import CLIENTS4, CLIENTS6, HOSTS, M_SEARCH, MACS, SERVERS4, SERVERS6, Payloads
 
 
 class Mix(NamedTuple):

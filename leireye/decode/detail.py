@@ -32,16 +32,8 @@ from leireye.record import LinkType, tcp_flag_names
 from . import rules
 from .detail_app import tcp_app, udp_app
 from .detail_walk import Fields, Walk, named
-from .names import (
-    ETHERTYPE_NAMES,
-    ICMP6_CODES,
-    ICMP6_TYPES,
-    ICMP_CODES,
-    ICMP_TYPES,
-    IP_PROTO_NAMES,
-)
-from .reference_app import DPKT_ESCAPES
-from .reference_record import (
+from .headers import (
+    DPKT_ESCAPES,
     ICMP,
     ICMP6,
     SLL,
@@ -52,6 +44,14 @@ from .reference_record import (
     IPv6,
     LoopFamily,
     NullFamily,
+)
+from .names import (
+    ETHERTYPE_NAMES,
+    ICMP6_CODES,
+    ICMP6_TYPES,
+    ICMP_CODES,
+    ICMP_TYPES,
+    IP_PROTO_NAMES,
 )
 
 TCP_OPTION_NAMES: Final = {

@@ -17,8 +17,8 @@ import dpkt.ssl
 
 from . import dissect, rules
 from .detail_walk import Fields, Walk, named
+from .headers import DPKT_ESCAPES
 from .names import DNS_RCODES, DNS_TYPES, HTTP_METHODS, TLS_HANDSHAKES, TLS_RECORDS
-from .reference_app import DPKT_ESCAPES
 
 MAX_TLS_RECORDS: Final = 16
 MAX_DNS_RECORDS: Final = 64

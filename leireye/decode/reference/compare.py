@@ -7,10 +7,9 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 
+from leireye.decode.decode import decode_batch
+from leireye.decode.reference.decoder import reference_batch
 from leireye.record import RECORD_DTYPE, LinkType, info_text
-
-from .decode import decode_batch
-from .reference import reference_batch
 
 
 def first_mismatch(
