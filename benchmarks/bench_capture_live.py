@@ -32,10 +32,10 @@ if str(ROOT) not in sys.path:
 
 from benchmarks.traffic import send_at
 from leireye.capture.process import run_capture
-from leireye.capture.status import CaptureStatus, StatusBlock
 from leireye.config import CaptureConfig, Config
 from leireye.ring import Ring, RingLayout
-from leireye.shm import unlink_segment
+from leireye.ring.shm import unlink_segment
+from leireye.ring.status import CaptureStatus, StatusBlock
 from leireye.supervisor import child_main
 
 

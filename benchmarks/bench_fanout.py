@@ -37,13 +37,13 @@ if str(ROOT) not in sys.path:
 from benchmarks.e2e_common import replay
 from leireye.capture.fanout import ShardSpec, shard_specs
 from leireye.capture.process import run_capture, write_pcap
-from leireye.capture.shardstatus import StatusSet
-from leireye.capture.status import CaptureStatus, StatusBlock
 from leireye.config import CaptureConfig, Config
 from leireye.ring import Ring, RingLayout
 from leireye.ring.ids import IdAllocator
 from leireye.ring.shards import ids_name, shard_name
-from leireye.shm import unlink_segment
+from leireye.ring.shardstatus import StatusSet
+from leireye.ring.shm import unlink_segment
+from leireye.ring.status import CaptureStatus, StatusBlock
 from leireye.supervisor import child_main
 from tests.netns import VethPair, packet_socket, udp_frame, veth_pair
 

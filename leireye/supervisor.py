@@ -45,13 +45,13 @@ from leireye.logs import setup_logging
 from leireye.privileges import drop_privileges, lookup_user, owner_ids, reachable_by
 from leireye.ring import Ring, RingLayout
 from leireye.ring.ids import IdAllocator
-from leireye.segments import (
+from leireye.ring.segments import (
     SegmentNames,
     StatusDrops,
     close_and_unlink,
     remove_stale_segments,
 )
-from leireye.shm import unlink_segment
+from leireye.ring.shm import unlink_segment
 
 log = logging.getLogger("leireye.supervisor")
 
@@ -124,7 +124,7 @@ class Supervisor:
     # -- shared memory ------------------------------------------------------------------------
 
     def create_segments(self) -> None:
-        from leireye.capture.status import StatusBlock
+        from leireye.ring.status import StatusBlock
         from leireye.stats.series import StatsSeries
 
         remove_stale_segments()
@@ -297,7 +297,7 @@ class Supervisor:
         """Capture on `interface` with `bpf` (None: keep the current one). The new settings are
         tried first (as root, here): a missing interface or a bad filter raises CaptureError
         with libpcap's message and the running capture is left as it was."""
-        from leireye.capture.capturecontrol import open_check, status_view, wait_status
+        from leireye.capture.control import open_check, status_view, wait_status
         from leireye.control.handlers import CaptureConflict
 
         current = self.config.capture
@@ -321,7 +321,7 @@ class Supervisor:
                                        before_ns and st.state != "starting"))  # fmt: skip
 
     def stop_capture(self) -> dict[str, Any]:
-        from leireye.capture.capturecontrol import status_view
+        from leireye.capture.control import status_view
         from leireye.control.handlers import CaptureConflict
 
         captures = self._captures()
@@ -335,7 +335,7 @@ class Supervisor:
         return [c for c in self.children if c.shard is not None]
 
     def _capture_status(self) -> Any:
-        from leireye.capture.shardstatus import sum_statuses
+        from leireye.ring.shardstatus import sum_statuses
 
         return sum_statuses([block.read() for block in self.statuses])
 
@@ -351,7 +351,7 @@ class Supervisor:
                 child.process = None
 
     def _hold_capture(self) -> None:
-        from leireye.capture.status import CaptureState
+        from leireye.ring.status import CaptureState
 
         self._stop_children(self._captures())
         for block in self.statuses:

@@ -17,9 +17,9 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from leireye.capture.status import StatusBlock
 from leireye.privileges import CHECK_IMPORTS_ENV, LATE_IMPORT
-from leireye.shm import SHM_DIR, segment_exists
+from leireye.ring.shm import SHM_DIR, segment_exists
+from leireye.ring.status import StatusBlock
 from tests.waiting import scaled, wait_for
 
 

@@ -39,7 +39,6 @@ import numpy as np
 
 from leireye.capture.fanout import FanoutJoin, FanoutRefused, ShardSpec
 from leireye.capture.source import Batch, PacketSource, open_source
-from leireye.capture.status import CaptureState, CaptureStatus, StatusBlock
 from leireye.config import Config
 from leireye.decode.batch import DecodedBatch
 from leireye.errors import CaptureError, LeirEyeError
@@ -48,6 +47,7 @@ from leireye.record import RECORD_DTYPE, DecodeError
 from leireye.ring import Ring
 from leireye.ring.ids import IdAllocator
 from leireye.ring.shards import ShardSet, ShardWriter, ids_name, shard_name
+from leireye.ring.status import CaptureState, CaptureStatus, StatusBlock
 from leireye.stopping import StopEvent, StopFlag, stop_on_sigterm
 
 log = logging.getLogger("leireye.capture")

@@ -46,7 +46,7 @@ from typing import Final
 import numpy as np
 
 from leireye.errors import RingError
-from leireye.shm import PAGE, SHM_DIR, Segment, attach_segment, create_segment
+from leireye.ring.shm import PAGE, SHM_DIR, Segment, attach_segment, create_segment
 
 MAGIC: Final = b"LEIRIDS\x00"
 VERSION: Final = 1

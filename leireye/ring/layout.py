@@ -38,7 +38,7 @@ import numpy as np
 
 from leireye.errors import RingError
 from leireye.record import RECORD_DTYPE
-from leireye.shm import PAGE, page_align
+from leireye.ring.shm import PAGE, page_align
 
 MAGIC: Final = b"LEIRING\x00"
 LAYOUT_VERSION: Final = 1

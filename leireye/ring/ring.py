@@ -54,7 +54,7 @@ import numpy as np
 from leireye.errors import RingError
 from leireye.record import RECORD_DTYPE
 from leireye.ring.layout import WRITE_SEQ_WORD, WRITE_START_WORD, RingLayout
-from leireye.shm import Segment, attach_segment, create_segment
+from leireye.ring.shm import Segment, attach_segment, create_segment
 
 Start = Literal["oldest", "latest"] | int
 Buffer = bytearray | mmap.mmap

@@ -15,7 +15,7 @@ import numpy as np
 
 from leireye.config import StatsConfig
 from leireye.errors import RingError
-from leireye.shm import PAGE, Segment, attach_segment, create_segment, page_align
+from leireye.ring.shm import PAGE, Segment, attach_segment, create_segment, page_align
 from leireye.stats.layout import (
     HISTORY_DTYPE,
     StatsSnapshot,
@@ -229,7 +229,7 @@ class StatsSeries:
             time.sleep(0)
 
     def close(self) -> None:
-        """Drop the views and unmap (views must go first: see leireye.shm). Idempotent."""
+        """Drop the views and unmap (views must go first: see leireye.ring.shm). Idempotent."""
         if self.segment.buf.closed:
             return
         del self._header, self._words, self._frame, self._history

@@ -15,8 +15,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Final
 
-from leireye.capture.status import CaptureStatus
 from leireye.config import LimitsConfig
+from leireye.ring.status import CaptureStatus
 from leireye.stats.layout import StatsSnapshot
 from leireye.web.messages import clamp_interval, stats_message, status_key, status_message
 from leireye.web.protocol import ServerMessage

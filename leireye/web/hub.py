@@ -35,11 +35,11 @@ from typing import Any
 
 import numpy as np
 
-from leireye.capture.shardstatus import StatusSet
-from leireye.capture.status import CaptureStatus
 from leireye.config import Config
 from leireye.errors import LeirEyeError
 from leireye.ring.shards import PacketReader, ShardSet
+from leireye.ring.shardstatus import StatusSet
+from leireye.ring.status import CaptureStatus
 from leireye.stats.layout import StatsSnapshot
 from leireye.stats.series import StatsSeries
 from leireye.web.auth import Authenticator, load_or_create_secret, web_owner

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from leireye.capture.status import CaptureStatus
 from leireye.config import LimitsConfig
+from leireye.ring.status import CaptureStatus
 from leireye.stats.layout import StatsSnapshot
 from leireye.web.encode import iso_ms
 from leireye.web.principal import Principal

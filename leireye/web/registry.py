@@ -38,7 +38,7 @@ from typing import Final
 import numpy as np
 
 from leireye.errors import RingError
-from leireye.shm import SHM_DIR, Segment, attach_segment, create_segment, page_align
+from leireye.ring.shm import SHM_DIR, Segment, attach_segment, create_segment, page_align
 
 log = logging.getLogger("leireye.web.registry")
 

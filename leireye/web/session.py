@@ -47,8 +47,8 @@ from typing import Any, Final
 import numpy as np
 from msgspec import UNSET
 
-from leireye.capture.status import CaptureStatus
 from leireye.config import LimitsConfig
+from leireye.ring.status import CaptureStatus
 from leireye.stats.layout import StatsSnapshot
 from leireye.web.encode import PACKET_MESSAGE_BOUND, PACKETS_PREFIX, utf8_size
 from leireye.web.feeds import Feeds

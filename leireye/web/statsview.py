@@ -10,7 +10,7 @@ from typing import Any, Final, Literal
 
 import numpy as np
 
-from leireye.capture.status import CaptureStatus
+from leireye.ring.status import CaptureStatus
 from leireye.stats.layout import StatsSnapshot, TopAddress, TopPort
 from leireye.web.encode import iso_ms
 

@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 
 from leireye.capture.fanout import FanoutMode, join_fanout
-from leireye.capture.shardstatus import StatusSet
-from leireye.capture.status import CaptureStatus
 from leireye.ring import Ring
 from leireye.ring.shards import ShardSet, shard_name
+from leireye.ring.shardstatus import StatusSet
+from leireye.ring.status import CaptureStatus
 from tests.http import Http
 from tests.netns import VethPair, inject_frames, skip_unless_root, udp_frame, veth_pair
 from tests.sensor import Sensor, SensorFactory

@@ -14,7 +14,7 @@ import pytest
 from leireye.errors import RingError
 from leireye.record import RECORD_DTYPE
 from leireye.ring import Ring, RingLayout, RingWriter
-from leireye.shm import segment_exists, unlink_segment
+from leireye.ring.shm import segment_exists, unlink_segment
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ import msgspec
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from leireye.capture.status import CaptureState
+from leireye.ring.status import CaptureState
 from leireye.web.encode import utf8_size
 from leireye.web.protocol import Close, ServerMessage
 from leireye.web.session import CONTROL_QUEUE_MIN, Session, State

@@ -21,7 +21,7 @@ from typing import Any
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from leireye.shm import SHM_DIR
+from leireye.ring.shm import SHM_DIR
 from tests.reliability.live import ROOT_ONLY, cli_token, current_pids, start, wait_roles
 from tests.sensor import free_udp_port, send_udp
 from tests.waiting import scaled

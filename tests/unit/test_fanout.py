@@ -14,10 +14,10 @@ from leireye.capture.fanout import (
     capture_shards,
     shard_specs,
 )
-from leireye.capture.shardstatus import sum_statuses
-from leireye.capture.status import CaptureState, CaptureStatus
 from leireye.config import parse_config
 from leireye.errors import ConfigError
+from leireye.ring.shardstatus import sum_statuses
+from leireye.ring.status import CaptureState, CaptureStatus
 
 
 @pytest.mark.parametrize(
@@ -85,8 +85,8 @@ def test_statuses_of_shards_add_up() -> None:
 def test_drops_of_a_restarted_shard_are_added_not_subtracted() -> None:
     import uuid
 
-    from leireye.capture.status import StatusBlock
-    from leireye.segments import StatusDrops
+    from leireye.ring.segments import StatusDrops
+    from leireye.ring.status import StatusBlock
 
     name = f"leireye-test-{uuid.uuid4().hex[:10]}-status"
     blocks = [StatusBlock.create(n) for n in (name, f"{name}-1")]

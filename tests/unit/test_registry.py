@@ -12,7 +12,7 @@ from multiprocessing.synchronize import Barrier
 import pytest
 
 from leireye.errors import RingError
-from leireye.shm import SHM_DIR, create_segment, unlink_segment
+from leireye.ring.shm import SHM_DIR, create_segment, unlink_segment
 from leireye.web.registry import ConnectionRegistry
 
 LIMIT = 5

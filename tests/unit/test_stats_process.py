@@ -18,7 +18,7 @@ from leireye.config import Config, StatsConfig
 from leireye.errors import RingError
 from leireye.record import F_HAS_ADDR, F_HAS_PORTS, RECORD_DTYPE, Proto
 from leireye.ring import Ring, RingLayout, RingWriter
-from leireye.shm import unlink_segment
+from leireye.ring.shm import unlink_segment
 from leireye.stats.layout import frame_dtype
 from leireye.stats.process import log_line, run_stats
 from leireye.stats.series import StatsSeries

@@ -13,7 +13,7 @@ import pytest
 from leireye.config import StatsConfig
 from leireye.errors import RingError
 from leireye.record import F_HAS_ADDR, F_HAS_PORTS, RECORD_DTYPE, Proto
-from leireye.shm import attach_segment, unlink_segment
+from leireye.ring.shm import attach_segment, unlink_segment
 from leireye.stats.accumulator import StatsAccumulator
 from leireye.stats.layout import frame_dtype
 from leireye.stats.series import HEADER_DTYPE, SEQ_WORD, StatsSeries

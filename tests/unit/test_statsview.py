@@ -8,8 +8,8 @@ import json
 import numpy as np
 import pytest
 
-from leireye.capture.status import CaptureState, CaptureStatus
 from leireye.record import Proto
+from leireye.ring.status import CaptureState, CaptureStatus
 from leireye.stats.layout import (
     HISTORY_DTYPE,
     StatsSnapshot,

@@ -12,15 +12,15 @@ from collections.abc import Iterator
 import msgspec
 import pytest
 
-from leireye.capture.status import (
+from leireye.errors import RingError
+from leireye.ring.shm import SHM_DIR, unlink_segment
+from leireye.ring.status import (
     BPF_BYTES,
     ERROR_BYTES,
     CaptureState,
     CaptureStatus,
     StatusBlock,
 )
-from leireye.errors import RingError
-from leireye.shm import SHM_DIR, unlink_segment
 from tests.waiting import scaled
 
 

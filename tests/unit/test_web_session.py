@@ -9,9 +9,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from leireye.capture.status import CaptureState, CaptureStatus
 from leireye.config import LimitsConfig
 from leireye.record import Proto
+from leireye.ring.status import CaptureState, CaptureStatus
 from leireye.stats.layout import StatsSnapshot
 from leireye.web.encode import encode_packets
 from leireye.web.principal import AuthFailure, Principal

@@ -10,7 +10,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from leireye.capture.capturecontrol import status_view
+from leireye.capture.control import status_view
 from leireye.capture.interfaces import list_interfaces
 from leireye.control.protocol import CaptureStart, CaptureStop
 from leireye.errors import CaptureError

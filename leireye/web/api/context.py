@@ -10,9 +10,9 @@ from typing import Final, TypeVar
 import msgspec
 from starlette.requests import Request
 
-from leireye.capture.status import CaptureStatus
 from leireye.config import Config
 from leireye.control.client import ControlClient
+from leireye.ring.status import CaptureStatus
 from leireye.web.api.errors import ApiError
 from leireye.web.auth import Authenticator
 from leireye.web.hub import Hub

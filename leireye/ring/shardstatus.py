@@ -14,8 +14,8 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 
-from leireye.capture.status import CaptureState, CaptureStatus, StatusBlock
 from leireye.ring.shards import shard_name
+from leireye.ring.status import CaptureState, CaptureStatus, StatusBlock
 
 
 def sum_statuses(statuses: Sequence[CaptureStatus]) -> CaptureStatus:

@@ -9,8 +9,8 @@ from typing import Any
 import msgspec
 
 from leireye.capture.source import open_source
-from leireye.capture.status import CaptureState, CaptureStatus
 from leireye.config import CaptureConfig
+from leireye.ring.status import CaptureState, CaptureStatus
 
 WAIT_S = 10.0
 

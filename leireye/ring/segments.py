@@ -11,10 +11,10 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from leireye.capture.shardstatus import StatusSet
 from leireye.errors import LeirEyeError
 from leireye.ring.shards import ids_name, shard_name
-from leireye.shm import SHM_DIR, unlink_segment
+from leireye.ring.shardstatus import StatusSet
+from leireye.ring.shm import SHM_DIR, unlink_segment
 
 log = logging.getLogger("leireye.supervisor")
 

@@ -18,7 +18,7 @@ import numpy as np
 
 from leireye.errors import RingError
 from leireye.record import DecodeError
-from leireye.shm import Segment, attach_segment, create_segment
+from leireye.ring.shm import Segment, attach_segment, create_segment
 
 MAGIC: Final = b"LEISTAT\x00"
 VERSION: Final = 1
