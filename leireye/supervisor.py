@@ -158,9 +158,9 @@ class Supervisor:
     def prepare_web(self) -> None:
         """Bind the listening socket once, create the connection registry, and make sure the
         secret and the users file exist (owned by the web user) before any worker starts."""
-        from leireye.web.auth import load_or_create_secret, web_owner
+        from leireye.accounts.tokens import load_or_create_secret, web_owner
+        from leireye.accounts.users import ensure_users_file, load_users
         from leireye.web.registry import ConnectionRegistry
-        from leireye.web.users import ensure_users_file, load_users
 
         cfg = self.config
         owner = web_owner(cfg)
@@ -204,9 +204,9 @@ class Supervisor:
 
     def _start_control(self, secret: bytes, owner: tuple[int, int] | None) -> None:
         from leireye.accounts.service import AccountService
+        from leireye.accounts.users import UserStore
         from leireye.control.handlers import ControlHandlers
         from leireye.control.server import ControlServer, socket_path
-        from leireye.web.users import UserStore
 
         cfg = self.config
         users_file = cfg.state_path(cfg.auth.users_file)

@@ -11,9 +11,9 @@ from __future__ import annotations
 import argparse
 import time
 
+from leireye.accounts.tokens import issue_token, load_or_create_secret, web_owner
+from leireye.accounts.users import load_users
 from leireye.errors import LeirEyeError
-from leireye.web.auth import issue_token, load_or_create_secret, web_owner
-from leireye.web.users import load_users
 
 MAX_TTL_S = 31_536_000
 

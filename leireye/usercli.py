@@ -13,6 +13,7 @@ import getpass
 import sys
 from collections.abc import Callable
 
+from leireye.accounts.tokens import web_owner
 from leireye.accounts.useredit import (
     UserEditError,
     add_user,
@@ -21,10 +22,9 @@ from leireye.accounts.useredit import (
     remove_user,
     update_user,
 )
+from leireye.accounts.users import ROLES, User
 from leireye.config import Config
 from leireye.errors import LeirEyeError
-from leireye.web.auth import web_owner
-from leireye.web.users import ROLES, User
 
 
 class UserCommandError(LeirEyeError):

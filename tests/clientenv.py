@@ -9,9 +9,9 @@ import time
 import urllib.request
 from pathlib import Path
 
+from leireye.accounts.tokens import issue_token, load_or_create_secret, web_owner
+from leireye.accounts.users import load_users
 from leireye.config import load_config
-from leireye.web.auth import issue_token, load_or_create_secret, web_owner
-from leireye.web.users import load_users
 from tests.sensor import Sensor, free_udp_port
 
 PASSWORD = "correct horse battery staple"

@@ -31,11 +31,11 @@ import msgspec
 
 from leireye.accounts.limiter import FailureLimiter
 from leireye.accounts.passwords import verify_dummy, verify_password
+from leireye.accounts.principal import AuthFailure
+from leireye.accounts.tokens import Authenticator, issue_token
+from leireye.accounts.users import User, UserStore, credential_of
 from leireye.config import Config
 from leireye.errors import RefusedError
-from leireye.web.auth import Authenticator, issue_token
-from leireye.web.principal import AuthFailure
-from leireye.web.users import User, UserStore, credential_of
 
 log = logging.getLogger("leireye.accounts")
 

@@ -22,8 +22,8 @@ from typing import Literal, TypeVar
 import msgspec
 
 from leireye.accounts.passwords import hash_password
+from leireye.accounts.users import ROLES, Role, User, Username, dump_users, load_users
 from leireye.errors import LeirEyeError
-from leireye.web.users import ROLES, Role, User, Username, dump_users, load_users
 
 T = TypeVar("T")
 

@@ -18,7 +18,7 @@ from leireye.client.errors import (
     TokenExpired,
 )
 from leireye.client.sync import iter_packets, iter_stats
-from leireye.web.protocol import LimitsInfo, PacketData, StatsData, StatusData, UserInfo
+from leireye.wire import LimitsInfo, PacketData, StatsData, StatusData, UserInfo
 
 __all__ = [
     "BACKOFF_S",

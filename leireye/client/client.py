@@ -55,7 +55,7 @@ from leireye.client.errors import (
 )
 from leireye.client.feed import FeedClosed
 from leireye.client.streams import PacketStream, StatsStream, Stream, Subscriptions
-from leireye.web.protocol import (
+from leireye.wire import (
     AuthError,
     AuthSuccess,
     ErrorMessage,

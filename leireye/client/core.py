@@ -8,7 +8,7 @@
 - `Gap`: packets the caller will not get, made explicit (from `dropped` notices, or a reconnect
   that could not resume).
 - `close_outcome`: what a close code means for the reconnect loop.
-- `decode_server`: a server frame as a typed message of `leireye.web.protocol`.
+- `decode_server`: a server frame as a typed message of `leireye.wire`.
 - `packet_filters`, `refresh_delay`, `http_base`: small helpers the shells share.
 """
 
@@ -23,7 +23,7 @@ from typing import Final
 import msgspec
 
 from leireye.client.errors import ProtocolError
-from leireye.web.protocol import CloseCode, ServerMessage
+from leireye.wire import CloseCode, ServerMessage
 
 BACKOFF_S: Final = (1.0, 2.0, 5.0, 10.0, 30.0)
 PING_INTERVAL_S: Final = 30.0

@@ -45,7 +45,7 @@ class ConnectionFailed(ClientError):
 
 class ProtocolError(ClientError):
     """The server refused a message of ours (rate limit, size, connection limit), or sent
-    something that is not a message of `leireye.web.protocol`."""
+    something that is not a message of `leireye.wire`."""
 
 
 class SubscriptionError(ProtocolError):

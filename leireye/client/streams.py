@@ -17,7 +17,7 @@ from typing import Any, Final
 from leireye.client.core import RECONNECT_GAP_TEXT, Gap, ResumeCursor
 from leireye.client.errors import ClientError, SubscriptionError
 from leireye.client.feed import Feed
-from leireye.web.protocol import (
+from leireye.wire import (
     Dropped,
     ErrorMessage,
     PacketData,

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 from leireye.client.client import LeirEyeClient
 from leireye.client.core import Gap
-from leireye.web.protocol import PacketData, StatsData
+from leireye.wire import PacketData, StatsData
 
 T = TypeVar("T")
 _DONE = object()

@@ -20,6 +20,7 @@ from leireye.accounts.useredit import (
     remove_user,
     update_user,
 )
+from leireye.accounts.users import User, user_view
 from leireye.control.protocol import (
     AddUser,
     AnyRequest,
@@ -36,7 +37,6 @@ from leireye.control.protocol import (
     failure,
 )
 from leireye.errors import CaptureError, LeirEyeError
-from leireye.web.users import User, user_view
 
 log = logging.getLogger("leireye.control")
 

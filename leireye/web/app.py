@@ -22,6 +22,8 @@ from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from leireye.accounts.principal import AuthFailure, Principal
+from leireye.accounts.users import credential_of
 from leireye.control.client import ControlError
 from leireye.control.protocol import RedeemTicket
 from leireye.web import console
@@ -30,9 +32,7 @@ from leireye.web.api.context import ApiContext
 from leireye.web.api.errors import EXCEPTION_HANDLERS
 from leireye.web.hub import Connection, Hub
 from leireye.web.origin import origin_allowed
-from leireye.web.principal import AuthFailure, Principal
-from leireye.web.protocol import Close
-from leireye.web.users import credential_of
+from leireye.wire import Close
 
 log = logging.getLogger("leireye.web")
 

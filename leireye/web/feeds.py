@@ -19,7 +19,7 @@ from leireye.config import LimitsConfig
 from leireye.ring.status import CaptureStatus
 from leireye.stats.layout import StatsSnapshot
 from leireye.web.messages import clamp_interval, stats_message, status_key, status_message
-from leireye.web.protocol import ServerMessage
+from leireye.wire import ServerMessage
 
 DEFAULT_STATS_INTERVAL_MS: Final = 1000
 

@@ -35,6 +35,9 @@ from typing import Any
 
 import numpy as np
 
+from leireye.accounts.principal import AuthFailure, Principal
+from leireye.accounts.tokens import Authenticator, load_or_create_secret, web_owner
+from leireye.accounts.users import UserStore, credential_of
 from leireye.config import Config
 from leireye.errors import LeirEyeError
 from leireye.ring.shards import PacketReader, ShardSet
@@ -42,14 +45,11 @@ from leireye.ring.shardstatus import StatusSet
 from leireye.ring.status import CaptureStatus
 from leireye.stats.layout import StatsSnapshot
 from leireye.stats.series import StatsSeries
-from leireye.web.auth import Authenticator, load_or_create_secret, web_owner
 from leireye.web.clock import WallClock
 from leireye.web.encode import encode_packets
 from leireye.web.filters import PacketFilter
-from leireye.web.principal import AuthFailure, Principal
 from leireye.web.registry import ConnectionRegistry
 from leireye.web.session import Session
-from leireye.web.users import UserStore, credential_of
 
 log = logging.getLogger("leireye.web")
 

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from leireye.accounts.principal import Principal
 from leireye.config import LimitsConfig
 from leireye.ring.status import CaptureStatus
 from leireye.stats.layout import StatsSnapshot
 from leireye.web.encode import iso_ms
-from leireye.web.principal import Principal
-from leireye.web.protocol import (
+from leireye.wire import (
     AuthSuccess,
     ErrorCode,
     LimitsInfo,

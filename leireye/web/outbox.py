@@ -23,7 +23,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 
 from leireye.web.encode import batch_messages
-from leireye.web.protocol import Close, Dropped, DropReason, encode
+from leireye.wire import Close, Dropped, DropReason, encode
 
 Renderer = Callable[[], str | None]
 """Makes a control message when it is sent; None: nothing to send any more (skipped)."""

@@ -47,6 +47,7 @@ from typing import Any, Final
 import numpy as np
 from msgspec import UNSET
 
+from leireye.accounts.principal import Admit, Authenticate, AuthFailure, Principal
 from leireye.config import LimitsConfig
 from leireye.ring.status import CaptureStatus
 from leireye.stats.layout import StatsSnapshot
@@ -55,8 +56,8 @@ from leireye.web.feeds import Feeds
 from leireye.web.filters import FilterError, PacketFilter, parse_filters
 from leireye.web.messages import auth_success, packets_options, shorten, stats_options
 from leireye.web.outbox import Outbox
-from leireye.web.principal import Admit, Authenticate, AuthFailure, Principal
-from leireye.web.protocol import (
+from leireye.web.ratelimit import RateLimiter, Verdict
+from leireye.wire import (
     AUTH_ERROR_TEXT,
     CHANNEL_PACKETS,
     CHANNEL_STATS,
@@ -80,7 +81,6 @@ from leireye.web.protocol import (
     decode_client,
     encode,
 )
-from leireye.web.ratelimit import RateLimiter, Verdict
 
 CONTROL_QUEUE_MIN: Final = 64
 """Unread control messages allowed (at least; twice the message rate when that is higher)."""

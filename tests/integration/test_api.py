@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from leireye.accounts.passwords import hash_password
-from leireye.web.protocol import CloseCode
+from leireye.wire import CloseCode
 from tests.http import Http
 from tests.sensor import Sensor, send_udp
 from tests.waiting import wait_for

@@ -13,7 +13,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from leireye.web.protocol import PacketData
+from leireye.wire import PacketData
 from tests.clientenv import PASSWORD, Live
 from tests.sensor import free_udp_port, send_udp
 from tests.waiting import scaled, wait_for

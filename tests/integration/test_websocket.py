@@ -20,10 +20,10 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from leireye.accounts.tokens import issue_token, load_or_create_secret, web_owner
+from leireye.accounts.users import load_users
 from leireye.config import load_config
-from leireye.web.auth import issue_token, load_or_create_secret, web_owner
-from leireye.web.protocol import CloseCode
-from leireye.web.users import load_users
+from leireye.wire import CloseCode
 from tests.sensor import Sensor, send_udp
 from tests.waiting import scaled, wait_for
 from tests.wsclient import client, closed_with, packets, recv, recv_type, run, send

@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from leireye.accounts.useredit import UserEditError, add_user, remove_user, update_user
-from leireye.web.users import ROLES, User, dump_users, parse_users
+from leireye.accounts.users import ROLES, User, dump_users, parse_users
 
 NAMES = ["admin", "alice", "bob", "Bob", "carol", "x" * 64]
 BAD_NAMES = ["", "has space", "x" * 65, "semi;colon"]

@@ -13,9 +13,9 @@ import yaml
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from leireye.web.auth import REASONS, Authenticator, issue_token
-from leireye.web.principal import AuthFailure, Principal
-from leireye.web.users import User, UserStore
+from leireye.accounts.principal import AuthFailure, Principal
+from leireye.accounts.tokens import REASONS, Authenticator, issue_token
+from leireye.accounts.users import User, UserStore
 
 SECRET = bytes(range(100, 164))
 NOW = 1_700_000_000.0

@@ -19,8 +19,8 @@ from hypothesis import strategies as st
 
 from leireye.ring.status import CaptureState
 from leireye.web.encode import utf8_size
-from leireye.web.protocol import Close, ServerMessage
 from leireye.web.session import CONTROL_QUEUE_MIN, Session, State
+from leireye.wire import Close, ServerMessage
 from tests.unit.test_web_session import T0, Users, capture, new_session, packets, snapshot
 
 SERVER = msgspec.json.Decoder(ServerMessage, strict=True)

@@ -25,9 +25,9 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from leireye.accounts.tokens import load_or_create_secret, web_owner
 from leireye.config import load_config
-from leireye.web.auth import load_or_create_secret, web_owner
-from leireye.web.protocol import CloseCode
+from leireye.wire import CloseCode
 from tests.http import Http
 from tests.reliability.live import ROOT_ONLY, cli_token, login, start
 from tests.sensor import Sensor

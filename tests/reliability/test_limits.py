@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from leireye.web.protocol import CloseCode
+from leireye.wire import CloseCode
 from tests.reliability.live import ROOT_ONLY, cli_token, health_ok, start
 from tests.reliability.rawws import OP_CLOSE, OP_TEXT, RawSocket, frame
 from tests.sensor import Sensor

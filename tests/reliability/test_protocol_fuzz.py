@@ -24,7 +24,7 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from leireye.web.protocol import CloseCode, ErrorCode
+from leireye.wire import CloseCode, ErrorCode
 from tests.reliability.live import (
     ROOT_ONLY,
     cli_token,

@@ -17,12 +17,12 @@ import pytest
 
 from leireye.accounts.limiter import FailureLimiter
 from leireye.accounts.passwords import hash_password
+from leireye.accounts.principal import AuthFailure, Principal
 from leireye.accounts.service import AccountError, AccountService, Ticket, TokenPair
+from leireye.accounts.tokens import PASSWORD_CHANGED, WRONG_KIND, Authenticator
 from leireye.accounts.useredit import edit_users_file, remove_user, update_user
+from leireye.accounts.users import User, UserStore, credential_of, dump_users, ensure_users_file
 from leireye.config import Config, parse_config
-from leireye.web.auth import PASSWORD_CHANGED, WRONG_KIND, Authenticator
-from leireye.web.principal import AuthFailure, Principal
-from leireye.web.users import User, UserStore, credential_of, dump_users, ensure_users_file
 
 SECRET = bytes(range(64))
 START = 1_700_000_000.0

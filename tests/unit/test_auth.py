@@ -17,9 +17,8 @@ import jwt
 import pytest
 import yaml
 
-from leireye.config import Config, parse_config
-from leireye.errors import ConfigError
-from leireye.web.auth import (
+from leireye.accounts.principal import AuthFailure, Principal
+from leireye.accounts.tokens import (
     MALFORMED,
     REASONS,
     Authenticator,
@@ -27,8 +26,9 @@ from leireye.web.auth import (
     load_or_create_secret,
     web_owner,
 )
-from leireye.web.principal import AuthFailure, Principal
-from leireye.web.users import User, UserStore, credential_of
+from leireye.accounts.users import User, UserStore, credential_of
+from leireye.config import Config, parse_config
+from leireye.errors import ConfigError
 
 SECRET = bytes(range(64))
 NOW = 1_700_000_000.0
@@ -362,15 +362,17 @@ def test_a_broken_users_file_refuses_everyone(auth: Authenticator, users_path: P
 def test_the_reason_is_logged_at_debug_without_the_token(
     auth: Authenticator, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.DEBUG, logger="leireye.web.auth")
+    caplog.set_level(logging.DEBUG, logger="leireye.accounts.tokens")
     token = issue_token(SECRET, ALICE, 3600, NOW)
     assert refused(auth.verify(token, NOW + 7200))
     tampered = token[:-5] + "AAAAA"
     assert refused(auth.verify(tampered, NOW))
-    messages = [r.getMessage() for r in caplog.records if r.name == "leireye.web.auth"]
+    messages = [r.getMessage() for r in caplog.records if r.name == "leireye.accounts.tokens"]
     assert any("expired" in m for m in messages)
     assert any("InvalidSignatureError" in m for m in messages)
-    assert all(r.levelno == logging.DEBUG for r in caplog.records if r.name == "leireye.web.auth")
+    assert all(
+        r.levelno == logging.DEBUG for r in caplog.records if r.name == "leireye.accounts.tokens"
+    )
     for part in token.split(".") + tampered.split("."):
         assert part not in caplog.text
 
@@ -475,7 +477,7 @@ def run_token_cli(tmp_path: Path, *argv: str) -> int:
 def test_token_cli_prints_only_a_valid_token(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from leireye.web.users import ensure_users_file
+    from leireye.accounts.users import ensure_users_file
 
     users = tmp_path / "state" / "users.yaml"
     ensure_users_file(users)
@@ -490,8 +492,8 @@ def test_token_cli_prints_only_a_valid_token(
 
 
 def test_token_cli_errors(tmp_path: Path) -> None:
+    from leireye.accounts.users import ensure_users_file
     from leireye.errors import LeirEyeError
-    from leireye.web.users import ensure_users_file
 
     with pytest.raises(LeirEyeError, match="no users file"):
         run_token_cli(tmp_path, "--user", "admin")

@@ -23,7 +23,7 @@ from leireye.client.core import (
 from leireye.client.errors import ProtocolError, SubscriptionError
 from leireye.client.feed import Feed, FeedClosed
 from leireye.client.streams import PacketStream, StatsStream, Subscriptions
-from leireye.web.protocol import (
+from leireye.wire import (
     Dropped,
     ErrorMessage,
     PacketData,

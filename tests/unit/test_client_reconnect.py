@@ -10,7 +10,7 @@ import pytest
 from websockets.asyncio.server import ServerConnection, serve
 
 from leireye.client import ConnectionFailed, LeirEyeClient
-from leireye.web.protocol import AuthSuccess, LimitsInfo, UserInfo
+from leireye.wire import AuthSuccess, LimitsInfo, UserInfo
 
 LIMITS = LimitsInfo(5, 100, 65536, 300.0, 4096, 1000, 100, 60000)
 HELLO = msgspec.json.encode(AuthSuccess(UserInfo(1, "admin", "ADMIN"), LIMITS, None)).decode()

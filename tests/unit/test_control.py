@@ -17,7 +17,10 @@ from typing import Any
 import pytest
 
 from leireye.accounts.passwords import hash_password
+from leireye.accounts.principal import Principal
 from leireye.accounts.service import AccountService
+from leireye.accounts.tokens import Authenticator
+from leireye.accounts.users import User, UserStore, dump_users, load_users
 from leireye.config import Config, parse_config
 from leireye.control.client import ControlClient, ControlError
 from leireye.control.handlers import CaptureConflict, ControlHandlers
@@ -39,9 +42,6 @@ from leireye.control.protocol import (
 )
 from leireye.control.server import ControlServer, socket_path
 from leireye.errors import CaptureError
-from leireye.web.auth import Authenticator
-from leireye.web.principal import Principal
-from leireye.web.users import User, UserStore, dump_users, load_users
 from tests.waiting import scaled
 
 SECRET = bytes(range(64))

@@ -15,13 +15,13 @@ import pytest
 
 from leireye.accounts.passwords import verify_password
 from leireye.accounts.service import AccountError, AccountService
+from leireye.accounts.tokens import load_or_create_secret
+from leireye.accounts.users import User, UserStore, load_users
 from leireye.config import load_config
 from leireye.control.client import ControlClient
 from leireye.control.handlers import ControlHandlers
 from leireye.control.protocol import Login
 from leireye.control.server import ControlServer, socket_path
-from leireye.web.auth import load_or_create_secret
-from leireye.web.users import User, UserStore, load_users
 from tests.waiting import scaled
 
 REPO = Path(__file__).resolve().parents[2]

@@ -21,7 +21,7 @@ from leireye.accounts.useredit import (
     remove_user,
     update_user,
 )
-from leireye.web.users import User, dump_users, load_users, parse_users
+from leireye.accounts.users import User, dump_users, load_users, parse_users
 from tests.waiting import scaled
 
 ADMIN = User(1, "root", "ADMIN")

@@ -10,8 +10,7 @@ import pytest
 import yaml
 
 from leireye.accounts.passwords import verify_password
-from leireye.errors import ConfigError
-from leireye.web.users import (
+from leireye.accounts.users import (
     User,
     UsersFileError,
     UserStore,
@@ -21,6 +20,7 @@ from leireye.web.users import (
     parse_users,
     write_private_file,
 )
+from leireye.errors import ConfigError
 
 ALICE = {"id": 2, "username": "alice", "role": "ANALYST"}
 

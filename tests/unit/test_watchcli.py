@@ -9,7 +9,7 @@ import pytest
 
 from leireye.client import Gap
 from leireye.watchcli import WatchError, client_options, format_gap, format_packet, format_stats
-from leireye.web.protocol import PacketData, StatsData
+from leireye.wire import PacketData, StatsData
 
 
 def packet(**kw: object) -> PacketData:

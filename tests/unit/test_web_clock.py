@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from leireye.web.clock import STEP_S, WallClock
-from leireye.web.protocol import Close
+from leireye.wire import Close
 from tests.unit.test_web_session import ALICE, T0, drain, new_session, send, snapshot, types
 
 PING = '{"type":"ping"}'

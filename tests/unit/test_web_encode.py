@@ -32,7 +32,7 @@ from leireye.web.encode import (
     packet_data,
     utf8_size,
 )
-from leireye.web.protocol import PacketMessage, PacketsMessage
+from leireye.wire import PacketMessage, PacketsMessage
 
 SPEC_TS_NS = 1705746601_123_000_000  # 2024-01-20T10:30:01.123Z
 

@@ -5,7 +5,7 @@ import json
 import msgspec
 import pytest
 
-from leireye.web.protocol import (
+from leireye.wire import (
     AuthError,
     AuthMessage,
     Close,

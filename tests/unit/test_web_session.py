@@ -9,14 +9,14 @@ from typing import Any
 import numpy as np
 import pytest
 
+from leireye.accounts.principal import AuthFailure, Principal
 from leireye.config import LimitsConfig
 from leireye.record import Proto
 from leireye.ring.status import CaptureState, CaptureStatus
 from leireye.stats.layout import StatsSnapshot
 from leireye.web.encode import encode_packets
-from leireye.web.principal import AuthFailure, Principal
-from leireye.web.protocol import Close
 from leireye.web.session import TRANSITIONS, Session, State
+from leireye.wire import Close
 from tests.unit.test_web_encode import make
 
 T0 = 1_700_000_000.0

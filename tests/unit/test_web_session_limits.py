@@ -10,9 +10,9 @@ import pytest
 from leireye.record import INFO_BYTES
 from leireye.web.encode import utf8_size
 from leireye.web.outbox import Outbox
-from leireye.web.protocol import Close, DropReason
 from leireye.web.ratelimit import RateLimiter, Verdict
 from leireye.web.session import CONTROL_QUEUE_MIN, Session
+from leireye.wire import Close, DropReason
 from tests.unit.test_web_session import (
     T0,
     drain,

@@ -9,6 +9,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from leireye.accounts.users import Role, user_view
 from leireye.control.protocol import (
     AddUser,
     IssueTicket,
@@ -20,7 +21,6 @@ from leireye.control.protocol import (
 )
 from leireye.web.api.context import context, path_int, read_body, require
 from leireye.web.api.errors import ApiError
-from leireye.web.users import Role, user_view
 
 Text = Annotated[str, msgspec.Meta(min_length=1, max_length=1024)]
 

@@ -10,13 +10,13 @@ from typing import Final, TypeVar
 import msgspec
 from starlette.requests import Request
 
+from leireye.accounts.principal import AuthFailure, Principal
+from leireye.accounts.tokens import Authenticator
 from leireye.config import Config
 from leireye.control.client import ControlClient
 from leireye.ring.status import CaptureStatus
 from leireye.web.api.errors import ApiError
-from leireye.web.auth import Authenticator
 from leireye.web.hub import Hub
-from leireye.web.principal import AuthFailure, Principal
 
 T = TypeVar("T")
 

@@ -32,7 +32,7 @@ import yaml
 
 from leireye.errors import ConfigError
 
-log = logging.getLogger("leireye.web.users")
+log = logging.getLogger("leireye.accounts.users")
 
 Role = Literal["ADMIN", "ANALYST", "VIEWER"]
 ROLES: tuple[Role, ...] = ("ADMIN", "ANALYST", "VIEWER")

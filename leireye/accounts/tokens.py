@@ -38,13 +38,13 @@ from typing import Any, Final, Literal
 
 import jwt
 
+from leireye.accounts.principal import AuthFailure, Principal
+from leireye.accounts.users import User, UserStore, credential_of, write_private_file
 from leireye.config import Config
 from leireye.errors import ConfigError
 from leireye.privileges import owner_ids
-from leireye.web.principal import AuthFailure, Principal
-from leireye.web.users import User, UserStore, credential_of, write_private_file
 
-log = logging.getLogger("leireye.web.auth")
+log = logging.getLogger("leireye.accounts.tokens")
 
 ALGORITHM: Final = "HS256"
 AUTH_FAILED_MESSAGE: Final = "Invalid or expired token"
