@@ -463,7 +463,7 @@ def test_the_secret_from_the_environment(tmp_path: Path, monkeypatch: pytest.Mon
 def run_token_cli(tmp_path: Path, *argv: str) -> int:
     import argparse
 
-    from leireye.tokencli import add_token_parser
+    from leireye.cli.token import add_token_parser
 
     config_file = tmp_path / "config.yaml"
     config_file.write_text(yaml.safe_dump({"state_dir": str(tmp_path / "state")}))

@@ -7,8 +7,8 @@ import io
 
 import pytest
 
+from leireye.cli.watch import WatchError, client_options, format_gap, format_packet, format_stats
 from leireye.client import Gap
-from leireye.watchcli import WatchError, client_options, format_gap, format_packet, format_stats
 from leireye.wire import PacketData, StatsData
 
 

@@ -1,33 +1,17 @@
-"""`leireye`: the command line. The only module that prints and exits."""
+"""`leireye run` (the sensor) and `leireye check-config`."""
 
 from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 from typing import TYPE_CHECKING
 
-from leireye import __version__
-from leireye.config import Config, load_config, with_overrides
-from leireye.errors import LeirEyeError
+from leireye.cli.common import DEFAULT_CONFIG, load_cli_config
+from leireye.config import Config, with_overrides
 from leireye.logs import setup_logging
-from leireye.tokencli import add_token_parser
-from leireye.usercli import add_user_parser
-from leireye.watchcli import add_watch_parsers
 
 if TYPE_CHECKING:
     from leireye.supervisor import Supervisor
-
-DEFAULT_CONFIG = Path("configs/default.yaml")
-
-
-def load_cli_config(config_path: str) -> Config:
-    """The `-c` file; the default path may be missing (run from anywhere): the built-in
-    defaults equal configs/default.yaml."""
-    path = Path(config_path)
-    if not path.exists() and config_path == str(DEFAULT_CONFIG):
-        return Config()
-    return load_config(path)
 
 
 def _load(args: argparse.Namespace) -> Config:
@@ -68,12 +52,9 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="leireye", description="LeirEye network sensor")
-    parser.add_argument("--version", action="version", version=f"leireye {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    run = sub.add_parser("run", help="capture, decode and publish packets (as root)")
+def add_run_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add `run` and `check-config` to `leireye`'s sub-parsers."""
+    run = subparsers.add_parser("run", help="capture, decode and publish packets (as root)")
     run.add_argument("-c", "--config", default=str(DEFAULT_CONFIG), help="YAML config file")
     run.add_argument("--interface", "-i", help="capture interface (overrides capture.interface)")
     run.add_argument("--bpf", help="BPF filter expression (overrides capture.bpf)")
@@ -84,27 +65,6 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     run.set_defaults(func=cmd_run)
 
-    add_token_parser(sub)
-    add_user_parser(sub)
-    add_watch_parsers(sub)
-
-    check = sub.add_parser("check-config", help="validate a config file and exit")
+    check = subparsers.add_parser("check-config", help="validate a config file and exit")
     check.add_argument("-c", "--config", default=str(DEFAULT_CONFIG))
     check.set_defaults(func=cmd_check_config)
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        code: int = args.func(args)
-    except LeirEyeError as exc:
-        print(f"leireye: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
-    return code
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -13,6 +13,7 @@ import time
 
 from leireye.accounts.tokens import issue_token, load_or_create_secret, web_owner
 from leireye.accounts.users import load_users
+from leireye.cli.common import DEFAULT_CONFIG, load_cli_config
 from leireye.errors import LeirEyeError
 
 MAX_TTL_S = 31_536_000
@@ -23,8 +24,6 @@ class TokenError(LeirEyeError):
 
 
 def cmd_token(args: argparse.Namespace) -> int:
-    from leireye.cli import load_cli_config
-
     config = load_cli_config(args.config)
     ttl = config.auth.token_ttl_s if args.ttl is None else args.ttl
     if not 1 <= ttl <= MAX_TTL_S:
@@ -44,8 +43,6 @@ def add_token_parser(
     subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
 ) -> argparse.ArgumentParser:
     """Add the `token` sub-command to `leireye`'s sub-parsers."""
-    from leireye.cli import DEFAULT_CONFIG
-
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "token", help="print a JWT for a user of the users file"
     )

@@ -23,6 +23,7 @@ from leireye.accounts.useredit import (
     update_user,
 )
 from leireye.accounts.users import ROLES, User
+from leireye.cli.common import DEFAULT_CONFIG, load_cli_config
 from leireye.config import Config
 from leireye.errors import LeirEyeError
 
@@ -32,8 +33,6 @@ class UserCommandError(LeirEyeError):
 
 
 def _config(args: argparse.Namespace) -> Config:
-    from leireye.cli import load_cli_config
-
     return load_cli_config(args.config)
 
 
@@ -112,8 +111,6 @@ def _edit(
 def add_user_parser(
     subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
 ) -> argparse.ArgumentParser:
-    from leireye.cli import DEFAULT_CONFIG
-
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "user", help="manage the users who may log in"
     )

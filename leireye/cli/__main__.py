@@ -1,0 +1,5 @@
+import sys
+
+from leireye.cli import main
+
+sys.exit(main())
