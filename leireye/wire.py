@@ -64,6 +64,8 @@ from typing import Annotated, Any, Final
 import msgspec
 from msgspec import UNSET, UnsetType
 
+from leireye.text import truncate
+
 
 class CloseCode(enum.IntEnum):
     """WebSocket close codes the session uses; the table is in the module docstring."""
@@ -386,8 +388,7 @@ def _explain(data: bytes, detail: str) -> ProtocolError:
 
 
 def _short(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
+    return truncate(repr(value), 40)
 
 
 def encode(message: ServerMessage) -> bytes:

@@ -6,12 +6,13 @@ and the wire schema in `protocol`; the session decides when to send, these decid
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
 from leireye.accounts.principal import Principal
 from leireye.config import LimitsConfig
 from leireye.ring.status import CaptureStatus
 from leireye.stats.layout import StatsSnapshot
+from leireye.text import truncate
 from leireye.web.encode import iso_ms
 from leireye.wire import (
     AuthSuccess,
@@ -24,6 +25,9 @@ from leireye.wire import (
     StatusMessage,
     UserInfo,
 )
+
+QUOTED_CHARS: Final = 40
+"""At most this many characters of a client's string (a name, a key) are quoted in a reply."""
 
 
 def status_key(status: CaptureStatus) -> tuple[object, ...]:
@@ -128,15 +132,10 @@ def stats_options(options: dict[str, Any], current_ms: int) -> int | ProtocolErr
 def _unknown(options: dict[str, Any], allowed: str) -> ProtocolError | None:
     for key in options:
         if key != allowed:
-            shown = key if len(key) <= 40 else key[:37] + "..."
+            shown = truncate(key, QUOTED_CHARS)
             return ProtocolError(
                 ErrorCode.INVALID_OPTION,
                 f"Unknown option {shown!r}; this channel takes {allowed!r}",
                 shown,
             )
     return None
-
-
-def shorten(text: str, limit: int = 40) -> str:
-    """A client's string quoted in a reply, cut to `limit` characters."""
-    return text if len(text) <= limit else text[: limit - 3] + "..."
