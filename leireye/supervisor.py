@@ -41,6 +41,7 @@ import msgspec
 from leireye.capture.fanout import capture_shards, shard_specs
 from leireye.config import Config
 from leireye.errors import LeirEyeError
+from leireye.exitcodes import ExitCode
 from leireye.logs import setup_logging
 from leireye.privileges import drop_privileges, lookup_user, owner_ids, reachable_by
 from leireye.ring import Ring, RingLayout
@@ -55,9 +56,6 @@ from leireye.ring.shm import unlink_segment
 
 log = logging.getLogger("leireye.supervisor")
 
-EXIT_FATAL = 3  # a child's "restarting will not help" (bad interface, BPF, permission)
-EXIT_NO_FANOUT = 4  # a capture shard k > 0 where the kernel refused PACKET_FANOUT
-EXIT_STUCK = 70  # the capture watchdog found a decode stuck on one frame
 PR_SET_PDEATHSIG = 1
 HEARTBEAT_GRACE_S = 10.0  # a fresh capture process gets this long to open its handle
 
@@ -81,7 +79,7 @@ def child_main(
     if run_as is not None:
         drop_privileges(lookup_user(run_as), key=f"{role} user")
     code = target(*args)
-    raise SystemExit(code or 0)
+    raise SystemExit(code or ExitCode.OK)
 
 
 @dataclass
@@ -391,15 +389,15 @@ class Supervisor:
         child.history.append(code)
         if child.web_index is not None and self.registry is not None:
             self.registry.clear_worker(child.web_index)
-        if code == 0 and child.shard is not None and self.config.capture.pcap:
+        if code == ExitCode.OK and child.shard is not None and self.config.capture.pcap:
             log.info("capture finished replaying %s", self.config.capture.pcap)
             child.fatal = True  # nothing left to do; stats and readers keep running
             return
-        if code == EXIT_NO_FANOUT:
+        if code == ExitCode.NO_FANOUT:
             child.fatal = True
             log.warning("%s is not needed: the kernel refused PACKET_FANOUT", child.role)
             return
-        if code == EXIT_FATAL:
+        if code == ExitCode.FATAL:
             child.fatal = True
             log.error("%s exited with a configuration or capture error; not restarting", child.role)
             return
@@ -410,10 +408,12 @@ class Supervisor:
             delay = backoff[0]
         child.restarts += 1
         child.next_start = now + delay
-        reason = "stuck on a frame (saved)" if code == EXIT_STUCK else f"exit code {code}"
+        reason = "stuck on a frame (saved)" if code == ExitCode.STUCK else f"exit code {code}"
         log.warning("%s died (%s); restart %d in %.1fs", child.role, reason, child.restarts, delay)
         if child.shard is not None and child.shard < len(self.statuses):
-            self.statuses[child.shard].set_restarts(sum(1 for c in child.history if c != 0))
+            self.statuses[child.shard].set_restarts(
+                sum(1 for c in child.history if c != ExitCode.OK)
+            )
 
     def _check_heartbeat(self, child: Child, now: float) -> None:
         if child.shard is None or child.process is None or child.shard >= len(self.statuses):
@@ -439,7 +439,7 @@ class Supervisor:
     def first_start_failed(self) -> Child | None:
         """A child that died fatally on its very first start (the run cannot do its job)."""
         for child in self.children:
-            if child.fatal and child.history[:1] == [EXIT_FATAL] and not child.requested:
+            if child.fatal and child.history[:1] == [ExitCode.FATAL] and not child.requested:
                 return child
         return None
 
@@ -475,8 +475,8 @@ class Supervisor:
                     if failed.shard is not None and failed.shard < len(self.statuses):
                         reason = self.statuses[failed.shard].read().last_error
                     log.error("%s could not start: %s", failed.role, reason or "see above")
-                    return 2
-            return 0
+                    return ExitCode.FAILED
+            return ExitCode.OK
         finally:
             self.shutdown()
             for sig, handler in previous.items():

@@ -5,15 +5,15 @@ as root (ring, status block, capture handle, the directory for stuck frames), dr
 `capture.user` before reading the first packet, and then loops: poll the source, decode the
 batch, write it to the ring (which never waits for readers), update the status block.
 
-Exit codes (the supervisor acts on them):
+Exit codes (`ExitCode`; the supervisor acts on them):
 
-    0   stopped by SIGTERM or `stop`, or a replay reached the end of its file
-    1   an error while capturing (the interface went away, an unexpected bug): restart
-    3   EXIT_FATAL: the capture cannot start (no such interface or user, no permission, bad BPF,
+    0   OK: stopped by SIGTERM or `stop`, or a replay reached the end of its file
+    1   ERROR: an error while capturing (the interface went away, an unexpected bug): restart
+    3   FATAL: the capture cannot start (no such interface or user, no permission, bad BPF,
         unreadable file, missing or incompatible shared memory); restarting will not help
-    4   EXIT_NO_FANOUT: shard k > 0 of a multi-process capture, and the kernel refused
+    4   NO_FANOUT: shard k > 0 of a multi-process capture, and the kernel refused
         PACKET_FANOUT: shard 0 captures alone, this one is not needed (not restarted)
-    70  EXIT_STUCK: the watchdog found a decode stuck on one batch, saved it, and exited
+    70  STUCK: the watchdog found a decode stuck on one batch, saved it, and exited
 
 The watchdog is a thread: the loop marks each iteration and the batch it is decoding; if an
 iteration takes longer than `heartbeat_timeout_s`, the watchdog writes that batch (and, when it
@@ -42,6 +42,7 @@ from leireye.capture.source import Batch, PacketSource, open_source
 from leireye.config import Config
 from leireye.decode.batch import DecodedBatch
 from leireye.errors import CaptureError, LeirEyeError
+from leireye.exitcodes import ExitCode
 from leireye.privileges import drop_privileges, lookup_user, private_dir
 from leireye.record import RECORD_DTYPE, DecodeError
 from leireye.ring import Ring
@@ -52,11 +53,6 @@ from leireye.stopping import StopEvent, StopFlag, stop_on_sigterm
 
 log = logging.getLogger("leireye.capture")
 
-EXIT_OK: Final = 0
-EXIT_ERROR: Final = 1
-EXIT_FATAL: Final = 3
-EXIT_NO_FANOUT: Final = 4
-EXIT_STUCK: Final = 70
 STATUS_PERIOD_S: Final = 0.1  # status block (and kernel drop counters) refresh
 _U32: Final = 1 << 32
 
@@ -105,7 +101,7 @@ def _run(
         status = StatusBlock.attach(shard_name(status_name, spec.index), writable=True)
     except LeirEyeError as exc:
         log.error("capture cannot start: %s", exc)
-        return EXIT_FATAL
+        return ExitCode.FATAL
     cap = config.capture
     report = _Report(status, CaptureStatus(
         state=CaptureState.STARTING, interface=cap.pcap or cap.interface, bpf=cap.bpf,
@@ -137,11 +133,11 @@ def _run(
         except FanoutRefused as exc:
             log.warning("capture shard %d not needed: %s", spec.index, exc)
             report.update(state=CaptureState.STOPPED, last_error=str(exc))
-            return EXIT_NO_FANOUT
+            return ExitCode.NO_FANOUT
         except LeirEyeError as exc:
             log.error("capture cannot start: %s", exc)
             report.update(state=CaptureState.ERROR, last_error=str(exc))
-            return EXIT_FATAL
+            return ExitCode.FATAL
         watchdog = Watchdog(
             max(cap.heartbeat_timeout_s, 2 * cap.poll_ms / 1000), stuck_dir, source,
             beat=status.beat, on_stuck=lambda text: report.update(
@@ -157,11 +153,11 @@ def _run(
     except CaptureError as exc:
         log.error("capture failed: %s", exc)
         report.update(state=CaptureState.ERROR, capturing=False, last_error=str(exc))
-        return EXIT_ERROR
+        return ExitCode.ERROR
     except Exception as exc:  # a bug: say so loudly, leave a trace in the status, restart
         log.exception("capture crashed")
         report.update(state=CaptureState.ERROR, capturing=False, last_error=f"crashed: {exc!r}")
-        return EXIT_ERROR
+        return ExitCode.ERROR
     finally:
         if source is not None:
             source.close()
@@ -256,7 +252,7 @@ class _Loop:
         self._publish(state, capturing=False)
         log.info("capture %s: %d packets, %d bytes, %d kernel drops", state, self.packets,
                  self.bytes, self.kernel.drop)  # fmt: skip
-        return EXIT_OK
+        return ExitCode.OK
 
     def _handle(self, batch: Batch) -> None:
         self.watchdog.mark(batch)
@@ -338,10 +334,10 @@ class Watchdog:
                 continue
             if batch is None:
                 text = f"capture loop stalled for {stalled:.1f}s outside decoding"
-                code = EXIT_ERROR
+                code = ExitCode.ERROR
             else:
                 text = f"decode stuck for {stalled:.1f}s; {self._save(batch)}"
-                code = EXIT_STUCK
+                code = ExitCode.STUCK
             log.critical("%s; exiting with %d", text, code)
             self._on_stuck(text)
             self._exit(code)

@@ -17,6 +17,7 @@ from leireye.cli.token import add_token_parser
 from leireye.cli.user import add_user_parser
 from leireye.cli.watch import add_watch_parsers
 from leireye.errors import LeirEyeError
+from leireye.exitcodes import ExitCode
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
         code: int = args.func(args)
     except LeirEyeError as exc:
         print(f"leireye: {exc}", file=sys.stderr)
-        return 2
+        return ExitCode.FAILED
     except KeyboardInterrupt:
-        return 130
+        return ExitCode.INTERRUPTED
     return code

@@ -40,6 +40,7 @@ from leireye.accounts.tokens import Authenticator, load_or_create_secret, web_ow
 from leireye.accounts.users import UserStore, credential_of
 from leireye.config import Config
 from leireye.errors import LeirEyeError
+from leireye.exitcodes import ExitCode
 from leireye.ring.shards import PacketReader, ShardSet
 from leireye.ring.shardstatus import StatusSet
 from leireye.ring.status import CaptureStatus
@@ -353,4 +354,4 @@ def _exit_if_failed(task: asyncio.Task[None]) -> None:
         return
     log.critical("hub loop failed; exiting so the supervisor restarts this worker",
                  exc_info=task.exception())  # fmt: skip
-    os._exit(1)
+    os._exit(ExitCode.ERROR)

@@ -24,6 +24,7 @@ from leireye.config import Config
 from leireye.control.client import ControlClient
 from leireye.control.server import socket_path
 from leireye.errors import LeirEyeError
+from leireye.exitcodes import ExitCode
 from leireye.logs import setup_logging
 from leireye.privileges import drop_privileges, lookup_user
 from leireye.web.api.context import ApiContext
@@ -50,8 +51,6 @@ WEB_PRELOAD: Final = (
     "anyio.from_thread",
 )
 
-EXIT_FATAL = 3
-
 
 class WebError(LeirEyeError):
     """A web worker cannot start."""
@@ -69,7 +68,7 @@ def run_web_worker(
         hub = Hub.attach(config, segments, worker_index)
     except LeirEyeError as exc:
         log.error("web worker %d cannot start: %s", worker_index, exc)
-        return EXIT_FATAL
+        return ExitCode.FATAL
     api = ApiContext(config, hub, hub.authenticator, ControlClient(socket_path(config.state_dir)))
     app = build_app(api)
     server_config = uvicorn.Config(
@@ -97,9 +96,9 @@ def run_web_worker(
         drop_privileges(account, key="web.user", error=WebError, preload=WEB_PRELOAD)
     except LeirEyeError as exc:
         log.error("web worker %d cannot start: %s", worker_index, exc)
-        return EXIT_FATAL
+        return ExitCode.FATAL
     server = uvicorn.Server(server_config)
     install_log_redaction()  # uvicorn.Config configures its loggers: filter them again
     log.info("web worker %d serving on fd %d", worker_index, sock.fileno())
     server.run(sockets=[sock])
-    return 0
+    return ExitCode.OK
