@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import logging
 import os
-import struct
 import sys
 import threading
 import time
@@ -38,6 +37,7 @@ import msgspec
 import numpy as np
 
 from leireye.capture.fanout import FanoutJoin, FanoutRefused, ShardSpec
+from leireye.capture.pcapfile import write_pcap
 from leireye.capture.source import Batch, PacketSource, open_source
 from leireye.config import Config
 from leireye.decode.batch import DecodedBatch
@@ -353,16 +353,20 @@ class Watchdog:
         now = time.time_ns()
         stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now // 10**9))
         base = self.stuck_dir / f"stuck-{stamp}.{now // 10**6 % 1000:03d}Z"
-        rows = list(zip(batch.ts_ns, batch.wire_lens, batch.frames, strict=True))
         try:
             if index is None:
-                write_pcap(Path(f"{base}.pcap"), rows, self.linktype, self.snaplen)
-                return f"batch of {len(rows)} frames saved to {base}.pcap"
-            write_pcap(Path(f"{base}.pcap"), rows[index : index + 1], self.linktype, self.snaplen)
-            write_pcap(Path(f"{base}-batch.pcap"), rows, self.linktype, self.snaplen)
+                self._write(Path(f"{base}.pcap"), batch, slice(None))
+                return f"batch of {len(batch.frames)} frames saved to {base}.pcap"
+            self._write(Path(f"{base}.pcap"), batch, slice(index, index + 1))
+            self._write(Path(f"{base}-batch.pcap"), batch, slice(None))
         except OSError as exc:
             return f"{where or 'batch'} could not be saved: {exc}"
         return f"{where} saved to {base}.pcap (its batch to {base}-batch.pcap)"
+
+    def _write(self, path: Path, batch: Batch, rows: slice) -> None:
+        """A nanosecond pcap of `batch[rows]`; refuses to overwrite."""
+        columns = (batch.ts_ns[rows], batch.wire_lens[rows], batch.frames[rows])
+        write_pcap(path, *columns, self.linktype, self.snaplen, nanoseconds=True, exclusive=True)
 
 
 def current_frame_index(thread_id: int, frames: Sequence[bytes]) -> int | None:
@@ -377,17 +381,3 @@ def current_frame_index(thread_id: int, frames: Sequence[bytes]) -> int | None:
                 return i
         frame = frame.f_back
     return None
-
-
-_DLT_TO_LINKTYPE: Final = {12: 101}  # libpcap's DLT_RAW on Linux is LINKTYPE_RAW in files
-
-
-def write_pcap(
-    path: Path, rows: Sequence[tuple[int, int, bytes]], linktype: int, snaplen: int
-) -> None:
-    """A nanosecond pcap of `(ts_ns, wire_len, frame)` rows; refuses to overwrite."""
-    with open(path, "xb") as f:
-        linktype = _DLT_TO_LINKTYPE.get(linktype, linktype)
-        f.write(struct.pack("<IHHiIII", 0xA1B23C4D, 2, 4, 0, 0, snaplen, linktype))
-        for ts, wire_len, frame in rows:
-            f.write(struct.pack("<IIII", ts // 10**9, ts % 10**9, len(frame), wire_len) + frame)

@@ -34,6 +34,7 @@ from typing import Any, Final, NamedTuple
 
 import pcap
 
+from leireye.capture.pcapfile import FILE_MAGICS
 from leireye.config import CaptureConfig
 from leireye.errors import CaptureError
 from leireye.record import LinkType
@@ -43,10 +44,6 @@ log = logging.getLogger("leireye.capture")
 PROC_NET: Final = Path("/proc/net")
 _RTF_UP: Final = 0x0001
 _RTF_REJECT: Final = 0x0200
-# pcap (microsecond and nanosecond, both byte orders) and pcapng (section header block)
-_PCAP_MAGICS: Final = {
-    bytes.fromhex(h) for h in ["d4c3b2a1", "a1b2c3d4", "4d3cb2a1", "a1b23c4d", "0a0d0d0a"]
-}
 
 
 class Batch(NamedTuple):
@@ -310,7 +307,7 @@ def _open_file(path: str, bpf: str) -> Any:
             magic = f.read(4)
     except OSError as exc:
         raise CaptureError(f"cannot read pcap file {path}: {exc.strerror}") from None
-    if magic not in _PCAP_MAGICS:
+    if magic not in FILE_MAGICS:
         raise CaptureError(f"{path} is not a pcap or pcapng file")
     try:
         handle = pcap.pcap(name=path, timestamp_in_ns=True)

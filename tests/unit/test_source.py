@@ -15,6 +15,7 @@ from pathlib import Path
 import dpkt
 import pytest
 
+from leireye.capture.pcapfile import write_pcap as write_frames
 from leireye.capture.source import (
     Batch,
     LiveSource,
@@ -47,18 +48,12 @@ def udp_frame(i: int, dport: int = 5353, payload_len: int = 20) -> bytes:
 
 
 def write_pcap(path: Path, gaps_ns: list[int], dport: int = 5353) -> list[bytes]:
-    """A nanosecond pcap: one UDP frame per entry, each `gap` after the previous. (Written by
-    hand: dpkt.pcap.Writer takes float seconds, which cannot hold nanoseconds since 1970.)"""
-    frames = []
-    with path.open("wb") as f:
-        f.write(struct.pack("<IHHiIII", 0xA1B23C4D, 2, 4, 0, 0, 1600, 1))
-        ts = T0
-        for i, gap in enumerate(gaps_ns):
-            ts += gap
-            frame = udp_frame(i, dport)
-            f.write(struct.pack("<IIII", ts // 10**9, ts % 10**9, len(frame), len(frame)))
-            f.write(frame)
-            frames.append(frame)
+    """A nanosecond pcap: one UDP frame per entry, each `gap` after the previous. (Not dpkt's
+    pcap.Writer: it takes float seconds, which cannot hold nanoseconds since 1970.)"""
+    frames = [udp_frame(i, dport) for i in range(len(gaps_ns))]
+    ts_ns = list(itertools.accumulate(gaps_ns, initial=T0))[1:]
+    lengths = [len(frame) for frame in frames]
+    write_frames(path, ts_ns, lengths, frames, LinkType.EN10MB, 1600, nanoseconds=True)
     return frames
 
 
