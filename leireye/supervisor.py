@@ -295,8 +295,9 @@ class Supervisor:
         """Capture on `interface` with `bpf` (None: keep the current one). The new settings are
         tried first (as root, here): a missing interface or a bad filter raises CaptureError
         with libpcap's message and the running capture is left as it was."""
-        from leireye.capture.control import open_check, status_view, wait_status
+        from leireye.capture.control import open_check, wait_status
         from leireye.control.handlers import CaptureConflict
+        from leireye.web.statusview import status_view
 
         current = self.config.capture
         capture = msgspec.structs.replace(
@@ -319,8 +320,8 @@ class Supervisor:
                                        before_ns and st.state != "starting"))  # fmt: skip
 
     def stop_capture(self) -> dict[str, Any]:
-        from leireye.capture.control import status_view
         from leireye.control.handlers import CaptureConflict
+        from leireye.web.statusview import status_view
 
         captures = self._captures()
         if all(c.held for c in captures):

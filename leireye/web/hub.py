@@ -51,6 +51,7 @@ from leireye.web.encode import encode_packets
 from leireye.web.filters import PacketFilter
 from leireye.web.registry import ConnectionRegistry
 from leireye.web.session import Session
+from leireye.web.statusview import capture_view
 
 log = logging.getLogger("leireye.web")
 
@@ -311,16 +312,16 @@ class Hub:
         conn.wake.set()
 
     def health(self) -> dict[str, Any]:
-        status = self.status
+        view = capture_view(self.status) if self.status is not None else None
         return {
             "status": "ok",
             "worker": self.worker_index,
             "pid": os.getpid(),
             "capture": {
-                "state": status.state if status else "unknown",
-                "is_capturing": bool(status and status.capturing),
-                "interface": status.interface if status else None,
-                "packets_captured": status.packets_captured if status else 0,
+                "state": view.state if view else "unknown",
+                "is_capturing": bool(view and view.is_capturing),
+                "interface": view.interface if view else None,
+                "packets_captured": view.packets_captured if view else 0,
                 "shards": self._shard_health(),
             },
             "ring": {
@@ -339,11 +340,12 @@ class Hub:
         except LeirEyeError:
             return []
         laps = getattr(self.reader, "lapped", [0] * len(shards))
+        views = [capture_view(status) for status in shards]
         return [
-            {"shard": k, "pid": st.pid, "state": st.state, "packets_captured": st.packets_captured,
-             "kernel_drops": st.kernel_drops, "if_drops": st.if_drops,
-             "decode_errors": st.decode_errors, "ring_laps": laps[k] if k < len(laps) else 0}
-            for k, st in enumerate(shards)
+            {"shard": k, "pid": v.pid, "state": v.state, "packets_captured": v.packets_captured,
+             "kernel_drops": v.kernel_drops, "if_drops": v.if_drops,
+             "decode_errors": v.decode_errors, "ring_laps": laps[k] if k < len(laps) else 0}
+            for k, v in enumerate(views)
         ]  # fmt: skip
 
 

@@ -1,7 +1,8 @@
 """Server messages built from the sensor's own objects, and subscription options checked.
 
-Pure functions between the domain (`Principal`, `StatsSnapshot`, `CaptureStatus`, the limits)
-and the wire schema in `protocol`; the session decides when to send, these decide what.
+Pure functions between the domain (`Principal`, `StatsSnapshot`, the limits) and the wire schema
+in `leireye.wire`; the session decides when to send, these decide what. (The capture status has
+its own module, `statusview`, shared with the REST API.)
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from typing import Any, Final
 
 from leireye.accounts.principal import Principal
 from leireye.config import LimitsConfig
-from leireye.ring.status import CaptureStatus
 from leireye.stats.layout import StatsSnapshot
 from leireye.text import truncate
 from leireye.web.encode import iso_ms
@@ -21,41 +21,11 @@ from leireye.wire import (
     ProtocolError,
     StatsData,
     StatsMessage,
-    StatusData,
-    StatusMessage,
     UserInfo,
 )
 
 QUOTED_CHARS: Final = 40
 """At most this many characters of a client's string (a name, a key) are quoted in a reply."""
-
-
-def status_key(status: CaptureStatus) -> tuple[object, ...]:
-    """What makes a status worth telling the clients: not its counters."""
-    return (
-        status.state,
-        status.capturing,
-        status.interface,
-        status.bpf,
-        status.last_error,
-        status.started_at_ns,
-    )
-
-
-def status_message(status: CaptureStatus) -> StatusMessage:
-    return StatusMessage(
-        StatusData(
-            is_capturing=status.capturing,
-            interface=status.interface,
-            started_at=iso_ms(status.started_at_ns) if status.started_at_ns else None,
-            packets_captured=status.packets_captured,
-            state=str(status.state),
-            bpf=status.bpf,
-            kernel_drops=status.kernel_drops,
-            if_drops=status.if_drops,
-            error=status.last_error or None,
-        )
-    )
 
 
 def stats_message(
