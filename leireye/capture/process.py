@@ -38,7 +38,7 @@ import numpy as np
 
 from leireye.capture.fanout import FanoutJoin, FanoutRefused, ShardSpec
 from leireye.capture.pcapfile import write_pcap
-from leireye.capture.source import Batch, PacketSource, open_source
+from leireye.capture.source import CapturedFrames, PacketSource, open_source
 from leireye.config import Config
 from leireye.decode.batch import DecodedBatch
 from leireye.errors import CaptureError, LeirEyeError
@@ -254,7 +254,7 @@ class _Loop:
                  self.bytes, self.kernel.drop)  # fmt: skip
         return ExitCode.OK
 
-    def _handle(self, batch: Batch) -> None:
+    def _handle(self, batch: CapturedFrames) -> None:
         self.watchdog.mark(batch)
         out = self.out if len(batch.frames) <= len(self.out) else None
         decoded = self.decode(batch.frames, batch.ts_ns, batch.wire_lens, batch.linktype, out)
@@ -309,12 +309,12 @@ class Watchdog:
         self.stuck_dir = stuck_dir
         self.linktype, self.snaplen = source.linktype, source.snaplen
         self._beat, self._on_stuck, self._exit = beat, on_stuck, exit
-        self._mark: tuple[float, Batch | None] = (time.monotonic(), None)
+        self._mark: tuple[float, CapturedFrames | None] = (time.monotonic(), None)
         self._loop_thread = threading.get_ident()
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._run, name="capture-watchdog", daemon=True)
 
-    def mark(self, batch: Batch | None) -> None:
+    def mark(self, batch: CapturedFrames | None) -> None:
         self._mark = (time.monotonic(), batch)  # one reference store: never seen half-updated
 
     def start(self) -> None:
@@ -343,7 +343,7 @@ class Watchdog:
             self._exit(code)
             return
 
-    def _save(self, batch: Batch) -> str:
+    def _save(self, batch: CapturedFrames) -> str:
         """Write the batch (and the exact frame, if the loop thread's stack shows which) as pcap;
         return what was saved, for the log."""
         index = current_frame_index(self._loop_thread, batch.frames)
@@ -363,7 +363,7 @@ class Watchdog:
             return f"{where or 'batch'} could not be saved: {exc}"
         return f"{where} saved to {base}.pcap (its batch to {base}-batch.pcap)"
 
-    def _write(self, path: Path, batch: Batch, rows: slice) -> None:
+    def _write(self, path: Path, batch: CapturedFrames, rows: slice) -> None:
         """A nanosecond pcap of `batch[rows]`; refuses to overwrite."""
         columns = (batch.ts_ns[rows], batch.wire_lens[rows], batch.frames[rows])
         write_pcap(path, *columns, self.linktype, self.snaplen, nanoseconds=True, exclusive=True)

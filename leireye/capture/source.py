@@ -1,8 +1,8 @@
 """Packet sources: a live interface or a pcap file, behind one small polling interface.
 
-Both read through libpcap (pypcap). `poll(timeout_s)` returns one `Batch` of copied frames, or an
-empty batch when nothing arrived within the timeout; it never blocks longer than that, so the
-capture loop can beat its heartbeat and notice a stop request even on an idle link.
+Both read through libpcap (pypcap). `poll(timeout_s)` returns the copied frames of one read
+(`CapturedFrames`), none when nothing arrived within the timeout; it never blocks longer than
+that, so the capture loop can beat its heartbeat and notice a stop request even on an idle link.
 
 Live: the handle is non-blocking and the wait is a `poll()` on its descriptor (pypcap's blocking
 reads hold the GIL and may never return on an idle interface). Offline: the file is paced by its
@@ -46,7 +46,7 @@ _RTF_UP: Final = 0x0001
 _RTF_REJECT: Final = 0x0200
 
 
-class Batch(NamedTuple):
+class CapturedFrames(NamedTuple):
     """Frames read in one poll, in capture order. `frames` are private copies."""
 
     ts_ns: list[int]
@@ -71,7 +71,7 @@ class PacketSource(ABC):
         return False
 
     @abstractmethod
-    def poll(self, timeout_s: float) -> Batch: ...
+    def poll(self, timeout_s: float) -> CapturedFrames: ...
 
     @abstractmethod
     def stats(self) -> tuple[int, int, int]: ...
@@ -155,7 +155,7 @@ class LiveSource(PacketSource):
         self._poller = select.poll()
         self._poller.register(self._handle.fileno(), select.POLLIN)
 
-    def poll(self, timeout_s: float) -> Batch:
+    def poll(self, timeout_s: float) -> CapturedFrames:
         """Wait up to `timeout_s` for packets; once some arrived, keep gathering for up to
         `coalesce_ms` or until `batch_max`, since each decode call has a fixed cost."""
         ts: list[int] = []
@@ -173,7 +173,9 @@ class LiveSource(PacketSource):
                 n = self._read(ts, frames, self.batch_max - len(frames))
         if n < 0:
             raise CaptureError(f"reading {self.description!r}: {_text(self._handle.geterr())}")
-        return Batch(ts, wire_lengths(frames, self.linktype, self.snaplen), frames, self.linktype)
+        return CapturedFrames(
+            ts, wire_lengths(frames, self.linktype, self.snaplen), frames, self.linktype
+        )
 
     def stats(self) -> tuple[int, int, int]:
         recv, drop, ifdrop = self._handle.stats()
@@ -220,7 +222,7 @@ class OfflineSource(PacketSource):
     def finished(self) -> bool:
         return self._finished
 
-    def poll(self, timeout_s: float) -> Batch:
+    def poll(self, timeout_s: float) -> CapturedFrames:
         deadline = self._clock() + int(timeout_s * 1e9)
         ts: list[int] = []
         frames: list[bytes] = []
@@ -247,7 +249,9 @@ class OfflineSource(PacketSource):
                 due = self._anchor_mono + int((self._pending_ts[take] - first) / factor)
                 self._sleep(max(0, min(due, deadline) - now) / 1e9)
         self._emitted += len(frames)
-        return Batch(ts, wire_lengths(frames, self.linktype, self.snaplen), frames, self.linktype)
+        return CapturedFrames(
+            ts, wire_lengths(frames, self.linktype, self.snaplen), frames, self.linktype
+        )
 
     def _refill(self) -> bool:
         """Read the next chunk into the pending lists; False if none (EOF or a new pass)."""

@@ -22,7 +22,7 @@ import numpy as np
 from leireye.capture import pcapfile
 from leireye.web.encode import PacketEncoder, packet_data
 
-Batch = tuple[np.ndarray, np.ndarray | None]
+ExportBatch = tuple[np.ndarray, np.ndarray | None]
 
 CSV_COLUMNS: Final = (
     "id", "time", "src", "dst", "src_port", "dst_port", "protocol", "length", "flags", "info",
@@ -35,7 +35,7 @@ _PACKET_KEYS: Final = (
 _FORMULA_START: Final = ("=", "+", "-", "@", "\t", "\r")
 
 
-def pcap_stream(batches: Iterable[Batch], linktype: int, snaplen: int) -> Iterator[bytes]:
+def pcap_stream(batches: Iterable[ExportBatch], linktype: int, snaplen: int) -> Iterator[bytes]:
     """A classic pcap file with microsecond timestamps (`capture.pcapfile`): the file header,
     then one chunk per batch. `linktype` is the records' DLT_* (the file says its LINKTYPE_*).
     Each packet holds the stored bytes, `min(cap_len, raw_bytes, snaplen)` of them (`incl_len`),
@@ -44,7 +44,7 @@ def pcap_stream(batches: Iterable[Batch], linktype: int, snaplen: int) -> Iterat
 
 
 def _frames(
-    batches: Iterable[Batch], snaplen: int
+    batches: Iterable[ExportBatch], snaplen: int
 ) -> Iterator[tuple[np.ndarray, np.ndarray, list[bytes]]]:
     for records, raw in batches:
         n = len(records)
@@ -63,7 +63,7 @@ def iso_us(ts_ns: np.ndarray) -> list[str]:
     return [f"{text}Z" for text in np.datetime_as_string(micros, unit="us").tolist()]
 
 
-def csv_stream(batches: Iterable[Batch]) -> Iterator[bytes]:
+def csv_stream(batches: Iterable[ExportBatch]) -> Iterator[bytes]:
     """UTF-8 CSV (RFC 4180 quoting, CRLF): a header row of CSV_COLUMNS, then one row per packet.
     Missing values are empty cells; `flags` are space-separated names. An `info` starting like a
     spreadsheet formula (=, +, -, @) gets a leading apostrophe, as packet text is untrusted."""
@@ -81,7 +81,7 @@ def csv_stream(batches: Iterable[Batch]) -> Iterator[bytes]:
         yield _take(out)
 
 
-def json_stream(batches: Iterable[Batch]) -> Iterator[bytes]:
+def json_stream(batches: Iterable[ExportBatch]) -> Iterator[bytes]:
     """A UTF-8 JSON array of the WebSocket packet `data` objects, written one batch at a time."""
     encoder = PacketEncoder()
     yield b"["

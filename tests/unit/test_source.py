@@ -17,7 +17,7 @@ import pytest
 
 from leireye.capture.pcapfile import write_pcap as write_frames
 from leireye.capture.source import (
-    Batch,
+    CapturedFrames,
     LiveSource,
     OfflineSource,
     PacketSource,
@@ -65,7 +65,7 @@ def config(path: Path | None = None, **kw: object) -> CaptureConfig:
     return CaptureConfig(pcap=str(path) if path else None, replay=replay, **kw)  # type: ignore[arg-type]
 
 
-def drain(source: PacketSource, limit: int = 1_000_000) -> list[Batch]:
+def drain(source: PacketSource, limit: int = 1_000_000) -> list[CapturedFrames]:
     batches = []
     total = 0
     while not source.finished and total < limit:
@@ -75,7 +75,7 @@ def drain(source: PacketSource, limit: int = 1_000_000) -> list[Batch]:
     return batches
 
 
-def flat(batches: list[Batch]) -> tuple[list[int], list[int], list[bytes]]:
+def flat(batches: list[CapturedFrames]) -> tuple[list[int], list[int], list[bytes]]:
     ts = [t for b in batches for t in b.ts_ns]
     wl = [n for b in batches for n in b.wire_lens]
     frames = [f for b in batches for f in b.frames]
