@@ -5,7 +5,7 @@ from __future__ import annotations
 import textwrap
 from pathlib import Path
 
-from tests.layers import LEIREYE, Layer, check
+from tests.layers import LEIREYE, Layer, check, table
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -27,6 +27,13 @@ def write_package(root: Path, files: dict[str, str]) -> Path:
 def test_leireye_keeps_its_layers() -> None:
     problems = check(REPO / "leireye", LEIREYE)
     assert not problems, "\n".join(problems)
+
+
+def test_the_architecture_doc_shows_the_table_the_check_enforces() -> None:
+    doc = (REPO / "docs" / "architecture.md").read_text(encoding="utf-8")
+    assert table(LEIREYE) in doc, (
+        "docs/architecture.md must show the output of `python -m tests.layers --table`"
+    )
 
 
 def test_a_package_that_keeps_its_layers_has_no_problem(tmp_path: Path) -> None:
