@@ -18,6 +18,7 @@ lint: setup
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
 	.venv/bin/mypy
+	.venv/bin/python -m tests.layers
 
 bench: setup
 	.venv/bin/python benchmarks/bench_decode.py
