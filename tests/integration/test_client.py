@@ -211,6 +211,17 @@ def test_killed_workers_mid_stream_lose_and_repeat_nothing(live: Live) -> None:
     async def go() -> None:
         gaps: list[Gap] = []
         async with LeirEyeClient(live.url, token=live.token(), backoff=FAST) as c:
+
+            async def connected(n: int) -> None:
+                """Until our n-th connection is up and its worker's start is in the log. The
+                packets up to a kill point may all have come before the reconnect after the
+                previous kill (a replay burst when the worker took long to restart): killing
+                `worker_pids()[-1]` then would hit the dead worker again."""
+                deadline = time.monotonic() + scaled(20)
+                while c.connections < n or len(live.worker_pids()) < n:
+                    assert time.monotonic() < deadline, f"no connection {n}"
+                    await asyncio.sleep(0.02)
+
             stream = await c.subscribe_packets(port=live.port, gaps=True)
             sender = asyncio.create_task(
                 asyncio.to_thread(send_udp, live.port, total, b"k" * 50, rate=1000)
@@ -222,10 +233,12 @@ def test_killed_workers_mid_stream_lose_and_repeat_nothing(live: Live) -> None:
                     continue
                 got.append(item)
                 if len(got) in kill_at:
+                    await connected(1 + kill_at.index(len(got)))
                     os.kill(live.worker_pids()[-1], signal.SIGKILL)  # the one serving us
                 if len(got) == total:
                     break
             await sender
+            await connected(1 + len(kill_at))  # the last reconnect may come after the last id
             reconnected = c.connections
         ids = [p.id for p in got]
         assert ids == list(range(ids[0], ids[0] + total)), "a gap or a repeat"
