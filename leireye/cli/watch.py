@@ -7,8 +7,9 @@
 The token comes from `--token`, else the environment variable LEIREYE_TOKEN; `--user` logs in
 through the REST API with a password typed at a prompt or read from stdin. Packets go to stdout
 (`tcpdump -n` style, or JSON lines with `--json`); gaps and the banner go to stderr, so a pipe
-gets packets only. Ctrl-C exits with 130 (0 after `--count`); an auth or connection failure
-with 2 and one line on stderr (`leireye: ...`, printed by `cli.main`).
+gets packets only. The banner comes once the server has confirmed the subscription: what is
+captured after it is in the output. Ctrl-C exits with 130 (0 after `--count`); an auth or
+connection failure with 2 and one line on stderr (`leireye: ...`, printed by `cli.main`).
 """
 
 from __future__ import annotations
@@ -115,18 +116,20 @@ async def _watch(args: argparse.Namespace, options: dict[str, Any]) -> int:
     filters = {"protocol": args.protocol, "port": args.port, "src_ip": args.src,
                "dst_ip": args.dst}  # fmt: skip
     async with LeirEyeClient(args.url, on_gap=on_gap, **options) as client:
+        packets = await client.subscribe_packets(since=args.since, **filters)
         shown = " ".join(f"{k}={v}" for k, v in filters.items() if v is not None) or "all"
         print(f"leireye: watching {args.url} ({shown})", file=sys.stderr, flush=True)
         render = _json_line if args.json else format_packet
-        await _print(client.packets(since=args.since, **filters), render, args.count)
+        await _print(packets, render, args.count)
     return 0
 
 
 async def _stats(args: argparse.Namespace, options: dict[str, Any]) -> int:
     async with LeirEyeClient(args.url, **options) as client:
+        stats = await client.subscribe_stats(args.interval_ms)
         print(f"leireye: stats from {args.url}", file=sys.stderr, flush=True)
         render = _json_line if args.json else format_stats
-        await _print(client.stats(args.interval_ms), render, args.count)
+        await _print(stats, render, args.count)
     return 0
 
 

@@ -4,6 +4,9 @@
     async with LeirEyeClient("ws://127.0.0.1:8000/ws/capture", token=TOKEN) as c:
         async for packet in c.packets(protocol="TCP", port=443):
             print(packet.src_ip, packet.info)
+
+`stream = await c.subscribe_packets(...)` gives the same stream once the server has confirmed
+the subscription: traffic caused after that is sure to be in it.
 """
 
 from leireye.client.auth import CallableToken, PasswordLogin, StaticToken, TokenSource
