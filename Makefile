@@ -12,7 +12,7 @@ run: setup
 	.venv/bin/leireye run -c $(CONFIG) $(ARGS)
 
 test: setup
-	.venv/bin/python -m pytest $(PYTEST_ARGS)
+	.venv/bin/python -m pytest --durations=15 $(PYTEST_ARGS)
 
 lint: setup
 	.venv/bin/ruff check .

@@ -1,4 +1,4 @@
-"""What the client raises on purpose: one small tree under `LeirEyeError`.
+"""What the client raises on purpose: one small tree of its own.
 
     ClientError
     ├── AuthenticationError   the server (close 4001) or the login API (401/403) refused us
@@ -10,14 +10,15 @@
 
 Each carries `close_code` when a WebSocket close caused it. Transient closes (a restarted worker,
 an idle timeout, the server going away) are never raised: the client reconnects.
+
+The client installs without the sensor (docs/clients.md), so its root is not the sensor's
+`leireye.errors.LeirEyeError`: the command line catches both.
 """
 
 from __future__ import annotations
 
-from leireye.errors import LeirEyeError
 
-
-class ClientError(LeirEyeError):
+class ClientError(Exception):
     """Base of the client's errors."""
 
     def __init__(self, message: str, *, close_code: int | None = None) -> None:
