@@ -33,6 +33,7 @@ def status_key(status: CaptureStatus) -> tuple[object, ...]:
         status.capturing,
         status.interface,
         status.bpf,
+        status.effective_bpf,
         status.last_error,
         status.started_at_ns,
     )
@@ -47,6 +48,7 @@ def status_message(status: CaptureStatus) -> StatusMessage:
             packets_captured=status.packets_captured,
             state=str(status.state),
             bpf=status.bpf,
+            effective_bpf=status.effective_bpf,
             kernel_drops=status.kernel_drops,
             if_drops=status.if_drops,
             error=status.last_error or None,
