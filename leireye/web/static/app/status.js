@@ -23,7 +23,7 @@ export class StatusView {
     $('#capture-state').textContent = STATE_TEXT[state] ?? state;
     $('#capture-iface').textContent = data.interface || '–';
     // What the kernel runs: the user's filter with the sensor's own web traffic left out.
-    const effective = data.effective_bpf ?? data.bpf;
+    const effective = data.effective_bpf || data.bpf; // empty until the source is open
     const bpf = $('#capture-bpf');
     bpf.textContent = effective || 'none';
     bpf.title = effective
