@@ -24,9 +24,15 @@ class ReplayConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     loop: bool = False
 
 
+BPF_MAX_BYTES = 4096  # as much as the capture status block shows
+
+
 class CaptureConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     interface: str = "auto"
     bpf: str = ""
+    # Capture the sensor's own web traffic (its port on its addresses) too; by default the
+    # kernel filter leaves it out (leireye.capture.ownfilter).
+    include_own_traffic: bool = False
     snaplen: Annotated[int, msgspec.Meta(ge=64, le=262144)] = 1600
     promisc: bool = False
     buffer_mb: Annotated[int, msgspec.Meta(ge=1, le=4096)] = 64
@@ -43,6 +49,10 @@ class CaptureConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # The PACKET_FANOUT group id; "auto": from the supervisor's pid, so two sensors on one host
     # do not meet by accident. Fix it when another tool's group must be avoided (or joined).
     fanout_group: Literal["auto"] | Annotated[int, msgspec.Meta(ge=0, le=65535)] = "auto"
+
+    def __post_init__(self) -> None:
+        if len(self.bpf.encode("utf-8", "replace")) > BPF_MAX_BYTES:
+            raise ValueError(f"bpf is longer than {BPF_MAX_BYTES} bytes")
 
 
 class RingConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

@@ -39,8 +39,9 @@ from typing import Any
 import msgspec
 
 from leireye.capture.fanout import capture_shards, shard_specs
+from leireye.capture.ownfilter import WebListener
 from leireye.config import Config
-from leireye.errors import LeirEyeError
+from leireye.errors import CaptureError, LeirEyeError
 from leireye.exitcodes import ExitCode
 from leireye.logs import setup_logging
 from leireye.privileges import drop_privileges, lookup_user, owner_ids, reachable_by
@@ -115,6 +116,7 @@ class Supervisor:
         self.statuses: list[Any] = []  # one per capture shard
         self.registry: Any = None
         self.socket: socket.socket | None = None
+        self.web_listener: WebListener | None = None  # what the capture leaves out (ownfilter)
         self.web_workers = 0
         self.first_admin_password: str | None = None  # for the CLI to show once
         self._calls: queue.SimpleQueue[tuple[Callable[[], Any], Future[Any]]] = queue.SimpleQueue()
@@ -195,6 +197,7 @@ class Supervisor:
                 socket.SOL_SOCKET, socket.SO_SNDBUF, cfg.web.send_buffer_kib * 1024
             )
         host, port = self.socket.getsockname()[:2]
+        self.web_listener = WebListener.of_socket(self.socket)
         self._created.append(self.socket.close)
         log.info(
             "web: listening on http://%s:%d (%d workers)", _url_host(host), port, self.web_workers
@@ -262,7 +265,7 @@ class Supervisor:
         return [
             Child(
                 "capture" if len(specs) == 1 else f"capture-{spec.index}",
-                functools.partial(run_capture, shard=spec),
+                functools.partial(run_capture, shard=spec, web=self.web_listener),
                 (config, names.ring, names.status),
                 shard=spec.index,
             )
@@ -296,21 +299,25 @@ class Supervisor:
         tried first (as root, here): a missing interface or a bad filter raises CaptureError
         with libpcap's message and the running capture is left as it was."""
         from leireye.capture.control import open_check, wait_status
+        from leireye.capture.ownfilter import own_traffic
         from leireye.control.handlers import CaptureConflict
         from leireye.web.statusview import status_view
 
         current = self.config.capture
-        capture = msgspec.structs.replace(
-            current,
-            interface=current.interface if interface is None else interface,
-            bpf=current.bpf if bpf is None else bpf,
-            pcap=None if interface is not None else current.pcap,
-        )
+        try:
+            capture = msgspec.structs.replace(
+                current,
+                interface=current.interface if interface is None else interface,
+                bpf=current.bpf if bpf is None else bpf,
+                pcap=None if interface is not None else current.pcap,
+            )
+        except ValueError as exc:  # CaptureConfig's own checks
+            raise CaptureError(f"invalid BPF filter: {exc}") from None
         status = self._capture_status()
         running = any(c.process is not None for c in self._captures())
         if running and status.capturing and capture == current:
             raise CaptureConflict(f"already capturing on {status.interface} with this filter")
-        open_check(capture)
+        open_check(capture, own_traffic(capture, self.web_listener))
         config = msgspec.structs.replace(self.config, capture=capture)
         before_ns = status.started_at_ns
         self.call_in_loop(lambda: self._replace_capture(config))

@@ -33,7 +33,7 @@ ignore unknown fields and types):
                   bytes_total, apps, kernel_drops, if_drops, ring_lost, decode_errors,
                   stream_lost, client_dropped, timestamp}
     status        data {is_capturing, interface, started_at, packets_captured, state, bpf,
-                  kernel_drops, if_drops, error}
+                  effective_bpf, kernel_drops, if_drops, error}
     pong          id? (the ping's, when it had one)
     error         code (`ErrorCode`), message, field? (the offending field or filter/option key)
     dropped       reason (`DropReason`), count, message: packets this client will not get,
@@ -273,7 +273,9 @@ class StatsMessage(msgspec.Struct, frozen=True, tag="stats", tag_field="type"):
 
 class StatusData(msgspec.Struct, frozen=True):
     """The spec's four fields, then `state` (idle, starting, capturing, stopped, error,
-    finished), `bpf`, the kernel's drop counters and the last `error` (null when none)."""
+    finished), `bpf` (the user's filter), `effective_bpf` (the filter the kernel runs: `bpf`
+    with the sensor's own web traffic left out), the kernel's drop counters and the last
+    `error` (null when none)."""
 
     is_capturing: bool
     interface: str
@@ -281,6 +283,7 @@ class StatusData(msgspec.Struct, frozen=True):
     packets_captured: int
     state: str
     bpf: str
+    effective_bpf: str
     kernel_drops: int
     if_drops: int
     error: str | None

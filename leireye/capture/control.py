@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from leireye.capture.ownfilter import OwnTraffic
 from leireye.capture.source import open_source
 from leireye.config import CaptureConfig
 from leireye.ring.status import CaptureState, CaptureStatus
@@ -12,10 +13,11 @@ from leireye.ring.status import CaptureState, CaptureStatus
 WAIT_S = 10.0
 
 
-def open_check(capture: CaptureConfig) -> None:
-    """Open the source the way the capture process will (interface, BPF) and close it again:
-    CaptureError with libpcap's message when it cannot be opened. Needs the capture privilege."""
-    source = open_source(capture)
+def open_check(capture: CaptureConfig, own: OwnTraffic | None = None) -> None:
+    """Open the source the way the capture process will (interface, BPF with `own` left out)
+    and close it again: CaptureError with libpcap's message when it cannot be opened. Needs
+    the capture privilege."""
+    source = open_source(capture, own=own)
     source.close()
 
 

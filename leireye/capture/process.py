@@ -37,6 +37,7 @@ import msgspec
 import numpy as np
 
 from leireye.capture.fanout import FanoutJoin, FanoutRefused, ShardSpec
+from leireye.capture.ownfilter import WebListener, own_traffic
 from leireye.capture.pcapfile import write_pcap
 from leireye.capture.source import CapturedFrames, PacketSource, open_source
 from leireye.config import Config
@@ -79,13 +80,17 @@ def run_capture(
     decode: Decode | None = None,
     state_dir: Path | str | None = None,
     shard: ShardSpec | None = None,
+    web: WebListener | None = None,
 ) -> int:
     """Capture until SIGTERM, `stop`, or the end of a replay; return the exit code.
 
     `ring_name`/`status_name` name the run's first shard; `shard` says which one this process
-    writes (`leireye.ring.shards.shard_name`) and which fanout group it joins."""
+    writes (`leireye.ring.shards.shard_name`) and which fanout group it joins. `web` is where
+    the sensor's web server listens: a live capture leaves that traffic out
+    (`leireye.capture.ownfilter`)."""
     with stop_on_sigterm(stop) as flag:
-        return _run(config, ring_name, status_name, flag, decode, state_dir, shard or ShardSpec())
+        spec = shard or ShardSpec()
+        return _run(config, ring_name, status_name, flag, decode, state_dir, spec, web)
 
 
 def _run(
@@ -96,6 +101,7 @@ def _run(
     decode: Decode | None,
     state_dir: Path | str | None,
     spec: ShardSpec,
+    web: WebListener | None,
 ) -> int:
     try:
         status = StatusBlock.attach(shard_name(status_name, spec.index), writable=True)
@@ -121,7 +127,9 @@ def _run(
             decoder = decode or _default_decode()
             account = lookup_user(cap.user)
             stuck_dir = _stuck_dir(Path(state_dir or config.state_dir), account)
-            source = open_source(cap, after_open=fanout if spec.count > 1 else None)
+            source = open_source(
+                cap, after_open=fanout if spec.count > 1 else None, own=own_traffic(cap, web)
+            )
             if note := fanout.refused or _replay_note(config):
                 report.update(last_error=note)
             drop_privileges(account)
@@ -232,7 +240,7 @@ class _Loop:
         source, report = self.source, self.report
         report.update(
             state=CaptureState.CAPTURING, capturing=True, interface=source.description,
-            linktype=source.linktype, snaplen=source.snaplen,
+            effective_bpf=source.bpf, linktype=source.linktype, snaplen=source.snaplen,
         )  # fmt: skip
         log.info("capturing on %s (linktype %d, snaplen %d, filter %r)", source.description,
                  source.linktype, source.snaplen, source.bpf)  # fmt: skip

@@ -34,6 +34,7 @@ from typing import Any, Final, NamedTuple
 
 import pcap
 
+from leireye.capture.ownfilter import OwnTraffic, kernel_filter
 from leireye.capture.pcapfile import FILE_MAGICS
 from leireye.config import CaptureConfig
 from leireye.errors import CaptureError
@@ -59,7 +60,7 @@ class PacketSource(ABC):
     """What the capture loop reads from. `stats()` is `(ps_recv, ps_drop, ps_ifdrop)`."""
 
     description: str  # the interface name or the file path
-    bpf: str
+    bpf: str  # the filter set on the handle (for a live source, with `own` left out)
     linktype: int
     snaplen: int
     batch_max: int
@@ -99,16 +100,21 @@ class PacketSource(ABC):
 
 
 def open_source(
-    config: CaptureConfig, *, after_open: Callable[[int], None] | None = None
+    config: CaptureConfig,
+    *,
+    after_open: Callable[[int], None] | None = None,
+    own: OwnTraffic | None = None,
 ) -> PacketSource:
     """Open the source the configuration names: `pcap` (a file) if set, else `interface`.
 
     `after_open(fd)` runs on a live handle right after activation, before any packet is read:
     the hook for joining a PACKET_FANOUT group when several capture processes share a link.
+    `own` (the sensor's own web traffic) is left out of a live capture by its kernel filter;
+    a replay ignores it.
     """
     if config.pcap is not None:
         return OfflineSource(config.pcap, config)
-    return LiveSource(resolve_interface(config.interface), config, after_open=after_open)
+    return LiveSource(resolve_interface(config.interface), config, after_open=after_open, own=own)
 
 
 class LiveSource(PacketSource):
@@ -120,12 +126,12 @@ class LiveSource(PacketSource):
         config: CaptureConfig,
         *,
         after_open: Callable[[int], None] | None = None,
+        own: OwnTraffic | None = None,
     ) -> None:
         if os.path.isfile(interface):
             # pypcap tries a name as a savefile first: "lo" would silently read ./lo.
             raise CaptureError(f"interface {interface!r} is also a file in {os.getcwd()}")
         self.description = interface
-        self.bpf = config.bpf
         self.batch_max = config.batch_max
         self.coalesce_s = config.coalesce_ms / 1000
         try:
@@ -145,12 +151,13 @@ class LiveSource(PacketSource):
         try:
             if after_open is not None:
                 after_open(self._handle.fileno())
-            set_filter(self._handle, self.bpf)
+            self.linktype = int(self._handle.datalink())
+            self.bpf = kernel_filter(config.bpf, own, self.linktype)
+            set_filter(self._handle, self.bpf, config.bpf)
             self._handle.setnonblock(True)
         except BaseException:
             self._handle.close()
             raise
-        self.linktype = int(self._handle.datalink())
         self.snaplen = int(self._handle.snaplen)
         self._poller = select.poll()
         self._poller.register(self._handle.fileno(), select.POLLIN)
@@ -326,13 +333,29 @@ def _open_file(path: str, bpf: str) -> Any:
     return handle
 
 
-def set_filter(handle: Any, bpf: str) -> None:
+def set_filter(handle: Any, bpf: str, user_bpf: str | None = None) -> None:
+    """Set `bpf` on `handle`; `user_bpf` is the part of it the user wrote, which an error names
+    unless that part compiles on its own (then the sensor's own addition is at fault)."""
     if not bpf:
         return
     try:
         handle.setfilter(bpf)
     except OSError as exc:
-        raise CaptureError(f"invalid BPF filter {bpf!r}: {libpcap_text(exc)}") from None
+        text = libpcap_text(exc)
+        if user_bpf is None or user_bpf == bpf or not _compiles(user_bpf, handle.datalink()):
+            raise CaptureError(f"invalid BPF filter {user_bpf or bpf!r}: {text}") from None
+        raise CaptureError(
+            f"invalid BPF filter {bpf!r} (the sensor's own web traffic left out of {user_bpf!r}; "
+            f"capture.include_own_traffic: true keeps it): {text}"
+        ) from None
+
+
+def _compiles(bpf: str, linktype: int) -> bool:
+    try:
+        pcap.bpf(bpf.encode("utf-8", "replace"), linktype)
+    except OSError:
+        return False
+    return True
 
 
 def libpcap_text(exc: OSError) -> str:

@@ -46,6 +46,7 @@ def capture_view(status: CaptureStatus) -> StatusView:
         packets_captured=status.packets_captured,
         state=str(status.state),
         bpf=status.bpf,
+        effective_bpf=status.effective_bpf,
         kernel_drops=status.kernel_drops,
         if_drops=status.if_drops,
         error=status.last_error or None,
@@ -77,6 +78,7 @@ def status_key(status: CaptureStatus) -> tuple[object, ...]:
         status.capturing,
         status.interface,
         status.bpf,
+        status.effective_bpf,
         status.last_error,
         status.started_at_ns,
     )

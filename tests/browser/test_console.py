@@ -353,6 +353,13 @@ def test_an_admin_stops_and_starts_the_capture_then_logs_out(console: Console) -
         lambda d: console.text("#capture-state") == "Capturing", "the capture to start", timeout=30
     )
     assert console.text("#capture-iface") == "lo"
+    # The top bar shows the filter the kernel runs: the sensor's own web traffic left out.
+    shown = console.js("return document.querySelector('#capture-bpf').textContent")
+    web_port = console.base_url.rsplit(":", 1)[1]
+    assert shown.startswith("(udp and dst portrange ") and f"dst port {web_port} and" in shown
+    assert "Your filter: udp and dst portrange" in console.js(
+        "return document.querySelector('#capture-bpf').title"
+    )
 
     # A BPF libpcap refuses: the server's message under the controls, capture unchanged.
     console.fill("#capture-filter", "not a valid ((( filter")

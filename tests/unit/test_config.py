@@ -62,3 +62,11 @@ def test_overrides_are_validated_and_none_means_keep() -> None:
 def test_stats_interval_range_must_be_ordered() -> None:
     with pytest.raises(ConfigError, match="stats_interval_min_ms"):
         parse_config({"limits": {"stats_interval_min_ms": 5000, "stats_interval_max_ms": 1000}})
+
+
+def test_own_traffic_is_left_out_unless_asked_and_a_filter_has_a_size_limit() -> None:
+    assert Config().capture.include_own_traffic is False
+    config = parse_config({"capture": {"include_own_traffic": True}})
+    assert config.capture.include_own_traffic is True
+    with pytest.raises(ConfigError, match=r"longer than 4096 bytes - at `\$\.capture`"):
+        parse_config({"capture": {"bpf": "udp or " * 600}})

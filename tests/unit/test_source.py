@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import shutil
@@ -15,6 +16,7 @@ from pathlib import Path
 import dpkt
 import pytest
 
+from leireye.capture.ownfilter import OwnTraffic, kernel_filter
 from leireye.capture.pcapfile import write_pcap as write_frames
 from leireye.capture.source import (
     CapturedFrames,
@@ -32,6 +34,7 @@ from leireye.record import LinkType
 
 T0 = 1_600_000_000_000_000_000  # file timestamps, ns
 root_only = pytest.mark.skipif(os.geteuid() != 0, reason="live capture needs root")
+DATA = Path(__file__).resolve().parents[1] / "data"
 
 
 def udp_frame(i: int, dport: int = 5353, payload_len: int = 20) -> bytes:
@@ -246,6 +249,31 @@ def test_check_reopen_fails_when_the_file_is_gone(tmp_path: Path) -> None:
 def test_bad_bpf_on_an_interface_is_a_capture_error_with_libpcap_text() -> None:
     with pytest.raises(CaptureError, match="syntax error"):
         open_source(CaptureConfig(interface="lo", bpf="udp and port"))
+
+
+@root_only
+def test_a_live_source_runs_the_filter_with_the_sensors_traffic_left_out() -> None:
+    own = OwnTraffic(8000, ("127.0.0.1",))
+    source = open_source(CaptureConfig(interface="lo", bpf="udp"), own=own)
+    try:
+        assert source.bpf == kernel_filter("udp", own, source.linktype)
+        assert source.bpf.startswith("(udp) and not (tcp and ")
+    finally:
+        source.close()
+    replay = CaptureConfig(pcap=str(DATA / "dns.pcap"), bpf="udp")
+    with contextlib.closing(open_source(replay, own=own)) as offline:
+        assert offline.bpf == "udp"  # a replay is not the sensor's traffic
+
+
+@root_only
+def test_a_bad_bpf_error_names_the_users_filter_not_the_composed_one() -> None:
+    own = OwnTraffic(8000, ("127.0.0.1",))
+    with pytest.raises(CaptureError, match=r"^invalid BPF filter 'udp and port': .*syntax error"):
+        open_source(CaptureConfig(interface="lo", bpf="udp and port"), own=own)
+    # Valid alone, empty once the sensor's port is left out: the error says why.
+    with pytest.raises(CaptureError, match="include_own_traffic") as caught:
+        open_source(CaptureConfig(interface="lo", bpf="tcp port 8000"), own=OwnTraffic(8000))
+    assert "rejects all packets" in str(caught.value)
 
 
 @root_only

@@ -43,6 +43,7 @@ def test_the_rest_view_is_the_documented_shape() -> None:
         "packets_captured": 69,
         "state": "capturing",
         "bpf": "not port 22",
+        "effective_bpf": "",
         "kernel_drops": 3,
         "if_drops": 1,
         "error": None,

@@ -578,7 +578,7 @@ def test_status_after_auth_and_on_changes_only() -> None:
     assert types(send(session, {"type": "auth", "token": ALICE})) == ["auth_success", "status"]
     session.tick(T0 + 0.1, status=capture(packets_captured=99999, kernel_drops=5))
     assert drain(session) == []
-    session.tick(T0 + 0.2, status=capture(bpf="tcp port 443"))
+    session.tick(T0 + 0.2, status=capture(bpf="tcp port 443", effective_bpf="(tcp port 443)"))
     [status] = drain(session)
     assert status == {
         "type": "status",
@@ -589,6 +589,7 @@ def test_status_after_auth_and_on_changes_only() -> None:
             "packets_captured": 1567,
             "state": "capturing",
             "bpf": "tcp port 443",
+            "effective_bpf": "(tcp port 443)",
             "kernel_drops": 0,
             "if_drops": 0,
             "error": None,
