@@ -204,20 +204,12 @@ class Supervisor:
         )
 
     def _start_control(self, secret: bytes, owner: tuple[int, int] | None) -> None:
-        from leireye.accounts.service import AccountService
-        from leireye.accounts.users import UserStore
         from leireye.control.handlers import ControlHandlers
         from leireye.control.server import ControlServer, socket_path
 
-        cfg = self.config
-        users_file = cfg.state_path(cfg.auth.users_file)
-        users = UserStore(users_file)
-        accounts = AccountService(
-            cfg, secret, users, cfg.state_path("refresh-tokens.json"), time.time
-        )
-        handlers = ControlHandlers(accounts, users_file, owner, self)
+        handlers = ControlHandlers.for_config(self.config, secret, owner, self)
         try:
-            control = ControlServer(socket_path(cfg.state_dir), handlers, owner)
+            control = ControlServer(socket_path(self.config.state_dir), handlers, owner)
         except OSError as exc:
             raise WebStartError(f"cannot create the control socket: {exc.strerror}") from None
         control.start()

@@ -7,6 +7,7 @@ the handlers never let an expected error escape (the server turns a bug into a 5
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -20,7 +21,8 @@ from leireye.accounts.useredit import (
     remove_user,
     update_user,
 )
-from leireye.accounts.users import User, user_view
+from leireye.accounts.users import User, UserStore, user_view
+from leireye.config import Config
 from leireye.control.protocol import (
     AddUser,
     AnyRequest,
@@ -66,6 +68,21 @@ class ControlHandlers:
         self.users_path = users_path
         self.owner = owner
         self.capture = capture
+
+    @classmethod
+    def for_config(
+        cls,
+        config: Config,
+        secret: bytes,
+        owner: tuple[int, int] | None,
+        capture: CaptureControl,
+    ) -> ControlHandlers:
+        """The supervisor's handlers: accounts over the users file of `config` (refresh tokens
+        kept in `refresh-tokens.json` in `state_dir`), capture requests passed to `capture`."""
+        users_file = config.state_path(config.auth.users_file)
+        refresh_store = config.state_path("refresh-tokens.json")
+        accounts = AccountService(config, secret, UserStore(users_file), refresh_store, time.time)
+        return cls(accounts, users_file, owner, capture)
 
     def __call__(self, request: AnyRequest) -> Reply:
         try:

@@ -10,7 +10,10 @@ batch grows with the number of distinct filters, not with the number of subscrib
 
 A session that subscribes with `since` is first fed from its own ring reader, from `since + 1`
 up to the hub's cursor, in bounded chunks, and only when it has caught up does it join its live
-group. Both happen in the same event-loop step, so no record falls between replay and live.
+group. Each step reads the live batch first and lets replays run up to the end of it, and
+delivers that batch only to the sessions that were live before the step: so no record falls
+between replay and live, and the live rows of the step in which a replay ends wait in the
+replay (which never skips) rather than meet an outbox its last chunk may have filled.
 If the ring already overwrote part of what it asked for, the session is told how many first.
 
 Replay never skips: when a session's outbox is full the replay pauses. Live delivery never waits:
@@ -241,17 +244,19 @@ class Hub:
         }
 
     def step(self) -> None:
-        """Advance replays to the hub's cursor, then fan the new batch out to live sessions."""
-        for conn in list(self.connections):
-            self._advance_replay(conn)
+        """Read the new batch; advance replays to the hub's cursor, past that batch; fan the
+        batch out to the sessions that were live before this step."""
         batch = self.reader.read(READ_MAX)
         if batch.lost:
             self.lost += batch.lost
             log.warning(
                 "web worker %d fell behind the ring: %d lost", self.worker_index, batch.lost
             )
-        if len(batch.records) or batch.lost:
-            self._fanout(batch.records, batch.lost)
+        groups = self._live_groups()
+        for conn in list(self.connections):
+            self._advance_replay(conn)
+        if groups and (len(batch.records) or batch.lost):
+            self._fanout(groups, batch.records, batch.lost)
 
     def _live_groups(self) -> dict[PacketFilter, list[Connection]]:
         groups: dict[PacketFilter, list[Connection]] = defaultdict(list)
@@ -261,10 +266,9 @@ class Hub:
                 groups[session.filter].append(conn)
         return groups
 
-    def _fanout(self, records: np.ndarray, lost: int) -> None:
-        groups = self._live_groups()
-        if not groups:
-            return
+    def _fanout(
+        self, groups: dict[PacketFilter, list[Connection]], records: np.ndarray, lost: int
+    ) -> None:
         masks = {flt: flt.mask(records) for flt in groups}
         rows = np.flatnonzero(np.logical_or.reduce(list(masks.values())))
         messages = encode_packets(records[rows]) if rows.size else []

@@ -21,8 +21,6 @@ from typing import Final
 import uvicorn
 
 from leireye.config import Config
-from leireye.control.client import ControlClient
-from leireye.control.server import socket_path
 from leireye.errors import LeirEyeError
 from leireye.exitcodes import ExitCode
 from leireye.logs import setup_logging
@@ -69,8 +67,7 @@ def run_web_worker(
     except LeirEyeError as exc:
         log.error("web worker %d cannot start: %s", worker_index, exc)
         return ExitCode.FATAL
-    api = ApiContext(config, hub, hub.authenticator, ControlClient(socket_path(config.state_dir)))
-    app = build_app(api)
+    app = build_app(ApiContext.for_worker(config, hub))
     server_config = uvicorn.Config(
         app,
         ws="wsproto",
