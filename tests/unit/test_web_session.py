@@ -15,6 +15,7 @@ from leireye.record import Proto
 from leireye.ring.status import CaptureState, CaptureStatus
 from leireye.stats.layout import StatsSnapshot
 from leireye.web.encode import encode_packets
+from leireye.web.filters import PacketFilter
 from leireye.web.session import TRANSITIONS, Session, State
 from leireye.wire import Close
 from tests.unit.test_web_encode import make
@@ -368,7 +369,7 @@ def test_subscribe_without_filters_echoes_an_empty_object() -> None:
     session = new_session()
     drain(session)
     assert subscribed(session)[0]["filters"] == {}
-    assert session.filter is not None and session.filter.is_empty
+    assert session.filter is not None and session.filter == PacketFilter()
 
 
 def test_a_second_subscribe_replaces_the_filters() -> None:
