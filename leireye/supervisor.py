@@ -159,7 +159,7 @@ class Supervisor:
         """Bind the listening socket once, create the connection registry, and make sure the
         secret and the users file exist (owned by the web user) before any worker starts."""
         from leireye.accounts.tokens import load_or_create_secret, web_owner
-        from leireye.accounts.users import ensure_users_file, load_users
+        from leireye.accounts.users import ensure_users_file
         from leireye.web.registry import ConnectionRegistry
 
         cfg = self.config
@@ -168,14 +168,6 @@ class Supervisor:
         secret = load_or_create_secret(cfg, owner=owner)
         users_file = cfg.state_path(cfg.auth.users_file)
         self.first_admin_password = ensure_users_file(users_file, owner=owner)
-        if self.first_admin_password is None and not any(
-            user.password_hash for user in load_users(users_file)
-        ):  # a users file from before password log-in, or only token users
-            log.warning(
-                "no user in %s has a password: nobody can log in to the console or "
-                "POST /api/auth/login; set one with `leireye user passwd admin`",
-                users_file,
-            )
         if owner is not None and (blocked := reachable_by(users_file, *owner)) is not None:
             raise WebStartError(
                 f"web.user {cfg.web.user} cannot read {users_file} ({blocked} is closed to it):"

@@ -40,7 +40,9 @@ class Users:
         expires = None if parts[2] == "-" else float(parts[2])
         if expires is not None and expires <= now:
             return AuthFailure("expired")
-        return Principal(id=int(parts[0]), username=parts[1], role="ADMIN", expires_at=expires)
+        return Principal(
+            id=int(parts[0]), username=parts[1], role="ADMIN", expires_at=expires, generation="g"
+        )
 
     def admit(self, principal: Principal) -> bool:
         if self.slots[principal.id] >= self.limit:
