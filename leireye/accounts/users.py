@@ -7,10 +7,10 @@
       - {id: 2, username: alice, role: ANALYST, password_hash: ..., salt: ..., generation: ...}
 
 It lives at `config.state_path(config.auth.users_file)`, is created on first run with one `admin`
-user whose random password is written once to a root-only file (only its scrypt hash is stored
-here, see `leireye.accounts.passwords`), mode 0600 and owned by the web user (the unprivileged
-workers re-read it). Only root changes it afterwards: `leireye user ...` and the supervisor, on
-behalf of `/api/users` (see `leireye.accounts.useredit`).
+user whose random password goes to a root-only file in `state_dir` (`FIRST_ADMIN_PASSWORD_FILE`;
+only its scrypt hash is stored here, see `leireye.accounts.passwords`), mode 0600 and owned by
+the web user (the unprivileged workers re-read it). Only root changes it afterwards: `leireye
+user ...` and the supervisor, on behalf of `/api/users` (see `leireye.accounts.useredit`).
 
 Every user has a password. Identities are never reused, so a token can only ever name the user
 it was issued to:
@@ -51,6 +51,8 @@ Role = Literal["ADMIN", "ANALYST", "VIEWER"]
 ROLES: tuple[Role, ...] = ("ADMIN", "ANALYST", "VIEWER")
 
 MAX_USERS_FILE_BYTES = 1 << 20
+# In `state_dir`: the first run's `admin` password, mode 0600, owned by root (not the web user).
+FIRST_ADMIN_PASSWORD_FILE = "initial-admin-password"
 
 MAX_USER_ID = 2**31 - 1  # a token's `sub` is at most 10 digits
 UserId = Annotated[int, msgspec.Meta(ge=1, le=MAX_USER_ID)]
@@ -157,8 +159,8 @@ def dump_users_file(users_file: UsersFile) -> str:
 def ensure_users_file(path: str | Path, owner: tuple[int, int] | None = None) -> str | None:
     """Create the users file with one `admin` user with a random password (mode 0600, owned by
     `owner` = (uid, gid)) unless it exists. Returns that password when the file was created
-    here (for the caller to show once; it is stored only as a hash), else None. An existing
-    file is validated, not changed."""
+    here (for the caller to put in a root-only file, `write_first_admin_password`; the users
+    file stores only its hash), else None. An existing file is validated, not changed."""
     from leireye.accounts.passwords import hash_password, random_password
 
     path = Path(path)
@@ -180,6 +182,22 @@ def ensure_users_file(path: str | Path, owner: tuple[int, int] | None = None) ->
         return None
     log.info("created users file %s with user 'admin' (id 1, ADMIN)", path)
     return password
+
+
+def write_first_admin_password(path: Path, password: str) -> None:
+    """Put the first run's `admin` password in `path`, readable by its writer (root) alone:
+    never in a log, which is often readable by others. A file left by an earlier first run
+    (its users file since deleted) is replaced."""
+    try:
+        path.unlink(missing_ok=True)
+        written = write_private_file(path, f"{password}\n".encode(), None)
+    except OSError as exc:
+        raise UsersFileError(
+            f"cannot write the first admin password to {path}: {exc.strerror}; set one with "
+            "`leireye user passwd admin`"
+        ) from None
+    if not written:
+        raise UsersFileError(f"{path} appeared while the first admin password was written")
 
 
 def _warn_if_foreign(path: Path, owner: tuple[int, int] | None) -> None:

@@ -10,6 +10,7 @@ import json
 import os
 import re
 import shutil
+import stat
 import subprocess
 import time
 from collections.abc import Iterator
@@ -507,12 +508,23 @@ def test_failed_logins_are_rate_limited_per_user_and_address(tmp_path: Path) -> 
         sensor.kill()
 
 
-def test_first_run_prints_a_random_admin_password_once(tmp_path: Path) -> None:
+def test_first_run_puts_the_admin_password_in_a_root_only_file_not_in_the_log(
+    tmp_path: Path,
+) -> None:
+    """The log (stderr here, not a terminal) says where the password is; the password itself
+    is only in `state_dir/initial-admin-password`, mode 0600, owned by root."""
     sensor = Sensor(tmp_path, "--interface", "lo", "--bpf", BPF, config="web: {port: 0}\n")
+    secret_file = sensor.state_dir / "initial-admin-password"
     try:
         port = sensor.web_port()
-        match = wait_for(lambda: re.search(r"password: (\S+)", sensor.log), 20, "the banner")
-        password = match.group(1)
+        line = wait_for(
+            lambda: next((x for x in sensor.lines if "First run" in x), None), 20, "the banner"
+        )
+        assert str(secret_file) in line
+        st = secret_file.stat()
+        assert stat.S_IMODE(st.st_mode) == 0o600 and st.st_uid == 0
+        password = secret_file.read_text().strip()
+        assert len(password) >= 16
         users = (sensor.state_dir / "users.yaml").read_text()
         assert password not in users and "scrypt$" in users
         http = Http(port)
@@ -523,7 +535,8 @@ def test_first_run_prints_a_random_admin_password_once(tmp_path: Path) -> None:
                      401, "INVALID_CREDENTIALS")  # fmt: skip
     finally:
         sensor.kill()
-    assert sensor.log.count("password:") == 1
+    assert password not in sensor.log
+    assert sensor.log.count("First run") == 1
 
 
 def test_a_users_file_with_a_user_without_a_password_is_refused_at_start(tmp_path: Path) -> None:

@@ -21,6 +21,7 @@ from leireye.accounts.users import (
     load_users_file,
     new_generation,
     parse_users_file,
+    write_first_admin_password,
     write_private_file,
 )
 from leireye.errors import ConfigError
@@ -218,3 +219,51 @@ def test_ensure_reports_an_unwritable_place(tmp_path: Path) -> None:
     blocker.write_text("")
     with pytest.raises(UsersFileError, match="cannot create users file"):
         ensure_users_file(blocker / "users.yaml")
+
+
+def test_the_first_admin_password_file_is_private_and_replaces_an_old_one(tmp_path: Path) -> None:
+    path = tmp_path / "initial-admin-password"
+    path.write_text("an old first run's password\n")
+    path.chmod(0o644)
+    old = os.umask(0)
+    try:
+        write_first_admin_password(path, "s3cret-first-password")
+    finally:
+        os.umask(old)
+    assert path.read_text() == "s3cret-first-password\n"
+    st = path.stat()
+    assert stat.S_IMODE(st.st_mode) == 0o600 and st.st_uid == os.geteuid()
+    with pytest.raises(UsersFileError, match="leireye user passwd admin"):
+        write_first_admin_password(tmp_path / "missing" / "dir" / "f", "x" * 20)
+
+
+@pytest.mark.parametrize("tty", [True, False])
+def test_the_first_run_banner_shows_the_password_only_on_a_terminal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tty: bool
+) -> None:
+    """stderr is also the log: the password reaches it only when a person is looking at it."""
+    import io
+    import types
+
+    from leireye.cli.run import _show_first_admin
+    from leireye.config import Config
+
+    class Stderr(io.StringIO):
+        def isatty(self) -> bool:
+            return tty
+
+    stderr = Stderr()
+    monkeypatch.setattr("sys.stderr", stderr)
+    path = tmp_path / "initial-admin-password"
+    supervisor = types.SimpleNamespace(
+        config=Config(state_dir=str(tmp_path)),
+        first_admin_password="s3cret-first-password",
+        first_admin_file=path,
+    )
+    _show_first_admin(supervisor)  # type: ignore[arg-type]
+    text = stderr.getvalue()
+    assert f"its password is in {path} (root only)" in text
+    assert ("s3cret-first-password" in text) is tty
+    assert supervisor.first_admin_password is None
+    _show_first_admin(supervisor)  # type: ignore[arg-type]
+    assert stderr.getvalue() == text  # once
