@@ -31,6 +31,7 @@ if str(ROOT) not in sys.path:
 from benchmarks.bench_ws import USER, cpu_seconds, load_average, token
 from leireye.capture.pcapfile import write_pcap
 from leireye.record import LinkType
+from tests.accounts import users_yaml
 from tests.netns import VethPair
 from tests.sensor import Sensor
 from tests.traffic.mix import generate
@@ -134,7 +135,7 @@ def sensor_on(interface: str, workers: int, tmp: Path, outbox: int = 4096) -> Se
         "stats: {log_interval_s: 0}\n"
         "limits: {connections_per_user: 5000, messages_per_second: 1000}\n"
     )
-    users = f"users:\n  - {{id: 1, username: {USER}, role: ADMIN}}\n"
+    users = users_yaml({USER: ("ADMIN", "bench-password-1")})
     return Sensor(tmp, "--interface", interface, config=config, users=users)
 
 

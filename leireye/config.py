@@ -13,6 +13,7 @@ import msgspec
 import yaml
 
 from leireye.errors import ConfigError
+from leireye.origins import parse_origin
 
 PositiveFloat = Annotated[float, msgspec.Meta(gt=0)]
 
@@ -154,6 +155,12 @@ def parse_config(data: Any) -> Config:
         config = msgspec.convert(data or {}, Config, strict=True)
     except msgspec.ValidationError as exc:
         raise ConfigError(f"invalid configuration: {exc}") from None
+    for index, entry in enumerate(config.web.allowed_origins):
+        if entry != "*" and parse_origin(entry) is None:
+            raise ConfigError(
+                f"invalid configuration: {entry!r} is not an origin (scheme://host[:port], "
+                f'scheme http or https, no path) nor "*" - at `$.web.allowed_origins[{index}]`'
+            )
     if config.limits.stats_interval_min_ms > config.limits.stats_interval_max_ms:
         raise ConfigError(
             "invalid configuration: limits.stats_interval_min_ms is above stats_interval_max_ms"

@@ -118,7 +118,10 @@ class Supervisor:
         self.socket: socket.socket | None = None
         self.web_listener: WebListener | None = None  # what the capture leaves out (ownfilter)
         self.web_workers = 0
-        self.first_admin_password: str | None = None  # for the CLI to show once
+        # The first run's `admin` password and the root-only file that holds it (for the CLI
+        # to point to, and to show on a terminal).
+        self.first_admin_password: str | None = None
+        self.first_admin_file: Path | None = None
         self._calls: queue.SimpleQueue[tuple[Callable[[], Any], Future[Any]]] = queue.SimpleQueue()
 
     # -- shared memory ------------------------------------------------------------------------
@@ -159,7 +162,11 @@ class Supervisor:
         """Bind the listening socket once, create the connection registry, and make sure the
         secret and the users file exist (owned by the web user) before any worker starts."""
         from leireye.accounts.tokens import load_or_create_secret, web_owner
-        from leireye.accounts.users import ensure_users_file, load_users
+        from leireye.accounts.users import (
+            FIRST_ADMIN_PASSWORD_FILE,
+            ensure_users_file,
+            write_first_admin_password,
+        )
         from leireye.web.registry import ConnectionRegistry
 
         cfg = self.config
@@ -167,15 +174,11 @@ class Supervisor:
         Path(cfg.state_dir).mkdir(parents=True, exist_ok=True, mode=0o755)
         secret = load_or_create_secret(cfg, owner=owner)
         users_file = cfg.state_path(cfg.auth.users_file)
-        self.first_admin_password = ensure_users_file(users_file, owner=owner)
-        if self.first_admin_password is None and not any(
-            user.password_hash for user in load_users(users_file)
-        ):  # a users file from before password log-in, or only token users
-            log.warning(
-                "no user in %s has a password: nobody can log in to the console or "
-                "POST /api/auth/login; set one with `leireye user passwd admin`",
-                users_file,
-            )
+        password = ensure_users_file(users_file, owner=owner)
+        if password is not None:
+            self.first_admin_file = cfg.state_path(FIRST_ADMIN_PASSWORD_FILE)
+            write_first_admin_password(self.first_admin_file, password)
+            self.first_admin_password = password
         if owner is not None and (blocked := reachable_by(users_file, *owner)) is not None:
             raise WebStartError(
                 f"web.user {cfg.web.user} cannot read {users_file} ({blocked} is closed to it):"

@@ -2,13 +2,14 @@
 
 `InProcessSensor` makes, in shared-memory segments of its own, what the supervisor makes for a
 run (ring, capture status, stats series, connection registry), and in a temporary `state_dir`
-the JWT secret, a users file (`admin` with a password, `ana` ANALYST and `vic` VIEWER without)
-and a real control server on its Unix socket, answering with the supervisor's own handlers. The
-test plays the other processes with their own code: it writes the ring with `RingWriter` rows
-that the real decoder made from tests/data/*.pcap, the status block as a capture process does,
-and the stats series the way the stats process does (`StatsAccumulator` -> `publish`). The web
-worker's side is built as `run_web_worker` builds it: `Hub.attach`, `ApiContext.for_worker`,
-`build_app`; `http()` and `websocket()` call the app through `tests.asgi`.
+the JWT secret, a users file (`admin` with a random password, `ana` ANALYST and `vic` VIEWER
+with `USER_PASSWORD`) and a real control server on its Unix socket, answering with the
+supervisor's own handlers. The test plays the other processes with their own code: it writes the
+ring with `RingWriter` rows that the real decoder made from tests/data/*.pcap, the status block
+as a capture process does, and the stats series the way the stats process does
+(`StatsAccumulator` -> `publish`). The web worker's side is built as `run_web_worker` builds it:
+`Hub.attach`, `ApiContext.for_worker`, `build_app`; `http()` and `websocket()` call the app
+through `tests.asgi`.
 
 Capture requests on the control channel go to a `Supervisor` that is never run: it refuses a
 stop (nothing captures) and tries a start's settings (`open_check`) before it would start a
@@ -52,6 +53,7 @@ from tests.asgi import Reply, WebSocket, request
 DATA = Path(__file__).resolve().parent / "data"
 REPLAY: Final = DATA / "mixed.pcap"
 ROLES = {"admin": "ADMIN", "ana": "ANALYST", "vic": "VIEWER"}
+USER_PASSWORD = "correct horse battery staple"  # ana and vic (admin's is random)
 
 
 @dataclass(frozen=True)
@@ -129,7 +131,9 @@ class InProcessSensor:
         assert password is not None
         self.admin_password = password
         for name in ("ana", "vic"):
-            edit_users_file(users_file, lambda users, n=name: add_user(users, n, ROLES[n], None))
+            edit_users_file(
+                users_file, lambda users, n=name: add_user(users, n, ROLES[n], USER_PASSWORD)
+            )
         self.secret = load_or_create_secret(self.config)
 
     def _start_control(self) -> None:

@@ -49,7 +49,13 @@ LEIREYE: tuple[Layer, ...] = (
     Layer("text", ("leireye.text",), (), "text helpers with no dependency, wire's included", True),
     Layer(
         "core",
-        ("leireye.errors", "leireye.record", "leireye.config", "leireye.exitcodes"),
+        (
+            "leireye.errors",
+            "leireye.record",
+            "leireye.config",
+            "leireye.origins",
+            "leireye.exitcodes",
+        ),
         ("text",),
         "the error tree, the record dtype, the config schema and the exit codes sit below all",
         True,

@@ -50,12 +50,9 @@ def hash_password(password: str, *, n: int = N, r: int = R, p: int = P) -> tuple
     return f"{SCHEME}${n}${r}${p}${encoded}", base64.b64encode(salt).decode("ascii")
 
 
-def verify_password(password: str, password_hash: str | None, salt: str | None) -> bool:
-    """True when `password` matches; False for a wrong password, a user with no password, or a
-    hash this code cannot read. Never raises."""
-    if password_hash is None or salt is None:
-        verify_dummy(password)
-        return False
+def verify_password(password: str, password_hash: str, salt: str) -> bool:
+    """True when `password` matches; False for a wrong password or a hash this code cannot
+    read. Never raises."""
     parsed = _parse(password_hash, salt)
     raw = password.encode("utf-8", "surrogatepass")
     if parsed is None or len(raw) > MAX_PASSWORD_BYTES:

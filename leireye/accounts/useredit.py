@@ -1,10 +1,13 @@
 """Changing the users file: add, re-role, re-password, remove — safely against concurrent edits.
 
-The edits themselves are pure functions of the user tuple. `edit_users_file` applies one under
-an exclusive `flock` on a lock file beside the users file (so `leireye user add` and an ADMIN's
-`POST /api/users` cannot lose each other's change), writes the new text to a temporary file
-(mode 0600, owned like the users file) and renames it into place: the web workers, which re-read
-the file when it changes, see the old content or the new one, never half of either.
+The edits themselves are pure functions of the `UsersFile` (its users and `next_id`): a new
+user takes `next_id` and a new `generation`, a new password brings a new `generation`, and a
+removal leaves `next_id` as it is, so no id and no generation is ever handed out again.
+`edit_users_file` applies one under an exclusive `flock` on a lock file beside the users file
+(so `leireye user add` and an ADMIN's `POST /api/users` cannot lose each other's change),
+writes the new text to a temporary file (mode 0600, owned like the users file) and renames it
+into place: the web workers, which re-read the file when it changes, see the old content or the
+new one, never half of either.
 
 Rules that protect the operator from locking themselves out: the last ADMIN can be neither
 removed nor demoted.
@@ -21,14 +24,25 @@ from typing import Literal, TypeVar
 
 import msgspec
 
-from leireye.accounts.passwords import hash_password
-from leireye.accounts.users import ROLES, Role, User, Username, dump_users, load_users
+from leireye.accounts.passwords import PasswordError, hash_password
+from leireye.accounts.users import (
+    EMPTY_USERS_FILE,
+    MAX_USER_ID,
+    ROLES,
+    Role,
+    User,
+    Username,
+    UsersFile,
+    dump_users_file,
+    load_users,
+    load_users_file,
+    new_generation,
+)
 from leireye.errors import LeirEyeError
 
 T = TypeVar("T")
 
 EditKind = Literal["conflict", "not_found", "invalid"]
-MAX_USER_ID = 2**31 - 1  # the users file's bound (a token's `sub`)
 
 
 class UserEditError(LeirEyeError):
@@ -62,32 +76,31 @@ def find(users: tuple[User, ...], key: int | str) -> User:
 
 
 def add_user(
-    users: tuple[User, ...], username: str, role: str, password: str | None
-) -> tuple[tuple[User, ...], User]:
+    users_file: UsersFile, username: str, role: str, password: str
+) -> tuple[UsersFile, User]:
+    """A new user with the file's `next_id` and a new generation; `next_id` moves past it."""
     username, role = check_username(username), check_role(role)
+    users = users_file.users
     if any(u.username == username for u in users):
         raise UserEditError("conflict", f"a user named {username!r} already exists")
-    new_id = max((u.id for u in users), default=0) + 1
+    new_id = users_file.next_id
     if new_id > MAX_USER_ID:
-        raise UserEditError("conflict", f"no user id is left above {MAX_USER_ID}")
-    password_hash, salt = _hash(password) if password is not None else (None, None)
-    new = User(
-        id=new_id,
-        username=username,
-        role=role,
-        password_hash=password_hash,
-        salt=salt,
-    )
-    return (*users, new), new
+        raise UserEditError("conflict", f"every user id up to {MAX_USER_ID} has been given out")
+    password_hash, salt = _hash(password)
+    new = User(new_id, username, role, password_hash, salt, new_generation())
+    return UsersFile(next_id=new_id + 1, users=(*users, new)), new
 
 
 def update_user(
-    users: tuple[User, ...],
+    users_file: UsersFile,
     key: int | str,
     *,
     role: str | None = None,
     password: str | None = None,
-) -> tuple[tuple[User, ...], User]:
+) -> tuple[UsersFile, User]:
+    """A new role (tokens keep working: the role is read from the file), a new password (with
+    a new generation: every token issued before is refused), or both."""
+    users = users_file.users
     user = find(users, key)
     changed = user
     if role is not None:
@@ -97,15 +110,20 @@ def update_user(
         changed = msgspec.structs.replace(changed, role=role)
     if password is not None:
         password_hash, salt = _hash(password)
-        changed = msgspec.structs.replace(changed, password_hash=password_hash, salt=salt)
-    return tuple(changed if u is user else u for u in users), changed
+        changed = msgspec.structs.replace(
+            changed, password_hash=password_hash, salt=salt, generation=new_generation()
+        )
+    new_users = tuple(changed if u is user else u for u in users)
+    return msgspec.structs.replace(users_file, users=new_users), changed
 
 
-def remove_user(users: tuple[User, ...], key: int | str) -> tuple[tuple[User, ...], User]:
+def remove_user(users_file: UsersFile, key: int | str) -> tuple[UsersFile, User]:
+    users = users_file.users
     user = find(users, key)
     if user.role == "ADMIN" and _admins(users) == 1:
         raise UserEditError("conflict", "the last ADMIN cannot be removed")
-    return tuple(u for u in users if u is not user), user
+    new_users = tuple(u for u in users if u is not user)
+    return msgspec.structs.replace(users_file, users=new_users), user
 
 
 def _admins(users: tuple[User, ...]) -> int:
@@ -113,8 +131,6 @@ def _admins(users: tuple[User, ...]) -> int:
 
 
 def _hash(password: str) -> tuple[str, str]:
-    from leireye.accounts.passwords import PasswordError
-
     try:
         return hash_password(password)
     except PasswordError as exc:
@@ -126,16 +142,16 @@ def _hash(password: str) -> tuple[str, str]:
 
 def edit_users_file(
     path: str | Path,
-    edit: Callable[[tuple[User, ...]], tuple[tuple[User, ...], T]],
+    edit: Callable[[UsersFile], tuple[UsersFile, T]],
     owner: tuple[int, int] | None = None,
 ) -> T:
     """Apply `edit` to the users file under its lock and replace the file atomically; returns
-    what `edit` returned beside the new users. A missing file starts empty."""
+    what `edit` returned beside the new file. A missing file starts empty (`next_id` 1)."""
     path = Path(path)
     with _locked(path):
-        users = load_users(path) if path.exists() else ()
-        new_users, result = edit(users)
-        _replace(path, dump_users(new_users).encode("utf-8"), owner)
+        users_file = load_users_file(path) if path.exists() else EMPTY_USERS_FILE
+        new_file, result = edit(users_file)
+        _replace(path, dump_users_file(new_file).encode("utf-8"), owner)
     return result
 
 

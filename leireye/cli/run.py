@@ -30,17 +30,20 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _show_first_admin(supervisor: Supervisor) -> None:
-    """On the very first run the supervisor made an `admin` with a random password: show it
-    once, here on the console (only its hash is stored)."""
-    password = supervisor.first_admin_password
-    if password is None:
-        return
+    """On the very first run the supervisor made an `admin` with a random password and put it
+    in a root-only file. Say where; show the password itself only on a terminal: stderr is also
+    the log, and a log file is often readable by others."""
+    password, path = supervisor.first_admin_password, supervisor.first_admin_file
     supervisor.first_admin_password = None
+    if password is None or path is None:
+        return
     users = supervisor.config.state_path(supervisor.config.auth.users_file)
+    shown = f"  password: {password}\n" if sys.stderr.isatty() else ""
     print(
-        f"\n  First run: created user 'admin' (ADMIN) in {users}\n"
-        f"  password: {password}\n"
-        "  It is shown only this once. Change it with `leireye user passwd admin`.\n",
+        f"\n  First run: created user 'admin' (ADMIN) in {users}; its password is in {path}"
+        " (root only)\n"
+        f"{shown}"
+        "  Change it with `leireye user passwd admin`, then delete that file.\n",
         file=sys.stderr,
         flush=True,
     )

@@ -109,12 +109,13 @@ class ControlHandlers:
                 return msgspec.to_builtins(accounts.refresh(token))
             case Logout(token, user_id):
                 return {"revoked": accounts.logout(token, user_id)}
-            case IssueTicket(user_id, session_expires_at):
-                ticket, ttl = accounts.issue_ticket(user_id, session_expires_at)
+            case IssueTicket(user_id, generation, session_expires_at):
+                ticket, ttl = accounts.issue_ticket(user_id, generation, session_expires_at)
                 return {"ticket": ticket, "expires_in": ttl}
             case RedeemTicket(ticket):
                 grant = accounts.redeem_ticket(ticket)
-                return {"user_id": grant.user_id, "expires_at": grant.expires_at,
+                return {"user_id": grant.user_id, "generation": grant.generation,
+                        "expires_at": grant.expires_at,
                         "session_expires_at": grant.session_expires_at}  # fmt: skip
             case AddUser(username, role, password):
                 user = self._edit(lambda users: add_user(users, username, role, password))

@@ -23,7 +23,6 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from leireye.accounts.principal import AuthFailure, Principal
-from leireye.accounts.users import credential_of
 from leireye.control.client import ControlError
 from leireye.control.protocol import RedeemTicket
 from leireye.web import console
@@ -52,12 +51,12 @@ def build_app(api: ApiContext) -> Starlette:
             return AuthFailure("bad ticket")
         assert isinstance(grant, dict)
         user = api.authenticator.users.get(int(grant["user_id"]))
-        if user is None:
+        if user is None or user.generation != grant["generation"]:
             return AuthFailure("unknown user")
         expires = float(grant["session_expires_at"])
         return Principal(
             id=user.id, username=user.username, role=user.role, expires_at=expires,
-            credential=credential_of(user),
+            generation=user.generation,
         )  # fmt: skip
 
     async def capture_socket(websocket: WebSocket) -> None:

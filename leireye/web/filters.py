@@ -127,10 +127,6 @@ class PacketFilter:
     min_length: int | None = None
     max_length: int | None = None
 
-    @property
-    def is_empty(self) -> bool:
-        return self == _EMPTY
-
     def as_dict(self) -> dict[str, str | int]:
         """The filter as applied, for the `subscribed` echo: canonical labels and networks,
         keys in a fixed order, unset keys left out."""

@@ -40,7 +40,7 @@ import numpy as np
 
 from leireye.accounts.principal import AuthFailure, Principal
 from leireye.accounts.tokens import Authenticator, load_or_create_secret, web_owner
-from leireye.accounts.users import UserStore, credential_of
+from leireye.accounts.users import UserStore
 from leireye.config import Config
 from leireye.errors import LeirEyeError
 from leireye.exitcodes import ExitCode
@@ -213,7 +213,7 @@ class Hub:
             if (
                 user is None
                 or user.username != principal.username
-                or principal.credential not in (None, credential_of(user))
+                or user.generation != principal.generation
             ):
                 log.info("closing a connection of %r: removed, renamed or new password",
                          principal.username)  # fmt: skip

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from leireye.accounts.passwords import hash_password
+from tests.accounts import users_yaml
 from tests.browser.console import CHROMEDRIVER, CHROMIUM, Console
 from tests.sensor import Sensor
 
@@ -35,14 +35,7 @@ SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screensh
 
 
 def users_file() -> str:
-    lines = ["users:"]
-    for i, (name, password) in enumerate(PASSWORDS.items(), start=1):
-        digest, salt = hash_password(password)
-        lines.append(
-            f"  - {{id: {i}, username: {name}, role: {ROLES[name]}, "
-            f"password_hash: '{digest}', salt: '{salt}'}}"
-        )
-    return "\n".join(lines) + "\n"
+    return users_yaml({name: (ROLES[name], password) for name, password in PASSWORDS.items()})
 
 
 @pytest.fixture(scope="module")

@@ -26,11 +26,12 @@ from leireye.config import CaptureConfig, Config, ReplayConfig
 from leireye.decode.batch import DecodedBatch
 from leireye.decode.decode import decode_batch
 from leireye.exitcodes import ExitCode
-from leireye.record import Proto, ip_to_halves
+from leireye.record import Proto
 from leireye.ring import Ring, RingLayout, RingReader
 from leireye.ring.shm import unlink_segment
 from leireye.ring.status import CaptureState, CaptureStatus, StatusBlock
 from leireye.supervisor import child_main
+from tests.records import ip_to_halves
 from tests.unit.test_source import write_pcap
 from tests.waiting import scaled, wait_for
 

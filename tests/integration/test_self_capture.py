@@ -13,8 +13,8 @@ from typing import Any
 import dpkt
 import pytest
 
-from leireye.accounts.passwords import hash_password
 from leireye.client.auth import PasswordLogin
+from tests.accounts import users_yaml
 from tests.http import Http
 from tests.sensor import Sensor, free_udp_port, send_udp
 from tests.waiting import wait_for
@@ -29,15 +29,8 @@ PASSWORDS = {"admin": "self-capture-admin-pw-1", "ana": "self-capture-analyst-pw
 ROLES = {"admin": "ADMIN", "ana": "ANALYST"}
 
 
-def users_yaml() -> str:
-    lines = ["users:"]
-    for i, (name, password) in enumerate(PASSWORDS.items(), start=1):
-        digest, salt = hash_password(password)
-        lines.append(
-            f"  - {{id: {i}, username: {name}, role: {ROLES[name]}, "
-            f"password_hash: '{digest}', salt: '{salt}'}}"
-        )
-    return "\n".join(lines) + "\n"
+def users() -> str:
+    return users_yaml({name: (ROLES[name], password) for name, password in PASSWORDS.items()})
 
 
 def wide_filter(udp_port: int) -> str:
@@ -50,7 +43,7 @@ class Run:
     def __init__(self, tmp: Path, config: str = "") -> None:
         self.udp_port = free_udp_port()
         self.sensor = Sensor(tmp, "--interface", "lo", "--bpf", wide_filter(self.udp_port),
-                             config=config, users=users_yaml())  # fmt: skip
+                             config=config, users=users())  # fmt: skip
         self.web = self.sensor.web_port()  # web.port: 0, the supervisor's bound port
         self.sensor.wait_capturing(self.sensor.status())
         self.base = f"http://127.0.0.1:{self.web}"

@@ -24,6 +24,7 @@ from leireye.accounts.tokens import issue_token, load_or_create_secret, web_owne
 from leireye.accounts.users import load_users
 from leireye.config import load_config
 from leireye.wire import CloseCode
+from tests.accounts import users_yaml
 from tests.sensor import Sensor, send_udp
 from tests.waiting import scaled, wait_for
 from tests.wsclient import client, closed_with, packets, recv, recv_type, run, send
@@ -40,11 +41,9 @@ ISO_MS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 
 
 def users_file() -> str:
-    lines = ["users:"]
-    for i, name in enumerate(USERS, start=1):
-        role = "ADMIN" if name == "admin" else "VIEWER"
-        lines.append(f"  - {{id: {i}, username: {name}, role: {role}}}")
-    return "\n".join(lines) + "\n"
+    return users_yaml(
+        {name: ("ADMIN" if name == "admin" else "VIEWER", f"{name}-password") for name in USERS}
+    )
 
 
 @pytest.fixture(scope="module")

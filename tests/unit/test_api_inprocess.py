@@ -146,7 +146,7 @@ def test_login_refresh_and_logout(sensor: InProcessSensor) -> None:
     assert pair.json["token_type"] == "bearer" and pair.headers["cache-control"] == "no-store"
     me = sensor.http("GET", "/api/auth/me", token=pair.json["access_token"])
     assert (me.status, me.json["username"], me.json["role"]) == (200, "admin", "ADMIN")
-    assert me.json["has_password"] is True
+    assert "has_password" not in me.json and "generation" not in me.json
     wrong = sensor.http("POST", "/api/auth/login", body={**login, "password": "not-it-at-all"})
     assert_error(wrong, 401, "INVALID_CREDENTIALS")
 
@@ -188,12 +188,15 @@ def test_an_admin_manages_users(sensor: InProcessSensor) -> None:
     listed = sensor.http("GET", "/api/users", token=admin)
     assert [u["username"] for u in listed.json["users"]] == ["admin", "ana", "vic"]
     assert all("password_hash" not in u and "salt" not in u for u in listed.json["users"])
-    eve_body = {"username": "eve", "role": "VIEWER"}
+    passwordless = {"username": "eve", "role": "VIEWER"}
+    no_password = sensor.http("POST", "/api/users", token=admin, body=passwordless)
+    assert_error(no_password, 422, "VALIDATION_ERROR")  # every user has a password
+    eve_body = {"username": "eve", "role": "VIEWER", "password": "eve's own long password"}
     made = sensor.http("POST", "/api/users", token=admin, body=eve_body)
-    assert made.status == 201 and made.json["has_password"] is False
+    assert made.status == 201 and made.json["username"] == "eve"
     eve = made.json["id"]
     assert sensor.http("GET", "/api/capture/status", token=sensor.token("eve")).status == 200
-    dup = sensor.http("POST", "/api/users", token=admin, body={"username": "ana", "role": "ADMIN"})
+    dup = sensor.http("POST", "/api/users", token=admin, body={**eve_body, "username": "ana"})
     assert_error(dup, 409, "CONFLICT")
     patched = sensor.http("PATCH", f"/api/users/{eve}", token=admin, body={"role": "ANALYST"})
     assert patched.status == 200 and patched.json["role"] == "ANALYST"

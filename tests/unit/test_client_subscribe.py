@@ -45,7 +45,7 @@ def stats(total: int) -> StatsData:
 
 # Sent before the held-back answer: once the client has handled it, a subscribe that did not
 # wait for its answer would have returned already.
-READ_ON = StatusMessage(StatusData(True, "lo", None, 0, "capturing", "", 0, 0, None))
+READ_ON = StatusMessage(StatusData(True, "lo", None, 0, "capturing", "", "", 0, 0, None))
 
 
 class Peer:

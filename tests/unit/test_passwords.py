@@ -75,13 +75,6 @@ def test_the_salt_is_part_of_the_hash(stored: tuple[str, str]) -> None:
     assert verify_password(PASSWORD, stored[0], other_salt) is False
 
 
-@pytest.mark.parametrize("missing", ["hash", "salt", "both"])
-def test_a_user_without_a_password_never_matches(stored: tuple[str, str], missing: str) -> None:
-    password_hash = None if missing in ("hash", "both") else stored[0]
-    salt = None if missing in ("salt", "both") else stored[1]
-    assert verify_password(PASSWORD, password_hash, salt) is False
-
-
 GARBAGE = [
     "",
     "plain-text-password",

@@ -15,6 +15,7 @@ from leireye.record import Proto
 from leireye.ring.status import CaptureState, CaptureStatus
 from leireye.stats.layout import StatsSnapshot
 from leireye.web.encode import encode_packets
+from leireye.web.filters import PacketFilter
 from leireye.web.session import TRANSITIONS, Session, State
 from leireye.wire import Close
 from tests.unit.test_web_encode import make
@@ -39,7 +40,9 @@ class Users:
         expires = None if parts[2] == "-" else float(parts[2])
         if expires is not None and expires <= now:
             return AuthFailure("expired")
-        return Principal(id=int(parts[0]), username=parts[1], role="ADMIN", expires_at=expires)
+        return Principal(
+            id=int(parts[0]), username=parts[1], role="ADMIN", expires_at=expires, generation="g"
+        )
 
     def admit(self, principal: Principal) -> bool:
         if self.slots[principal.id] >= self.limit:
@@ -368,7 +371,7 @@ def test_subscribe_without_filters_echoes_an_empty_object() -> None:
     session = new_session()
     drain(session)
     assert subscribed(session)[0]["filters"] == {}
-    assert session.filter is not None and session.filter.is_empty
+    assert session.filter is not None and session.filter == PacketFilter()
 
 
 def test_a_second_subscribe_replaces_the_filters() -> None:
