@@ -83,6 +83,12 @@ class WebConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # GET /metrics without a token (for a Prometheus on a trusted network); else any user's
     # bearer token is needed.
     metrics_public: bool = False
+    # HTTP hygiene (docs/security.md): a connection must send its whole request head within
+    # header_timeout_s of opening (or of the previous response) and its body within
+    # body_timeout_s of the head; a worker holds at most max_connections (HTTP and WebSocket).
+    header_timeout_s: Annotated[float, msgspec.Meta(gt=0, le=600)] = 10.0
+    body_timeout_s: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 30.0
+    max_connections: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] = 512
 
 
 class AuthConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
