@@ -30,8 +30,11 @@ from leireye.web import console
 from leireye.web.api import accounts, capture, packets, stats
 from leireye.web.api.context import ApiContext
 from leireye.web.api.errors import EXCEPTION_HANDLERS
+from leireye.web.guard import RequestGuard, machine_names
+from leireye.web.hosts import HostPolicy
 from leireye.web.hub import Connection, Hub
 from leireye.web.origin import origin_allowed
+from leireye.web.proxies import trusted_networks
 from leireye.wire import Close
 
 log = logging.getLogger("leireye.web")
@@ -85,9 +88,19 @@ def build_app(api: ApiContext) -> Starlette:
         *stats.ROUTES,
         *console.ROUTES,
     ]
+    web = api.config.web
+    guard = Middleware(
+        RequestGuard,
+        hosts=HostPolicy.build(web.allowed_hosts, machine_names(web.host)),
+        proxies=trusted_networks(web.trusted_proxies),
+    )
     app = Starlette(
         routes=routes,
-        middleware=[Middleware(console.SecurityHeaders), Middleware(_CountRequests, hub=hub)],
+        middleware=[
+            guard,
+            Middleware(console.SecurityHeaders),
+            Middleware(_CountRequests, hub=hub),
+        ],
         lifespan=hub.lifespan,
         exception_handlers=EXCEPTION_HANDLERS,
     )

@@ -10,6 +10,8 @@ uvicorn settings that matter here (see FIELD-NOTES):
   connection cap and the close frames for protocol violations that uvicorn lacks
   (`protocols.py`). wsproto closes oversized frames with 1009 and does not log a traceback per
   bad frame; permessage-deflate is off (it cost 2-4x in throughput, compressing per connection);
+- `proxy_headers=False`: uvicorn would believe X-Forwarded-For from 127.0.0.1; `guard.py`
+  believes it from `web.trusted_proxies` only;
 - `ws_max_size = limits.max_message_bytes`; uvicorn's own ping is off: the protocol has `ping`;
 - our log filter is installed on uvicorn's loggers, so no `?token=` ever reaches a log line.
 """
@@ -82,6 +84,7 @@ def run_web_worker(
         app,
         http=http_protocol(HttpLimits.of(config.web)),
         ws=ClosingWSProtocol,
+        proxy_headers=False,
         loop="asyncio",  # "auto" tries `import uvloop` on every start
         ws_max_size=config.limits.max_message_bytes,
         ws_per_message_deflate=False,

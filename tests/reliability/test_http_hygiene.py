@@ -1,6 +1,7 @@
 """HTTP hygiene of the web workers against a live sensor (docs/security.md, "HTTP hygiene"):
-deadlines for a request's head and body, a cap on one worker's connections, and the close code
-for a text frame that is not UTF-8.
+deadlines for a request's head and body, a cap on one worker's connections, forwarding headers
+from peers that are not trusted proxies, the `Host` check, and the close code for a text frame
+that is not UTF-8.
 
 The deadlines are configured short (1 s and 2 s, times LEIREYE_TEST_TIMEOUT_SCALE) and every
 test waits for an event (the server closing the connection) with a deadline of its own."""
@@ -202,6 +203,73 @@ def _health_status(port: int) -> int:
         return Http(port).get("/health", timeout=5).status
     except OSError:  # refused at the cap: the answer may come as a reset
         return 0
+
+
+# -- forwarding headers ----------------------------------------------------------------------
+
+
+def test_forwarded_for_from_an_untrusted_peer_is_ignored(sensor: Sensor) -> None:
+    """25 failed logins from 127.0.0.1, each naming another client in X-Forwarded-For and
+    Forwarded: the per-address limit counts them as one address, and the log names the real
+    one."""
+    http = Http(sensor.web_port())
+    statuses = [
+        http.post(
+            "/api/auth/login",
+            {"username": f"ghost{i}", "password": "not-the-password"},
+            headers={"X-Forwarded-For": f"203.0.113.{i}", "Forwarded": f"for=198.51.100.{i}"},
+        ).status
+        for i in range(25)
+    ]
+    assert statuses == [401] * ADDRESS_FAILURES + [429] * (25 - ADDRESS_FAILURES)
+    wait_for(lambda: "failed login for 'ghost0' from 127.0.0.1" in sensor.log, 10, "the log")
+    assert "203.0.113." not in sensor.log and "198.51.100." not in sensor.log
+
+
+def test_forwarded_proto_from_an_untrusted_peer_does_not_make_a_request_https(
+    sensor: Sensor,
+) -> None:
+    """`X-Forwarded-Proto: https` would make the page origin https://127.0.0.1:PORT the
+    sensor's own; from a peer that is no trusted proxy the request stays plain ws."""
+    port = sensor.web_port()
+    forged = {"Origin": f"https://127.0.0.1:{port}", "X-Forwarded-Proto": "https"}
+    with RawSocket(port, headers=forged) as raw:
+        assert raw.status == 403
+    with RawSocket(port, headers={"Origin": f"http://127.0.0.1:{port}"}) as raw:
+        assert raw.status == 101
+
+
+# -- Host ------------------------------------------------------------------------------------
+
+FOREIGN_HOSTS = ["evil.example", "evil.example:8000", "127.0.0.1.evil.example",
+                 "localhost.evil.example", "sensor.example"]  # fmt: skip
+
+
+@pytest.mark.parametrize("host", FOREIGN_HOSTS)
+def test_a_foreign_host_header_is_refused_on_http_and_websocket(sensor: Sensor, host: str) -> None:
+    """The shape of DNS rebinding: a page of evil.example whose name now points at the sensor.
+    Its requests carry `Host: evil.example`: 400 on HTTP (the API's error shape, for /health,
+    the API and the console alike), and the WebSocket handshake is refused before accept."""
+    port = sensor.web_port()
+    token = cli_token(sensor, "vera")
+    http = Http(port, token)
+    for path in ("/health", "/api/capture/status", "/"):
+        reply = http.get(path, headers={"Host": host})
+        assert reply.status == 400, (path, reply.body)
+        assert reply.json["error_code"] == "INVALID_HOST"
+    with RawSocket(port, f"?token={token}", headers={"Host": host}) as raw:
+        assert raw.status == 400
+
+
+def test_the_sensors_own_names_are_allowed(sensor: Sensor) -> None:
+    port = sensor.web_port()
+    token = cli_token(sensor, "vera")
+    own = [f"127.0.0.1:{port}", f"localhost:{port}", "LOCALHOST", f"[::1]:{port}", "10.1.2.3",
+           "app.localhost", socket.gethostname(), f"{socket.getfqdn()}:{port}"]  # fmt: skip
+    for host in own:
+        assert Http(port).get("/health", headers={"Host": host}).status == 200, host
+        with RawSocket(port, f"?token={token}", headers={"Host": host}) as raw:
+            assert raw.status == 101, host
 
 
 # -- WebSocket frames ------------------------------------------------------------------------
