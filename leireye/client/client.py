@@ -188,7 +188,7 @@ class LeirEyeClient:
         if self._subs.packets is not None:
             raise RuntimeError("this client is already iterating packets")
         if since is None:
-            since = await ring_head(self.api_url, self._open_timeout)
+            since = await ring_head(self.api_url, self._source, self._open_timeout)
         sub = self._subs.packets = PacketStream(filters, batch, ResumeCursor(since))
         await self._subscribe(sub)
         try:

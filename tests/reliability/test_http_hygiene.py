@@ -1,7 +1,7 @@
 """HTTP hygiene of the web workers against a live sensor (docs/security.md, "HTTP hygiene"):
 deadlines for a request's head and body, a cap on one worker's connections, forwarding headers
-from peers that are not trusted proxies, the `Host` check, and the close code for a text frame
-that is not UTF-8.
+from peers that are not trusted proxies, the `Host` check, what `/health` tells a stranger, and
+the close code for a text frame that is not UTF-8.
 
 The deadlines are configured short (1 s and 2 s, times LEIREYE_TEST_TIMEOUT_SCALE) and every
 test waits for an event (the server closing the connection) with a deadline of its own."""
@@ -270,6 +270,20 @@ def test_the_sensors_own_names_are_allowed(sensor: Sensor) -> None:
         assert Http(port).get("/health", headers={"Host": host}).status == 200, host
         with RawSocket(port, f"?token={token}", headers={"Host": host}) as raw:
             assert raw.status == 101, host
+
+
+# -- /health ---------------------------------------------------------------------------------
+
+
+def test_health_tells_a_stranger_only_that_it_is_ok(sensor: Sensor) -> None:
+    port = sensor.web_port()
+    anonymous = Http(port).get("/health")
+    assert (anonymous.status, anonymous.json) == (200, {"status": "ok"})
+    full = Http(port, cli_token(sensor, "vera")).get("/health")
+    assert full.status == 200
+    assert full.json["status"] == "ok" and full.json["pid"] > 0
+    assert {"capture", "ring", "connections", "worker"} <= set(full.json)
+    assert Http(port, "not-a-token").get("/health").status == 401
 
 
 # -- WebSocket frames ------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """The pure parts of the web tier's HTTP hygiene: which `Host` headers are the sensor's, which
 peers' forwarding headers are believed, the guard middleware that applies both (called as an
-ASGI app, no server) and the configuration keys."""
+ASGI app, no server), `/health`'s verdict and the configuration keys."""
 
 from __future__ import annotations
 
@@ -12,8 +12,10 @@ import pytest
 
 from leireye.config import parse_config
 from leireye.errors import ConfigError
+from leireye.ring.status import CaptureState, CaptureStatus
 from leireye.web.guard import RequestGuard
 from leireye.web.hosts import HostPolicy, host_name
+from leireye.web.hub import health_word
 from leireye.web.proxies import (
     forwarded_client,
     forwarded_scheme,
@@ -227,7 +229,17 @@ def test_the_guard_lets_lifespan_through() -> None:
     assert scope is not None and not sent
 
 
-# -- the configuration -----------------------------------------------------------------------
+# -- /health and the configuration -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("state", "word"),
+    [(None, "unhealthy"), (CaptureState.ERROR, "unhealthy"), (CaptureState.CAPTURING, "ok"),
+     (CaptureState.STOPPED, "ok"), (CaptureState.FINISHED, "ok"), (CaptureState.IDLE, "ok")],
+)  # fmt: skip
+def test_health_word(state: CaptureState | None, word: str) -> None:
+    status = None if state is None else CaptureStatus(state=state)
+    assert health_word(status) == word
 
 
 @pytest.mark.parametrize(
