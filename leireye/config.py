@@ -6,8 +6,10 @@ in the type annotations. Only `load_config` touches the file system; only the CL
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 
 import msgspec
 import yaml
@@ -16,6 +18,8 @@ from leireye.errors import ConfigError
 from leireye.origins import parse_origin
 
 PositiveFloat = Annotated[float, msgspec.Meta(gt=0)]
+# A DNS name or IPv4 address, optionally with a leading "." (the name and its subdomains).
+_HOST_NAME: Final = re.compile(r"\.?[a-z0-9_-]+(\.[a-z0-9_-]+)*\.?")
 
 
 class ReplayConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -94,6 +98,34 @@ class WebConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # GET /metrics without a token (for a Prometheus on a trusted network); else any user's
     # bearer token is needed.
     metrics_public: bool = False
+    # HTTP hygiene (docs/security.md): a connection must send its whole request head within
+    # header_timeout_s of opening (or of the previous response) and its body within
+    # body_timeout_s of the head; a worker holds at most max_connections (HTTP and WebSocket).
+    header_timeout_s: Annotated[float, msgspec.Meta(gt=0, le=600)] = 10.0
+    body_timeout_s: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 30.0
+    max_connections: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] = 512
+    # Host names the sensor answers to besides its own (the bound address, localhost, any IP
+    # address, the machine's hostname and FQDN); ".example.org" also allows its subdomains,
+    # "*" any name.
+    allowed_hosts: tuple[str, ...] = ()
+    # Proxies (addresses or CIDR networks) whose X-Forwarded-For / X-Forwarded-Proto are
+    # believed; from anyone else those headers, and Forwarded, are ignored.
+    trusted_proxies: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        for index, entry in enumerate(self.trusted_proxies):
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"web.trusted_proxies[{index}]: {entry!r} is not an address or network"
+                ) from None
+        for index, entry in enumerate(self.allowed_hosts):
+            if entry != "*" and not _HOST_NAME.fullmatch(entry.lower()):
+                raise ValueError(
+                    f"web.allowed_hosts[{index}]: {entry!r} is not a host name "
+                    '(no scheme, port or path; IP addresses need no entry), ".domain" or "*"'
+                )
 
 
 class AuthConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

@@ -22,7 +22,7 @@ from starlette.types import ASGIApp, Message
 from tests.waiting import scaled
 
 CLIENT = ("127.0.0.1", 50000)
-SERVER = ("testserver", 80)
+SERVER = ("localhost", 80)  # a Host the sensor answers to (web.allowed_hosts)
 
 
 @dataclass
@@ -51,7 +51,7 @@ def _scope(kind: str, target: str, headers: Iterable[tuple[str, str]]) -> dict[s
         "raw_path": url.path.encode(),
         "query_string": url.query.encode(),
         "root_path": "",
-        "headers": [(b"host", b"testserver")]
+        "headers": [(b"host", b"localhost")]
         + [(k.lower().encode(), v.encode()) for k, v in headers],
         "client": CLIENT,
         "server": SERVER,

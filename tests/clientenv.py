@@ -41,7 +41,9 @@ class Live:
         return issue_token(self.secret, self.admin, ttl, time.time())
 
     def ring_head(self) -> int:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.web}/health", timeout=10) as r:
+        request = urllib.request.Request(f"http://127.0.0.1:{self.web}/health")
+        request.add_header("Authorization", f"Bearer {self.token()}")  # the details need one
+        with urllib.request.urlopen(request, timeout=10) as r:
             return int(json.load(r)["ring"]["last_id"])
 
     def worker_pids(self) -> list[int]:

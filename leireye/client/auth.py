@@ -156,8 +156,11 @@ async def post_json(url: str, body: dict[str, Any], timeout: float = HTTP_TIMEOU
     return await asyncio.to_thread(_exchange, request, timeout)
 
 
-async def get_json(url: str, timeout: float = HTTP_TIMEOUT_S) -> Any:
-    return await asyncio.to_thread(_exchange, urllib.request.Request(url), timeout)
+async def get_json(url: str, timeout: float = HTTP_TIMEOUT_S, token: str | None = None) -> Any:
+    """GET `url` (with `token` as bearer when given); the decoded JSON answer, errors as in
+    `post_json`."""
+    headers = {} if token is None else {"Authorization": f"Bearer {token}"}
+    return await asyncio.to_thread(_exchange, urllib.request.Request(url, headers=headers), timeout)
 
 
 def _exchange(request: urllib.request.Request, timeout: float) -> Any:
@@ -189,12 +192,15 @@ def _detail(exc: urllib.error.HTTPError) -> str:
     return str(exc.reason)
 
 
-async def ring_head(api_url: str, timeout: float = HTTP_TIMEOUT_S) -> int | None:
-    """The newest packet id now (`GET /health`): where a packets iteration starts, so that a
-    reconnect before the first matching packet still resumes from there; None when the server
-    does not say."""
+async def ring_head(
+    api_url: str, source: TokenSource, timeout: float = HTTP_TIMEOUT_S
+) -> int | None:
+    """The newest packet id now (`GET /health`, whose details need a token): where a packets
+    iteration starts, so that a reconnect before the first matching packet still resumes from
+    there; None when the server does not say."""
     try:
-        health = await get_json(f"{api_url}/health", timeout=timeout)
+        token = await source.token()
+        health = await get_json(f"{api_url}/health", timeout=timeout, token=token)
         last = health["ring"]["last_id"]
     except (ClientError, KeyError, TypeError) as exc:
         log.debug("no ring position from /health: %s", exc)

@@ -241,7 +241,7 @@ class LeirEyeClient:
         announce: bool,
     ) -> AsyncGenerator[Any, None]:
         if since is None:
-            since = await ring_head(self.api_url, self._open_timeout)
+            since = await ring_head(self.api_url, self._source, self._open_timeout)
         if self._subs.packets is not None:
             raise RuntimeError("this client is already iterating packets")
         sub = self._subs.packets = PacketStream(filters, batch, ResumeCursor(since))

@@ -46,7 +46,7 @@ from leireye.errors import LeirEyeError
 from leireye.exitcodes import ExitCode
 from leireye.ring.shards import PacketReader, ShardSet
 from leireye.ring.shardstatus import StatusSet
-from leireye.ring.status import CaptureStatus
+from leireye.ring.status import CaptureState, CaptureStatus
 from leireye.stats.layout import StatsSnapshot
 from leireye.stats.series import StatsSeries
 from leireye.web.clock import WallClock
@@ -316,9 +316,11 @@ class Hub:
         conn.wake.set()
 
     def health(self) -> dict[str, Any]:
-        view = capture_view(self.status) if self.status is not None else None
+        """`GET /health` for a caller with a token (a stranger only gets `status`)."""
+        status = self.status
+        view = capture_view(status) if status is not None else None
         return {
-            "status": "ok",
+            "status": health_word(status),
             "worker": self.worker_index,
             "pid": os.getpid(),
             "capture": {
@@ -351,6 +353,12 @@ class Hub:
              "decode_errors": v.decode_errors, "ring_laps": laps[k] if k < len(laps) else 0}
             for k, v in enumerate(views)
         ]  # fmt: skip
+
+
+def health_word(status: CaptureStatus | None) -> str:
+    """`ok`, or `unhealthy` (HTTP 503) while the capture status is unreadable or in error. A
+    capture stopped on request, or a replay that reached its end, is healthy."""
+    return "ok" if status is not None and status.state != CaptureState.ERROR else "unhealthy"
 
 
 def _exit_if_failed(task: asyncio.Task[None]) -> None:

@@ -20,6 +20,7 @@ from leireye.client import (
     TokenExpired,
     iter_packets,
 )
+from leireye.client.auth import StaticToken, ring_head
 from tests.clientenv import FAST, PASSWORD, Live
 from tests.sensor import free_udp_port, send_udp
 from tests.waiting import scaled, wait_for
@@ -64,6 +65,14 @@ def test_the_client_receives_what_the_test_sends(live: Live) -> None:
             assert p.length == 14 + 20 + 8 + 5
 
     run(go())
+
+
+def test_the_ring_head_is_read_from_health_with_the_token(live: Live) -> None:
+    """Where a packets iteration starts by default: `/health` shows the ring only to a user."""
+    api = f"http://127.0.0.1:{live.web}"
+    head = asyncio.run(ring_head(api, StaticToken(live.token())))
+    assert head is not None and head == live.ring_head()
+    assert asyncio.run(ring_head(api, StaticToken("not-a-token"))) is None
 
 
 def test_since_replays_what_was_sent_between_two_connections(live: Live) -> None:

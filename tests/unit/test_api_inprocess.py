@@ -366,7 +366,9 @@ def test_metrics_and_health(get: Callable[..., Reply]) -> None:
     ):  # fmt: skip
         assert line in lines
     assert any(line.startswith('leireye_web_http_requests_total{worker="0"} ') for line in lines)
-    health = get("/health", None)
+    stranger = get("/health", None)
+    assert (stranger.status, stranger.json) == (200, {"status": "ok"})  # nothing more
+    health = get("/health")
     assert health.status == 200
     assert health.json["ring"] == {"capacity": CAPACITY, "fill": 1.0, "last_id": WRITTEN,
                                    "shards": 1}  # fmt: skip
