@@ -34,7 +34,7 @@ GROUPS = {
     "panel headings": ".side > .card h2 > *, .side .capture-row > *",
     "table header": "#packet-table .row.header > span",
 }
-SIZES = [(768, 1024), (1024, 768), (1280, 720), (1280, 800), (1920, 1080)]
+SIZES = [(768, 1024), (1024, 768), (1280, 720), (1280, 800), (1920, 1080), (3840, 2160)]
 
 
 @pytest.mark.parametrize("user", ["admin", "vic"])
@@ -87,6 +87,7 @@ def test_the_theme_follows_the_system_until_chosen_and_the_choice_survives_a_rel
     console.login("vic", PASSWORDS["vic"])
     dark = background(console)
     assert console.text("#theme-toggle") == "Light theme"
+    console.screenshot("theme-dark")
     system("light")  # no choice kept yet: the page follows the system at once
     console.wait(lambda d: background(console) != dark, "the light theme")
     light = background(console)
