@@ -148,3 +148,27 @@ def test_the_charts_show_values_under_the_pointer_and_scale_past_a_spike(
         });"""
     )
     assert quantiles == [9, 3, 0]
+
+    # 150 quiet seconds at 4 KiB/s and one at 24 MiB/s, in charts of their own on this page.
+    notes = console.driver.execute_async_script(
+        """const done = arguments[0];
+        import('/static/app/charts.js').then(({ RateCharts }) => {
+          const make = () => document.body.appendChild(document.createElement('div'));
+          const [ppsEl, bpsEl, ppsReadout, bpsReadout] = [make(), make(), make(), make()];
+          bpsEl.className = 'chart';
+          const charts = new RateCharts({ ppsEl, bpsEl, ppsReadout, bpsReadout });
+          const t0 = Date.now() - 200000;
+          for (let i = 0; i < 150; i += 1) {
+            charts.addStats({ timestamp: new Date(t0 + i * 1000).toISOString(),
+              packets_per_second: 10, bytes_per_second: i === 70 ? 24 * 1048576 : 4096 });
+          }
+          const note = () => bpsEl.querySelector('.chart-note');
+          const seen = [note().hidden];
+          charts.scale = 'p99';
+          seen.push(note().textContent);
+          charts.scale = 'log';
+          seen.push(note().hidden);
+          done(seen);
+        });"""
+    )
+    assert notes == [True, "clipped · peak 24 MiB/s", True]

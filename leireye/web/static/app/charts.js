@@ -47,13 +47,12 @@ function cssVar(name) {
   return getComputedStyle(document.documentElement).getPropertyValue(name).trim();
 }
 
-function yRange(mode, ys) {
-  if (mode === 'p99') {
-    const top = quantile(ys, 0.99);
-    return (u, min, max) => [0, Math.max(1, (top > 0 ? top : max) * 1.1)];
-  }
-  if (mode === 'log') return (u, min, max) => [0, Math.max(10, max * 2)];
-  return (u, min, max) => [0, Math.max(1, max * 1.15)];
+// The y range for the data's largest value `max`: on 'p99' the largest value is the 99th
+// percentile, whatever runs above it is cut off.
+function yRange(mode, ys, max) {
+  if (mode === 'p99') return [0, Math.max(1, quantile(ys, 0.99) * 1.1)];
+  if (mode === 'log') return [0, Math.max(10, max * 2)];
+  return [0, Math.max(1, max * 1.15)];
 }
 
 class RateChart {
@@ -110,10 +109,7 @@ class RateChart {
     this.xs = xs;
     this.ys = ys;
     this.#latest = ys.length ? ys[ys.length - 1] : 0;
-    if (this.#plot) {
-      if (this.#mode === 'p99') this.#plot.scales.y.range = yRange('p99', ys);
-      this.#plot.setData([xs, ys]);
-    }
+    this.#plot?.setData([xs, ys]);
     this.#el.dataset.points = String(xs.length);
     this.#el.dataset.latest = String(this.#latest);
     this.#showNote();
@@ -143,7 +139,7 @@ class RateChart {
     const fill = cssVar(this.#colors[1]) || 'transparent';
     const format = this.#format;
     const log = this.#mode === 'log';
-    const y = { range: yRange(this.#mode, this.ys) };
+    const y = { range: (u, min, max) => yRange(this.#mode, this.ys, max ?? 0) };
     if (log) Object.assign(y, { distr: 4, log: 10, asinh: 1 });
     // On the log scale uPlot's own splits crowd together: the fixed ones, kept 14 px apart.
     const logSplits = (u, i, min, max) => {
@@ -185,7 +181,7 @@ class RateChart {
 
   #showNote() {
     const clipped = this.#mode === 'p99' && this.ys.length > 0;
-    const top = clipped ? quantile(this.ys, 0.99) * 1.1 : 0;
+    const top = clipped ? yRange('p99', this.ys, 0)[1] : 0;
     const peak = clipped ? Math.max(...this.ys) : 0;
     this.#note.hidden = !(clipped && peak > top);
     this.#note.textContent = this.#note.hidden ? '' : `clipped · peak ${this.#format(peak)}`;
