@@ -6,6 +6,7 @@ in the type annotations. Only `load_config` touches the file system; only the CL
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -64,6 +65,12 @@ class SupervisorConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     shutdown_timeout_s: Annotated[float, msgspec.Meta(gt=0, le=60)] = 2.0
 
 
+class TlsFiles(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    # PEM files; relative paths are resolved against state_dir.
+    cert: str
+    key: str
+
+
 class WebConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     host: str = "127.0.0.1"
     port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 8000
@@ -83,6 +90,9 @@ class WebConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # GET /metrics without a token (for a Prometheus on a trusted network); else any user's
     # bearer token is needed.
     metrics_public: bool = False
+    # HTTPS and WSS: "auto" (a self-signed certificate made in state_dir on first run),
+    # {cert: PATH, key: PATH}, or "off". Unset: off on a loopback host, refused on any other.
+    tls: Literal["auto", "off"] | TlsFiles | None = None
 
 
 class AuthConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -148,7 +158,24 @@ def parse_config(data: Any) -> Config:
         raise ConfigError(
             "invalid configuration: limits.stats_interval_min_ms is above stats_interval_max_ms"
         )
+    if config.web.tls is None and not is_loopback(config.web.host):
+        raise ConfigError(
+            f"invalid configuration: web.host {config.web.host!r} is reachable from the network"
+            " and web.tls is not set: set web.tls to auto (a self-signed certificate), to"
+            " {cert: PATH, key: PATH}, or to off to serve plain HTTP (passwords and tokens in"
+            " clear) on purpose"
+        )
     return config
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` (web.host) binds a loopback address only: 127.0.0.0/8, ::1, localhost."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def load_config(path: str | Path) -> Config:

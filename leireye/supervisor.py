@@ -117,6 +117,7 @@ class Supervisor:
         self.socket: socket.socket | None = None
         self.web_workers = 0
         self.first_admin_password: str | None = None  # for the CLI to show once
+        self.new_tls_fingerprint: str | None = None  # of a certificate just made, shown once
         self._calls: queue.SimpleQueue[tuple[Callable[[], Any], Future[Any]]] = queue.SimpleQueue()
 
     # -- shared memory ------------------------------------------------------------------------
@@ -158,6 +159,7 @@ class Supervisor:
         secret and the users file exist (owned by the web user) before any worker starts."""
         from leireye.accounts.tokens import load_or_create_secret, web_owner
         from leireye.accounts.users import ensure_users_file, load_users
+        from leireye.tls import ensure_certificate
         from leireye.web.registry import ConnectionRegistry
 
         cfg = self.config
@@ -179,6 +181,7 @@ class Supervisor:
                 f"web.user {cfg.web.user} cannot read {users_file} ({blocked} is closed to it):"
                 " choose a state_dir that user can reach"
             )
+        self.new_tls_fingerprint = ensure_certificate(cfg)
         self._start_control(secret, owner)
         self.web_workers = web_worker_count(cfg)
         registry = ConnectionRegistry.create(self.names.conns, self.web_workers, owner=owner)
@@ -196,9 +199,9 @@ class Supervisor:
             )
         host, port = self.socket.getsockname()[:2]
         self._created.append(self.socket.close)
-        log.info(
-            "web: listening on http://%s:%d (%d workers)", _url_host(host), port, self.web_workers
-        )
+        scheme = "http" if cfg.web.tls in (None, "off") else "https"
+        log.info("web: listening on %s://%s:%d (%d workers)", scheme, _url_host(host), port,
+                 self.web_workers)  # fmt: skip
 
     def _start_control(self, secret: bytes, owner: tuple[int, int] | None) -> None:
         from leireye.accounts.service import AccountService

@@ -9,7 +9,9 @@ uvicorn settings that matter here (see FIELD-NOTES):
 - `ws="wsproto"`: it closes oversized frames with 1009 and does not log a traceback per bad
   frame; permessage-deflate is off (it cost 2-4x in throughput, compressing per connection);
 - `ws_max_size = limits.max_message_bytes`; uvicorn's own ping is off: the protocol has `ping`;
-- our log filter is installed on uvicorn's loggers, so no `?token=` ever reaches a log line.
+- our log filter is installed on uvicorn's loggers, so no `?token=` ever reaches a log line;
+- with `web.tls` the `SSLContext` is built here while root (the key is root's, 0600) and handed
+  to uvicorn through `ssl_context_factory`.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from leireye.errors import LeirEyeError
 from leireye.exitcodes import ExitCode
 from leireye.logs import setup_logging
 from leireye.privileges import drop_privileges, lookup_user
+from leireye.tls import server_context, tls_paths
 from leireye.web.api.context import ApiContext
 from leireye.web.app import build_app
 from leireye.web.hub import Hub
@@ -70,6 +73,12 @@ def run_web_worker(
         log.error("web worker %d cannot start: %s", worker_index, exc)
         return ExitCode.FATAL
     api = ApiContext(config, hub, hub.authenticator, ControlClient(socket_path(config.state_dir)))
+    paths = tls_paths(config)
+    try:
+        tls = None if paths is None else server_context(paths)
+    except LeirEyeError as exc:
+        log.error("web worker %d cannot start: %s", worker_index, exc)
+        return ExitCode.FATAL
     app = build_app(api)
     server_config = uvicorn.Config(
         app,
@@ -84,6 +93,7 @@ def run_web_worker(
         lifespan="on",
         timeout_graceful_shutdown=1,
         server_header=False,
+        ssl_context_factory=None if tls is None else (lambda _config, _default: tls),
     )
     # Import everything serving needs while still root: the Python installation may not be
     # readable by the web user (a pyenv under /root), and a lazy import after the switch would
