@@ -158,7 +158,8 @@ def ensure_certificate(config: Config, now: datetime.datetime | None = None) -> 
         cert_pem, key_pem = make_self_signed(names, addresses, now)
         write_pair(paths, cert_pem, key_pem)
         made = cert_fingerprint(paths.cert)
-        log.info("web.tls: made a self-signed certificate %s (SHA-256 %s)", paths.cert, made)
+        log.info("web.tls: made a self-signed certificate %s (its fingerprint: `leireye"
+                 " tls-fingerprint`)", paths.cert)  # fmt: skip
     server_context(paths)  # fail here, with the reason, rather than in every worker
     return made
 

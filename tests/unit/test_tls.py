@@ -153,8 +153,8 @@ def _handshake(server: ssl.SSLContext, client: ssl.SSLContext, name: str) -> boo
 def test_files_that_do_not_load_fail_naming_web_tls(tmp_path: Path) -> None:
     (tmp_path / "c.pem").write_text("not a certificate\n")
     (tmp_path / "k.pem").write_text("not a key\n")
-    config = parse_config({"state_dir": str(tmp_path), "web": {"tls": {"cert": "c.pem",
-                                                                        "key": "k.pem"}}})  # fmt: skip
+    files = {"cert": "c.pem", "key": "k.pem"}
+    config = parse_config({"state_dir": str(tmp_path), "web": {"tls": files}})
     with pytest.raises(ConfigError, match=r"web\.tls: cannot load"):
         ensure_certificate(config, NOW)
     with pytest.raises(ConfigError, match=r"web\.tls: .* no PEM certificate"):
