@@ -19,6 +19,7 @@ import pytest
 from leireye.client import CertificateMismatch, ConnectionFailed, LeirEyeClient, PacketData
 from leireye.text import fingerprint
 from tests.clientenv import PASSWORD, Live
+from tests.integration.test_js_client import Node, needs_node
 from tests.sensor import send_udp
 from tests.waiting import scaled, wait_for
 
@@ -163,3 +164,22 @@ def test_leireye_watch_with_a_wrong_pin_exits_with_one_line(live: Live) -> None:
     assert out.stderr.count("\n") == 1 and "not the pinned" in out.stderr, out.stderr
     bad = watch(live, "--fingerprint", "AA", "--count", "1")
     assert bad.returncode == 2 and "--fingerprint" in bad.stderr, bad.stderr
+
+
+@needs_node
+def test_node_streams_over_wss_trusting_the_certificate_by_node_extra_ca_certs(
+    live: Live,
+) -> None:
+    node = Node(live, 2, env={"NODE_EXTRA_CA_CERTS": str(live.cafile)})
+    wait_for(lambda: "ready" in node.lines or node.proc.poll() is not None, 20, "node")
+    send_udp(live.port, 2, b"node over wss")
+    assert node.finish() == 0, node.lines
+    assert [p["dst_port"] for p in node.packets()] == [live.port] * 2
+
+
+@needs_node
+def test_node_refuses_the_self_signed_certificate_without_it(live: Live) -> None:
+    node = Node(live, 1)
+    # connect() rejects (stream.mjs swallows it) and the script ends without subscribing.
+    assert node.finish() != 0
+    assert "ready" not in node.lines and not node.packets(), node.lines
