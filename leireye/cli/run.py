@@ -86,9 +86,13 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 def cmd_tls_fingerprint(args: argparse.Namespace) -> int:
     from leireye.tls import cert_fingerprint, tls_paths
 
-    paths = tls_paths(_load(args))
+    config = _load(args)
+    paths = tls_paths(config)
     if paths is None:
         raise ConfigError("web.tls is off in this config: there is no certificate")
+    if not paths.cert.exists() and config.web.tls == "auto":
+        raise ConfigError(f"web.tls: auto: no certificate yet ({paths.cert}): the first"
+                          " `leireye run` makes it")  # fmt: skip
     print(cert_fingerprint(paths.cert))
     return 0
 

@@ -197,3 +197,22 @@ def test_tls_options_need_a_secure_url() -> None:
     with pytest.raises(ValueError, match="wss://"):
         client_tls("ws://127.0.0.1:8000/ws/capture", None, "00" * 32)
     assert client_tls("wss://127.0.0.1:8000/ws/capture", None, None) is not None
+
+
+def test_tls_fingerprint_and_check_config_show_the_certificate(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from leireye.cli import main
+
+    path = tmp_path / "c.yaml"
+    path.write_text(f"state_dir: {tmp_path}\nweb: {{host: 0.0.0.0, tls: auto}}\n")
+    assert main(["tls-fingerprint", "-c", str(path)]) == 2
+    assert "no certificate yet" in capsys.readouterr().err
+    made = ensure_certificate(_auto(tmp_path), NOW)
+    assert main(["tls-fingerprint", "-c", str(path)]) == 0
+    assert capsys.readouterr().out == f"{made}\n"
+    assert main(["check-config", "-c", str(path)]) == 0
+    assert f"SHA-256 {made}" in capsys.readouterr().out
+    path.write_text(f"state_dir: {tmp_path}\n")
+    assert main(["tls-fingerprint", "-c", str(path)]) == 2
+    assert "web.tls is off" in capsys.readouterr().err
