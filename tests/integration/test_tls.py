@@ -102,7 +102,7 @@ def test_curl_with_the_certificate_as_cacert_verifies_the_sensor(live: Live) -> 
         assert '"status"' in answer.stdout
 
 
-def test_a_wrong_pin_is_refused_before_any_credential_is_sent(live: Live) -> None:
+def test_a_wrong_pin_is_refused_for_the_websocket_and_the_login(live: Live) -> None:
     wrong = ":".join(["00"] * 32)
 
     async def websocket() -> None:
