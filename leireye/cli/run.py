@@ -76,10 +76,10 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     paths = tls_paths(config)
     if paths is None:
         print(f"web.tls: off (plain HTTP on {config.web.host})")
-    elif paths.cert.exists():
-        print(f"web.tls: {paths.cert} SHA-256 {cert_fingerprint(paths.cert)}")
-    else:
+    elif config.web.tls == "auto" and not paths.cert.exists():
         print(f"web.tls: {paths.cert} (made on the first run)")
+    else:
+        print(f"web.tls: {paths.cert} SHA-256 {cert_fingerprint(paths.cert)}")
     return 0
 
 
