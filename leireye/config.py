@@ -79,6 +79,12 @@ class SupervisorConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     shutdown_timeout_s: Annotated[float, msgspec.Meta(gt=0, le=60)] = 2.0
 
 
+class TlsFiles(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    # PEM files; relative paths are resolved against state_dir.
+    cert: str
+    key: str
+
+
 class WebConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     host: str = "127.0.0.1"
     port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 8000
@@ -111,6 +117,10 @@ class WebConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # Proxies (addresses or CIDR networks) whose X-Forwarded-For / X-Forwarded-Proto are
     # believed; from anyone else those headers, and Forwarded, are ignored.
     trusted_proxies: tuple[str, ...] = ()
+
+    # HTTPS and WSS: "auto" (a self-signed certificate made in state_dir on first run),
+    # {cert: PATH, key: PATH}, or "off". Unset: off on a loopback host, refused on any other.
+    tls: Literal["auto", "off"] | TlsFiles | None = None
 
     def __post_init__(self) -> None:
         for index, entry in enumerate(self.trusted_proxies):
@@ -197,7 +207,24 @@ def parse_config(data: Any) -> Config:
         raise ConfigError(
             "invalid configuration: limits.stats_interval_min_ms is above stats_interval_max_ms"
         )
+    if config.web.tls is None and not is_loopback(config.web.host):
+        raise ConfigError(
+            f"invalid configuration: web.host {config.web.host!r} is reachable from the network"
+            " and web.tls is not set: set web.tls to auto (a self-signed certificate), to"
+            " {cert: PATH, key: PATH}, or to off to serve plain HTTP (passwords and tokens in"
+            " clear) on purpose"
+        )
     return config
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` (web.host) binds a loopback address only: 127.0.0.0/8, ::1, localhost."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def load_config(path: str | Path) -> Config:

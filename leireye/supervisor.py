@@ -122,6 +122,7 @@ class Supervisor:
         # to point to, and to show on a terminal).
         self.first_admin_password: str | None = None
         self.first_admin_file: Path | None = None
+        self.new_tls_fingerprint: str | None = None  # of a certificate just made, shown once
         self._calls: queue.SimpleQueue[tuple[Callable[[], Any], Future[Any]]] = queue.SimpleQueue()
 
     # -- shared memory ------------------------------------------------------------------------
@@ -167,6 +168,7 @@ class Supervisor:
             ensure_users_file,
             write_first_admin_password,
         )
+        from leireye.tls import ensure_certificate
         from leireye.web.registry import ConnectionRegistry
 
         cfg = self.config
@@ -184,6 +186,7 @@ class Supervisor:
                 f"web.user {cfg.web.user} cannot read {users_file} ({blocked} is closed to it):"
                 " choose a state_dir that user can reach"
             )
+        self.new_tls_fingerprint = ensure_certificate(cfg)
         self._start_control(secret, owner)
         self.web_workers = web_worker_count(cfg)
         registry = ConnectionRegistry.create(self.names.conns, self.web_workers, owner=owner)
@@ -202,9 +205,9 @@ class Supervisor:
         host, port = self.socket.getsockname()[:2]
         self.web_listener = WebListener.of_socket(self.socket)
         self._created.append(self.socket.close)
-        log.info(
-            "web: listening on http://%s:%d (%d workers)", _url_host(host), port, self.web_workers
-        )
+        scheme = "http" if cfg.web.tls in (None, "off") else "https"
+        log.info("web: listening on %s://%s:%d (%d workers)", scheme, _url_host(host), port,
+                 self.web_workers)  # fmt: skip
 
     def _start_control(self, secret: bytes, owner: tuple[int, int] | None) -> None:
         from leireye.control.handlers import ControlHandlers

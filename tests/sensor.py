@@ -179,4 +179,4 @@ def send_udp(port: int, count: int, payload: bytes = b"leireye", rate: float = 0
 
 
 _NOTABLE = re.compile(r" (WARNING|ERROR|CRITICAL) | started pid=| exited|Traceback")
-_LISTENING = re.compile(r"web: listening on http://\S+:(\d+) ")
+_LISTENING = re.compile(r"web: listening on https?://\S+:(\d+) ")

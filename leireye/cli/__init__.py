@@ -1,6 +1,7 @@
 """`leireye`: the command line, one module per command. The only package that prints and exits.
 
-run, check-config   `run`      the sensor, and validating its config
+run, check-config,  `run`      the sensor, validating its config, and the fingerprint of
+tls-fingerprint                its TLS certificate
 token               `token`    a JWT for a user, for scripts
 user                `user`     the users file: add, list, passwd, role, remove
 watch, stats        `watch`    the packet and stats streams of a running sensor

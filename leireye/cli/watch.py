@@ -2,6 +2,7 @@
 
     leireye watch [--url URL] [--token T | --user U [--password-stdin]] [--protocol P] [--port N]
                   [--src CIDR] [--dst CIDR] [--since ID] [--json] [--count N]
+                  [--cafile PEM] [--fingerprint SHA256]
     leireye stats [--url URL] [--token T | --user U] [--interval-ms MS] [--json] [--count N]
 
 The token comes from `--token`, else the environment variable LEIREYE_TOKEN; `--user` logs in
@@ -26,6 +27,7 @@ import msgspec
 
 from leireye.client import DEFAULT_URL, Gap, LeirEyeClient, PacketData, StatsData
 from leireye.errors import LeirEyeError
+from leireye.text import parse_fingerprint
 
 T = TypeVar("T")
 
@@ -77,7 +79,19 @@ def format_gap(gap: Gap) -> str:
 
 def client_options(args: argparse.Namespace, stdin: TextIO = sys.stdin) -> dict[str, Any]:
     """`token=` or `username=`/`password=` for `LeirEyeClient`, from the options or the
-    environment."""
+    environment; `cafile=`/`fingerprint=` for a wss:// URL."""
+    tls = {key: value for key in ("cafile", "fingerprint") if (value := getattr(args, key, None))}
+    if tls and not args.url.startswith("wss://"):
+        raise WatchError("--cafile and --fingerprint need a wss:// --url")
+    if "fingerprint" in tls:
+        try:
+            parse_fingerprint(tls["fingerprint"])
+        except ValueError as exc:
+            raise WatchError(f"--fingerprint: {exc}") from None
+    return {**_credentials(args, stdin), **tls}
+
+
+def _credentials(args: argparse.Namespace, stdin: TextIO) -> dict[str, Any]:
     if args.user:
         if args.token:
             raise WatchError("give --token or --user, not both")
@@ -157,6 +171,10 @@ def _common(parser: argparse.ArgumentParser) -> None:
                         help="with --user: read the password from stdin")  # fmt: skip
     parser.add_argument("--json", action="store_true", help="one JSON object per line")
     parser.add_argument("--count", "-n", type=int, default=0, help="stop after N lines")
+    parser.add_argument("--cafile", help="wss://: trust the CA (or self-signed cert) in this PEM")
+    parser.add_argument("--fingerprint", default=os.environ.get("LEIREYE_FINGERPRINT"),
+                        help="wss://: accept only the certificate with this SHA-256 fingerprint"
+                        " (`leireye tls-fingerprint`; default: $LEIREYE_FINGERPRINT)")  # fmt: skip
 
 
 def add_watch_parsers(

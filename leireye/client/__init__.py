@@ -14,6 +14,7 @@ from leireye.client.client import DEFAULT_URL, LeirEyeClient
 from leireye.client.core import BACKOFF_S, Backoff, Gap, ResumeCursor
 from leireye.client.errors import (
     AuthenticationError,
+    CertificateMismatch,
     ClientError,
     ConnectionFailed,
     ProtocolError,
@@ -29,6 +30,7 @@ __all__ = [
     "AuthenticationError",
     "Backoff",
     "CallableToken",
+    "CertificateMismatch",
     "ClientError",
     "ConnectionFailed",
     "Gap",

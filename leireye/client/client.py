@@ -54,6 +54,7 @@ from leireye.client.core import (
 )
 from leireye.client.errors import (
     AuthenticationError,
+    CertificateMismatch,
     ClientError,
     ConnectionFailed,
     ProtocolError,
@@ -61,6 +62,7 @@ from leireye.client.errors import (
 )
 from leireye.client.feed import FeedClosed
 from leireye.client.streams import PacketStream, StatsStream, Stream, Subscriptions
+from leireye.client.tls import client_tls
 from leireye.wire import (
     AuthError,
     AuthSuccess,
@@ -89,6 +91,10 @@ class LeirEyeClient:
     `token`: a JWT, or a function (sync or async) returning one, called whenever a token is
     needed (so it can hand out fresh ones). Or `username` and `password` for the login API
     (`api_url`, default: the WebSocket URL's host over http/https). Or any `token_source`.
+
+    `wss://` (and the https login API) trusts the system's CAs, or `cafile` (a PEM file, e.g. a
+    sensor's self-signed `tls-cert.pem`), or only a certificate with the SHA-256 `fingerprint`
+    (`leireye tls-fingerprint`), checked before the token or password is sent.
     """
 
     def __init__(
@@ -107,10 +113,15 @@ class LeirEyeClient:
         sleep: Sleep = asyncio.sleep,
         on_gap: Callable[[Gap], object] | None = None,
         on_status: Callable[[StatusData], object] | None = None,
+        cafile: str | None = None,
+        fingerprint: str | None = None,
     ) -> None:
         self.url = url
         self.api_url = api_url or http_base(url)
-        self._source = choose_token_source(token, username, password, token_source, self.api_url)
+        self._tls = client_tls(url, cafile, fingerprint)
+        self._source = choose_token_source(
+            token, username, password, token_source, self.api_url, self._tls
+        )
         self._reconnect = reconnect
         self._backoff = backoff if isinstance(backoff, Backoff) else Backoff(backoff)
         self._ping_interval = ping_interval
@@ -241,7 +252,7 @@ class LeirEyeClient:
         announce: bool,
     ) -> AsyncGenerator[Any, None]:
         if since is None:
-            since = await ring_head(self.api_url, self._source, self._open_timeout)
+            since = await ring_head(self.api_url, self._source, self._open_timeout, tls=self._tls)
         if self._subs.packets is not None:
             raise RuntimeError("this client is already iterating packets")
         sub = self._subs.packets = PacketStream(filters, batch, ResumeCursor(since))
@@ -327,7 +338,9 @@ class LeirEyeClient:
             try:
                 ws = await self._open(renew)
             except ConnectionFailed as exc:
-                fatal = exc.status is not None and 400 <= exc.status < 500
+                fatal = isinstance(exc, CertificateMismatch) or (
+                    exc.status is not None and 400 <= exc.status < 500
+                )
                 if fatal or not self.connections or not self._reconnect:
                     return self._fail(exc)
                 log.info("reconnect attempt %d failed: %s", attempt + 1, exc)
@@ -365,7 +378,11 @@ class LeirEyeClient:
         token = await (self._source.renew() if renew else self._source.token())
         try:
             ws = await connect(
-                self.url, open_timeout=self._open_timeout, compression=None, max_size=2**22
+                self.url,
+                open_timeout=self._open_timeout,
+                compression=None,
+                max_size=2**22,
+                ssl=None if self._tls is None else self._tls.context,
             )
         except InvalidStatus as exc:
             status = exc.response.status_code
@@ -373,6 +390,13 @@ class LeirEyeClient:
                                    status=status) from None  # fmt: skip
         except (OSError, InvalidHandshake, TimeoutError) as exc:
             raise ConnectionFailed(f"cannot connect to {self.url}: {exc or 'timeout'}") from None
+        if self._tls is not None:
+            peer = ws.transport.get_extra_info("ssl_object")
+            try:  # before the token goes out
+                self._tls.check(peer.getpeercert(binary_form=True) if peer else None, self.url)
+            except CertificateMismatch:
+                await ws.close()
+                raise
         try:
             await ws.send(msgspec.json.encode({"type": "auth", "token": token}).decode())
             async with asyncio.timeout(self._open_timeout):

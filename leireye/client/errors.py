@@ -4,7 +4,8 @@
     ├── AuthenticationError   the server (close 4001) or the login API (401/403) refused us
     │   └── TokenExpired      the token expired (close 4003) and there was no way to renew it
     ├── ConnectionFailed      no connection (refused, DNS, TLS, HTTP status at the handshake,
-    │                         retries exhausted); `.status` holds an HTTP status when there was one
+    │   │                     retries exhausted); `.status` holds an HTTP status when there was one
+    │   └── CertificateMismatch  the server's certificate is not the pinned one (never retried)
     └── ProtocolError         the server refused what we sent or sent what we cannot read
         └── SubscriptionError an `error` answer to a subscribe (a bad filter or option)
 
@@ -42,6 +43,10 @@ class ConnectionFailed(ClientError):
     ) -> None:
         super().__init__(message, close_code=close_code)
         self.status = status
+
+
+class CertificateMismatch(ConnectionFailed):
+    """The server's TLS certificate does not have the pinned fingerprint: nothing was sent."""
 
 
 class ProtocolError(ClientError):

@@ -13,7 +13,9 @@ uvicorn settings that matter here (see FIELD-NOTES):
 - `proxy_headers=False`: uvicorn would believe X-Forwarded-For from 127.0.0.1; `guard.py`
   believes it from `web.trusted_proxies` only;
 - `ws_max_size = limits.max_message_bytes`; uvicorn's own ping is off: the protocol has `ping`;
-- our log filter is installed on uvicorn's loggers, so no `?token=` ever reaches a log line.
+- our log filter is installed on uvicorn's loggers, so no `?token=` ever reaches a log line;
+- with `web.tls` the `SSLContext` is built here while root (the key is root's, 0600) and handed
+  to uvicorn through `ssl_context_factory`.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from leireye.errors import LeirEyeError
 from leireye.exitcodes import ExitCode
 from leireye.logs import setup_logging
 from leireye.privileges import drop_privileges, lookup_user
+from leireye.tls import server_context, tls_paths
 from leireye.web.api.context import ApiContext
 from leireye.web.app import build_app
 from leireye.web.hub import Hub
@@ -75,6 +78,12 @@ def run_web_worker(
     except LeirEyeError as exc:
         log.error("web worker %d cannot start: %s", worker_index, exc)
         return ExitCode.FATAL
+    paths = tls_paths(config)
+    try:
+        tls = None if paths is None else server_context(paths)
+    except LeirEyeError as exc:
+        log.error("web worker %d cannot start: %s", worker_index, exc)
+        return ExitCode.FATAL
     app = build_app(ApiContext.for_worker(config, hub))
     _room_for_connections(config.web.max_connections)
     server_config = uvicorn.Config(
@@ -92,6 +101,7 @@ def run_web_worker(
         lifespan="on",
         timeout_graceful_shutdown=1,
         server_header=False,
+        ssl_context_factory=None if tls is None else (lambda _config, _default: tls),
     )
     # Import everything serving needs while still root: the Python installation may not be
     # readable by the web user (a pyenv under /root), and a lazy import after the switch would
