@@ -44,6 +44,7 @@ SENSOR_MODULES: Final = {
     "starlette": "starlette",
     "uvicorn": "uvicorn",
     "wsproto": "wsproto",
+    "cryptography": "cryptography",
 }
 SENSOR_EXTRA_HINT: Final = "pip install 'leireye[sensor]'"
 
