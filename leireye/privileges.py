@@ -230,9 +230,10 @@ def state_directory(path: Path, group: int | None) -> Path:
     if not stat.S_ISDIR(st.st_mode):
         raise ConfigError(f"state_dir {path} is not a directory")
     if st.st_uid != 0 or st.st_mode & 0o002:
+        why = f"owned by uid {st.st_uid}" if st.st_uid != 0 else "writable by others"
         raise ConfigError(
-            f"state_dir {path} is owned by uid {st.st_uid} or writable by others "
-            f"(mode {stat.S_IMODE(st.st_mode):04o}): give the sensor a directory of its own"
+            f"state_dir {path} is {why} (mode {stat.S_IMODE(st.st_mode):04o}): give the sensor "
+            "a directory of its own"
         )
     os.chown(path, 0, 0 if group is None else group)
     os.chmod(path, 0o750)
