@@ -27,7 +27,9 @@ NOW = 1_700_000_000.0
 @pytest.fixture
 def files(tmp_path: Path) -> tuple[Path, Path]:
     users = tmp_path / "users.yaml"
-    users.write_text(users_yaml({"admin": ("ADMIN", "admin password"), "bob": ("VIEWER", "bob password")}))
+    users.write_text(
+        users_yaml({"admin": ("ADMIN", "admin password"), "bob": ("VIEWER", "bob password")})
+    )
     return users, tmp_path / "users-view.json"
 
 
