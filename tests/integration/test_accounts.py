@@ -8,12 +8,14 @@ the shared memory and nothing root keeps) and root itself, which is not a web wo
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import pwd
 import socket
 import stat
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,10 +24,12 @@ import pytest
 from leireye.config import load_config
 from leireye.control.protocol import decode_reply
 from leireye.ring.shm import SHM_DIR
+from leireye.wire import CloseCode
 from tests.accounts import users_yaml
 from tests.http import Http
 from tests.sensor import Sensor
 from tests.waiting import scaled, wait_for
+from tests.wsclient import client, closed_with, recv_type, run
 
 pytestmark = [
     pytest.mark.root,
@@ -230,3 +234,32 @@ def test_the_workers_still_do_their_job(sensor: Sensor) -> None:
     assert ticket.status == 200, ticket.body
     refresh = load_config(sensor.config_path).state_path("refresh-tokens.json").stat()
     assert (refresh.st_uid, stat.S_IMODE(refresh.st_mode)) == (0, 0o600)
+
+
+def test_a_password_set_in_a_shell_reaches_the_workers_through_the_view(sensor: Sensor) -> None:
+    """`leireye user passwd` edits the users file as root; the workers never read it. The
+    supervisor notices the change on its main loop and rewrites the view, and the worker closes
+    the user's open WebSocket."""
+    http = Http(sensor.web_port())
+    vic = http.post("/api/auth/login", {"username": "vic", "password": PASSWORD})
+    assert vic.status == 200, vic.body
+    url = f"ws://127.0.0.1:{sensor.web_port()}/ws/capture?token={vic.json['access_token']}"
+    view = paths(sensor)["view"]
+    before = view.read_text()
+
+    async def go() -> None:
+        async with client(url) as ws:
+            await recv_type(ws, "auth_success")
+            cmd = [sys.executable, "-m", "leireye.cli", "user", "passwd", "vic"]
+            cmd += ["--password-stdin", "-c", str(sensor.config_path)]
+            done = await asyncio.to_thread(
+                subprocess.run, cmd, input="vic's new password\n", capture_output=True,
+                text=True, timeout=scaled(30),
+            )  # fmt: skip
+            assert done.returncode == 0, done.stderr
+            await recv_type(ws, "auth_error", timeout=scaled(10))
+            assert (await closed_with(ws))[0] == CloseCode.AUTH_FAILED
+
+    with sensor.explained():
+        run(go())
+    assert view.read_text() != before and "scrypt" not in view.read_text()
