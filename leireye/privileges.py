@@ -147,12 +147,11 @@ def drop_privileges(
     """Become `account` for good (no supplementary groups, real and effective ids), or warn and
     stay as is when there is no account, or when not running as root. First import `PRELOAD`
     and `preload`: modules this process would otherwise import lazily, after the drop."""
+    if os.geteuid() != 0:
+        log.warning("not root: cannot switch to %s, running as uid %d", key, os.geteuid())
+        return
     if account is None:
         log.warning("%s is not set: running as uid %d", key, os.geteuid())
-        return
-    if os.geteuid() != 0:
-        log.warning("not root: cannot switch to %s, running as uid %d", account.pw_name,
-                    os.geteuid())  # fmt: skip
         return
     if account.pw_uid == 0:
         log.warning("%s %s is root: keeping all privileges", key, account.pw_name)

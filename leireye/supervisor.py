@@ -41,7 +41,7 @@ import msgspec
 from leireye.capture.fanout import capture_shards, shard_specs
 from leireye.capture.ownfilter import WebListener
 from leireye.config import Config
-from leireye.errors import CaptureError, LeirEyeError
+from leireye.errors import CaptureError, ConfigError, LeirEyeError
 from leireye.exitcodes import ExitCode
 from leireye.logs import setup_logging
 from leireye.privileges import (
@@ -147,7 +147,7 @@ class Supervisor:
         if os.geteuid() == 0:
             for user, key in ((cfg.capture.user, "capture.user"), (cfg.web.user, "web.user")):
                 if user is not None:
-                    ensure_account(user, key, WebStartError)
+                    ensure_account(user, key, ConfigError)
             if cfg.capture.user is not None and cfg.capture.user == cfg.web.user:
                 log.warning("capture.user and web.user are both %s: the web workers can write "
                             "the shared memory", cfg.web.user)  # fmt: skip
