@@ -12,6 +12,7 @@ import asyncio
 import json
 import os
 import pwd
+import signal
 import socket
 import stat
 import subprocess
@@ -263,3 +264,22 @@ def test_a_password_set_in_a_shell_reaches_the_workers_through_the_view(sensor: 
     with sensor.explained():
         run(go())
     assert view.read_text() != before and "scrypt" not in view.read_text()
+
+
+def test_a_restarted_worker_is_answered_on_the_control_channel(sensor: Sensor) -> None:
+    """The supervisor answers the workers it runs now: a worker killed and started again gets
+    a new pid, which the channel admits (a login goes through it)."""
+
+    def web_pids() -> list[int]:
+        return [int(x.split("=")[-1]) for x in list(sensor.lines) if "web-0 started pid=" in x]
+
+    first = web_pids()[-1]
+    served = sum("web worker 0 serving" in x for x in list(sensor.lines))
+    os.kill(first, signal.SIGKILL)
+    wait_for(lambda: web_pids()[-1] != first, 30, "web-0 to be started again")
+    wait_for(lambda: sum("web worker 0 serving" in x for x in list(sensor.lines)) > served, 30,
+             "the new web-0 to serve")  # fmt: skip
+    reply = Http(sensor.web_port()).post(
+        "/api/auth/login", {"username": "admin", "password": PASSWORD}
+    )
+    assert reply.status == 200, reply.body
