@@ -12,6 +12,7 @@ import argparse
 import getpass
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 from leireye.accounts.useredit import (
     UserEditError,
@@ -22,6 +23,7 @@ from leireye.accounts.useredit import (
     update_user,
 )
 from leireye.accounts.users import ROLES, User, UsersFile
+from leireye.accounts.userview import USERS_VIEW_FILE, UsersViewWriter
 from leireye.cli.common import DEFAULT_CONFIG, load_cli_config
 from leireye.config import Config
 from leireye.errors import LeirEyeError
@@ -97,11 +99,25 @@ def cmd_list(args: argparse.Namespace) -> int:
 def _edit(config: Config, edit: Callable[[UsersFile], tuple[UsersFile, User]]) -> User:
     path = config.state_path(config.auth.users_file)
     try:
-        return edit_users_file(path, edit)
+        user = edit_users_file(path, edit)
     except UserEditError as exc:
         raise UserCommandError(str(exc)) from None
     except OSError as exc:
         raise UserCommandError(f"cannot write {path}: {exc.strerror}") from None
+    _refresh_users_view(config, path)
+    return user
+
+
+def _refresh_users_view(config: Config, users_file: Path) -> None:
+    """Rewrite the running sensor's users view now, so that the web workers (which check it on
+    every token they verify) end a removed user's or an old password's tokens at once, not on
+    the supervisor's next turn. No view yet: no sensor has run here, nothing to tell."""
+    view = config.state_path(USERS_VIEW_FILE)
+    try:
+        group = view.stat().st_gid
+    except FileNotFoundError:
+        return
+    UsersViewWriter(users_file, view, group).sync()
 
 
 def add_user_parser(
