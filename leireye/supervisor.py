@@ -203,12 +203,14 @@ class Supervisor:
         )
 
     def _start_control(self, secret: bytes, owner: tuple[int, int] | None) -> None:
+        from leireye.accounts.passwords import map_large_allocations
         from leireye.accounts.service import AccountService
         from leireye.accounts.users import UserStore
         from leireye.control.handlers import ControlHandlers
         from leireye.control.server import ControlServer, socket_path
 
         cfg = self.config
+        map_large_allocations()  # password hashes' memory goes back to the system after use
         users_file = cfg.state_path(cfg.auth.users_file)
         users = UserStore(users_file)
         accounts = AccountService(

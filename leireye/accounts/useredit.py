@@ -70,13 +70,11 @@ def add_user(
     new_id = max((u.id for u in users), default=0) + 1
     if new_id > MAX_USER_ID:
         raise UserEditError("conflict", f"no user id is left above {MAX_USER_ID}")
-    password_hash, salt = _hash(password) if password is not None else (None, None)
     new = User(
         id=new_id,
         username=username,
         role=role,
-        password_hash=password_hash,
-        salt=salt,
+        password_hash=_hash(password) if password is not None else None,
     )
     return (*users, new), new
 
@@ -96,8 +94,7 @@ def update_user(
             raise UserEditError("conflict", "the last ADMIN cannot be demoted")
         changed = msgspec.structs.replace(changed, role=role)
     if password is not None:
-        password_hash, salt = _hash(password)
-        changed = msgspec.structs.replace(changed, password_hash=password_hash, salt=salt)
+        changed = msgspec.structs.replace(changed, password_hash=_hash(password), salt=None)
     return tuple(changed if u is user else u for u in users), changed
 
 
@@ -108,11 +105,24 @@ def remove_user(users: tuple[User, ...], key: int | str) -> tuple[tuple[User, ..
     return tuple(u for u in users if u is not user), user
 
 
+def rehash_user(
+    users: tuple[User, ...], user_id: int, old_hash: str, new_hash: str
+) -> tuple[tuple[User, ...], User | None]:
+    """Replace a user's password hash with `new_hash`, a current hash of the same password, if
+    it is still `old_hash` (not changed meanwhile); None when nothing was changed. Not a
+    password change: nothing else of the user changes."""
+    user = next((u for u in users if u.id == user_id), None)
+    if user is None or user.password_hash != old_hash:
+        return users, None
+    changed = msgspec.structs.replace(user, password_hash=new_hash, salt=None)
+    return tuple(changed if u is user else u for u in users), changed
+
+
 def _admins(users: tuple[User, ...]) -> int:
     return sum(1 for u in users if u.role == "ADMIN")
 
 
-def _hash(password: str) -> tuple[str, str]:
+def _hash(password: str) -> str:
     from leireye.accounts.passwords import PasswordError
 
     try:

@@ -5,7 +5,7 @@
       - {id: 2, username: alice, role: ANALYST}
 
 It lives at `config.state_path(config.auth.users_file)`, is created on first run with one `admin`
-user whose random password is shown once on the console (only its scrypt hash is stored, see
+user whose random password is shown once on the console (only its argon2id hash is stored, see
 `leireye.accounts.passwords`), mode 0600 and owned by the web user (the unprivileged workers
 re-read it). Only root changes it afterwards: `leireye user ...` and the supervisor, on behalf of
 `/api/users` (see `leireye.accounts.useredit`). Tokens name a
@@ -47,8 +47,9 @@ class User(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     id: UserId
     username: Username
     role: Role
-    # `scrypt$n$r$p$<base64>` and the base64 salt (leireye.accounts.passwords); None: this user
-    # cannot log in with a password (tokens from `leireye token` still work).
+    # `$argon2id$...` (salt inside), or a legacy `scrypt$n$r$p$<base64>` with its base64 salt
+    # (leireye.accounts.passwords); None: this user cannot log in with a password (tokens from
+    # `leireye token` still work).
     password_hash: str | None = None
     salt: str | None = None
 
@@ -141,8 +142,7 @@ def ensure_users_file(path: str | Path, owner: tuple[int, int] | None = None) ->
         _warn_if_foreign(path, owner)
         return None
     password = random_password()
-    password_hash, salt = hash_password(password)
-    admin = User(id=1, username="admin", role="ADMIN", password_hash=password_hash, salt=salt)
+    admin = User(id=1, username="admin", role="ADMIN", password_hash=hash_password(password))
     text = dump_users((admin,)).encode("utf-8")
     try:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)

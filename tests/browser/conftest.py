@@ -37,10 +37,9 @@ SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screensh
 def users_file() -> str:
     lines = ["users:"]
     for i, (name, password) in enumerate(PASSWORDS.items(), start=1):
-        digest, salt = hash_password(password)
+        digest = hash_password(password)
         lines.append(
-            f"  - {{id: {i}, username: {name}, role: {ROLES[name]}, "
-            f"password_hash: '{digest}', salt: '{salt}'}}"
+            f"  - {{id: {i}, username: {name}, role: {ROLES[name]}, password_hash: '{digest}'}}"
         )
     return "\n".join(lines) + "\n"
 

@@ -27,13 +27,10 @@ _STARTED = re.compile(r"supervisor: (\S+) started pid=(\d+)")
 
 def users_yaml(names: dict[str, str]) -> str:
     """A users file: name -> role, ids from 1 in order, every user with PASSWORD."""
-    digest, salt = hash_password(PASSWORD)
+    digest = hash_password(PASSWORD)
     lines = ["users:"]
     for i, (name, role) in enumerate(names.items(), start=1):
-        lines.append(
-            f"  - {{id: {i}, username: {name}, role: {role}, "
-            f"password_hash: '{digest}', salt: '{salt}'}}"
-        )
+        lines.append(f"  - {{id: {i}, username: {name}, role: {role}, password_hash: '{digest}'}}")
     return "\n".join(lines) + "\n"
 
 

@@ -9,6 +9,7 @@ import stat
 import threading
 from pathlib import Path
 
+import msgspec
 import pytest
 import yaml
 
@@ -18,6 +19,7 @@ from leireye.accounts.useredit import (
     add_user,
     edit_users_file,
     read_users_file,
+    rehash_user,
     remove_user,
     update_user,
 )
@@ -57,9 +59,9 @@ def test_removing_the_highest_id_then_adding_gives_an_id_above_those_left() -> N
 
 def test_add_with_a_password_stores_only_its_hash() -> None:
     _, new = add_user(USERS, "bob", "ANALYST", "bobs password")
-    assert new.password_hash is not None and new.salt is not None
-    assert "bobs password" not in new.password_hash + new.salt
-    assert verify_password("bobs password", new.password_hash, new.salt)
+    assert new.password_hash is not None and new.salt is None  # the salt is in the hash
+    assert "bobs password" not in new.password_hash
+    assert verify_password("bobs password", new.password_hash)
 
 
 @pytest.mark.parametrize(
@@ -99,9 +101,20 @@ def test_update_by_id_or_name() -> None:
 def test_update_password_replaces_the_hash() -> None:
     users, changed = update_user(USERS, "alice", password="a new password")
     assert changed.role == "ANALYST"
-    assert changed.password_hash is not None and changed.salt is not None
-    assert verify_password("a new password", changed.password_hash, changed.salt)
+    assert changed.password_hash is not None and changed.salt is None
+    assert verify_password("a new password", changed.password_hash)
     assert users[1] is changed
+
+
+def test_a_rehash_replaces_only_the_hash_it_was_computed_for() -> None:
+    legacy = msgspec.structs.replace(ALICE, password_hash="scrypt$16384$8$1$AAAA", salt="c2FsdA==")
+    users = tuple(legacy if u is ALICE else u for u in USERS)
+    new_users, changed = rehash_user(users, ALICE.id, "scrypt$16384$8$1$AAAA", "$argon2id$new")
+    assert changed == msgspec.structs.replace(legacy, password_hash="$argon2id$new", salt=None)
+    assert [u for u in new_users if u.id != ALICE.id] == [u for u in users if u.id != ALICE.id]
+    # The password was changed meanwhile (or the user removed): the rehash is dropped.
+    assert rehash_user(users, ALICE.id, "scrypt$other", "$argon2id$new") == (users, None)
+    assert rehash_user(users, 999, "scrypt$16384$8$1$AAAA", "$argon2id$new") == (users, None)
 
 
 def test_update_refusals() -> None:
