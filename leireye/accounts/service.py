@@ -17,8 +17,9 @@ and the failed-login counts. Access tokens stay stateless (each worker verifies 
   each entry remembers a fingerprint of the password hash it was issued under. The store is
   written to a root-only file on each change, so a restart of the sensor does not log everyone
   out, and a revoked token stays revoked.
-- A ticket is 32 random bytes (base64url), valid once, for `auth.ticket_ttl_s`, tied to the
-  access token it was bought with: the WebSocket it opens expires when that token does.
+- A ticket is signed (`leireye.accounts.tickets`, so workers refuse forged ones alone), valid
+  once, for `auth.ticket_ttl_s`, tied to the access token it was bought with: the WebSocket it
+  opens expires when that token does.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from leireye.accounts.gate import GateBusy, VerificationGate
 from leireye.accounts.limiter import Attempt, LoginThrottle
 from leireye.accounts.passwords import hash_password, needs_rehash, verify_dummy, verify_password
 from leireye.accounts.principal import AuthFailure
+from leireye.accounts.tickets import make_ticket, ticket_key
 from leireye.accounts.tokens import Authenticator, issue_token
 from leireye.accounts.useredit import edit_users_file, rehash_user
 from leireye.accounts.users import User, UserStore, credential_of
@@ -112,6 +114,7 @@ class AccountService:
         self.gate = VerificationGate(
             password_slots(auth.password_checks), auth.password_queue, auth.password_wait_s
         )
+        self._ticket_key = ticket_key(secret)
         self._refresh: dict[str, RefreshEntry] = self._load()
         self._tickets: dict[str, Ticket] = {}
 
@@ -235,7 +238,7 @@ class AccountService:
     def issue_ticket(self, user_id: int, session_expires_at: float) -> tuple[str, int]:
         now = self.clock()
         ttl = self.auth.ticket_ttl_s
-        ticket = secrets.token_urlsafe(32)
+        ticket = make_ticket(self._ticket_key, now + ttl)
         user = self.users.get(user_id)
         credential = credential_of(user) if user is not None else ""
         with self._lock:

@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from leireye.accounts.principal import AuthFailure, Principal
+from leireye.accounts.tickets import TicketCheck
 from leireye.accounts.tokens import Authenticator, load_or_create_secret, web_owner
 from leireye.accounts.users import UserStore, credential_of
 from leireye.config import Config
@@ -80,6 +81,7 @@ class Hub:
         stats: StatsSeries,
         registry: ConnectionRegistry,
         authenticator: Authenticator,
+        tickets: TicketCheck,
     ) -> None:
         self.config = config
         self.worker_index = worker_index
@@ -88,6 +90,7 @@ class Hub:
         self.stats_series = stats
         self.registry = registry
         self.authenticator = authenticator
+        self.tickets = tickets
         self._users_version = authenticator.users.version
         # What every session is driven with (`time.time()`, steps announced to the sessions).
         self.clock = WallClock(self._clock_stepped)
@@ -111,9 +114,8 @@ class Hub:
         registry = ConnectionRegistry.attach(segments["conns"], worker_index)
         secret = load_or_create_secret(config, owner=web_owner(config))
         users = UserStore(config.state_path(config.auth.users_file))
-        return cls(
-            config, worker_index, ring, status, stats, registry, Authenticator(secret, users)
-        )
+        return cls(config, worker_index, ring, status, stats, registry,
+                   Authenticator(secret, users), TicketCheck(secret))  # fmt: skip
 
     # -- connections --------------------------------------------------------------------------
 
