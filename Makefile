@@ -12,12 +12,13 @@ run: setup
 	.venv/bin/leireye run -c $(CONFIG) $(ARGS)
 
 test: setup
-	.venv/bin/python -m pytest $(PYTEST_ARGS)
+	.venv/bin/python -m pytest --durations=15 $(PYTEST_ARGS)
 
 lint: setup
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
 	.venv/bin/mypy
+	.venv/bin/python -m tests.layers
 
 bench: setup
 	.venv/bin/python benchmarks/bench_decode.py

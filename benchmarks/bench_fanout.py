@@ -36,7 +36,8 @@ if str(ROOT) not in sys.path:
 
 from benchmarks.e2e_common import replay
 from leireye.capture.fanout import ShardSpec, shard_specs
-from leireye.capture.process import run_capture, write_pcap
+from leireye.capture.pcapfile import write_pcap
+from leireye.capture.process import run_capture
 from leireye.config import CaptureConfig, Config
 from leireye.ring import Ring, RingLayout
 from leireye.ring.ids import IdAllocator
@@ -87,7 +88,10 @@ class Sender:
         self.sock: socket.socket | None = None
         self.pcap = workdir / "fanout-frames.pcap"
         if kind == "tcpreplay":  # Ethernet (linktype 1), 1 µs apart
-            write_pcap(self.pcap, [(i * 1000, len(f), f) for i, f in enumerate(frames)], 1, 65535)
+            ts_ns = [i * 1000 for i in range(len(frames))]
+            write_pcap(
+                self.pcap, ts_ns, [len(f) for f in frames], frames, 1, 65535, nanoseconds=True
+            )
         else:
             self.sock = packet_socket(pair.ns_if, pair.ns)
             self.sock.setblocking(False)

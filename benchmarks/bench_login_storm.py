@@ -47,6 +47,7 @@ if str(ROOT) not in sys.path:
 
 from websockets.asyncio.client import connect
 
+from leireye.accounts.users import new_generation
 from tests.sensor import Sensor
 
 PASSWORD = "legitimate-user-pw"
@@ -57,8 +58,9 @@ def legacy_users_file() -> str:
     salt = b"bench-login-salt"
     digest = hashlib.scrypt(PASSWORD.encode(), salt=salt, n=2**14, r=8, p=1, dklen=32)
     encoded, salt_text = base64.b64encode(digest).decode(), base64.b64encode(salt).decode()
-    return (f"users:\n  - {{id: 1, username: admin, role: ADMIN, password_hash: "
-            f"'scrypt$16384$8$1${encoded}', salt: '{salt_text}'}}\n")  # fmt: skip
+    return (f"next_id: 2\nusers:\n  - {{id: 1, username: admin, role: ADMIN, password_hash: "
+            f"'scrypt$16384$8$1${encoded}', salt: '{salt_text}', "
+            f"generation: '{new_generation()}'}}\n")  # fmt: skip
 
 
 def status_field(pid: int, name: str) -> int:

@@ -47,6 +47,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from benchmarks.traffic import send_at
+from tests.accounts import users_yaml
 from tests.sensor import Sensor, free_udp_port
 
 PACKET = '{"type":"packet",'
@@ -235,7 +236,7 @@ def start_sensor(tmp: Path, workers: int, port: int) -> Sensor:
         "stats: {log_interval_s: 5}\n"
         "limits: {connections_per_user: 1000, messages_per_second: 1000}\n"
     )
-    users = f"users:\n  - {{id: 1, username: {USER}, role: ADMIN}}\n"
+    users = users_yaml({USER: ("ADMIN", "bench-password-1")})
     bpf = f"udp and dst port {port}"
     return Sensor(tmp, "--interface", "lo", "--bpf", bpf, config=config, users=users)
 

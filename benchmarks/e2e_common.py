@@ -24,13 +24,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import dpkt
-
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from benchmarks.bench_ws import USER, cpu_seconds, load_average, token
+from leireye.capture.pcapfile import write_pcap
+from leireye.record import LinkType
+from tests.accounts import users_yaml
 from tests.netns import VethPair
 from tests.sensor import Sensor
 from tests.traffic.mix import generate
@@ -72,12 +73,16 @@ def mix_pcap(frames: int = MIX_FRAMES, seed: int = 7) -> Path:
     path = Path(tempfile.gettempdir()) / f"leireye-bench-mix-{frames}-{seed}-whole.pcap"
     if not path.exists():
         mix = generate(frames, seed)
+        whole = [i for i, frame in enumerate(mix.frames) if len(frame) == mix.wire_lens[i]]
         part = path.with_suffix(f".{os.getpid()}.part")
-        with open(part, "wb") as f:
-            writer = dpkt.pcap.Writer(f, snaplen=65535)
-            for frame, ts_ns, wire in zip(mix.frames, mix.ts_ns, mix.wire_lens, strict=True):
-                if len(frame) == wire:
-                    writer.writepkt(frame, ts_ns / 1e9)
+        write_pcap(
+            part,
+            [mix.ts_ns[i] for i in whole],
+            [mix.wire_lens[i] for i in whole],
+            [mix.frames[i] for i in whole],
+            LinkType.EN10MB,
+            65535,
+        )
         part.rename(path)
     return path
 
@@ -130,7 +135,7 @@ def sensor_on(interface: str, workers: int, tmp: Path, outbox: int = 4096) -> Se
         "stats: {log_interval_s: 0}\n"
         "limits: {connections_per_user: 5000, messages_per_second: 1000}\n"
     )
-    users = f"users:\n  - {{id: 1, username: {USER}, role: ADMIN}}\n"
+    users = users_yaml({USER: ("ADMIN", "bench-password-1")})
     return Sensor(tmp, "--interface", interface, config=config, users=users)
 
 

@@ -6,7 +6,8 @@
     python examples/dns_alert.py --domains blocklist.txt     # one domain per line, # comments
 
 Prints one line per matching query (`ALERT 10.0.0.5 asked A www.evil.test`) and keeps going
-across sensor restarts; gaps in the stream are reported on stderr.
+across sensor restarts; gaps in the stream are reported on stderr, and so is `watching DNS ...`
+once the sensor has confirmed the subscription (every query from then on is seen).
 """
 
 from __future__ import annotations
@@ -51,7 +52,9 @@ async def main() -> None:
 
     token = os.environ["LEIREYE_TOKEN"]
     async with LeirEyeClient(args.url, token=token, on_gap=on_gap) as client:
-        async for packet in client.packets(protocol="DNS"):
+        queries = await client.subscribe_packets(protocol="DNS")
+        print(f"watching DNS for {len(domains)} domains", file=sys.stderr, flush=True)
+        async for packet in queries:
             if (match := QUERY.match(packet.info)) and watched(match.group(2), domains):
                 print(f"ALERT {packet.src_ip} asked {match.group(1)} {match.group(2)}", flush=True)
 

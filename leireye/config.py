@@ -6,15 +6,20 @@ in the type annotations. Only `load_config` touches the file system; only the CL
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 
 import msgspec
 import yaml
 
 from leireye.errors import ConfigError
+from leireye.origins import parse_origin
 
 PositiveFloat = Annotated[float, msgspec.Meta(gt=0)]
+# A DNS name or IPv4 address, optionally with a leading "." (the name and its subdomains).
+_HOST_NAME: Final = re.compile(r"\.?[a-z0-9_-]+(\.[a-z0-9_-]+)*\.?")
 
 
 class ReplayConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -24,9 +29,15 @@ class ReplayConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     loop: bool = False
 
 
+BPF_MAX_BYTES = 4096  # as much as the capture status block shows
+
+
 class CaptureConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     interface: str = "auto"
     bpf: str = ""
+    # Capture the sensor's own web traffic (its port on its addresses) too; by default the
+    # kernel filter leaves it out (leireye.capture.ownfilter).
+    include_own_traffic: bool = False
     snaplen: Annotated[int, msgspec.Meta(ge=64, le=262144)] = 1600
     promisc: bool = False
     buffer_mb: Annotated[int, msgspec.Meta(ge=1, le=4096)] = 64
@@ -43,6 +54,10 @@ class CaptureConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # The PACKET_FANOUT group id; "auto": from the supervisor's pid, so two sensors on one host
     # do not meet by accident. Fix it when another tool's group must be avoided (or joined).
     fanout_group: Literal["auto"] | Annotated[int, msgspec.Meta(ge=0, le=65535)] = "auto"
+
+    def __post_init__(self) -> None:
+        if len(self.bpf.encode("utf-8", "replace")) > BPF_MAX_BYTES:
+            raise ValueError(f"bpf is longer than {BPF_MAX_BYTES} bytes")
 
 
 class RingConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -64,6 +79,12 @@ class SupervisorConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     shutdown_timeout_s: Annotated[float, msgspec.Meta(gt=0, le=60)] = 2.0
 
 
+class TlsFiles(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    # PEM files; relative paths are resolved against state_dir.
+    cert: str
+    key: str
+
+
 class WebConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     host: str = "127.0.0.1"
     port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 8000
@@ -83,6 +104,38 @@ class WebConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # GET /metrics without a token (for a Prometheus on a trusted network); else any user's
     # bearer token is needed.
     metrics_public: bool = False
+    # HTTP hygiene (docs/security.md): a connection must send its whole request head within
+    # header_timeout_s of opening (or of the previous response) and its body within
+    # body_timeout_s of the head; a worker holds at most max_connections (HTTP and WebSocket).
+    header_timeout_s: Annotated[float, msgspec.Meta(gt=0, le=600)] = 10.0
+    body_timeout_s: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 30.0
+    max_connections: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] = 512
+    # Host names the sensor answers to besides its own (the bound address, localhost, any IP
+    # address, the machine's hostname and FQDN); ".example.org" also allows its subdomains,
+    # "*" any name.
+    allowed_hosts: tuple[str, ...] = ()
+    # Proxies (addresses or CIDR networks) whose X-Forwarded-For / X-Forwarded-Proto are
+    # believed; from anyone else those headers, and Forwarded, are ignored.
+    trusted_proxies: tuple[str, ...] = ()
+
+    # HTTPS and WSS: "auto" (a self-signed certificate made in state_dir on first run),
+    # {cert: PATH, key: PATH}, or "off". Unset: off on a loopback host, refused on any other.
+    tls: Literal["auto", "off"] | TlsFiles | None = None
+
+    def __post_init__(self) -> None:
+        for index, entry in enumerate(self.trusted_proxies):
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"web.trusted_proxies[{index}]: {entry!r} is not an address or network"
+                ) from None
+        for index, entry in enumerate(self.allowed_hosts):
+            if entry != "*" and not _HOST_NAME.fullmatch(entry.lower()):
+                raise ValueError(
+                    f"web.allowed_hosts[{index}]: {entry!r} is not a host name "
+                    '(no scheme, port or path; IP addresses need no entry), ".domain" or "*"'
+                )
 
 
 class AuthConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -154,11 +207,34 @@ def parse_config(data: Any) -> Config:
         config = msgspec.convert(data or {}, Config, strict=True)
     except msgspec.ValidationError as exc:
         raise ConfigError(f"invalid configuration: {exc}") from None
+    for index, entry in enumerate(config.web.allowed_origins):
+        if entry != "*" and parse_origin(entry) is None:
+            raise ConfigError(
+                f"invalid configuration: {entry!r} is not an origin (scheme://host[:port], "
+                f'scheme http or https, no path) nor "*" - at `$.web.allowed_origins[{index}]`'
+            )
     if config.limits.stats_interval_min_ms > config.limits.stats_interval_max_ms:
         raise ConfigError(
             "invalid configuration: limits.stats_interval_min_ms is above stats_interval_max_ms"
         )
+    if config.web.tls is None and not is_loopback(config.web.host):
+        raise ConfigError(
+            f"invalid configuration: web.host {config.web.host!r} is reachable from the network"
+            " and web.tls is not set: set web.tls to auto (a self-signed certificate), to"
+            " {cert: PATH, key: PATH}, or to off to serve plain HTTP (passwords and tokens in"
+            " clear) on purpose"
+        )
     return config
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` (web.host) binds a loopback address only: 127.0.0.0/8, ::1, localhost."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def load_config(path: str | Path) -> Config:

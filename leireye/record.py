@@ -189,26 +189,12 @@ def tcp_flag_names(bits: int) -> list[str]:
 IPV4_MAPPED_LO: Final = 0xFFFF_0000_0000
 
 
-def ip_to_halves(address: str | ipaddress.IPv4Address | ipaddress.IPv6Address) -> tuple[int, int]:
-    """An address as the `(hi, lo)` pair stored in a record (IPv4 stored IPv4-mapped)."""
-    ip = ipaddress.ip_address(address)
-    if ip.version == 4:
-        return 0, IPV4_MAPPED_LO | int(ip)
-    value = int(ip)
-    return value >> 64, value & 0xFFFF_FFFF_FFFF_FFFF
-
-
 def halves_to_ip(hi: int, lo: int, ip_version: int) -> str:
     """The text form of a stored address; `ip_version` 4 (or ARP's 0 with a mapped value) gives
     dotted quad."""
     if ip_version != 6 and hi == 0 and (lo >> 32) == 0xFFFF:
         return str(ipaddress.IPv4Address(lo & 0xFFFF_FFFF))
     return str(ipaddress.IPv6Address((int(hi) << 64) | int(lo)))
-
-
-def info_text(raw: bytes) -> str:
-    """The `info` field as text (NUL padding removed by numpy already)."""
-    return raw.decode("utf-8", errors="replace")
 
 
 def encode_info(text: str) -> bytes:

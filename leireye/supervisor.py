@@ -39,8 +39,10 @@ from typing import Any
 import msgspec
 
 from leireye.capture.fanout import capture_shards, shard_specs
+from leireye.capture.ownfilter import WebListener
 from leireye.config import Config
-from leireye.errors import LeirEyeError
+from leireye.errors import CaptureError, LeirEyeError
+from leireye.exitcodes import ExitCode
 from leireye.logs import setup_logging
 from leireye.privileges import drop_privileges, lookup_user, owner_ids, reachable_by
 from leireye.ring import Ring, RingLayout
@@ -55,9 +57,6 @@ from leireye.ring.shm import unlink_segment
 
 log = logging.getLogger("leireye.supervisor")
 
-EXIT_FATAL = 3  # a child's "restarting will not help" (bad interface, BPF, permission)
-EXIT_NO_FANOUT = 4  # a capture shard k > 0 where the kernel refused PACKET_FANOUT
-EXIT_STUCK = 70  # the capture watchdog found a decode stuck on one frame
 PR_SET_PDEATHSIG = 1
 HEARTBEAT_GRACE_S = 10.0  # a fresh capture process gets this long to open its handle
 
@@ -81,7 +80,7 @@ def child_main(
     if run_as is not None:
         drop_privileges(lookup_user(run_as), key=f"{role} user")
     code = target(*args)
-    raise SystemExit(code or 0)
+    raise SystemExit(code or ExitCode.OK)
 
 
 @dataclass
@@ -117,8 +116,13 @@ class Supervisor:
         self.statuses: list[Any] = []  # one per capture shard
         self.registry: Any = None
         self.socket: socket.socket | None = None
+        self.web_listener: WebListener | None = None  # what the capture leaves out (ownfilter)
         self.web_workers = 0
-        self.first_admin_password: str | None = None  # for the CLI to show once
+        # The first run's `admin` password and the root-only file that holds it (for the CLI
+        # to point to, and to show on a terminal).
+        self.first_admin_password: str | None = None
+        self.first_admin_file: Path | None = None
+        self.new_tls_fingerprint: str | None = None  # of a certificate just made, shown once
         self._calls: queue.SimpleQueue[tuple[Callable[[], Any], Future[Any]]] = queue.SimpleQueue()
 
     # -- shared memory ------------------------------------------------------------------------
@@ -159,7 +163,12 @@ class Supervisor:
         """Bind the listening socket once, create the connection registry, and make sure the
         secret and the users file exist (owned by the web user) before any worker starts."""
         from leireye.accounts.tokens import load_or_create_secret, web_owner
-        from leireye.accounts.users import ensure_users_file, load_users
+        from leireye.accounts.users import (
+            FIRST_ADMIN_PASSWORD_FILE,
+            ensure_users_file,
+            write_first_admin_password,
+        )
+        from leireye.tls import ensure_certificate
         from leireye.web.registry import ConnectionRegistry
 
         cfg = self.config
@@ -167,20 +176,17 @@ class Supervisor:
         Path(cfg.state_dir).mkdir(parents=True, exist_ok=True, mode=0o755)
         secret = load_or_create_secret(cfg, owner=owner)
         users_file = cfg.state_path(cfg.auth.users_file)
-        self.first_admin_password = ensure_users_file(users_file, owner=owner)
-        if self.first_admin_password is None and not any(
-            user.password_hash for user in load_users(users_file)
-        ):  # a users file from before password log-in, or only token users
-            log.warning(
-                "no user in %s has a password: nobody can log in to the console or "
-                "POST /api/auth/login; set one with `leireye user passwd admin`",
-                users_file,
-            )
+        password = ensure_users_file(users_file, owner=owner)
+        if password is not None:
+            self.first_admin_file = cfg.state_path(FIRST_ADMIN_PASSWORD_FILE)
+            write_first_admin_password(self.first_admin_file, password)
+            self.first_admin_password = password
         if owner is not None and (blocked := reachable_by(users_file, *owner)) is not None:
             raise WebStartError(
                 f"web.user {cfg.web.user} cannot read {users_file} ({blocked} is closed to it):"
                 " choose a state_dir that user can reach"
             )
+        self.new_tls_fingerprint = ensure_certificate(cfg)
         self._start_control(secret, owner)
         self.web_workers = web_worker_count(cfg)
         registry = ConnectionRegistry.create(self.names.conns, self.web_workers, owner=owner)
@@ -197,28 +203,21 @@ class Supervisor:
                 socket.SOL_SOCKET, socket.SO_SNDBUF, cfg.web.send_buffer_kib * 1024
             )
         host, port = self.socket.getsockname()[:2]
+        self.web_listener = WebListener.of_socket(self.socket)
         self._created.append(self.socket.close)
-        log.info(
-            "web: listening on http://%s:%d (%d workers)", _url_host(host), port, self.web_workers
-        )
+        scheme = "http" if cfg.web.tls in (None, "off") else "https"
+        log.info("web: listening on %s://%s:%d (%d workers)", scheme, _url_host(host), port,
+                 self.web_workers)  # fmt: skip
 
     def _start_control(self, secret: bytes, owner: tuple[int, int] | None) -> None:
         from leireye.accounts.passwords import map_large_allocations
-        from leireye.accounts.service import AccountService
-        from leireye.accounts.users import UserStore
         from leireye.control.handlers import ControlHandlers
         from leireye.control.server import ControlServer, socket_path
 
-        cfg = self.config
         map_large_allocations()  # password hashes' memory goes back to the system after use
-        users_file = cfg.state_path(cfg.auth.users_file)
-        users = UserStore(users_file)
-        accounts = AccountService(
-            cfg, secret, users, cfg.state_path("refresh-tokens.json"), time.time
-        )
-        handlers = ControlHandlers(accounts, users_file, owner, self)
+        handlers = ControlHandlers.for_config(self.config, secret, owner, self)
         try:
-            control = ControlServer(socket_path(cfg.state_dir), handlers, owner)
+            control = ControlServer(socket_path(self.config.state_dir), handlers, owner)
         except OSError as exc:
             raise WebStartError(f"cannot create the control socket: {exc.strerror}") from None
         control.start()
@@ -266,7 +265,7 @@ class Supervisor:
         return [
             Child(
                 "capture" if len(specs) == 1 else f"capture-{spec.index}",
-                functools.partial(run_capture, shard=spec),
+                functools.partial(run_capture, shard=spec, web=self.web_listener),
                 (config, names.ring, names.status),
                 shard=spec.index,
             )
@@ -299,21 +298,26 @@ class Supervisor:
         """Capture on `interface` with `bpf` (None: keep the current one). The new settings are
         tried first (as root, here): a missing interface or a bad filter raises CaptureError
         with libpcap's message and the running capture is left as it was."""
-        from leireye.capture.control import open_check, status_view, wait_status
+        from leireye.capture.control import open_check, wait_status
+        from leireye.capture.ownfilter import own_traffic
         from leireye.control.handlers import CaptureConflict
+        from leireye.web.statusview import status_view
 
         current = self.config.capture
-        capture = msgspec.structs.replace(
-            current,
-            interface=current.interface if interface is None else interface,
-            bpf=current.bpf if bpf is None else bpf,
-            pcap=None if interface is not None else current.pcap,
-        )
+        try:
+            capture = msgspec.structs.replace(
+                current,
+                interface=current.interface if interface is None else interface,
+                bpf=current.bpf if bpf is None else bpf,
+                pcap=None if interface is not None else current.pcap,
+            )
+        except ValueError as exc:  # CaptureConfig's own checks
+            raise CaptureError(f"invalid BPF filter: {exc}") from None
         status = self._capture_status()
         running = any(c.process is not None for c in self._captures())
         if running and status.capturing and capture == current:
             raise CaptureConflict(f"already capturing on {status.interface} with this filter")
-        open_check(capture)
+        open_check(capture, own_traffic(capture, self.web_listener))
         config = msgspec.structs.replace(self.config, capture=capture)
         before_ns = status.started_at_ns
         self.call_in_loop(lambda: self._replace_capture(config))
@@ -323,8 +327,8 @@ class Supervisor:
                                        before_ns and st.state != "starting"))  # fmt: skip
 
     def stop_capture(self) -> dict[str, Any]:
-        from leireye.capture.control import status_view
         from leireye.control.handlers import CaptureConflict
+        from leireye.web.statusview import status_view
 
         captures = self._captures()
         if all(c.held for c in captures):
@@ -393,15 +397,15 @@ class Supervisor:
         child.history.append(code)
         if child.web_index is not None and self.registry is not None:
             self.registry.clear_worker(child.web_index)
-        if code == 0 and child.shard is not None and self.config.capture.pcap:
+        if code == ExitCode.OK and child.shard is not None and self.config.capture.pcap:
             log.info("capture finished replaying %s", self.config.capture.pcap)
             child.fatal = True  # nothing left to do; stats and readers keep running
             return
-        if code == EXIT_NO_FANOUT:
+        if code == ExitCode.NO_FANOUT:
             child.fatal = True
             log.warning("%s is not needed: the kernel refused PACKET_FANOUT", child.role)
             return
-        if code == EXIT_FATAL:
+        if code == ExitCode.FATAL:
             child.fatal = True
             log.error("%s exited with a configuration or capture error; not restarting", child.role)
             return
@@ -412,10 +416,12 @@ class Supervisor:
             delay = backoff[0]
         child.restarts += 1
         child.next_start = now + delay
-        reason = "stuck on a frame (saved)" if code == EXIT_STUCK else f"exit code {code}"
+        reason = "stuck on a frame (saved)" if code == ExitCode.STUCK else f"exit code {code}"
         log.warning("%s died (%s); restart %d in %.1fs", child.role, reason, child.restarts, delay)
         if child.shard is not None and child.shard < len(self.statuses):
-            self.statuses[child.shard].set_restarts(sum(1 for c in child.history if c != 0))
+            self.statuses[child.shard].set_restarts(
+                sum(1 for c in child.history if c != ExitCode.OK)
+            )
 
     def _check_heartbeat(self, child: Child, now: float) -> None:
         if child.shard is None or child.process is None or child.shard >= len(self.statuses):
@@ -441,7 +447,7 @@ class Supervisor:
     def first_start_failed(self) -> Child | None:
         """A child that died fatally on its very first start (the run cannot do its job)."""
         for child in self.children:
-            if child.fatal and child.history[:1] == [EXIT_FATAL] and not child.requested:
+            if child.fatal and child.history[:1] == [ExitCode.FATAL] and not child.requested:
                 return child
         return None
 
@@ -477,8 +483,8 @@ class Supervisor:
                     if failed.shard is not None and failed.shard < len(self.statuses):
                         reason = self.statuses[failed.shard].read().last_error
                     log.error("%s could not start: %s", failed.role, reason or "see above")
-                    return 2
-            return 0
+                    return ExitCode.FAILED
+            return ExitCode.OK
         finally:
             self.shutdown()
             for sig, handler in previous.items():

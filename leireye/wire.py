@@ -33,7 +33,7 @@ ignore unknown fields and types):
                   bytes_total, apps, kernel_drops, if_drops, ring_lost, decode_errors,
                   stream_lost, client_dropped, timestamp}
     status        data {is_capturing, interface, started_at, packets_captured, state, bpf,
-                  kernel_drops, if_drops, error}
+                  effective_bpf, kernel_drops, if_drops, error}
     pong          id? (the ping's, when it had one)
     error         code (`ErrorCode`), message, field? (the offending field or filter/option key)
     dropped       reason (`DropReason`), count, message: packets this client will not get,
@@ -63,6 +63,8 @@ from typing import Annotated, Any, Final
 
 import msgspec
 from msgspec import UNSET, UnsetType
+
+from leireye.text import truncate
 
 
 class CloseCode(enum.IntEnum):
@@ -271,7 +273,9 @@ class StatsMessage(msgspec.Struct, frozen=True, tag="stats", tag_field="type"):
 
 class StatusData(msgspec.Struct, frozen=True):
     """The spec's four fields, then `state` (idle, starting, capturing, stopped, error,
-    finished), `bpf`, the kernel's drop counters and the last `error` (null when none)."""
+    finished), `bpf` (the user's filter), `effective_bpf` (the filter the kernel runs: `bpf`
+    with the sensor's own web traffic left out), the kernel's drop counters and the last
+    `error` (null when none)."""
 
     is_capturing: bool
     interface: str
@@ -279,6 +283,7 @@ class StatusData(msgspec.Struct, frozen=True):
     packets_captured: int
     state: str
     bpf: str
+    effective_bpf: str
     kernel_drops: int
     if_drops: int
     error: str | None
@@ -386,8 +391,7 @@ def _explain(data: bytes, detail: str) -> ProtocolError:
 
 
 def _short(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
+    return truncate(repr(value), 40)
 
 
 def encode(message: ServerMessage) -> bytes:

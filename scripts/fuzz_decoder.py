@@ -36,7 +36,6 @@ import collections
 import contextlib
 import random
 import signal
-import struct
 import sys
 import tempfile
 import time
@@ -290,11 +289,12 @@ def isolate(path: str, frames: Sequence[Frame], why: str, hang_s: float) -> list
 
 def save(finding: Finding, out: Path, index: int) -> Path:
     """The frame as a one-packet classic pcap (its link type, its wire length kept)."""
+    from leireye.capture.pcapfile import write_pcap
+
     out.mkdir(parents=True, exist_ok=True)
     frame, linktype, wire = finding.frame
     path = out / f"{finding.path}-{finding.kind}-{index}.pcap"
-    header = struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 262144, linktype)
-    path.write_bytes(header + struct.pack("<IIII", 0, 0, len(frame), wire) + frame)
+    write_pcap(path, [0], [wire], [frame], linktype, 262144)
     return path
 
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install what LeirEye needs on a Debian machine, idempotently: system packages (as root, only
-# those missing) and a virtualenv in .venv with the package and its dev tools.
+# those missing) and a virtualenv in .venv with the package, the sensor extra and the dev tools.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -36,7 +36,12 @@ stamp=.venv/.installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   [ -x .venv/bin/python ] || python3 -m venv .venv
   .venv/bin/python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
-  .venv/bin/python -m pip install -q -e '.[dev]' 2>&1 | grep -v -e '^WARNING: Location' -e '^$' || true
+  # pip and setuptools talk a lot (build-backend notices): keep it in a log, show it on failure.
+  if ! .venv/bin/python -m pip install -q -e '.[sensor,dev]' >.venv/pip-install.log 2>&1; then
+    cat .venv/pip-install.log >&2
+    echo "setup: pip install failed (log: .venv/pip-install.log)" >&2
+    exit 1
+  fi
   .venv/bin/python -c 'import pcap, dpkt, numpy, msgspec, yaml' # fail loudly if anything is missing
   touch "$stamp"
 fi

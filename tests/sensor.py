@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from leireye.privileges import CHECK_IMPORTS_ENV, LATE_IMPORT
-from leireye.ring.shm import SHM_DIR, segment_exists
+from leireye.ring.shm import SHM_DIR
 from leireye.ring.status import StatusBlock
 from tests.waiting import scaled, wait_for
 
@@ -106,7 +106,7 @@ class Sensor:
     def status(self) -> StatusBlock:
         block: StatusBlock = wait_for(
             lambda: (
-                segment_exists(f"{self.name}-status")
+                (SHM_DIR / f"{self.name}-status").exists()
                 and _attach(StatusBlock, f"{self.name}-status")
             ),
             20,
@@ -179,4 +179,4 @@ def send_udp(port: int, count: int, payload: bytes = b"leireye", rate: float = 0
 
 
 _NOTABLE = re.compile(r" (WARNING|ERROR|CRITICAL) | started pid=| exited|Traceback")
-_LISTENING = re.compile(r"web: listening on http://\S+:(\d+) ")
+_LISTENING = re.compile(r"web: listening on https?://\S+:(\d+) ")

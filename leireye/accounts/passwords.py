@@ -45,14 +45,19 @@ MAX_PARALLELISM: Final = 4
 
 LEGACY_SCHEME: Final = "scrypt"
 
-_HASHER: Final = argon2.PasswordHasher(
-    time_cost=TIME_COST,
-    memory_cost=MEMORY_KIB,
-    parallelism=PARALLELISM,
-    hash_len=HASH_BYTES,
-    salt_len=SALT_BYTES,
-    type=argon2.Type.ID,
-)
+
+def _hasher(time_cost: int, memory_kib: int) -> argon2.PasswordHasher:
+    return argon2.PasswordHasher(
+        time_cost=time_cost,
+        memory_cost=memory_kib,
+        parallelism=PARALLELISM,
+        hash_len=HASH_BYTES,
+        salt_len=SALT_BYTES,
+        type=argon2.Type.ID,
+    )
+
+
+_HASHER: Final = _hasher(TIME_COST, MEMORY_KIB)
 
 
 class PasswordError(ValueError):
@@ -70,19 +75,23 @@ def check_new_password(password: str) -> None:
         raise PasswordError(f"a password must be at most {MAX_PASSWORD_BYTES} bytes")
 
 
-def hash_password(password: str) -> str:
-    """The `password_hash` of a users-file entry (its `salt` field stays empty: the salt is in
-    the hash)."""
+def hash_password(
+    password: str, *, time_cost: int = TIME_COST, memory_kib: int = MEMORY_KIB
+) -> str:
+    """The `password_hash` of a users-file entry (the salt is in it: the entry has no `salt`).
+    Other costs than today's are for tests that hash many passwords (`needs_rehash` is true of
+    them)."""
     check_new_password(password)
-    return _HASHER.hash(password.encode("utf-8"))
+    custom = (time_cost, memory_kib) != (TIME_COST, MEMORY_KIB)
+    hasher = _hasher(time_cost, memory_kib) if custom else _HASHER
+    return hasher.hash(password.encode("utf-8"))
 
 
-def verify_password(password: str, password_hash: str | None, salt: str | None = None) -> bool:
-    """True when `password` matches; False for a wrong password, a user with no password, or a
-    hash this code cannot read or refuses to compute. Never raises. `salt` is read only for a
-    legacy scrypt hash."""
+def verify_password(password: str, password_hash: str, salt: str = "") -> bool:
+    """True when `password` matches; False for a wrong password, or a hash this code cannot read
+    or refuses to compute. Never raises. `salt` is read only for a legacy scrypt hash."""
     raw = password.encode("utf-8", "surrogatepass")
-    if password_hash is None or len(raw) > MAX_PASSWORD_BYTES:
+    if len(raw) > MAX_PASSWORD_BYTES:
         verify_dummy(password)
         return False
     if password_hash.startswith(f"${SCHEME}$"):
@@ -105,11 +114,9 @@ def verify_password(password: str, password_hash: str | None, salt: str | None =
     return hmac.compare_digest(digest, expected)
 
 
-def needs_rehash(password_hash: str | None) -> bool:
+def needs_rehash(password_hash: str) -> bool:
     """True for a hash to replace at the next successful login: a legacy scrypt hash, or an
     argon2id hash of other parameters than today's."""
-    if password_hash is None:
-        return False
     if not password_hash.startswith(f"${SCHEME}$"):
         return True
     try:
@@ -144,11 +151,9 @@ def _scrypt(password: bytes, salt: bytes, n: int, r: int, p: int, dklen: int) ->
     return hashlib.scrypt(password, salt=salt, n=n, r=r, p=p, maxmem=MAX_MEMORY_BYTES, dklen=dklen)
 
 
-def _parse_scrypt(
-    password_hash: str, salt: str | None
-) -> tuple[int, int, int, bytes, bytes] | None:
+def _parse_scrypt(password_hash: str, salt: str) -> tuple[int, int, int, bytes, bytes] | None:
     parts = password_hash.split("$")
-    if len(parts) != 5 or parts[0] != LEGACY_SCHEME or salt is None:
+    if len(parts) != 5 or parts[0] != LEGACY_SCHEME or not salt:
         return None
     try:
         n, r, p = int(parts[1]), int(parts[2]), int(parts[3])

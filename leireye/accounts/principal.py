@@ -23,9 +23,9 @@ class Principal(msgspec.Struct, frozen=True, kw_only=True):
     username: str
     role: str
     expires_at: float | None
-    # The fingerprint of the password hash the user had when the token was issued
-    # (`users.credential_of`); None: not known (a token from before the claim existed).
-    credential: str | None = None
+    # The user's `generation` the token (or ticket) was issued under: when the users file shows
+    # another one (a new password, the user re-created), open connections are closed.
+    generation: str
 
 
 class AuthFailure(msgspec.Struct, frozen=True):

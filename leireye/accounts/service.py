@@ -14,11 +14,12 @@ and the failed-login counts. Access tokens stay stateless (each worker verifies 
 - A refresh token is a JWT (`typ: refresh`) whose `jti` must be in the store: refreshing rotates
   it (the old one stops working), logging out removes it, and a password change or removal of
   the user removes all of that user's — also when made in a shell with `leireye user`, because
-  each entry remembers a fingerprint of the password hash it was issued under. The store is
+  each entry remembers the user's `generation` it was issued under. The store is
   written to a root-only file on each change, so a restart of the sensor does not log everyone
   out, and a revoked token stays revoked.
 - A ticket is signed (`leireye.accounts.tickets`, so workers refuse forged ones alone), valid
-  once, for `auth.ticket_ttl_s`, tied to the access token it was bought with: the WebSocket it
+  once, for `auth.ticket_ttl_s`, tied to the access token it was bought with: it carries that
+  token's generation (a new password voids it unredeemed), and the WebSocket it
   opens expires when that token does.
 """
 
@@ -41,7 +42,7 @@ from leireye.accounts.principal import AuthFailure
 from leireye.accounts.tickets import make_ticket, ticket_key
 from leireye.accounts.tokens import Authenticator, issue_token
 from leireye.accounts.useredit import edit_users_file, rehash_user
-from leireye.accounts.users import User, UserStore, credential_of
+from leireye.accounts.users import User, UserStore
 from leireye.config import Config
 from leireye.errors import LeirEyeError, RefusedError
 
@@ -71,15 +72,15 @@ class Ticket(msgspec.Struct, frozen=True):
     user_id: int
     expires_at: float  # when the ticket itself stops being accepted
     session_expires_at: float  # when a WebSocket opened with it must re-authenticate
-    credential: str = ""  # the user's `credential_of` at issue: a new password voids the ticket
+    generation: str  # the user's at issue: a new password, or a re-created user, voids it
 
 
 class RefreshEntry(msgspec.Struct, frozen=True):
     user_id: int
     expires_at: float
-    # A fingerprint of the user's password hash when the token was issued: a password changed
-    # anywhere (the API, or `leireye user passwd` in a shell) ends every older refresh token.
-    credential: str = ""
+    # The user's generation when the token was issued: a password changed anywhere (the API,
+    # or `leireye user passwd` in a shell) ends every older refresh token.
+    generation: str
 
 
 def password_slots(setting: int | str) -> int:
@@ -162,15 +163,15 @@ class AccountService:
         return user
 
     def _rehash(self, user: User, password: str) -> User:
-        """Store a current hash of the password just verified; on failure keep the old one."""
+        """Store a current hash of the password just verified; on failure keep the old one. The
+        generation stays: the user's tokens, refresh tokens and tickets keep working."""
         old = user.password_hash
-        assert old is not None
         try:
             new = hash_password(password)
         except ValueError:  # a legacy password the rules of today refuse (e.g. too short)
             return user
         try:
-            edit_users_file(self.users.path, lambda users: rehash_user(users, user.id, old, new))
+            edit_users_file(self.users.path, lambda file: rehash_user(file, user.id, old, new))
         except (OSError, LeirEyeError) as exc:
             log.warning("cannot update the password hash of %s: %s", user.username, exc)
             return user
@@ -189,7 +190,7 @@ class AccountService:
             if entry is None or entry.user_id != principal.id:
                 raise AccountError(401, "INVALID_TOKEN", "Invalid or expired refresh token")
             user = self.users.get(principal.id)
-            if user is None or credential_of(user) != entry.credential:
+            if user is None or user.generation != entry.generation:
                 self._save()
                 raise AccountError(401, "INVALID_TOKEN", "Invalid or expired refresh token")
             return self._issue(user, now)
@@ -225,9 +226,7 @@ class AccountService:
         jti = secrets.token_urlsafe(24)
         refresh = issue_token(self._secret, user, auth.refresh_ttl_s, now, "refresh", jti)
         self._prune(now)
-        self._refresh[jti] = RefreshEntry(
-            user.id, int(now) + auth.refresh_ttl_s, credential_of(user)
-        )
+        self._refresh[jti] = RefreshEntry(user.id, int(now) + auth.refresh_ttl_s, user.generation)
         while len(self._refresh) > MAX_REFRESH_TOKENS:
             del self._refresh[next(iter(self._refresh))]
         self._save()
@@ -235,18 +234,20 @@ class AccountService:
 
     # -- tickets ------------------------------------------------------------------------------
 
-    def issue_ticket(self, user_id: int, session_expires_at: float) -> tuple[str, int]:
+    def issue_ticket(
+        self, user_id: int, generation: str, session_expires_at: float
+    ) -> tuple[str, int]:
+        """A ticket for the holder of an access token of `user_id` issued under `generation`
+        (the web worker verified that token just before asking)."""
         now = self.clock()
         ttl = self.auth.ticket_ttl_s
-        ticket = make_ticket(self._ticket_key, now + ttl)
-        user = self.users.get(user_id)
-        credential = credential_of(user) if user is not None else ""
+        ticket = make_ticket(self._ticket_key, now + ttl, user_id, generation)
         with self._lock:
             for old in [t for t, v in self._tickets.items() if v.expires_at <= now]:
                 del self._tickets[old]
             while len(self._tickets) >= MAX_TICKETS:
                 del self._tickets[next(iter(self._tickets))]
-            self._tickets[ticket] = Ticket(user_id, now + ttl, session_expires_at, credential)
+            self._tickets[ticket] = Ticket(user_id, now + ttl, session_expires_at, generation)
         return ticket, ttl
 
     def redeem_ticket(self, ticket: str) -> Ticket:
@@ -256,7 +257,7 @@ class AccountService:
         if grant is None or grant.expires_at <= self.clock():
             raise AccountError(401, "INVALID_TICKET", "Invalid, used or expired ticket")
         user = self.users.get(grant.user_id)
-        if user is None or credential_of(user) != grant.credential:  # removed, new password
+        if user is None or user.generation != grant.generation:  # removed, new password
             raise AccountError(401, "INVALID_TICKET", "Invalid, used or expired ticket")
         return grant
 

@@ -12,11 +12,11 @@ Verification trusts as little of the token as it can:
   and accepts `exp` given as a numeric string ("9999999999"). Every time claim must be a JSON
   integer;
 - the token names a user by id, and that id must still be in the users file with the same
-  username. The role comes from the file, not the token: demoting or removing a user takes
-  effect on the next verification of any token already issued. The token's `role` claim is
-  informational only. Its `crd` claim is a fingerprint of the user's password hash when it was
-  issued (`credential_of`): a password change ends every token issued before it (tokens
-  without the claim, from versions before it, are still accepted until they expire).
+  username and the same `generation` (its `gen` claim; see `leireye.accounts.users`): a new
+  password, or a user removed and created again, ends every token issued before, and a token
+  without `gen` is refused. The role comes from the file, not the token: demoting or removing a
+  user takes effect on the next verification of any token already issued. The token's `role`
+  claim is informational only.
 
 The client only ever sees `AUTH_FAILED_MESSAGE`. `AuthFailure.reason` is one of a few fixed
 words (`REASONS`: "expired", "bad signature", "unknown user"...), for the server's log; the
@@ -39,7 +39,7 @@ from typing import Any, Final, Literal
 import jwt
 
 from leireye.accounts.principal import AuthFailure, Principal
-from leireye.accounts.users import User, UserStore, credential_of, write_private_file
+from leireye.accounts.users import User, UserStore, write_private_file
 from leireye.config import Config
 from leireye.errors import ConfigError
 from leireye.privileges import owner_ids
@@ -170,7 +170,8 @@ def issue_token(
 ) -> str:
     """A token for `user`, valid from `now` (epoch seconds) for `ttl_s` seconds. Its `typ` claim
     says what it is for: an access token opens the API and the WebSocket; a refresh token only
-    buys new tokens at POST /api/auth/refresh (a token without `typ` is an access token)."""
+    buys new tokens at POST /api/auth/refresh (a token without `typ` is an access token). Its
+    `gen` claim binds it to the user's current generation."""
     _check_secret(secret)
     if ttl_s < 1:
         raise ValueError("ttl_s must be at least 1 second")
@@ -184,7 +185,7 @@ def issue_token(
         "exp": issued + ttl_s,
         "jti": jti or secrets.token_urlsafe(16),
         "typ": kind,
-        "crd": credential_of(user),
+        "gen": user.generation,
     }
     return jwt.encode(claims, secret, algorithm=ALGORITHM)
 
@@ -198,11 +199,11 @@ NOT_YET_VALID: Final = "not yet valid"
 BAD_CLAIMS: Final = "bad claims"
 UNKNOWN_USER: Final = "unknown user"
 WRONG_KIND: Final = "wrong kind of token"
-PASSWORD_CHANGED: Final = "password changed"
+OLD_GENERATION: Final = "old generation"  # a new password, or the user was created again
 REASONS: Final = frozenset(
     {
         MALFORMED, BAD_SIGNATURE, REFUSED_BY_PYJWT, EXPIRED, NOT_YET_VALID, BAD_CLAIMS,
-        UNKNOWN_USER, WRONG_KIND, PASSWORD_CHANGED,
+        UNKNOWN_USER, WRONG_KIND, OLD_GENERATION,
     }
 )  # fmt: skip
 
@@ -292,22 +293,22 @@ class Authenticator:
         username = claims.get("username")
         if not isinstance(username, str):
             raise _Refused(BAD_CLAIMS, "no username claim")
+        generation = claims.get("gen")
+        if not isinstance(generation, str):
+            raise _Refused(BAD_CLAIMS, "no gen claim")
         user = self.users.get(int(sub))
         if user is None:
             problem = self.users.error or "no such user in the users file"
             raise _Refused(UNKNOWN_USER, f"user id {sub}: {problem}")
         if user.username != username:
             raise _Refused(UNKNOWN_USER, f"user id {sub} is no longer {username!r}")
-        credential = claims.get("crd")  # absent from tokens of versions before it existed
-        if not isinstance(credential, str | None):
-            raise _Refused(BAD_CLAIMS, "crd is not a string")
-        if credential is not None and credential != credential_of(user):
-            raise _Refused(PASSWORD_CHANGED, f"user id {sub} changed password since")
+        if generation != user.generation:
+            raise _Refused(OLD_GENERATION, f"user id {sub} has a new password or was re-created")
         if claims.get("role") != user.role:
             log.debug("user %s: role %s from the users file applies", user.username, user.role)
         return Principal(
             id=user.id, username=user.username, role=user.role, expires_at=float(exp),
-            credential=credential,
+            generation=user.generation,
         )  # fmt: skip
 
 

@@ -1,10 +1,13 @@
 """Changing the users file: add, re-role, re-password, remove — safely against concurrent edits.
 
-The edits themselves are pure functions of the user tuple. `edit_users_file` applies one under
-an exclusive `flock` on a lock file beside the users file (so `leireye user add` and an ADMIN's
-`POST /api/users` cannot lose each other's change), writes the new text to a temporary file
-(mode 0600, owned like the users file) and renames it into place: the web workers, which re-read
-the file when it changes, see the old content or the new one, never half of either.
+The edits themselves are pure functions of the `UsersFile` (its users and `next_id`): a new
+user takes `next_id` and a new `generation`, a new password brings a new `generation`, and a
+removal leaves `next_id` as it is, so no id and no generation is ever handed out again.
+`edit_users_file` applies one under an exclusive `flock` on a lock file beside the users file
+(so `leireye user add` and an ADMIN's `POST /api/users` cannot lose each other's change),
+writes the new text to a temporary file (mode 0600, owned like the users file) and renames it
+into place: the web workers, which re-read the file when it changes, see the old content or the
+new one, never half of either.
 
 Rules that protect the operator from locking themselves out: the last ADMIN can be neither
 removed nor demoted.
@@ -21,14 +24,25 @@ from typing import Literal, TypeVar
 
 import msgspec
 
-from leireye.accounts.passwords import hash_password
-from leireye.accounts.users import ROLES, Role, User, Username, dump_users, load_users
+from leireye.accounts.passwords import PasswordError, hash_password
+from leireye.accounts.users import (
+    EMPTY_USERS_FILE,
+    MAX_USER_ID,
+    ROLES,
+    Role,
+    User,
+    Username,
+    UsersFile,
+    dump_users_file,
+    load_users,
+    load_users_file,
+    new_generation,
+)
 from leireye.errors import LeirEyeError
 
 T = TypeVar("T")
 
 EditKind = Literal["conflict", "not_found", "invalid"]
-MAX_USER_ID = 2**31 - 1  # the users file's bound (a token's `sub`)
 
 
 class UserEditError(LeirEyeError):
@@ -62,30 +76,30 @@ def find(users: tuple[User, ...], key: int | str) -> User:
 
 
 def add_user(
-    users: tuple[User, ...], username: str, role: str, password: str | None
-) -> tuple[tuple[User, ...], User]:
+    users_file: UsersFile, username: str, role: str, password: str
+) -> tuple[UsersFile, User]:
+    """A new user with the file's `next_id` and a new generation; `next_id` moves past it."""
     username, role = check_username(username), check_role(role)
+    users = users_file.users
     if any(u.username == username for u in users):
         raise UserEditError("conflict", f"a user named {username!r} already exists")
-    new_id = max((u.id for u in users), default=0) + 1
+    new_id = users_file.next_id
     if new_id > MAX_USER_ID:
-        raise UserEditError("conflict", f"no user id is left above {MAX_USER_ID}")
-    new = User(
-        id=new_id,
-        username=username,
-        role=role,
-        password_hash=_hash(password) if password is not None else None,
-    )
-    return (*users, new), new
+        raise UserEditError("conflict", f"every user id up to {MAX_USER_ID} has been given out")
+    new = User(new_id, username, role, _hash(password), new_generation())
+    return UsersFile(next_id=new_id + 1, users=(*users, new)), new
 
 
 def update_user(
-    users: tuple[User, ...],
+    users_file: UsersFile,
     key: int | str,
     *,
     role: str | None = None,
     password: str | None = None,
-) -> tuple[tuple[User, ...], User]:
+) -> tuple[UsersFile, User]:
+    """A new role (tokens keep working: the role is read from the file), a new password (with
+    a new generation: every token issued before is refused), or both."""
+    users = users_file.users
     user = find(users, key)
     changed = user
     if role is not None:
@@ -94,28 +108,36 @@ def update_user(
             raise UserEditError("conflict", "the last ADMIN cannot be demoted")
         changed = msgspec.structs.replace(changed, role=role)
     if password is not None:
-        changed = msgspec.structs.replace(changed, password_hash=_hash(password), salt=None)
-    return tuple(changed if u is user else u for u in users), changed
+        changed = msgspec.structs.replace(
+            changed, password_hash=_hash(password), salt="", generation=new_generation()
+        )
+    new_users = tuple(changed if u is user else u for u in users)
+    return msgspec.structs.replace(users_file, users=new_users), changed
 
 
-def remove_user(users: tuple[User, ...], key: int | str) -> tuple[tuple[User, ...], User]:
+def remove_user(users_file: UsersFile, key: int | str) -> tuple[UsersFile, User]:
+    users = users_file.users
     user = find(users, key)
     if user.role == "ADMIN" and _admins(users) == 1:
         raise UserEditError("conflict", "the last ADMIN cannot be removed")
-    return tuple(u for u in users if u is not user), user
+    new_users = tuple(u for u in users if u is not user)
+    return msgspec.structs.replace(users_file, users=new_users), user
 
 
 def rehash_user(
-    users: tuple[User, ...], user_id: int, old_hash: str, new_hash: str
-) -> tuple[tuple[User, ...], User | None]:
+    users_file: UsersFile, user_id: int, old_hash: str, new_hash: str
+) -> tuple[UsersFile, User | None]:
     """Replace a user's password hash with `new_hash`, a current hash of the same password, if
     it is still `old_hash` (not changed meanwhile); None when nothing was changed. Not a
-    password change: nothing else of the user changes."""
+    password change: the generation stays, and with it every token of the user; nothing else
+    of the user changes either."""
+    users = users_file.users
     user = next((u for u in users if u.id == user_id), None)
     if user is None or user.password_hash != old_hash:
-        return users, None
-    changed = msgspec.structs.replace(user, password_hash=new_hash, salt=None)
-    return tuple(changed if u is user else u for u in users), changed
+        return users_file, None
+    changed = msgspec.structs.replace(user, password_hash=new_hash, salt="")
+    new_users = tuple(changed if u is user else u for u in users)
+    return msgspec.structs.replace(users_file, users=new_users), changed
 
 
 def _admins(users: tuple[User, ...]) -> int:
@@ -123,8 +145,6 @@ def _admins(users: tuple[User, ...]) -> int:
 
 
 def _hash(password: str) -> str:
-    from leireye.accounts.passwords import PasswordError
-
     try:
         return hash_password(password)
     except PasswordError as exc:
@@ -136,16 +156,16 @@ def _hash(password: str) -> str:
 
 def edit_users_file(
     path: str | Path,
-    edit: Callable[[tuple[User, ...]], tuple[tuple[User, ...], T]],
+    edit: Callable[[UsersFile], tuple[UsersFile, T]],
     owner: tuple[int, int] | None = None,
 ) -> T:
     """Apply `edit` to the users file under its lock and replace the file atomically; returns
-    what `edit` returned beside the new users. A missing file starts empty."""
+    what `edit` returned beside the new file. A missing file starts empty (`next_id` 1)."""
     path = Path(path)
     with _locked(path):
-        users = load_users(path) if path.exists() else ()
-        new_users, result = edit(users)
-        _replace(path, dump_users(new_users).encode("utf-8"), owner)
+        users_file = load_users_file(path) if path.exists() else EMPTY_USERS_FILE
+        new_file, result = edit(users_file)
+        _replace(path, dump_users_file(new_file).encode("utf-8"), owner)
     return result
 
 

@@ -1,17 +1,36 @@
 """The users file: who may hold a token, and with which role.
 
+    next_id: 3
     users:
-      - {id: 1, username: admin, role: ADMIN}
-      - {id: 2, username: alice, role: ANALYST}
+      - {id: 1, username: admin, role: ADMIN, password_hash: '$argon2id$v=19$m=19456,t=2,p=1$...',
+         generation: 3q2-7wQW1nVbTqz0c9yHkA}
+      - {id: 2, username: alice, role: ANALYST, password_hash: 'scrypt$16384$8$1$...',
+         salt: '...', generation: ...}
 
 It lives at `config.state_path(config.auth.users_file)`, is created on first run with one `admin`
-user whose random password is shown once on the console (only its argon2id hash is stored, see
-`leireye.accounts.passwords`), mode 0600 and owned by the web user (the unprivileged workers
-re-read it). Only root changes it afterwards: `leireye user ...` and the supervisor, on behalf of
-`/api/users` (see `leireye.accounts.useredit`). Tokens name a
-user by id; every verification looks the id up here, so removing a user or changing a role takes
-effect on the next verification, without a restart (`UserStore` re-reads the file when its
-inode, size or mtime changes).
+user whose random password goes to a root-only file in `state_dir` (`FIRST_ADMIN_PASSWORD_FILE`;
+only its argon2id hash is stored here, see `leireye.accounts.passwords`), mode 0600 and owned by
+the web user (the unprivileged workers re-read it). Only root changes it afterwards: `leireye
+user ...` and the supervisor, on behalf of `/api/users` (see `leireye.accounts.useredit`).
+
+Every user has a password. Its hash is an argon2id PHC string with the salt inside; a hash made
+before argon2id (`scrypt$n$r$p$<base64>`) keeps its base64 salt in `salt`, the one user field
+that is optional (absent for argon2id hashes), and is replaced at the user's next login.
+
+Identities are never reused, so a token can only ever name the user it was issued to:
+
+- `next_id` is the id the next new user gets; it only grows, so a user removed and created again
+  under the same name gets a new id (ids are never `max + 1`, which a removal would hand out
+  again);
+- `generation` is 16 random bytes (base64url), new for every user created and on every password
+  set. Every token, refresh token and ticket carries the generation it was issued under and is
+  refused once the user's differs: a new password ends them all, also when it was set with
+  `leireye user passwd` in a shell. Replacing a legacy hash by an argon2id one at login is not a
+  new password: it keeps the generation, and every token with it.
+
+Tokens name a user by id; every verification looks the id up here, so removing a user or
+changing a role takes effect on the next verification, without a restart (`UserStore` re-reads
+the file when its inode, size or mtime changes).
 
 While the file is missing or invalid, nobody is known: a typo locks everyone out (loudly, in the
 log) rather than letting a user the operator just removed keep working.
@@ -20,10 +39,9 @@ log) rather than letting a user the operator just removed keep working.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import os
-from collections.abc import Iterable
+import secrets
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -38,41 +56,47 @@ Role = Literal["ADMIN", "ANALYST", "VIEWER"]
 ROLES: tuple[Role, ...] = ("ADMIN", "ANALYST", "VIEWER")
 
 MAX_USERS_FILE_BYTES = 1 << 20
+# In `state_dir`: the first run's `admin` password, mode 0600, owned by root (not the web user).
+FIRST_ADMIN_PASSWORD_FILE = "initial-admin-password"
 
-UserId = Annotated[int, msgspec.Meta(ge=1, le=2**31 - 1)]
+MAX_USER_ID = 2**31 - 1  # a token's `sub` is at most 10 digits
+UserId = Annotated[int, msgspec.Meta(ge=1, le=MAX_USER_ID)]
 Username = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.@-]+$")]
+# A hash from before argon2id (leireye.accounts.passwords), the only kind with a `salt` field.
+LEGACY_HASH_PREFIX = "scrypt$"
+GENERATION_BYTES = 16
+Generation = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]{22}$")]
 
 
-class User(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+def new_generation() -> str:
+    """A fresh random `generation`: 16 bytes, base64url without padding (22 characters)."""
+    return secrets.token_urlsafe(GENERATION_BYTES)
+
+
+class User(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
     id: UserId
     username: Username
     role: Role
-    # `$argon2id$...` (salt inside), or a legacy `scrypt$n$r$p$<base64>` with its base64 salt
-    # (leireye.accounts.passwords); None: this user cannot log in with a password (tokens from
-    # `leireye token` still work).
-    password_hash: str | None = None
-    salt: str | None = None
-
-
-def credential_of(user: User) -> str:
-    """A short fingerprint of the user's password hash (not of the password). Every token
-    carries the one its user had when it was issued: a password changed anywhere (the API, or
-    `leireye user passwd` in a shell) ends every older access and refresh token."""
-    return hashlib.sha256((user.password_hash or "-").encode()).hexdigest()[:16]
+    # `$argon2id$...` (the salt inside, `salt` empty), or a legacy `scrypt$n$r$p$<base64>` with
+    # its base64 salt in `salt` (leireye.accounts.passwords).
+    password_hash: str
+    # Random, new on creation and on every password set; every token carries it (module doc).
+    generation: Generation
+    salt: str = ""
 
 
 def user_view(user: User) -> dict[str, object]:
-    """A user as the API shows it: never the hash or the salt."""
-    return {
-        "id": user.id,
-        "username": user.username,
-        "role": user.role,
-        "has_password": user.password_hash is not None,
-    }
+    """A user as the API shows it: never the hash, the salt or the generation."""
+    return {"id": user.id, "username": user.username, "role": user.role}
 
 
 class UsersFile(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    # The id the next new user gets: above every id ever given, so none is handed out twice.
+    next_id: Annotated[int, msgspec.Meta(ge=1, le=MAX_USER_ID + 1)]
     users: tuple[User, ...] = ()
+
+
+EMPTY_USERS_FILE = UsersFile(next_id=1)
 
 
 class UsersFileError(ConfigError):
@@ -80,31 +104,46 @@ class UsersFileError(ConfigError):
     path and the key)."""
 
 
-def parse_users(data: object, source: str = "users file") -> tuple[User, ...]:
-    """Validate an already-parsed YAML document; duplicate ids or usernames are refused."""
+def parse_users_file(data: object, source: str = "users file") -> UsersFile:
+    """Validate an already-parsed YAML document; duplicate ids or usernames, and a `next_id`
+    that is not above every id, are refused."""
     try:
-        parsed = msgspec.convert(data if data is not None else {}, UsersFile, strict=True)
+        parsed = msgspec.convert(data, UsersFile, strict=True)
     except msgspec.ValidationError as exc:
         raise UsersFileError(f"{source}: {exc}") from None
-    _check_unique(parsed.users, source)
-    return parsed.users
+    _check(parsed, source)
+    return parsed
 
 
-def _check_unique(users: Iterable[User], source: str) -> None:
+def _check(users_file: UsersFile, source: str) -> None:
     ids: set[int] = set()
     names: set[str] = set()
-    for index, user in enumerate(users):
+    for index, user in enumerate(users_file.users):
+        if user.id >= users_file.next_id:
+            raise UsersFileError(
+                f"{source}: user id {user.id} is not below next_id {users_file.next_id} - "
+                f"at $.users[{index}]"
+            )
         if user.id in ids:
             raise UsersFileError(f"{source}: duplicate user id {user.id} - at $.users[{index}]")
         if user.username in names:
             raise UsersFileError(
                 f"{source}: duplicate username {user.username!r} - at $.users[{index}]"
             )
+        if user.password_hash.startswith(LEGACY_HASH_PREFIX) != bool(user.salt):
+            raise UsersFileError(
+                f"{source}: a salt goes with a legacy scrypt hash only (an argon2id hash holds "
+                f"its own) - at $.users[{index}].salt"
+            )
         ids.add(user.id)
         names.add(user.username)
 
 
 def load_users(path: str | Path) -> tuple[User, ...]:
+    return load_users_file(path).users
+
+
+def load_users_file(path: str | Path) -> UsersFile:
     path = Path(path)
     try:
         with path.open("rb") as file:
@@ -117,23 +156,24 @@ def load_users(path: str | Path) -> tuple[User, ...]:
         data = yaml.safe_load(raw.decode("utf-8"))
     except (UnicodeDecodeError, yaml.YAMLError) as exc:
         raise UsersFileError(f"users file {path}: not valid YAML: {exc}") from None
-    return parse_users(data, f"users file {path}")
+    return parse_users_file(data, f"users file {path}")
 
 
-def dump_users(users: Iterable[User]) -> str:
-    """The YAML text of a users file (fields left at their default are omitted)."""
-    users = tuple(users)
-    _check_unique(users, "users")
-    header = "# LeirEye users: roles ADMIN, ANALYST, VIEWER. Tokens name users by id.\n"
-    body = yaml.safe_dump({"users": msgspec.to_builtins(users)}, sort_keys=False)
-    return header + body
+def dump_users_file(users_file: UsersFile) -> str:
+    """The YAML text of a users file."""
+    _check(users_file, "users")
+    header = (
+        "# LeirEye users: roles ADMIN, ANALYST, VIEWER. Tokens name users by id and carry their\n"
+        "# generation; edit with `leireye user`, which keeps next_id and the generations.\n"
+    )
+    return header + yaml.safe_dump(msgspec.to_builtins(users_file), sort_keys=False)
 
 
 def ensure_users_file(path: str | Path, owner: tuple[int, int] | None = None) -> str | None:
     """Create the users file with one `admin` user with a random password (mode 0600, owned by
     `owner` = (uid, gid)) unless it exists. Returns that password when the file was created
-    here (for the caller to show once; it is stored only as a hash), else None. An existing
-    file is validated, not changed."""
+    here (for the caller to put in a root-only file, `write_first_admin_password`; the users
+    file stores only its hash), else None. An existing file is validated, not changed."""
     from leireye.accounts.passwords import hash_password, random_password
 
     path = Path(path)
@@ -142,8 +182,8 @@ def ensure_users_file(path: str | Path, owner: tuple[int, int] | None = None) ->
         _warn_if_foreign(path, owner)
         return None
     password = random_password()
-    admin = User(id=1, username="admin", role="ADMIN", password_hash=hash_password(password))
-    text = dump_users((admin,)).encode("utf-8")
+    admin = User(1, "admin", "ADMIN", hash_password(password), new_generation())
+    text = dump_users_file(UsersFile(next_id=2, users=(admin,))).encode("utf-8")
     try:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
         created = write_private_file(path, text, owner)
@@ -154,6 +194,22 @@ def ensure_users_file(path: str | Path, owner: tuple[int, int] | None = None) ->
         return None
     log.info("created users file %s with user 'admin' (id 1, ADMIN)", path)
     return password
+
+
+def write_first_admin_password(path: Path, password: str) -> None:
+    """Put the first run's `admin` password in `path`, readable by its writer (root) alone:
+    never in a log, which is often readable by others. A file left by an earlier first run
+    (its users file since deleted) is replaced."""
+    try:
+        path.unlink(missing_ok=True)
+        written = write_private_file(path, f"{password}\n".encode(), None)
+    except OSError as exc:
+        raise UsersFileError(
+            f"cannot write the first admin password to {path}: {exc.strerror}; set one with "
+            "`leireye user passwd admin`"
+        ) from None
+    if not written:
+        raise UsersFileError(f"{path} appeared while the first admin password was written")
 
 
 def _warn_if_foreign(path: Path, owner: tuple[int, int] | None) -> None:
@@ -241,6 +297,10 @@ class UserStore:
     def get(self, user_id: int) -> User | None:
         self.refresh()
         return self._by_id.get(user_id)
+
+    def generation_of(self, user_id: int) -> str | None:
+        user = self.get(user_id)
+        return None if user is None else user.generation
 
     def by_username(self, username: str) -> User | None:
         self.refresh()

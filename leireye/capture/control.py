@@ -1,13 +1,11 @@
-"""Helpers for starting and stopping capture on request: try the settings, wait, describe."""
+"""Helpers for starting and stopping capture on request: try the settings, wait for the status."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
 
-import msgspec
-
+from leireye.capture.ownfilter import OwnTraffic
 from leireye.capture.source import open_source
 from leireye.config import CaptureConfig
 from leireye.ring.status import CaptureState, CaptureStatus
@@ -15,10 +13,11 @@ from leireye.ring.status import CaptureState, CaptureStatus
 WAIT_S = 10.0
 
 
-def open_check(capture: CaptureConfig) -> None:
-    """Open the source the way the capture process will (interface, BPF) and close it again:
-    CaptureError with libpcap's message when it cannot be opened. Needs the capture privilege."""
-    source = open_source(capture)
+def open_check(capture: CaptureConfig, own: OwnTraffic | None = None) -> None:
+    """Open the source the way the capture process will (interface, BPF with `own` left out)
+    and close it again: CaptureError with libpcap's message when it cannot be opened. Needs
+    the capture privilege."""
+    source = open_source(capture, own=own)
     source.close()
 
 
@@ -37,21 +36,4 @@ def wait_status(
         time.sleep(0.02)
 
 
-def status_view(status: CaptureStatus) -> dict[str, Any]:
-    """The capture status as the REST API shows it (a superset of the WebSocket `status`)."""
-    from leireye.web.messages import status_message
-
-    view: dict[str, Any] = msgspec.to_builtins(status_message(status).data)
-    view.update(
-        linktype=status.linktype,
-        snaplen=status.snaplen,
-        bytes_captured=status.bytes_captured,
-        decode_errors=status.decode_errors,
-        decode_errors_by_kind=status.decode_errors_by_kind,
-        restarts=status.restarts,
-        pid=status.pid or None,
-    )
-    return view
-
-
-__all__ = ["CaptureState", "open_check", "status_view", "wait_status"]
+__all__ = ["CaptureState", "open_check", "wait_status"]

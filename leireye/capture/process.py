@@ -5,15 +5,15 @@ as root (ring, status block, capture handle, the directory for stuck frames), dr
 `capture.user` before reading the first packet, and then loops: poll the source, decode the
 batch, write it to the ring (which never waits for readers), update the status block.
 
-Exit codes (the supervisor acts on them):
+Exit codes (`ExitCode`; the supervisor acts on them):
 
-    0   stopped by SIGTERM or `stop`, or a replay reached the end of its file
-    1   an error while capturing (the interface went away, an unexpected bug): restart
-    3   EXIT_FATAL: the capture cannot start (no such interface or user, no permission, bad BPF,
+    0   OK: stopped by SIGTERM or `stop`, or a replay reached the end of its file
+    1   ERROR: an error while capturing (the interface went away, an unexpected bug): restart
+    3   FATAL: the capture cannot start (no such interface or user, no permission, bad BPF,
         unreadable file, missing or incompatible shared memory); restarting will not help
-    4   EXIT_NO_FANOUT: shard k > 0 of a multi-process capture, and the kernel refused
+    4   NO_FANOUT: shard k > 0 of a multi-process capture, and the kernel refused
         PACKET_FANOUT: shard 0 captures alone, this one is not needed (not restarted)
-    70  EXIT_STUCK: the watchdog found a decode stuck on one batch, saved it, and exited
+    70  STUCK: the watchdog found a decode stuck on one batch, saved it, and exited
 
 The watchdog is a thread: the loop marks each iteration and the batch it is decoding; if an
 iteration takes longer than `heartbeat_timeout_s`, the watchdog writes that batch (and, when it
@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import logging
 import os
-import struct
 import sys
 import threading
 import time
@@ -38,10 +37,13 @@ import msgspec
 import numpy as np
 
 from leireye.capture.fanout import FanoutJoin, FanoutRefused, ShardSpec
-from leireye.capture.source import Batch, PacketSource, open_source
+from leireye.capture.ownfilter import WebListener, own_traffic
+from leireye.capture.pcapfile import write_pcap
+from leireye.capture.source import CapturedFrames, PacketSource, open_source
 from leireye.config import Config
 from leireye.decode.batch import DecodedBatch
 from leireye.errors import CaptureError, LeirEyeError
+from leireye.exitcodes import ExitCode
 from leireye.privileges import drop_privileges, lookup_user, private_dir
 from leireye.record import RECORD_DTYPE, DecodeError
 from leireye.ring import Ring
@@ -52,11 +54,6 @@ from leireye.stopping import StopEvent, StopFlag, stop_on_sigterm
 
 log = logging.getLogger("leireye.capture")
 
-EXIT_OK: Final = 0
-EXIT_ERROR: Final = 1
-EXIT_FATAL: Final = 3
-EXIT_NO_FANOUT: Final = 4
-EXIT_STUCK: Final = 70
 STATUS_PERIOD_S: Final = 0.1  # status block (and kernel drop counters) refresh
 _U32: Final = 1 << 32
 
@@ -83,13 +80,17 @@ def run_capture(
     decode: Decode | None = None,
     state_dir: Path | str | None = None,
     shard: ShardSpec | None = None,
+    web: WebListener | None = None,
 ) -> int:
     """Capture until SIGTERM, `stop`, or the end of a replay; return the exit code.
 
     `ring_name`/`status_name` name the run's first shard; `shard` says which one this process
-    writes (`leireye.ring.shards.shard_name`) and which fanout group it joins."""
+    writes (`leireye.ring.shards.shard_name`) and which fanout group it joins. `web` is where
+    the sensor's web server listens: a live capture leaves that traffic out
+    (`leireye.capture.ownfilter`)."""
     with stop_on_sigterm(stop) as flag:
-        return _run(config, ring_name, status_name, flag, decode, state_dir, shard or ShardSpec())
+        spec = shard or ShardSpec()
+        return _run(config, ring_name, status_name, flag, decode, state_dir, spec, web)
 
 
 def _run(
@@ -100,12 +101,13 @@ def _run(
     decode: Decode | None,
     state_dir: Path | str | None,
     spec: ShardSpec,
+    web: WebListener | None,
 ) -> int:
     try:
         status = StatusBlock.attach(shard_name(status_name, spec.index), writable=True)
     except LeirEyeError as exc:
         log.error("capture cannot start: %s", exc)
-        return EXIT_FATAL
+        return ExitCode.FATAL
     cap = config.capture
     report = _Report(status, CaptureStatus(
         state=CaptureState.STARTING, interface=cap.pcap or cap.interface, bpf=cap.bpf,
@@ -125,7 +127,9 @@ def _run(
             decoder = decode or _default_decode()
             account = lookup_user(cap.user)
             stuck_dir = _stuck_dir(Path(state_dir or config.state_dir), account)
-            source = open_source(cap, after_open=fanout if spec.count > 1 else None)
+            source = open_source(
+                cap, after_open=fanout if spec.count > 1 else None, own=own_traffic(cap, web)
+            )
             if note := fanout.refused or _replay_note(config):
                 report.update(last_error=note)
             drop_privileges(account)
@@ -137,11 +141,11 @@ def _run(
         except FanoutRefused as exc:
             log.warning("capture shard %d not needed: %s", spec.index, exc)
             report.update(state=CaptureState.STOPPED, last_error=str(exc))
-            return EXIT_NO_FANOUT
+            return ExitCode.NO_FANOUT
         except LeirEyeError as exc:
             log.error("capture cannot start: %s", exc)
             report.update(state=CaptureState.ERROR, last_error=str(exc))
-            return EXIT_FATAL
+            return ExitCode.FATAL
         watchdog = Watchdog(
             max(cap.heartbeat_timeout_s, 2 * cap.poll_ms / 1000), stuck_dir, source,
             beat=status.beat, on_stuck=lambda text: report.update(
@@ -157,11 +161,11 @@ def _run(
     except CaptureError as exc:
         log.error("capture failed: %s", exc)
         report.update(state=CaptureState.ERROR, capturing=False, last_error=str(exc))
-        return EXIT_ERROR
+        return ExitCode.ERROR
     except Exception as exc:  # a bug: say so loudly, leave a trace in the status, restart
         log.exception("capture crashed")
         report.update(state=CaptureState.ERROR, capturing=False, last_error=f"crashed: {exc!r}")
-        return EXIT_ERROR
+        return ExitCode.ERROR
     finally:
         if source is not None:
             source.close()
@@ -236,7 +240,7 @@ class _Loop:
         source, report = self.source, self.report
         report.update(
             state=CaptureState.CAPTURING, capturing=True, interface=source.description,
-            linktype=source.linktype, snaplen=source.snaplen,
+            effective_bpf=source.bpf, linktype=source.linktype, snaplen=source.snaplen,
         )  # fmt: skip
         log.info("capturing on %s (linktype %d, snaplen %d, filter %r)", source.description,
                  source.linktype, source.snaplen, source.bpf)  # fmt: skip
@@ -256,9 +260,9 @@ class _Loop:
         self._publish(state, capturing=False)
         log.info("capture %s: %d packets, %d bytes, %d kernel drops", state, self.packets,
                  self.bytes, self.kernel.drop)  # fmt: skip
-        return EXIT_OK
+        return ExitCode.OK
 
-    def _handle(self, batch: Batch) -> None:
+    def _handle(self, batch: CapturedFrames) -> None:
         self.watchdog.mark(batch)
         out = self.out if len(batch.frames) <= len(self.out) else None
         decoded = self.decode(batch.frames, batch.ts_ns, batch.wire_lens, batch.linktype, out)
@@ -313,12 +317,12 @@ class Watchdog:
         self.stuck_dir = stuck_dir
         self.linktype, self.snaplen = source.linktype, source.snaplen
         self._beat, self._on_stuck, self._exit = beat, on_stuck, exit
-        self._mark: tuple[float, Batch | None] = (time.monotonic(), None)
+        self._mark: tuple[float, CapturedFrames | None] = (time.monotonic(), None)
         self._loop_thread = threading.get_ident()
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._run, name="capture-watchdog", daemon=True)
 
-    def mark(self, batch: Batch | None) -> None:
+    def mark(self, batch: CapturedFrames | None) -> None:
         self._mark = (time.monotonic(), batch)  # one reference store: never seen half-updated
 
     def start(self) -> None:
@@ -338,16 +342,16 @@ class Watchdog:
                 continue
             if batch is None:
                 text = f"capture loop stalled for {stalled:.1f}s outside decoding"
-                code = EXIT_ERROR
+                code = ExitCode.ERROR
             else:
                 text = f"decode stuck for {stalled:.1f}s; {self._save(batch)}"
-                code = EXIT_STUCK
+                code = ExitCode.STUCK
             log.critical("%s; exiting with %d", text, code)
             self._on_stuck(text)
             self._exit(code)
             return
 
-    def _save(self, batch: Batch) -> str:
+    def _save(self, batch: CapturedFrames) -> str:
         """Write the batch (and the exact frame, if the loop thread's stack shows which) as pcap;
         return what was saved, for the log."""
         index = current_frame_index(self._loop_thread, batch.frames)
@@ -357,16 +361,20 @@ class Watchdog:
         now = time.time_ns()
         stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now // 10**9))
         base = self.stuck_dir / f"stuck-{stamp}.{now // 10**6 % 1000:03d}Z"
-        rows = list(zip(batch.ts_ns, batch.wire_lens, batch.frames, strict=True))
         try:
             if index is None:
-                write_pcap(Path(f"{base}.pcap"), rows, self.linktype, self.snaplen)
-                return f"batch of {len(rows)} frames saved to {base}.pcap"
-            write_pcap(Path(f"{base}.pcap"), rows[index : index + 1], self.linktype, self.snaplen)
-            write_pcap(Path(f"{base}-batch.pcap"), rows, self.linktype, self.snaplen)
+                self._write(Path(f"{base}.pcap"), batch, slice(None))
+                return f"batch of {len(batch.frames)} frames saved to {base}.pcap"
+            self._write(Path(f"{base}.pcap"), batch, slice(index, index + 1))
+            self._write(Path(f"{base}-batch.pcap"), batch, slice(None))
         except OSError as exc:
             return f"{where or 'batch'} could not be saved: {exc}"
         return f"{where} saved to {base}.pcap (its batch to {base}-batch.pcap)"
+
+    def _write(self, path: Path, batch: CapturedFrames, rows: slice) -> None:
+        """A nanosecond pcap of `batch[rows]`; refuses to overwrite."""
+        columns = (batch.ts_ns[rows], batch.wire_lens[rows], batch.frames[rows])
+        write_pcap(path, *columns, self.linktype, self.snaplen, nanoseconds=True, exclusive=True)
 
 
 def current_frame_index(thread_id: int, frames: Sequence[bytes]) -> int | None:
@@ -381,17 +389,3 @@ def current_frame_index(thread_id: int, frames: Sequence[bytes]) -> int | None:
                 return i
         frame = frame.f_back
     return None
-
-
-_DLT_TO_LINKTYPE: Final = {12: 101}  # libpcap's DLT_RAW on Linux is LINKTYPE_RAW in files
-
-
-def write_pcap(
-    path: Path, rows: Sequence[tuple[int, int, bytes]], linktype: int, snaplen: int
-) -> None:
-    """A nanosecond pcap of `(ts_ns, wire_len, frame)` rows; refuses to overwrite."""
-    with open(path, "xb") as f:
-        linktype = _DLT_TO_LINKTYPE.get(linktype, linktype)
-        f.write(struct.pack("<IHHiIII", 0xA1B23C4D, 2, 4, 0, 0, snaplen, linktype))
-        for ts, wire_len, frame in rows:
-            f.write(struct.pack("<IIII", ts // 10**9, ts % 10**9, len(frame), wire_len) + frame)

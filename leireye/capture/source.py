@@ -1,8 +1,8 @@
 """Packet sources: a live interface or a pcap file, behind one small polling interface.
 
-Both read through libpcap (pypcap). `poll(timeout_s)` returns one `Batch` of copied frames, or an
-empty batch when nothing arrived within the timeout; it never blocks longer than that, so the
-capture loop can beat its heartbeat and notice a stop request even on an idle link.
+Both read through libpcap (pypcap). `poll(timeout_s)` returns the copied frames of one read
+(`CapturedFrames`), none when nothing arrived within the timeout; it never blocks longer than
+that, so the capture loop can beat its heartbeat and notice a stop request even on an idle link.
 
 Live: the handle is non-blocking and the wait is a `poll()` on its descriptor (pypcap's blocking
 reads hold the GIL and may never return on an idle interface). Offline: the file is paced by its
@@ -34,6 +34,8 @@ from typing import Any, Final, NamedTuple
 
 import pcap
 
+from leireye.capture.ownfilter import OwnTraffic, kernel_filter
+from leireye.capture.pcapfile import FILE_MAGICS
 from leireye.config import CaptureConfig
 from leireye.errors import CaptureError
 from leireye.record import LinkType
@@ -43,13 +45,9 @@ log = logging.getLogger("leireye.capture")
 PROC_NET: Final = Path("/proc/net")
 _RTF_UP: Final = 0x0001
 _RTF_REJECT: Final = 0x0200
-# pcap (microsecond and nanosecond, both byte orders) and pcapng (section header block)
-_PCAP_MAGICS: Final = {
-    bytes.fromhex(h) for h in ["d4c3b2a1", "a1b2c3d4", "4d3cb2a1", "a1b23c4d", "0a0d0d0a"]
-}
 
 
-class Batch(NamedTuple):
+class CapturedFrames(NamedTuple):
     """Frames read in one poll, in capture order. `frames` are private copies."""
 
     ts_ns: list[int]
@@ -62,7 +60,7 @@ class PacketSource(ABC):
     """What the capture loop reads from. `stats()` is `(ps_recv, ps_drop, ps_ifdrop)`."""
 
     description: str  # the interface name or the file path
-    bpf: str
+    bpf: str  # the filter set on the handle (for a live source, with `own` left out)
     linktype: int
     snaplen: int
     batch_max: int
@@ -74,7 +72,7 @@ class PacketSource(ABC):
         return False
 
     @abstractmethod
-    def poll(self, timeout_s: float) -> Batch: ...
+    def poll(self, timeout_s: float) -> CapturedFrames: ...
 
     @abstractmethod
     def stats(self) -> tuple[int, int, int]: ...
@@ -102,16 +100,21 @@ class PacketSource(ABC):
 
 
 def open_source(
-    config: CaptureConfig, *, after_open: Callable[[int], None] | None = None
+    config: CaptureConfig,
+    *,
+    after_open: Callable[[int], None] | None = None,
+    own: OwnTraffic | None = None,
 ) -> PacketSource:
     """Open the source the configuration names: `pcap` (a file) if set, else `interface`.
 
     `after_open(fd)` runs on a live handle right after activation, before any packet is read:
     the hook for joining a PACKET_FANOUT group when several capture processes share a link.
+    `own` (the sensor's own web traffic) is left out of a live capture by its kernel filter;
+    a replay ignores it.
     """
     if config.pcap is not None:
         return OfflineSource(config.pcap, config)
-    return LiveSource(resolve_interface(config.interface), config, after_open=after_open)
+    return LiveSource(resolve_interface(config.interface), config, after_open=after_open, own=own)
 
 
 class LiveSource(PacketSource):
@@ -123,12 +126,12 @@ class LiveSource(PacketSource):
         config: CaptureConfig,
         *,
         after_open: Callable[[int], None] | None = None,
+        own: OwnTraffic | None = None,
     ) -> None:
         if os.path.isfile(interface):
             # pypcap tries a name as a savefile first: "lo" would silently read ./lo.
             raise CaptureError(f"interface {interface!r} is also a file in {os.getcwd()}")
         self.description = interface
-        self.bpf = config.bpf
         self.batch_max = config.batch_max
         self.coalesce_s = config.coalesce_ms / 1000
         try:
@@ -148,17 +151,18 @@ class LiveSource(PacketSource):
         try:
             if after_open is not None:
                 after_open(self._handle.fileno())
-            set_filter(self._handle, self.bpf)
+            self.linktype = int(self._handle.datalink())
+            self.bpf = kernel_filter(config.bpf, own, self.linktype)
+            set_filter(self._handle, self.bpf, config.bpf)
             self._handle.setnonblock(True)
         except BaseException:
             self._handle.close()
             raise
-        self.linktype = int(self._handle.datalink())
         self.snaplen = int(self._handle.snaplen)
         self._poller = select.poll()
         self._poller.register(self._handle.fileno(), select.POLLIN)
 
-    def poll(self, timeout_s: float) -> Batch:
+    def poll(self, timeout_s: float) -> CapturedFrames:
         """Wait up to `timeout_s` for packets; once some arrived, keep gathering for up to
         `coalesce_ms` or until `batch_max`, since each decode call has a fixed cost."""
         ts: list[int] = []
@@ -176,7 +180,9 @@ class LiveSource(PacketSource):
                 n = self._read(ts, frames, self.batch_max - len(frames))
         if n < 0:
             raise CaptureError(f"reading {self.description!r}: {_text(self._handle.geterr())}")
-        return Batch(ts, wire_lengths(frames, self.linktype, self.snaplen), frames, self.linktype)
+        return CapturedFrames(
+            ts, wire_lengths(frames, self.linktype, self.snaplen), frames, self.linktype
+        )
 
     def stats(self) -> tuple[int, int, int]:
         recv, drop, ifdrop = self._handle.stats()
@@ -223,7 +229,7 @@ class OfflineSource(PacketSource):
     def finished(self) -> bool:
         return self._finished
 
-    def poll(self, timeout_s: float) -> Batch:
+    def poll(self, timeout_s: float) -> CapturedFrames:
         deadline = self._clock() + int(timeout_s * 1e9)
         ts: list[int] = []
         frames: list[bytes] = []
@@ -250,7 +256,9 @@ class OfflineSource(PacketSource):
                 due = self._anchor_mono + int((self._pending_ts[take] - first) / factor)
                 self._sleep(max(0, min(due, deadline) - now) / 1e9)
         self._emitted += len(frames)
-        return Batch(ts, wire_lengths(frames, self.linktype, self.snaplen), frames, self.linktype)
+        return CapturedFrames(
+            ts, wire_lengths(frames, self.linktype, self.snaplen), frames, self.linktype
+        )
 
     def _refill(self) -> bool:
         """Read the next chunk into the pending lists; False if none (EOF or a new pass)."""
@@ -310,7 +318,7 @@ def _open_file(path: str, bpf: str) -> Any:
             magic = f.read(4)
     except OSError as exc:
         raise CaptureError(f"cannot read pcap file {path}: {exc.strerror}") from None
-    if magic not in _PCAP_MAGICS:
+    if magic not in FILE_MAGICS:
         raise CaptureError(f"{path} is not a pcap or pcapng file")
     try:
         handle = pcap.pcap(name=path, timestamp_in_ns=True)
@@ -325,13 +333,29 @@ def _open_file(path: str, bpf: str) -> Any:
     return handle
 
 
-def set_filter(handle: Any, bpf: str) -> None:
+def set_filter(handle: Any, bpf: str, user_bpf: str | None = None) -> None:
+    """Set `bpf` on `handle`; `user_bpf` is the part of it the user wrote, which an error names
+    unless that part compiles on its own (then the sensor's own addition is at fault)."""
     if not bpf:
         return
     try:
         handle.setfilter(bpf)
     except OSError as exc:
-        raise CaptureError(f"invalid BPF filter {bpf!r}: {libpcap_text(exc)}") from None
+        text = libpcap_text(exc)
+        if user_bpf is None or user_bpf == bpf or not _compiles(user_bpf, handle.datalink()):
+            raise CaptureError(f"invalid BPF filter {user_bpf or bpf!r}: {text}") from None
+        raise CaptureError(
+            f"invalid BPF filter {bpf!r} (the sensor's own web traffic left out of {user_bpf!r}; "
+            f"capture.include_own_traffic: true keeps it): {text}"
+        ) from None
+
+
+def _compiles(bpf: str, linktype: int) -> bool:
+    try:
+        pcap.bpf(bpf.encode("utf-8", "replace"), linktype)
+    except OSError:
+        return False
+    return True
 
 
 def libpcap_text(exc: OSError) -> str:

@@ -22,7 +22,7 @@ from leireye.accounts.useredit import (
     remove_user,
     update_user,
 )
-from leireye.accounts.users import ROLES, User
+from leireye.accounts.users import ROLES, User, UsersFile
 from leireye.cli.common import DEFAULT_CONFIG, load_cli_config
 from leireye.config import Config
 from leireye.errors import LeirEyeError
@@ -89,16 +89,13 @@ def cmd_remove(args: argparse.Namespace) -> int:
 def cmd_list(args: argparse.Namespace) -> int:
     config = _config(args)
     users = read_users_file(config.state_path(config.auth.users_file))
-    print(f"{'ID':>4}  {'USERNAME':<24} {'ROLE':<8} PASSWORD")
+    print(f"{'ID':>4}  {'USERNAME':<24} ROLE")
     for user in users:
-        has = "yes" if user.password_hash else "no (token only)"
-        print(f"{user.id:>4}  {user.username:<24} {user.role:<8} {has}")
+        print(f"{user.id:>4}  {user.username:<24} {user.role}")
     return 0
 
 
-def _edit(
-    config: Config, edit: Callable[[tuple[User, ...]], tuple[tuple[User, ...], User]]
-) -> User:
+def _edit(config: Config, edit: Callable[[UsersFile], tuple[UsersFile, User]]) -> User:
     path = config.state_path(config.auth.users_file)
     try:
         return edit_users_file(path, edit, owner=web_owner(config))

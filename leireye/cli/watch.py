@@ -2,13 +2,15 @@
 
     leireye watch [--url URL] [--token T | --user U [--password-stdin]] [--protocol P] [--port N]
                   [--src CIDR] [--dst CIDR] [--since ID] [--json] [--count N]
+                  [--cafile PEM] [--fingerprint SHA256]
     leireye stats [--url URL] [--token T | --user U] [--interval-ms MS] [--json] [--count N]
 
 The token comes from `--token`, else the environment variable LEIREYE_TOKEN; `--user` logs in
 through the REST API with a password typed at a prompt or read from stdin. Packets go to stdout
 (`tcpdump -n` style, or JSON lines with `--json`); gaps and the banner go to stderr, so a pipe
-gets packets only. Ctrl-C exits with 130 (0 after `--count`); an auth or connection failure
-with 2 and one line on stderr (`leireye: ...`, printed by `cli.main`).
+gets packets only. The banner comes once the server has confirmed the subscription: what is
+captured after it is in the output. Ctrl-C exits with 130 (0 after `--count`); an auth or
+connection failure with 2 and one line on stderr (`leireye: ...`, printed by `cli.main`).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import msgspec
 
 from leireye.client import DEFAULT_URL, Gap, LeirEyeClient, PacketData, StatsData
 from leireye.errors import LeirEyeError
+from leireye.text import parse_fingerprint
 
 T = TypeVar("T")
 
@@ -76,7 +79,19 @@ def format_gap(gap: Gap) -> str:
 
 def client_options(args: argparse.Namespace, stdin: TextIO = sys.stdin) -> dict[str, Any]:
     """`token=` or `username=`/`password=` for `LeirEyeClient`, from the options or the
-    environment."""
+    environment; `cafile=`/`fingerprint=` for a wss:// URL."""
+    tls = {key: value for key in ("cafile", "fingerprint") if (value := getattr(args, key, None))}
+    if tls and not args.url.startswith("wss://"):
+        raise WatchError("--cafile and --fingerprint need a wss:// --url")
+    if "fingerprint" in tls:
+        try:
+            parse_fingerprint(tls["fingerprint"])
+        except ValueError as exc:
+            raise WatchError(f"--fingerprint: {exc}") from None
+    return {**_credentials(args, stdin), **tls}
+
+
+def _credentials(args: argparse.Namespace, stdin: TextIO) -> dict[str, Any]:
     if args.user:
         if args.token:
             raise WatchError("give --token or --user, not both")
@@ -115,18 +130,20 @@ async def _watch(args: argparse.Namespace, options: dict[str, Any]) -> int:
     filters = {"protocol": args.protocol, "port": args.port, "src_ip": args.src,
                "dst_ip": args.dst}  # fmt: skip
     async with LeirEyeClient(args.url, on_gap=on_gap, **options) as client:
+        packets = await client.subscribe_packets(since=args.since, **filters)
         shown = " ".join(f"{k}={v}" for k, v in filters.items() if v is not None) or "all"
         print(f"leireye: watching {args.url} ({shown})", file=sys.stderr, flush=True)
         render = _json_line if args.json else format_packet
-        await _print(client.packets(since=args.since, **filters), render, args.count)
+        await _print(packets, render, args.count)
     return 0
 
 
 async def _stats(args: argparse.Namespace, options: dict[str, Any]) -> int:
     async with LeirEyeClient(args.url, **options) as client:
+        stats = await client.subscribe_stats(args.interval_ms)
         print(f"leireye: stats from {args.url}", file=sys.stderr, flush=True)
         render = _json_line if args.json else format_stats
-        await _print(client.stats(args.interval_ms), render, args.count)
+        await _print(stats, render, args.count)
     return 0
 
 
@@ -154,6 +171,10 @@ def _common(parser: argparse.ArgumentParser) -> None:
                         help="with --user: read the password from stdin")  # fmt: skip
     parser.add_argument("--json", action="store_true", help="one JSON object per line")
     parser.add_argument("--count", "-n", type=int, default=0, help="stop after N lines")
+    parser.add_argument("--cafile", help="wss://: trust the CA (or self-signed cert) in this PEM")
+    parser.add_argument("--fingerprint", default=os.environ.get("LEIREYE_FINGERPRINT"),
+                        help="wss://: accept only the certificate with this SHA-256 fingerprint"
+                        " (`leireye tls-fingerprint`; default: $LEIREYE_FINGERPRINT)")  # fmt: skip
 
 
 def add_watch_parsers(

@@ -4,6 +4,9 @@
     async with LeirEyeClient("ws://127.0.0.1:8000/ws/capture", token=TOKEN) as c:
         async for packet in c.packets(protocol="TCP", port=443):
             print(packet.src_ip, packet.info)
+
+`stream = await c.subscribe_packets(...)` gives the same stream once the server has confirmed
+the subscription: traffic caused after that is sure to be in it.
 """
 
 from leireye.client.auth import CallableToken, PasswordLogin, StaticToken, TokenSource
@@ -11,6 +14,7 @@ from leireye.client.client import DEFAULT_URL, LeirEyeClient
 from leireye.client.core import BACKOFF_S, Backoff, Gap, ResumeCursor
 from leireye.client.errors import (
     AuthenticationError,
+    CertificateMismatch,
     ClientError,
     ConnectionFailed,
     ProtocolError,
@@ -26,6 +30,7 @@ __all__ = [
     "AuthenticationError",
     "Backoff",
     "CallableToken",
+    "CertificateMismatch",
     "ClientError",
     "ConnectionFailed",
     "Gap",

@@ -10,6 +10,8 @@ before the old expires or after the server closed with 4003 (`renew()`):
   a refused refresh falls back to a new login.
 
 HTTP goes through `urllib.request` in a worker thread: a JSON POST or GET is all the client needs.
+Over https it trusts the server as `ClientTls` says (CA file or pinned fingerprint, checked
+before the request, and so the password, is sent).
 The login API answers errors as `{"detail", "error_code", "timestamp"}`; `detail` ends up in the
 exception's message, the password never does.
 """
@@ -34,6 +36,7 @@ from leireye.client.errors import (
     ConnectionFailed,
     ProtocolError,
 )
+from leireye.client.tls import ClientTls
 
 log = logging.getLogger("leireye.client")
 
@@ -102,10 +105,13 @@ class PasswordLogin:
 
     renewable = True
 
-    def __init__(self, base_url: str, username: str, password: str) -> None:
+    def __init__(
+        self, base_url: str, username: str, password: str, *, tls: ClientTls | None = None
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self.username = username
         self._password = password
+        self._tls = tls
         self._pair: TokenPair | None = None
         self._expires = 0.0
         self._lock = asyncio.Lock()
@@ -127,14 +133,15 @@ class PasswordLogin:
 
     async def _login(self) -> None:
         body = {"username": self.username, "password": self._password}
-        self._store(await post_json(f"{self.base_url}/api/auth/login", body))
+        self._store(await post_json(f"{self.base_url}/api/auth/login", body, tls=self._tls))
 
     async def _refresh(self) -> None:
         if self._pair is None:
             return await self._login()
         try:
             body = {"refresh_token": self._pair.refresh_token}
-            self._store(await post_json(f"{self.base_url}/api/auth/refresh", body))
+            url = f"{self.base_url}/api/auth/refresh"
+            self._store(await post_json(url, body, tls=self._tls))
         except AuthenticationError:  # revoked or expired refresh token: log in again
             await self._login()
 
@@ -146,24 +153,41 @@ class PasswordLogin:
         self._expires = time.time() + self._pair.expires_in
 
 
-async def post_json(url: str, body: dict[str, Any], timeout: float = HTTP_TIMEOUT_S) -> Any:
+async def post_json(
+    url: str,
+    body: dict[str, Any],
+    timeout: float = HTTP_TIMEOUT_S,
+    *,
+    tls: ClientTls | None = None,
+) -> Any:
     """POST `body` as JSON; the decoded JSON answer. 401/403 raise `AuthenticationError`, other
     HTTP errors and network failures `ConnectionFailed`."""
     data = json.dumps(body).encode()
     request = urllib.request.Request(
         url, data=data, method="POST", headers={"Content-Type": "application/json"}
     )
-    return await asyncio.to_thread(_exchange, request, timeout)
+    return await asyncio.to_thread(_exchange, request, timeout, tls)
 
 
-async def get_json(url: str, timeout: float = HTTP_TIMEOUT_S) -> Any:
-    return await asyncio.to_thread(_exchange, urllib.request.Request(url), timeout)
+async def get_json(
+    url: str,
+    timeout: float = HTTP_TIMEOUT_S,
+    *,
+    token: str | None = None,
+    tls: ClientTls | None = None,
+) -> Any:
+    """GET `url` (with `token` as bearer when given); the decoded JSON answer, errors as in
+    `post_json`."""
+    headers = {} if token is None else {"Authorization": f"Bearer {token}"}
+    request = urllib.request.Request(url, headers=headers)
+    return await asyncio.to_thread(_exchange, request, timeout, tls)
 
 
-def _exchange(request: urllib.request.Request, timeout: float) -> Any:
+def _exchange(request: urllib.request.Request, timeout: float, tls: ClientTls | None) -> Any:
     url = request.full_url
+    urlopen = urllib.request.urlopen if tls is None else tls.opener().open
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
+        with urlopen(request, timeout=timeout) as response:
             raw = response.read()
     except urllib.error.HTTPError as exc:
         detail = _detail(exc)
@@ -189,12 +213,19 @@ def _detail(exc: urllib.error.HTTPError) -> str:
     return str(exc.reason)
 
 
-async def ring_head(api_url: str, timeout: float = HTTP_TIMEOUT_S) -> int | None:
-    """The newest packet id now (`GET /health`): where a packets iteration starts, so that a
-    reconnect before the first matching packet still resumes from there; None when the server
-    does not say."""
+async def ring_head(
+    api_url: str,
+    source: TokenSource,
+    timeout: float = HTTP_TIMEOUT_S,
+    *,
+    tls: ClientTls | None = None,
+) -> int | None:
+    """The newest packet id now (`GET /health`, whose details need a token): where a packets
+    iteration starts, so that a reconnect before the first matching packet still resumes from
+    there; None when the server does not say."""
     try:
-        health = await get_json(f"{api_url}/health", timeout=timeout)
+        token = await source.token()
+        health = await get_json(f"{api_url}/health", timeout=timeout, token=token, tls=tls)
         last = health["ring"]["last_id"]
     except (ClientError, KeyError, TypeError) as exc:
         log.debug("no ring position from /health: %s", exc)
@@ -208,6 +239,7 @@ def choose_token_source(
     password: str | None,
     source: TokenSource | None,
     api_url: str,
+    tls: ClientTls | None = None,
 ) -> TokenSource:
     """The source `LeirEyeClient`'s credential arguments describe."""
     given = sum(x is not None for x in (token, username, source))
@@ -222,4 +254,4 @@ def choose_token_source(
     if password is None:
         raise ValueError("username= needs password=")
     assert username is not None
-    return PasswordLogin(api_url, username, password)
+    return PasswordLogin(api_url, username, password, tls=tls)

@@ -13,6 +13,12 @@ connections, rate limit), end the iteration with the matching `ClientError`.
 Packets a caller will not get are reported, never silent: as `Gap` items when it iterates with
 `packets(gaps=True)`, else to the `on_gap` callback, else as a warning on the `leireye.client`
 logger.
+
+`packets()` and `stats()` subscribe when their iteration begins, so a caller that causes traffic
+right after creating one cannot know whether the stream has started yet (the packets may be
+captured before the stream takes its start from the ring). `subscribe_packets()` and
+`subscribe_stats()` return the same iterators once the server has confirmed the subscription:
+from then on, everything captured is in the stream.
 """
 
 from __future__ import annotations
@@ -48,6 +54,7 @@ from leireye.client.core import (
 )
 from leireye.client.errors import (
     AuthenticationError,
+    CertificateMismatch,
     ClientError,
     ConnectionFailed,
     ProtocolError,
@@ -55,6 +62,7 @@ from leireye.client.errors import (
 )
 from leireye.client.feed import FeedClosed
 from leireye.client.streams import PacketStream, StatsStream, Stream, Subscriptions
+from leireye.client.tls import client_tls
 from leireye.wire import (
     AuthError,
     AuthSuccess,
@@ -74,6 +82,7 @@ log = logging.getLogger("leireye.client")
 DEFAULT_URL = "ws://127.0.0.1:8000/ws/capture"
 Sleep = Callable[[float], Awaitable[None]]
 Callback = Callable[[Any], object]
+_LIVE: Any = object()  # yielded first by a stream that `subscribe_*` starts: it is confirmed
 
 
 class LeirEyeClient:
@@ -82,6 +91,10 @@ class LeirEyeClient:
     `token`: a JWT, or a function (sync or async) returning one, called whenever a token is
     needed (so it can hand out fresh ones). Or `username` and `password` for the login API
     (`api_url`, default: the WebSocket URL's host over http/https). Or any `token_source`.
+
+    `wss://` (and the https login API) trusts the system's CAs, or `cafile` (a PEM file, e.g. a
+    sensor's self-signed `tls-cert.pem`), or only a certificate with the SHA-256 `fingerprint`
+    (`leireye tls-fingerprint`), checked before the token or password is sent.
     """
 
     def __init__(
@@ -100,10 +113,15 @@ class LeirEyeClient:
         sleep: Sleep = asyncio.sleep,
         on_gap: Callable[[Gap], object] | None = None,
         on_status: Callable[[StatusData], object] | None = None,
+        cafile: str | None = None,
+        fingerprint: str | None = None,
     ) -> None:
         self.url = url
         self.api_url = api_url or http_base(url)
-        self._source = choose_token_source(token, username, password, token_source, self.api_url)
+        self._tls = client_tls(url, cafile, fingerprint)
+        self._source = choose_token_source(
+            token, username, password, token_source, self.api_url, self._tls
+        )
         self._reconnect = reconnect
         self._backoff = backoff if isinstance(backoff, Backoff) else Backoff(backoff)
         self._ping_interval = ping_interval
@@ -120,6 +138,7 @@ class LeirEyeClient:
         self._ready: asyncio.Future[None] | None = None
         self._failure: ClientError | None = None
         self._subs = Subscriptions()
+        self._closed = False
         self._auth_changed = asyncio.Event()
         self._pong_ids: set[int] = set()
 
@@ -143,6 +162,7 @@ class LeirEyeClient:
         await asyncio.shield(self._ready)
 
     async def close(self) -> None:
+        self._closed = True
         self._subs.finish()
         ws = self._ws
         if self._runner is not None:
@@ -178,20 +198,69 @@ class LeirEyeClient:
         """Packets matching the filters (keyword names as in the protocol: `src_ip`, `dst_ip`,
         `ip`, `src_port`, `dst_port`, `min_length`, `max_length`), oldest first, without
         repeats across reconnects. `since`: start after this packet id (default: the ring's
-        newest id when iteration starts). One packets iteration per client at a time."""
+        newest id when iteration starts). One packets iteration per client at a time.
+
+        The subscription starts with the iteration: to act (send traffic, start a job) only
+        once the stream is sure to see what follows, use `subscribe_packets`."""
         wanted = packet_filters(protocol=protocol, port=port, **filters)
-        return self._packet_stream(wanted, gaps=gaps, since=since, batch=batch)
+        return self._packet_stream(wanted, gaps=gaps, since=since, batch=batch, announce=False)
+
+    @overload
+    async def subscribe_packets(
+        self, protocol: str | None = ..., port: int | None = ..., *,
+        gaps: Literal[False] = ..., **kw: Any,
+    ) -> AsyncGenerator[PacketData, None]: ...  # fmt: skip
+    @overload
+    async def subscribe_packets(
+        self, protocol: str | None = ..., port: int | None = ..., *,
+        gaps: Literal[True], **kw: Any,
+    ) -> AsyncGenerator[PacketData | Gap, None]: ...  # fmt: skip
+
+    async def subscribe_packets(
+        self,
+        protocol: str | None = None,
+        port: int | None = None,
+        *,
+        gaps: bool = False,
+        since: int | None = None,
+        batch: bool = True,
+        **filters: Any,
+    ) -> AsyncGenerator[PacketData, None] | AsyncGenerator[PacketData | Gap, None]:
+        """`packets(...)`, subscribed already: returns once the server has confirmed the
+        subscription, so every packet captured from then on is in the stream.
+
+            stream = await c.subscribe_packets(protocol="UDP", port=5353)
+            trigger_the_traffic()
+            async for p in stream: ...
+
+        Raises `SubscriptionError` when the server refuses the filters, the client's
+        `ClientError` when it failed meanwhile. Waits through reconnects (and, on a client not
+        yet connected, until `connect()`). Leaving the iteration, or `await stream.aclose()`,
+        unsubscribes."""
+        wanted = packet_filters(protocol=protocol, port=port, **filters)
+        stream = self._packet_stream(wanted, gaps=gaps, since=since, batch=batch, announce=True)
+        await anext(stream)  # the `_LIVE` marker, or the exception that ended the stream
+        return stream
 
     async def _packet_stream(
-        self, filters: dict[str, str | int], *, gaps: bool, since: int | None, batch: bool
+        self,
+        filters: dict[str, str | int],
+        *,
+        gaps: bool,
+        since: int | None,
+        batch: bool,
+        announce: bool,
     ) -> AsyncGenerator[Any, None]:
+        if since is None:
+            since = await ring_head(self.api_url, self._source, self._open_timeout, tls=self._tls)
         if self._subs.packets is not None:
             raise RuntimeError("this client is already iterating packets")
-        if since is None:
-            since = await ring_head(self.api_url, self._open_timeout)
         sub = self._subs.packets = PacketStream(filters, batch, ResumeCursor(since))
-        await self._subscribe(sub)
         try:
+            await self._subscribe(sub)
+            if announce:
+                await sub.live.wait()
+                yield _LIVE
             while True:
                 try:
                     item = await sub.feed.get()
@@ -205,14 +274,31 @@ class LeirEyeClient:
             self._subs.packets = None
             await self._send({"type": "unsubscribe", "channel": "packets"})
 
-    async def stats(self, interval_ms: int | None = None) -> AsyncGenerator[StatsData, None]:
+    def stats(self, interval_ms: int | None = None) -> AsyncGenerator[StatsData, None]:
         """Stats snapshots every `interval_ms` (server default 1000, clamped to 100..60000);
         a consumer that falls behind gets the newest ones."""
+        return self._stats_stream(interval_ms, announce=False)
+
+    async def subscribe_stats(
+        self, interval_ms: int | None = None
+    ) -> AsyncGenerator[StatsData, None]:
+        """`stats(interval_ms)`, subscribed already: returns once the server has confirmed the
+        interval (raises `SubscriptionError` if it refused it)."""
+        stream = self._stats_stream(interval_ms, announce=True)
+        await anext(stream)  # the `_LIVE` marker, or the exception that ended the stream
+        return stream
+
+    async def _stats_stream(
+        self, interval_ms: int | None, *, announce: bool
+    ) -> AsyncGenerator[Any, None]:
         if self._subs.stats is not None:
             raise RuntimeError("this client is already iterating stats")
         sub = self._subs.stats = StatsStream(interval_ms)
-        await self._subscribe(sub)
         try:
+            await self._subscribe(sub)
+            if announce:
+                await sub.live.wait()
+                yield _LIVE
             while True:
                 try:
                     yield await sub.feed.get()
@@ -252,7 +338,9 @@ class LeirEyeClient:
             try:
                 ws = await self._open(renew)
             except ConnectionFailed as exc:
-                fatal = exc.status is not None and 400 <= exc.status < 500
+                fatal = isinstance(exc, CertificateMismatch) or (
+                    exc.status is not None and 400 <= exc.status < 500
+                )
                 if fatal or not self.connections or not self._reconnect:
                     return self._fail(exc)
                 log.info("reconnect attempt %d failed: %s", attempt + 1, exc)
@@ -290,7 +378,11 @@ class LeirEyeClient:
         token = await (self._source.renew() if renew else self._source.token())
         try:
             ws = await connect(
-                self.url, open_timeout=self._open_timeout, compression=None, max_size=2**22
+                self.url,
+                open_timeout=self._open_timeout,
+                compression=None,
+                max_size=2**22,
+                ssl=None if self._tls is None else self._tls.context,
             )
         except InvalidStatus as exc:
             status = exc.response.status_code
@@ -298,6 +390,13 @@ class LeirEyeClient:
                                    status=status) from None  # fmt: skip
         except (OSError, InvalidHandshake, TimeoutError) as exc:
             raise ConnectionFailed(f"cannot connect to {self.url}: {exc or 'timeout'}") from None
+        if self._tls is not None:
+            peer = ws.transport.get_extra_info("ssl_object")
+            try:  # before the token goes out
+                self._tls.check(peer.getpeercert(binary_form=True) if peer else None, self.url)
+            except CertificateMismatch:
+                await ws.close()
+                raise
         try:
             await ws.send(msgspec.json.encode({"type": "auth", "token": token}).decode())
             async with asyncio.timeout(self._open_timeout):
@@ -379,7 +478,9 @@ class LeirEyeClient:
 
     async def _subscribe(self, stream: Stream) -> None:
         if self._failure is not None:
-            stream.feed.fail(self._failure)
+            stream.end(self._failure)
+        elif self._closed:
+            stream.end(FeedClosed())
         elif self._ws is not None:  # else: sent on (re)connect
             await self._send(await self._subs.subscribe_message(stream))
 

@@ -1,23 +1,25 @@
-"""What the client raises on purpose: one small tree under `LeirEyeError`.
+"""What the client raises on purpose: one small tree of its own.
 
     ClientError
     ├── AuthenticationError   the server (close 4001) or the login API (401/403) refused us
     │   └── TokenExpired      the token expired (close 4003) and there was no way to renew it
     ├── ConnectionFailed      no connection (refused, DNS, TLS, HTTP status at the handshake,
-    │                         retries exhausted); `.status` holds an HTTP status when there was one
+    │   │                     retries exhausted); `.status` holds an HTTP status when there was one
+    │   └── CertificateMismatch  the server's certificate is not the pinned one (never retried)
     └── ProtocolError         the server refused what we sent or sent what we cannot read
         └── SubscriptionError an `error` answer to a subscribe (a bad filter or option)
 
 Each carries `close_code` when a WebSocket close caused it. Transient closes (a restarted worker,
 an idle timeout, the server going away) are never raised: the client reconnects.
+
+The client installs without the sensor (docs/clients.md), so its root is not the sensor's
+`leireye.errors.LeirEyeError`: the command line catches both.
 """
 
 from __future__ import annotations
 
-from leireye.errors import LeirEyeError
 
-
-class ClientError(LeirEyeError):
+class ClientError(Exception):
     """Base of the client's errors."""
 
     def __init__(self, message: str, *, close_code: int | None = None) -> None:
@@ -41,6 +43,10 @@ class ConnectionFailed(ClientError):
     ) -> None:
         super().__init__(message, close_code=close_code)
         self.status = status
+
+
+class CertificateMismatch(ConnectionFailed):
+    """The server's TLS certificate does not have the pinned fingerprint: nothing was sent."""
 
 
 class ProtocolError(ClientError):

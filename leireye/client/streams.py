@@ -6,17 +6,22 @@ last id received), matches each `subscribed` or `error` answer to the oldest sub
 unanswered (the server answers in order), and hands packets, gaps and stats to the feeds the
 caller iterates. Packets that arrive between a subscribe and its `subscribed` still belong to
 the previous subscription and are not handed over; the resume replays what the new one wants.
+
+Each stream also keeps its first answer (`live`): the client's `subscribe_packets` and
+`subscribe_stats` return once the server confirmed the subscription, so that traffic the caller
+causes afterwards is sure to be in the stream, and raise if it was refused instead.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import deque
 from typing import Any, Final
 
 from leireye.client.core import RECONNECT_GAP_TEXT, Gap, ResumeCursor
 from leireye.client.errors import ClientError, SubscriptionError
-from leireye.client.feed import Feed
+from leireye.client.feed import Feed, FeedClosed
 from leireye.wire import (
     Dropped,
     ErrorMessage,
@@ -39,19 +44,57 @@ _NOT_ANSWERS: Final = frozenset(
 )
 
 
+class FirstAnswer:
+    """The first answer to a stream's subscribe. `wait()` returns once the server confirmed it
+    (`subscribed`), or raises the reason it never will be: the refusal (`SubscriptionError`),
+    the client's failure, or a `ClientError` when the client was closed. Answers after the first
+    (each reconnect subscribes again) change nothing: the stream went live once, and the
+    resume keeps it so."""
+
+    def __init__(self) -> None:
+        self._answered = asyncio.Event()
+        self._error: BaseException | None = None
+
+    def confirm(self) -> None:
+        self._answered.set()
+
+    def refuse(self, error: BaseException) -> None:
+        if not self._answered.is_set():
+            self._error = error
+            self._answered.set()
+
+    async def wait(self) -> None:
+        await self._answered.wait()
+        if isinstance(self._error, FeedClosed):
+            raise ClientError("the client was closed before the subscription was confirmed")
+        if self._error is not None:
+            raise self._error
+
+
 class PacketStream:
     def __init__(self, filters: dict[str, str | int], batch: bool, cursor: ResumeCursor) -> None:
         self.filters, self.batch, self.cursor = filters, batch, cursor
         self.feed: Feed[PacketData | Gap] = Feed(PACKET_FEED_ITEMS)
+        self.live = FirstAnswer()
         self.sent = False  # subscribed on some connection already
         self.confirmed = False  # `subscribed` came back on this connection: packets are ours
+
+    def end(self, error: BaseException) -> None:
+        """No more items after those queued: `error` is raised after them (and by `live`)."""
+        self.feed.fail(error)
+        self.live.refuse(error)
 
 
 class StatsStream:
     def __init__(self, interval_ms: int | None) -> None:
         self.interval_ms = interval_ms
         self.feed: Feed[StatsData] = Feed(STATS_FEED_ITEMS)
+        self.live = FirstAnswer()
         self.confirmed = False
+
+    def end(self, error: BaseException) -> None:
+        self.feed.fail(error)
+        self.live.refuse(error)
 
 
 Stream = PacketStream | StatsStream
@@ -73,11 +116,12 @@ class Subscriptions:
 
     def fail(self, error: ClientError) -> None:
         for stream in self.active():
-            stream.feed.fail(error)
+            stream.end(error)
 
     def finish(self) -> None:
+        """The client was closed: the iterations end, a `subscribe_*` still waiting raises."""
         for stream in self.active():
-            stream.feed.finish()
+            stream.end(FeedClosed())
 
     async def subscribe_message(self, stream: Stream) -> dict[str, Any]:
         """The subscribe to send for `stream` (now awaiting its answer). A packets stream that
@@ -115,14 +159,16 @@ class Subscriptions:
                 self.stats.feed.put_latest(message.data)
         elif isinstance(message, Subscribed):
             if self._pending:
-                self._pending.popleft().confirmed = True
+                stream = self._pending.popleft()
+                stream.confirmed = True
+                stream.live.confirm()
         elif isinstance(message, ErrorMessage) and message.code not in _NOT_ANSWERS:
             if not self._pending:
                 return False
             field = message.field if isinstance(message.field, str) else None
             text = f"subscribe refused: {message.message}"
             error = SubscriptionError(text, code=message.code, field=field)
-            self._pending.popleft().feed.fail(error)
+            self._pending.popleft().end(error)
         else:
             return False
         return True

@@ -7,6 +7,7 @@ the handlers never let an expected error escape (the server turns a bug into a 5
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -20,7 +21,8 @@ from leireye.accounts.useredit import (
     remove_user,
     update_user,
 )
-from leireye.accounts.users import User, user_view
+from leireye.accounts.users import User, UserStore, user_view
+from leireye.config import Config
 from leireye.control.protocol import (
     AddUser,
     AnyRequest,
@@ -67,6 +69,21 @@ class ControlHandlers:
         self.owner = owner
         self.capture = capture
 
+    @classmethod
+    def for_config(
+        cls,
+        config: Config,
+        secret: bytes,
+        owner: tuple[int, int] | None,
+        capture: CaptureControl,
+    ) -> ControlHandlers:
+        """The supervisor's handlers: accounts over the users file of `config` (refresh tokens
+        kept in `refresh-tokens.json` in `state_dir`), capture requests passed to `capture`."""
+        users_file = config.state_path(config.auth.users_file)
+        refresh_store = config.state_path("refresh-tokens.json")
+        accounts = AccountService(config, secret, UserStore(users_file), refresh_store, time.time)
+        return cls(accounts, users_file, owner, capture)
+
     def __call__(self, request: AnyRequest) -> Reply:
         try:
             return Reply(True, self._handle(request))
@@ -92,12 +109,13 @@ class ControlHandlers:
                 return msgspec.to_builtins(accounts.refresh(token))
             case Logout(token, user_id):
                 return {"revoked": accounts.logout(token, user_id)}
-            case IssueTicket(user_id, session_expires_at):
-                ticket, ttl = accounts.issue_ticket(user_id, session_expires_at)
+            case IssueTicket(user_id, generation, session_expires_at):
+                ticket, ttl = accounts.issue_ticket(user_id, generation, session_expires_at)
                 return {"ticket": ticket, "expires_in": ttl}
             case RedeemTicket(ticket):
                 grant = accounts.redeem_ticket(ticket)
-                return {"user_id": grant.user_id, "expires_at": grant.expires_at,
+                return {"user_id": grant.user_id, "generation": grant.generation,
+                        "expires_at": grant.expires_at,
                         "session_expires_at": grant.session_expires_at}  # fmt: skip
             case AddUser(username, role, password):
                 user = self._edit(lambda users: add_user(users, username, role, password))

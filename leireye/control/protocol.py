@@ -34,6 +34,7 @@ class Logout(Request, frozen=True, tag="logout"):
 
 class IssueTicket(Request, frozen=True, tag="issue_ticket"):
     user_id: int
+    generation: str  # the access token's (Principal.generation)
     session_expires_at: float
 
 
@@ -44,7 +45,7 @@ class RedeemTicket(Request, frozen=True, tag="redeem_ticket"):
 class AddUser(Request, frozen=True, tag="add_user"):
     username: str
     role: str
-    password: str | None = None
+    password: str
 
 
 class UpdateUser(Request, frozen=True, tag="update_user"):

@@ -18,10 +18,6 @@ class DecodedBatch:
     records: npt.NDArray[np.void]
     errors: npt.NDArray[np.int64]
 
-    def error_counts(self) -> dict[DecodeError, int]:
-        """The non-zero error counts, DecodeError.NONE left out."""
-        return {kind: int(self.errors[kind]) for kind in DecodeError if kind and self.errors[kind]}
-
 
 def count_errors(records: npt.NDArray[np.void]) -> npt.NDArray[np.int64]:
     counts = np.bincount(records["error"], minlength=len(DecodeError))

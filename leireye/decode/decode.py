@@ -103,8 +103,3 @@ def decode_batch(
         _decode_chunk(chunk, int(linktype))
         chunk.write(records[lo:hi], ts[lo:hi], wire[lo:hi], int(linktype))
     return DecodedBatch(records, count_errors(records))
-
-
-def decode_one(frame: bytes, ts_ns: int, wire_len: int, linktype: int) -> np.void:
-    """One frame as one record (`decode_batch` of one)."""
-    return decode_batch([frame], [ts_ns], [wire_len], linktype).records[0]  # type: ignore[no-any-return]

@@ -1,13 +1,13 @@
 """The shared-memory packet ring: layout, single writer, lock-free readers."""
 
 from leireye.ring.layout import LAYOUT_VERSION, RingLayout
-from leireye.ring.ring import ReadBatch, Ring, RingReader, RingWriter, RowsCopy, Start
+from leireye.ring.ring import Ring, RingRead, RingReader, RingWriter, RowsCopy, Start
 
 __all__ = [
     "LAYOUT_VERSION",
-    "ReadBatch",
     "Ring",
     "RingLayout",
+    "RingRead",
     "RingReader",
     "RingWriter",
     "RowsCopy",

@@ -154,7 +154,7 @@ class Ring:
 
     # -- reading ------------------------------------------------------------------------------
 
-    def copy_range(self, first: int, last: int, with_raw: bool = False) -> ReadBatch:
+    def copy_range(self, first: int, last: int, with_raw: bool = False) -> RingRead:
         """Copy ids `first..last` (inclusive, all `<= write_seq`) and drop the torn ones.
 
         Returns the rows still valid after the copy, which are always a suffix of the range: the
@@ -162,7 +162,7 @@ class Ring:
         """
         n = last - first + 1
         if n <= 0:
-            return ReadBatch.empty(first, with_raw, self.raw_bytes)
+            return RingRead.empty(first, with_raw, self.raw_bytes)
         copied = self.copy_range_unchecked(first, last, with_raw)
         records, raw = copied.records, copied.raw
         # Anything the writer may have started overwriting while we copied is suspect.
@@ -175,7 +175,7 @@ class Ring:
         if skip:
             records = records[skip:]
             raw = raw[skip:] if raw is not None else None
-        return ReadBatch(records=records, raw=raw, first_id=first + skip, lost=skip)
+        return RingRead(records=records, raw=raw, first_id=first + skip, lost=skip)
 
     def copy_rows(self, first: int, last: int, with_raw: bool = False) -> RowsCopy:
         """Copy positions `first..last` (all `<= write_seq`) of a ring whose rows carry run-wide
@@ -194,7 +194,7 @@ class Ring:
         raw = batch.raw[kept] if batch.raw is not None else None
         return RowsCopy(records=batch.records[kept], raw=raw, positions=positions[kept])
 
-    def copy_range_unchecked(self, first: int, last: int, with_raw: bool = False) -> ReadBatch:
+    def copy_range_unchecked(self, first: int, last: int, with_raw: bool = False) -> RingRead:
         """Positions `first..last` copied as they are; the caller checks what it got."""
         n = max(0, last - first + 1)
         slot = (first - 1) % self.capacity
@@ -207,7 +207,7 @@ class Ring:
             raw = np.empty((n, self.raw_bytes), dtype=np.uint8)
             raw[:head] = self.raw[slot : slot + head]
             raw[head:] = self.raw[: n - head]
-        return ReadBatch(records=records, raw=raw, first_id=first, lost=0)
+        return RingRead(records=records, raw=raw, first_id=first, lost=0)
 
     def id_at(self, position: int) -> int:
         """The id stored at `position` (0: none, or a zeroed row); no torn-read check."""
@@ -236,7 +236,7 @@ class RowsCopy:
 
 
 @dataclass
-class ReadBatch:
+class RingRead:
     """What one read returns. `records["seq"]` holds the ids: `first_id`, `first_id + 1`, ..."""
 
     records: np.ndarray
@@ -245,7 +245,7 @@ class ReadBatch:
     raw: np.ndarray | None = None
 
     @classmethod
-    def empty(cls, next_id: int, with_raw: bool = False, raw_bytes: int = 0) -> ReadBatch:
+    def empty(cls, next_id: int, with_raw: bool = False, raw_bytes: int = 0) -> RingRead:
         raw = np.empty((0, raw_bytes), dtype=np.uint8) if with_raw else None
         return cls(records=np.empty(0, dtype=RECORD_DTYPE), first_id=next_id, lost=0, raw=raw)
 
@@ -278,7 +278,7 @@ class RingReader:
         """How many published records this reader has not read yet."""
         return max(0, self.ring.write_seq - self.cursor + 1)
 
-    def read(self, max_records: int = 65536) -> ReadBatch:
+    def read(self, max_records: int = 65536) -> RingRead:
         """Everything after the cursor, up to `max_records`, as a copy. Never blocks.
 
         `lost` counts the records that were overwritten before this reader got to them; the
@@ -294,7 +294,7 @@ class RingReader:
             self.cursor = oldest
         last = min(published, self.cursor + max_records - 1)
         if last < self.cursor:
-            batch = ReadBatch.empty(self.cursor, self.with_raw, ring.raw_bytes)
+            batch = RingRead.empty(self.cursor, self.with_raw, ring.raw_bytes)
         else:
             batch = ring.copy_range(self.cursor, last, self.with_raw)
             self.cursor = last + 1

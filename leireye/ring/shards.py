@@ -36,7 +36,7 @@ import numpy as np
 
 from leireye.errors import RingError
 from leireye.ring.ids import IdAllocator
-from leireye.ring.ring import ReadBatch, Ring, RingReader, RingWriter, RowsCopy, Start
+from leireye.ring.ring import Ring, RingRead, RingReader, RingWriter, RowsCopy, Start
 
 
 def shard_name(name: str, shard: int) -> str:
@@ -58,7 +58,7 @@ class PacketReader(Protocol):
     @property
     def backlog(self) -> int: ...
 
-    def read(self, max_records: int = 65536) -> ReadBatch: ...
+    def read(self, max_records: int = 65536) -> RingRead: ...
 
 
 class ShardSet:
@@ -129,7 +129,7 @@ class ShardSet:
             return RingReader(self.rings[0], start, with_raw=with_raw)
         return MergedReader(self, start, with_raw=with_raw)
 
-    def copy_range(self, first: int, last: int, with_raw: bool = False) -> ReadBatch:
+    def copy_range(self, first: int, last: int, with_raw: bool = False) -> RingRead:
         """The records with ids `first..last` that some shard still holds, in id order (the
         REST API pages through the ring with this); `lost` counts the ids no shard holds."""
         if self.ids is None:
@@ -210,12 +210,12 @@ class MergedReader:
     def backlog(self) -> int:
         return max(0, self.ids.next_id - self.cursor)
 
-    def read(self, max_records: int = 65536) -> ReadBatch:
+    def read(self, max_records: int = 65536) -> RingRead:
         """Ids `cursor .. cursor + max_records - 1` that are published, merged in id order."""
         start = self.cursor
         limit = min(self.ids.next_id - 1, start + max_records - 1)  # load next_id first
         if limit < start:
-            return ReadBatch.empty(start, self.with_raw, self.shards.raw_bytes)
+            return RingRead.empty(start, self.with_raw, self.shards.raw_bytes)
         copies: list[tuple[int, RowsCopy]] = []
         for k, ring in enumerate(self.shards.rings):
             published = ring.write_seq
@@ -248,17 +248,17 @@ class MergedReader:
         return batch
 
 
-def _merge(parts: list[RowsCopy], first_id: int, with_raw: bool, raw_bytes: int) -> ReadBatch:
+def _merge(parts: list[RowsCopy], first_id: int, with_raw: bool, raw_bytes: int) -> RingRead:
     if not parts:
-        return ReadBatch.empty(first_id, with_raw, raw_bytes)
+        return RingRead.empty(first_id, with_raw, raw_bytes)
     if len(parts) == 1:
-        return ReadBatch(records=parts[0].records, first_id=first_id, lost=0, raw=parts[0].raw)
+        return RingRead(records=parts[0].records, first_id=first_id, lost=0, raw=parts[0].raw)
     records = np.concatenate([p.records for p in parts])
     order = np.argsort(records["seq"], kind="stable")
     raw = None
     if with_raw:
         raw = np.concatenate([p.raw for p in parts if p.raw is not None])[order]
-    return ReadBatch(records=records[order], first_id=first_id, lost=0, raw=raw)
+    return RingRead(records=records[order], first_id=first_id, lost=0, raw=raw)
 
 
 class ShardWriter:

@@ -5,8 +5,8 @@ others), so every process still has exactly one writer for its block and the sup
 one heartbeat and one restart counter per process. Readers (the web workers' `status` messages,
 `/health`) want one capture: `sum_statuses` adds the counters (packets, bytes, kernel and
 interface drops, decode errors by kind, restarts) and keeps what describes the whole capture
-(state: capturing while any shard captures; interface, BPF, link type, snaplen and pid of shard
-0; every shard's error text, prefixed with its shard).
+(state: capturing while any shard captures; interface, both filters, link type, snaplen and pid
+of shard 0; every shard's error text, prefixed with its shard).
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ def sum_statuses(statuses: Sequence[CaptureStatus]) -> CaptureStatus:
         capturing=any(s.capturing for s in statuses),
         interface=first.interface,
         bpf=first.bpf,
+        effective_bpf=first.effective_bpf,
         linktype=first.linktype,
         snaplen=first.snaplen,
         pid=first.pid,

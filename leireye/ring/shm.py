@@ -124,7 +124,3 @@ def unlink_segment(name: str) -> bool:
     except FileNotFoundError:
         return False
     return True
-
-
-def segment_exists(name: str) -> bool:
-    return _path(name).exists()

@@ -21,17 +21,19 @@ from leireye.record import DecodeError
 from leireye.ring.shm import Segment, attach_segment, create_segment
 
 MAGIC: Final = b"LEISTAT\x00"
-VERSION: Final = 1
-SIZE: Final = 4096
+VERSION: Final = 2
+SIZE: Final = 16384
 KIND_SLOTS: Final = 16  # per-DecodeError counters stored, indexed by the kind's value
 SOURCE_BYTES: Final = 256
-BPF_BYTES: Final = 1024
+BPF_BYTES: Final = 4096  # capture.bpf as given (config.BPF_MAX_BYTES: none is longer)
+EFFECTIVE_BPF_BYTES: Final = 8192  # what the kernel runs; ownfilter refuses longer
 ERROR_BYTES: Final = 512
 
 _HEADER = struct.Struct("<8sII")  # magic, version, body size
 _SEQ_WORD, _HEARTBEAT_WORD, _RESTARTS_WORD = 2, 3, 4  # u8 words at offsets 16, 24, 32
 _BODY_OFFSET: Final = 64
-_BODY = struct.Struct(f"<BBBxIiI qqQQQQQ {KIND_SLOTS}Q {SOURCE_BYTES}s{BPF_BYTES}s{ERROR_BYTES}s")
+_TEXTS: Final = f"{SOURCE_BYTES}s{BPF_BYTES}s{EFFECTIVE_BPF_BYTES}s{ERROR_BYTES}s"
+_BODY = struct.Struct(f"<BBBxIiI qqQQQQQ {KIND_SLOTS}Q {_TEXTS}")
 _READ_TIMEOUT_S: Final = 0.1
 
 
@@ -53,7 +55,8 @@ class CaptureStatus(msgspec.Struct, frozen=True, kw_only=True):
     state: CaptureState = CaptureState.IDLE
     capturing: bool = False
     interface: str = ""  # the interface, or the pcap file of a replay
-    bpf: str = ""
+    bpf: str = ""  # capture.bpf, as the user gave it
+    effective_bpf: str = ""  # the filter set on the handle (leireye.capture.ownfilter)
     linktype: int = -1  # DLT_*; -1 before the source is open
     snaplen: int = 0
     pid: int = 0
@@ -71,7 +74,7 @@ class CaptureStatus(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class StatusBlock:
-    """A mapped status block. Layout (little-endian, 4096 bytes):
+    """A mapped status block. Layout (little-endian, 16384 bytes):
 
         offset  size  field
         0       8     magic b"LEISTAT\\0"
@@ -87,8 +90,9 @@ class StatusBlock:
                       started_at_ns i8, updated_ns i8, packets_captured u8, bytes_captured u8,
                       kernel_drops u8, if_drops u8, decode_errors u8,
                       decode_errors_by_kind 16 x u8 (index = DecodeError value),
-                      interface 256 bytes, bpf 1024 bytes, last_error 512 bytes
-                      (UTF-8, NUL-padded, cut on a character boundary)
+                      interface 256 bytes, bpf 4096 bytes, effective_bpf 8192 bytes,
+                      last_error 512 bytes (UTF-8, NUL-padded; interface and last_error
+                      are cut on a character boundary, a filter that does not fit raises)
 
     Write order, and why: the writer makes `seq` odd, copies the whole body in one `memcpy`,
     then makes `seq` even again. A reader loads `seq`, copies the body, loads `seq` again and
@@ -171,7 +175,8 @@ class StatusBlock:
             status.decode_errors,
             *kinds,
             _cut(status.interface, SOURCE_BYTES),
-            _cut(status.bpf, BPF_BYTES),
+            _fit(status.bpf, BPF_BYTES, "bpf"),
+            _fit(status.effective_bpf, EFFECTIVE_BPF_BYTES, "effective_bpf"),
             _cut(status.last_error, ERROR_BYTES),
         )
         words = self._words
@@ -226,7 +231,7 @@ class StatusBlock:
         kinds = f[13 : 13 + KIND_SLOTS]
         by_kind = {k.name.lower(): kinds[k] for k in DecodeError if k and k < slots}
         by_kind.update({f"kind_{i}": n for i, n in enumerate(kinds) if n and i >= len(DecodeError)})
-        interface, bpf, last_error = (_uncut(raw) for raw in f[13 + KIND_SLOTS :])
+        interface, bpf, effective_bpf, last_error = (_uncut(raw) for raw in f[13 + KIND_SLOTS :])
         return CaptureStatus(
             state=_STATES[state] if state < len(_STATES) else CaptureState.ERROR,
             capturing=bool(capturing),
@@ -243,6 +248,7 @@ class StatusBlock:
             decode_errors_by_kind=by_kind,
             interface=interface,
             bpf=bpf,
+            effective_bpf=effective_bpf,
             last_error=last_error,
             heartbeat_ns=self.heartbeat_ns,
             restarts=int(self._words[_RESTARTS_WORD]),
@@ -267,6 +273,15 @@ def _cut(text: str, size: int) -> bytes:
     if len(data) <= size:
         return data
     return data[:size].decode("utf-8", "ignore").encode("utf-8")
+
+
+def _fit(text: str, size: int, name: str) -> bytes:
+    """`text` as UTF-8; ValueError when it is longer than `size` bytes: a filter cut short would
+    show something other than what the kernel runs."""
+    data = text.encode("utf-8", "replace")
+    if len(data) > size:
+        raise ValueError(f"{name} is {len(data)} bytes, the status block holds {size}")
+    return data
 
 
 def _uncut(raw: bytes) -> str:

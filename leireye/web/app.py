@@ -23,15 +23,17 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from leireye.accounts.principal import AuthFailure, Principal
-from leireye.accounts.users import credential_of
 from leireye.control.client import ControlError
 from leireye.control.protocol import RedeemTicket
 from leireye.web import console
 from leireye.web.api import accounts, capture, packets, stats
-from leireye.web.api.context import ApiContext
+from leireye.web.api.context import ApiContext, require
 from leireye.web.api.errors import EXCEPTION_HANDLERS
-from leireye.web.hub import Connection, Hub
+from leireye.web.guard import RequestGuard, machine_names
+from leireye.web.hosts import HostPolicy
+from leireye.web.hub import Connection, Hub, health_word
 from leireye.web.origin import origin_allowed
+from leireye.web.proxies import trusted_networks
 from leireye.wire import Close
 
 log = logging.getLogger("leireye.web")
@@ -42,7 +44,13 @@ def build_app(api: ApiContext) -> Starlette:
     allowed_origins = api.config.web.allowed_origins
 
     async def health(request: Request) -> JSONResponse:
-        return JSONResponse(hub.health())
+        """Anyone may ask whether the sensor is healthy; only a user may see the details."""
+        word = health_word(hub.status)
+        code = 200 if word == "ok" else 503
+        if request.headers.get("authorization") is None:
+            return JSONResponse({"status": word}, status_code=code)
+        require(request)
+        return JSONResponse(hub.health(), status_code=code)
 
     async def redeem(ticket: str) -> Principal | AuthFailure:
         if not hub.tickets.admit(ticket, hub.clock()):  # forged, expired or seen here before
@@ -54,12 +62,12 @@ def build_app(api: ApiContext) -> Starlette:
             return AuthFailure("bad ticket")
         assert isinstance(grant, dict)
         user = api.authenticator.users.get(int(grant["user_id"]))
-        if user is None:
+        if user is None or user.generation != grant["generation"]:
             return AuthFailure("unknown user")
         expires = float(grant["session_expires_at"])
         return Principal(
             id=user.id, username=user.username, role=user.role, expires_at=expires,
-            credential=credential_of(user),
+            generation=user.generation,
         )  # fmt: skip
 
     async def capture_socket(websocket: WebSocket) -> None:
@@ -87,9 +95,19 @@ def build_app(api: ApiContext) -> Starlette:
         *stats.ROUTES,
         *console.ROUTES,
     ]
+    web = api.config.web
+    guard = Middleware(
+        RequestGuard,
+        hosts=HostPolicy.build(web.allowed_hosts, machine_names(web.host)),
+        proxies=trusted_networks(web.trusted_proxies),
+    )
     app = Starlette(
         routes=routes,
-        middleware=[Middleware(console.SecurityHeaders), Middleware(_CountRequests, hub=hub)],
+        middleware=[
+            guard,
+            Middleware(console.SecurityHeaders),
+            Middleware(_CountRequests, hub=hub),
+        ],
         lifespan=hub.lifespan,
         exception_handlers=EXCEPTION_HANDLERS,
     )

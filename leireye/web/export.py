@@ -13,22 +13,17 @@ from __future__ import annotations
 
 import csv
 import io
-import struct
 from collections.abc import Iterable, Iterator
 from typing import Any, Final
 
 import msgspec
 import numpy as np
 
+from leireye.capture import pcapfile
 from leireye.web.encode import PacketEncoder, packet_data
 
-Batch = tuple[np.ndarray, np.ndarray | None]
+ExportBatch = tuple[np.ndarray, np.ndarray | None]
 
-PCAP_MAGIC_US: Final = 0xA1B2C3D4
-PCAP_HEADER: Final = struct.Struct("<IHHiIII")  # magic, 2, 4, thiszone, sigfigs, snaplen, network
-PCAP_RECORD_DTYPE: Final = np.dtype(
-    [("ts_sec", "<u4"), ("ts_usec", "<u4"), ("incl_len", "<u4"), ("orig_len", "<u4")]
-)
 CSV_COLUMNS: Final = (
     "id", "time", "src", "dst", "src_port", "dst_port", "protocol", "length", "flags", "info",
     "app", "ip_version", "vlan",
@@ -40,32 +35,26 @@ _PACKET_KEYS: Final = (
 _FORMULA_START: Final = ("=", "+", "-", "@", "\t", "\r")
 
 
-def pcap_stream(batches: Iterable[Batch], linktype: int, snaplen: int) -> Iterator[bytes]:
-    """A classic little-endian pcap file with microsecond timestamps: the global header, then
-    one chunk per batch. Each packet holds the stored bytes, `min(cap_len, raw_bytes, snaplen)`
-    of them (`incl_len`), and its wire length (`orig_len`); `snaplen` goes in the header."""
-    yield PCAP_HEADER.pack(PCAP_MAGIC_US, 2, 4, 0, 0, snaplen, linktype)
+def pcap_stream(batches: Iterable[ExportBatch], linktype: int, snaplen: int) -> Iterator[bytes]:
+    """A classic pcap file with microsecond timestamps (`capture.pcapfile`): the file header,
+    then one chunk per batch. `linktype` is the records' DLT_* (the file says its LINKTYPE_*).
+    Each packet holds the stored bytes, `min(cap_len, raw_bytes, snaplen)` of them (`incl_len`),
+    and its wire length (`orig_len`); `snaplen` goes in the header."""
+    return pcapfile.pcap_chunks(_frames(batches, snaplen), linktype, snaplen)
+
+
+def _frames(
+    batches: Iterable[ExportBatch], snaplen: int
+) -> Iterator[tuple[np.ndarray, np.ndarray, list[bytes]]]:
     for records, raw in batches:
         n = len(records)
         if n == 0:
             continue
         if raw is None or len(raw) != n:
             raise ValueError("pcap export needs the raw bytes of every record")
-        width = min(raw.shape[1], snaplen)
-        heads = np.zeros(n, dtype=PCAP_RECORD_DTYPE)
-        seconds, micros = np.divmod(records["ts_ns"] // 1000, 1_000_000)
-        heads["ts_sec"] = np.clip(seconds, 0, 0xFFFF_FFFF)
-        heads["ts_usec"] = micros
-        incl = np.minimum(records["cap_len"], width)
-        heads["incl_len"] = incl
-        heads["orig_len"] = np.maximum(records["wire_len"], incl)
-        head_bytes = heads.tobytes()
-        size = PCAP_RECORD_DTYPE.itemsize
-        parts = []
-        for i, keep in enumerate(incl.tolist()):
-            parts.append(head_bytes[i * size : (i + 1) * size])
-            parts.append(raw[i, :keep].tobytes())
-        yield b"".join(parts)
+        incl = np.minimum(records["cap_len"], min(raw.shape[1], snaplen))
+        frames = [raw[i, :keep].tobytes() for i, keep in enumerate(incl.tolist())]
+        yield records["ts_ns"], records["wire_len"], frames
 
 
 def iso_us(ts_ns: np.ndarray) -> list[str]:
@@ -74,7 +63,7 @@ def iso_us(ts_ns: np.ndarray) -> list[str]:
     return [f"{text}Z" for text in np.datetime_as_string(micros, unit="us").tolist()]
 
 
-def csv_stream(batches: Iterable[Batch]) -> Iterator[bytes]:
+def csv_stream(batches: Iterable[ExportBatch]) -> Iterator[bytes]:
     """UTF-8 CSV (RFC 4180 quoting, CRLF): a header row of CSV_COLUMNS, then one row per packet.
     Missing values are empty cells; `flags` are space-separated names. An `info` starting like a
     spreadsheet formula (=, +, -, @) gets a leading apostrophe, as packet text is untrusted."""
@@ -92,7 +81,7 @@ def csv_stream(batches: Iterable[Batch]) -> Iterator[bytes]:
         yield _take(out)
 
 
-def json_stream(batches: Iterable[Batch]) -> Iterator[bytes]:
+def json_stream(batches: Iterable[ExportBatch]) -> Iterator[bytes]:
     """A UTF-8 JSON array of the WebSocket packet `data` objects, written one batch at a time."""
     encoder = PacketEncoder()
     yield b"["

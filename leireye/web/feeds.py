@@ -18,7 +18,8 @@ from typing import Final
 from leireye.config import LimitsConfig
 from leireye.ring.status import CaptureStatus
 from leireye.stats.layout import StatsSnapshot
-from leireye.web.messages import clamp_interval, stats_message, status_key, status_message
+from leireye.web.messages import clamp_interval, stats_message
+from leireye.web.statusview import status_key, status_message
 from leireye.wire import ServerMessage
 
 DEFAULT_STATS_INTERVAL_MS: Final = 1000

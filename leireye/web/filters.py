@@ -29,11 +29,13 @@ import numpy as np
 import numpy.typing as npt
 
 from leireye.record import APP_LABELS, F_HAS_ADDR, F_HAS_PORTS, IPV4_MAPPED_LO, PROTO_LABELS, App
+from leireye.text import truncate
 
 Mask = npt.NDArray[np.bool_]
 
 _U64: Final = (1 << 64) - 1
 _MAX_LENGTH: Final = (1 << 32) - 1
+_QUOTED_CHARS: Final = 60  # of a client's key or value, in an error message
 _PROTOCOLS: Final = {label.upper(): (label, value) for value, label in enumerate(PROTO_LABELS)}
 _APPS: Final = {label.upper(): (label, value) for value, label in enumerate(APP_LABELS) if value}
 _N_PROTO: Final = len(PROTO_LABELS)
@@ -125,10 +127,6 @@ class PacketFilter:
     min_length: int | None = None
     max_length: int | None = None
 
-    @property
-    def is_empty(self) -> bool:
-        return self == _EMPTY
-
     def as_dict(self) -> dict[str, str | int]:
         """The filter as applied, for the `subscribed` echo: canonical labels and networks,
         keys in a fixed order, unset keys left out."""
@@ -198,7 +196,7 @@ def parse_filters(obj: Any) -> PacketFilter | FilterError:
     for key, raw in obj.items():
         if key not in _KEYS:
             return FilterError(
-                _cut(str(key)),
+                truncate(str(key), _QUOTED_CHARS),
                 f"Unknown filter {_short(key)}; known: {', '.join(_KEYS)}",
             )
         if raw is None:
@@ -237,8 +235,4 @@ def _parse_value(key: str, raw: Any) -> str | int | Network | FilterError:
 
 def _short(value: object) -> str:
     """A client's value shown in an error message, cut so the message stays small."""
-    return _cut(repr(value))
-
-
-def _cut(text: str, limit: int = 60) -> str:
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    return truncate(repr(value), _QUOTED_CHARS)

@@ -10,7 +10,10 @@ batch grows with the number of distinct filters, not with the number of subscrib
 
 A session that subscribes with `since` is first fed from its own ring reader, from `since + 1`
 up to the hub's cursor, in bounded chunks, and only when it has caught up does it join its live
-group. Both happen in the same event-loop step, so no record falls between replay and live.
+group. Each step reads the live batch first and lets replays run up to the end of it, and
+delivers that batch only to the sessions that were live before the step: so no record falls
+between replay and live, and the live rows of the step in which a replay ends wait in the
+replay (which never skips) rather than meet an outbox its last chunk may have filled.
 If the ring already overwrote part of what it asked for, the session is told how many first.
 
 Replay never skips: when a session's outbox is full the replay pauses. Live delivery never waits:
@@ -38,12 +41,13 @@ import numpy as np
 from leireye.accounts.principal import AuthFailure, Principal
 from leireye.accounts.tickets import TicketCheck
 from leireye.accounts.tokens import Authenticator, load_or_create_secret, web_owner
-from leireye.accounts.users import UserStore, credential_of
+from leireye.accounts.users import UserStore
 from leireye.config import Config
 from leireye.errors import LeirEyeError
+from leireye.exitcodes import ExitCode
 from leireye.ring.shards import PacketReader, ShardSet
 from leireye.ring.shardstatus import StatusSet
-from leireye.ring.status import CaptureStatus
+from leireye.ring.status import CaptureState, CaptureStatus
 from leireye.stats.layout import StatsSnapshot
 from leireye.stats.series import StatsSeries
 from leireye.web.clock import WallClock
@@ -51,6 +55,7 @@ from leireye.web.encode import encode_packets
 from leireye.web.filters import PacketFilter
 from leireye.web.registry import ConnectionRegistry
 from leireye.web.session import Session
+from leireye.web.statusview import capture_view
 
 log = logging.getLogger("leireye.web")
 
@@ -114,8 +119,9 @@ class Hub:
         registry = ConnectionRegistry.attach(segments["conns"], worker_index)
         secret = load_or_create_secret(config, owner=web_owner(config))
         users = UserStore(config.state_path(config.auth.users_file))
-        return cls(config, worker_index, ring, status, stats, registry,
-                   Authenticator(secret, users), TicketCheck(secret))  # fmt: skip
+        authenticator = Authenticator(secret, users)
+        tickets = TicketCheck(secret, users.generation_of)
+        return cls(config, worker_index, ring, status, stats, registry, authenticator, tickets)
 
     # -- connections --------------------------------------------------------------------------
 
@@ -210,7 +216,7 @@ class Hub:
             if (
                 user is None
                 or user.username != principal.username
-                or principal.credential not in (None, credential_of(user))
+                or user.generation != principal.generation
             ):
                 log.info("closing a connection of %r: removed, renamed or new password",
                          principal.username)  # fmt: skip
@@ -241,17 +247,19 @@ class Hub:
         }
 
     def step(self) -> None:
-        """Advance replays to the hub's cursor, then fan the new batch out to live sessions."""
-        for conn in list(self.connections):
-            self._advance_replay(conn)
+        """Read the new batch; advance replays to the hub's cursor, past that batch; fan the
+        batch out to the sessions that were live before this step."""
         batch = self.reader.read(READ_MAX)
         if batch.lost:
             self.lost += batch.lost
             log.warning(
                 "web worker %d fell behind the ring: %d lost", self.worker_index, batch.lost
             )
-        if len(batch.records) or batch.lost:
-            self._fanout(batch.records, batch.lost)
+        groups = self._live_groups()
+        for conn in list(self.connections):
+            self._advance_replay(conn)
+        if groups and (len(batch.records) or batch.lost):
+            self._fanout(groups, batch.records, batch.lost)
 
     def _live_groups(self) -> dict[PacketFilter, list[Connection]]:
         groups: dict[PacketFilter, list[Connection]] = defaultdict(list)
@@ -261,10 +269,9 @@ class Hub:
                 groups[session.filter].append(conn)
         return groups
 
-    def _fanout(self, records: np.ndarray, lost: int) -> None:
-        groups = self._live_groups()
-        if not groups:
-            return
+    def _fanout(
+        self, groups: dict[PacketFilter, list[Connection]], records: np.ndarray, lost: int
+    ) -> None:
         masks = {flt: flt.mask(records) for flt in groups}
         rows = np.flatnonzero(np.logical_or.reduce(list(masks.values())))
         messages = encode_packets(records[rows]) if rows.size else []
@@ -312,16 +319,18 @@ class Hub:
         conn.wake.set()
 
     def health(self) -> dict[str, Any]:
+        """`GET /health` for a caller with a token (a stranger only gets `status`)."""
         status = self.status
+        view = capture_view(status) if status is not None else None
         return {
-            "status": "ok",
+            "status": health_word(status),
             "worker": self.worker_index,
             "pid": os.getpid(),
             "capture": {
-                "state": status.state if status else "unknown",
-                "is_capturing": bool(status and status.capturing),
-                "interface": status.interface if status else None,
-                "packets_captured": status.packets_captured if status else 0,
+                "state": view.state if view else "unknown",
+                "is_capturing": bool(view and view.is_capturing),
+                "interface": view.interface if view else None,
+                "packets_captured": view.packets_captured if view else 0,
                 "shards": self._shard_health(),
             },
             "ring": {
@@ -340,12 +349,19 @@ class Hub:
         except LeirEyeError:
             return []
         laps = getattr(self.reader, "lapped", [0] * len(shards))
+        views = [capture_view(status) for status in shards]
         return [
-            {"shard": k, "pid": st.pid, "state": st.state, "packets_captured": st.packets_captured,
-             "kernel_drops": st.kernel_drops, "if_drops": st.if_drops,
-             "decode_errors": st.decode_errors, "ring_laps": laps[k] if k < len(laps) else 0}
-            for k, st in enumerate(shards)
+            {"shard": k, "pid": v.pid, "state": v.state, "packets_captured": v.packets_captured,
+             "kernel_drops": v.kernel_drops, "if_drops": v.if_drops,
+             "decode_errors": v.decode_errors, "ring_laps": laps[k] if k < len(laps) else 0}
+            for k, v in enumerate(views)
         ]  # fmt: skip
+
+
+def health_word(status: CaptureStatus | None) -> str:
+    """`ok`, or `unhealthy` (HTTP 503) while the capture status is unreadable or in error. A
+    capture stopped on request, or a replay that reached its end, is healthy."""
+    return "ok" if status is not None and status.state != CaptureState.ERROR else "unhealthy"
 
 
 def _exit_if_failed(task: asyncio.Task[None]) -> None:
@@ -355,4 +371,4 @@ def _exit_if_failed(task: asyncio.Task[None]) -> None:
         return
     log.critical("hub loop failed; exiting so the supervisor restarts this worker",
                  exc_info=task.exception())  # fmt: skip
-    os._exit(1)
+    os._exit(ExitCode.ERROR)

@@ -259,17 +259,5 @@ def install_log_redaction(
                     _installed.append((target, flt))
 
 
-def remove_log_redaction() -> None:
-    """Detach every filter `install_log_redaction` attached (for tests)."""
-    with _install_lock:
-        for target, flt in _installed:
-            target.removeFilter(flt)
-        _installed.clear()
-
-
-def installed_rate_limiter() -> RateLimitFilter | None:
-    return _current(RateLimitFilter)
-
-
 def _current(kind: type[_F]) -> _F | None:
     return next((flt for _, flt in _installed if isinstance(flt, kind)), None)

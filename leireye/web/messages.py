@@ -1,17 +1,18 @@
 """Server messages built from the sensor's own objects, and subscription options checked.
 
-Pure functions between the domain (`Principal`, `StatsSnapshot`, `CaptureStatus`, the limits)
-and the wire schema in `protocol`; the session decides when to send, these decide what.
+Pure functions between the domain (`Principal`, `StatsSnapshot`, the limits) and the wire schema
+in `leireye.wire`; the session decides when to send, these decide what. (The capture status has
+its own module, `statusview`, shared with the REST API.)
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
 from leireye.accounts.principal import Principal
 from leireye.config import LimitsConfig
-from leireye.ring.status import CaptureStatus
 from leireye.stats.layout import StatsSnapshot
+from leireye.text import truncate
 from leireye.web.encode import iso_ms
 from leireye.wire import (
     AuthSuccess,
@@ -20,38 +21,11 @@ from leireye.wire import (
     ProtocolError,
     StatsData,
     StatsMessage,
-    StatusData,
-    StatusMessage,
     UserInfo,
 )
 
-
-def status_key(status: CaptureStatus) -> tuple[object, ...]:
-    """What makes a status worth telling the clients: not its counters."""
-    return (
-        status.state,
-        status.capturing,
-        status.interface,
-        status.bpf,
-        status.last_error,
-        status.started_at_ns,
-    )
-
-
-def status_message(status: CaptureStatus) -> StatusMessage:
-    return StatusMessage(
-        StatusData(
-            is_capturing=status.capturing,
-            interface=status.interface,
-            started_at=iso_ms(status.started_at_ns) if status.started_at_ns else None,
-            packets_captured=status.packets_captured,
-            state=str(status.state),
-            bpf=status.bpf,
-            kernel_drops=status.kernel_drops,
-            if_drops=status.if_drops,
-            error=status.last_error or None,
-        )
-    )
+QUOTED_CHARS: Final = 40
+"""At most this many characters of a client's string (a name, a key) are quoted in a reply."""
 
 
 def stats_message(
@@ -128,15 +102,10 @@ def stats_options(options: dict[str, Any], current_ms: int) -> int | ProtocolErr
 def _unknown(options: dict[str, Any], allowed: str) -> ProtocolError | None:
     for key in options:
         if key != allowed:
-            shown = key if len(key) <= 40 else key[:37] + "..."
+            shown = truncate(key, QUOTED_CHARS)
             return ProtocolError(
                 ErrorCode.INVALID_OPTION,
                 f"Unknown option {shown!r}; this channel takes {allowed!r}",
                 shown,
             )
     return None
-
-
-def shorten(text: str, limit: int = 40) -> str:
-    """A client's string quoted in a reply, cut to `limit` characters."""
-    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -8,7 +8,8 @@ cross-site WebSocket handshake, so the app must. The rules, in order:
 - an origin that is not exactly `scheme://host[:port]` with scheme http or https - refused;
 - the sensor's own origin, i.e. the `Host` header with the request's scheme (ws means http,
   wss means https) - allowed;
-- an origin in `web.allowed_origins` - allowed; "*" there allows any origin;
+- an origin in `web.allowed_origins` - allowed; "*" there allows any origin (loading the config
+  refuses an entry that is neither, see `leireye.origins`);
 - anything else - refused.
 
 Origins compare as (scheme, host, port): scheme and host are case-insensitive, a missing port is
@@ -20,42 +21,15 @@ request scheme is `http` while pages are `https`: list the public origin in `all
 from __future__ import annotations
 
 import functools
-import ipaddress
 import re
 from collections.abc import Sequence
 from typing import Final
 from urllib.parse import urlsplit
 
-from leireye.errors import ConfigError
+from leireye.origins import DEFAULT_PORTS, Origin, normal_host, parse_origin
 
-Origin = tuple[str, str, int]
-
-DEFAULT_PORTS: Final = {"http": 80, "https": 443}
 _SCHEMES: Final = {"http": "http", "ws": "http", "https": "https", "wss": "https"}
-# Printable ASCII without spaces: urlsplit silently drops tabs and newlines, we refuse them.
-_ORIGIN_TEXT: Final = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[!-~]+")
 _HOST_TEXT: Final = re.compile(r"[!-~]+")
-_REG_NAME: Final = re.compile(r"[a-z0-9_.-]+")
-
-
-def parse_origin(text: str) -> Origin | None:
-    """`scheme://host[:port]` as (scheme, host, port), or None when it is not a valid origin."""
-    if not _ORIGIN_TEXT.fullmatch(text):
-        return None
-    try:
-        parts = urlsplit(text)
-        port = parts.port
-    except ValueError:
-        return None
-    scheme = parts.scheme.lower()
-    if scheme not in DEFAULT_PORTS or parts.path or parts.query or parts.fragment:
-        return None
-    if "@" in parts.netloc or text.endswith(("?", "#")) or parts.netloc.endswith(":"):
-        return None
-    host = _normal_host(parts.hostname, parts.netloc)
-    if host is None:
-        return None
-    return scheme, host, DEFAULT_PORTS[scheme] if port is None else port
 
 
 def _host_from_header(host_header: str, scheme: str) -> Origin | None:
@@ -68,23 +42,10 @@ def _host_from_header(host_header: str, scheme: str) -> Origin | None:
         return None
     if parts.netloc.endswith(":"):
         return None
-    host = _normal_host(parts.hostname, parts.netloc)
+    host = normal_host(parts.hostname, parts.netloc)
     if host is None:
         return None
     return scheme, host, DEFAULT_PORTS[scheme] if port is None else port
-
-
-def _normal_host(hostname: str | None, netloc: str) -> str | None:
-    if not hostname:
-        return None
-    if netloc.startswith("["):
-        try:
-            return str(ipaddress.IPv6Address(hostname))
-        except ValueError:
-            return None
-    if not _REG_NAME.fullmatch(hostname):
-        return None
-    return hostname
 
 
 @functools.lru_cache(maxsize=32)
@@ -115,14 +76,3 @@ def origin_allowed(
             return True
     any_origin, listed = _allowed(tuple(allowed))
     return any_origin or parsed in listed
-
-
-def validate_allowed_origins(allowed: Sequence[str], key: str = "web.allowed_origins") -> None:
-    """Raise ConfigError naming the first entry that is neither "*" nor a valid origin (an entry
-    like `https://host/` with a path would otherwise silently never match)."""
-    for index, entry in enumerate(allowed):
-        if entry != "*" and parse_origin(entry) is None:
-            raise ConfigError(
-                f"{key}[{index}]: {entry!r} is not an origin (scheme://host[:port], "
-                'scheme http or https, no path) nor "*"'
-            )

@@ -29,7 +29,9 @@ Renderer = Callable[[], str | None]
 """Makes a control message when it is sent; None: nothing to send any more (skipped)."""
 
 
-class _Batch:
+class _OutboxBatch:
+    """One batch-mode `packets` message, already encoded, and how many packets it carries."""
+
     __slots__ = ("count", "text")
 
     def __init__(self, text: str, count: int) -> None:
@@ -62,7 +64,7 @@ class Outbox:
         self.skipping = False
         self._missed = 0  # skipped since the last notice
         self._control: deque[str | Renderer | Close] = deque()
-        self._stream: deque[str | _Batch | _Notice] = deque()
+        self._stream: deque[str | _OutboxBatch | _Notice] = deque()
         self._finished = False
 
     def __len__(self) -> int:
@@ -142,7 +144,7 @@ class Outbox:
         if isinstance(entry, str):
             self.queued -= 1
             text = entry
-        elif isinstance(entry, _Batch):
+        elif isinstance(entry, _OutboxBatch):
             self.queued -= entry.count
             text = entry.text
         else:
@@ -163,5 +165,7 @@ class Outbox:
         if batch_bytes is None:
             self._stream.extend(messages)
         else:
-            self._stream.extend(_Batch(t, c) for t, c in batch_messages(messages, batch_bytes))
+            self._stream.extend(
+                _OutboxBatch(t, c) for t, c in batch_messages(messages, batch_bytes)
+            )
         self.queued += len(messages)

@@ -51,10 +51,11 @@ from leireye.accounts.principal import Admit, Authenticate, AuthFailure, Princip
 from leireye.config import LimitsConfig
 from leireye.ring.status import CaptureStatus
 from leireye.stats.layout import StatsSnapshot
+from leireye.text import truncate
 from leireye.web.encode import PACKET_MESSAGE_BOUND, PACKETS_PREFIX, utf8_size
 from leireye.web.feeds import Feeds
 from leireye.web.filters import FilterError, PacketFilter, parse_filters
-from leireye.web.messages import auth_success, packets_options, shorten, stats_options
+from leireye.web.messages import QUOTED_CHARS, auth_success, packets_options, stats_options
 from leireye.web.outbox import Outbox
 from leireye.web.ratelimit import RateLimiter, Verdict
 from leireye.wire import (
@@ -285,7 +286,7 @@ class Session:
             return
         if not self._admit(principal):
             per_user = self.limits.connections_per_user
-            name = shorten(principal.username)
+            name = truncate(principal.username, QUOTED_CHARS)
             text = f"Too many connections for user {name!r} (at most {per_user})"
             error = ErrorMessage(ErrorCode.TOO_MANY_CONNECTIONS, text)
             self._close(CloseCode.TOO_MANY_CONNECTIONS, "too many connections", [error])
@@ -441,7 +442,7 @@ class Session:
         )
 
     def _channel_error(self, channel: str) -> None:
-        text = f"Unknown channel {shorten(channel)!r}; expected 'packets' or 'stats'"
+        text = f"Unknown channel {truncate(channel, QUOTED_CHARS)!r}; expected 'packets' or 'stats'"
         self._send(ErrorMessage(ErrorCode.INVALID_CHANNEL, text, "channel"))
 
     def _fresh(

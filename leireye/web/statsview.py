@@ -13,6 +13,7 @@ import numpy as np
 from leireye.ring.status import CaptureStatus
 from leireye.stats.layout import StatsSnapshot, TopAddress, TopPort
 from leireye.web.encode import iso_ms
+from leireye.web.statusview import capture_view
 
 Metric = Literal["packets", "bytes"]
 
@@ -48,6 +49,7 @@ def summary(snapshot: StatsSnapshot, status: CaptureStatus) -> dict[str, Any]:
     """
     published = snapshot.timestamp_ns > 0
     uptime_ns = snapshot.timestamp_ns - snapshot.started_ns if published else 0
+    capture = capture_view(status)
     return {
         "packets_total": snapshot.packets_total,
         "bytes_total": snapshot.bytes_total,
@@ -60,11 +62,11 @@ def summary(snapshot: StatsSnapshot, status: CaptureStatus) -> dict[str, Any]:
         "uptime_s": max(0, uptime_ns) // 1_000_000_000,
         "top_seconds": snapshot.top_seconds,
         "updated_at": _iso(snapshot.timestamp_ns),
-        "is_capturing": status.capturing,
-        "state": status.state.value,
-        "interface": status.interface,
-        "bpf": status.bpf,
-        "started_at": _iso(status.started_at_ns),
+        "is_capturing": capture.is_capturing,
+        "state": capture.state,
+        "interface": capture.interface,
+        "bpf": capture.bpf,
+        "started_at": capture.started_at,
     }
 
 

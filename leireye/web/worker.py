@@ -6,30 +6,38 @@ series (read-only) and the connection registry (its own row) and reads the JWT s
 still root, then drops to `web.user` before it serves a single request.
 
 uvicorn settings that matter here (see FIELD-NOTES):
-- `ws="wsproto"`: it closes oversized frames with 1009 and does not log a traceback per bad
-  frame; permessage-deflate is off (it cost 2-4x in throughput, compressing per connection);
+- `http=`, `ws=`: uvicorn's h11 and wsproto protocols with the request deadlines, the
+  connection cap and the close frames for protocol violations that uvicorn lacks
+  (`protocols.py`). wsproto closes oversized frames with 1009 and does not log a traceback per
+  bad frame; permessage-deflate is off (it cost 2-4x in throughput, compressing per connection);
+- `proxy_headers=False`: uvicorn would believe X-Forwarded-For from 127.0.0.1; `guard.py`
+  believes it from `web.trusted_proxies` only;
 - `ws_max_size = limits.max_message_bytes`; uvicorn's own ping is off: the protocol has `ping`;
-- our log filter is installed on uvicorn's loggers, so no `?token=` ever reaches a log line.
+- our log filter is installed on uvicorn's loggers, so no `?token=` ever reaches a log line;
+- with `web.tls` the `SSLContext` is built here while root (the key is root's, 0600) and handed
+  to uvicorn through `ssl_context_factory`.
 """
 
 from __future__ import annotations
 
 import logging
+import resource
 import socket
 from typing import Final
 
 import uvicorn
 
 from leireye.config import Config
-from leireye.control.client import ControlClient
-from leireye.control.server import socket_path
 from leireye.errors import LeirEyeError
+from leireye.exitcodes import ExitCode
 from leireye.logs import setup_logging
 from leireye.privileges import drop_privileges, lookup_user
+from leireye.tls import server_context, tls_paths
 from leireye.web.api.context import ApiContext
 from leireye.web.app import build_app
 from leireye.web.hub import Hub
 from leireye.web.logfilter import install_log_redaction
+from leireye.web.protocols import ClosingWSProtocol, HttpLimits, http_protocol
 
 log = logging.getLogger("leireye.web")
 
@@ -50,7 +58,7 @@ WEB_PRELOAD: Final = (
     "anyio.from_thread",
 )
 
-EXIT_FATAL = 3
+SPARE_FDS = 64  # an idle worker holds ~16 descriptors (segments, sockets, the event loop)
 
 
 class WebError(LeirEyeError):
@@ -69,12 +77,20 @@ def run_web_worker(
         hub = Hub.attach(config, segments, worker_index)
     except LeirEyeError as exc:
         log.error("web worker %d cannot start: %s", worker_index, exc)
-        return EXIT_FATAL
-    api = ApiContext(config, hub, hub.authenticator, ControlClient(socket_path(config.state_dir)))
-    app = build_app(api)
+        return ExitCode.FATAL
+    paths = tls_paths(config)
+    try:
+        tls = None if paths is None else server_context(paths)
+    except LeirEyeError as exc:
+        log.error("web worker %d cannot start: %s", worker_index, exc)
+        return ExitCode.FATAL
+    app = build_app(ApiContext.for_worker(config, hub))
+    _room_for_connections(config.web.max_connections)
     server_config = uvicorn.Config(
         app,
-        ws="wsproto",
+        http=http_protocol(HttpLimits.of(config.web)),
+        ws=ClosingWSProtocol,
+        proxy_headers=False,
         loop="asyncio",  # "auto" tries `import uvloop` on every start
         ws_max_size=config.limits.max_message_bytes,
         ws_per_message_deflate=False,
@@ -85,6 +101,7 @@ def run_web_worker(
         lifespan="on",
         timeout_graceful_shutdown=1,
         server_header=False,
+        ssl_context_factory=None if tls is None else (lambda _config, _default: tls),
     )
     # Import everything serving needs while still root: the Python installation may not be
     # readable by the web user (a pyenv under /root), and a lazy import after the switch would
@@ -97,9 +114,26 @@ def run_web_worker(
         drop_privileges(account, key="web.user", error=WebError, preload=WEB_PRELOAD)
     except LeirEyeError as exc:
         log.error("web worker %d cannot start: %s", worker_index, exc)
-        return EXIT_FATAL
+        return ExitCode.FATAL
     server = uvicorn.Server(server_config)
     install_log_redaction()  # uvicorn.Config configures its loggers: filter them again
     log.info("web worker %d serving on fd %d", worker_index, sock.fileno())
     server.run(sockets=[sock])
-    return 0
+    return ExitCode.OK
+
+
+def _room_for_connections(max_connections: int) -> None:
+    """Raise the soft descriptor limit to fit `web.max_connections` (up to the hard limit), so
+    that the cap refuses connections before EMFILE does (on EMFILE asyncio stops accepting for
+    a second, for everyone)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = max_connections + SPARE_FDS
+    if soft == resource.RLIM_INFINITY or soft >= wanted:
+        return
+    raised = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (raised, hard))
+    if raised < wanted:
+        log.warning(
+            "web.max_connections %d does not fit the descriptor limit %d: lower it, or raise "
+            "the limit (ulimit -n, systemd LimitNOFILE)", max_connections, hard,
+        )  # fmt: skip

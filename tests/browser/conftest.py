@@ -3,6 +3,7 @@ and a headless Debian Chromium driven by Selenium (no browser download)."""
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from leireye.accounts.passwords import hash_password
+from tests.accounts import users_yaml
 from tests.browser.console import CHROMEDRIVER, CHROMIUM, Console
 from tests.sensor import Sensor
 
@@ -35,13 +36,7 @@ SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screensh
 
 
 def users_file() -> str:
-    lines = ["users:"]
-    for i, (name, password) in enumerate(PASSWORDS.items(), start=1):
-        digest = hash_password(password)
-        lines.append(
-            f"  - {{id: {i}, username: {name}, role: {ROLES[name]}, password_hash: '{digest}'}}"
-        )
-    return "\n".join(lines) + "\n"
+    return users_yaml({name: (ROLES[name], password) for name, password in PASSWORDS.items()})
 
 
 @pytest.fixture(scope="module")
@@ -62,6 +57,14 @@ def sensor(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sensor]:
 
 @pytest.fixture
 def console(sensor: Sensor, request: pytest.FixtureRequest) -> Iterator[Console]:
+    with console_page(f"http://127.0.0.1:{sensor.web_port()}", request) as page:
+        yield page
+
+
+@contextlib.contextmanager
+def console_page(base_url: str, request: pytest.FixtureRequest, *flags: str) -> Iterator[Console]:
+    """A fresh headless Chromium on `base_url`, with `flags` besides CHROMIUM_FLAGS; a failed
+    test leaves a screenshot, and any error in the browser's console fails it."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -70,7 +73,7 @@ def console(sensor: Sensor, request: pytest.FixtureRequest) -> Iterator[Console]
     downloads.mkdir()
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for flag in CHROMIUM_FLAGS:
+    for flag in (*CHROMIUM_FLAGS, *flags):
         options.add_argument(flag)
     options.add_argument(f"--user-data-dir={profile / 'profile'}")
     options.add_experimental_option(
@@ -85,7 +88,7 @@ def console(sensor: Sensor, request: pytest.FixtureRequest) -> Iterator[Console]
         {"width": 1280, "height": 800, "deviceScaleFactor": 1, "mobile": False},
     )
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page = Console(driver, f"http://127.0.0.1:{sensor.web_port()}", SCREENSHOTS, downloads)
+    page = Console(driver, base_url, SCREENSHOTS, downloads)
     try:
         yield page
     finally:

@@ -119,6 +119,28 @@ class Console:
 
         return self.wait(enough, f"{count} rows to port {port}", timeout)
 
+    # -- layout -----------------------------------------------------------------------------
+
+    def resize(self, width: int, height: int) -> None:
+        """Make the page `width` x `height` CSS pixels and wait until it has been laid out."""
+        self.driver.execute_cdp_cmd(
+            "Emulation.setDeviceMetricsOverride",
+            {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False},
+        )
+        self.wait(lambda d: self.js("return innerWidth") == width, f"a {width} px wide page")
+        self.driver.execute_async_script(
+            "const done = arguments[0];"
+            "requestAnimationFrame(() => requestAnimationFrame(() => done()));"
+        )
+
+    def layout_problems(self, groups: dict[str, str]) -> list[str]:
+        """What reads wrong among the visible elements of each group (a CSS selector list): one
+        outside the viewport's width, cut by an ancestor that hides its overflow (a scrolling
+        ancestor may hide it vertically: that is scrolling), a label cut short without an
+        ellipsis, or two elements of one group overlapping."""
+        problems: list[str] = self.js(LAYOUT_PROBLEMS, groups)
+        return problems
+
     # -- evidence ---------------------------------------------------------------------------
 
     def screenshot(self, name: str) -> Path:
@@ -136,3 +158,56 @@ class Console:
             if e["level"] == "SEVERE" and "Failed to load resource" not in e["message"]
         ]
         assert not errors, "browser console errors:\n" + "\n".join(errors)
+
+
+LAYOUT_PROBLEMS = """
+const groups = arguments[0];
+const problems = [];
+const width = document.documentElement.clientWidth;
+const shown = (el) => {
+  const r = el.getBoundingClientRect();
+  return r.width > 0 && r.height > 0 && getComputedStyle(el).visibility !== 'hidden'
+    && el.closest('[hidden]') === null;
+};
+const name = (el) => el.id ? `#${el.id}`
+  : `${el.tagName.toLowerCase()}.${[...el.classList].join('.')}`
+    + ` "${el.textContent.trim().slice(0, 24)}"`;
+const box = (r) => [r.left, r.top, r.right, r.bottom].map(Math.round).join(',');
+for (const [group, selector] of Object.entries(groups)) {
+  const els = [...document.querySelectorAll(selector)].filter(shown);
+  if (els.length === 0) problems.push(`${group}: nothing shown for ${selector}`);
+  for (const el of els) {
+    const r = el.getBoundingClientRect();
+    if (r.left < -0.5 || r.right > width + 0.5) {
+      problems.push(`${group}: ${name(el)} ${box(r)} outside the page width ${width}`);
+    }
+    for (let a = el.parentElement; a && a !== document.documentElement; a = a.parentElement) {
+      const style = getComputedStyle(a);
+      const ar = a.getBoundingClientRect();
+      if (style.overflowX !== 'visible' && (r.left < ar.left - 0.5 || r.right > ar.right + 0.5)) {
+        problems.push(`${group}: ${name(el)} ${box(r)} cut across by ${name(a)} ${box(ar)}`);
+      }
+      const hides = style.overflowY === 'hidden' || style.overflowY === 'clip';
+      if (hides && (r.top < ar.top - 0.5 || r.bottom > ar.bottom + 0.5)) {
+        problems.push(`${group}: ${name(el)} ${box(r)} cut off by ${name(a)} ${box(ar)}`);
+      }
+    }
+    const cut = el.scrollWidth > el.clientWidth + 1 && !['INPUT', 'SELECT'].includes(el.tagName);
+    if (cut && getComputedStyle(el).textOverflow !== 'ellipsis') {
+      problems.push(`${group}: ${name(el)} text cut (${el.scrollWidth} px in ${el.clientWidth})`);
+    }
+  }
+  for (let i = 0; i < els.length; i += 1) {
+    for (let j = i + 1; j < els.length; j += 1) {
+      const a = els[i].getBoundingClientRect();
+      const b = els[j].getBoundingClientRect();
+      const x = Math.min(a.right, b.right) - Math.max(a.left, b.left);
+      const y = Math.min(a.bottom, b.bottom) - Math.max(a.top, b.top);
+      if (x > 0.5 && y > 0.5) {
+        problems.push(`${group}: ${name(els[i])} ${box(a)} overlaps ${name(els[j])} ${box(b)}`);
+      }
+    }
+  }
+}
+return problems;
+"""

@@ -7,6 +7,7 @@ the page. Screenshots go to test-artifacts/screenshots/ (not committed).
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import threading
@@ -254,11 +255,12 @@ def test_an_admin_manages_users_and_the_server_decides(console: Console, sensor:
     console.click("#users-add-submit")
     carol = '.user-row[data-username="carol"]'
     console.visible(carol)
-    assert "password set" in console.text(carol)
+    assert re.search(r"id \d+", console.text(carol))
     assert api_login(sensor, "carol", "carol-pass-1").status == 200
 
     # A name that is taken: the server's message, nothing added.
     console.fill("#users-add-name", "carol")
+    console.fill("#users-add-password", "carol-pass-x")
     console.click("#users-add-submit")
     console.wait(lambda d: "exists" in console.text("#users-error"), "the conflict message")
     assert len(console.driver.find_elements(By.CSS_SELECTOR, carol)) == 1
@@ -353,6 +355,13 @@ def test_an_admin_stops_and_starts_the_capture_then_logs_out(console: Console) -
         lambda d: console.text("#capture-state") == "Capturing", "the capture to start", timeout=30
     )
     assert console.text("#capture-iface") == "lo"
+    # The top bar shows the filter the kernel runs: the sensor's own web traffic left out.
+    shown = console.js("return document.querySelector('#capture-bpf').textContent")
+    web_port = console.base_url.rsplit(":", 1)[1]
+    assert shown.startswith("(udp and dst portrange ") and f"dst port {web_port} and" in shown
+    assert "Your filter: udp and dst portrange" in console.js(
+        "return document.querySelector('#capture-bpf').title"
+    )
 
     # A BPF libpcap refuses: the server's message under the controls, capture unchanged.
     console.fill("#capture-filter", "not a valid ((( filter")

@@ -10,6 +10,7 @@ import json
 import os
 import re
 import shutil
+import stat
 import subprocess
 import time
 from collections.abc import Iterator
@@ -18,11 +19,11 @@ from typing import Any
 
 import pytest
 
-from leireye.accounts.passwords import hash_password
 from leireye.wire import CloseCode
+from tests.accounts import users_yaml
 from tests.http import Http
 from tests.sensor import Sensor, send_udp
-from tests.waiting import wait_for
+from tests.waiting import scaled, wait_for
 from tests.wsclient import client, closed_with, recv, recv_type, run
 
 pytestmark = [
@@ -38,19 +39,10 @@ ISO_MS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 _ports = iter(range(PORTS[0], PORTS[1]))
 
 
-def users_yaml(names: tuple[str, ...] = ("admin", "ana", "vic")) -> str:
-    lines = ["users:"]
-    for i, name in enumerate(names, start=1):
-        digest = hash_password(PASSWORDS[name])
-        lines.append(
-            f"  - {{id: {i}, username: {name}, role: {ROLES[name]}, password_hash: '{digest}'}}"
-        )
-    return "\n".join(lines) + "\n"
-
-
 def start_sensor(tmp: Path, config: str = "") -> Sensor:
     base = "auth: {ticket_ttl_s: 2}\nweb: {port: 0, workers: 2}\n"
-    s = Sensor(tmp, "--interface", "lo", "--bpf", BPF, config=base + config, users=users_yaml())
+    users = users_yaml({name: (ROLES[name], password) for name, password in PASSWORDS.items()})
+    s = Sensor(tmp, "--interface", "lo", "--bpf", BPF, config=base + config, users=users)
     s.web_port()
     s.wait_capturing(s.status())
     return s
@@ -329,11 +321,15 @@ def test_admin_manages_users(sensor: Sensor, tokens: Any) -> None:
                                         "password": "zed-password-9"})  # fmt: skip
     assert created.status == 201, created.body
     zed_id = created.json["id"]
-    assert created.json == {"id": zed_id, "username": "zed", "role": "VIEWER",
-                            "has_password": True}  # fmt: skip
-    assert_error(admin.post("/api/users", {"username": "zed", "role": "VIEWER"}), 409, "CONFLICT")
-    assert_error(admin.post("/api/users", {"username": "q", "role": "BOSS"}), 422,
+    assert created.json == {"id": zed_id, "username": "zed", "role": "VIEWER"}
+    taken = {"username": "zed", "role": "VIEWER", "password": "zed-password-8"}
+    assert_error(admin.post("/api/users", taken), 409, "CONFLICT")
+    assert_error(admin.post("/api/users", {"username": "q", "role": "BOSS",
+                                           "password": "q-password-1"}), 422,
                  "VALIDATION_ERROR")  # fmt: skip
+    # Every user has a password: none given, none created.
+    no_password = admin.post("/api/users", {"username": "q", "role": "VIEWER"})
+    assert "password" in assert_error(no_password, 422, "VALIDATION_ERROR")["detail"]
     anon = Http(sensor.web_port())
     login = anon.post("/api/auth/login", {"username": "zed", "password": "zed-password-9"})
     assert login.status == 200
@@ -350,6 +346,35 @@ def test_admin_manages_users(sensor: Sensor, tokens: Any) -> None:
     assert_error(refresh, 401, "INVALID_TOKEN")
     assert_error(admin.request("DELETE", f"/api/users/{zed_id}"), 404, "NOT_FOUND")
     assert_error(admin.request("DELETE", "/api/users/1"), 409, "CONFLICT")  # yourself
+
+
+def test_a_user_removed_and_created_again_as_admin_gets_none_of_the_old_tokens(
+    sensor: Sensor, tokens: Any
+) -> None:
+    """The finding: create a user, take a token, remove the user, create the same name again
+    as ADMIN. The new user gets a new id, and the old token opens nothing, as ADMIN or not."""
+    admin = as_user(sensor, tokens, "admin")
+    anon = Http(sensor.web_port())
+    body = {"username": "mallory", "role": "VIEWER", "password": "mallory-password-1"}
+    first = admin.post("/api/users", body)
+    assert first.status == 201, first.body
+    login = anon.post("/api/auth/login", {"username": "mallory", "password": body["password"]})
+    assert login.status == 200, login.body
+    old = anon.with_token(login.json["access_token"])
+    assert old.get("/api/auth/me").json["role"] == "VIEWER"
+    assert admin.request("DELETE", f"/api/users/{first.json['id']}").status == 204
+
+    again = admin.post("/api/users", {**body, "role": "ADMIN"})  # the same password, too
+    assert again.status == 201, again.body
+    assert again.json["id"] != first.json["id"]
+    assert_error(old.get("/api/auth/me"), 401, "INVALID_TOKEN")
+    assert_error(old.get("/api/users"), 401, "INVALID_TOKEN")
+    refresh = anon.post("/api/auth/refresh", {"refresh_token": login.json["refresh_token"]})
+    assert_error(refresh, 401, "INVALID_TOKEN")
+    assert_error(old.post("/api/auth/ticket"), 401, "INVALID_TOKEN")
+    fresh = anon.post("/api/auth/login", {"username": "mallory", "password": body["password"]})
+    assert anon.with_token(fresh.json["access_token"]).get("/api/auth/me").json["role"] == "ADMIN"
+    assert admin.request("DELETE", f"/api/users/{again.json['id']}").status == 204
 
 
 def test_a_password_change_or_removal_ends_that_users_sessions_at_once(
@@ -485,12 +510,23 @@ def test_failed_logins_back_off_per_user_and_address(tmp_path: Path) -> None:
         sensor.kill()
 
 
-def test_first_run_prints_a_random_admin_password_once(tmp_path: Path) -> None:
+def test_first_run_puts_the_admin_password_in_a_root_only_file_not_in_the_log(
+    tmp_path: Path,
+) -> None:
+    """The log (stderr here, not a terminal) says where the password is; the password itself
+    is only in `state_dir/initial-admin-password`, mode 0600, owned by root."""
     sensor = Sensor(tmp_path, "--interface", "lo", "--bpf", BPF, config="web: {port: 0}\n")
+    secret_file = sensor.state_dir / "initial-admin-password"
     try:
         port = sensor.web_port()
-        match = wait_for(lambda: re.search(r"password: (\S+)", sensor.log), 20, "the banner")
-        password = match.group(1)
+        line = wait_for(
+            lambda: next((x for x in sensor.lines if "First run" in x), None), 20, "the banner"
+        )
+        assert str(secret_file) in line
+        st = secret_file.stat()
+        assert stat.S_IMODE(st.st_mode) == 0o600 and st.st_uid == 0
+        password = secret_file.read_text().strip()
+        assert len(password) >= 16
         users = (sensor.state_dir / "users.yaml").read_text()
         assert password not in users and "$argon2id$" in users
         http = Http(port)
@@ -501,19 +537,20 @@ def test_first_run_prints_a_random_admin_password_once(tmp_path: Path) -> None:
                      401, "INVALID_CREDENTIALS")  # fmt: skip
     finally:
         sensor.kill()
-    assert sensor.log.count("password:") == 1
+    assert password not in sensor.log
+    assert sensor.log.count("First run") == 1
 
 
-def test_a_users_file_without_any_password_is_warned_about(tmp_path: Path) -> None:
-    users = "users:\n  - {id: 1, username: admin, role: ADMIN}\n"
+def test_a_users_file_with_a_user_without_a_password_is_refused_at_start(tmp_path: Path) -> None:
+    """No user without a password, no file without `next_id`: the sensor does not start, and
+    says which key is missing."""
+    users = "next_id: 2\nusers:\n  - {id: 1, username: admin, role: ADMIN}\n"
     sensor = Sensor(tmp_path, "--interface", "lo", "--bpf", BPF, config="web: {port: 0}\n",
                     users=users)  # fmt: skip
     try:
-        sensor.web_port()
-        line = wait_for(
-            lambda: next((x for x in sensor.lines if "has a password" in x), None), 20, "warning"
-        )
-        assert "leireye user passwd admin" in line
-        assert "First run" not in sensor.log  # no first-run banner: the file existed
+        code = sensor.proc.wait(timeout=scaled(60))
     finally:
         sensor.kill()
+    assert code == 2
+    assert "password_hash" in sensor.log and "$.users[0]" in sensor.log
+    assert "First run" not in sensor.log  # the file existed: nothing was created

@@ -21,15 +21,17 @@ import dpkt
 import numpy as np
 import pytest
 
-from leireye.capture.process import EXIT_FATAL, EXIT_STUCK, run_capture
+from leireye.capture.process import run_capture
 from leireye.config import CaptureConfig, Config, ReplayConfig
 from leireye.decode.batch import DecodedBatch
 from leireye.decode.decode import decode_batch
-from leireye.record import Proto, ip_to_halves
+from leireye.exitcodes import ExitCode
+from leireye.record import Proto
 from leireye.ring import Ring, RingLayout, RingReader
 from leireye.ring.shm import unlink_segment
 from leireye.ring.status import CaptureState, CaptureStatus, StatusBlock
 from leireye.supervisor import child_main
+from tests.records import ip_to_halves
 from tests.unit.test_source import write_pcap
 from tests.waiting import scaled, wait_for
 
@@ -247,7 +249,7 @@ def test_start_errors_exit_fatal_with_the_reason_in_the_status(
     run: Run, capture: CaptureConfig, message: str
 ) -> None:
     run.start(capture)
-    assert run.exit_code() == EXIT_FATAL
+    assert run.exit_code() == ExitCode.FATAL
     st = run.read()
     assert st.state == CaptureState.ERROR and not st.capturing
     assert message in st.last_error
@@ -286,8 +288,8 @@ def test_a_stuck_decode_saves_the_frame_and_exits_70(run: Run) -> None:
             wait_for(lambda: run.read().packets_captured == 1, 20, "a normal packet")
             tx.sendto(b"x" + HANG_MARKER, ("127.0.0.1", port))
             beat = run.status.heartbeat_ns
-            assert run.exit_code(timeout=15) == EXIT_STUCK
-    assert proc.exitcode == EXIT_STUCK
+            assert run.exit_code(timeout=15) == ExitCode.STUCK
+    assert proc.exitcode == ExitCode.STUCK
     st = run.read()
     assert st.state == CaptureState.ERROR and "decode stuck" in st.last_error
     assert run.status.heartbeat_ns >= beat  # the watchdog kept beating while deciding

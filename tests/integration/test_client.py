@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import threading
 import time
 from collections.abc import Iterator
 
@@ -21,6 +20,7 @@ from leireye.client import (
     TokenExpired,
     iter_packets,
 )
+from leireye.client.auth import StaticToken, ring_head
 from tests.clientenv import FAST, PASSWORD, Live
 from tests.sensor import free_udp_port, send_udp
 from tests.waiting import scaled, wait_for
@@ -55,10 +55,9 @@ def test_the_client_receives_what_the_test_sends(live: Live) -> None:
     async def go() -> None:
         async with LeirEyeClient(live.url, token=live.token()) as c:
             assert c.user is not None and c.user.username == "admin"
-            stream = c.packets(protocol="UDP", port=live.port)
-            receiving = asyncio.create_task(take(stream, 5))
+            stream = await c.subscribe_packets(protocol="UDP", port=live.port)
             await asyncio.to_thread(send_udp, live.port, 5, b"hello")
-            got = await asyncio.wait_for(receiving, scaled(10))
+            got = await asyncio.wait_for(take(stream, 5), scaled(10))
         ids = [p.id for p in got]
         assert ids == list(range(ids[0], ids[0] + 5))
         for p in got:
@@ -68,12 +67,20 @@ def test_the_client_receives_what_the_test_sends(live: Live) -> None:
     run(go())
 
 
+def test_the_ring_head_is_read_from_health_with_the_token(live: Live) -> None:
+    """Where a packets iteration starts by default: `/health` shows the ring only to a user."""
+    api = f"http://127.0.0.1:{live.web}"
+    head = asyncio.run(ring_head(api, StaticToken(live.token())))
+    assert head is not None and head == live.ring_head()
+    assert asyncio.run(ring_head(api, StaticToken("not-a-token"))) is None
+
+
 def test_since_replays_what_was_sent_between_two_connections(live: Live) -> None:
     async def go() -> None:
         async with LeirEyeClient(live.url, token=live.token()) as c:
-            pending = asyncio.create_task(take(c.packets(port=live.port), 1))
+            stream = await c.subscribe_packets(port=live.port)
             await asyncio.to_thread(send_udp, live.port, 1)
-            (last,) = await asyncio.wait_for(pending, scaled(10))
+            (last,) = await asyncio.wait_for(take(stream, 1), scaled(10))
         await asyncio.to_thread(send_udp, live.port, 3)  # nobody is connected now
         await asyncio.to_thread(wait_for, lambda: live.ring_head() >= last.id + 3, 10, "capture")
         async with LeirEyeClient(live.url, token=live.token()) as c:
@@ -122,7 +129,13 @@ def test_a_bad_filter_raises_subscription_error_naming_it(live: Live) -> None:
         async with LeirEyeClient(live.url, token=live.token()) as c:
             with pytest.raises(SubscriptionError) as info:
                 await take(c.packets(port=70000), 1)
-        assert info.value.field == "port" and info.value.code == "invalid_filter"
+            assert info.value.field == "port" and info.value.code == "invalid_filter"
+            with pytest.raises(SubscriptionError) as info:
+                await c.subscribe_packets(src_ip="10.0.0.300")
+            assert info.value.field == "src_ip" and info.value.code == "invalid_filter"
+            stream = await c.subscribe_packets(port=live.port)  # refusals leave nothing behind
+            await asyncio.to_thread(send_udp, live.port, 1)
+            assert len(await asyncio.wait_for(take(stream, 1), scaled(10))) == 1
 
     run(go())
 
@@ -136,13 +149,12 @@ def test_the_token_is_renewed_before_it_expires(live: Live) -> None:
 
     async def go() -> None:
         async with LeirEyeClient(live.url, token=fresh, backoff=FAST) as c:
-            stream = c.packets(port=live.port)
-            pending = asyncio.create_task(take(stream, 2))
+            stream = await c.subscribe_packets(port=live.port)
             deadline = time.monotonic() + scaled(15)
             while len(issued) < 3 and time.monotonic() < deadline:  # two renewals
                 await asyncio.sleep(0.05)
             await asyncio.to_thread(send_udp, live.port, 2)
-            got = await asyncio.wait_for(pending, scaled(10))
+            got = await asyncio.wait_for(take(stream, 2), scaled(10))
             assert len(issued) >= 3 and len(got) == 2
             assert c.connections == 1  # renewed in place, never closed with 4003
 
@@ -165,14 +177,13 @@ def test_password_login_streams_and_renews_through_the_refresh_api(live: Live) -
             assert c.user is not None and c.user.username == "watcher"
             first_expiry = c.expires_at
             assert first_expiry is not None and first_expiry - time.time() <= 10  # access_ttl_s
-            stream = c.packets(port=live.port)
-            pending = asyncio.create_task(take(stream, 2))
+            stream = await c.subscribe_packets(port=live.port)
             deadline = time.monotonic() + scaled(20)
             while c.expires_at == first_expiry and time.monotonic() < deadline:
                 await asyncio.sleep(0.05)
             assert c.expires_at is not None and c.expires_at > first_expiry, "no renewal"
             await asyncio.to_thread(send_udp, live.port, 2)
-            assert len(await asyncio.wait_for(pending, scaled(10))) == 2
+            assert len(await asyncio.wait_for(take(stream, 2), scaled(10))) == 2
             assert c.connections == 1
 
     run(go())
@@ -188,25 +199,15 @@ def test_a_wrong_password_raises_authentication_error(live: Live) -> None:
 
 
 def test_iter_packets_blocking(live: Live) -> None:
-    stop = threading.Event()
-
-    def keep_sending() -> None:
-        while not stop.is_set():
-            send_udp(live.port, 1)
-            stop.wait(0.05)  # pacing the sender, not synchronisation
-
-    sender = threading.Thread(target=keep_sending, daemon=True)
-    sender.start()
-    try:
-        got = []
-        for packet in iter_packets(live.url, token=live.token(), port=live.port):
-            got.append(packet)
-            if len(got) == 3:
-                break
-    finally:
-        stop.set()
-        sender.join()
+    since = live.ring_head()  # where the stream starts, taken before the traffic it must see
+    send_udp(live.port, 3)
+    got = []
+    for packet in iter_packets(live.url, token=live.token(), port=live.port, since=since):
+        got.append(packet)
+        if len(got) == 3:
+            break
     assert [p.id for p in got] == list(range(got[0].id, got[0].id + 3))
+    assert got[0].id > since
 
 
 # -- last: these restart the web worker of the module's sensor ---------------------------------
@@ -219,7 +220,18 @@ def test_killed_workers_mid_stream_lose_and_repeat_nothing(live: Live) -> None:
     async def go() -> None:
         gaps: list[Gap] = []
         async with LeirEyeClient(live.url, token=live.token(), backoff=FAST) as c:
-            stream = c.packets(port=live.port, gaps=True)
+
+            async def connected(n: int) -> None:
+                """Until our n-th connection is up and its worker's start is in the log. The
+                packets up to a kill point may all have come before the reconnect after the
+                previous kill (a replay burst when the worker took long to restart): killing
+                `worker_pids()[-1]` then would hit the dead worker again."""
+                deadline = time.monotonic() + scaled(20)
+                while c.connections < n or len(live.worker_pids()) < n:
+                    assert time.monotonic() < deadline, f"no connection {n}"
+                    await asyncio.sleep(0.02)
+
+            stream = await c.subscribe_packets(port=live.port, gaps=True)
             sender = asyncio.create_task(
                 asyncio.to_thread(send_udp, live.port, total, b"k" * 50, rate=1000)
             )
@@ -230,10 +242,12 @@ def test_killed_workers_mid_stream_lose_and_repeat_nothing(live: Live) -> None:
                     continue
                 got.append(item)
                 if len(got) in kill_at:
+                    await connected(1 + kill_at.index(len(got)))
                     os.kill(live.worker_pids()[-1], signal.SIGKILL)  # the one serving us
                 if len(got) == total:
                     break
             await sender
+            await connected(1 + len(kill_at))  # the last reconnect may come after the last id
             reconnected = c.connections
         ids = [p.id for p in got]
         assert ids == list(range(ids[0], ids[0] + total)), "a gap or a repeat"

@@ -9,16 +9,15 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
 
 import dpkt
 import dpkt.dns
 import pytest
 
 from tests.integration.test_js_client import needs_node, node_command
+from tests.lines import Lines
 from tests.sensor import Sensor
 from tests.traffic.payloads import Payloads
 from tests.waiting import scaled
@@ -56,35 +55,6 @@ def url(sensor: Sensor) -> str:
     return f"ws://127.0.0.1:{sensor.web_port()}/ws/capture"
 
 
-def read_until(proc: subprocess.Popen[str], want: str, poke: object, timeout: float = 30) -> str:
-    """Lines of `proc`'s stdout until one contains `want`; `poke()` (which sends the traffic the
-    script waits for) is called before each wait, since the script may subscribe after the
-    first try. Bounded by `timeout` (scaled)."""
-    assert proc.stdout is not None
-    os.set_blocking(proc.stdout.fileno(), False)
-    deadline = time.monotonic() + scaled(timeout)
-    seen = ""
-    while time.monotonic() < deadline:
-        poke()  # type: ignore[operator]
-        step = time.monotonic() + 0.5
-        while time.monotonic() < step:
-            chunk = _read(proc.stdout)
-            seen += chunk
-            if want in seen:
-                return seen
-            if proc.poll() is not None:
-                raise AssertionError(f"example exited {proc.returncode}: {seen}")
-            time.sleep(0.02)
-    raise AssertionError(f"no {want!r} in the example's output within {timeout}s: {seen!r}")
-
-
-def _read(stream: IO[str]) -> str:
-    try:
-        return stream.read() or ""
-    except (BlockingIOError, TypeError):
-        return ""
-
-
 def dns_query(name: str) -> None:
     query = dpkt.dns.DNS(id=4242, op=0x0100, qd=[dpkt.dns.DNS.Q(name=name, type=1)])
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
@@ -93,15 +63,16 @@ def dns_query(name: str) -> None:
 
 def test_dns_alert_reports_a_watched_domain(sensor: Sensor) -> None:
     cmd = [sys.executable, str(EXAMPLES / "dns_alert.py"), "--url", url(sensor), "evil.test"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=env_for(sensor))  # fmt: skip
+    example = Lines(cmd, env=env_for(sensor))
     try:
+        example.wait_line(example.err, "watching DNS")  # subscribed: every query is seen now
         dns_query("fine.example.org")
-        out = read_until(proc, "www.evil.test", lambda: dns_query("www.evil.test"))
-        assert "ALERT 127.0.0.1" in out and "fine.example.org" not in out
+        dns_query("www.evil.test")
+        alert = example.wait_line(example.out, "www.evil.test")
+        assert alert == "ALERT 127.0.0.1 asked A www.evil.test"
+        assert not any("fine.example.org" in line for line in example.out)
     finally:
-        proc.terminate()
-        proc.communicate(timeout=10)  # reaps it and closes its pipes
+        example.stop()
 
 
 def test_protocol_csv_writes_rows_per_second(sensor: Sensor, tmp_path: Path) -> None:
@@ -130,12 +101,12 @@ def test_tls_sni_tails_client_hello_names(sensor: Sensor) -> None:
                 conn.recv(65536)
                 conn.close()
 
-    proc = subprocess.Popen([*command, str(EXAMPLES / "tls_sni.mjs"), url(sensor)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=env_for(sensor), cwd=ROOT)  # fmt: skip
+    example = Lines([*command, str(EXAMPLES / "tls_sni.mjs"), url(sensor)], env=env_for(sensor),
+                    cwd=str(ROOT))  # fmt: skip
     try:
-        out = read_until(proc, "sni.leireye.test", send_hello)
-        assert "127.0.0.1 -> sni.leireye.test" in out
+        example.wait_line(example.err, "# watching TLS")  # subscribed: every hello is seen now
+        send_hello()
+        line = example.wait_line(example.out, "sni.leireye.test")
+        assert line.endswith(" 127.0.0.1 -> sni.leireye.test"), line
     finally:
-        proc.terminate()
-        proc.communicate(timeout=10)  # reaps it and closes its pipes
+        example.stop()

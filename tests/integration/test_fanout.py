@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from leireye.capture.fanout import FanoutMode, join_fanout
+from leireye.errors import RingError
 from leireye.ring import Ring
 from leireye.ring.shards import ShardSet, shard_name
 from leireye.ring.shardstatus import StatusSet
@@ -45,8 +46,16 @@ def start_two(sensor_factory: SensorFactory, pair: VethPair, extra: str = "") ->
 
 
 def shard_statuses(sensor: Sensor) -> StatusSet:
-    sensor.status().close()  # waits for the segments
-    return StatusSet.attach(f"{sensor.name}-status", 2)
+    """Both shards' status blocks, once the supervisor has made them (shard 0's comes first)."""
+
+    def attached() -> StatusSet | None:
+        try:
+            return StatusSet.attach(f"{sensor.name}-status", 2)
+        except RingError:
+            return None
+
+    statuses: StatusSet = wait_for(attached, 30, "both shards' status blocks")
+    return statuses
 
 
 def wait_all_capturing(sensor: Sensor, statuses: StatusSet) -> list[CaptureStatus]:

@@ -63,12 +63,13 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
 class Node:
     """tests/js/stream.mjs as a subprocess, its stdout collected line by line."""
 
-    def __init__(self, live: Live, count: int) -> None:
+    def __init__(self, live: Live, count: int, env: dict[str, str] | None = None) -> None:
         command = node_command()
         assert command is not None
         args = [str(JS / "stream.mjs"), live.url, live.token(), str(live.port), str(count)]
         self.proc = subprocess.Popen([*command, *args], stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, text=True)  # fmt: skip
+                                     stderr=subprocess.STDOUT, text=True,
+                                     env={**os.environ, **(env or {})})  # fmt: skip
         self.lines: list[str] = []
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()

@@ -14,7 +14,7 @@ import pytest
 from leireye.errors import RingError
 from leireye.record import RECORD_DTYPE
 from leireye.ring import Ring, RingLayout, RingWriter
-from leireye.ring.shm import segment_exists, unlink_segment
+from leireye.ring.shm import SHM_DIR, unlink_segment
 
 
 @pytest.fixture
@@ -48,10 +48,10 @@ def test_an_attaching_process_never_unlinks_the_ring(ring_name: str) -> None:
     result = run_python(code)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["10", "600"]
-    assert segment_exists(ring_name)
+    assert (SHM_DIR / ring_name).exists()
     ring.unlink()
     ring.close()
-    assert not segment_exists(ring_name)
+    assert not (SHM_DIR / ring_name).exists()
 
 
 def test_readers_map_the_ring_read_only(ring_name: str) -> None:

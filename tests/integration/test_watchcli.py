@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import pytest
 
 from leireye.wire import PacketData
 from tests.clientenv import PASSWORD, Live
+from tests.lines import Lines
 from tests.sensor import free_udp_port, send_udp
 from tests.waiting import scaled, wait_for
 
@@ -33,55 +33,49 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     env.sensor.kill()
 
 
-class Traffic:
-    """UDP to the sensor's port every 20 ms until stopped: whenever the command subscribes, more
-    comes."""
-
-    def __init__(self, port: int) -> None:
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._send, args=(port,), daemon=True)
-
-    def _send(self, port: int) -> None:
-        while not self.stop.wait(0.02):  # pacing the sender, not synchronisation
-            send_udp(port, 1, b"watch")
-
-    def __enter__(self) -> Traffic:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        self.thread.join()
-
-
-def leireye(*args: str, token: str | None = None, **kw: object) -> subprocess.CompletedProcess[str]:
+def env_with(token: str | None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k != "LEIREYE_TOKEN"}
     if token is not None:
         env["LEIREYE_TOKEN"] = token
-    return subprocess.run([*CLI, *args], capture_output=True, text=True, env=env,
+    return env
+
+
+def leireye(*args: str, token: str | None = None, **kw: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, env=env_with(token),
                           timeout=scaled(30), **kw)  # type: ignore[call-overload, no-any-return]  # fmt: skip
 
 
+def watch_then_send(live: Live, count: int, *args: str, token: str | None = None,
+                    stdin: str | None = None) -> Lines:  # fmt: skip
+    """`leireye watch ... --count N`; once its banner says the stream is live, `count` datagrams
+    to the sensor's port; then its end."""
+    watch = Lines([*CLI, "watch", "--url", live.url, *args, "--count", str(count)],
+                  env=env_with(token), stdin=stdin)  # fmt: skip
+    try:
+        watch.wait_line(watch.err, "leireye: watching")
+        send_udp(live.port, count, b"watch")
+        code = watch.finish()
+    finally:
+        watch.stop()
+    assert code == 0, f"{watch.err}\nsensor log:\n{live.sensor.log[-3000:]}"
+    return watch
+
+
 def test_watch_count_json_prints_that_many_packets(live: Live) -> None:
-    with Traffic(live.port):
-        out = leireye("watch", "--url", live.url, "--port", str(live.port), "--json",
-                      "--count", "5", token=live.token())  # fmt: skip
-    assert out.returncode == 0, f"{out.stderr}\nsensor log:\n{live.sensor.log[-3000:]}"
-    lines = out.stdout.splitlines()
-    assert len(lines) == 5
-    packets = [msgspec.json.decode(line, type=PacketData) for line in lines]
+    watch = watch_then_send(live, 5, "--port", str(live.port), "--json", token=live.token())
+    assert len(watch.out) == 5
+    packets = [msgspec.json.decode(line, type=PacketData) for line in watch.out]
     assert all(p.dst_port == live.port and p.protocol == "UDP" for p in packets)
     ids = [p.id for p in packets]
-    assert ids == sorted(set(ids))
+    assert ids == list(range(ids[0], ids[0] + 5))
 
 
 def test_watch_prints_tcpdump_lines_and_logs_in_with_a_password(live: Live) -> None:
-    with Traffic(live.port):
-        out = leireye("watch", "--url", live.url, "--protocol", "UDP", "--dst", "127.0.0.0/8",
-                      "--user", "watcher", "--password-stdin", "--count", "2",
-                      input=PASSWORD + "\n")  # fmt: skip
-    assert out.returncode == 0, f"{out.stderr}\nsensor log:\n{live.sensor.log[-3000:]}"
-    for line in out.stdout.splitlines():
+    login = ["--user", "watcher", "--password-stdin"]
+    watch = watch_then_send(live, 2, "--protocol", "UDP", "--dst", "127.0.0.0/8", *login,
+                            stdin=PASSWORD + "\n")  # fmt: skip
+    assert len(watch.out) == 2
+    for line in watch.out:
         assert f" > 127.0.0.1.{live.port}: UDP length 47: " in line, line
 
 
@@ -113,6 +107,13 @@ def test_a_wrong_password_and_no_server_are_one_line_each(live: Live) -> None:
     assert out.stderr.startswith(f"leireye: cannot connect to {nowhere}")
     out = leireye("watch", "--url", live.url)
     assert out.returncode == 2 and "no token" in out.stderr
+
+
+def test_a_refused_filter_is_one_line_and_no_banner(live: Live) -> None:
+    out = leireye("watch", "--url", live.url, "--src", "10.0.0.300", token=live.token())
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines() == [out.stderr.strip()], out.stderr
+    assert out.stderr.startswith("leireye: subscribe refused: ") and "src_ip" in out.stderr
 
 
 def test_ctrl_c_exits_cleanly(live: Live, tmp_path: Path) -> None:

@@ -24,6 +24,7 @@ from leireye.accounts.tokens import issue_token, load_or_create_secret, web_owne
 from leireye.accounts.users import load_users
 from leireye.config import load_config
 from leireye.wire import CloseCode
+from tests.accounts import users_yaml
 from tests.sensor import Sensor, send_udp
 from tests.waiting import scaled, wait_for
 from tests.wsclient import client, closed_with, packets, recv, recv_type, run, send
@@ -40,11 +41,9 @@ ISO_MS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 
 
 def users_file() -> str:
-    lines = ["users:"]
-    for i, name in enumerate(USERS, start=1):
-        role = "ADMIN" if name == "admin" else "VIEWER"
-        lines.append(f"  - {{id: {i}, username: {name}, role: {role}}}")
-    return "\n".join(lines) + "\n"
+    return users_yaml(
+        {name: ("ADMIN" if name == "admin" else "VIEWER", f"{name}-password") for name in USERS}
+    )
 
 
 @pytest.fixture(scope="module")
@@ -447,23 +446,30 @@ def test_the_specs_python_client_works_unchanged(api: Api) -> None:
     port = udp_port()
     seen: list[dict[str, Any]] = []
     stats_seen: list[dict[str, Any]] = []
+    subscribed, all_seen, stats_came = asyncio.Event(), asyncio.Event(), asyncio.Event()
 
     class Client(namespace["LeirEyeWebSocket"]):  # type: ignore[misc]
+        async def handle_message(self, message: dict[str, Any]) -> None:
+            if message.get("type") == "subscribed":  # the spec's client ignores it; we wait on it
+                subscribed.set()
+            await super().handle_message(message)
+
         async def on_packet(self, packet: dict[str, Any]) -> None:
             if packet.get("dst_port") == port:
                 seen.append(packet)
+                if len(seen) == 4:
+                    all_seen.set()
 
         async def on_stats(self, stats: dict[str, Any]) -> None:
             stats_seen.append(stats)
+            stats_came.set()
 
     async def go() -> None:
         task = asyncio.create_task(Client(api.token()).connect())
-        deadline = time.monotonic() + scaled(15)
-        while not stats_seen and time.monotonic() < deadline:  # subscribed and streaming
-            await asyncio.sleep(0.05)
+        await asyncio.wait_for(subscribed.wait(), scaled(15))
         await asyncio.to_thread(send_udp, port, 4)
-        while len(seen) < 4 and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
+        await asyncio.wait_for(all_seen.wait(), scaled(15))
+        await asyncio.wait_for(stats_came.wait(), scaled(15))
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task

@@ -59,10 +59,14 @@ class FakeWebSocket {
 
 const delays = [];
 const never = 1e9;
+const fetched = [];
 const client = new LeirEyeClient('ws://sensor.test/ws/capture', {
   token: 't',
   WebSocket: FakeWebSocket,
-  fetch: async () => ({ json: async () => ({ ring: { last_id: 0 } }) }),
+  fetch: async (url, options) => {
+    fetched.push({ url, options });
+    return { json: async () => ({ ring: { last_id: 0 } }) };
+  },
   pingIntervalMs: never,
   openTimeoutMs: never,
   setTimeout: (fn, ms) => { if (ms < never) { delays.push(ms); setImmediate(fn); } return {}; },
@@ -83,6 +87,8 @@ assert.deepEqual(delays, [1000, 2000, 5000, 10000]);
 const resumed = sockets[4].sent.find((m) => m.type === 'subscribe');
 assert.equal(resumed.since, 7);
 assert.equal(sockets[0].sent.find((m) => m.type === 'subscribe').since, 0);
+// The ring's position comes from /health, which shows it only with a token.
+assert.deepEqual(fetched, [{ url: 'http://sensor.test/health', options: { headers: { Authorization: 'Bearer t' } } }]);
 assert.equal(client.connections, 2);
 assert.equal(BACKOFF_MS.length, 5);
 

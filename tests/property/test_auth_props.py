@@ -9,23 +9,23 @@ import json
 from pathlib import Path
 from typing import Any
 
-import yaml
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from leireye.accounts.principal import AuthFailure, Principal
 from leireye.accounts.tokens import REASONS, Authenticator, issue_token
-from leireye.accounts.users import User, UserStore
+from leireye.accounts.users import UsersFile, UserStore, dump_users_file
+from tests.accounts import make_user
 
 SECRET = bytes(range(100, 164))
 NOW = 1_700_000_000.0
-ALICE = User(2, "alice", "ANALYST")
+ALICE = make_user(2, "alice", "ANALYST", "alice's password")
 SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def make_auth(tmp: Path) -> Authenticator:
     path = tmp / "users.yaml"
-    path.write_text(yaml.safe_dump({"users": [{"id": 2, "username": "alice", "role": "ANALYST"}]}))
+    path.write_text(dump_users_file(UsersFile(next_id=3, users=(ALICE,))))
     return Authenticator(SECRET, UserStore(path))
 
 
@@ -64,9 +64,13 @@ json_values = st.recursive(
 claim_values = st.one_of(
     json_values,
     st.integers(min_value=int(NOW) - 10_000, max_value=int(NOW) + 10_000),
-    st.sampled_from(["2", "1", "alice", "ANALYST", "9999999999", str(int(NOW))]),
+    st.sampled_from(
+        ["2", "1", "alice", "ANALYST", "9999999999", str(int(NOW)), ALICE.generation, "a" * 22]
+    ),
 )
-claim_names = st.sampled_from(["sub", "username", "role", "iat", "nbf", "exp", "jti", "crit"])
+claim_names = st.sampled_from(
+    ["sub", "username", "role", "iat", "nbf", "exp", "jti", "crit", "gen", "crd"]
+)
 VALID = {
     "sub": "2",
     "username": "alice",
@@ -74,6 +78,7 @@ VALID = {
     "iat": int(NOW) - 100,
     "nbf": int(NOW) - 100,
     "exp": int(NOW) + 100,
+    "gen": ALICE.generation,
 }
 ABSENT = object()
 
@@ -160,6 +165,7 @@ def expected_valid(claims: dict[str, Any], now: float) -> bool:
     return (
         claims.get("sub") == "2"
         and claims.get("username") == "alice"
+        and claims.get("gen") == ALICE.generation
         and iat <= now < exp
         and nbf <= now
     )
@@ -175,5 +181,9 @@ def test_near_valid_claims_are_accepted_exactly_when_valid(
     event("accepted" if isinstance(result, Principal) else "refused")
     if isinstance(result, Principal):
         assert result == Principal(
-            id=2, username="alice", role="ANALYST", expires_at=float(claims["exp"])
+            id=2,
+            username="alice",
+            role="ANALYST",
+            expires_at=float(claims["exp"]),
+            generation=ALICE.generation,
         )

@@ -14,9 +14,9 @@ from hypothesis import strategies as st
 
 from leireye.decode.decode import decode_batch
 from leireye.decode.names import TCP_SERVICES, UDP_SERVICES
-from leireye.decode.reference.compare import first_mismatch
 from leireye.decode.reference.decoder import reference_batch
 from leireye.record import DecodeError, LinkType
+from tests.decode_compare import first_mismatch
 from tests.traffic import frames as fb
 from tests.traffic.mix import MixBuilder, generate
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from leireye.accounts.passwords import hash_password
+from tests import accounts
 from tests.http import Http
 from tests.sensor import Sensor
 from tests.waiting import wait_for
@@ -27,11 +27,7 @@ _STARTED = re.compile(r"supervisor: (\S+) started pid=(\d+)")
 
 def users_yaml(names: dict[str, str]) -> str:
     """A users file: name -> role, ids from 1 in order, every user with PASSWORD."""
-    digest = hash_password(PASSWORD)
-    lines = ["users:"]
-    for i, (name, role) in enumerate(names.items(), start=1):
-        lines.append(f"  - {{id: {i}, username: {name}, role: {role}, password_hash: '{digest}'}}")
-    return "\n".join(lines) + "\n"
+    return accounts.users_yaml({name: (role, PASSWORD) for name, role in names.items()})
 
 
 def start(tmp: Path, bpf: str, users: dict[str, str], config: str = "") -> Sensor:

@@ -45,27 +45,35 @@ def frame(opcode: int, payload: bytes, *, fin: bool = True, rsv: int = 0,
 
 class RawSocket:
     def __init__(
-        self, port: int, query: str = "", timeout: float = 10, rcvbuf: int | None = None
+        self,
+        port: int,
+        query: str = "",
+        timeout: float = 10,
+        rcvbuf: int | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         """`rcvbuf`: a small receive buffer (set before connecting, so the TCP window stays
-        small) makes a client that stops reading stall the server's sends almost at once."""
+        small) makes a client that stops reading stall the server's sends almost at once.
+        `headers`: more handshake headers; a `Host` there replaces the default one."""
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         if rcvbuf is not None:
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         self.sock.settimeout(scaled(timeout))
         self.buf = b""
         try:
-            self.status = self._handshake(port, query)
+            self.status = self._handshake(port, query, headers or {})
         except BaseException:
             self.sock.close()  # a failed handshake leaks no socket into a later test
             raise
 
-    def _handshake(self, port: int, query: str) -> int:
+    def _handshake(self, port: int, query: str, headers: dict[str, str]) -> int:
         self.sock.connect(("127.0.0.1", port))
         key = base64.b64encode(os.urandom(16)).decode()
+        fields = {"Host": f"127.0.0.1:{port}", **headers}
         request = (
-            f"GET /ws/capture{query} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-            "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"GET /ws/capture{query} HTTP/1.1\r\n"
+            + "".join(f"{name}: {value}\r\n" for name, value in fields.items())
+            + "Upgrade: websocket\r\nConnection: Upgrade\r\n"
             f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
         )
         self.sock.sendall(request.encode())

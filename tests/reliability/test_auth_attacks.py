@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from leireye.accounts.tokens import load_or_create_secret, web_owner
+from leireye.accounts.users import load_users
 from leireye.config import load_config
 from leireye.wire import CloseCode
 from tests.http import Http
@@ -58,6 +59,8 @@ class Forge:
     def __init__(self, sensor: Sensor) -> None:
         config = load_config(sensor.config_path)
         self.secret = load_or_create_secret(config, owner=web_owner(config))
+        users = load_users(config.state_path(config.auth.users_file))
+        self.generations = {user.username: user.generation for user in users}
         private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         self.rsa_private = private
         self.rsa_public_pem = private.public_key().public_bytes(
@@ -69,6 +72,7 @@ class Forge:
         claims: dict[str, Any] = {
             "sub": str(user_id), "username": username, "role": USERS[username],
             "iat": now, "nbf": now, "exp": now + 600, "jti": f"j{now}", "typ": "access",
+            "gen": self.generations.get(username, "x" * 22),
         }  # fmt: skip
         claims.update(changes)
         return {k: v for k, v in claims.items() if v is not None}
@@ -101,6 +105,11 @@ def attacks(f: Forge) -> dict[str, str]:
         "oversized-but-signed": f.hs256(f.claims(pad="p" * 5000)),
         "unknown-user-id": f.hs256(f.claims(user_id=99)),
         "id-of-another-username": f.hs256(f.claims(user_id=1)),
+        "no-generation": f.hs256(f.claims(gen=None)),
+        "password-fingerprint-instead-of-generation": f.hs256(
+            f.claims(gen=None, crd="0123456789abcdef")
+        ),
+        "generation-of-another-user": f.hs256(f.claims(gen=f.generations["admin"])),
         "refresh-kind": f.hs256(f.claims(typ="refresh")),
         "unknown-kind": f.hs256(f.claims(typ="ticket")),
         # JSON in UTF-16/32, signed: `json.loads` takes it (it detects the encoding), and

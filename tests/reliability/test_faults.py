@@ -43,6 +43,7 @@ class Follower:
         self.statuses: list[tuple[float, dict[str, Any]]] = []
         self.stats_at: list[float] = []
         self.connections = 0
+        self.subscriptions = 0  # `subscribed` answers: the stream is live from the first
         self.closes: list[int | None] = []
         self.stop = False
 
@@ -73,6 +74,8 @@ class Follower:
                 kind = message["type"]
                 if kind == "packet":
                     self.ids.append(message["data"]["id"])
+                elif kind == "subscribed":
+                    self.subscriptions += 1
                 elif kind == "status":
                     self.statuses.append((time.monotonic(), message["data"]))
                 elif kind == "stats":
@@ -118,7 +121,7 @@ def test_killed_children_are_restarted_and_a_follower_loses_nothing(
 
         async def go() -> None:
             task = asyncio.create_task(follower.run())
-            await until(lambda: follower.connections and follower.statuses, 10, "a connection")
+            await until(lambda: follower.subscriptions and follower.statuses, 10, "a subscription")
             await burst_and_see("start")
 
             # The capture: restarted, the client is told, ids go on.

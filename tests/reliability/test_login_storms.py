@@ -123,7 +123,7 @@ async def bogus_ticket(sensor: Sensor, ticket: str) -> tuple[str, int | None]:
 
 def bogus_tickets() -> list[str]:
     """Made-up tickets: random ones of the old shape, and well-formed ones with a forged MAC."""
-    forged = "AAAAAAAAAAAAAAAAAAAAAA.9999999999999.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
+    forged = "AAAAAAAAAAAAAAAAAAAAAA.9999999999999.1.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
     return [f"bogus-{i:04d}xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx" if i % 2 else forged
             for i in range(BOGUS_TICKETS)]  # fmt: skip
 

@@ -24,6 +24,9 @@ import dpkt.ip6
 import dpkt.tcp
 import dpkt.udp
 
+from leireye.capture import pcapfile
+from leireye.record import LinkType
+
 from .payloads import CLIENTS4, CLIENTS6, HOSTS, M_SEARCH, MACS, SERVERS4, SERVERS6, Payloads
 
 
@@ -309,10 +312,5 @@ def generate(n: int, seed: int = 0) -> Mix:
 def write_pcap(path: str | Path, n: int, seed: int = 0) -> Mix:
     """Write `generate(n, seed)` as a classic microsecond pcap (Ethernet) and return it."""
     mix = generate(n, seed)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
-        for frame, ts, wire in zip(mix.frames, mix.ts_ns, mix.wire_lens, strict=True):
-            usec = ts // 1000
-            f.write(struct.pack("<IIII", usec // 1_000_000, usec % 1_000_000, len(frame), wire))
-            f.write(frame)
+    pcapfile.write_pcap(path, mix.ts_ns, mix.wire_lens, mix.frames, LinkType.EN10MB, 65535)
     return mix

@@ -22,18 +22,20 @@ import jwt
 import msgspec
 import pytest
 
-from leireye.accounts.passwords import hash_password, verify_password
+from leireye.accounts.passwords import verify_password
 from leireye.accounts.principal import AuthFailure, Principal
 from leireye.accounts.service import AccountError, AccountService, Ticket, TokenPair
-from leireye.accounts.tokens import PASSWORD_CHANGED, WRONG_KIND, Authenticator
-from leireye.accounts.useredit import edit_users_file, remove_user, update_user
-from leireye.accounts.users import User, UserStore, credential_of, dump_users, ensure_users_file
+from leireye.accounts.tokens import BAD_CLAIMS, OLD_GENERATION, WRONG_KIND, Authenticator
+from leireye.accounts.useredit import add_user, edit_users_file, remove_user, update_user
+from leireye.accounts.users import UserStore, ensure_users_file
 from leireye.config import Config, parse_config
+from tests.accounts import users_yaml
 
 SECRET = bytes(range(64))
 START = 1_700_000_000.0
 ALICE_PW = "alice's password"
 BOB_PW = "bob's password!"
+CAROL_PW = "carol's password"
 
 
 class FakeClock:
@@ -46,12 +48,8 @@ class FakeClock:
 
 @pytest.fixture(scope="module")
 def users_text() -> str:
-    return dump_users(
-        [
-            User(1, "alice", "ADMIN", hash_password(ALICE_PW)),
-            User(2, "bob", "ANALYST", hash_password(BOB_PW)),
-            User(3, "tokenonly", "VIEWER"),
-        ]
+    return users_yaml(
+        {"alice": ("ADMIN", ALICE_PW), "bob": ("ANALYST", BOB_PW), "carol": ("VIEWER", CAROL_PW)}
     )
 
 
@@ -87,6 +85,13 @@ def limits(per_user: int = 5, per_address: int = 20, window: int = 300) -> Confi
     )
 
 
+def gen(service: AccountService, user_id: int) -> str:
+    """The user's generation now: what the access token a ticket is bought with carries."""
+    user = service.users.get(user_id)
+    assert user is not None
+    return user.generation
+
+
 def refused(call: object) -> AccountError:
     assert callable(call)
     with pytest.raises(AccountError) as info:
@@ -119,7 +124,7 @@ def test_login_returns_an_access_and_a_refresh_token_of_the_right_kinds(
     assert bob is not None
     assert principal == Principal(
         id=2, username="bob", role="ANALYST", expires_at=START + auth.access_ttl_s,
-        credential=credential_of(bob),
+        generation=bob.generation,
     )  # fmt: skip
     result = verifier.verify_refresh(pair.refresh_token, clock())
     assert not isinstance(result, AuthFailure)
@@ -135,7 +140,7 @@ def test_every_failed_login_gets_the_same_answer(users_path: Path, clock: FakeCl
     service = make_service(users_path, clock)
     wrong = refused(lambda: service.login("bob", "not bob's password", "10.0.0.1"))
     unknown = refused(lambda: service.login("mallory", BOB_PW, "10.0.0.2"))
-    no_password = refused(lambda: service.login("tokenonly", "anything at all", "10.0.0.3"))
+    other = refused(lambda: service.login("carol", BOB_PW, "10.0.0.3"))
     case = refused(lambda: service.login("BOB", BOB_PW, "10.0.0.4"))
     assert signature(wrong) == (
         401,
@@ -144,7 +149,7 @@ def test_every_failed_login_gets_the_same_answer(users_path: Path, clock: FakeCl
         0,
         ("Invalid username or password"),
     )
-    assert signature(wrong) == signature(unknown) == signature(no_password) == signature(case)
+    assert signature(wrong) == signature(unknown) == signature(other) == signature(case)
 
 
 def test_five_failures_from_one_address_do_not_keep_the_user_out_from_another(
@@ -287,21 +292,30 @@ def test_the_gate_follows_the_configuration(users_path: Path, clock: FakeClock) 
 def test_a_legacy_hash_is_replaced_at_the_first_successful_login(
     users_path: Path, clock: FakeClock
 ) -> None:
-    digest, salt = legacy_scrypt(BOB_PW)
-    edit_users_file(users_path, lambda users: (tuple(
-        msgspec.structs.replace(u, password_hash=digest, salt=salt) if u.username == "bob" else u
-        for u in users), None))  # fmt: skip
     service = make_service(users_path, clock)
+    before = service.login("bob", BOB_PW, "10.0.0.1")
+    ticket, _ = service.issue_ticket(2, gen(service, 2), START + 600)
+    digest, salt = legacy_scrypt(BOB_PW)
+    edit_users_file(users_path, lambda file: (msgspec.structs.replace(file, users=tuple(
+        msgspec.structs.replace(u, password_hash=digest, salt=salt) if u.username == "bob" else u
+        for u in file.users)), None))  # fmt: skip
+    legacy = UserStore(users_path).get(2)
+    assert legacy is not None and legacy.password_hash == digest
     refused(lambda: service.login("bob", "wrong guess!", "10.0.0.1"))
-    bob = UserStore(users_path).get(2)
-    assert bob is not None and bob.password_hash == digest  # a failure changes nothing
+    assert UserStore(users_path).get(2) == legacy  # a failure changes nothing
     pair = service.login("bob", BOB_PW, "10.0.0.1")
     bob = UserStore(users_path).get(2)
-    assert bob is not None and bob.salt is None
-    assert bob.password_hash is not None and bob.password_hash.startswith("$argon2id$v=19$")
+    assert bob is not None and bob.salt == "" and "salt" not in users_path.read_text()
+    assert bob.password_hash.startswith("$argon2id$v=19$")
     assert verify_password(BOB_PW, bob.password_hash)
-    assert isinstance(service.verifier.verify(pair.access_token, clock()), Principal)
+    # Not a new password: the generation stays, and every token and ticket issued before works.
+    assert bob.generation == legacy.generation
+    for access in (pair.access_token, before.access_token):
+        assert isinstance(service.verifier.verify(access, clock()), Principal)
+    assert service.refresh(before.refresh_token).access_token
+    assert service.redeem_ticket(ticket).generation == bob.generation
     assert service.login("bob", BOB_PW, "10.0.0.1").access_token
+    assert UserStore(users_path).get(2) == bob  # re-hashed once
 
 
 def legacy_scrypt(password: str) -> tuple[str, str]:
@@ -339,7 +353,7 @@ def test_refresh_rotates_the_refresh_token(users_path: Path, clock: FakeClock) -
     assert bob is not None
     assert service.verifier.verify(second.access_token, clock()) == Principal(
         id=2, username="bob", role="ANALYST", expires_at=clock() + Config().auth.access_ttl_s,
-        credential=credential_of(bob),
+        generation=bob.generation,
     )  # fmt: skip
     again = refused(lambda: service.refresh(first.refresh_token))
     assert (again.status, again.code) == (401, "INVALID_TOKEN")
@@ -412,23 +426,39 @@ def test_a_password_change_ends_every_older_token_of_that_user_only(
     assert isinstance(verifier.verify(bobs.access_token, clock.now), Principal)
     edit_users_file(users_path, lambda users: update_user(users, "bob", password="new one!"))
     refusal = verifier.verify(bobs.access_token, clock.now)
-    assert isinstance(refusal, AuthFailure) and refusal.reason == PASSWORD_CHANGED
+    assert isinstance(refusal, AuthFailure) and refusal.reason == OLD_GENERATION
     assert refused(lambda: service.refresh(bobs.refresh_token)).code == "INVALID_TOKEN"
     assert isinstance(verifier.verify(alices.access_token, clock.now), Principal)
     fresh = service.login("bob", "new one!", "10.0.0.1")
     assert isinstance(verifier.verify(fresh.access_token, clock.now), Principal)
 
 
-def test_a_token_without_a_credential_claim_is_still_accepted(
+def test_a_token_without_a_generation_is_refused(users_path: Path, clock: FakeClock) -> None:
+    """No shim for tokens of an earlier build: without `gen` (with the old `crd`), refused."""
+    claims = {"sub": "2", "username": "bob", "role": "ANALYST", "iat": int(clock.now),
+              "exp": int(clock.now) + 60, "typ": "access", "crd": "0123456789abcdef"}  # fmt: skip
+    token = jwt.encode(claims, SECRET, algorithm="HS256")
+    refusal = Authenticator(SECRET, UserStore(users_path)).verify(token, clock.now)
+    assert refusal == AuthFailure(BAD_CLAIMS)
+
+
+def test_refresh_tokens_and_tickets_of_a_removed_then_re_created_user_are_refused(
     users_path: Path, clock: FakeClock
 ) -> None:
-    """Tokens issued before the `crd` claim existed keep working until they expire."""
-    claims = {"sub": "2", "username": "bob", "role": "ANALYST", "iat": int(clock.now),
-              "exp": int(clock.now) + 60, "typ": "access"}  # fmt: skip
-    token = jwt.encode(claims, SECRET, algorithm="HS256")
-    assert isinstance(
-        Authenticator(SECRET, UserStore(users_path)).verify(token, clock.now), Principal
-    )
+    """Remove carol (the highest id) and add her again as ADMIN with the same password: she
+    gets another id, and nothing issued to the first carol works for the second."""
+    service = make_service(users_path, clock)
+    pair = service.login("carol", CAROL_PW, "10.0.0.1")
+    old = service.users.by_username("carol")
+    assert old is not None
+    ticket, _ = service.issue_ticket(old.id, old.generation, START + 600)
+    edit_users_file(users_path, lambda users: remove_user(users, "carol"))
+    new = edit_users_file(users_path, lambda users: add_user(users, "carol", "ADMIN", CAROL_PW))
+    assert new.id != old.id and new.generation != old.generation
+    assert refused(lambda: service.refresh(pair.refresh_token)).code == "INVALID_TOKEN"
+    assert refused(lambda: service.redeem_ticket(ticket)).code == "INVALID_TICKET"
+    assert isinstance(service.verifier.verify(pair.access_token, clock()), AuthFailure)
+    assert service.login("carol", CAROL_PW, "10.0.0.1").access_token
 
 
 # -- persistence --------------------------------------------------------------------------------
@@ -465,7 +495,14 @@ def test_without_a_store_a_restart_forgets_every_refresh_token(
 
 @pytest.mark.parametrize(
     "content",
-    [b"{not json", b"", b"[1, 2, 3]", b'{"jti": {"user_id": "two", "expires_at": 1}}', b"\xff"],
+    [
+        b"{not json",
+        b"",
+        b"[1, 2, 3]",
+        b'{"jti": {"user_id": "two", "expires_at": 1}}',
+        b'{"jti": {"user_id": 2, "expires_at": 1, "credential": "0123456789abcdef"}}',
+        b"\xff",
+    ],
 )
 def test_a_corrupt_store_is_ignored_with_a_warning(
     users_path: Path, clock: FakeClock, caplog: pytest.LogCaptureFixture, content: bytes
@@ -485,12 +522,12 @@ def test_a_corrupt_store_is_ignored_with_a_warning(
 
 def test_a_ticket_is_good_once(users_path: Path, clock: FakeClock) -> None:
     service = make_service(users_path, clock, store=False)
-    ticket, ttl = service.issue_ticket(2, START + 1800)
+    ticket, ttl = service.issue_ticket(2, gen(service, 2), START + 1800)
     assert ttl == Config().auth.ticket_ttl_s
     assert len(ticket) >= 40
     bob = service.users.get(2)
     assert bob is not None
-    assert service.redeem_ticket(ticket) == Ticket(2, START + ttl, START + 1800, credential_of(bob))
+    assert service.redeem_ticket(ticket) == Ticket(2, START + ttl, START + 1800, bob.generation)
     error = refused(lambda: service.redeem_ticket(ticket))
     assert (error.status, error.code) == (401, "INVALID_TICKET")
 
@@ -499,20 +536,20 @@ def test_a_ticket_of_a_user_who_changed_password_or_left_is_refused(
     users_path: Path, clock: FakeClock
 ) -> None:
     service = make_service(users_path, clock)
-    bobs, _ = service.issue_ticket(2, START + 600)
-    tokenonly, _ = service.issue_ticket(3, START + 600)
+    bobs, _ = service.issue_ticket(2, gen(service, 2), START + 600)
+    carols, _ = service.issue_ticket(3, gen(service, 3), START + 600)
     edit_users_file(users_path, lambda users: update_user(users, "bob", password="new one!"))
-    edit_users_file(users_path, lambda users: remove_user(users, "tokenonly"))
-    for ticket in (bobs, tokenonly):
+    edit_users_file(users_path, lambda users: remove_user(users, "carol"))
+    for ticket in (bobs, carols):
         assert refused(lambda t=ticket: service.redeem_ticket(t)).code == "INVALID_TICKET"
-    fresh, _ = service.issue_ticket(2, START + 600)
+    fresh, _ = service.issue_ticket(2, gen(service, 2), START + 600)
     assert service.redeem_ticket(fresh).user_id == 2
 
 
 def test_tickets_are_distinct_and_independent(users_path: Path, clock: FakeClock) -> None:
     service = make_service(users_path, clock, store=False)
-    first, _ = service.issue_ticket(2, START + 60)
-    second, _ = service.issue_ticket(1, START + 90)
+    first, _ = service.issue_ticket(2, gen(service, 2), START + 60)
+    second, _ = service.issue_ticket(1, gen(service, 1), START + 90)
     assert first != second
     assert service.redeem_ticket(second).user_id == 1
     assert service.redeem_ticket(first).user_id == 2
@@ -521,8 +558,8 @@ def test_tickets_are_distinct_and_independent(users_path: Path, clock: FakeClock
 def test_a_ticket_expires(users_path: Path, clock: FakeClock) -> None:
     service = make_service(users_path, clock, store=False)
     ttl = Config().auth.ticket_ttl_s
-    early, _ = service.issue_ticket(2, START + 1800)
-    late, _ = service.issue_ticket(2, START + 1800)
+    early, _ = service.issue_ticket(2, gen(service, 2), START + 1800)
+    late, _ = service.issue_ticket(2, gen(service, 2), START + 1800)
     clock.now = START + ttl - 0.5
     assert service.redeem_ticket(early).user_id == 2
     clock.now = START + ttl
@@ -532,5 +569,5 @@ def test_a_ticket_expires(users_path: Path, clock: FakeClock) -> None:
 @pytest.mark.parametrize("ticket", ["", "unknown", "A" * 43])
 def test_an_unknown_ticket_is_refused(users_path: Path, clock: FakeClock, ticket: str) -> None:
     service = make_service(users_path, clock, store=False)
-    service.issue_ticket(2, START + 60)
+    service.issue_ticket(2, gen(service, 2), START + 60)
     assert refused(lambda: service.redeem_ticket(ticket)).code == "INVALID_TICKET"

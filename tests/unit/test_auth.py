@@ -14,25 +14,33 @@ from pathlib import Path
 from typing import Any
 
 import jwt
+import msgspec
 import pytest
 import yaml
 
 from leireye.accounts.principal import AuthFailure, Principal
 from leireye.accounts.tokens import (
+    BAD_CLAIMS,
     MALFORMED,
+    OLD_GENERATION,
     REASONS,
+    UNKNOWN_USER,
     Authenticator,
     issue_token,
     load_or_create_secret,
     web_owner,
 )
-from leireye.accounts.users import User, UserStore, credential_of
+from leireye.accounts.useredit import add_user, edit_users_file, remove_user, update_user
+from leireye.accounts.users import UserStore
 from leireye.config import Config, parse_config
 from leireye.errors import ConfigError
+from tests.accounts import make_user
 
 SECRET = bytes(range(64))
 NOW = 1_700_000_000.0
-ALICE = User(2, "alice", "ANALYST")
+ALICE = make_user(2, "alice", "ANALYST", "alice's password")
+ADMIN_ROW = msgspec.to_builtins(make_user(1, "admin", "ADMIN", "admin's password"))
+ALICE_ROW = msgspec.to_builtins(ALICE)
 
 
 def b64(data: bytes) -> str:
@@ -55,6 +63,7 @@ def claims(**changes: Any) -> dict[str, Any]:
         "nbf": int(NOW),
         "exp": int(NOW) + 3600,
         "jti": "j",
+        "gen": ALICE.generation,
     }
     base.update(changes)
     return {key: value for key, value in base.items() if value is not None}
@@ -66,15 +75,12 @@ HS256 = {"alg": "HS256", "typ": "JWT"}
 @pytest.fixture
 def users_path(tmp_path: Path) -> Path:
     path = tmp_path / "users.yaml"
-    write_users(path, [{"id": 1, "username": "admin", "role": "ADMIN"}, ALICE_ROW])
+    write_users(path, [ADMIN_ROW, ALICE_ROW])
     return path
 
 
-ALICE_ROW = {"id": 2, "username": "alice", "role": "ANALYST"}
-
-
 def write_users(path: Path, users: list[dict[str, Any]]) -> None:
-    path.write_text(yaml.safe_dump({"users": users}))
+    path.write_text(yaml.safe_dump({"next_id": 10, "users": users}))
 
 
 @pytest.fixture
@@ -95,7 +101,7 @@ def test_a_valid_token_gives_the_principal(auth: Authenticator) -> None:
     token = issue_token(SECRET, ALICE, 3600, NOW)
     assert auth.verify(token, NOW) == Principal(
         id=2, username="alice", role="ANALYST", expires_at=NOW + 3600,
-        credential=credential_of(ALICE),
+        generation=ALICE.generation,
     )  # fmt: skip
     assert auth.verify(token, NOW + 3599) == auth.verify(token, NOW)
 
@@ -106,6 +112,7 @@ def test_issued_claims(auth: Authenticator) -> None:
     body = jwt.decode(token, SECRET, algorithms=["HS256"], options={"verify_exp": False})
     assert header["alg"] == "HS256"
     assert body["sub"] == "2" and body["username"] == "alice" and body["role"] == "ANALYST"
+    assert body["gen"] == ALICE.generation and "crd" not in body
     assert body["iat"] == body["nbf"] == int(NOW) and body["exp"] == int(NOW) + 60
     assert isinstance(body["jti"], str) and len(body["jti"]) >= 16
     assert body["jti"] != jwt.decode(
@@ -202,7 +209,7 @@ def test_leeway_applies_to_every_time(users_path: Path) -> None:
     assert refused(auth.verify(forge(HS256, claims(exp=int(NOW))), NOW), "bad claims")
 
 
-@pytest.mark.parametrize("missing", ["exp", "iat", "sub", "username"])
+@pytest.mark.parametrize("missing", ["exp", "iat", "sub", "username", "gen"])
 def test_missing_claims_are_refused(auth: Authenticator, missing: str) -> None:
     assert refused(auth.verify(forge(HS256, claims(**{missing: None})), NOW))
 
@@ -222,6 +229,8 @@ def test_missing_claims_are_refused(auth: Authenticator, missing: str) -> None:
         {"sub": "0"},
         {"sub": "99999999999"},
         {"username": ["alice"]},
+        {"gen": 7},
+        {"gen": [ALICE.generation]},
     ],
     ids=repr,
 )
@@ -332,7 +341,7 @@ def test_non_json_segments_are_refused(auth: Authenticator) -> None:
 def test_a_removed_user_is_refused(auth: Authenticator, users_path: Path) -> None:
     token = issue_token(SECRET, ALICE, 3600, NOW)
     assert isinstance(auth.verify(token, NOW), Principal)
-    write_users(users_path, [{"id": 1, "username": "admin", "role": "ADMIN"}])
+    write_users(users_path, [ADMIN_ROW])
     assert refused(auth.verify(token, NOW), "unknown user")
 
 
@@ -349,8 +358,57 @@ def test_the_role_comes_from_the_users_file(auth: Authenticator, users_path: Pat
 
 def test_a_reused_id_does_not_inherit_old_tokens(auth: Authenticator, users_path: Path) -> None:
     token = issue_token(SECRET, ALICE, 3600, NOW)
-    write_users(users_path, [{"id": 2, "username": "mallory", "role": "ANALYST"}])
+    write_users(users_path, [{**ALICE_ROW, "username": "mallory"}])
     assert refused(auth.verify(token, NOW), "unknown user")
+
+
+def test_a_token_without_a_generation_is_refused(auth: Authenticator) -> None:
+    """No claim for "a version before it": a token must carry `gen` (the old `crd` is not it)."""
+    assert isinstance(auth.verify(forge(HS256, claims()), NOW), Principal)
+    assert refused(auth.verify(forge(HS256, claims(gen=None)), NOW), BAD_CLAIMS)
+    crd = claims(gen=None, crd="0123456789abcdef")
+    assert refused(auth.verify(forge(HS256, crd), NOW), BAD_CLAIMS)
+
+
+def test_a_token_of_another_generation_is_refused(auth: Authenticator) -> None:
+    other = make_user(2, "alice", "ANALYST", "alice's password")
+    assert other.generation != ALICE.generation
+    assert refused(auth.verify(issue_token(SECRET, other, 3600, NOW), NOW), OLD_GENERATION)
+    assert refused(auth.verify(forge(HS256, claims(gen="")), NOW), OLD_GENERATION)
+
+
+def test_a_user_removed_and_created_again_as_admin_does_not_inherit_old_tokens(
+    tmp_path: Path,
+) -> None:
+    """The finding: create a user, take a token, remove the user, create the same name again
+    as ADMIN. The new user must not get the old id, and the old token must not open anything,
+    let alone as ADMIN."""
+    path = tmp_path / "users.yaml"
+    edit_users_file(path, lambda f: add_user(f, "root", "ADMIN", "root's password"))
+    old = edit_users_file(path, lambda f: add_user(f, "mallory", "VIEWER", "mallory pass 1"))
+    auth = Authenticator(SECRET, UserStore(path))
+    token = issue_token(SECRET, old, 3600, NOW)
+    assert isinstance(auth.verify(token, NOW), Principal)
+    edit_users_file(path, lambda f: remove_user(f, "mallory"))
+    new = edit_users_file(path, lambda f: add_user(f, "mallory", "ADMIN", "mallory pass 1"))
+    assert new.id != old.id
+    assert refused(auth.verify(token, NOW), UNKNOWN_USER)
+    # Even a file edited by hand to give the new user the old id: another generation.
+    hand_edited = msgspec.to_builtins(msgspec.structs.replace(new, id=old.id))
+    write_users(path, [hand_edited])
+    assert refused(auth.verify(token, NOW), OLD_GENERATION)
+
+
+def test_a_new_password_ends_every_earlier_token_a_role_change_none(tmp_path: Path) -> None:
+    path = tmp_path / "users.yaml"
+    user = edit_users_file(path, lambda f: add_user(f, "bob", "ANALYST", "bob's password"))
+    auth = Authenticator(SECRET, UserStore(path))
+    token = issue_token(SECRET, user, 3600, NOW)
+    edit_users_file(path, lambda f: update_user(f, "bob", role="VIEWER"))
+    principal = auth.verify(token, NOW)
+    assert isinstance(principal, Principal) and principal.role == "VIEWER"
+    edit_users_file(path, lambda f: update_user(f, "bob", password="bob's password"))  # same one
+    assert refused(auth.verify(token, NOW), OLD_GENERATION)
 
 
 def test_a_broken_users_file_refuses_everyone(auth: Authenticator, users_path: Path) -> None:

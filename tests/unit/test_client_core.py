@@ -20,7 +20,7 @@ from leireye.client.core import (
     parse_iso,
     refresh_delay,
 )
-from leireye.client.errors import ProtocolError, SubscriptionError
+from leireye.client.errors import ClientError, ProtocolError, SubscriptionError
 from leireye.client.feed import Feed, FeedClosed
 from leireye.client.streams import PacketStream, StatsStream, Subscriptions
 from leireye.wire import (
@@ -181,5 +181,50 @@ def test_an_error_answer_fails_the_oldest_pending_subscription() -> None:
             await packets.feed.get()
         assert (info.value.code, info.value.field) == ("invalid_filter", "port")
         assert not await subs.route(ErrorMessage("idle_timeout", "bye"))  # not an answer
+
+    asyncio.run(go())
+
+
+def test_the_first_answer_makes_a_stream_live_and_later_ones_change_nothing() -> None:
+    async def go() -> None:
+        subs = Subscriptions()
+        packets = subs.packets = PacketStream({"port": 53}, True, ResumeCursor(5))
+        stats = subs.stats = StatsStream(50)
+        await subs.subscribe_message(packets)
+        await subs.subscribe_message(stats)
+        waiting = asyncio.create_task(packets.live.wait())
+        await asyncio.sleep(0)
+        assert not waiting.done()  # asked, not answered
+        await subs.route(Subscribed("packets"))
+        await waiting
+        await subs.route(ErrorMessage("invalid_options", "interval_ms too small", "interval_ms"))
+        with pytest.raises(SubscriptionError) as info:
+            await stats.live.wait()
+        assert info.value.field == "interval_ms"
+        subs.new_connection()  # a reconnect: asked again, still live meanwhile
+        await subs.subscribe_message(packets)
+        await packets.live.wait()
+        subs.finish()
+        await packets.live.wait()  # it went live once: closing ends the feed only
+        with pytest.raises(FeedClosed):
+            await packets.feed.get()
+
+    asyncio.run(go())
+
+
+def test_a_stream_still_unanswered_raises_when_the_client_fails_or_closes() -> None:
+    async def go() -> None:
+        subs = Subscriptions()
+        stream = subs.packets = PacketStream({}, True, ResumeCursor())
+        await subs.subscribe_message(stream)
+        subs.fail(ProtocolError("closed 4008: too many connections", close_code=4008))
+        with pytest.raises(ProtocolError, match="4008"):
+            await stream.live.wait()
+        closed = Subscriptions()
+        stats = closed.stats = StatsStream(None)
+        await closed.subscribe_message(stats)
+        closed.finish()
+        with pytest.raises(ClientError, match="closed before the subscription was confirmed"):
+            await stats.live.wait()
 
     asyncio.run(go())

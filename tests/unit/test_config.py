@@ -62,3 +62,48 @@ def test_overrides_are_validated_and_none_means_keep() -> None:
 def test_stats_interval_range_must_be_ordered() -> None:
     with pytest.raises(ConfigError, match="stats_interval_min_ms"):
         parse_config({"limits": {"stats_interval_min_ms": 5000, "stats_interval_max_ms": 1000}})
+
+
+def test_own_traffic_is_left_out_unless_asked_and_a_filter_has_a_size_limit() -> None:
+    assert Config().capture.include_own_traffic is False
+    config = parse_config({"capture": {"include_own_traffic": True}})
+    assert config.capture.include_own_traffic is True
+    with pytest.raises(ConfigError, match=r"longer than 4096 bytes - at `\$\.capture`"):
+        parse_config({"capture": {"bpf": "udp or " * 600}})
+
+
+@pytest.mark.parametrize(
+    ("origins", "index"),
+    [
+        (["https://dash.example", "https://dash.example/"], 1),
+        (["dash.example"], 0),
+        (["*", "https://a.example", "ftp://a.example"], 2),
+        (["https://a.example?x"], 0),
+    ],
+)
+def test_a_misspelled_allowed_origin_is_refused_with_its_path(
+    tmp_path: Path, origins: list[str], index: int
+) -> None:
+    """An entry that is not an origin would never match any browser's `Origin`: refused when
+    the file is loaded, not silently ignored at the handshake."""
+    path = tmp_path / "origins.yaml"
+    path.write_text(yaml.safe_dump({"web": {"allowed_origins": origins}}))
+    with pytest.raises(ConfigError, match=rf"at `?\$\.web\.allowed_origins\[{index}\]"):
+        load_config(path)
+
+
+def test_valid_allowed_origins_load() -> None:
+    origins = ("*", "https://dash.example", "http://[::1]:3000", "HTTP://Sensor:8000")
+    assert parse_config({"web": {"allowed_origins": list(origins)}}).web.allowed_origins == origins
+
+
+def test_check_config_refuses_a_misspelled_origin(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from leireye.cli import main
+
+    path = tmp_path / "origins.yaml"
+    path.write_text("web:\n  allowed_origins: ['https://ok.example', 'https://dash.example/']\n")
+    assert main(["check-config", "-c", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "'https://dash.example/'" in err and "$.web.allowed_origins[1]" in err

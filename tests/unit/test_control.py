@@ -16,11 +16,10 @@ from typing import Any
 
 import pytest
 
-from leireye.accounts.passwords import hash_password
 from leireye.accounts.principal import Principal
 from leireye.accounts.service import AccountService
 from leireye.accounts.tokens import Authenticator
-from leireye.accounts.users import User, UserStore, dump_users, load_users
+from leireye.accounts.users import UserStore, load_users
 from leireye.config import Config, parse_config
 from leireye.control.client import ControlClient, ControlError
 from leireye.control.handlers import CaptureConflict, ControlHandlers
@@ -42,6 +41,7 @@ from leireye.control.protocol import (
 )
 from leireye.control.server import ControlServer, socket_path
 from leireye.errors import CaptureError
+from tests.accounts import users_yaml
 from tests.waiting import scaled
 
 SECRET = bytes(range(64))
@@ -111,9 +111,7 @@ class Channel:
 
 @pytest.fixture(scope="module")
 def users_text() -> str:
-    admin = User(1, "admin", "ADMIN", hash_password(ADMIN_PW))
-    bob = User(2, "bob", "ANALYST", hash_password(BOB_PW))
-    return dump_users([admin, bob])
+    return users_yaml({"admin": ("ADMIN", ADMIN_PW), "bob": ("ANALYST", BOB_PW)})
 
 
 def config() -> Config:
@@ -158,11 +156,12 @@ def test_login_refresh_ticket_logout_round_trip(channel: Channel) -> None:
     assert rotated["refresh_token"] != pair["refresh_token"]
     assert channel.refused(Refresh(pair["refresh_token"])).status == 401
 
-    ticket = channel.call(IssueTicket(2, START + 1800))
+    ticket = channel.call(IssueTicket(2, principal.generation, START + 1800))
     assert ticket["expires_in"] == config().auth.ticket_ttl_s
     grant = channel.call(RedeemTicket(ticket["ticket"]))
     assert grant == {
         "user_id": 2,
+        "generation": principal.generation,
         "expires_at": START + ticket["expires_in"],
         "session_expires_at": START + 1800,
     }
@@ -195,23 +194,25 @@ def test_login_failures_keep_their_status_code_and_retry_after(channel: Channel)
 
 def test_user_edits_and_their_refusals(channel: Channel) -> None:
     added = channel.call(AddUser("carol", "VIEWER", "carol's password"))
-    assert added == {"id": 3, "username": "carol", "role": "VIEWER", "has_password": True}
-    assert channel.call(AddUser("dave", "VIEWER")) == {
+    assert added == {"id": 3, "username": "carol", "role": "VIEWER"}
+    assert channel.call(AddUser("dave", "VIEWER", "dave's password")) == {
         "id": 4,
         "username": "dave",
         "role": "VIEWER",
-        "has_password": False,
     }
     assert channel.call(Login("carol", "carol's password", "10.0.0.1"))["access_token"]
     assert channel.call(UpdateUser(3, role="ANALYST"))["role"] == "ANALYST"
     assert channel.call(RemoveUser(4))["username"] == "dave"
     assert [u.username for u in load_users(channel.users_path)] == ["admin", "bob", "carol"]
     assert stat.S_IMODE(channel.users_path.stat().st_mode) == 0o600
+    again = channel.call(AddUser("dave", "VIEWER", "dave's password"))
+    assert again["id"] == 5  # not dave's old 4
+    channel.call(RemoveUser(5))
 
     cases = [
-        (AddUser("bob", "VIEWER"), 409, "CONFLICT"),
-        (AddUser("bad name", "VIEWER"), 422, "VALIDATION_ERROR"),
-        (AddUser("erin", "GOD"), 422, "VALIDATION_ERROR"),
+        (AddUser("bob", "VIEWER", "bob's other password"), 409, "CONFLICT"),
+        (AddUser("bad name", "VIEWER", "a good password"), 422, "VALIDATION_ERROR"),
+        (AddUser("erin", "GOD", "a good password"), 422, "VALIDATION_ERROR"),
         (AddUser("erin", "VIEWER", "short"), 422, "VALIDATION_ERROR"),
         (UpdateUser(99, role="VIEWER"), 404, "NOT_FOUND"),
         (UpdateUser(1, role="VIEWER"), 409, "CONFLICT"),

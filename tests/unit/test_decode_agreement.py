@@ -9,9 +9,9 @@ import pcap
 import pytest
 
 from leireye.decode.decode import decode_batch
-from leireye.decode.reference.compare import first_mismatch
 from leireye.decode.reference.decoder import reference_batch
 from leireye.record import DecodeError, LinkType
+from tests.decode_compare import first_mismatch
 from tests.traffic.mix import generate, write_pcap
 
 DATA = Path(__file__).resolve().parent.parent / "data"

@@ -9,9 +9,9 @@ import dpkt
 import numpy as np
 import pytest
 
-from leireye.decode.reference.compare import decode_checked, record_info
 from leireye.decode.rules import clean
 from leireye.record import F_TRUNCATED, INFO_BYTES, App, DecodeError
+from tests.decode_compare import decode_checked, record_info
 from tests.traffic import frames as fb
 from tests.traffic.mix import MixBuilder
 

@@ -8,7 +8,6 @@ import struct
 
 import pytest
 
-from leireye.decode.reference.compare import decode_both, decode_checked, record_info
 from leireye.record import (
     F_HAS_ADDR,
     F_HAS_PORTS,
@@ -19,8 +18,9 @@ from leireye.record import (
     DecodeError,
     LinkType,
     Proto,
-    ip_to_halves,
 )
+from tests.decode_compare import decode_both, decode_checked, record_info
+from tests.records import ip_to_halves
 from tests.traffic import frames as fb
 
 HOSTILE_MPLS = base64.b64decode("AIgAAAAAAQAAAAAAiEcAAP///43/JA==")

@@ -8,7 +8,6 @@ import struct
 import dpkt
 import pytest
 
-from leireye.decode.reference.compare import decode_checked, record_info
 from leireye.record import (
     F_HAS_ADDR,
     F_HAS_ICMP,
@@ -18,8 +17,9 @@ from leireye.record import (
     App,
     DecodeError,
     Proto,
-    ip_to_halves,
 )
+from tests.decode_compare import decode_checked, record_info
+from tests.records import ip_to_halves
 from tests.traffic import frames as fb
 
 one = decode_checked

@@ -9,8 +9,8 @@ import struct
 import dpkt
 import pytest
 
-from leireye.decode.reference.compare import decode_both
 from leireye.record import F_TRUNCATED, DecodeError, LinkType
+from tests.decode_compare import decode_both
 from tests.traffic import frames as fb
 from tests.traffic.mix import MixBuilder
 

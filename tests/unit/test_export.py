@@ -32,10 +32,10 @@ SNAPLEN = 262144
 class Capture:
     """A pcap of tests/data decoded into a ring, read back in batches like the API will."""
 
-    def __init__(self, name: str, batch: int = 7) -> None:
+    def __init__(self, name: str, batch: int = 7, linktype: int | None = None) -> None:
         with (DATA / name).open("rb") as f:
             reader = dpkt.pcap.Reader(f)
-            self.linktype = reader.datalink()
+            self.linktype = reader.datalink() if linktype is None else linktype
             packets = [(round(ts * 1e6) * 1000, bytes(buf)) for ts, buf in reader]
         self.frames = [frame for _, frame in packets]
         self.ts_ns = [ts for ts, _ in packets]
@@ -139,6 +139,37 @@ def test_pcap_bytes_match_the_stored_frames() -> None:
     assert reader.snaplen == SNAPLEN
     read = [bytes(buf) for _, buf in reader]
     assert read == [f[:RAW_BYTES] for f in capture.frames]
+
+
+def test_pcap_of_a_dlt_raw_capture_is_linktype_raw(tmp_path: Path) -> None:
+    """libpcap on Linux reports a raw-IP interface as DLT_RAW = 12, a number that means
+    something else in a file: there raw IP is LINKTYPE_RAW = 101, which tshark decodes."""
+    capture = Capture("raw.pcap", linktype=LinkType.RAW_OLD)
+    data = b"".join(pcap_stream(capture.batches(), capture.linktype, SNAPLEN))
+    reader = dpkt.pcap.Reader(io.BytesIO(data))
+    assert reader.datalink() == LinkType.RAW
+    assert [bytes(buf) for _, buf in reader] == [f[:RAW_BYTES] for f in capture.frames]
+    path = tmp_path / "raw.pcap"
+    path.write_bytes(data)
+    out = subprocess.run(
+        [
+            _tool("tshark"),
+            "-r",
+            str(path),
+            "-T",
+            "fields",
+            "-e",
+            "frame.encap_type",
+            "-e",
+            "ip.src",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout.splitlines()
+    assert len(out) == len(capture.frames)
+    assert {line.split("\t")[0] for line in out} == {"7"}  # WTAP_ENCAP_RAW_IP
 
 
 def test_pcap_snaplen_below_raw_bytes_cuts_further() -> None:

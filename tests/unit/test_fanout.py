@@ -61,7 +61,8 @@ def test_a_refused_join_leaves_shard_0_alone_and_stops_the_others() -> None:
 def test_statuses_of_shards_add_up() -> None:
     a = CaptureStatus(
         state=CaptureState.CAPTURING, capturing=True, interface="eth0", pid=10,
-        started_at_ns=5, packets_captured=100, bytes_captured=1000, kernel_drops=2,
+        bpf="udp", effective_bpf="(udp) and not (tcp port 8000)", started_at_ns=5,
+        packets_captured=100, bytes_captured=1000, kernel_drops=2,
         if_drops=1, decode_errors=3, decode_errors_by_kind={"truncated": 3}, restarts=0,
         heartbeat_ns=50,
     )  # fmt: skip
@@ -79,6 +80,7 @@ def test_statuses_of_shards_add_up() -> None:
     assert (total.pid, total.started_at_ns, total.restarts) == (10, 4, 2)
     assert total.last_error == "shard 1: PACKET_FANOUT refused"
     assert total.heartbeat_ns == 50
+    assert (total.bpf, total.effective_bpf) == (a.bpf, a.effective_bpf)
     assert sum_statuses([a]) is a
 
 

@@ -21,13 +21,13 @@ from typing import Any
 
 import pytest
 
+from leireye.web import logfilter
 from leireye.web.logfilter import (
     REDACTED,
     RateLimitFilter,
     RedactingFilter,
     install_log_redaction,
     redact_text,
-    remove_log_redaction,
 )
 
 JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIyIn0.c2lnbmF0dXJlLXNpZ25hdHVyZS1zaWduYXR1cmUtc2ln"
@@ -195,6 +195,14 @@ def test_numbers_and_unprintable_args_are_left_alone() -> None:
 
 
 # -- installing ---------------------------------------------------------------------------------
+
+
+def remove_log_redaction() -> None:
+    """Detach every filter `install_log_redaction` attached (the sensor never does)."""
+    with logfilter._install_lock:
+        for target, flt in logfilter._installed:
+            target.removeFilter(flt)
+        logfilter._installed.clear()
 
 
 @pytest.fixture

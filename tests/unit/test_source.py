@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import shutil
@@ -15,8 +16,10 @@ from pathlib import Path
 import dpkt
 import pytest
 
+from leireye.capture.ownfilter import OwnTraffic, kernel_filter
+from leireye.capture.pcapfile import write_pcap as write_frames
 from leireye.capture.source import (
-    Batch,
+    CapturedFrames,
     LiveSource,
     OfflineSource,
     PacketSource,
@@ -31,6 +34,7 @@ from leireye.record import LinkType
 
 T0 = 1_600_000_000_000_000_000  # file timestamps, ns
 root_only = pytest.mark.skipif(os.geteuid() != 0, reason="live capture needs root")
+DATA = Path(__file__).resolve().parents[1] / "data"
 
 
 def udp_frame(i: int, dport: int = 5353, payload_len: int = 20) -> bytes:
@@ -47,18 +51,12 @@ def udp_frame(i: int, dport: int = 5353, payload_len: int = 20) -> bytes:
 
 
 def write_pcap(path: Path, gaps_ns: list[int], dport: int = 5353) -> list[bytes]:
-    """A nanosecond pcap: one UDP frame per entry, each `gap` after the previous. (Written by
-    hand: dpkt.pcap.Writer takes float seconds, which cannot hold nanoseconds since 1970.)"""
-    frames = []
-    with path.open("wb") as f:
-        f.write(struct.pack("<IHHiIII", 0xA1B23C4D, 2, 4, 0, 0, 1600, 1))
-        ts = T0
-        for i, gap in enumerate(gaps_ns):
-            ts += gap
-            frame = udp_frame(i, dport)
-            f.write(struct.pack("<IIII", ts // 10**9, ts % 10**9, len(frame), len(frame)))
-            f.write(frame)
-            frames.append(frame)
+    """A nanosecond pcap: one UDP frame per entry, each `gap` after the previous. (Not dpkt's
+    pcap.Writer: it takes float seconds, which cannot hold nanoseconds since 1970.)"""
+    frames = [udp_frame(i, dport) for i in range(len(gaps_ns))]
+    ts_ns = list(itertools.accumulate(gaps_ns, initial=T0))[1:]
+    lengths = [len(frame) for frame in frames]
+    write_frames(path, ts_ns, lengths, frames, LinkType.EN10MB, 1600, nanoseconds=True)
     return frames
 
 
@@ -70,7 +68,7 @@ def config(path: Path | None = None, **kw: object) -> CaptureConfig:
     return CaptureConfig(pcap=str(path) if path else None, replay=replay, **kw)  # type: ignore[arg-type]
 
 
-def drain(source: PacketSource, limit: int = 1_000_000) -> list[Batch]:
+def drain(source: PacketSource, limit: int = 1_000_000) -> list[CapturedFrames]:
     batches = []
     total = 0
     while not source.finished and total < limit:
@@ -80,7 +78,7 @@ def drain(source: PacketSource, limit: int = 1_000_000) -> list[Batch]:
     return batches
 
 
-def flat(batches: list[Batch]) -> tuple[list[int], list[int], list[bytes]]:
+def flat(batches: list[CapturedFrames]) -> tuple[list[int], list[int], list[bytes]]:
     ts = [t for b in batches for t in b.ts_ns]
     wl = [n for b in batches for n in b.wire_lens]
     frames = [f for b in batches for f in b.frames]
@@ -251,6 +249,31 @@ def test_check_reopen_fails_when_the_file_is_gone(tmp_path: Path) -> None:
 def test_bad_bpf_on_an_interface_is_a_capture_error_with_libpcap_text() -> None:
     with pytest.raises(CaptureError, match="syntax error"):
         open_source(CaptureConfig(interface="lo", bpf="udp and port"))
+
+
+@root_only
+def test_a_live_source_runs_the_filter_with_the_sensors_traffic_left_out() -> None:
+    own = OwnTraffic(8000, ("127.0.0.1",))
+    source = open_source(CaptureConfig(interface="lo", bpf="udp"), own=own)
+    try:
+        assert source.bpf == kernel_filter("udp", own, source.linktype)
+        assert source.bpf.startswith("(udp) and not (tcp and ")
+    finally:
+        source.close()
+    replay = CaptureConfig(pcap=str(DATA / "dns.pcap"), bpf="udp")
+    with contextlib.closing(open_source(replay, own=own)) as offline:
+        assert offline.bpf == "udp"  # a replay is not the sensor's traffic
+
+
+@root_only
+def test_a_bad_bpf_error_names_the_users_filter_not_the_composed_one() -> None:
+    own = OwnTraffic(8000, ("127.0.0.1",))
+    with pytest.raises(CaptureError, match=r"^invalid BPF filter 'udp and port': .*syntax error"):
+        open_source(CaptureConfig(interface="lo", bpf="udp and port"), own=own)
+    # Valid alone, empty once the sensor's port is left out: the error says why.
+    with pytest.raises(CaptureError, match="include_own_traffic") as caught:
+        open_source(CaptureConfig(interface="lo", bpf="tcp port 8000"), own=OwnTraffic(8000))
+    assert "rejects all packets" in str(caught.value)
 
 
 @root_only

@@ -13,9 +13,9 @@ from leireye.record import (
     App,
     DecodeError,
     Proto,
-    ip_to_halves,
 )
 from leireye.stats.accumulator import StatsAccumulator
+from tests.records import ip_to_halves
 
 NS = 1_000_000_000
 T0 = 1_700_000_000 * NS  # a whole second

@@ -12,10 +12,12 @@ from collections.abc import Iterator
 import msgspec
 import pytest
 
+from leireye.config import BPF_MAX_BYTES
 from leireye.errors import RingError
 from leireye.ring.shm import SHM_DIR, unlink_segment
 from leireye.ring.status import (
     BPF_BYTES,
+    EFFECTIVE_BPF_BYTES,
     ERROR_BYTES,
     CaptureState,
     CaptureStatus,
@@ -44,6 +46,7 @@ def full_status(k: int = 7) -> CaptureStatus:
         capturing=True,
         interface="eth0",
         bpf="udp and port 53",
+        effective_bpf="(udp and port 53) and not (tcp port 8000)",
         linktype=1,
         snaplen=1600,
         pid=4242,
@@ -101,11 +104,27 @@ def test_states_are_strings_on_the_wire(block: StatusBlock) -> None:
 
 def test_text_is_cut_on_a_character_boundary(block: StatusBlock) -> None:
     long_error = "é" * ERROR_BYTES  # 2 bytes each: the cut falls inside a character
-    block.write(CaptureStatus(last_error=long_error, bpf="x" * (BPF_BYTES + 10)))
+    block.write(CaptureStatus(last_error=long_error))
     st = block.read()
     assert long_error.startswith(st.last_error)
     assert len(st.last_error.encode()) == ERROR_BYTES
-    assert st.bpf == "x" * BPF_BYTES
+
+
+def test_filters_are_kept_whole_or_refused(block: StatusBlock) -> None:
+    """A filter cut short would show something else than what the kernel runs."""
+    longest = CaptureStatus(bpf="x" * BPF_BYTES, effective_bpf="y" * EFFECTIVE_BPF_BYTES)
+    block.write(longest)
+    st = block.read()
+    assert (st.bpf, st.effective_bpf) == (longest.bpf, longest.effective_bpf)
+    with pytest.raises(ValueError, match="effective_bpf"):
+        block.write(CaptureStatus(effective_bpf="y" * (EFFECTIVE_BPF_BYTES + 1)))
+    with pytest.raises(ValueError, match="bpf"):
+        block.write(CaptureStatus(bpf="é" * (BPF_BYTES // 2 + 1)))
+    assert block.read() == st  # a refused write leaves the block as it was
+
+
+def test_the_block_holds_the_longest_filter_the_config_allows() -> None:
+    assert BPF_BYTES >= BPF_MAX_BYTES
 
 
 def test_unknown_decode_error_names_are_ignored(block: StatusBlock) -> None:

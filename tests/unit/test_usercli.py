@@ -85,11 +85,12 @@ def test_add_list_passwd_role_remove(config_path: Path) -> None:
     assert verify_password(BOB_PW, bob.password_hash, bob.salt)
 
     listing = ok(leireye_user(config_path, "list")).splitlines()
-    assert listing[0].split() == ["ID", "USERNAME", "ROLE", "PASSWORD"]
+    assert listing[0].split() == ["ID", "USERNAME", "ROLE"]
     assert [line.split() for line in listing[1:]] == [
-        ["1", "root", "ADMIN", "yes"],
-        ["2", "bob", "ANALYST", "yes"],
+        ["1", "root", "ADMIN"],
+        ["2", "bob", "ANALYST"],
     ]
+    first_generation = bob.generation
 
     # A password without a trailing newline is taken whole.
     out = ok(leireye_user(config_path, "passwd", "bob", "--password-stdin",
@@ -98,16 +99,23 @@ def test_add_list_passwd_role_remove(config_path: Path) -> None:
     bob = by_name(config_path)["bob"]
     assert verify_password("bob's second password", bob.password_hash, bob.salt)
     assert not verify_password(BOB_PW, bob.password_hash, bob.salt)
+    assert bob.generation != first_generation
 
     assert ok(leireye_user(config_path, "role", "bob", "VIEWER")) == "bob is now VIEWER\n"
     assert by_name(config_path)["bob"].role == "VIEWER"
     assert by_name(config_path)["bob"].password_hash == bob.password_hash
+    assert by_name(config_path)["bob"].generation == bob.generation
 
     removed = ok(leireye_user(config_path, "remove", "bob"))
     assert removed == "removed bob (id 2); their tokens and open sessions end now\n"
     assert list(by_name(config_path)) == ["root"]
     listing = ok(leireye_user(config_path, "list")).splitlines()
     assert [line.split()[1] for line in listing[1:]] == ["root"]
+
+    # bob again: a new id, not the removed bob's 2.
+    out = ok(leireye_user(config_path, "add", "bob", "--role", "ADMIN", "--password-stdin",
+                          stdin=BOB_PW + "\n"))  # fmt: skip
+    assert out == f"added bob (id 3, ADMIN) to {path}\n"
 
 
 def test_every_refusal_is_one_line_and_a_non_zero_exit(config_path: Path) -> None:

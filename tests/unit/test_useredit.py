@@ -3,17 +3,20 @@ that loses no edit between processes, an atomic rename a reader never sees half 
 
 from __future__ import annotations
 
+import functools
 import multiprocessing
 import os
 import stat
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import msgspec
 import pytest
 import yaml
 
-from leireye.accounts.passwords import verify_password
+from leireye.accounts import useredit
+from leireye.accounts.passwords import hash_password, verify_password
 from leireye.accounts.useredit import (
     UserEditError,
     add_user,
@@ -23,13 +26,35 @@ from leireye.accounts.useredit import (
     remove_user,
     update_user,
 )
-from leireye.accounts.users import User, dump_users, load_users, parse_users
+from leireye.accounts.users import (
+    MAX_USER_ID,
+    UsersFile,
+    dump_users_file,
+    load_users,
+    load_users_file,
+    parse_users_file,
+)
+from tests.accounts import make_user
 from tests.waiting import scaled
 
-ADMIN = User(1, "root", "ADMIN")
-ALICE = User(2, "alice", "ANALYST")
-VIEWER = User(5, "vic", "VIEWER")
-USERS = (ADMIN, ALICE, VIEWER)
+PW = "a good password"
+ADMIN = make_user(1, "root", "ADMIN", PW)
+ALICE = make_user(2, "alice", "ANALYST", PW)
+VIEWER = make_user(5, "vic", "VIEWER", PW)
+USERS = UsersFile(next_id=6, users=(ADMIN, ALICE, VIEWER))
+
+
+def replaced(user: object, **changes: object) -> object:
+    return msgspec.structs.replace(user, **changes)
+
+
+@pytest.fixture
+def cheap_hashes(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Many edits in a row: an argon2id cost that takes microseconds (forked workers inherit
+    it)."""
+    cheap = functools.partial(hash_password, time_cost=1, memory_kib=8)
+    monkeypatch.setattr(useredit, "hash_password", cheap)
+    yield
 
 
 def kind_of(call: object) -> str:
@@ -42,24 +67,28 @@ def kind_of(call: object) -> str:
 # -- pure edits ---------------------------------------------------------------------------------
 
 
-def test_add_appends_a_user_with_an_id_above_every_existing_one() -> None:
-    users, new = add_user(USERS, "bob", "VIEWER", None)
-    assert users == (*USERS, new)
-    assert new == User(6, "bob", "VIEWER")
-    assert new.id > max(u.id for u in USERS)
-    assert add_user((), "first", "ADMIN", None)[1].id == 1
+def test_add_gives_next_id_and_a_new_generation() -> None:
+    users_file, new = add_user(USERS, "bob", "VIEWER", PW)
+    assert users_file == UsersFile(next_id=7, users=(*USERS.users, new))
+    assert (new.id, new.username, new.role) == (6, "bob", "VIEWER")
+    assert new.generation not in {u.generation for u in USERS.users}
+    assert add_user(UsersFile(next_id=1), "first", "ADMIN", PW)[1].id == 1
 
 
-def test_removing_the_highest_id_then_adding_gives_an_id_above_those_left() -> None:
-    users, _ = remove_user(USERS, "vic")
-    users, new = add_user(users, "bob", "VIEWER", None)
-    assert new.id > max(u.id for u in users if u is not new)
-    assert len({u.id for u in users}) == len(users)
+def test_a_removed_users_id_and_generation_are_never_given_again() -> None:
+    """Remove the user with the highest id, add one with the same name: the new one gets
+    another id (not max + 1, the removed one's) and another generation."""
+    users_file, gone = remove_user(USERS, "vic")
+    assert users_file.next_id == 6
+    users_file, again = add_user(users_file, "vic", "ADMIN", PW)
+    assert again.id == 6 != gone.id
+    assert again.generation != gone.generation
+    assert len({u.id for u in users_file.users}) == len(users_file.users)
 
 
-def test_add_with_a_password_stores_only_its_hash() -> None:
+def test_add_stores_only_the_password_hash() -> None:
     _, new = add_user(USERS, "bob", "ANALYST", "bobs password")
-    assert new.password_hash is not None and new.salt is None  # the salt is in the hash
+    assert new.salt == ""  # the salt is in the hash
     assert "bobs password" not in new.password_hash
     assert verify_password("bobs password", new.password_hash)
 
@@ -67,54 +96,65 @@ def test_add_with_a_password_stores_only_its_hash() -> None:
 @pytest.mark.parametrize(
     ("username", "role", "password", "kind"),
     [
-        ("alice", "VIEWER", None, "conflict"),
-        ("", "VIEWER", None, "invalid"),
-        ("has space", "VIEWER", None, "invalid"),
-        ("x" * 65, "VIEWER", None, "invalid"),
-        ("semi;colon", "VIEWER", None, "invalid"),
-        ("bob", "viewer", None, "invalid"),
-        ("bob", "ROOT", None, "invalid"),
+        ("alice", "VIEWER", PW, "conflict"),
+        ("", "VIEWER", PW, "invalid"),
+        ("has space", "VIEWER", PW, "invalid"),
+        ("x" * 65, "VIEWER", PW, "invalid"),
+        ("semi;colon", "VIEWER", PW, "invalid"),
+        ("bob", "viewer", PW, "invalid"),
+        ("bob", "ROOT", PW, "invalid"),
         ("bob", "VIEWER", "short", "invalid"),
         ("bob", "VIEWER", "", "invalid"),
     ],
 )
-def test_add_refusals(username: str, role: str, password: str | None, kind: str) -> None:
+def test_add_refusals(username: str, role: str, password: str, kind: str) -> None:
     assert kind_of(lambda: add_user(USERS, username, role, password)) == kind
 
 
 def test_usernames_are_compared_exactly() -> None:
-    _, new = add_user(USERS, "Alice", "VIEWER", None)  # a different name from "alice"
+    _, new = add_user(USERS, "Alice", "VIEWER", PW)  # a different name from "alice"
     assert new.username == "Alice"
-    assert add_user(USERS, "x" * 64, "VIEWER", None)[1].username == "x" * 64
+    assert add_user(USERS, "x" * 64, "VIEWER", PW)[1].username == "x" * 64
 
 
 def test_update_by_id_or_name() -> None:
-    users, changed = update_user(USERS, 2, role="VIEWER")
-    assert changed == User(2, "alice", "VIEWER")
-    assert users == (ADMIN, changed, VIEWER)
-    users, changed = update_user(USERS, "vic", role="ADMIN")
-    assert changed.role == "ADMIN" and users[2] is changed
-    users, changed = update_user(USERS, "alice")  # nothing to change
-    assert users == USERS and changed == ALICE
+    users_file, changed = update_user(USERS, 2, role="VIEWER")
+    assert changed == replaced(ALICE, role="VIEWER")  # same generation: tokens keep working
+    assert users_file == UsersFile(next_id=6, users=(ADMIN, changed, VIEWER))
+    users_file, changed = update_user(USERS, "vic", role="ADMIN")
+    assert changed.role == "ADMIN" and users_file.users[2] is changed
+    users_file, changed = update_user(USERS, "alice")  # nothing to change
+    assert users_file == USERS and changed == ALICE
 
 
-def test_update_password_replaces_the_hash() -> None:
-    users, changed = update_user(USERS, "alice", password="a new password")
+def test_update_password_replaces_the_hash_and_the_generation() -> None:
+    users_file, changed = update_user(USERS, "alice", password="a new password")
     assert changed.role == "ANALYST"
-    assert changed.password_hash is not None and changed.salt is None
+    assert changed.salt == ""
     assert verify_password("a new password", changed.password_hash)
-    assert users[1] is changed
+    assert changed.generation != ALICE.generation
+    assert users_file.users[1] is changed and users_file.next_id == USERS.next_id
+    _, again = update_user(users_file, "alice", password="a new password")
+    assert again.generation != changed.generation  # the same password once more: new anyway
+
+
+def test_a_new_password_drops_a_legacy_salt() -> None:
+    legacy = replaced(ALICE, password_hash="scrypt$16384$8$1$AAAA", salt="c2FsdA==")
+    users_file = UsersFile(next_id=6, users=(ADMIN, legacy, VIEWER))
+    _, changed = update_user(users_file, "alice", password="a new password")
+    assert changed.salt == "" and changed.password_hash.startswith("$argon2id$")
 
 
 def test_a_rehash_replaces_only_the_hash_it_was_computed_for() -> None:
-    legacy = msgspec.structs.replace(ALICE, password_hash="scrypt$16384$8$1$AAAA", salt="c2FsdA==")
-    users = tuple(legacy if u is ALICE else u for u in USERS)
-    new_users, changed = rehash_user(users, ALICE.id, "scrypt$16384$8$1$AAAA", "$argon2id$new")
-    assert changed == msgspec.structs.replace(legacy, password_hash="$argon2id$new", salt=None)
-    assert [u for u in new_users if u.id != ALICE.id] == [u for u in users if u.id != ALICE.id]
+    """Not a password change: the generation (and every token with it) stays."""
+    legacy = replaced(ALICE, password_hash="scrypt$16384$8$1$AAAA", salt="c2FsdA==")
+    users_file = UsersFile(next_id=6, users=(ADMIN, legacy, VIEWER))
+    new_file, changed = rehash_user(users_file, ALICE.id, "scrypt$16384$8$1$AAAA", "$argon2id$new")
+    assert changed == replaced(ALICE, password_hash="$argon2id$new")  # no salt, same generation
+    assert new_file == UsersFile(next_id=6, users=(ADMIN, changed, VIEWER))
     # The password was changed meanwhile (or the user removed): the rehash is dropped.
-    assert rehash_user(users, ALICE.id, "scrypt$other", "$argon2id$new") == (users, None)
-    assert rehash_user(users, 999, "scrypt$16384$8$1$AAAA", "$argon2id$new") == (users, None)
+    assert rehash_user(users_file, ALICE.id, "scrypt$other", "$argon2id$new") == (users_file, None)
+    assert rehash_user(users_file, 999, "scrypt$16384$8$1$AAAA", "$x") == (users_file, None)
 
 
 def test_update_refusals() -> None:
@@ -130,33 +170,34 @@ def test_the_last_admin_can_be_neither_demoted_nor_removed() -> None:
     update_user(USERS, "root", role="ADMIN")  # staying ADMIN is fine
     two, _ = update_user(USERS, "alice", role="ADMIN")
     one, _ = remove_user(two, "root")  # with a second ADMIN, the first may go
-    assert [u.username for u in one if u.role == "ADMIN"] == ["alice"]
+    assert [u.username for u in one.users if u.role == "ADMIN"] == ["alice"]
     assert kind_of(lambda: remove_user(one, "alice")) == "conflict"
     demoted, _ = update_user(two, "root", role="VIEWER")
     assert kind_of(lambda: update_user(demoted, "alice", role="VIEWER")) == "conflict"
 
 
 def test_without_any_admin_the_others_may_still_be_edited() -> None:
-    users = (ALICE, VIEWER)
-    users, _ = remove_user(users, "vic")
-    users, _ = update_user(users, "alice", role="VIEWER")
-    assert users == (User(2, "alice", "VIEWER"),)
+    users_file = UsersFile(next_id=6, users=(ALICE, VIEWER))
+    users_file, _ = remove_user(users_file, "vic")
+    users_file, _ = update_user(users_file, "alice", role="VIEWER")
+    assert users_file.users == (replaced(ALICE, role="VIEWER"),)
 
 
 def test_remove() -> None:
-    users, gone = remove_user(USERS, "alice")
-    assert gone is ALICE and users == (ADMIN, VIEWER)
-    users, gone = remove_user(USERS, 5)
-    assert gone is VIEWER and users == (ADMIN, ALICE)
+    users_file, gone = remove_user(USERS, "alice")
+    assert gone is ALICE and users_file == UsersFile(next_id=6, users=(ADMIN, VIEWER))
+    users_file, gone = remove_user(USERS, 5)
+    assert gone is VIEWER and users_file == UsersFile(next_id=6, users=(ADMIN, ALICE))
     assert kind_of(lambda: remove_user(USERS, "ghost")) == "not_found"
 
 
 def test_adding_past_the_largest_id_is_refused_and_leaves_a_valid_file(tmp_path: Path) -> None:
     path = tmp_path / "users.yaml"
-    path.write_text(dump_users([User(2**31 - 1, "root", "ADMIN")]))
-    with pytest.raises(UserEditError):
-        edit_users_file(path, lambda users: add_user(users, "bob", "VIEWER", None))
-    assert len(load_users(path)) == 1
+    root = make_user(MAX_USER_ID, "root", "ADMIN", PW)
+    path.write_text(dump_users_file(UsersFile(next_id=MAX_USER_ID + 1, users=(root,))))
+    with pytest.raises(UserEditError, match="every user id"):
+        edit_users_file(path, lambda users: add_user(users, "bob", "VIEWER", PW))
+    assert load_users(path) == (root,)
 
 
 # -- the file -----------------------------------------------------------------------------------
@@ -165,16 +206,16 @@ def test_adding_past_the_largest_id_is_refused_and_leaves_a_valid_file(tmp_path:
 def test_edit_creates_the_file_mode_0600_and_returns_the_result(tmp_path: Path) -> None:
     path = tmp_path / "users.yaml"
     assert read_users_file(path) == ()
-    new = edit_users_file(path, lambda users: add_user(users, "root", "ADMIN", None))
-    assert new == User(1, "root", "ADMIN")
-    assert load_users(path) == (new,)
+    new = edit_users_file(path, lambda users: add_user(users, "root", "ADMIN", PW))
+    assert (new.id, new.username, new.role) == (1, "root", "ADMIN")
+    assert load_users_file(path) == UsersFile(next_id=2, users=(new,))
     assert read_users_file(path) == (new,)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
 
 
 def test_edit_replaces_the_file_by_rename_keeping_mode_0600(tmp_path: Path) -> None:
     path = tmp_path / "users.yaml"
-    path.write_text(dump_users(USERS))
+    path.write_text(dump_users_file(USERS))
     path.chmod(0o600)
     before = path.stat().st_ino
     edit_users_file(path, lambda users: remove_user(users, "vic"))
@@ -187,7 +228,7 @@ def test_edit_replaces_the_file_by_rename_keeping_mode_0600(tmp_path: Path) -> N
 
 def test_a_refused_edit_leaves_the_file_untouched(tmp_path: Path) -> None:
     path = tmp_path / "users.yaml"
-    path.write_text(dump_users(USERS))
+    path.write_text(dump_users_file(USERS))
     before = path.read_bytes(), path.stat().st_ino
     with pytest.raises(UserEditError) as info:
         edit_users_file(path, lambda users: remove_user(users, "root"))
@@ -198,9 +239,10 @@ def test_a_refused_edit_leaves_the_file_untouched(tmp_path: Path) -> None:
 def _add_many(path: str, worker: int, count: int) -> None:
     for index in range(count):
         name = f"w{worker}-{index}"
-        edit_users_file(path, lambda users, name=name: add_user(users, name, "VIEWER", None))
+        edit_users_file(path, lambda users, name=name: add_user(users, name, "VIEWER", PW))
 
 
+@pytest.mark.usefixtures("cheap_hashes")
 def test_concurrent_processes_lose_no_edit(tmp_path: Path) -> None:
     path = tmp_path / "users.yaml"
     context = multiprocessing.get_context("fork")
@@ -214,12 +256,14 @@ def test_concurrent_processes_lose_no_edit(tmp_path: Path) -> None:
     assert len(users) == 40
     assert {u.username for u in users} == {f"w{w}-{i}" for w in range(4) for i in range(10)}
     assert sorted(u.id for u in users) == list(range(1, 41))
+    assert len({u.generation for u in users}) == 40
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
 
 
+@pytest.mark.usefixtures("cheap_hashes")
 def test_a_reader_never_sees_a_partial_file_while_writers_run(tmp_path: Path) -> None:
     path = tmp_path / "users.yaml"
-    path.write_text(dump_users([ADMIN]))
+    path.write_text(dump_users_file(UsersFile(next_id=2, users=(ADMIN,))))
     path.chmod(0o600)
     context = multiprocessing.get_context("fork")
     writers = [context.Process(target=_add_many, args=(str(path), w, 15)) for w in range(2)]
@@ -229,7 +273,7 @@ def test_a_reader_never_sees_a_partial_file_while_writers_run(tmp_path: Path) ->
     reads = 0
     while any(p.is_alive() for p in writers) or reads == 0:
         # No lock here: this is what a web worker's UserStore does.
-        users = parse_users(yaml.safe_load(path.read_bytes()))
+        users = parse_users_file(yaml.safe_load(path.read_bytes())).users
         assert users[0] == ADMIN
         assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
         seen.add(len(users))
@@ -241,6 +285,7 @@ def test_a_reader_never_sees_a_partial_file_while_writers_run(tmp_path: Path) ->
     assert len(seen) > 1  # the reader did overlap the writers
 
 
+@pytest.mark.usefixtures("cheap_hashes")
 def test_threads_of_one_process_also_exclude_each_other(tmp_path: Path) -> None:
     path = tmp_path / "users.yaml"
     threads = [threading.Thread(target=_add_many, args=(str(path), w, 5)) for w in range(4)]

@@ -19,7 +19,6 @@ from leireye.record import (
     App,
     Proto,
     TcpFlag,
-    ip_to_halves,
 )
 from leireye.web.encode import (
     PACKET_MESSAGE_BOUND,
@@ -33,6 +32,7 @@ from leireye.web.encode import (
     utf8_size,
 )
 from leireye.wire import PacketMessage, PacketsMessage
+from tests.records import ip_to_halves
 
 SPEC_TS_NS = 1705746601_123_000_000  # 2024-01-20T10:30:01.123Z
 

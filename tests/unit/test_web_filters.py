@@ -42,8 +42,8 @@ def test_spec_filters_echo_as_given() -> None:
 
 
 def test_none_and_empty_mean_no_filter() -> None:
-    assert ok(None).is_empty and ok({}).is_empty
-    assert ok({"protocol": None, "port": None}).is_empty
+    assert ok(None) == PacketFilter() and ok({}) == PacketFilter()
+    assert ok({"protocol": None, "port": None}) == PacketFilter()
     assert ok({}).as_dict() == {}
 
 

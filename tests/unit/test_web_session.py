@@ -15,6 +15,7 @@ from leireye.record import Proto
 from leireye.ring.status import CaptureState, CaptureStatus
 from leireye.stats.layout import StatsSnapshot
 from leireye.web.encode import encode_packets
+from leireye.web.filters import PacketFilter
 from leireye.web.session import TRANSITIONS, Session, State
 from leireye.wire import Close
 from tests.unit.test_web_encode import make
@@ -39,7 +40,9 @@ class Users:
         expires = None if parts[2] == "-" else float(parts[2])
         if expires is not None and expires <= now:
             return AuthFailure("expired")
-        return Principal(id=int(parts[0]), username=parts[1], role="ADMIN", expires_at=expires)
+        return Principal(
+            id=int(parts[0]), username=parts[1], role="ADMIN", expires_at=expires, generation="g"
+        )
 
     def admit(self, principal: Principal) -> bool:
         if self.slots[principal.id] >= self.limit:
@@ -368,7 +371,7 @@ def test_subscribe_without_filters_echoes_an_empty_object() -> None:
     session = new_session()
     drain(session)
     assert subscribed(session)[0]["filters"] == {}
-    assert session.filter is not None and session.filter.is_empty
+    assert session.filter is not None and session.filter == PacketFilter()
 
 
 def test_a_second_subscribe_replaces_the_filters() -> None:
@@ -578,7 +581,7 @@ def test_status_after_auth_and_on_changes_only() -> None:
     assert types(send(session, {"type": "auth", "token": ALICE})) == ["auth_success", "status"]
     session.tick(T0 + 0.1, status=capture(packets_captured=99999, kernel_drops=5))
     assert drain(session) == []
-    session.tick(T0 + 0.2, status=capture(bpf="tcp port 443"))
+    session.tick(T0 + 0.2, status=capture(bpf="tcp port 443", effective_bpf="(tcp port 443)"))
     [status] = drain(session)
     assert status == {
         "type": "status",
@@ -589,6 +592,7 @@ def test_status_after_auth_and_on_changes_only() -> None:
             "packets_captured": 1567,
             "state": "capturing",
             "bpf": "tcp port 443",
+            "effective_bpf": "(tcp port 443)",
             "kernel_drops": 0,
             "if_drops": 0,
             "error": None,

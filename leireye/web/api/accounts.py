@@ -37,7 +37,7 @@ class RefreshBody(msgspec.Struct, forbid_unknown_fields=True):
 class NewUserBody(msgspec.Struct, forbid_unknown_fields=True):
     username: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
     role: Role
-    password: Text | None = None
+    password: Text
 
 
 class UserPatchBody(msgspec.Struct, forbid_unknown_fields=True):
@@ -64,14 +64,12 @@ async def refresh(request: Request) -> Response:
 
 async def me(request: Request) -> Response:
     principal = require(request)
-    users = context(request).authenticator.users.get(principal.id)
     return JSONResponse(
         {
             "id": principal.id,
             "username": principal.username,
             "role": principal.role,
             "expires_at": principal.expires_at,
-            "has_password": bool(users and users.password_hash),
         }
     )
 
@@ -86,7 +84,8 @@ async def logout(request: Request) -> Response:
 async def ticket(request: Request) -> Response:
     principal = require(request)
     expires_at = principal.expires_at if principal.expires_at is not None else 2.0**40
-    data = await context(request).control.call(IssueTicket(principal.id, expires_at))
+    ticket = IssueTicket(principal.id, principal.generation, expires_at)
+    data = await context(request).control.call(ticket)
     return JSONResponse(data, headers={"Cache-Control": "no-store"})
 
 

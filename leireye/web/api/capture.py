@@ -10,12 +10,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from leireye.capture.control import status_view
 from leireye.capture.interfaces import list_interfaces
 from leireye.control.protocol import CaptureStart, CaptureStop
 from leireye.errors import CaptureError
 from leireye.web.api.context import capture_status, context, read_body, require
 from leireye.web.api.errors import ApiError
+from leireye.web.statusview import status_view
 
 
 class StartBody(msgspec.Struct, forbid_unknown_fields=True):

@@ -14,6 +14,7 @@ from leireye.accounts.principal import AuthFailure, Principal
 from leireye.accounts.tokens import Authenticator
 from leireye.config import Config
 from leireye.control.client import ControlClient
+from leireye.control.server import socket_path
 from leireye.ring.status import CaptureStatus
 from leireye.web.api.errors import ApiError
 from leireye.web.hub import Hub
@@ -30,6 +31,12 @@ class ApiContext:
     hub: Hub
     authenticator: Authenticator
     control: ControlClient
+
+    @classmethod
+    def for_worker(cls, config: Config, hub: Hub) -> ApiContext:
+        """What a web worker serves with: its hub, the hub's token verifier, and a client of
+        the supervisor's control socket in `state_dir`."""
+        return cls(config, hub, hub.authenticator, ControlClient(socket_path(config.state_dir)))
 
 
 def context(request: Request) -> ApiContext:

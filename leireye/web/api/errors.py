@@ -6,7 +6,7 @@ import datetime as dt
 import math
 
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
 from leireye.errors import RefusedError
@@ -17,6 +17,7 @@ _CODES = {
     403: "FORBIDDEN",
     404: "NOT_FOUND",
     405: "METHOD_NOT_ALLOWED",
+    408: "REQUEST_TIMEOUT",
     409: "CONFLICT",
     413: "PAYLOAD_TOO_LARGE",
     415: "UNSUPPORTED_MEDIA_TYPE",
@@ -62,4 +63,14 @@ async def http_error(request: Request, exc: Exception) -> Response:
     return error_response(exc.status_code, code, str(exc.detail), dict(exc.headers or {}))
 
 
-EXCEPTION_HANDLERS = {RefusedError: refused, HTTPException: http_error}
+async def client_gone(request: Request, exc: Exception) -> Response:
+    """The client went away while its body was being read (or the body deadline closed it):
+    nobody is left to answer, and it is no error of ours to log with a traceback."""
+    return Response(status_code=400)
+
+
+EXCEPTION_HANDLERS = {
+    RefusedError: refused,
+    HTTPException: http_error,
+    ClientDisconnect: client_gone,
+}

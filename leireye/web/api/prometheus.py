@@ -6,6 +6,7 @@ from leireye.errors import LeirEyeError
 from leireye.web.hub import Hub
 from leireye.web.metrics import Metric, MetricType, Sample
 from leireye.web.registry import COUNTERS
+from leireye.web.statusview import capture_view
 
 
 def _one(name: str, kind: MetricType, help_text: str, value: float) -> Metric:
@@ -14,11 +15,11 @@ def _one(name: str, kind: MetricType, help_text: str, value: float) -> Metric:
 
 def collect(hub: Hub) -> list[Metric]:
     hub.tick_status()
-    status = hub.status
     metrics: list[Metric] = []
-    if status is not None:
+    if hub.status is not None:
+        status = capture_view(hub.status)
         metrics += [
-            _one("leireye_capture_up", "gauge", "1 while capturing", int(status.capturing)),
+            _one("leireye_capture_up", "gauge", "1 while capturing", int(status.is_capturing)),
             _one("leireye_capture_packets_total", "counter",
                  "Packets captured by the current capture process", status.packets_captured),
             _one("leireye_capture_bytes_total", "counter",

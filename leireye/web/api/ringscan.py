@@ -12,7 +12,7 @@ from typing import Protocol
 import numpy as np
 
 from leireye.record import RECORD_DTYPE
-from leireye.ring.ring import ReadBatch
+from leireye.ring.ring import RingRead
 from leireye.web.filters import PacketFilter
 
 CHUNK = 4096
@@ -25,7 +25,7 @@ class RingView(Protocol):
     @property
     def write_seq(self) -> int: ...
 
-    def copy_range(self, first: int, last: int, with_raw: bool = False) -> ReadBatch: ...
+    def copy_range(self, first: int, last: int, with_raw: bool = False) -> RingRead: ...
 
 
 def bounds(ring: RingView, after: int | None, before: int | None) -> tuple[int, int]:

@@ -454,7 +454,11 @@ export class LeirEyeClient {
 
   async _ringHead() {
     try {
-      const response = await this.fetch(`${this.apiUrl}/health`);
+      // /health shows the ring's position only to a user: send the token.
+      const token = await this._getToken();
+      const response = await this.fetch(`${this.apiUrl}/health`, {
+        headers: { Authorization: `Bearer ${token}` },
+      });
       const last = (await response.json())?.ring?.last_id;
       return Number.isInteger(last) && last >= 0 ? last : null;
     } catch {

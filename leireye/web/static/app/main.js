@@ -14,13 +14,17 @@ import { CaptureControl } from './capture.js';
 import { UserAdmin } from './users.js';
 import { exportPackets } from './exporter.js';
 import { bytes, count } from './format.js';
+import { PresetControl } from './presets.js';
+import { currentTheme, initTheme, toggleTheme } from './theme.js';
 
 const KEEP_ROWS = 5000; // packets kept in the page (and in the pause buffer)
-const BACKFILL = 500; // recent packets shown at once when a filter is applied
+const BACKFILL = 500; // recent packets shown at once when a filter is applied (and per "load older")
 const TOP_EVERY_MS = 5000;
 const NOTICE_KEY = 'leireye.notice';
 
 const session = new Session();
+let onTheme = () => {}; // the console's charts restyle themselves once it runs
+initTheme((theme) => onTheme(theme));
 
 function showLogin(notice = '') {
   $('#console').hidden = true;
@@ -82,6 +86,13 @@ function startConsole(user) {
   });
   const protocols = new ProtocolBars($('#protocols'));
   const filterBar = new FilterBar($('#filter-bar'), applyFilters);
+  new PresetControl($('#presets'), {
+    read: () => filterBar.read(),
+    apply: (filters) => {
+      filterBar.show(filters);
+      applyFilters(filterBar.read());
+    },
+  });
   const top = new TopTalkers({
     el: $('#top'), windowEl: $('#top-window'), tabs: $('.tabs'), onPick: pickTalker,
   });
@@ -89,6 +100,8 @@ function startConsole(user) {
   if (hasRole(user, 'ADMIN')) new UserAdmin(session, user);
   let received = 0;
   let isPaused = false;
+  let olderBefore = null; // `before` for the next "load older" (null: no older match in the ring)
+  let earlier = 0; // packets of the refill and the "load older" pages in the table
 
   function onStatus(data) {
     status.status(data);
@@ -160,11 +173,61 @@ function startConsole(user) {
       store.push(backfill.packets.slice().reverse());
       received += backfill.packets.length;
     }
+    // A packet the new filter leaves out is no longer shown in the detail pane.
+    if (detail.open && store.indexOfId(detail.packetId) < 0) closeDetail();
     const any = Object.keys(applied).length > 0;
     table.emptyText = any ? 'No packet matches this filter yet.' : 'Waiting for packets…';
     table.reset();
     filterBar.show(applied);
+    olderBefore = backfill?.next_before ?? null;
+    earlier = backfill?.packets.length ?? 0;
+    showTableNote(any);
     message(any ? `Filter applied · ${count(backfill?.count ?? 0)} recent matches` : '');
+  }
+
+  // Under the table: when the refill stopped at BACKFILL, say so and offer the older ones.
+  function showTableNote(any = Object.keys(conn.filters).length > 0) {
+    const what = any ? 'matches' : 'packets';
+    const note = $('#table-note');
+    const button = $('#load-older');
+    const full = store.length >= store.capacity;
+    note.hidden = olderBefore === null && earlier <= BACKFILL;
+    button.hidden = olderBefore === null || full;
+    button.textContent = `Load ${count(BACKFILL)} older`;
+    let text;
+    const before = any ? 'from before this filter' : 'from before you opened the console';
+    if (olderBefore === null) {
+      text = `All ${count(earlier)} ${what} ${before} still in the ring are shown.`;
+    } else if (full) {
+      text = `The table keeps the ${count(store.capacity)} most recent ${what}; `
+        + 'older ones: export, or narrow the filter.';
+    } else {
+      text = `Showing the ${count(earlier)} most recent ${what} ${before}, then new ones live; `
+        + 'older ones: load them, export, or narrow the filter.';
+    }
+    $('#table-note-text').textContent = text;
+  }
+
+  async function loadOlder() {
+    if (olderBefore === null) return;
+    const button = $('#load-older');
+    button.disabled = true;
+    const filters = conn.filters;
+    try {
+      const page = await session.request('GET',
+        `/api/capture/packets${queryString({ ...filters, limit: BACKFILL, before: olderBefore })}`);
+      if (filters !== conn.filters) return; // another filter meanwhile
+      const taken = store.pushOlder(page.packets);
+      received += taken;
+      earlier += taken;
+      olderBefore = page.next_before ?? null;
+      table.invalidate();
+      showTableNote();
+    } catch (err) {
+      message(`Could not load older packets: ${err.message}`, 'error');
+    } finally {
+      button.disabled = false;
+    }
   }
 
   function pickTalker(tab, entry) {
@@ -196,11 +259,27 @@ function startConsole(user) {
     table.invalidate();
   }
 
+  // The button names what a click does (like Pause / Resume), its title what is shown now.
   function toggleOrder() {
     const order = table.order === 'newest' ? 'follow' : 'newest';
     table.setOrder(order);
-    $('#order').textContent = order === 'newest' ? 'Newest on top' : 'Follow tail';
+    const button = $('#order');
+    button.textContent = order === 'newest' ? 'Oldest on top' : 'Newest on top';
+    button.title = order === 'newest'
+      ? 'Newest packets are on top: click to put the oldest on top and follow the tail'
+      : 'Oldest packets are on top, following the tail: click to put the newest on top';
   }
+
+  function updateThemeButton() {
+    const light = currentTheme() === 'light';
+    const button = $('#theme-toggle');
+    button.textContent = light ? 'Dark theme' : 'Light theme';
+    button.title = `Switch to the ${light ? 'dark' : 'light'} theme (remembered in this browser)`;
+  }
+  onTheme = () => {
+    updateThemeButton();
+    charts.restyle();
+  };
 
   async function doExport() {
     const format = $('#export-format').value;
@@ -228,6 +307,14 @@ function startConsole(user) {
 
   $('#pause').addEventListener('click', togglePause);
   $('#order').addEventListener('click', toggleOrder);
+  $('#load-older').addEventListener('click', loadOlder);
+  $('#theme-toggle').addEventListener('click', () => {
+    toggleTheme();
+    onTheme();
+  });
+  $('#chart-scale').addEventListener('change', (event) => {
+    charts.scale = event.target.value;
+  });
   $('#export-button').addEventListener('click', doExport);
   $('#logout').addEventListener('click', () => session.logout());
   document.addEventListener('keydown', (event) => {
@@ -250,6 +337,7 @@ function startConsole(user) {
     }
   });
 
+  updateThemeButton();
   conn.start();
   applyFilters({});
   session.request('GET', '/api/capture/status').then(onStatus, (err) => console.warn(err));

@@ -22,9 +22,13 @@ export class StatusView {
     chip.dataset.state = state;
     $('#capture-state').textContent = STATE_TEXT[state] ?? state;
     $('#capture-iface').textContent = data.interface || '–';
+    // What the kernel runs: the user's filter with the sensor's own web traffic left out.
+    const effective = data.effective_bpf || data.bpf; // empty until the source is open
     const bpf = $('#capture-bpf');
-    bpf.textContent = data.bpf || 'none';
-    bpf.title = data.bpf || 'no BPF filter';
+    bpf.textContent = effective || 'none';
+    bpf.title = effective
+      ? `Kernel filter: ${effective}` + (effective !== data.bpf ? `\nYour filter: ${data.bpf || 'none'}` : '')
+      : 'no BPF filter';
     chip.title = data.error ? `Capture error: ${data.error}` : '';
     if (data.kernel_drops !== undefined) this.#set('#sb-kernel', data.kernel_drops);
   }

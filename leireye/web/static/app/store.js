@@ -26,6 +26,20 @@ export class PacketStore {
     this.added += list.length;
   }
 
+  // Older packets (newest first, as the REST API lists them) added behind the oldest kept, as
+  // many as there is room for; returns how many were added. `added` is left alone: the table
+  // counts it to tell new packets from old.
+  pushOlder(list) {
+    let taken = 0;
+    for (const packet of list) {
+      if (this.length >= this.capacity) break;
+      this.items[(this.head - this.length - 1 + 2 * this.capacity) % this.capacity] = packet;
+      this.length += 1;
+      taken += 1;
+    }
+    return taken;
+  }
+
   // The i-th newest packet (0 = newest).
   newest(i) {
     if (i < 0 || i >= this.length) return undefined;

@@ -62,7 +62,7 @@ export class UserAdmin {
       { class: 'user-row', role: 'row', dataset: { username: user.username, role: user.role } },
       h('span', { class: 'user-cell-name' }, user.username, you),
       role,
-      h('span', { class: 'muted small' }, user.has_password ? 'password set' : 'token only'),
+      h('span', { class: 'muted small' }, `id ${user.id}`),
       actions);
     this.#idleActions(user, actions, self);
     return row;
@@ -110,8 +110,7 @@ export class UserAdmin {
   async #add() {
     const username = $('#users-add-name').value.trim();
     const password = $('#users-add-password').value;
-    const body = { username, role: $('#users-add-role').value };
-    if (password) body.password = password;
+    const body = { username, role: $('#users-add-role').value, password };
     this.#showError('');
     try {
       await this.#session.request('POST', '/api/users', { body });

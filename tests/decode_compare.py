@@ -1,4 +1,4 @@
-"""Comparing two decodings of the same frames, field by field (for tests and diagnostics)."""
+"""Comparing the fast and the reference decodings of the same frames, field by field."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy.typing as npt
 
 from leireye.decode.decode import decode_batch
 from leireye.decode.reference.decoder import reference_batch
-from leireye.record import RECORD_DTYPE, LinkType, info_text
+from leireye.record import RECORD_DTYPE, LinkType
 
 
 def first_mismatch(
@@ -62,4 +62,6 @@ def decode_checked(
 
 
 def record_info(record: np.void) -> str:
-    return info_text(record["info"])
+    """The `info` field as text (numpy already removed the NUL padding)."""
+    info: bytes = record["info"]
+    return info.decode("utf-8", errors="replace")
