@@ -43,7 +43,9 @@ class CaptureConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     buffer_mb: Annotated[int, msgspec.Meta(ge=1, le=4096)] = 64
     pcap: str | None = None
     replay: ReplayConfig = ReplayConfig()
-    user: str | None = "nobody"
+    # The account the capture and stats processes drop to: the writer of the shared memory.
+    # Created as a system user when missing; "nobody", shared by many daemons, only warns.
+    user: str | None = "leireye"
     batch_max: Annotated[int, msgspec.Meta(ge=1, le=65536)] = 4096
     poll_ms: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 50
     coalesce_ms: Annotated[int, msgspec.Meta(ge=0, le=1000)] = 2
@@ -90,7 +92,9 @@ class WebConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 8000
     # "auto": one worker per core.
     workers: Literal["auto"] | Annotated[int, msgspec.Meta(ge=1, le=64)] = "auto"
-    user: str | None = "nobody"
+    # The account the web workers drop to (created when missing): it reads the shared memory
+    # but cannot write it, so it must not be capture.user.
+    user: str | None = "leireye-web"
     # Origins (scheme://host[:port]) allowed to open the WebSocket from a browser, besides the
     # sensor's own; "*" allows any. Clients that send no Origin (scripts) are not affected.
     allowed_origins: tuple[str, ...] = ()

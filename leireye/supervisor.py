@@ -34,17 +34,24 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from multiprocessing.process import BaseProcess
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from leireye.capture.fanout import capture_shards, shard_specs
 from leireye.capture.ownfilter import WebListener
 from leireye.config import Config
-from leireye.errors import CaptureError, LeirEyeError
+from leireye.errors import CaptureError, ConfigError, LeirEyeError
 from leireye.exitcodes import ExitCode
 from leireye.logs import setup_logging
-from leireye.privileges import drop_privileges, lookup_user, owner_ids, reachable_by
+from leireye.privileges import (
+    Owners,
+    drop_privileges,
+    ensure_account,
+    lookup_user,
+    reachable_by,
+    state_directory,
+)
 from leireye.ring import Ring, RingLayout
 from leireye.ring.ids import IdAllocator
 from leireye.ring.segments import (
@@ -55,9 +62,13 @@ from leireye.ring.segments import (
 )
 from leireye.ring.shm import unlink_segment
 
+if TYPE_CHECKING:
+    from leireye.accounts.userview import UsersViewWriter
+
 log = logging.getLogger("leireye.supervisor")
 
 PR_SET_PDEATHSIG = 1
+SEGMENT_MODE = 0o640  # the writer (capture.user) writes, the web user's group reads
 HEARTBEAT_GRACE_S = 10.0  # a fresh capture process gets this long to open its handle
 
 
@@ -124,6 +135,24 @@ class Supervisor:
         self.first_admin_file: Path | None = None
         self.new_tls_fingerprint: str | None = None  # of a certificate just made, shown once
         self._calls: queue.SimpleQueue[tuple[Callable[[], Any], Future[Any]]] = queue.SimpleQueue()
+        self.owners = Owners()  # set in `prepare_accounts`
+        self.web_pids: frozenset[int] = frozenset()  # who may call the control channel
+        self.users_view: UsersViewWriter | None = None  # the workers' copy, without hashes
+
+    # -- accounts -----------------------------------------------------------------------------
+
+    def prepare_accounts(self) -> None:
+        """Create the sensor's system accounts when missing (root only) and settle who owns what
+        (`Owners`)."""
+        cfg = self.config
+        if os.geteuid() == 0:
+            for user, key in ((cfg.capture.user, "capture.user"), (cfg.web.user, "web.user")):
+                if user is not None:
+                    ensure_account(user, key, ConfigError)
+            if cfg.capture.user is not None and cfg.capture.user == cfg.web.user:
+                log.warning("capture.user and web.user are both %s: the web workers can write "
+                            "the shared memory", cfg.web.user)  # fmt: skip
+        self.owners = Owners.of(cfg.capture.user, cfg.web.user)
 
     # -- shared memory ------------------------------------------------------------------------
 
@@ -132,21 +161,21 @@ class Supervisor:
         from leireye.stats.series import StatsSeries
 
         remove_stale_segments()
-        owner = owner_ids(self.config.capture.user, "capture.user")
+        owner = self.owners.writer  # written by capture and stats, read by the web workers
         cfg, names = self.config, self.names
         for k in range(names.shards):
             layout = RingLayout(cfg.ring.capacity, cfg.ring.raw_bytes, k, names.shards)
-            ring = Ring.create(names.rings()[k], layout, owner=owner)
+            ring = Ring.create(names.rings()[k], layout, owner=owner, mode=SEGMENT_MODE)
             ring.close()  # the supervisor never reads packets; the name stays until unlink
             self._created.append(functools.partial(close_and_unlink, ring))
-            status = StatusBlock.create(names.statuses()[k], owner=owner)
+            status = StatusBlock.create(names.statuses()[k], owner=owner, mode=SEGMENT_MODE)
             self.statuses.append(status)
             self._created.append(functools.partial(close_and_unlink, status))
         self.status = self.statuses[0]
         if names.shards > 1:
             ids = IdAllocator.create(names.ids, names.shards, owner=owner)
             self._created.append(lambda: close_and_unlink(ids))
-        stats = StatsSeries.create(self.names.stats, cfg.stats, owner=owner)
+        stats = StatsSeries.create(self.names.stats, cfg.stats, owner=owner, mode=SEGMENT_MODE)
         self._created.append(lambda: close_and_unlink(stats))
         log.info(
             "shared memory %s: %d ring%s of %d records x %d B + %d raw B (%.1f MiB each)",
@@ -160,36 +189,40 @@ class Supervisor:
         )
 
     def prepare_web(self) -> None:
-        """Bind the listening socket once, create the connection registry, and make sure the
-        secret and the users file exist (owned by the web user) before any worker starts."""
-        from leireye.accounts.tokens import load_or_create_secret, web_owner
+        """Bind the listening socket once, create the connection registry, make sure the
+        secret and the users file exist (root's alone) and write the workers' users view,
+        before any worker starts."""
+        from leireye.accounts.tokens import load_or_create_secret
         from leireye.accounts.users import (
             FIRST_ADMIN_PASSWORD_FILE,
             ensure_users_file,
             write_first_admin_password,
         )
+        from leireye.accounts.userview import USERS_VIEW_FILE, UsersViewWriter
         from leireye.tls import ensure_certificate
         from leireye.web.registry import ConnectionRegistry
 
-        cfg = self.config
-        owner = web_owner(cfg)
-        Path(cfg.state_dir).mkdir(parents=True, exist_ok=True, mode=0o755)
-        secret = load_or_create_secret(cfg, owner=owner)
+        cfg, owners = self.config, self.owners
+        state_directory(Path(cfg.state_dir), owners.group)
+        secret = load_or_create_secret(cfg)
         users_file = cfg.state_path(cfg.auth.users_file)
-        password = ensure_users_file(users_file, owner=owner)
+        password = ensure_users_file(users_file)
         if password is not None:
             self.first_admin_file = cfg.state_path(FIRST_ADMIN_PASSWORD_FILE)
             write_first_admin_password(self.first_admin_file, password)
             self.first_admin_password = password
-        if owner is not None and (blocked := reachable_by(users_file, *owner)) is not None:
+        view = cfg.state_path(USERS_VIEW_FILE)
+        self.users_view = UsersViewWriter(users_file, view, owners.group)
+        self.users_view.sync()
+        if owners.web is not None and (blocked := reachable_by(view, *owners.web)) is not None:
             raise WebStartError(
-                f"web.user {cfg.web.user} cannot read {users_file} ({blocked} is closed to it):"
+                f"web.user {cfg.web.user} cannot read {view} ({blocked} is closed to it):"
                 " choose a state_dir that user can reach"
             )
         self.new_tls_fingerprint = ensure_certificate(cfg)
-        self._start_control(secret, owner)
+        self._start_control(secret)
         self.web_workers = web_worker_count(cfg)
-        registry = ConnectionRegistry.create(self.names.conns, self.web_workers, owner=owner)
+        registry = ConnectionRegistry.create(self.names.conns, self.web_workers, owner=owners.web)
         self.registry = registry
         self._created.append(lambda: close_and_unlink(registry))
         try:
@@ -209,15 +242,23 @@ class Supervisor:
         log.info("web: listening on %s://%s:%d (%d workers)", scheme, _url_host(host), port,
                  self.web_workers)  # fmt: skip
 
-    def _start_control(self, secret: bytes, owner: tuple[int, int] | None) -> None:
+    def _start_control(self, secret: bytes) -> None:
         from leireye.accounts.passwords import map_large_allocations
         from leireye.control.handlers import ControlHandlers
         from leireye.control.server import ControlServer, socket_path
 
         map_large_allocations()  # password hashes' memory goes back to the system after use
-        handlers = ControlHandlers.for_config(self.config, secret, owner, self)
+        web = self.owners.web
+        assert self.users_view is not None
+        handlers = ControlHandlers.for_config(self.config, secret, self, self.users_view.sync)
         try:
-            control = ControlServer(socket_path(self.config.state_dir), handlers, owner)
+            control = ControlServer(
+                socket_path(self.config.state_dir),
+                handlers,
+                lambda: self.web_pids,
+                uid=web[0] if web is not None else None,
+                group=self.owners.group,
+            )
         except OSError as exc:
             raise WebStartError(f"cannot create the control socket: {exc.strerror}") from None
         control.start()
@@ -387,6 +428,7 @@ class Supervisor:
         process.start()
         child.process = process
         child.started_at = time.monotonic()
+        self._note_web_pids()
         log.info("%s started pid=%s", child.role, process.pid)
 
     def _on_exit(self, child: Child, now: float) -> None:
@@ -394,6 +436,7 @@ class Supervisor:
         code = child.process.exitcode
         child.process.close()
         child.process = None
+        self._note_web_pids()
         child.history.append(code)
         if child.web_index is not None and self.registry is not None:
             self.registry.clear_worker(child.web_index)
@@ -422,6 +465,14 @@ class Supervisor:
             self.statuses[child.shard].set_restarts(
                 sum(1 for c in child.history if c != ExitCode.OK)
             )
+
+    def _note_web_pids(self) -> None:
+        """The pids the control channel answers (replaced whole: its threads read it)."""
+        self.web_pids = frozenset(
+            c.process.pid
+            for c in self.children
+            if c.web_index is not None and c.process is not None and c.process.pid is not None
+        )
 
     def _check_heartbeat(self, child: Child, now: float) -> None:
         if child.shard is None or child.process is None or child.shard >= len(self.statuses):
@@ -464,6 +515,7 @@ class Supervisor:
             sig: signal.signal(sig, self.request_stop) for sig in (signal.SIGINT, signal.SIGTERM)
         }
         try:
+            self.prepare_accounts()
             self.create_segments()
             self.prepare_web()
             if not self.children:
@@ -476,6 +528,8 @@ class Supervisor:
                 if readable:
                     os.read(self._wake_r, 64)
                 self._run_calls()
+                if self.users_view is not None:  # `leireye user` in a shell edits the file
+                    self.users_view.sync()
                 self.poll()
                 failed = self.first_start_failed()
                 if failed is not None:

@@ -10,7 +10,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from leireye.accounts.tokens import issue_token, load_or_create_secret, web_owner
+from leireye.accounts.tokens import issue_token, load_or_create_secret
 from leireye.accounts.users import load_users
 from leireye.config import load_config
 from tests.sensor import Sensor, free_udp_port
@@ -38,7 +38,7 @@ class Live:
         context = ssl.create_default_context(cafile=str(self.cafile)) if secure else None
         self.ssl_context = context
         conf = load_config(self.sensor.config_path)
-        self.secret = load_or_create_secret(conf, owner=web_owner(conf))
+        self.secret = load_or_create_secret(conf)
         users = load_users(self.sensor.state_dir / "users.yaml")
         self.admin = next(u for u in users if u.username == "admin")
         cmd = [sys.executable, "-m", "leireye.cli", "user", "add", "watcher", "--role", "VIEWER",

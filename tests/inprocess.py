@@ -34,6 +34,7 @@ import numpy as np
 from leireye.accounts.tokens import issue_token, load_or_create_secret
 from leireye.accounts.useredit import add_user, edit_users_file
 from leireye.accounts.users import User, ensure_users_file, load_users
+from leireye.accounts.userview import USERS_VIEW_FILE, UsersViewWriter
 from leireye.config import Config, parse_config
 from leireye.control.handlers import ControlHandlers
 from leireye.control.server import ControlServer, socket_path
@@ -135,14 +136,21 @@ class InProcessSensor:
                 users_file, lambda users, n=name: add_user(users, n, ROLES[n], USER_PASSWORD)
             )
         self.secret = load_or_create_secret(self.config)
+        self.users_view = UsersViewWriter(
+            users_file, self.config.state_path(USERS_VIEW_FILE), group=None
+        )
+        self.users_view.sync()
 
     def _start_control(self) -> None:
         supervisor = Supervisor(self.config, base_name=self.base)
         supervisor.statuses = [self.status]  # as `create_segments` would have made them
         supervisor.status = self.status
         self._stack.callback(_close_wake_pipe, supervisor)
-        handlers = ControlHandlers.for_config(self.config, self.secret, None, supervisor)
-        control = ControlServer(socket_path(self.config.state_dir), handlers, None)
+        handlers = ControlHandlers.for_config(
+            self.config, self.secret, supervisor, self.users_view.sync
+        )
+        # This process plays the web worker: the only caller the channel admits.
+        control = ControlServer(socket_path(self.config.state_dir), handlers, lambda: {os.getpid()})
         control.start()
         self._stack.callback(control.close)
 

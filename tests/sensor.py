@@ -29,11 +29,13 @@ class Sensor:
     def __init__(self, tmp_path: Path, *args: str, config: str = "", users: str = "") -> None:
         self.name = f"leireye-t{uuid.uuid4().hex[:10]}"
         self.config_path = config_path = tmp_path / f"{self.name}.yaml"
-        # The web workers run as `nobody`: their state must not sit under pytest's 0700 tmp.
+        # The web workers run as `web.user`: their state must not sit under pytest's 0700 tmp.
+        # The supervisor makes it 0750 root, group of the web user.
         self.state_dir = state_dir = Path(tempfile.mkdtemp(prefix="leireye-test-", dir="/tmp"))
         state_dir.chmod(0o755)
         if users:
             (state_dir / "users.yaml").write_text(users)
+            (state_dir / "users.yaml").chmod(0o600)  # as `leireye user` writes it
         base = (
             f"state_dir: {state_dir}\n"
             "stats: {log_interval_s: 0.2}\n"

@@ -6,8 +6,8 @@ HMAC-SHA256 over those three and the `generation` of the access token it was bou
 `leireye.accounts.users`), under a key derived from the JWT secret (`ticket_key`: its own
 purpose string, so no ticket is ever a valid MAC of anything else). The generation is signed,
 not written: the ticket says nothing about it, and a worker checks it against the user's
-generation in its own copy of the users file, so a ticket bought before a new password (or
-for a user since removed and created again) is refused there, unredeemed.
+generation in the users view it reads (`leireye.accounts.userview`), so a ticket bought before
+a new password (or for a user since removed and created again) is refused there, unredeemed.
 
 The supervisor issues it and keeps its grant (the user and generation, when the WebSocket must
 re-authenticate) until it is redeemed, once. A worker checks the form, the MAC and the expiry

@@ -39,10 +39,9 @@ from typing import Any, Final, Literal
 import jwt
 
 from leireye.accounts.principal import AuthFailure, Principal
-from leireye.accounts.users import User, UserStore, write_private_file
+from leireye.accounts.users import Account, AccountStore, User, write_private_file
 from leireye.config import Config
 from leireye.errors import ConfigError
-from leireye.privileges import owner_ids
 
 log = logging.getLogger("leireye.accounts.tokens")
 
@@ -70,17 +69,12 @@ _DECODE_OPTIONS: Final[Any] = {
 # -- the secret ---------------------------------------------------------------------------------
 
 
-def web_owner(config: Config) -> tuple[int, int] | None:
-    """(uid, gid) of `web.user` when running as root: the owner of the secret and the users
-    file, so the unprivileged workers can read them."""
-    return owner_ids(config.web.user, "web.user", ConfigError)
-
-
-def load_or_create_secret(config: Config, owner: tuple[int, int] | None = None) -> bytes:
+def load_or_create_secret(config: Config) -> bytes:
     """The HS256 secret: the bytes of the environment variable named by `auth.secret_env` when
     that is configured (it must then be set, with at least 32 bytes), else the content of
-    `state_path(auth.secret_file)`, created with 64 random bytes, mode 0600, owned by `owner`
-    = (uid, gid) on first run.
+    `state_path(auth.secret_file)`, created with 64 random bytes, mode 0600, owned by whoever
+    runs this (root: the supervisor creates it, a web worker reads it before dropping root) on
+    first run.
 
     An existing secret file readable or writable by group or others is refused, not fixed: it
     may already have been copied, so the operator should replace it (which invalidates every
@@ -100,23 +94,23 @@ def load_or_create_secret(config: Config, owner: tuple[int, int] | None = None) 
             )
         return bytes(value)
     path = config.state_path(auth.secret_file)
-    secret = _read_secret_file(path, owner)
+    secret = _read_secret_file(path)
     if secret is not None:
         return secret
     try:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
-        created = write_private_file(path, secrets.token_bytes(NEW_SECRET_BYTES), owner)
+        created = write_private_file(path, secrets.token_bytes(NEW_SECRET_BYTES), None)
     except OSError as exc:
         raise ConfigError(f"cannot create secret file {path}: {exc.strerror}") from None
     if created:
         log.info("created a new JWT secret in %s", path)
-    secret = _read_secret_file(path, owner)
+    secret = _read_secret_file(path)
     if secret is None:
         raise ConfigError(f"secret file {path} disappeared while it was being created")
     return secret
 
 
-def _read_secret_file(path: Path, owner: tuple[int, int] | None) -> bytes | None:
+def _read_secret_file(path: Path) -> bytes | None:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:
@@ -133,9 +127,12 @@ def _read_secret_file(path: Path, owner: tuple[int, int] | None) -> bytes | None
                 f"(mode {stat.S_IMODE(st.st_mode):04o}): it may have leaked. Delete it and "
                 "restart to create a new one (every token is invalidated), or chmod 600 it"
             )
-        trusted = {0, os.geteuid()} | ({owner[0]} if owner is not None else set())
-        if st.st_uid not in trusted:
-            raise ConfigError(f"secret file {path} is owned by another user (uid {st.st_uid})")
+        if st.st_uid not in {0, os.geteuid()}:
+            raise ConfigError(
+                f"secret file {path} is owned by another user (uid {st.st_uid}; earlier "
+                "versions gave it to the web user): every process of that account may have "
+                "read it. Delete it and restart to create a new one (every token is invalidated)"
+            )
         data = os.read(fd, MAX_SECRET_BYTES + 1)
     finally:
         os.close(fd)
@@ -216,9 +213,10 @@ class _Refused(Exception):
 
 
 class Authenticator:
-    """Verifies tokens against the secret and the (live) users file."""
+    """Verifies tokens against the secret and the (live) users: the users file in the
+    supervisor, the users view in a web worker."""
 
-    def __init__(self, secret: bytes, users: UserStore, leeway_s: float = 0) -> None:
+    def __init__(self, secret: bytes, users: AccountStore[Account], leeway_s: float = 0) -> None:
         _check_secret(secret)
         if leeway_s < 0:
             raise ValueError("leeway_s must not be negative")

@@ -5,9 +5,9 @@ user takes `next_id` and a new `generation`, a new password brings a new `genera
 removal leaves `next_id` as it is, so no id and no generation is ever handed out again.
 `edit_users_file` applies one under an exclusive `flock` on a lock file beside the users file
 (so `leireye user add` and an ADMIN's `POST /api/users` cannot lose each other's change),
-writes the new text to a temporary file (mode 0600, owned like the users file) and renames it
-into place: the web workers, which re-read the file when it changes, see the old content or the
-new one, never half of either.
+writes the new text to a temporary file (mode 0600, root's) and renames it into place: the
+supervisor, which re-reads the file when it changes (and rewrites the workers' users view from
+it), sees the old content or the new one, never half of either.
 
 Rules that protect the operator from locking themselves out: the last ADMIN can be neither
 removed nor demoted.
@@ -157,7 +157,6 @@ def _hash(password: str) -> str:
 def edit_users_file(
     path: str | Path,
     edit: Callable[[UsersFile], tuple[UsersFile, T]],
-    owner: tuple[int, int] | None = None,
 ) -> T:
     """Apply `edit` to the users file under its lock and replace the file atomically; returns
     what `edit` returned beside the new file. A missing file starts empty (`next_id` 1)."""
@@ -165,7 +164,7 @@ def edit_users_file(
     with _locked(path):
         users_file = load_users_file(path) if path.exists() else EMPTY_USERS_FILE
         new_file, result = edit(users_file)
-        _replace(path, dump_users_file(new_file).encode("utf-8"), owner)
+        _replace(path, dump_users_file(new_file).encode("utf-8"))
     return result
 
 
@@ -186,16 +185,14 @@ def _locked(path: Path) -> Iterator[None]:
         os.close(fd)
 
 
-def _replace(path: Path, data: bytes, owner: tuple[int, int] | None) -> None:
-    if owner is None and path.exists():
-        st = path.stat()
-        owner = (st.st_uid, st.st_gid)
+def _replace(path: Path, data: bytes) -> None:
+    """Root's alone (0600, root:root, whoever owned it before: see `make_root_only`)."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.edit")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
         os.fchmod(fd, 0o600)
-        if owner is not None and os.geteuid() == 0:
-            os.fchown(fd, owner[0], owner[1])
+        if os.geteuid() == 0:
+            os.fchown(fd, 0, 0)
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view) :]

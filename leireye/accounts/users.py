@@ -10,7 +10,8 @@
 It lives at `config.state_path(config.auth.users_file)`, is created on first run with one `admin`
 user whose random password goes to a root-only file in `state_dir` (`FIRST_ADMIN_PASSWORD_FILE`;
 only its argon2id hash is stored here, see `leireye.accounts.passwords`), mode 0600 and owned by
-the web user (the unprivileged workers re-read it). Only root changes it afterwards: `leireye
+root: the unprivileged web workers never read it, they read a view of it without hashes that
+the supervisor keeps (`leireye.accounts.userview`). Only root changes it afterwards: `leireye
 user ...` and the supervisor, on behalf of `/api/users` (see `leireye.accounts.useredit`).
 
 Every user has a password. Its hash is an argon2id PHC string with the salt inside; a hash made
@@ -42,8 +43,9 @@ import contextlib
 import logging
 import os
 import secrets
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Generic, Literal, Protocol, TypeVar
 
 import msgspec
 import yaml
@@ -85,7 +87,7 @@ class User(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_default
     salt: str = ""
 
 
-def user_view(user: User) -> dict[str, object]:
+def user_view(user: Account) -> dict[str, object]:
     """A user as the API shows it: never the hash, the salt or the generation."""
     return {"id": user.id, "username": user.username, "role": user.role}
 
@@ -169,24 +171,25 @@ def dump_users_file(users_file: UsersFile) -> str:
     return header + yaml.safe_dump(msgspec.to_builtins(users_file), sort_keys=False)
 
 
-def ensure_users_file(path: str | Path, owner: tuple[int, int] | None = None) -> str | None:
+def ensure_users_file(path: str | Path) -> str | None:
     """Create the users file with one `admin` user with a random password (mode 0600, owned by
-    `owner` = (uid, gid)) unless it exists. Returns that password when the file was created
+    whoever runs this: root) unless it exists. Returns that password when the file was created
     here (for the caller to put in a root-only file, `write_first_admin_password`; the users
-    file stores only its hash), else None. An existing file is validated, not changed."""
+    file stores only its hash), else None. An existing file is validated, and made root's alone
+    (`make_root_only`)."""
     from leireye.accounts.passwords import hash_password, random_password
 
     path = Path(path)
     if path.exists():
         load_users(path)
-        _warn_if_foreign(path, owner)
+        make_root_only(path)
         return None
     password = random_password()
     admin = User(1, "admin", "ADMIN", hash_password(password), new_generation())
     text = dump_users_file(UsersFile(next_id=2, users=(admin,))).encode("utf-8")
     try:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
-        created = write_private_file(path, text, owner)
+        created = write_private_file(path, text, None)
     except OSError as exc:
         raise UsersFileError(f"cannot create users file {path}: {exc.strerror}") from None
     if not created:
@@ -212,18 +215,19 @@ def write_first_admin_password(path: Path, password: str) -> None:
         raise UsersFileError(f"{path} appeared while the first admin password was written")
 
 
-def _warn_if_foreign(path: Path, owner: tuple[int, int] | None) -> None:
-    if owner is None:
+def make_root_only(path: Path) -> None:
+    """When running as root, give `path` to root alone (mode 0600), saying so when it was not:
+    an earlier version gave the users file to the web user, and whoever could write it may have
+    added a user."""
+    if os.geteuid() != 0:
         return
     st = os.stat(path)
-    if st.st_uid != owner[0]:
-        log.warning(
-            "users file %s is owned by uid %d, not the web user (uid %d): the workers may not be "
-            "able to re-read it",
-            path,
-            st.st_uid,
-            owner[0],
-        )
+    if st.st_uid == 0 and st.st_gid == 0 and not st.st_mode & 0o077:
+        return
+    log.warning("%s was owned by uid %d gid %d, mode %04o: now root's alone (0600); check its "
+                "users", path, st.st_uid, st.st_gid, st.st_mode & 0o7777)  # fmt: skip
+    os.chown(path, 0, 0)
+    os.chmod(path, 0o600)
 
 
 def write_private_file(path: Path, data: bytes, owner: tuple[int, int] | None) -> bool:
@@ -255,13 +259,33 @@ def write_private_file(path: Path, data: bytes, owner: tuple[int, int] | None) -
     return True
 
 
-class UserStore:
-    """The users file, re-read whenever it changes (checked with one `stat` per lookup)."""
+class Account(Protocol):
+    """What verifying a token needs to know of a user: a `User` of the users file, or a
+    `ViewUser` of the workers' users view (leireye.accounts.userview)."""
 
-    def __init__(self, path: str | Path) -> None:
+    @property
+    def id(self) -> int: ...
+    @property
+    def username(self) -> str: ...
+    @property
+    def role(self) -> Role: ...
+    @property
+    def generation(self) -> str: ...
+
+
+A = TypeVar("A", bound=Account, covariant=True)
+
+
+class AccountStore(Generic[A]):
+    """The users, re-read whenever their file changes (checked with one `stat` per lookup):
+    `UserStore` reads the users file (root), `leireye.accounts.userview.view_store` the
+    workers' users view."""
+
+    def __init__(self, path: str | Path, load: Callable[[Path], tuple[A, ...]]) -> None:
         self.path = Path(path)
+        self._load = load
         self._signature: tuple[int, int, int, int] | None = None
-        self._by_id: dict[int, User] = {}
+        self._by_id: dict[int, A] = {}
         self.error: str | None = None
         self.version = 0  # counts the reads of a changed file (so callers can tell a change)
         self.refresh()
@@ -276,7 +300,7 @@ class UserStore:
         if signature == self._signature:
             return
         try:
-            users = load_users(self.path)
+            users = self._load(self.path)
         except UsersFileError as exc:
             self._fail(signature, str(exc))
             return
@@ -284,7 +308,7 @@ class UserStore:
         self._by_id = {user.id: user for user in users}
         self.error = None
         self.version += 1
-        log.info("users file %s: %d users", self.path, len(users))
+        log.info("users %s: %d users", self.path, len(users))
 
     def _fail(self, signature: tuple[int, int, int, int], error: str) -> None:
         if signature != self._signature or self.error is None:
@@ -294,18 +318,26 @@ class UserStore:
         self.error = error
         self.version += 1
 
-    def get(self, user_id: int) -> User | None:
+    def get(self, user_id: int) -> A | None:
         self.refresh()
         return self._by_id.get(user_id)
 
     def generation_of(self, user_id: int) -> str | None:
+        """The user's generation now (None for no such user)."""
         user = self.get(user_id)
         return None if user is None else user.generation
 
-    def by_username(self, username: str) -> User | None:
+    def by_username(self, username: str) -> A | None:
         self.refresh()
         return next((u for u in self._by_id.values() if u.username == username), None)
 
-    def users(self) -> tuple[User, ...]:
+    def users(self) -> tuple[A, ...]:
         self.refresh()
         return tuple(self._by_id.values())
+
+
+class UserStore(AccountStore[User]):
+    """The users file itself, hashes included (root only)."""
+
+    def __init__(self, path: str | Path) -> None:
+        super().__init__(path, load_users)

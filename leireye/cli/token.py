@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from leireye.accounts.tokens import issue_token, load_or_create_secret, web_owner
+from leireye.accounts.tokens import issue_token, load_or_create_secret
 from leireye.accounts.users import load_users
 from leireye.cli.common import DEFAULT_CONFIG, load_cli_config
 from leireye.errors import LeirEyeError
@@ -34,7 +34,7 @@ def cmd_token(args: argparse.Namespace) -> int:
     user = next((u for u in load_users(users_path) if u.username == args.user), None)
     if user is None:
         raise TokenError(f"no user named {args.user!r} in {users_path}")
-    secret = load_or_create_secret(config, owner=web_owner(config))
+    secret = load_or_create_secret(config)
     print(issue_token(secret, user, ttl, time.time()))
     return 0
 

@@ -13,7 +13,6 @@ import getpass
 import sys
 from collections.abc import Callable
 
-from leireye.accounts.tokens import web_owner
 from leireye.accounts.useredit import (
     UserEditError,
     add_user,
@@ -98,7 +97,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 def _edit(config: Config, edit: Callable[[UsersFile], tuple[UsersFile, User]]) -> User:
     path = config.state_path(config.auth.users_file)
     try:
-        return edit_users_file(path, edit, owner=web_owner(config))
+        return edit_users_file(path, edit)
     except UserEditError as exc:
         raise UserCommandError(str(exc)) from None
     except OSError as exc:

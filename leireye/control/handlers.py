@@ -2,17 +2,23 @@
 
 Every refusal becomes a `Reply` with the HTTP status and error code the REST API passes on;
 the handlers never let an expected error escape (the server turns a bug into a 500).
+
+Nothing a worker says about a user is believed: a ticket is issued, and an ADMIN's change made,
+only for the holder of a valid access token, verified here against the secret and the users
+file (whose role applies, not the token's or the worker's).
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
 import msgspec
 
+from leireye.accounts.principal import AuthFailure, Principal
 from leireye.accounts.service import AccountError, AccountService
 from leireye.accounts.useredit import (
     UserEditError,
@@ -61,28 +67,28 @@ class ControlHandlers:
         self,
         accounts: AccountService,
         users_path: Path,
-        owner: tuple[int, int] | None,
         capture: CaptureControl,
+        users_changed: Callable[[], object] = lambda: None,
     ) -> None:
         self.accounts = accounts
         self.users_path = users_path
-        self.owner = owner
         self.capture = capture
+        self.users_changed = users_changed  # e.g. rewrite the workers' users view now
 
     @classmethod
     def for_config(
         cls,
         config: Config,
         secret: bytes,
-        owner: tuple[int, int] | None,
         capture: CaptureControl,
+        users_changed: Callable[[], object] = lambda: None,
     ) -> ControlHandlers:
         """The supervisor's handlers: accounts over the users file of `config` (refresh tokens
         kept in `refresh-tokens.json` in `state_dir`), capture requests passed to `capture`."""
         users_file = config.state_path(config.auth.users_file)
         refresh_store = config.state_path("refresh-tokens.json")
         accounts = AccountService(config, secret, UserStore(users_file), refresh_store, time.time)
-        return cls(accounts, users_file, owner, capture)
+        return cls(accounts, users_file, capture, users_changed)
 
     def __call__(self, request: AnyRequest) -> Reply:
         try:
@@ -109,38 +115,62 @@ class ControlHandlers:
                 return msgspec.to_builtins(accounts.refresh(token))
             case Logout(token, user_id):
                 return {"revoked": accounts.logout(token, user_id)}
-            case IssueTicket(user_id, generation, session_expires_at):
-                ticket, ttl = accounts.issue_ticket(user_id, generation, session_expires_at)
+            case IssueTicket(token):
+                principal = self._holder(token)
+                expires_at = 2.0**40 if principal.expires_at is None else principal.expires_at
+                ticket, ttl = accounts.issue_ticket(principal.id, principal.generation, expires_at)
                 return {"ticket": ticket, "expires_in": ttl}
             case RedeemTicket(ticket):
                 grant = accounts.redeem_ticket(ticket)
                 return {"user_id": grant.user_id, "generation": grant.generation,
                         "expires_at": grant.expires_at,
                         "session_expires_at": grant.session_expires_at}  # fmt: skip
-            case AddUser(username, role, password):
+            case AddUser(token, username, role, password):
+                admin = self._admin(token)
                 user = self._edit(lambda users: add_user(users, username, role, password))
-                log.info("user %s added (%s)", user.username, user.role)
+                log.info("user %s added (%s) by %s", user.username, user.role, admin.username)
                 return user_view(user)
-            case UpdateUser(user_id, role, password):
+            case UpdateUser(token, user_id, role, password):
+                admin = self._admin(token)
                 user = self._edit(
                     lambda users: update_user(users, user_id, role=role, password=password)
                 )
                 if password is not None:
                     accounts.forget_user(user.id)
-                log.info("user %s changed", user.username)
+                log.info("user %s changed by %s", user.username, admin.username)
                 return user_view(user)
-            case RemoveUser(user_id):
+            case RemoveUser(token, user_id):
+                admin = self._admin(token)
+                if user_id == admin.id:
+                    raise AccountError(409, "CONFLICT", "You cannot remove yourself")
                 user = self._edit(lambda users: remove_user(users, user_id))
                 accounts.forget_user(user.id)
-                log.info("user %s removed", user.username)
+                log.info("user %s removed by %s", user.username, admin.username)
                 return user_view(user)
-            case CaptureStart(interface, bpf):
+            case CaptureStart(token, interface, bpf):
+                self._admin(token)
                 return self.capture.start_capture(interface, bpf)
-            case CaptureStop():
+            case CaptureStop(token):
+                self._admin(token)
                 return self.capture.stop_capture()
         raise AssertionError(f"unhandled control request {request!r}")
 
+    def _holder(self, token: str) -> Principal:
+        """The user of a valid access token, as the users file has them now."""
+        result = self.accounts.verifier.verify(token, self.accounts.clock())
+        if isinstance(result, AuthFailure):
+            raise AccountError(401, "INVALID_TOKEN", "Invalid or expired token")
+        return result
+
+    def _admin(self, token: str) -> Principal:
+        principal = self._holder(token)
+        if principal.role != "ADMIN":
+            raise AccountError(403, "FORBIDDEN", f"This needs the ADMIN role (you are "
+                               f"{principal.role})")  # fmt: skip
+        return principal
+
     def _edit(self, edit: Any) -> User:
-        user: User = edit_users_file(self.users_path, edit, owner=self.owner)
+        user: User = edit_users_file(self.users_path, edit)
         self.accounts.users.refresh()
+        self.users_changed()
         return user

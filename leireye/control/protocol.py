@@ -2,6 +2,12 @@
 
 Requests are msgspec structs tagged by `op`; a reply is `Reply(ok=True, data=...)` or
 `Reply(ok=False, status=..., code=..., detail=...)`, whose status and code the REST API passes on.
+
+A request carries only what the user behind it could show the sensor itself, never a worker's
+word: a login its password, a refresh or logout the refresh token, a ticket or an ADMIN's
+change (`AddUser` ... `CaptureStop`) the user's own access token (`token`), which the
+supervisor verifies and whose user's role it reads from the users file. A worker that was
+taken over can do no more than the users whose credentials reach it.
 """
 
 from __future__ import annotations
@@ -33,9 +39,7 @@ class Logout(Request, frozen=True, tag="logout"):
 
 
 class IssueTicket(Request, frozen=True, tag="issue_ticket"):
-    user_id: int
-    generation: str  # the access token's (Principal.generation)
-    session_expires_at: float
+    token: str  # the user's access token: the ticket is theirs, and ends when the token does
 
 
 class RedeemTicket(Request, frozen=True, tag="redeem_ticket"):
@@ -43,28 +47,32 @@ class RedeemTicket(Request, frozen=True, tag="redeem_ticket"):
 
 
 class AddUser(Request, frozen=True, tag="add_user"):
+    token: str  # the acting ADMIN's access token
     username: str
     role: str
     password: str
 
 
 class UpdateUser(Request, frozen=True, tag="update_user"):
+    token: str  # the acting ADMIN's access token
     user_id: int
     role: str | None = None
     password: str | None = None
 
 
 class RemoveUser(Request, frozen=True, tag="remove_user"):
+    token: str  # the acting ADMIN's access token
     user_id: int
 
 
 class CaptureStart(Request, frozen=True, tag="capture_start"):
+    token: str  # the acting ADMIN's access token
     interface: str | None = None
     filter: str | None = None
 
 
 class CaptureStop(Request, frozen=True, tag="capture_stop"):
-    pass
+    token: str
 
 
 AnyRequest = (

@@ -11,8 +11,15 @@ password-verification slot, `leireye.accounts.gate`, at most a second; a capture
 
 Handlers run in the pool's threads; anything that must happen on the supervisor's main loop
 (starting and stopping capture processes) is handed to it by the handler itself (see
-`Supervisor.call_in_loop`). The socket file is created mode 0600 and given to the web user;
-nobody else can connect.
+`Supervisor.call_in_loop`).
+
+Who may call: the socket file is root's, mode 0660, group the web user's (so only root and that
+group can connect at all), and every connection's peer is checked with SO_PEERCRED (by the pool
+thread that takes it): its pid must be one of the web workers the supervisor started now
+(`peers`), running as the web user (`uid`). Anything else (another process of the web user, a
+capture process, root's own shell) gets a 403 reply and one line in the log (at most one per
+`REFUSAL_LOG_S`, with a count of the rest). The `leireye user` and `token` commands do not use
+the channel: they read and edit the files as root.
 """
 
 from __future__ import annotations
@@ -23,11 +30,12 @@ import os
 import queue
 import socket
 import socketserver
+import struct
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Final
 
 import msgspec
 
@@ -46,7 +54,7 @@ Handler = Callable[[AnyRequest], Reply]
 READ_TIMEOUT_S = 5.0
 THREADS = 16
 QUEUE = 64
-REFUSAL_LOG_S = 10.0
+REFUSAL_LOG_S: Final = 10.0  # the most often a kind of refusal (busy, foreign peer) is logged
 _BUSY = encode(failure(503, "SERVICE_UNAVAILABLE", "the supervisor is busy", 1.0)) + b"\n"
 
 
@@ -109,9 +117,22 @@ class _Server(socketserver.UnixStreamServer):
 
 
 class ControlServer:
-    def __init__(self, path: Path, handle: Handler, owner: tuple[int, int] | None) -> None:
+    def __init__(
+        self,
+        path: Path,
+        handle: Handler,
+        peers: Callable[[], Collection[int]],
+        *,
+        uid: int | None = None,
+        group: int | None = None,
+    ) -> None:
+        """Serve `handle` on `path` to the processes whose pid is in `peers()` at connect time
+        (and whose uid is `uid`, when given); the socket file gets group `group` (root only)."""
         self.path = path
         self.handle = handle
+        self.peers = peers
+        self.uid = uid
+        self.refusals = RefusalLog()
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
         server = self
@@ -120,16 +141,21 @@ class ControlServer:
             timeout = READ_TIMEOUT_S
 
             def handle(self) -> None:
-                server._serve(self.rfile, self.wfile)  # type: ignore[arg-type]
+                if server._admit(self.connection):
+                    server._serve(self.rfile, self.wfile)  # type: ignore[arg-type]
+                    return
+                with contextlib.suppress(OSError):  # read first: closing on unread data resets
+                    self.rfile.readline(MAX_MESSAGE_BYTES + 1)
+                    self.wfile.write(encode(REFUSED) + b"\n")
 
         old = os.umask(0o177)
         try:
             self._server = _Server(str(path), _Connection)
         finally:
             os.umask(old)
-        if owner is not None and os.geteuid() == 0:
-            os.chown(path, owner[0], owner[1])
-        os.chmod(path, 0o600)
+        if group is not None and os.geteuid() == 0:
+            os.chown(path, 0, group)
+        os.chmod(path, 0o660 if group is not None else 0o600)
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True,
             name="control",
@@ -147,6 +173,13 @@ class ControlServer:
     def queued(self) -> int:
         """Connections accepted and waiting for a pool thread."""
         return self._server.pending.qsize()
+
+    def _admit(self, connection: socket.socket) -> bool:
+        pid, uid, _ = peer_credentials(connection)
+        if pid in self.peers() and (self.uid is None or uid == self.uid):
+            return True
+        self.refusals.refused(pid, uid)
+        return False
 
     def start(self) -> None:
         for thread in self._pool:
@@ -185,6 +218,42 @@ class ControlServer:
         except Exception:  # a bug in a handler: answer 500, keep serving, leave a trace
             log.exception("control request %s failed", type(request).__name__)
             return failure(500, "INTERNAL_ERROR", "internal error in the supervisor")
+
+
+REFUSED: Final = failure(403, "FORBIDDEN", "only the sensor's web workers may call this")
+_PEERCRED: Final = struct.Struct("3i")  # struct ucred: pid, uid, gid
+
+
+def peer_credentials(connection: socket.socket) -> tuple[int, int, int]:
+    """(pid, uid, gid) of the process that connected (as of its `connect`)."""
+    raw = connection.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size)
+    pid, uid, gid = _PEERCRED.unpack(raw)
+    return pid, uid, gid
+
+
+class RefusalLog:
+    """Logs refused callers, at most one line per `interval_s` (a caller that retries in a loop
+    must not flood the log), with how many were refused meanwhile."""
+
+    def __init__(self, interval_s: float = REFUSAL_LOG_S) -> None:
+        self.interval_s = interval_s
+        self.count = 0  # every refusal, logged or not
+        self._unlogged = 0
+        self._next = 0.0
+        self._lock = threading.Lock()
+
+    def refused(self, pid: int, uid: int) -> None:
+        now = time.monotonic()
+        with self._lock:
+            self.count += 1
+            if now < self._next:
+                self._unlogged += 1
+                return
+            others, self._unlogged = self._unlogged, 0
+            self._next = now + self.interval_s
+        more = f" ({others} more refused since the last report)" if others else ""
+        log.warning("control channel: refused a connection from pid %d uid %d: not a web "
+                    "worker of this sensor%s", pid, uid, more)  # fmt: skip
 
 
 def socket_path(state_dir: str | Path) -> Path:

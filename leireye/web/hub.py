@@ -40,8 +40,8 @@ import numpy as np
 
 from leireye.accounts.principal import AuthFailure, Principal
 from leireye.accounts.tickets import TicketCheck
-from leireye.accounts.tokens import Authenticator, load_or_create_secret, web_owner
-from leireye.accounts.users import UserStore
+from leireye.accounts.tokens import Authenticator, load_or_create_secret
+from leireye.accounts.userview import USERS_VIEW_FILE, view_store
 from leireye.config import Config
 from leireye.errors import LeirEyeError
 from leireye.exitcodes import ExitCode
@@ -112,13 +112,15 @@ class Hub:
 
     @classmethod
     def attach(cls, config: Config, segments: dict[str, str], worker_index: int) -> Hub:
-        """Map every segment and read the secrets (call while still root)."""
+        """Map every segment (read-only but the registry) and read the secret (call while still
+        root: the secret is root's alone). The users come from the supervisor's users view,
+        which the worker re-reads as the web user."""
         ring = ShardSet.attach(segments["ring"])
         status = StatusSet.attach(segments["status"], ring.shards)
         stats = StatsSeries.attach(segments["stats"])
         registry = ConnectionRegistry.attach(segments["conns"], worker_index)
-        secret = load_or_create_secret(config, owner=web_owner(config))
-        users = UserStore(config.state_path(config.auth.users_file))
+        secret = load_or_create_secret(config)
+        users = view_store(config.state_path(USERS_VIEW_FILE))
         authenticator = Authenticator(secret, users)
         tickets = TicketCheck(secret, users.generation_of)
         return cls(config, worker_index, ring, status, stats, registry, authenticator, tickets)
@@ -198,7 +200,7 @@ class Hub:
         self.registry.publish_counters(self.counters())
 
     def _revoke_stale(self) -> None:
-        """When the users file changed, close the connections whose user is gone, renamed or
+        """When the users (view) changed, close the connections whose user is gone, renamed or
         has a new password (one `stat` per tick otherwise). A users file that does not load
         refuses new tokens but cuts no open connection: a typo must not end every session."""
         users = self.authenticator.users

@@ -26,6 +26,7 @@ from leireye.config import CaptureConfig, Config, ReplayConfig
 from leireye.decode.batch import DecodedBatch
 from leireye.decode.decode import decode_batch
 from leireye.exitcodes import ExitCode
+from leireye.privileges import ensure_account
 from leireye.record import Proto
 from leireye.ring import Ring, RingLayout, RingReader
 from leireye.ring.shm import unlink_segment
@@ -39,7 +40,16 @@ pytestmark = [
     pytest.mark.root,
     pytest.mark.skipif(os.geteuid() != 0, reason="live capture and privilege drop need root"),
 ]
-NOBODY = pwd.getpwnam("nobody")
+
+
+def writer() -> pwd.struct_passwd:
+    """The default `capture.user`, created when missing as the supervisor creates it."""
+    name = CaptureConfig().user
+    assert name is not None
+    ensure_account(name, "capture.user")
+    return pwd.getpwnam(name)
+
+
 HANG_MARKER = b"LEIREYE-TEST-HANG"
 
 
@@ -89,7 +99,8 @@ class Run:
 @pytest.fixture
 def run() -> Iterator[Run]:
     base = f"leireye-test-cap-{uuid.uuid4().hex[:10]}"
-    owner = (NOBODY.pw_uid, NOBODY.pw_gid)
+    account = writer()
+    owner = (account.pw_uid, account.pw_gid)
     ring = Ring.create(f"{base}-ring", RingLayout(capacity=16384, raw_bytes=128), owner=owner)
     ring.close()
     status = StatusBlock.create(f"{base}-status", owner=owner)
@@ -144,8 +155,8 @@ def test_live_capture_on_lo_publishes_exactly_the_matching_packets(run: Run) -> 
         assert (st.capturing, st.pid, st.interface, st.linktype) == (True, proc.pid, "lo", 1)
         assert st.bpf == f"udp and dst port {port}"
         ids = proc_ids(run.pid)
-        assert ids["Uid"] == [NOBODY.pw_uid] * 4
-        assert ids["Gid"] == [NOBODY.pw_gid] * 4
+        assert ids["Uid"] == [writer().pw_uid] * 4
+        assert ids["Gid"] == [writer().pw_gid] * 4
         assert ids["Groups"] == []
 
         n, payload = 200, b"leireye-capture-test"
@@ -300,4 +311,4 @@ def test_a_stuck_decode_saves_the_frame_and_exits_70(run: Run) -> None:
     assert len(saved) == 1 and saved[0].endswith(b"x" + HANG_MARKER)
     udp = dpkt.ethernet.Ethernet(saved[0]).data.data  # the whole frame, from its first byte
     assert isinstance(udp, dpkt.udp.UDP) and udp.dport == port
-    assert stuck[1].stat().st_uid == NOBODY.pw_uid
+    assert stuck[1].stat().st_uid == writer().pw_uid

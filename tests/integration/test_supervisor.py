@@ -49,13 +49,13 @@ def test_run_captures_publishes_stats_and_stops_clean(sensor_factory: SensorFact
     wait_for(lambda: stats.read().packets_total >= 25, 10, "the stats process to count 25")
     wait_for(lambda: "pps=" in sensor.log, 10, "a rate line in the log")
     wait_for(lambda: "web worker 0 serving" in sensor.log, 20, "the web worker to serve")
-    nobody = pwd.getpwnam("nobody").pw_uid
-    for role in ("capture", "stats", "web-0"):  # only the supervisor keeps root
-        pid = int(
+    writer, web = (pwd.getpwnam(name).pw_uid for name in ("leireye", "leireye-web"))
+    for role, uid in (("capture", writer), ("stats", writer), ("web-0", web)):
+        pid = int(  # only the supervisor keeps root; each child runs as its own account
             next(line for line in sensor.lines if f"{role} started pid=" in line).split("=")[-1]
         )
         uids = Path(f"/proc/{pid}/status").read_text().split("Uid:")[1].split()[:4]
-        assert uids == [str(nobody)] * 4, (role, uids)
+        assert uids == [str(uid)] * 4, (role, uids)
     ring.close()
     stats.close()
     status.close()

@@ -20,7 +20,7 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from leireye.accounts.tokens import issue_token, load_or_create_secret, web_owner
+from leireye.accounts.tokens import issue_token, load_or_create_secret
 from leireye.accounts.users import load_users
 from leireye.config import load_config
 from leireye.wire import CloseCode
@@ -146,7 +146,7 @@ def test_forged_tokens_get_auth_error_and_a_close(api: Api, token: str) -> None:
 def test_expired_token_is_refused(api: Api) -> None:
     config = load_config(api.sensor.config_path)
     user = next(u for u in load_users(api.sensor.state_dir / "users.yaml") if u.username == "bob")
-    secret = load_or_create_secret(config, owner=web_owner(config))
+    secret = load_or_create_secret(config)
     token = issue_token(secret, user, ttl_s=60, now=time.time() - 120)
 
     async def go() -> None:

@@ -25,7 +25,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from leireye.accounts.tokens import load_or_create_secret, web_owner
+from leireye.accounts.tokens import load_or_create_secret
 from leireye.accounts.users import load_users
 from leireye.config import load_config
 from leireye.wire import CloseCode
@@ -58,7 +58,7 @@ class Forge:
 
     def __init__(self, sensor: Sensor) -> None:
         config = load_config(sensor.config_path)
-        self.secret = load_or_create_secret(config, owner=web_owner(config))
+        self.secret = load_or_create_secret(config)
         users = load_users(config.state_path(config.auth.users_file))
         self.generations = {user.username: user.generation for user in users}
         private = rsa.generate_private_key(public_exponent=65537, key_size=2048)

@@ -28,7 +28,6 @@ from leireye.accounts.tokens import (
     Authenticator,
     issue_token,
     load_or_create_secret,
-    web_owner,
 )
 from leireye.accounts.useredit import add_user, edit_users_file, remove_user, update_user
 from leireye.accounts.users import UserStore
@@ -456,20 +455,22 @@ def test_the_secret_file_is_created_once_with_mode_0600(tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="chown needs root")
-def test_the_secret_file_goes_to_its_owner(tmp_path: Path) -> None:
+def test_the_secret_file_is_roots_alone(tmp_path: Path) -> None:
     config = config_in(tmp_path)
-    load_or_create_secret(config, owner=(65534, 65534))
+    secret = load_or_create_secret(config)
     st = config.state_path("secret.key").stat()
-    assert (st.st_uid, st.st_gid) == (65534, 65534)
-    assert len(load_or_create_secret(config, owner=(65534, 65534))) == 64
+    assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (0, 0, 0o600)
+    assert load_or_create_secret(config) == secret
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="chown needs root")
 def test_a_secret_file_of_another_user_is_refused(tmp_path: Path) -> None:
+    """Earlier versions gave the secret to the web user (`nobody`): it may have leaked."""
     config = config_in(tmp_path)
-    load_or_create_secret(config, owner=(65534, 65534))
+    load_or_create_secret(config)
+    os.chown(config.state_path("secret.key"), 65534, 65534)
     with pytest.raises(ConfigError, match="owned by another user"):
-        load_or_create_secret(config, owner=(1234, 1234))
+        load_or_create_secret(config)
 
 
 @pytest.mark.parametrize("mode", [0o640, 0o604, 0o660, 0o644])
@@ -543,7 +544,7 @@ def test_token_cli_prints_only_a_valid_token(
     out = capsys.readouterr().out
     assert out.count("\n") == 1
     config = parse_config({"state_dir": str(tmp_path / "state")})
-    auth = Authenticator(load_or_create_secret(config, owner=web_owner(config)), UserStore(users))
+    auth = Authenticator(load_or_create_secret(config), UserStore(users))
     principal = auth.verify(out.strip(), time.time())
     assert isinstance(principal, Principal) and principal.username == "admin"
     assert principal.expires_at is not None and principal.expires_at - time.time() <= 120

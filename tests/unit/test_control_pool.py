@@ -5,6 +5,7 @@ blocks on purpose, standing in for slow work (a login waiting for a verification
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import tempfile
 import threading
@@ -39,7 +40,7 @@ def served() -> Iterator[tuple[ControlServer, Blocking, Path]]:
     with tempfile.TemporaryDirectory(prefix="leireye-ctl-") as state:
         handler = Blocking()
         path = socket_path(state)
-        server = ControlServer(path, handler, None)
+        server = ControlServer(path, handler, lambda: {os.getpid()})  # the test plays a worker
         server.start()
         try:
             yield server, handler, path
@@ -53,7 +54,7 @@ def send(path: Path, request: bool = True) -> socket.socket:
     sock.settimeout(scaled(30))
     sock.connect(str(path))
     if request:
-        sock.sendall(encode(CaptureStop()) + b"\n")
+        sock.sendall(encode(CaptureStop("a token")) + b"\n")
     return sock
 
 
@@ -81,7 +82,7 @@ def test_a_flood_is_served_by_a_fixed_pool_and_the_excess_refused_at_once(
         assert reply_of(sock) == Reply(False, None, 503, "SERVICE_UNAVAILABLE",
                                        "the supervisor is busy", 1.0)  # fmt: skip
     with pytest.raises(ControlError) as info:  # read as the busy reply, or a closed connection
-        asyncio.run(ControlClient(path, scaled(10)).call(CaptureStop()))
+        asyncio.run(ControlClient(path, scaled(10)).call(CaptureStop("a token")))
     assert (info.value.status, info.value.code) == (503, "SERVICE_UNAVAILABLE")
     assert server.refused == 6
     assert threading.active_count() == threads  # no thread per connection
@@ -89,7 +90,7 @@ def test_a_flood_is_served_by_a_fixed_pool_and_the_excess_refused_at_once(
     handler.release.set()
     assert [reply_of(sock) for sock in held] == [Reply(True, "done")] * (THREADS + QUEUE)
     assert handler.entered == THREADS + QUEUE
-    assert asyncio.run(ControlClient(path, scaled(10)).call(CaptureStop())) == "done"
+    assert asyncio.run(ControlClient(path, scaled(10)).call(CaptureStop("a token"))) == "done"
 
 
 def test_close_ends_the_pool_and_drops_what_still_waits(

@@ -173,11 +173,18 @@ def test_ensure_keeps_and_validates_an_existing_file(tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="chown needs root")
-def test_ensure_hands_the_file_to_the_web_user(tmp_path: Path) -> None:
+def test_the_users_file_is_roots_alone(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Created 0600 root:root; one an earlier version gave to the web user is taken back."""
     path = tmp_path / "users.yaml"
-    ensure_users_file(path, owner=(65534, 65534))
+    ensure_users_file(path)
     st = path.stat()
-    assert (st.st_uid, st.st_gid) == (65534, 65534)
+    assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (0, 0, 0o600)
+    os.chown(path, 65534, 65534)
+    path.chmod(0o644)
+    assert ensure_users_file(path) is None
+    st = path.stat()
+    assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (0, 0, 0o600)
+    assert "now root's alone" in caplog.text
 
 
 def test_write_private_file_never_replaces(tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ from leireye.control.protocol import (
     RemoveUser,
     UpdateUser,
 )
-from leireye.web.api.context import context, path_int, read_body, require
+from leireye.web.api.context import access_token, context, path_int, read_body, require
 from leireye.web.api.errors import ApiError
 
 Text = Annotated[str, msgspec.Meta(min_length=1, max_length=1024)]
@@ -82,10 +82,8 @@ async def logout(request: Request) -> Response:
 
 
 async def ticket(request: Request) -> Response:
-    principal = require(request)
-    expires_at = principal.expires_at if principal.expires_at is not None else 2.0**40
-    ticket = IssueTicket(principal.id, principal.generation, expires_at)
-    data = await context(request).control.call(ticket)
+    require(request)
+    data = await context(request).control.call(IssueTicket(access_token(request)))
     return JSONResponse(data, headers={"Cache-Control": "no-store"})
 
 
@@ -110,7 +108,8 @@ async def get_user(request: Request) -> Response:
 async def create_user(request: Request) -> Response:
     require(request, "ADMIN")
     body = await read_body(request, NewUserBody)
-    data = await context(request).control.call(AddUser(body.username, body.role, body.password))
+    add = AddUser(access_token(request), body.username, body.role, body.password)
+    data = await context(request).control.call(add)
     return JSONResponse(data, status_code=201)
 
 
@@ -120,7 +119,8 @@ async def patch_user(request: Request) -> Response:
     body = await read_body(request, UserPatchBody)
     if body.role is None and body.password is None:
         raise ApiError(422, "VALIDATION_ERROR", "Nothing to change: give `role` or `password`")
-    data = await context(request).control.call(UpdateUser(user_id, body.role, body.password))
+    update = UpdateUser(access_token(request), user_id, body.role, body.password)
+    data = await context(request).control.call(update)
     return JSONResponse(data)
 
 
@@ -129,7 +129,7 @@ async def delete_user(request: Request) -> Response:
     user_id = path_int(request, "user_id")
     if user_id == principal.id:
         raise ApiError(409, "CONFLICT", "You cannot remove yourself")
-    await context(request).control.call(RemoveUser(user_id))
+    await context(request).control.call(RemoveUser(access_token(request), user_id))
     return Response(status_code=204)
 
 

@@ -13,7 +13,7 @@ from starlette.routing import Route
 from leireye.capture.interfaces import list_interfaces
 from leireye.control.protocol import CaptureStart, CaptureStop
 from leireye.errors import CaptureError
-from leireye.web.api.context import capture_status, context, read_body, require
+from leireye.web.api.context import access_token, capture_status, context, read_body, require
 from leireye.web.api.errors import ApiError
 from leireye.web.statusview import status_view
 
@@ -46,13 +46,14 @@ async def status(request: Request) -> Response:
 async def start(request: Request) -> Response:
     require(request, "ADMIN")
     body = await read_body(request, StartBody)
-    data = await context(request).control.call(CaptureStart(body.interface, body.filter))
+    start = CaptureStart(access_token(request), body.interface, body.filter)
+    data = await context(request).control.call(start)
     return JSONResponse(data)
 
 
 async def stop(request: Request) -> Response:
     require(request, "ADMIN")
-    data = await context(request).control.call(CaptureStop())
+    data = await context(request).control.call(CaptureStop(access_token(request)))
     return JSONResponse(data)
 
 

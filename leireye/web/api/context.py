@@ -63,6 +63,15 @@ def bearer_token(request: Request) -> str | None:
     return token.strip()
 
 
+def access_token(request: Request) -> str:
+    """The caller's bearer token, for a control request: the supervisor verifies it again
+    (call `require` first, for the role)."""
+    token = bearer_token(request)
+    if token is None:
+        raise ApiError(401, "AUTH_REQUIRED", "Authentication required", _BEARER)
+    return token
+
+
 def require(request: Request, role: str = "VIEWER") -> Principal:
     """The caller, authenticated by its bearer access token, holding at least `role`
     (VIEWER < ANALYST < ADMIN); 401 or 403 otherwise."""
