@@ -154,10 +154,20 @@ class AuthConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     access_ttl_s: Annotated[int, msgspec.Meta(ge=10, le=86_400)] = 1800
     refresh_ttl_s: Annotated[int, msgspec.Meta(ge=60, le=31_536_000)] = 604_800
     ticket_ttl_s: Annotated[int, msgspec.Meta(ge=1, le=600)] = 30
-    # Failed logins allowed per username and per client address within the window (then 429).
-    login_failures_per_user: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 5
+    # Failed logins free of delay per (username, client address) and per address; past them each
+    # failure doubles the wait (login_backoff_first_s, twice that, ... up to login_backoff_max_s;
+    # 429 meanwhile) for that pair, or that address for names that never logged in from it.
+    # Failures are forgotten login_window_s after the last one (leireye/accounts/limiter.py).
+    login_failures_per_user_address: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 5
     login_failures_per_address: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 20
     login_window_s: Annotated[int, msgspec.Meta(ge=1, le=86_400)] = 300
+    login_backoff_first_s: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 1.0
+    login_backoff_max_s: Annotated[int, msgspec.Meta(ge=1, le=86_400)] = 300
+    # Password verifications at once ("auto": one per core), how many more may wait, and for
+    # how long; the rest get 429 at once (leireye/accounts/gate.py).
+    password_checks: Literal["auto"] | Annotated[int, msgspec.Meta(ge=1, le=64)] = "auto"
+    password_queue: Annotated[int, msgspec.Meta(ge=0, le=64)] = 4
+    password_wait_s: Annotated[float, msgspec.Meta(ge=0, le=30)] = 1.0
 
 
 class LimitsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

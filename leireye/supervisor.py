@@ -243,9 +243,11 @@ class Supervisor:
                  self.web_workers)  # fmt: skip
 
     def _start_control(self, secret: bytes) -> None:
+        from leireye.accounts.passwords import map_large_allocations
         from leireye.control.handlers import ControlHandlers
         from leireye.control.server import ControlServer, socket_path
 
+        map_large_allocations()  # password hashes' memory goes back to the system after use
         web = self.owners.web
         assert self.users_view is not None
         handlers = ControlHandlers.for_config(self.config, secret, self, self.users_view.sync)

@@ -4,17 +4,22 @@ It runs in one place only, the supervisor (through `leireye.control`), because i
 shared by every web worker: the refresh tokens that are still valid, the tickets not yet used,
 and the failed-login counts. Access tokens stay stateless (each worker verifies them alone).
 
-- Login checks the per-user and per-address failure limits *before* verifying the password, and
-  answers every failure the same way (`INVALID_CREDENTIALS`), spending one scrypt even for an
-  unknown name, so neither the answer nor its timing tells whether a user exists.
+- Login checks the failure back-off per (user, address) and per address *before* verifying the
+  password (`leireye.accounts.limiter`: throttling that never locks a user out from an address
+  that did not fail), runs at most a few verifications at once (`leireye.accounts.gate`: the
+  rest wait briefly or get 429 at once), answers every failure the same way
+  (`INVALID_CREDENTIALS`), spending one verification even for an unknown name, so neither the
+  answer nor its timing tells whether a user exists, and replaces a hash of older parameters
+  with a current one once the password is known to be right.
 - A refresh token is a JWT (`typ: refresh`) whose `jti` must be in the store: refreshing rotates
   it (the old one stops working), logging out removes it, and a password change or removal of
   the user removes all of that user's — also when made in a shell with `leireye user`, because
   each entry remembers the user's `generation` it was issued under. The store is
   written to a root-only file on each change, so a restart of the sensor does not log everyone
   out, and a revoked token stays revoked.
-- A ticket is 32 random bytes (base64url), valid once, for `auth.ticket_ttl_s`, tied to the
-  access token it was bought with: it carries that token's generation, and the WebSocket it
+- A ticket is signed (`leireye.accounts.tickets`, so workers refuse forged ones alone), valid
+  once, for `auth.ticket_ttl_s`, tied to the access token it was bought with: it carries that
+  token's generation (a new password voids it unredeemed), and the WebSocket it
   opens expires when that token does.
 """
 
@@ -30,13 +35,16 @@ from pathlib import Path
 
 import msgspec
 
-from leireye.accounts.limiter import FailureLimiter
-from leireye.accounts.passwords import verify_dummy, verify_password
+from leireye.accounts.gate import GateBusy, VerificationGate
+from leireye.accounts.limiter import Attempt, LoginThrottle
+from leireye.accounts.passwords import hash_password, needs_rehash, verify_dummy, verify_password
 from leireye.accounts.principal import AuthFailure
+from leireye.accounts.tickets import make_ticket, ticket_key
 from leireye.accounts.tokens import Authenticator, issue_token
+from leireye.accounts.useredit import edit_users_file, rehash_user
 from leireye.accounts.users import User, UserStore
 from leireye.config import Config
-from leireye.errors import RefusedError
+from leireye.errors import LeirEyeError, RefusedError
 
 log = logging.getLogger("leireye.accounts")
 
@@ -75,6 +83,13 @@ class RefreshEntry(msgspec.Struct, frozen=True):
     generation: str
 
 
+def password_slots(setting: int | str) -> int:
+    """`auth.password_checks`: a number, or "auto", one per usable core."""
+    if isinstance(setting, int):
+        return setting
+    return max(1, len(os.sched_getaffinity(0)))
+
+
 class AccountService:
     def __init__(
         self,
@@ -91,9 +106,16 @@ class AccountService:
         self.clock = clock
         self._store_path = store_path
         self._lock = threading.Lock()
-        window = self.auth.login_window_s
-        self.by_user = FailureLimiter(self.auth.login_failures_per_user, window)
-        self.by_address = FailureLimiter(self.auth.login_failures_per_address, window)
+        auth = self.auth
+        self.throttle = LoginThrottle(
+            auth.login_failures_per_user_address, auth.login_failures_per_address,
+            auth.login_window_s, auth.login_backoff_first_s, auth.login_backoff_max_s,
+            auth.refresh_ttl_s,
+        )  # fmt: skip
+        self.gate = VerificationGate(
+            password_slots(auth.password_checks), auth.password_queue, auth.password_wait_s
+        )
+        self._ticket_key = ticket_key(secret)
         self._refresh: dict[str, RefreshEntry] = self._load()
         self._tickets: dict[str, Ticket] = {}
 
@@ -101,37 +123,61 @@ class AccountService:
 
     def login(self, username: str, password: str, address: str) -> TokenPair:
         now = self.clock()
-        user_key = f"user:{username.casefold()}"
-        addr_key = f"addr:{address}"
         with self._lock:
-            wait = max(
-                self.by_user.retry_after(user_key, now), self.by_address.retry_after(addr_key, now)
-            )
-            if wait <= 0:
-                # Count the attempt as failed before checking the password, so parallel guesses
-                # cannot all pass the limit while their checks run; a success takes it back.
-                self.by_user.fail(user_key, now)
-                self.by_address.fail(addr_key, now)
-        if wait > 0:
+            attempt = self.throttle.begin(username, address, now)
+        if not isinstance(attempt, Attempt):
             log.warning("login for %r from %s refused: too many failures", username, address)
             raise AccountError(
-                429, "RATE_LIMITED", "Too many failed logins; try again later", retry_after=wait
+                429, "RATE_LIMITED", "Too many failed logins; try again later", retry_after=attempt
             )
-        user = self.users.by_username(username)
+        try:
+            with self.gate.slot(attempt.known):
+                user = self._verified(username, password)
+        except GateBusy as busy:
+            with self._lock:
+                self.throttle.unchecked(attempt)
+            log.warning("login for %r from %s refused: %s", username, address, busy)
+            raise AccountError(
+                429, "RATE_LIMITED", "Too many logins in progress; try again shortly",
+                retry_after=busy.retry_after_s,
+            ) from None  # fmt: skip
         if user is None:
-            verify_dummy(password)
-            ok = False
-        else:
-            ok = verify_password(password, user.password_hash, user.salt)
-        if not ok or user is None:
             log.warning("failed login for %r from %s", username, address)
             raise invalid_credentials()
         with self._lock:
-            self.by_user.succeed(user_key)
-            self.by_address.undo(addr_key, now)
+            self.throttle.succeeded(attempt, self.clock())
             pair = self._issue(user, now)
         log.info("user %s logged in from %s", user.username, address)
         return pair
+
+    def _verified(self, username: str, password: str) -> User | None:
+        """The user when `password` is theirs (their hash brought up to date), else None."""
+        user = self.users.by_username(username)
+        if user is None:
+            verify_dummy(password)
+            return None
+        if not verify_password(password, user.password_hash, user.salt):
+            return None
+        if needs_rehash(user.password_hash):
+            user = self._rehash(user, password)
+        return user
+
+    def _rehash(self, user: User, password: str) -> User:
+        """Store a current hash of the password just verified; on failure keep the old one. The
+        generation stays: the user's tokens, refresh tokens and tickets keep working."""
+        old = user.password_hash
+        try:
+            new = hash_password(password)
+        except ValueError:  # a legacy password the rules of today refuse (e.g. too short)
+            return user
+        try:
+            edit_users_file(self.users.path, lambda file: rehash_user(file, user.id, old, new))
+        except (OSError, LeirEyeError) as exc:
+            log.warning("cannot update the password hash of %s: %s", user.username, exc)
+            return user
+        self.users.refresh()
+        log.info("password hash of %s brought up to date", user.username)
+        return self.users.get(user.id) or user
 
     def refresh(self, refresh_token: str) -> TokenPair:
         now = self.clock()
@@ -195,7 +241,7 @@ class AccountService:
         (the web worker verified that token just before asking)."""
         now = self.clock()
         ttl = self.auth.ticket_ttl_s
-        ticket = secrets.token_urlsafe(32)
+        ticket = make_ticket(self._ticket_key, now + ttl, user_id, generation)
         with self._lock:
             for old in [t for t, v in self._tickets.items() if v.expires_at <= now]:
                 del self._tickets[old]

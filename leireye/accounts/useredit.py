@@ -86,8 +86,7 @@ def add_user(
     new_id = users_file.next_id
     if new_id > MAX_USER_ID:
         raise UserEditError("conflict", f"every user id up to {MAX_USER_ID} has been given out")
-    password_hash, salt = _hash(password)
-    new = User(new_id, username, role, password_hash, salt, new_generation())
+    new = User(new_id, username, role, _hash(password), new_generation())
     return UsersFile(next_id=new_id + 1, users=(*users, new)), new
 
 
@@ -109,9 +108,8 @@ def update_user(
             raise UserEditError("conflict", "the last ADMIN cannot be demoted")
         changed = msgspec.structs.replace(changed, role=role)
     if password is not None:
-        password_hash, salt = _hash(password)
         changed = msgspec.structs.replace(
-            changed, password_hash=password_hash, salt=salt, generation=new_generation()
+            changed, password_hash=_hash(password), salt="", generation=new_generation()
         )
     new_users = tuple(changed if u is user else u for u in users)
     return msgspec.structs.replace(users_file, users=new_users), changed
@@ -126,11 +124,27 @@ def remove_user(users_file: UsersFile, key: int | str) -> tuple[UsersFile, User]
     return msgspec.structs.replace(users_file, users=new_users), user
 
 
+def rehash_user(
+    users_file: UsersFile, user_id: int, old_hash: str, new_hash: str
+) -> tuple[UsersFile, User | None]:
+    """Replace a user's password hash with `new_hash`, a current hash of the same password, if
+    it is still `old_hash` (not changed meanwhile); None when nothing was changed. Not a
+    password change: the generation stays, and with it every token of the user; nothing else
+    of the user changes either."""
+    users = users_file.users
+    user = next((u for u in users if u.id == user_id), None)
+    if user is None or user.password_hash != old_hash:
+        return users_file, None
+    changed = msgspec.structs.replace(user, password_hash=new_hash, salt="")
+    new_users = tuple(changed if u is user else u for u in users)
+    return msgspec.structs.replace(users_file, users=new_users), changed
+
+
 def _admins(users: tuple[User, ...]) -> int:
     return sum(1 for u in users if u.role == "ADMIN")
 
 
-def _hash(password: str) -> tuple[str, str]:
+def _hash(password: str) -> str:
     try:
         return hash_password(password)
     except PasswordError as exc:

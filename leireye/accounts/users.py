@@ -2,19 +2,23 @@
 
     next_id: 3
     users:
-      - {id: 1, username: admin, role: ADMIN, password_hash: 'scrypt$16384$8$1$...',
-         salt: '...', generation: 3q2-7wQW1nVbTqz0c9yHkA}
-      - {id: 2, username: alice, role: ANALYST, password_hash: ..., salt: ..., generation: ...}
+      - {id: 1, username: admin, role: ADMIN, password_hash: '$argon2id$v=19$m=19456,t=2,p=1$...',
+         generation: 3q2-7wQW1nVbTqz0c9yHkA}
+      - {id: 2, username: alice, role: ANALYST, password_hash: 'scrypt$16384$8$1$...',
+         salt: '...', generation: ...}
 
 It lives at `config.state_path(config.auth.users_file)`, is created on first run with one `admin`
 user whose random password goes to a root-only file in `state_dir` (`FIRST_ADMIN_PASSWORD_FILE`;
-only its scrypt hash is stored here, see `leireye.accounts.passwords`), mode 0600 and owned by
+only its argon2id hash is stored here, see `leireye.accounts.passwords`), mode 0600 and owned by
 root: the unprivileged web workers never read it, they read a view of it without hashes that
 the supervisor keeps (`leireye.accounts.userview`). Only root changes it afterwards: `leireye
 user ...` and the supervisor, on behalf of `/api/users` (see `leireye.accounts.useredit`).
 
-Every user has a password. Identities are never reused, so a token can only ever name the user
-it was issued to:
+Every user has a password. Its hash is an argon2id PHC string with the salt inside; a hash made
+before argon2id (`scrypt$n$r$p$<base64>`) keeps its base64 salt in `salt`, the one user field
+that is optional (absent for argon2id hashes), and is replaced at the user's next login.
+
+Identities are never reused, so a token can only ever name the user it was issued to:
 
 - `next_id` is the id the next new user gets; it only grows, so a user removed and created again
   under the same name gets a new id (ids are never `max + 1`, which a removal would hand out
@@ -22,7 +26,8 @@ it was issued to:
 - `generation` is 16 random bytes (base64url), new for every user created and on every password
   set. Every token, refresh token and ticket carries the generation it was issued under and is
   refused once the user's differs: a new password ends them all, also when it was set with
-  `leireye user passwd` in a shell.
+  `leireye user passwd` in a shell. Replacing a legacy hash by an argon2id one at login is not a
+  new password: it keeps the generation, and every token with it.
 
 Tokens name a user by id; every verification looks the id up here, so removing a user or
 changing a role takes effect on the next verification, without a restart (`UserStore` re-reads
@@ -59,6 +64,8 @@ FIRST_ADMIN_PASSWORD_FILE = "initial-admin-password"
 MAX_USER_ID = 2**31 - 1  # a token's `sub` is at most 10 digits
 UserId = Annotated[int, msgspec.Meta(ge=1, le=MAX_USER_ID)]
 Username = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.@-]+$")]
+# A hash from before argon2id (leireye.accounts.passwords), the only kind with a `salt` field.
+LEGACY_HASH_PREFIX = "scrypt$"
 GENERATION_BYTES = 16
 Generation = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]{22}$")]
 
@@ -68,15 +75,16 @@ def new_generation() -> str:
     return secrets.token_urlsafe(GENERATION_BYTES)
 
 
-class User(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+class User(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
     id: UserId
     username: Username
     role: Role
-    # `scrypt$n$r$p$<base64>` and the base64 salt (leireye.accounts.passwords).
+    # `$argon2id$...` (the salt inside, `salt` empty), or a legacy `scrypt$n$r$p$<base64>` with
+    # its base64 salt in `salt` (leireye.accounts.passwords).
     password_hash: str
-    salt: str
     # Random, new on creation and on every password set; every token carries it (module doc).
     generation: Generation
+    salt: str = ""
 
 
 def user_view(user: Account) -> dict[str, object]:
@@ -123,6 +131,11 @@ def _check(users_file: UsersFile, source: str) -> None:
         if user.username in names:
             raise UsersFileError(
                 f"{source}: duplicate username {user.username!r} - at $.users[{index}]"
+            )
+        if user.password_hash.startswith(LEGACY_HASH_PREFIX) != bool(user.salt):
+            raise UsersFileError(
+                f"{source}: a salt goes with a legacy scrypt hash only (an argon2id hash holds "
+                f"its own) - at $.users[{index}].salt"
             )
         ids.add(user.id)
         names.add(user.username)
@@ -172,8 +185,7 @@ def ensure_users_file(path: str | Path) -> str | None:
         make_root_only(path)
         return None
     password = random_password()
-    password_hash, salt = hash_password(password)
-    admin = User(1, "admin", "ADMIN", password_hash, salt, new_generation())
+    admin = User(1, "admin", "ADMIN", hash_password(password), new_generation())
     text = dump_users_file(UsersFile(next_id=2, users=(admin,))).encode("utf-8")
     try:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
@@ -309,6 +321,11 @@ class AccountStore(Generic[A]):
     def get(self, user_id: int) -> A | None:
         self.refresh()
         return self._by_id.get(user_id)
+
+    def generation_of(self, user_id: int) -> str | None:
+        """The user's generation now (None for no such user)."""
+        user = self.get(user_id)
+        return None if user is None else user.generation
 
     def by_username(self, username: str) -> A | None:
         self.refresh()

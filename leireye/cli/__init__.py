@@ -41,6 +41,7 @@ SENSOR_MODULES: Final = {
     "numpy": "numpy",
     "yaml": "PyYAML",
     "jwt": "PyJWT",
+    "argon2": "argon2-cffi",
     "starlette": "starlette",
     "uvicorn": "uvicorn",
     "wsproto": "wsproto",

@@ -1,16 +1,25 @@
-"""The supervisor's end of the control channel: a threaded Unix-socket server.
+"""The supervisor's end of the control channel: a Unix-socket server with a fixed thread pool.
 
-Each connection carries one request line and gets one reply line. Handlers run in the server's
-threads; anything that must happen on the supervisor's main loop (starting and stopping capture
-processes) is handed to it by the handler itself (see `Supervisor.call_in_loop`).
+Each connection carries one request line and gets one reply line. One thread accepts; `THREADS`
+threads serve, taking connections from a queue of at most `QUEUE`. A connection that finds the
+queue full is answered `503 SERVICE_UNAVAILABLE` (with `Retry-After`) at once by the accepting
+thread and closed, counted in `refused` and logged (at most every `REFUSAL_LOG_S`): a flood of
+requests costs the supervisor a queue entry each, never a thread each (a thread per connection
+reached 567 threads under 5 000 WebSocket handshakes). Handlers that wait (a login waiting for a
+password-verification slot, `leireye.accounts.gate`, at most a second; a capture start, up to
+15 s) hold a pool thread meanwhile, so the gate's waiting room is kept smaller than the pool.
+
+Handlers run in the pool's threads; anything that must happen on the supervisor's main loop
+(starting and stopping capture processes) is handed to it by the handler itself (see
+`Supervisor.call_in_loop`).
 
 Who may call: the socket file is root's, mode 0660, group the web user's (so only root and that
-group can connect at all), and every connection's peer is checked with SO_PEERCRED: its pid
-must be one of the web workers the supervisor started now (`peers`), running as the web user
-(`uid`). Anything else (another process of the web user, a capture process, root's own shell)
-gets a 403 reply and one line in the log (at most one per `REFUSAL_LOG_S`, with a count of the
-rest). The `leireye user` and `token` commands do not use the channel: they read and edit the
-files as root.
+group can connect at all), and every connection's peer is checked with SO_PEERCRED (by the pool
+thread that takes it): its pid must be one of the web workers the supervisor started now
+(`peers`), running as the web user (`uid`). Anything else (another process of the web user, a
+capture process, root's own shell) gets a 403 reply and one line in the log (at most one per
+`REFUSAL_LOG_S`, with a count of the rest). The `leireye user` and `token` commands do not use
+the channel: they read and edit the files as root.
 """
 
 from __future__ import annotations
@@ -18,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import queue
 import socket
 import socketserver
 import struct
@@ -25,7 +35,7 @@ import threading
 import time
 from collections.abc import Callable, Collection
 from pathlib import Path
-from typing import BinaryIO, Final
+from typing import Any, BinaryIO, Final
 
 import msgspec
 
@@ -42,11 +52,68 @@ log = logging.getLogger("leireye.control")
 
 Handler = Callable[[AnyRequest], Reply]
 READ_TIMEOUT_S = 5.0
+THREADS = 16
+QUEUE = 64
+REFUSAL_LOG_S: Final = 10.0  # the most often a kind of refusal (busy, foreign peer) is logged
+_BUSY = encode(failure(503, "SERVICE_UNAVAILABLE", "the supervisor is busy", 1.0)) + b"\n"
 
 
-class _Server(socketserver.ThreadingUnixStreamServer):
-    request_queue_size = 128  # a burst of workers' requests must not find the queue full
-    daemon_threads = True
+class _Server(socketserver.UnixStreamServer):
+    """Accepts in one thread and hands each connection to the pool through a bounded queue."""
+
+    request_queue_size = 128  # the listen backlog: a burst waits here for the accepting thread
+
+    def __init__(self, path: str, handler: type[socketserver.BaseRequestHandler]) -> None:
+        super().__init__(path, handler)
+        self.pending: queue.Queue[socket.socket | None] = queue.Queue(QUEUE)
+        self.refused = 0
+        self._refusals_logged = 0
+        self._logged_at = -REFUSAL_LOG_S
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        try:
+            self.pending.put_nowait(request)
+        except queue.Full:
+            self._refuse(request)
+
+    def _refuse(self, request: socket.socket) -> None:
+        self.refused += 1
+        with contextlib.suppress(OSError):
+            request.setblocking(False)  # a reply this small fits an empty socket buffer
+            request.send(_BUSY)
+            request.shutdown(socket.SHUT_WR)
+            # Closing with the request unread would reset the connection and discard the reply
+            # on the worker's side: read what has arrived (never waiting) first.
+            while request.recv(65536):
+                pass
+        self.shutdown_request(request)
+        now = time.monotonic()
+        if now - self._logged_at >= REFUSAL_LOG_S:
+            log.warning("control channel busy: refused %d connections (%d in all)",
+                        self.refused - self._refusals_logged, self.refused)  # fmt: skip
+            self._logged_at, self._refusals_logged = now, self.refused
+
+    def serve_pending(self) -> None:
+        """A pool thread: serve queued connections until a None arrives."""
+        while (request := self.pending.get()) is not None:
+            try:
+                self.finish_request(request, None)
+            except OSError as exc:  # the worker went away: nobody to answer
+                log.debug("control connection: %s", exc)
+            except Exception:  # a bug: keep the thread serving, leave a trace
+                log.exception("control connection failed")
+            finally:
+                self.shutdown_request(request)
+
+    def stop_pool(self, threads: int) -> None:
+        """Once nothing is accepted any more: close what still waits, end every pool thread."""
+        with contextlib.suppress(queue.Empty):
+            while True:
+                request = self.pending.get_nowait()
+                if request is not None:
+                    self.shutdown_request(request)
+        for _ in range(threads):
+            self.pending.put(None)
 
 
 class ControlServer:
@@ -86,7 +153,6 @@ class ControlServer:
             self._server = _Server(str(path), _Connection)
         finally:
             os.umask(old)
-        self._server.daemon_threads = True
         if group is not None and os.geteuid() == 0:
             os.chown(path, 0, group)
         os.chmod(path, 0o660 if group is not None else 0o600)
@@ -94,6 +160,19 @@ class ControlServer:
             target=self._server.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True,
             name="control",
         )  # fmt: skip
+        self._pool = [
+            threading.Thread(target=self._server.serve_pending, daemon=True, name=f"control-{i}")
+            for i in range(THREADS)
+        ]
+
+    @property
+    def refused(self) -> int:
+        """Connections answered busy because the queue was full."""
+        return self._server.refused
+
+    def queued(self) -> int:
+        """Connections accepted and waiting for a pool thread."""
+        return self._server.pending.qsize()
 
     def _admit(self, connection: socket.socket) -> bool:
         pid, uid, _ = peer_credentials(connection)
@@ -103,13 +182,18 @@ class ControlServer:
         return False
 
     def start(self) -> None:
+        for thread in self._pool:
+            thread.start()
         self._thread.start()
-        log.info("control channel on %s", self.path)
+        log.info("control channel on %s (%d threads)", self.path, THREADS)
 
     def close(self) -> None:
         self._server.shutdown()
-        self._server.server_close()
         self._thread.join(2)
+        self._server.stop_pool(len(self._pool))
+        for thread in self._pool:
+            thread.join(2)
+        self._server.server_close()
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
 
@@ -137,7 +221,6 @@ class ControlServer:
 
 
 REFUSED: Final = failure(403, "FORBIDDEN", "only the sensor's web workers may call this")
-REFUSAL_LOG_S: Final = 10.0
 _PEERCRED: Final = struct.Struct("3i")  # struct ucred: pid, uid, gid
 
 

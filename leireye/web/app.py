@@ -53,6 +53,8 @@ def build_app(api: ApiContext) -> Starlette:
         return JSONResponse(hub.health(), status_code=code)
 
     async def redeem(ticket: str) -> Principal | AuthFailure:
+        if not hub.tickets.admit(ticket, hub.clock()):  # forged, expired or seen here before
+            return AuthFailure("bad ticket")
         try:
             grant = await api.control.call(RedeemTicket(ticket))
         except ControlError as exc:

@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from leireye.accounts.principal import AuthFailure, Principal
+from leireye.accounts.tickets import TicketCheck
 from leireye.accounts.tokens import Authenticator, load_or_create_secret
 from leireye.accounts.userview import USERS_VIEW_FILE, view_store
 from leireye.config import Config
@@ -85,6 +86,7 @@ class Hub:
         stats: StatsSeries,
         registry: ConnectionRegistry,
         authenticator: Authenticator,
+        tickets: TicketCheck,
     ) -> None:
         self.config = config
         self.worker_index = worker_index
@@ -93,6 +95,7 @@ class Hub:
         self.stats_series = stats
         self.registry = registry
         self.authenticator = authenticator
+        self.tickets = tickets
         self._users_version = authenticator.users.version
         # What every session is driven with (`time.time()`, steps announced to the sessions).
         self.clock = WallClock(self._clock_stepped)
@@ -118,9 +121,9 @@ class Hub:
         registry = ConnectionRegistry.attach(segments["conns"], worker_index)
         secret = load_or_create_secret(config)
         users = view_store(config.state_path(USERS_VIEW_FILE))
-        return cls(
-            config, worker_index, ring, status, stats, registry, Authenticator(secret, users)
-        )
+        authenticator = Authenticator(secret, users)
+        tickets = TicketCheck(secret, users.generation_of)
+        return cls(config, worker_index, ring, status, stats, registry, authenticator, tickets)
 
     # -- connections --------------------------------------------------------------------------
 

@@ -485,11 +485,14 @@ def test_interfaces_lists_lo(sensor: Sensor, tokens: Any) -> None:
 # -- separate sensors -----------------------------------------------------------------------------
 
 
-def test_failed_logins_are_rate_limited_per_user_and_address(tmp_path: Path) -> None:
-    limits = "auth: {login_failures_per_user: 3, login_failures_per_address: 5}\n"
+def test_failed_logins_back_off_per_user_and_address(tmp_path: Path) -> None:
+    limits = ("auth: {login_failures_per_user_address: 3, login_failures_per_address: 5, "
+              "login_backoff_first_s: 600}\n")  # fmt: skip
     sensor = start_sensor(tmp_path, limits)
     try:
         http = Http(sensor.web_port())
+        ana = {"username": "ana", "password": PASSWORDS["ana"]}
+        assert http.post("/api/auth/login", ana).status == 200  # ana is known at 127.0.0.1
         for _ in range(3):
             bad = http.post("/api/auth/login", {"username": "vic", "password": "wrong-wrong"})
             assert_error(bad, 401, "INVALID_CREDENTIALS")
@@ -497,13 +500,12 @@ def test_failed_logins_are_rate_limited_per_user_and_address(tmp_path: Path) -> 
         limited = http.post("/api/auth/login", right)
         assert_error(limited, 429, "RATE_LIMITED")
         assert int(limited.headers["retry-after"]) > 0
-        ana = {"username": "ana", "password": PASSWORDS["ana"]}
-        assert http.post("/api/auth/login", ana).status == 200
         for _ in range(2):  # failures 4 and 5 from this address, another user
             assert http.post("/api/auth/login", {"username": "ana", "password": "x"}).status == 401
         admin = {"username": "admin", "password": PASSWORDS["admin"]}
         address_limited = http.post("/api/auth/login", admin)
         assert_error(address_limited, 429, "RATE_LIMITED")
+        assert http.post("/api/auth/login", ana).status == 200  # known there: not held back
     finally:
         sensor.kill()
 
@@ -526,7 +528,7 @@ def test_first_run_puts_the_admin_password_in_a_root_only_file_not_in_the_log(
         password = secret_file.read_text().strip()
         assert len(password) >= 16
         users = (sensor.state_dir / "users.yaml").read_text()
-        assert password not in users and "scrypt$" in users
+        assert password not in users and "$argon2id$" in users
         http = Http(port)
         assert (
             http.post("/api/auth/login", {"username": "admin", "password": password}).status == 200

@@ -22,6 +22,7 @@ from leireye.accounts.useredit import (
     add_user,
     edit_users_file,
     read_users_file,
+    rehash_user,
     remove_user,
     update_user,
 )
@@ -49,8 +50,10 @@ def replaced(user: object, **changes: object) -> object:
 
 @pytest.fixture
 def cheap_hashes(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Many edits in a row: a scrypt cost that takes microseconds (forked workers inherit it)."""
-    monkeypatch.setattr(useredit, "hash_password", functools.partial(hash_password, n=2))
+    """Many edits in a row: an argon2id cost that takes microseconds (forked workers inherit
+    it)."""
+    cheap = functools.partial(hash_password, time_cost=1, memory_kib=8)
+    monkeypatch.setattr(useredit, "hash_password", cheap)
     yield
 
 
@@ -85,8 +88,9 @@ def test_a_removed_users_id_and_generation_are_never_given_again() -> None:
 
 def test_add_stores_only_the_password_hash() -> None:
     _, new = add_user(USERS, "bob", "ANALYST", "bobs password")
-    assert "bobs password" not in new.password_hash + new.salt
-    assert verify_password("bobs password", new.password_hash, new.salt)
+    assert new.salt == ""  # the salt is in the hash
+    assert "bobs password" not in new.password_hash
+    assert verify_password("bobs password", new.password_hash)
 
 
 @pytest.mark.parametrize(
@@ -126,11 +130,31 @@ def test_update_by_id_or_name() -> None:
 def test_update_password_replaces_the_hash_and_the_generation() -> None:
     users_file, changed = update_user(USERS, "alice", password="a new password")
     assert changed.role == "ANALYST"
-    assert verify_password("a new password", changed.password_hash, changed.salt)
+    assert changed.salt == ""
+    assert verify_password("a new password", changed.password_hash)
     assert changed.generation != ALICE.generation
     assert users_file.users[1] is changed and users_file.next_id == USERS.next_id
     _, again = update_user(users_file, "alice", password="a new password")
     assert again.generation != changed.generation  # the same password once more: new anyway
+
+
+def test_a_new_password_drops_a_legacy_salt() -> None:
+    legacy = replaced(ALICE, password_hash="scrypt$16384$8$1$AAAA", salt="c2FsdA==")
+    users_file = UsersFile(next_id=6, users=(ADMIN, legacy, VIEWER))
+    _, changed = update_user(users_file, "alice", password="a new password")
+    assert changed.salt == "" and changed.password_hash.startswith("$argon2id$")
+
+
+def test_a_rehash_replaces_only_the_hash_it_was_computed_for() -> None:
+    """Not a password change: the generation (and every token with it) stays."""
+    legacy = replaced(ALICE, password_hash="scrypt$16384$8$1$AAAA", salt="c2FsdA==")
+    users_file = UsersFile(next_id=6, users=(ADMIN, legacy, VIEWER))
+    new_file, changed = rehash_user(users_file, ALICE.id, "scrypt$16384$8$1$AAAA", "$argon2id$new")
+    assert changed == replaced(ALICE, password_hash="$argon2id$new")  # no salt, same generation
+    assert new_file == UsersFile(next_id=6, users=(ADMIN, changed, VIEWER))
+    # The password was changed meanwhile (or the user removed): the rehash is dropped.
+    assert rehash_user(users_file, ALICE.id, "scrypt$other", "$argon2id$new") == (users_file, None)
+    assert rehash_user(users_file, 999, "scrypt$16384$8$1$AAAA", "$x") == (users_file, None)
 
 
 def test_update_refusals() -> None:

@@ -27,13 +27,14 @@ from leireye.accounts.users import (
 from leireye.errors import ConfigError
 
 SECRET = {"password_hash": "scrypt$16384$8$1$aGFzaA==", "salt": "c2FsdA=="}
+ARGON2_HASH = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0c2FsdA$" + "aGFzaA" * 7
 GEN = "g" * 22
 ADMIN = {"id": 1, "username": "admin", "role": "ADMIN", **SECRET, "generation": "a" * 22}
 ALICE = {"id": 2, "username": "alice", "role": "ANALYST", **SECRET, "generation": GEN}
 
 
 def user(user_id: int, username: str, role: str, generation: str = GEN) -> User:
-    return User(user_id, username, role, SECRET["password_hash"], SECRET["salt"], generation)
+    return User(user_id, username, role, generation=generation, **SECRET)
 
 
 def parse_users(data: dict[str, object]) -> tuple[User, ...]:
@@ -82,7 +83,9 @@ def test_next_id_is_required_and_above_every_id() -> None:
         ([{**ALICE, "username": ""}], "$.users[0].username"),
         ([{"id": 2, "role": "VIEWER"}], "username"),
         ([{k: v for k, v in ALICE.items() if k != "password_hash"}], "password_hash"),
-        ([{k: v for k, v in ALICE.items() if k != "salt"}], "salt"),
+        ([{k: v for k, v in ALICE.items() if k != "salt"}], "$.users[0].salt"),
+        ([{**ALICE, "salt": ""}], "$.users[0].salt"),
+        ([{**ALICE, "password_hash": ARGON2_HASH}], "$.users[0].salt"),
         ([{**ALICE, "password_hash": None}], "$.users[0].password_hash"),
         ([{k: v for k, v in ALICE.items() if k != "generation"}], "generation"),
         ([{**ALICE, "generation": "short"}], "$.users[0].generation"),
@@ -123,6 +126,17 @@ def test_an_empty_file_is_refused(tmp_path: Path) -> None:
     path.write_text("")
     with pytest.raises(UsersFileError):
         load_users(path)
+
+
+def test_an_argon2id_user_has_no_salt_field() -> None:
+    """The salt is inside an argon2id hash: such a user is written without `salt`, and read
+    back with it empty. Only a legacy scrypt hash keeps one beside it."""
+    argon = User(3, "carol", "VIEWER", ARGON2_HASH, GEN)
+    assert argon.salt == ""
+    text = dump_users_file(UsersFile(next_id=4, users=(user(2, "alice", "ANALYST"), argon)))
+    data = yaml.safe_load(text)
+    assert "salt" not in data["users"][1] and data["users"][0]["salt"] == SECRET["salt"]
+    assert parse_users_file(data).users[1] == argon
 
 
 def test_dump_round_trips() -> None:

@@ -6,6 +6,7 @@ import os
 import stat
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from leireye.accounts.principal import AuthFailure, Principal
@@ -35,11 +36,17 @@ def files(tmp_path: Path) -> tuple[Path, Path]:
 
 def test_the_view_holds_no_hash_and_no_salt(files: tuple[Path, Path]) -> None:
     users, view = files
+    legacy = {"password_hash": "scrypt$16384$8$1$aGFzaA==", "salt": "c2FsdHNhbHQ="}  # bob's
+    edit_users_file(users, lambda file: (msgspec.structs.replace(file, users=tuple(
+        msgspec.structs.replace(u, **legacy) if u.username == "bob" else u
+        for u in file.users)), None))  # fmt: skip
     assert UsersViewWriter(users, view, None).sync() is True
     text = view.read_text()
-    assert "scrypt" not in text and "salt" not in text and "password" not in text
+    assert "argon2" not in text and "scrypt" not in text and "salt" not in text
+    assert "password" not in text
     for user in load_users(users):
-        assert user.password_hash not in text and user.salt not in text
+        assert user.password_hash not in text
+        assert not user.salt or user.salt not in text
     assert load_users_view(view) == tuple(
         ViewUser(u.id, u.username, u.role, u.generation) for u in load_users(users)
     )
