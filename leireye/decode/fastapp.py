@@ -1,7 +1,7 @@
 """The per-packet part of the fast path: payloads whose `info` needs a dissector.
 
-The batch stages settle most packets with masks (a pure ACK on 443 is "HTTPS [ACK]", a TLS
-record of type 23 is "TLS Application Data"); the packets left over come here one by one: SSH
+The batch stages settle most packets with masks (a pure ACK on 443 is "54321 → 443 [ACK]", a
+TLS record of type 23 is "TLS Application Data"); the packets left over come here one by one: SSH
 banners, TLS handshakes, HTTP start lines, DNS and the UDP dissectors that read more than a byte.
 Each function returns `(app, info, error)` and never raises: a dissector's own exception becomes
 INTERNAL.
@@ -67,16 +67,10 @@ def tcp_payload(
     if payload.startswith(b"HTTP/"):
         return _by_first_line(dissect.http_response_info, payload, cut)
     found = rules.tcp_service(sport, dport)
-    if found is None:
-        return (
-            App.NONE,
-            encode_info(rules.tcp_text(None, sport, dport, flags, length)),
-            DecodeError.NONE,
-        )
-    name, app = found
-    if app == App.DNS and payload:
+    if found is not None and found[1] == App.DNS and payload:
         return _dissect(App.DNS, _dns_over_tcp, payload, cut)
-    return app, text(rules.tcp_text(name, sport, dport, flags, length)), DecodeError.NONE
+    app = rules.tcp_port_app(sport, dport, length)
+    return app, rules.tcp_ports_bytes(sport, dport, flags, length), DecodeError.NONE
 
 
 _LINE_CACHE: dict[tuple[Callable[[bytes], str | None], bytes], bytes] = {}

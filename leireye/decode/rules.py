@@ -100,7 +100,7 @@ from __future__ import annotations
 import socket
 from typing import Final
 
-from leireye.record import App, DecodeError, Proto, tcp_flag_names
+from leireye.record import App, DecodeError, Proto, tcp_flags_text
 
 from .names import (
     DHCP_TYPES,
@@ -178,9 +178,7 @@ def udp_service(sport: int, dport: int) -> tuple[str, App] | None:
 
 # --- texts -------------------------------------------------------------------------------------
 
-FLAG_TEXT: Final[tuple[str, ...]] = tuple(
-    ", ".join(tcp_flag_names(bits)) or "<none>" for bits in range(512)
-)
+FLAG_TEXT: Final[tuple[str, ...]] = tuple(tcp_flags_text(bits) for bits in range(512))
 
 
 def error_text(layer: str, error: DecodeError) -> str:
@@ -249,9 +247,14 @@ def sctp_text(sport: int, dport: int) -> str:
     return f"SCTP {sport} → {dport}"
 
 
-def tcp_text(name: str | None, sport: int, dport: int, flags: int, length: int) -> str:
-    if name is not None:
-        return f"{name} [{FLAG_TEXT[flags]}]"
+def tcp_port_app(sport: int, dport: int, length: int) -> App:
+    """The application of a TCP segment that no content rule recognised: the service its port
+    suggests when the segment carries data (`length` > 0), else none."""
+    found = tcp_service(sport, dport) if length > 0 else None
+    return found[1] if found is not None else App.NONE
+
+
+def tcp_text(sport: int, dport: int, flags: int, length: int) -> str:
     if length > 0:
         return f"{sport} → {dport} [{FLAG_TEXT[flags]}] len={length}"
     return f"{sport} → {dport} [{FLAG_TEXT[flags]}]"
@@ -265,7 +268,7 @@ FLAG_BYTES: Final[tuple[bytes, ...]] = tuple(t.encode() for t in FLAG_TEXT)
 
 
 def tcp_ports_bytes(sport: int, dport: int, flags: int, length: int) -> bytes:
-    """`tcp_text(None, ...)` encoded, built directly as bytes (the fast path's hot loop)."""
+    """`tcp_text` encoded, built directly as bytes (the fast path's hot loop)."""
     if length > 0:
         return b"%d \xe2\x86\x92 %d [%s] len=%d" % (sport, dport, FLAG_BYTES[flags], length)
     return b"%d \xe2\x86\x92 %d [%s]" % (sport, dport, FLAG_BYTES[flags])

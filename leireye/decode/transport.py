@@ -120,24 +120,18 @@ def _tcp_app(
     plain = ~(tls | ssh | other)
     c.app[ix[record]] = App.TLS
     c.by_key(ix[record], first[record], lambda kind: rules.tls_text(kind, None, None))
-    named = plain & (sid != 0)
-    c.app[ix[named]] = _TCP.apps[sid[named]]
-    c.by_key(
-        ix[named],
-        (sid[named] << 9) | flags[named],
-        lambda key: rules.tcp_text(_TCP.names[key >> 9], 0, 0, key & 0x1FF, 0),
-    )
-    anonymous = plain & (sid == 0)
+    port_app = plain & (sid != 0) & (length > 0)
+    c.app[ix[port_app]] = _TCP.apps[sid[port_app]]
     ports = rules.tcp_ports_bytes
     c.set_info(
-        ix[anonymous],
+        ix[plain],
         [
             ports(s, d, f, n)
             for s, d, f, n in zip(
-                sport[anonymous].tolist(),
-                dport[anonymous].tolist(),
-                flags[anonymous].tolist(),
-                length[anonymous].tolist(),
+                sport[plain].tolist(),
+                dport[plain].tolist(),
+                flags[plain].tolist(),
+                length[plain].tolist(),
                 strict=True,
             )
         ],

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from leireye.decode.rules import clean
-from leireye.record import F_TRUNCATED, INFO_BYTES, App, DecodeError
+from leireye.record import F_TRUNCATED, INFO_BYTES, App, DecodeError, Proto
 from tests.decode_compare import decode_checked, record_info
 from tests.traffic import frames as fb
 from tests.traffic.mix import MixBuilder
@@ -105,7 +105,7 @@ def test_dns_over_tcp_mdns_and_llmnr() -> None:
         info(tcp(40000, 53, struct.pack("!H", len(message)) + message))
         == "DNS query AAAA www.example.com"
     )
-    assert info(tcp(40000, 53, flags=0x10)) == "DNS [ACK]"
+    assert info(tcp(40000, 53, flags=0x10)) == "40000 → 53 [ACK]"
     mdns = bytes(
         DNS(
             id=0,
@@ -159,7 +159,8 @@ def test_http_request_and_response() -> None:
 def test_http_that_cannot_be_read() -> None:
     r = tcp(50000, 80, b"GET \r\n\r\n")
     assert (r["app"], r["error"], info(r)) == (App.HTTP, DecodeError.APP_PARSE, "HTTP [malformed]")
-    assert info(tcp(50000, 80, b"GETTING things")) == "HTTP [PSH, ACK]"  # not a request: by port
+    r = tcp(50000, 80, b"GETTING things")  # not a request: data on port 80, HTTP by port
+    assert (r["app"], info(r)) == (App.HTTP, "50000 → 80 [PSH, ACK] len=14")
 
 
 def test_tls() -> None:
@@ -232,13 +233,16 @@ def test_udp_services(ports: tuple[int, int], payload: bytes, app: App, text: st
 @pytest.mark.parametrize(
     ("sport", "dport", "flags", "payload", "app", "text"),
     [
-        (50000, 443, 0x10, b"", App.TLS, "HTTPS [ACK]"),
-        (22, 50000, 0x18, b"\x00" * 40, App.SSH, "SSH [PSH, ACK]"),
+        (50000, 443, 0x10, b"", App.NONE, "50000 → 443 [ACK]"),  # no data: no application
+        (50000, 443, 0x02, b"", App.NONE, "50000 → 443 [SYN]"),
+        (443, 50000, 0x18, b"\x17" * 40, App.TLS, "443 → 50000 [PSH, ACK] len=40"),  # by port
+        (22, 50000, 0x18, b"\x00" * 40, App.SSH, "22 → 50000 [PSH, ACK] len=40"),
+        (25, 50000, 0x11, b"", App.NONE, "25 → 50000 [FIN, ACK]"),
         (54321, 9999, 0x12, b"", App.NONE, "54321 → 9999 [SYN, ACK]"),
         (54321, 9999, 0x18, b"x" * 12, App.NONE, "54321 → 9999 [PSH, ACK] len=12"),
         (54321, 9999, 0x000, b"", App.NONE, "54321 → 9999 [<none>]"),
-        (1234, 8080, 0x10, b"", App.HTTP, "HTTP-alt [ACK]"),  # the lower port has no service
-        (53, 5353, 0x10, b"", App.DNS, "DNS [ACK]"),
+        (1234, 8080, 0x10, b"x", App.HTTP, "1234 → 8080 [ACK] len=1"),  # the higher port's
+        (53, 5353, 0x10, b"", App.NONE, "53 → 5353 [ACK]"),
     ],
 )
 def test_tcp_services_and_plain_segments(
@@ -268,3 +272,12 @@ def test_text_from_packets_is_escaped_and_cut() -> None:
         info(udp(40000, 53, bytes(DNS(id=1, qd=[DNS.Q(name=name)]))))
         == "DNS query A ex\\x07mple.org"
     )
+
+
+def test_a_bare_syn_to_443_is_tcp_until_a_payload_says_more() -> None:
+    """The port only suggests an application: both decoders (`one` checks that they agree)
+    give a segment without data no application and no service name."""
+    syn = one(fb.tcp4(54321, 443, 0x02))
+    assert (syn["proto"], syn["app"], info(syn)) == (Proto.TCP, App.NONE, "54321 → 443 [SYN]")
+    hello = tcp(54321, 443, MixBuilder(1).client_hello("example.org"))
+    assert (hello["app"], info(hello)) == (App.TLS, "TLS ClientHello SNI=example.org")

@@ -122,9 +122,9 @@ def test_linux_cooked_v1_and_v2() -> None:
             linktype,
             0x0800,
             Proto.TCP,
-            App.TLS,
+            App.NONE,
         )
-        assert info(r) == "HTTPS [ACK]"
+        assert info(r) == "443 → 50000 [ACK]"
     assert info(one(b"\0" * 15, LinkType.LINUX_SLL)) == "SLL [truncated]"
     assert info(one(b"\0" * 19, LinkType.LINUX_SLL2)) == "SLL2 [truncated]"
 
@@ -161,7 +161,7 @@ def test_loopback_other_family_and_truncation() -> None:
 
 @pytest.mark.parametrize("linktype", [LinkType.RAW, LinkType.RAW_OLD])
 def test_raw_ip(linktype: int) -> None:
-    assert one(fb.ipv4(fb.tcp(1, 22), 6), linktype)["app"] == App.SSH
+    assert one(fb.ipv4(fb.tcp(1, 22), 6), linktype)["dst_port"] == 22
     assert one(fb.ipv6(fb.tcp(1, 22), 6), linktype)["ethertype"] == 0x86DD
     bad = one(b"\x50" + bytes(30), linktype)
     assert (bad["error"], bad["flags"], bad["ethertype"], info(bad)) == (
@@ -195,8 +195,8 @@ def test_mpls_label_stack_with_ipv4_inside() -> None:
     assert (r["ethertype"], r["ip_version"], r["app"], info(r)) == (
         0x8847,
         4,
-        App.HTTP,
-        "HTTP [SYN]",
+        App.NONE,
+        "5000 → 80 [SYN]",
     )
 
 

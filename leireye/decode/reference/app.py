@@ -49,9 +49,8 @@ def tcp_app(r: Record, payload: bytes, length: int, cut: bool) -> None:
         if found is not None and found[1] == App.DNS and payload:
             _dissect(r, App.DNS, lambda: _dns(payload[2:], "DNS"), cut)
             return
-        if found is not None:
-            r.app = found[1]
-        r.info = rules.tcp_text(found[0] if found else None, r.sport, r.dport, r.tcp_flags, length)
+        r.app = rules.tcp_port_app(r.sport, r.dport, length)
+        r.info = rules.tcp_text(r.sport, r.dport, r.tcp_flags, length)
 
 
 def udp_app(r: Record, payload: bytes, length: int, cut: bool) -> None:
