@@ -27,6 +27,7 @@ import msgspec
 
 from leireye.client import DEFAULT_URL, Gap, LeirEyeClient, PacketData, StatsData
 from leireye.errors import LeirEyeError
+from leireye.record import tcp_flag_bits, tcp_flags_text
 from leireye.text import parse_fingerprint
 
 T = TypeVar("T")
@@ -39,11 +40,12 @@ class WatchError(LeirEyeError):
 
 
 def format_packet(p: PacketData) -> str:
-    """`10:30:01.123 192.168.1.100.54321 > 142.250.185.14.443: TCP/TLS [ACK,PSH] length 1500:
-    HTTPS [ACK, PSH]` (the time of day in UTC; ends without addresses show `-`)."""
+    """`10:30:01.123 192.168.1.100.54321 > 142.250.185.14.443: TCP/TLS [PSH, ACK] length 1500:
+    TLS Application Data` (the time of day in UTC; ends without addresses show `-`; flags in
+    the one form `info` uses too, `record.tcp_flags_text`)."""
     clock = p.timestamp[11:23] if len(p.timestamp) >= 23 else p.timestamp
     label = f"{p.protocol}/{p.app}" if p.app and p.app != p.protocol else p.protocol
-    flags = f" [{','.join(p.flags)}]" if p.flags else ""
+    flags = f" [{tcp_flags_text(tcp_flag_bits(p.flags))}]" if p.flags else ""
     src, dst = _end(p.src_ip, p.src_port), _end(p.dst_ip, p.dst_port)
     return f"{clock} {src} > {dst}: {label}{flags} length {p.length}: {p.info}"
 

@@ -4,6 +4,7 @@ import assert from 'node:assert/strict';
 import {
   BACKOFF_MS, LeirEyeClient, ResumeCursor, backoffDelay, closeOutcome, httpBase, refreshDelay,
 } from '../../leireye/web/static/leireye-client.js';
+import { tcpFlags } from '../../leireye/web/static/app/format.js';
 
 assert.deepEqual([0, 1, 2, 3, 4, 5, 9].map((n) => backoffDelay(n)), [1000, 2000, 5000, 10000, 30000, 30000, 30000]);
 assert.equal(refreshDelay(1000000, 0), 940000);
@@ -17,6 +18,9 @@ assert.equal(closeOutcome(4003), 'renew');
 assert.equal(closeOutcome(4008), 'refused');
 assert.equal(closeOutcome(1006), 'reconnect');
 assert.equal(httpBase('wss://s.example:8443/ws/capture?x=1'), 'https://s.example:8443');
+assert.equal(tcpFlags(['ACK', 'RST']), 'RST, ACK');
+assert.equal(tcpFlags(['CWR', 'ECE', 'SYN']), 'SYN, ECE, CWR');
+assert.equal(tcpFlags([]), '');
 
 // One fake server: the first connection authenticates, sends packets 1, 2, 2, 3 and dies (1006);
 // the next three are refused; the fifth resumes and must ask for since=3.

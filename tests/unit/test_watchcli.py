@@ -16,7 +16,7 @@ def packet(**kw: object) -> PacketData:
     base: dict[str, object] = {
         "id": 42, "timestamp": "2024-01-20T10:30:01.123Z", "src_ip": "192.168.1.100",
         "dst_ip": "142.250.185.14", "src_port": 54321, "dst_port": 443, "protocol": "TCP",
-        "length": 1500, "flags": ["ACK", "PSH"], "info": "HTTPS [ACK, PSH]", "app": "TLS",
+        "length": 1500, "flags": ["ACK", "PSH"], "info": "TLS Application Data", "app": "TLS",
         "ip_version": 4, "vlan": None,
     }  # fmt: skip
     base.update(kw)
@@ -25,8 +25,18 @@ def packet(**kw: object) -> PacketData:
 
 def test_a_tcp_packet_reads_like_tcpdump() -> None:
     assert format_packet(packet()) == (
-        "10:30:01.123 192.168.1.100.54321 > 142.250.185.14.443: TCP/TLS [ACK,PSH] "
-        "length 1500: HTTPS [ACK, PSH]"
+        "10:30:01.123 192.168.1.100.54321 > 142.250.185.14.443: TCP/TLS [PSH, ACK] "
+        "length 1500: TLS Application Data"
+    )
+
+
+def test_flags_read_the_same_on_the_line_as_in_info() -> None:
+    """The wire lists flags in header order (["ACK", "RST"]); the line shows them in the one
+    form the decoder's `info` uses."""
+    reset = packet(flags=["ACK", "RST"], app=None, info="54321 → 443 [RST, ACK]")
+    assert format_packet(reset) == (
+        "10:30:01.123 192.168.1.100.54321 > 142.250.185.14.443: TCP [RST, ACK] "
+        "length 1500: 54321 → 443 [RST, ACK]"
     )
 
 

@@ -50,3 +50,12 @@ export function dateTime(iso) {
   if (Number.isNaN(d.getTime())) return String(iso ?? '');
   return `${d.getFullYear()}-${pad2(d.getMonth() + 1)}-${pad2(d.getDate())} ${clock(iso)}`;
 }
+
+// The wire lists TCP flags in header order (["ACK", "PSH"]); they read in the one form the
+// decoder's `info` and `leireye watch` use, least significant bit first: "PSH, ACK".
+const TCP_FLAG_ORDER = ['FIN', 'SYN', 'RST', 'PSH', 'ACK', 'URG', 'ECE', 'CWR', 'NS'];
+
+export function tcpFlags(names) {
+  const given = new Set(names ?? []);
+  return TCP_FLAG_ORDER.filter((name) => given.has(name)).join(', ');
+}

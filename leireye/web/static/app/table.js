@@ -9,7 +9,7 @@
 //   stays on the same packets while old ones fall off the top.
 
 import { Emitter, h } from './dom.js';
-import { clock } from './format.js';
+import { clock, tcpFlags } from './format.js';
 
 const COLUMNS = ['id', 'time', 'src', 'sport', 'dst', 'dport', 'proto', 'len', 'flags', 'info'];
 
@@ -205,7 +205,7 @@ export class PacketTable extends Emitter {
     c[5].textContent = p.dst_port ?? '';
     c[6].textContent = label;
     c[7].textContent = p.length;
-    c[8].textContent = (p.flags ?? []).join(' ');
+    c[8].textContent = tcpFlags(p.flags);
     c[9].textContent = p.info ?? '';
     c[9].title = p.info ?? '';
   }
