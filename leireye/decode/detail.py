@@ -29,7 +29,7 @@ import dpkt.udp
 
 from leireye.record import LinkType, tcp_flag_names
 
-from . import rules
+from . import checksum, rules
 from .detail_app import tcp_app, udp_app
 from .detail_walk import Fields, Walk, named
 from .headers import (
@@ -52,6 +52,7 @@ from .names import (
     ICMP_CODES,
     ICMP_TYPES,
     IP_PROTO_NAMES,
+    TCP_SERVICES,
 )
 
 TCP_OPTION_NAMES: Final = {
@@ -95,7 +96,8 @@ def _link(w: Walk, linktype: int) -> None:
     if linktype == LinkType.EN10MB:
         eth = w.head(Ethernet, 0, "Ethernet")
         if eth is not None:
-            fields: Fields = {"dst": _mac(eth.dst), "src": _mac(eth.src), "ethertype": eth.type}
+            fields: Fields = {"dst": _mac(eth.dst), "src": _mac(eth.src)}
+            fields["ethertype"] = ethertype_text(eth.type)
             w.add("Ethernet", 0, 14, fields | _type_name(eth.type))
             _ethertype(w, 14, eth.type)
     elif linktype in (LinkType.LINUX_SLL, LinkType.LINUX_SLL2):
@@ -107,7 +109,8 @@ def _link(w: Walk, linktype: int) -> None:
             fields["address"] = _mac(sll.hdr[: min(sll.hlen, 8)])
             if v2:
                 fields["interface_index"] = sll.intindex
-            w.add(name, 0, size, fields | {"ethertype": sll.ethtype} | _type_name(sll.ethtype))
+            fields["ethertype"] = ethertype_text(sll.ethtype)
+            w.add(name, 0, size, fields | _type_name(sll.ethtype))
             _ethertype(w, size, sll.ethtype)
     elif linktype in (LinkType.NULL, LinkType.LOOP):
         head = w.head(NullFamily if linktype == LinkType.NULL else LoopFamily, 0, "Loopback")
@@ -137,6 +140,12 @@ def _link(w: Walk, linktype: int) -> None:
         w.add("Unsupported", 0, len(w.raw), {"linktype": linktype})
 
 
+def ethertype_text(ethertype: int) -> str:
+    """`0x0800 (IPv4)`, or `0x88b5` for a type without a name."""
+    name = ETHERTYPE_NAMES.get(ethertype)
+    return f"0x{ethertype:04x} ({name})" if name else f"0x{ethertype:04x}"
+
+
 def _type_name(ethertype: int) -> Fields:
     return named(ETHERTYPE_NAMES, ethertype, "ethertype_name")
 
@@ -147,8 +156,8 @@ def _ethertype(w: Walk, at: int, ethertype: int) -> None:
         tag = w.head(dpkt.ethernet.VLANtag8021Q, at, "802.1Q")
         if tag is None:
             return
-        fields: Fields = {"tpid": ethertype, "id": tag.id, "priority": tag.pri}
-        fields |= {"dei": bool(tag.cfi), "ethertype": tag.type}
+        fields: Fields = {"tpid": ethertype_text(ethertype), "id": tag.id, "priority": tag.pri}
+        fields |= {"dei": bool(tag.cfi), "ethertype": ethertype_text(tag.type)}
         w.add("802.1Q", at, 4, fields | _type_name(tag.type))
         ethertype, at, tags = tag.type, at + 4, tags + 1
     if ethertype <= rules.LLC_MAX:
@@ -209,17 +218,20 @@ def _ipv4(w: Walk, at: int) -> None:
     fields: Fields = {
         "version": ip.v, "ihl": ip.hl, "tos": ip.tos, "total_length": ip.len, "id": ip.id,
         "flags": flags, "df": bool(ip.df), "mf": bool(ip.mf), "fragment_offset": ip.offset * 8,
-        "ttl": ip.ttl, "protocol": ip.p, "checksum": ip.sum,
+        "ttl": ip.ttl, "protocol": ip.p,
         "src": rules.address_text(ip.src), "dst": rules.address_text(ip.dst),
     }  # fmt: skip
-    w.add("IPv4", at, header_len, fields | _proto_name(ip.p))
+    fields |= _proto_name(ip.p)
+    w.add("IPv4", at, header_len, fields)
     if not w.fits("IPv4 options", at, header_len):
+        fields |= checksum.covered_fields(ip.sum, b"", 0, cut=True)
         return
+    fields |= checksum.header_fields(ip.sum, w.raw[at : at + header_len], 10)
     end = at + max(ip.len, header_len) if ip.len else len(w.raw)
     if ip.offset:
         w.data(at + header_len, end, {"fragment": True})
     else:
-        _transport(w, ip.p, at + header_len, end)
+        _transport(w, ip.p, at + header_len, end, (ip.src, ip.dst))
 
 
 def _proto_name(proto: int) -> Fields:
@@ -262,11 +274,19 @@ def _ipv6(w: Walk, at: int) -> None:
         if not w.fits(name, at, size):
             return
         next_header, at = ext.nxt, at + size
-    _transport(w, next_header, at, end)
+    _transport(w, next_header, at, end, (ip6.src, ip6.dst))
 
 
-def _transport(w: Walk, proto: int, at: int, end: int) -> None:
-    """The header after IP at `at`; `end` is where the IP packet says its payload ends."""
+def _transport(w: Walk, proto: int, at: int, end: int, ends: tuple[bytes, bytes]) -> None:
+    """The header after IP at `at`; `end` is where the IP packet says its payload ends; `ends`
+    the source and destination addresses (for the checksums' pseudo-header)."""
+    stored = len(w.raw)
+    cut = end > stored or (end == stored and w.wire_len > stored)
+    segment = w.raw[at:end]
+
+    def pseudo() -> bytes:
+        return checksum.pseudo_header(*ends, proto, end - at)
+
     if proto == 6:
         tcp = w.head(dpkt.tcp.TCP, at, "TCP")
         if tcp is None:
@@ -274,19 +294,23 @@ def _transport(w: Walk, proto: int, at: int, end: int) -> None:
         size = tcp.off * 4
         fields: Fields = {
             "src_port": tcp.sport, "dst_port": tcp.dport, "seq": tcp.seq, "ack": tcp.ack,
-            "data_offset": tcp.off, "flags": list(reversed(tcp_flag_names(tcp.flags))),
-            "window": tcp.win, "checksum": tcp.sum, "urgent": tcp.urp,
-            "options": _tcp_options(tcp.opts),
+            "data_offset": tcp.off, "flags": tcp_flag_names(tcp.flags), "window": tcp.win,
+            "urgent": tcp.urp, "options": _tcp_options(tcp.opts),
         }  # fmt: skip
+        fields |= _window_scale(tcp.opts)
+        fields |= checksum.covered_fields(tcp.sum, segment, 16, cut, pseudo())
         w.add("TCP", at, size, fields)
         if w.fits("TCP options", at, size) and _payload_stored(w, "TCP", at + size, end):
-            tcp_app(w, at + size, end, tcp.sport, tcp.dport)
+            by_content = tcp_app(w, at + size, end, tcp.sport, tcp.dport)
+            fields |= _application(tcp.sport, tcp.dport, end - at - size, by_content)
     elif proto == 17:
         udp = w.head(dpkt.udp.UDP, at, "UDP")
         if udp is None:
             return
         fields = {"src_port": udp.sport, "dst_port": udp.dport, "length": udp.ulen}
-        w.add("UDP", at, 8, fields | {"checksum": udp.sum})
+        v4 = len(ends[0]) == 4
+        fields |= checksum.covered_fields(udp.sum, segment, 6, cut, pseudo(), zero_means_none=v4)
+        w.add("UDP", at, 8, fields)
         if _payload_stored(w, "UDP", at + 8, end):
             udp_app(w, at + 8, end, udp.sport, udp.dport)
     elif proto in (1, 58):
@@ -296,14 +320,15 @@ def _transport(w: Walk, proto: int, at: int, end: int) -> None:
         if icmp is None:
             return
         types, codes = (ICMP6_TYPES, ICMP6_CODES) if v6 else (ICMP_TYPES, ICMP_CODES)
-        fields = {"type": icmp.type, "code": icmp.code, "checksum": icmp.sum}
+        fields = {"type": icmp.type, "code": icmp.code}
+        fields |= checksum.covered_fields(icmp.sum, segment, 2, cut, pseudo() if v6 else b"")
         fields |= named(types, icmp.type, "type_name")
         if (icmp.type, icmp.code) in codes:
             fields["code_name"] = codes[icmp.type, icmp.code]
         echo = (128, 129) if v6 else (0, 8)
         if icmp.type in echo and len(w.raw) >= at + 8:
             fields["echo_id"], fields["echo_seq"] = struct.unpack_from("!HH", w.raw, at + 4)
-        w.add(name, at, 4, fields, cut=end > len(w.raw))
+        w.add(name, at, 4, fields, cut=end > stored)
     else:
         w.data(at, end, _proto_name(proto))
 
@@ -311,6 +336,33 @@ def _transport(w: Walk, proto: int, at: int, end: int) -> None:
 def _payload_stored(w: Walk, transport: str, at: int, end: int) -> bool:
     """False (with a Truncated layer) when the stored bytes end where a payload begins."""
     return at >= end or w.fits(f"{transport} payload", at, 1)
+
+
+def _window_scale(opts: bytes) -> Fields:
+    """The window-scale option of this segment (only a SYN carries one), as the shift it
+    announces: the sender's later windows are to be multiplied by 2**shift. The detail shows
+    one packet, so the scaled window of other segments is not known here."""
+    for option in dpkt.tcp.parse_opts(opts):
+        if option is not None and option[0] == 3 and len(option[1]) == 1:
+            shift = option[1][0]
+            return {"window_scale": f"shift {shift} (×{1 << min(shift, 14)}) for later segments"}
+    return {}
+
+
+def _application(sport: int, dport: int, length: int, by_content: bool) -> Fields:
+    """Why the segment has its application label (`rules`: content first, then the port of a
+    segment that carries data), or which one its port suggests when it has none."""
+    if by_content:
+        return {"application_by": "content"}
+    found = rules.tcp_service(sport, dport)
+    if found is None:
+        return {}
+    name, app = found
+    low, high = min(sport, dport), max(sport, dport)
+    port = low if low in TCP_SERVICES else high
+    if length > 0:
+        return {"application_by": f"port {port} ({name}): the payload does not show {app.label}"}
+    return {"suggested_application": f"{name} (port {port}): no payload, so no label"}
 
 
 def _tcp_options(opts: bytes) -> list[str]:

@@ -28,10 +28,12 @@ TLS_VERSIONS: Final = {
 _DNS_NAME_RDATA: Final = {2: "nsname", 5: "cname", 12: "ptrname"}
 
 
-def tcp_app(w: Walk, at: int, end: int, sport: int, dport: int) -> None:
+def tcp_app(w: Walk, at: int, end: int, sport: int, dport: int) -> bool:
+    """The layer of a TCP payload; whether its content was recognised (SSH, TLS, HTTP, DNS on
+    port 53), which is what gives a segment its application label by content (`rules`)."""
     payload, cut = w.raw[at:end], end > len(w.raw)
     if not payload:
-        return
+        return False
     if payload.startswith(b"SSH-"):
         banner = dissect.ssh_info(payload)
         w.add("SSH", at, len(dissect.first_line(payload)), {"banner": banner}, cut=cut)
@@ -43,6 +45,8 @@ def tcp_app(w: Walk, at: int, end: int, sport: int, dport: int) -> None:
         _dns(w, at + 2, payload[2:], cut, "DNS")
     else:
         w.data(at, end, {})
+        return False
+    return True
 
 
 def udp_app(w: Walk, at: int, end: int, sport: int, dport: int) -> None:

@@ -9,13 +9,16 @@ from pathlib import Path
 from typing import Any
 
 import dpkt
+import dpkt.icmp
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from leireye.decode.checksum import ones_sum, pseudo_header
 from leireye.decode.detail import describe_frame, hex_dump
 from leireye.record import LinkType
 from tests.traffic import frames as fb
+from tests.traffic.mix import MixBuilder
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 CAPTURES = sorted(DATA.glob("*.pcap"))
@@ -118,8 +121,10 @@ def test_http_request_and_response() -> None:
 
 def test_vlan_tags_and_qinq() -> None:
     tags = _find("vlan.pcap", "802.1Q")
-    assert any(t["tpid"] == 0x8100 and t["id"] == 100 and t["priority"] == 5 for t in tags)
-    assert any(t["tpid"] == 0x88A8 and t["id"] == 200 for t in tags)
+    assert any(
+        t["tpid"] == "0x8100 (802.1Q)" and t["id"] == 100 and t["priority"] == 5 for t in tags
+    )
+    assert any(t["tpid"] == "0x88a8 (802.1ad)" and t["id"] == 200 for t in tags)
     for layers in _layers("vlan.pcap"):
         assert layers[1]["layer"] == "802.1Q"
 
@@ -236,3 +241,74 @@ def test_hex_dump() -> None:
     ]
     assert hex_dump(b"") == ""
     assert hex_dump(b"\x00\x7f\xff")[-5:] == "|...|"
+
+
+def _fields(frame: bytes, name: str, stored: int | None = None) -> dict[str, Any]:
+    layers = describe_frame(frame[:stored], LinkType.EN10MB, len(frame))
+    found: dict[str, Any] = next(layer["fields"] for layer in layers if layer["layer"] == name)
+    return found
+
+
+def test_ethertypes_read_in_hex_with_their_name() -> None:
+    assert _fields(fb.tcp4(50000, 80), "Ethernet")["ethertype"] == "0x0800 (IPv4)"
+    assert _fields(fb.ether(bytes(20), 0x88B5), "Ethernet")["ethertype"] == "0x88b5"
+
+
+def test_checksums_in_hex_and_verified() -> None:
+    ip, tcp = _fields(fb.tcp4(50000, 80), "IPv4"), _fields(fb.tcp4(50000, 80), "TCP")
+    assert ip["checksum"].startswith("0x") and ip["checksum_status"] == "correct"
+    assert tcp["checksum"].startswith("0x") and tcp["checksum_status"] == "correct"
+    udp = _fields(fb.udp4(50000, 9999, b"hello"), "UDP")
+    assert udp["checksum_status"] == "correct"
+    echo = fb.ether(fb.ipv4(dpkt.icmp.ICMP(type=8, data=dpkt.icmp.ICMP.Echo(id=1)), 1), 0x0800)
+    assert _fields(echo, "ICMP")["checksum_status"] == "correct"
+
+
+def test_a_bad_checksum_is_incorrect_and_says_what_it_should_be() -> None:
+    good = _fields(fb.tcp4(50000, 80, payload=b"data"), "TCP")["checksum"]
+    segment = fb.tcp(50000, 80, payload=b"data")
+    segment.sum = 0x1234
+    tcp = _fields(fb.ether(fb.ipv4(segment, 6), 0x0800), "TCP")
+    assert (tcp["checksum"], tcp["checksum_status"]) == ("0x1234", "incorrect")
+    assert tcp["checksum_note"] == f"should be {good}"
+    ip = _fields(fb.ether(fb.ipv4(fb.tcp(50000, 80), 6, sum=0xBEEF), 0x0800), "IPv4")
+    assert (ip["checksum"], ip["checksum_status"]) == ("0xbeef", "incorrect")
+
+
+def test_partial_and_cut_checksums_are_not_checked() -> None:
+    src, dst = bytes([10, 0, 0, 1]), bytes([10, 0, 0, 2])
+    segment = fb.tcp(50000, 80, payload=b"data")
+    segment.sum = ones_sum(pseudo_header(src, dst, 6, 20 + 4))  # what offload leaves behind
+    tcp = _fields(fb.ether(fb.ipv4(segment, 6), 0x0800), "TCP")
+    assert tcp["checksum_status"] == "not checked" and "offload" in tcp["checksum_note"]
+    big = fb.tcp4(50000, 80, payload=bytes(1000))
+    cut = _fields(big, "TCP", stored=RAW_BYTES)
+    assert cut["checksum_status"] == "not checked" and "stored" in cut["checksum_note"]
+    unchecked = fb.udp(50000, 9999, b"x")
+    unchecked.sum = 0
+    raw = bytearray(fb.ether(fb.ipv4(unchecked, 17), 0x0800))
+    raw[14 + 20 + 6 : 14 + 20 + 8] = b"\0\0"  # dpkt fills a zero sum in: take it out again
+    assert _fields(bytes(raw), "UDP")["checksum_status"] == "not checked"
+
+
+def test_the_window_is_raw_and_the_scale_shown_where_the_segment_announces_it() -> None:
+    ws = b"\x01\x03\x03\x07"  # NOP, window scale 7
+    syn = fb.ether(fb.ipv4(fb.tcp(50000, 443, dpkt.tcp.TH_SYN, opts=ws), 6), 0x0800)
+    tcp = _fields(syn, "TCP")
+    assert tcp["window"] == 512 and tcp["window_scale"].startswith("shift 7 (×128)")
+    assert "window_scale" not in _fields(fb.tcp4(50000, 443), "TCP")
+
+
+def test_flags_in_the_one_form() -> None:
+    assert _fields(fb.tcp4(50000, 443, 0x18, b"x"), "TCP")["flags"] == ["PSH", "ACK"]
+
+
+def test_a_bare_syn_to_443_has_only_a_suggested_application() -> None:
+    syn = _fields(fb.tcp4(54321, 443, dpkt.tcp.TH_SYN), "TCP")
+    assert syn["suggested_application"].startswith("HTTPS (port 443)")
+    assert "application_by" not in syn
+    hello = MixBuilder(1).client_hello("example.org")
+    confirmed = _fields(fb.tcp4(54321, 443, 0x18, hello), "TCP")
+    assert confirmed["application_by"] == "content" and "suggested_application" not in confirmed
+    data = _fields(fb.tcp4(443, 54321, 0x18, b"\x17" * 40), "TCP")
+    assert data["application_by"].startswith("port 443 (HTTPS)")
