@@ -25,8 +25,8 @@ What is kept
 - The series: `history_s + 1` rows of `HISTORY_DTYPE` in a ring indexed by `second % rows`, the
   last row being the open second; `history_s` closed seconds are always available. Rows touched
   since the last `take_dirty` are flagged so a publisher copies only those.
-- Top sources, destinations and destination ports over the last `top_window_s` closed seconds
-  (`leireye.stats.topn`).
+- Top sources, destinations and service ports over the last `top_window_s` closed seconds
+  (`leireye.stats.topn`; a packet counts under its service's port, `topn.service_ports`).
 
 Drops come from the capture's cumulative counters (`observe_drops`): the first observation is
 the baseline (drops are counted from when stats started, like packets), a smaller value than
@@ -51,7 +51,7 @@ from leireye.stats.layout import (
     frame_dtype,
     last_seconds,
 )
-from leireye.stats.topn import TopWindow
+from leireye.stats.topn import TopWindow, service_ports
 
 NS: Final = 1_000_000_000
 RATE_WINDOW_NS: Final = NS
@@ -168,7 +168,8 @@ class StatsAccumulator:
             self.destinations.add(records["dst_hi"][addr], records["dst_lo"][addr], wire[addr])
         ports = (flags & F_HAS_PORTS) != 0
         if ports.any():
-            key = records["proto"][ports].astype(np.uint64) << 16 | records["dst_port"][ports]
+            port = service_ports(records["src_port"][ports], records["dst_port"][ports])
+            key = records["proto"][ports].astype(np.uint64) << 16 | port
             self.ports.add(np.zeros(len(key), np.uint64), key, wire[ports])
 
     def observe_drops(self, kernel_drops: int, if_drops: int, now_ns: int) -> None:

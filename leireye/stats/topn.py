@@ -23,8 +23,11 @@ from dataclasses import dataclass
 from typing import Final
 
 import numpy as np
+import numpy.typing as npt
 
 MAX_KEYS_PER_SECOND: Final = 4096
+WELL_KNOWN_BELOW: Final = 1024
+EPHEMERAL_FROM: Final = 32768  # Linux's default range starts here, Windows' and IANA's at 49152
 _COMPACT_ROWS: Final = 1 << 17
 
 U64 = np.ndarray[tuple[int], np.dtype[np.uint64]]
@@ -158,3 +161,16 @@ class TopWindow:
             self._closed.popleft()
             dropped = True
         return dropped
+
+
+def service_ports(sport: npt.NDArray[np.uint16], dport: npt.NDArray[np.uint16]) -> U64:
+    """The port each packet is counted under in the top ports: its service's side, so that a
+    download from :443 counts for 443 whichever way its packets go, not for the client's
+    ephemeral port. The lower port when it is well-known (below 1024); else the lower port
+    when the higher one is ephemeral (from 32768: 8080, 3389, 5060 against a client's port);
+    else the destination port (two ephemeral ports, or two registered ones: no side is
+    known to be the service)."""
+    low = np.minimum(sport, dport).astype(np.uint64)
+    high = np.maximum(sport, dport).astype(np.uint64)
+    service = (low < WELL_KNOWN_BELOW) | ((high >= EPHEMERAL_FROM) & (low < EPHEMERAL_FROM))
+    return np.where(service, low, dport.astype(np.uint64))

@@ -15,6 +15,7 @@ from leireye.record import (
     Proto,
 )
 from leireye.stats.accumulator import StatsAccumulator
+from leireye.stats.topn import service_ports
 from tests.records import ip_to_halves
 
 NS = 1_000_000_000
@@ -33,6 +34,7 @@ def records(n: int, seed: int = 0, *, hosts: int = 20) -> np.ndarray:
     r["src_lo"] = 0xFFFF_0A00_0000 + rng.integers(0, hosts, n)
     r["dst_lo"] = 0xFFFF_0A00_0000 + rng.integers(0, hosts, n)
     r["dst_port"] = rng.choice([22, 53, 80, 443, 8080], n)
+    r["src_port"] = rng.choice([0, 22, 1500, 8080, 40000, 50000, 60000], n)
     r["flags"] = F_HAS_ADDR | np.where(np.isin(r["proto"], [Proto.TCP, Proto.UDP]), F_HAS_PORTS, 0)
     r["error"] = np.where(rng.random(n) < 0.01, DecodeError.TRUNCATED, 0)
     return r
@@ -168,6 +170,13 @@ def test_ring_lost_per_second() -> None:
     assert acc.last_seconds(2)["ring_lost"].tolist() == [12, 3]
 
 
+def service_port(sport: int, dport: int) -> int:
+    low, high = sorted((sport, dport))
+    if low < 1024 or (high >= 32768 > low):
+        return low
+    return dport
+
+
 def naive_top(batches: list[np.ndarray], top_n: int) -> dict[str, list[tuple[int, ...]]]:
     src: Counter[tuple[int, int]] = Counter()
     dst: Counter[tuple[int, int]] = Counter()
@@ -188,7 +197,7 @@ def naive_top(batches: list[np.ndarray], top_n: int) -> dict[str, list[tuple[int
                     counter[key] += 1
                     sizes[name][key] += length
             if row["flags"] & F_HAS_PORTS:
-                key = (int(row["proto"]), int(row["dst_port"]))
+                key = (int(row["proto"]), service_port(int(row["src_port"]), int(row["dst_port"])))
                 ports[key] += 1
                 sizes["ports"][key] += length
 
@@ -253,3 +262,32 @@ def test_busy_second_is_cut_to_its_heaviest_keys(max_keys: int) -> None:
     snap = acc.snapshot(T0 + NS)
     assert snap.top_sources[0].lo == 7
     assert snap.top_complete == (max_keys > 1000)
+
+
+def test_a_download_counts_for_the_service_port_not_the_clients() -> None:
+    acc = make(top_n=3)
+    r = records(10)
+    r["proto"], r["flags"] = Proto.TCP, F_HAS_ADDR | F_HAS_PORTS
+    r["src_port"][:8], r["dst_port"][:8] = 443, 51234  # the data, from the server
+    r["src_port"][8:], r["dst_port"][8:] = 51234, 443  # the client's ACKs
+    acc.ingest(r, T0)
+    ports = [(p.protocol, p.port, p.packets) for p in acc.snapshot(T0 + NS).top_ports]
+    assert ports == [("TCP", 443, 10)]
+
+
+@pytest.mark.parametrize(
+    ("sport", "dport", "port"),
+    [
+        (443, 51234, 443),
+        (51234, 53, 53),
+        (8080, 40000, 8080),  # registered against ephemeral
+        (40000, 3389, 3389),
+        (5353, 5353, 5353),
+        (1500, 8080, 8080),  # two registered ports: the destination
+        (50000, 60000, 60000),  # two ephemeral ports: the destination
+        (22, 1023, 22),
+    ],
+)
+def test_the_service_port_rule(sport: int, dport: int, port: int) -> None:
+    got = service_ports(np.array([sport], np.uint16), np.array([dport], np.uint16))
+    assert got.tolist() == [port] == [service_port(sport, dport)]
