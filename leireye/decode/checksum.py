@@ -9,7 +9,8 @@ should have) or `not checked`, with the reason:
 - it is *partial*: a packet the sensor's own host sent, captured before the network card (or the
   loopback driver) filled its checksum in. The kernel then leaves the sum of the pseudo-header
   alone in the field (checksum offload); that value is recognised and not called incorrect;
-- UDP over IPv4 with 0: the sender computed none (RFC 768).
+- UDP over IPv4 with 0: the sender computed none (RFC 768);
+- the packet is the first fragment of a larger one: the sum covers the reassembled whole.
 """
 
 from __future__ import annotations
@@ -49,10 +50,19 @@ def header_fields(value: int, header: bytes, at: int) -> Fields:
 
 
 def covered_fields(
-    value: int, data: bytes, at: int, cut: bool, pseudo: bytes = b"", zero_means_none: bool = False
+    value: int,
+    data: bytes,
+    at: int,
+    cut: bool,
+    pseudo: bytes = b"",
+    zero_means_none: bool = False,
+    fragment: bool = False,
 ) -> Fields:
     """The checksum at offset `at` of a transport header over `pseudo` + `data` (the header and
-    its payload as stored); `cut` when the stored bytes end before the IP payload does."""
+    its payload as stored); `cut` when the stored bytes end before the IP payload does,
+    `fragment` when the IP packet is a first fragment (the rest comes in later ones)."""
+    if fragment:
+        return _not_checked(value, "a first fragment: the rest of what it covers comes later")
     if zero_means_none and value == 0:
         return _not_checked(value, "zero: the sender computed none (UDP over IPv4)")
     should = None if cut else expected(data, at, pseudo)

@@ -231,7 +231,7 @@ def _ipv4(w: Walk, at: int) -> None:
     if ip.offset:
         w.data(at + header_len, end, {"fragment": True})
     else:
-        _transport(w, ip.p, at + header_len, end, (ip.src, ip.dst))
+        _transport(w, ip.p, at + header_len, end, (ip.src, ip.dst), bool(ip.mf))
 
 
 def _proto_name(proto: int) -> Fields:
@@ -250,7 +250,7 @@ def _ipv6(w: Walk, at: int) -> None:
     w.add("IPv6", at, 40, fields | _proto_name(ip6.nxt))
     end = at + 40 + ip6.plen if ip6.plen else len(w.raw)
     at += 40
-    next_header = ip6.nxt
+    next_header, more_fragments = ip6.nxt, False
     for _ in range(rules.MAX_IPV6_EXT):
         if next_header not in rules.IPV6_EXT:
             break
@@ -261,7 +261,7 @@ def _ipv6(w: Walk, at: int) -> None:
                 return
             fields = {"next_header": frag.nxt, "fragment_offset": frag.frag_off * 8}
             w.add(name, at, 8, fields | {"more_fragments": bool(frag.m_flag), "id": frag.id})
-            next_header, at = frag.nxt, at + 8
+            next_header, at, more_fragments = frag.nxt, at + 8, bool(frag.m_flag)
             if frag.frag_off:
                 w.data(at, end, {"fragment": True})
                 return
@@ -274,12 +274,15 @@ def _ipv6(w: Walk, at: int) -> None:
         if not w.fits(name, at, size):
             return
         next_header, at = ext.nxt, at + size
-    _transport(w, next_header, at, end, (ip6.src, ip6.dst))
+    _transport(w, next_header, at, end, (ip6.src, ip6.dst), more_fragments)
 
 
-def _transport(w: Walk, proto: int, at: int, end: int, ends: tuple[bytes, bytes]) -> None:
+def _transport(
+    w: Walk, proto: int, at: int, end: int, ends: tuple[bytes, bytes], fragment: bool
+) -> None:
     """The header after IP at `at`; `end` is where the IP packet says its payload ends; `ends`
-    the source and destination addresses (for the checksums' pseudo-header)."""
+    the source and destination addresses (for the checksums' pseudo-header); `fragment` when
+    more fragments follow (the checksums cover the reassembled packet)."""
     stored = len(w.raw)
     cut = end > stored or (end == stored and w.wire_len > stored)
     segment = w.raw[at:end]
@@ -298,7 +301,7 @@ def _transport(w: Walk, proto: int, at: int, end: int, ends: tuple[bytes, bytes]
             "urgent": tcp.urp, "options": _tcp_options(tcp.opts),
         }  # fmt: skip
         fields |= _window_scale(tcp.opts)
-        fields |= checksum.covered_fields(tcp.sum, segment, 16, cut, pseudo())
+        fields |= checksum.covered_fields(tcp.sum, segment, 16, cut, pseudo(), fragment=fragment)
         w.add("TCP", at, size, fields)
         if w.fits("TCP options", at, size) and _payload_stored(w, "TCP", at + size, end):
             by_content = tcp_app(w, at + size, end, tcp.sport, tcp.dport)
@@ -309,7 +312,9 @@ def _transport(w: Walk, proto: int, at: int, end: int, ends: tuple[bytes, bytes]
             return
         fields = {"src_port": udp.sport, "dst_port": udp.dport, "length": udp.ulen}
         v4 = len(ends[0]) == 4
-        fields |= checksum.covered_fields(udp.sum, segment, 6, cut, pseudo(), zero_means_none=v4)
+        fields |= checksum.covered_fields(
+            udp.sum, segment, 6, cut, pseudo(), zero_means_none=v4, fragment=fragment
+        )
         w.add("UDP", at, 8, fields)
         if _payload_stored(w, "UDP", at + 8, end):
             udp_app(w, at + 8, end, udp.sport, udp.dport)
@@ -321,7 +326,9 @@ def _transport(w: Walk, proto: int, at: int, end: int, ends: tuple[bytes, bytes]
             return
         types, codes = (ICMP6_TYPES, ICMP6_CODES) if v6 else (ICMP_TYPES, ICMP_CODES)
         fields = {"type": icmp.type, "code": icmp.code}
-        fields |= checksum.covered_fields(icmp.sum, segment, 2, cut, pseudo() if v6 else b"")
+        fields |= checksum.covered_fields(
+            icmp.sum, segment, 2, cut, pseudo() if v6 else b"", fragment=fragment
+        )
         fields |= named(types, icmp.type, "type_name")
         if (icmp.type, icmp.code) in codes:
             fields["code_name"] = codes[icmp.type, icmp.code]

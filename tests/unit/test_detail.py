@@ -312,3 +312,20 @@ def test_a_bare_syn_to_443_has_only_a_suggested_application() -> None:
     assert confirmed["application_by"] == "content" and "suggested_application" not in confirmed
     data = _fields(fb.tcp4(443, 54321, 0x18, b"\x17" * 40), "TCP")
     assert data["application_by"].startswith("port 443 (HTTPS)")
+
+
+@pytest.mark.parametrize("path", CAPTURES, ids=[p.name for p in CAPTURES])
+def test_recorded_checksums_are_correct_or_say_why_not(path: Path) -> None:
+    """The captures were recorded with real checksums; on `lo` TCP and UDP carry partial ones
+    (offload), and a first fragment's sum covers later fragments too: none is incorrect."""
+    statuses = {
+        (layer["layer"], layer["fields"]["checksum_status"], layer["fields"].get("checksum_note"))
+        for layers in _layers(path.name, 1 << 20)
+        for layer in layers
+        if "checksum_status" in layer["fields"]
+    }
+    assert statuses and all(status != "incorrect" for _, status, _ in statuses), statuses
+    if path.name.startswith("lo-any"):
+        assert all(note and "offload" in note for name, _, note in statuses if name == "TCP")
+    if path.name == "icmp.pcap":
+        assert any(note and "fragment" in note for _, _, note in statuses)
