@@ -70,10 +70,12 @@ Application (TCP)
     for handshakes "TLS <handshake type>" and "TLS ClientHello SNI=<name>"; "<METHOD> " with a
     method of `names.HTTP_METHODS` gives "HTTP <method> <uri>"; "HTTP/" gives "HTTP <status>
     <reason>" (or "HTTP <status>"); the start line needs two words (a request) or a numeric
-    status (a response). Else by port: the service of the lower port if it has one,
-    else of the higher (`names.TCP_SERVICES`). TCP port 53 with a payload is DNS over TCP (the
-    message after the 2-byte length). Otherwise `info` is "<service> [<flags>]", e.g.
-    "HTTPS [ACK]", and without a service "<sp> → <dp> [<flags>]" plus " len=<N>" when N > 0.
+    status (a response). TCP port 53 with a payload is DNS over TCP (the message after the
+    2-byte length). Otherwise `info` is "<sp> → <dp> [<flags>]" plus " len=<N>" when N > 0,
+    e.g. "54321 → 443 [SYN]", on every port: the port only suggests an application. `app` is
+    then the port's service (the lower port's if it has one, else the higher's,
+    `names.TCP_SERVICES`) when N > 0, and NONE for a segment without data (a SYN, a pure ACK).
+    Flags read "SYN, ACK" (`record.tcp_flags_text`), in `info` and everywhere else.
 Application (UDP)
     By port only (`names.UDP_SERVICES`, lower port first). DNS, mDNS, LLMNR need the 12-byte
     header and, when there is one, the first question: "DNS query A www.example.com",
