@@ -281,3 +281,10 @@ def test_a_bare_syn_to_443_is_tcp_until_a_payload_says_more() -> None:
     assert (syn["proto"], syn["app"], info(syn)) == (Proto.TCP, App.NONE, "54321 → 443 [SYN]")
     hello = tcp(54321, 443, MixBuilder(1).client_hello("example.org"))
     assert (hello["app"], info(hello)) == (App.TLS, "TLS ClientHello SNI=example.org")
+
+
+def test_a_segment_longer_than_64_kib_reads_the_same_in_both_decoders() -> None:
+    """A TSO super-segment (IPv4 total length 0: to the end of the frame) of 70 000 bytes."""
+    frame = bytearray(fb.tcp4(54321, 9999, 0x18) + bytes(70_000))
+    frame[16:18] = b"\0\0"
+    assert info(one(bytes(frame))) == "54321 → 9999 [PSH, ACK] len=70000"
