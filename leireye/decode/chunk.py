@@ -89,6 +89,7 @@ class Chunk:
         self.text_id = np.zeros(n, dtype=np.int64)
         self.texts: list[bytes] = [b""]
         self._text_ids: dict[bytes, int] = {b"": 0}
+        self._info_blocks: list[tuple[Index, npt.NDArray[np.bytes_]]] = []
         self.v4: list[tuple[Index, Ints]] = []
         self.v6: list[tuple[Index, Ints]] = []
         self.l4: list[tuple[Ints, ...]] = []  # (ix, transport offset, end, declared end)
@@ -172,6 +173,13 @@ class Chunk:
             self.texts.extend(texts)
             self.text_id[ix] = np.arange(first, len(self.texts), dtype=np.int64)
 
+    def set_info_array(self, ix: Index, texts: npt.NDArray[np.bytes_]) -> None:
+        """One text per packet, built as a numpy bytes array: copied into the records as it is
+        (no Python object per packet), unless a later stage sets another text."""
+        if ix.size:
+            self.text_id[ix] = 0
+            self._info_blocks.append((ix, texts))
+
     def set_results(self, ix: Index, results: list[Result]) -> None:
         if ix.size:
             apps, texts, errors = zip(*results, strict=True)
@@ -210,3 +218,6 @@ class Chunk:
         out["src_port"] = self.sport
         out["dst_port"] = self.dport
         out["info"] = np.array(self.texts, dtype=f"S{INFO_BYTES}")[self.text_id]
+        for ix, texts in self._info_blocks:
+            unset = self.text_id[ix] == 0
+            out["info"][ix[unset]] = texts[unset]
