@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import enum
 import ipaddress
-from collections.abc import Iterable
 from typing import Final
 
 import numpy as np
@@ -185,24 +184,6 @@ TCP_FLAG_NAMES: Final = tuple(f.name or "" for f in TcpFlag)
 def tcp_flag_names(bits: int) -> list[str]:
     """`0x18` -> `["PSH", "ACK"]`, in wire bit order."""
     return [f.name or "" for f in TcpFlag if bits & f]
-
-
-def tcp_flags_text(bits: int) -> str:
-    """The one text form of TCP flags (Wireshark's): `0x18` -> `"PSH, ACK"`, least significant
-    bit first; `"<none>"` for no flag. `info`, `leireye watch`, the console and the packet
-    detail all show flags this way."""
-    return ", ".join(tcp_flag_names(bits)) or "<none>"
-
-
-def tcp_flag_bits(names: Iterable[str]) -> int:
-    """The bits of TCP flag names in any order (`["ACK", "PSH"]` -> `0x18`); unknown names are
-    ignored."""
-    bits = 0
-    for name in names:
-        flag = TcpFlag.__members__.get(name)
-        if flag is not None:
-            bits |= flag
-    return bits
 
 
 IPV4_MAPPED_LO: Final = 0xFFFF_0000_0000

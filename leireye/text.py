@@ -1,9 +1,24 @@
 """Text shown to people: a client's value quoted in a reply, cut so the reply stays small; a
-certificate's fingerprint, as the sensor shows it and a client pins it."""
+certificate's fingerprint, as the sensor shows it and a client pins it; TCP flags in the one
+form every view uses."""
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
+from typing import Final
+
+TCP_FLAG_ORDER: Final = ("FIN", "SYN", "RST", "PSH", "ACK", "URG", "ECE", "CWR", "NS")
+"""The TCP flag names, least significant bit first (`record.TcpFlag`'s order)."""
+
+
+def tcp_flags_text(names: Iterable[str]) -> str:
+    """The one text form of TCP flags (Wireshark's), given their names in any order:
+    `["ACK", "PSH"]` -> `"PSH, ACK"`, least significant bit first; `"<none>"` for none. The
+    decoder's `info`, `leireye watch` and the console (`static/app/format.js`) all show flags
+    this way."""
+    given = set(names)
+    return ", ".join(name for name in TCP_FLAG_ORDER if name in given) or "<none>"
 
 
 def truncate(text: str, limit: int, marker: str = "...") -> str:

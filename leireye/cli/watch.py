@@ -27,8 +27,7 @@ import msgspec
 
 from leireye.client import DEFAULT_URL, Gap, LeirEyeClient, PacketData, StatsData
 from leireye.errors import LeirEyeError
-from leireye.record import tcp_flag_bits, tcp_flags_text
-from leireye.text import parse_fingerprint
+from leireye.text import parse_fingerprint, tcp_flags_text
 
 T = TypeVar("T")
 
@@ -42,10 +41,10 @@ class WatchError(LeirEyeError):
 def format_packet(p: PacketData) -> str:
     """`10:30:01.123 192.168.1.100.54321 > 142.250.185.14.443: TCP/TLS [PSH, ACK] length 1500:
     TLS Application Data` (the time of day in UTC; ends without addresses show `-`; flags in
-    the one form `info` uses too, `record.tcp_flags_text`)."""
+    the one form `info` uses too, `text.tcp_flags_text`)."""
     clock = p.timestamp[11:23] if len(p.timestamp) >= 23 else p.timestamp
     label = f"{p.protocol}/{p.app}" if p.app and p.app != p.protocol else p.protocol
-    flags = f" [{tcp_flags_text(tcp_flag_bits(p.flags))}]" if p.flags else ""
+    flags = f" [{tcp_flags_text(p.flags)}]" if p.flags else ""
     src, dst = _end(p.src_ip, p.src_port), _end(p.dst_ip, p.dst_port)
     return f"{clock} {src} > {dst}: {label}{flags} length {p.length}: {p.info}"
 

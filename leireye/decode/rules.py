@@ -75,7 +75,7 @@ Application (TCP)
     e.g. "54321 → 443 [SYN]", on every port: the port only suggests an application. `app` is
     then the port's service (the lower port's if it has one, else the higher's,
     `names.TCP_SERVICES`) when N > 0, and NONE for a segment without data (a SYN, a pure ACK).
-    Flags read "SYN, ACK" (`record.tcp_flags_text`), in `info` and everywhere else.
+    Flags read "SYN, ACK" (`text.tcp_flags_text`), in `info` and everywhere else.
 Application (UDP)
     By port only (`names.UDP_SERVICES`, lower port first). DNS, mDNS, LLMNR need the 12-byte
     header and, when there is one, the first question: "DNS query A www.example.com",
@@ -102,7 +102,8 @@ from __future__ import annotations
 import socket
 from typing import Final
 
-from leireye.record import App, DecodeError, Proto, tcp_flags_text
+from leireye.record import App, DecodeError, Proto, tcp_flag_names
+from leireye.text import tcp_flags_text
 
 from .names import (
     DHCP_TYPES,
@@ -180,7 +181,7 @@ def udp_service(sport: int, dport: int) -> tuple[str, App] | None:
 
 # --- texts -------------------------------------------------------------------------------------
 
-FLAG_TEXT: Final[tuple[str, ...]] = tuple(tcp_flags_text(bits) for bits in range(512))
+FLAG_TEXT: Final[tuple[str, ...]] = tuple(tcp_flags_text(tcp_flag_names(b)) for b in range(512))
 
 
 def error_text(layer: str, error: DecodeError) -> str:

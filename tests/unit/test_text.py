@@ -4,7 +4,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from leireye.text import truncate
+from leireye.record import TCP_FLAG_NAMES
+from leireye.text import TCP_FLAG_ORDER, tcp_flags_text, truncate
 
 
 def test_short_text_is_kept() -> None:
@@ -28,3 +29,9 @@ def test_never_longer_than_the_limit_and_always_a_prefix(text: str, limit: int) 
     cut = truncate(text, limit)
     assert len(cut) <= limit
     assert cut == text or (cut.endswith("...") and text.startswith(cut[:-3]))
+
+
+def test_tcp_flags_read_in_one_form_in_any_order() -> None:
+    assert tcp_flags_text(["ACK", "RST"]) == tcp_flags_text(["RST", "ACK"]) == "RST, ACK"
+    assert tcp_flags_text([]) == "<none>"
+    assert TCP_FLAG_ORDER == TCP_FLAG_NAMES  # the order of the header's bits, lowest first
