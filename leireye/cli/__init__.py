@@ -83,11 +83,13 @@ def main(argv: list[str] | None = None) -> int:
     # The top-level options take no value: the first word is the command.
     command = next((arg for arg in argv if not arg.startswith("-")), None)
     command = command if command in COMMANDS else None
+    args = argparse.Namespace()
     try:
         args = build_parser(command).parse_args(argv)
         code: int = args.func(args)
     except (LeirEyeError, ClientError) as exc:
-        print(f"leireye: {exc}", file=sys.stderr)
+        context = getattr(args, "context", None)  # e.g. the config, once it has loaded
+        print(f"leireye: {exc}" + (f" [{context}]" if context else ""), file=sys.stderr)
         return ExitCode.FAILED
     except ModuleNotFoundError as exc:
         missing = missing_sensor_module(exc)

@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import TYPE_CHECKING
 
-from leireye.cli.common import DEFAULT_CONFIG, load_cli_config
+from leireye.cli.common import add_config_options, load_cli_config
 from leireye.config import Config, with_overrides
 from leireye.logs import setup_logging
 
@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 
 
 def _load(args: argparse.Namespace) -> Config:
-    config = load_cli_config(args.config)
+    config = load_cli_config(args)
     capture = {key: getattr(args, key, None) for key in ("interface", "bpf", "pcap")}
     web = {key: getattr(args, key, None) for key in ("port", "workers")}
     return with_overrides(config, capture=capture, web=web)
@@ -51,14 +51,14 @@ def _show_first_admin(supervisor: Supervisor) -> None:
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     _load(args)
-    print(f"{args.config}: OK")
+    print(f"{args.config_used}: OK")
     return 0
 
 
 def add_run_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add `run` and `check-config` to `leireye`'s sub-parsers."""
     run = subparsers.add_parser("run", help="capture, decode and publish packets (as root)")
-    run.add_argument("-c", "--config", default=str(DEFAULT_CONFIG), help="YAML config file")
+    add_config_options(run)
     run.add_argument("--interface", "-i", help="capture interface (overrides capture.interface)")
     run.add_argument("--bpf", help="BPF filter expression (overrides capture.bpf)")
     run.add_argument("--pcap", help="replay this pcap file instead of capturing live")
@@ -69,5 +69,5 @@ def add_run_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
     run.set_defaults(func=cmd_run)
 
     check = subparsers.add_parser("check-config", help="validate a config file and exit")
-    check.add_argument("-c", "--config", default=str(DEFAULT_CONFIG))
+    add_config_options(check)
     check.set_defaults(func=cmd_check_config)
