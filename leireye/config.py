@@ -98,6 +98,8 @@ class WebConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # GET /metrics without a token (for a Prometheus on a trusted network); else any user's
     # bearer token is needed.
     metrics_public: bool = False
+    # uvicorn's access log: one INFO line per HTTP request (tokens redacted).
+    access_log: bool = False
     # HTTP hygiene (docs/security.md): a connection must send its whole request head within
     # header_timeout_s of opening (or of the previous response) and its body within
     # body_timeout_s of the head; a worker holds at most max_connections (HTTP and WebSocket).
