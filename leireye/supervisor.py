@@ -45,6 +45,7 @@ from leireye.errors import CaptureError, LeirEyeError
 from leireye.exitcodes import ExitCode
 from leireye.logs import setup_logging
 from leireye.privileges import drop_privileges, lookup_user, owner_ids, reachable_by
+from leireye.proctitle import role_title, set_title
 from leireye.ring import Ring, RingLayout
 from leireye.ring.ids import IdAllocator
 from leireye.ring.segments import (
@@ -72,6 +73,7 @@ def child_main(
     A child that needs no privilege at all drops to `run_as` before `target` runs; the others
     (capture, web) drop it themselves once they have opened what only root may open."""
     multiprocessing.current_process().name = role
+    set_title(*role_title(role))
     setup_logging(level)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     with contextlib.suppress(OSError, AttributeError):
@@ -458,6 +460,7 @@ class Supervisor:
         previous = {
             sig: signal.signal(sig, self.request_stop) for sig in (signal.SIGINT, signal.SIGTERM)
         }
+        set_title("leireye: supervisor", "leireye")
         try:
             self.create_segments()
             self.prepare_web()

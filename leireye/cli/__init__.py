@@ -43,6 +43,7 @@ SENSOR_MODULES: Final = {
     "starlette": "starlette",
     "uvicorn": "uvicorn",
     "wsproto": "wsproto",
+    "setproctitle": "setproctitle",  # optional at run time (leireye.proctitle)
 }
 SENSOR_EXTRA_HINT: Final = "pip install 'leireye[sensor]'"
 

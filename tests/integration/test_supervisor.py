@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import pwd
 import signal
@@ -50,12 +51,22 @@ def test_run_captures_publishes_stats_and_stops_clean(sensor_factory: SensorFact
     wait_for(lambda: "pps=" in sensor.log, 10, "a rate line in the log")
     wait_for(lambda: "web worker 0 serving" in sensor.log, 20, "the web worker to serve")
     nobody = pwd.getpwnam("nobody").pw_uid
+    titles = {
+        "capture": ("leireye-cap0", "leireye: capture 0 lo"),
+        "stats": ("leireye-stats", "leireye: stats"),
+        "web-0": ("leireye-web0", "leireye: web 0"),
+    }
     for role in ("capture", "stats", "web-0"):  # only the supervisor keeps root
         pid = int(
             next(line for line in sensor.lines if f"{role} started pid=" in line).split("=")[-1]
         )
         uids = Path(f"/proc/{pid}/status").read_text().split("Uid:")[1].split()[:4]
         assert uids == [str(nobody)] * 4, (role, uids)
+        comm, title = titles[role]  # what `top` and `ps -f` show
+        assert Path(f"/proc/{pid}/comm").read_text() == f"{comm}\n"
+        if importlib.util.find_spec("setproctitle") is not None:
+            assert Path(f"/proc/{pid}/cmdline").read_bytes().rstrip(b"\0") == title.encode()
+    assert Path(f"/proc/{sensor.proc.pid}/comm").read_text() == "leireye\n"
     ring.close()
     stats.close()
     status.close()
