@@ -28,6 +28,7 @@ bench: setup
 	.venv/bin/python benchmarks/bench_encode.py
 	.venv/bin/python benchmarks/bench_capture_live.py
 	.venv/bin/python benchmarks/bench_ws.py
+	.venv/bin/python benchmarks/bench_idle.py
 	.venv/bin/python benchmarks/bench_e2e.py --json bench-e2e.json
 	.venv/bin/python benchmarks/bench_fanout_ws.py --json bench-fanout.json
 

@@ -4,12 +4,12 @@ traffic and no client.
     sudo .venv/bin/python benchmarks/bench_idle.py [--rate 25] [--seconds 5] [--workers 2]
 
 Starts the sensor (`tests.sensor.Sensor`: `--interface lo --bpf "udp and dst port P"`,
-`web.workers` from `--workers`), waits until it captures, sends UDP to 127.0.0.1:P at `--rate`
-packets/s for a 3 s warm-up and then for `--seconds`, and reads each process's CPU time
-(utime + stime, /proc/PID/stat) before and after that window. Processes are named by the
-supervisor's own log (`web-0 started pid=N`). Prints percent of one core per process; with
-`--json FILE` writes the figures too. No client connects: the web workers' share is what the
-sensor costs while nobody watches.
+`web.workers` from `--workers`), waits until it captures and every web worker serves, sends UDP
+to 127.0.0.1:P at `--rate` packets/s for a 2 s warm-up and then for `--seconds`, and reads each
+process's CPU time (utime + stime, /proc/PID/stat) before and after that window. Processes are
+named by the supervisor's own log (`web-0 started pid=N`). Prints percent of one core per
+process; with `--json FILE` writes the figures too. No client connects: the web workers' share
+is what the sensor costs while nobody watches.
 """
 
 from __future__ import annotations
@@ -30,9 +30,10 @@ if str(ROOT) not in sys.path:
 from benchmarks.bench_ws import cpu_seconds, load_average
 from benchmarks.e2e_common import need_root
 from tests.sensor import Sensor, free_udp_port, send_udp
+from tests.waiting import wait_for
 
 STARTED = re.compile(r" (\S+) started pid=(\d+)")
-WARM_UP_S = 3.0  # the workers finish starting (imports, first ticks)
+WARM_UP_S = 2.0  # after every worker serves: its first ticks, the sender's start
 
 
 def roles(sensor: Sensor) -> dict[str, int]:
@@ -53,6 +54,8 @@ def measure(rate: int, seconds: float, workers: int) -> dict[str, float]:
         try:
             sensor.wait_capturing(sensor.status())
             sensor.web_port()
+            lines = [f"web worker {index} serving" for index in range(workers)]
+            wait_for(lambda: all(line in sensor.log for line in lines), 60, "every worker to serve")
             total = int(rate * (WARM_UP_S + seconds + 1))
             sender = threading.Thread(target=send_udp, args=(port, total, b"idle", rate))
             sender.start()
