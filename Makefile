@@ -1,5 +1,6 @@
 # The two commands of the README: `make run` (as root) and `make test`.
-CONFIG ?= configs/default.yaml
+# CONFIG: the config file (default: $LEIREYE_CONFIG, else configs/default.yaml).
+CONFIG ?=
 ARGS ?=
 PYTEST_ARGS ?=
 
@@ -9,7 +10,7 @@ setup:
 	@bash scripts/setup.sh
 
 run: setup
-	.venv/bin/leireye run -c $(CONFIG) $(ARGS)
+	.venv/bin/leireye run $(if $(CONFIG),-c $(CONFIG)) $(ARGS)
 
 test: setup
 	.venv/bin/python -m pytest --durations=15 $(PYTEST_ARGS)
@@ -27,6 +28,7 @@ bench: setup
 	.venv/bin/python benchmarks/bench_encode.py
 	.venv/bin/python benchmarks/bench_capture_live.py
 	.venv/bin/python benchmarks/bench_ws.py
+	.venv/bin/python benchmarks/bench_idle.py
 	.venv/bin/python benchmarks/bench_e2e.py --json bench-e2e.json
 	.venv/bin/python benchmarks/bench_fanout_ws.py --json bench-fanout.json
 

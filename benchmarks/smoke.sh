@@ -11,6 +11,7 @@ $py benchmarks/bench_encode.py --records 20000 --repeat 1
 if [ "$(id -u)" -eq 0 ]; then
   $py benchmarks/bench_capture_live.py --rates 5000 --seconds 1
   $py benchmarks/bench_fanout.py --smoke
+  $py benchmarks/bench_idle.py --seconds 1
   if [ -f benchmarks/bench_ws.py ]; then $py benchmarks/bench_ws.py --quick; fi
   if command -v tcpreplay >/dev/null; then
     $py benchmarks/bench_e2e.py --quick

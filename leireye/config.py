@@ -108,6 +108,8 @@ class WebConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # GET /metrics without a token (for a Prometheus on a trusted network); else any user's
     # bearer token is needed.
     metrics_public: bool = False
+    # uvicorn's access log: one INFO line per HTTP request (tokens redacted).
+    access_log: bool = False
     # HTTP hygiene (docs/security.md): a connection must send its whole request head within
     # header_timeout_s of opening (or of the previous response) and its body within
     # body_timeout_s of the head; a worker holds at most max_connections (HTTP and WebSocket).
@@ -206,29 +208,93 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 def parse_config(data: Any) -> Config:
-    """Validate an already-parsed YAML document (None means all defaults)."""
+    """Validate an already-parsed YAML document (None means all defaults). Every problem is
+    reported at once, each with its path (`config_errors`)."""
     try:
         config = msgspec.convert(data or {}, Config, strict=True)
     except msgspec.ValidationError as exc:
-        raise ConfigError(f"invalid configuration: {exc}") from None
-    for index, entry in enumerate(config.web.allowed_origins):
-        if entry != "*" and parse_origin(entry) is None:
-            raise ConfigError(
-                f"invalid configuration: {entry!r} is not an origin (scheme://host[:port], "
-                f'scheme http or https, no path) nor "*" - at `$.web.allowed_origins[{index}]`'
-            )
-    if config.limits.stats_interval_min_ms > config.limits.stats_interval_max_ms:
-        raise ConfigError(
-            "invalid configuration: limits.stats_interval_min_ms is above stats_interval_max_ms"
-        )
-    if config.web.tls is None and not is_loopback(config.web.host):
-        raise ConfigError(
-            f"invalid configuration: web.host {config.web.host!r} is reachable from the network"
-            " and web.tls is not set: set web.tls to auto (a self-signed certificate), to"
-            " {cert: PATH, key: PATH}, or to off to serve plain HTTP (passwords and tokens in"
-            " clear) on purpose"
-        )
+        errors = config_errors(data or {}) or [str(exc)]
+        raise ConfigError(_report(errors + _cross_errors(data or {}))) from None
+    errors = _cross_errors(msgspec.to_builtins(config))
+    if errors:
+        raise ConfigError(_report(errors))
     return config
+
+
+def config_errors(data: Any, kind: type[msgspec.Struct] = Config, path: str = "$") -> list[str]:
+    """Every unknown key and bad value in `data` against the struct `kind`, each as msgspec
+    words it (`Expected `int`, got `str` - at `$.capture.snaplen``). msgspec stops at the first
+    error: this walks the mapping and converts each value on its own, and a struct whose
+    values all pass is converted whole too (its `__post_init__` checks)."""
+    if not isinstance(data, dict):
+        try:
+            msgspec.convert(data, kind, strict=True)
+        except msgspec.ValidationError as exc:
+            return [_located(str(exc), path)]
+        return []
+    fields = {field.encode_name: field for field in msgspec.structs.fields(kind)}
+    errors: list[str] = []
+    for key, value in data.items():
+        field = fields.get(key) if isinstance(key, str) else None
+        if field is None:
+            errors.append(f"Object contains unknown field `{key}` - at `{path}`")
+            continue
+        where = f"{path}.{key}"
+        if isinstance(field.type, type) and issubclass(field.type, msgspec.Struct):
+            errors += config_errors(value, field.type, where)
+            continue
+        try:
+            msgspec.convert(value, field.type, strict=True)
+        except msgspec.ValidationError as exc:
+            errors.append(_located(str(exc), where))
+    if not errors:
+        try:
+            msgspec.convert(data, kind, strict=True)
+        except msgspec.ValidationError as exc:
+            errors.append(_located(str(exc), path))
+    return errors
+
+
+def _located(message: str, where: str) -> str:
+    """msgspec's message for a value converted on its own, with the path it has in the file."""
+    text, found, rest = message.partition(" - at `$")
+    return f"{text} - at `{where}{rest}" if found else f"{text} - at `{where}`"
+
+
+def _cross_errors(data: Any) -> list[str]:
+    """The checks between keys, or beyond a key's type, on the raw or converted document."""
+    errors: list[str] = []
+    web = data.get("web") if isinstance(data, dict) else None
+    origins = web.get("allowed_origins") if isinstance(web, dict) else None
+    for index, entry in enumerate(origins if isinstance(origins, list | tuple) else ()):
+        if isinstance(entry, str) and entry != "*" and parse_origin(entry) is None:
+            errors.append(
+                f"{entry!r} is not an origin (scheme://host[:port], scheme http or https, no"
+                f' path) nor "*" - at `$.web.allowed_origins[{index}]`'
+            )
+    limits = data.get("limits") if isinstance(data, dict) else None
+    if isinstance(limits, dict):
+        low = limits.get("stats_interval_min_ms", LimitsConfig().stats_interval_min_ms)
+        high = limits.get("stats_interval_max_ms", LimitsConfig().stats_interval_max_ms)
+        if isinstance(low, int) and isinstance(high, int) and low > high:
+            errors.append("stats_interval_min_ms is above stats_interval_max_ms - at `$.limits`")
+    if isinstance(web, dict):
+        host = web.get("host", WebConfig().host)
+        if web.get("tls") is None and isinstance(host, str) and not is_loopback(host):
+            errors.append(
+                f"web.host {host!r} is reachable from the network and web.tls is not set: set"
+                " web.tls to auto (a self-signed certificate), to {cert: PATH, key: PATH}, or to"
+                " off to serve plain HTTP (passwords and tokens in clear) on purpose - at"
+                " `$.web.tls`"
+            )
+    return errors
+
+
+def _report(errors: list[str]) -> str:
+    if len(errors) == 1:
+        return f"invalid configuration: {errors[0]}"
+    lines = "".join(f"\n  {error}" for error in errors)
+    return f"invalid configuration ({len(errors)} errors):{lines}"
 
 
 def is_loopback(host: str) -> bool:

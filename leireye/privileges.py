@@ -176,6 +176,7 @@ def drop_privileges(
 # encodings (PyJWT decoding a forged token's header or payload).
 PRELOAD: Final = (
     "numpy.ma",
+    "numpy.strings",  # the decoder's port texts (decode/transport.py); numpy imports it lazily
     "encodings.utf_16",
     "encodings.utf_16_le",
     "encodings.utf_16_be",

@@ -52,6 +52,7 @@ from leireye.privileges import (
     reachable_by,
     state_directory,
 )
+from leireye.proctitle import role_title, set_title
 from leireye.ring import Ring, RingLayout
 from leireye.ring.ids import IdAllocator
 from leireye.ring.segments import (
@@ -83,6 +84,7 @@ def child_main(
     A child that needs no privilege at all drops to `run_as` before `target` runs; the others
     (capture, web) drop it themselves once they have opened what only root may open."""
     multiprocessing.current_process().name = role
+    set_title(*role_title(role))
     setup_logging(level)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     with contextlib.suppress(OSError, AttributeError):
@@ -514,6 +516,7 @@ class Supervisor:
         previous = {
             sig: signal.signal(sig, self.request_stop) for sig in (signal.SIGINT, signal.SIGTERM)
         }
+        set_title("leireye: supervisor", "leireye")
         try:
             self.prepare_accounts()
             self.create_segments()

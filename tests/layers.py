@@ -62,12 +62,12 @@ LEIREYE: tuple[Layer, ...] = (
     ),
     Layer(
         "process",
-        ("leireye.logs", "leireye.privileges", "leireye.stopping"),
+        ("leireye.logs", "leireye.privileges", "leireye.proctitle", "leireye.stopping"),
         (
             "core",
             "text",
         ),
-        "the processes' plumbing: logging, dropping privileges, stop signals",
+        "the processes' plumbing: logging, dropping privileges, process titles, stop signals",
         True,
     ),
     Layer(

@@ -45,6 +45,7 @@ from leireye.decode.batch import DecodedBatch
 from leireye.errors import CaptureError, LeirEyeError
 from leireye.exitcodes import ExitCode
 from leireye.privileges import drop_privileges, lookup_user, private_dir
+from leireye.proctitle import set_title
 from leireye.record import RECORD_DTYPE, DecodeError
 from leireye.ring import Ring
 from leireye.ring.ids import IdAllocator
@@ -130,6 +131,8 @@ def _run(
             source = open_source(
                 cap, after_open=fanout if spec.count > 1 else None, own=own_traffic(cap, web)
             )
+            set_title(f"leireye: capture {spec.index} {source.description}",
+                      f"leireye-cap{spec.index}")  # fmt: skip
             if note := fanout.refused or _replay_note(config):
                 report.update(last_error=note)
             drop_privileges(account)

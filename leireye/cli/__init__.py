@@ -27,7 +27,7 @@ from leireye.exitcodes import ExitCode
 
 # (module, the function that adds its sub-parsers, the commands it adds), in `--help` order.
 COMMAND_MODULES: Final = (
-    ("leireye.cli.run", "add_run_parsers", ("run", "check-config")),
+    ("leireye.cli.run", "add_run_parsers", ("run", "check-config", "tls-fingerprint")),
     ("leireye.cli.token", "add_token_parser", ("token",)),
     ("leireye.cli.user", "add_user_parser", ("user",)),
     ("leireye.cli.watch", "add_watch_parsers", ("watch", "stats")),
@@ -46,6 +46,7 @@ SENSOR_MODULES: Final = {
     "uvicorn": "uvicorn",
     "wsproto": "wsproto",
     "cryptography": "cryptography",
+    "setproctitle": "setproctitle",  # optional at run time (leireye.proctitle)
 }
 SENSOR_EXTRA_HINT: Final = "pip install 'leireye[sensor]'"
 
@@ -86,11 +87,13 @@ def main(argv: list[str] | None = None) -> int:
     # The top-level options take no value: the first word is the command.
     command = next((arg for arg in argv if not arg.startswith("-")), None)
     command = command if command in COMMANDS else None
+    args = argparse.Namespace()
     try:
         args = build_parser(command).parse_args(argv)
         code: int = args.func(args)
     except (LeirEyeError, ClientError) as exc:
-        print(f"leireye: {exc}", file=sys.stderr)
+        context = getattr(args, "context", None)  # e.g. the config, once it has loaded
+        print(f"leireye: {exc}" + (f" [{context}]" if context else ""), file=sys.stderr)
         return ExitCode.FAILED
     except ModuleNotFoundError as exc:
         missing = missing_sensor_module(exc)

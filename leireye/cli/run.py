@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import TYPE_CHECKING
 
-from leireye.cli.common import DEFAULT_CONFIG, load_cli_config
+from leireye.cli.common import add_config_options, load_cli_config
 from leireye.config import Config, with_overrides
 from leireye.errors import ConfigError
 from leireye.logs import setup_logging
@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
 
 def _load(args: argparse.Namespace) -> Config:
-    config = load_cli_config(args.config)
+    config = load_cli_config(args)
     capture = {key: getattr(args, key, None) for key in ("interface", "bpf", "pcap")}
     web = {key: getattr(args, key, None) for key in ("port", "workers")}
     return with_overrides(config, capture=capture, web=web)
@@ -75,7 +75,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     from leireye.tls import cert_fingerprint, tls_paths
 
     config = _load(args)
-    print(f"{args.config}: OK")
+    print(f"{args.config_used}: OK")
     paths = tls_paths(config)
     if paths is None:
         print(f"web.tls: off (plain HTTP on {config.web.host})")
@@ -103,7 +103,7 @@ def cmd_tls_fingerprint(args: argparse.Namespace) -> int:
 def add_run_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add `run` and `check-config` to `leireye`'s sub-parsers."""
     run = subparsers.add_parser("run", help="capture, decode and publish packets (as root)")
-    run.add_argument("-c", "--config", default=str(DEFAULT_CONFIG), help="YAML config file")
+    add_config_options(run)
     run.add_argument("--interface", "-i", help="capture interface (overrides capture.interface)")
     run.add_argument("--bpf", help="BPF filter expression (overrides capture.bpf)")
     run.add_argument("--pcap", help="replay this pcap file instead of capturing live")
@@ -114,11 +114,11 @@ def add_run_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
     run.set_defaults(func=cmd_run)
 
     check = subparsers.add_parser("check-config", help="validate a config file and exit")
-    check.add_argument("-c", "--config", default=str(DEFAULT_CONFIG))
+    add_config_options(check)
     check.set_defaults(func=cmd_check_config)
 
     fingerprint = subparsers.add_parser(
         "tls-fingerprint", help="print the SHA-256 fingerprint of the web.tls certificate"
     )
-    fingerprint.add_argument("-c", "--config", default=str(DEFAULT_CONFIG))
+    add_config_options(fingerprint)
     fingerprint.set_defaults(func=cmd_tls_fingerprint)

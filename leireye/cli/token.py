@@ -13,7 +13,7 @@ import time
 
 from leireye.accounts.tokens import issue_token, load_or_create_secret
 from leireye.accounts.users import load_users
-from leireye.cli.common import DEFAULT_CONFIG, load_cli_config
+from leireye.cli.common import add_config_options, load_cli_config, say
 from leireye.errors import LeirEyeError
 
 MAX_TTL_S = 31_536_000
@@ -24,11 +24,12 @@ class TokenError(LeirEyeError):
 
 
 def cmd_token(args: argparse.Namespace) -> int:
-    config = load_cli_config(args.config)
+    config = load_cli_config(args)
     ttl = config.auth.token_ttl_s if args.ttl is None else args.ttl
     if not 1 <= ttl <= MAX_TTL_S:
         raise TokenError(f"--ttl must be between 1 and {MAX_TTL_S} seconds")
     users_path = config.state_path(config.auth.users_file)
+    say(args, f"users file: {users_path}")
     if not users_path.exists():
         raise TokenError(f"no users file at {users_path} (the first `leireye run` creates it)")
     user = next((u for u in load_users(users_path) if u.username == args.user), None)
@@ -48,6 +49,6 @@ def add_token_parser(
     )
     parser.add_argument("--user", "-u", required=True, help="username in the users file")
     parser.add_argument("--ttl", type=int, help="validity in seconds (default: auth.token_ttl_s)")
-    parser.add_argument("-c", "--config", default=str(DEFAULT_CONFIG), help="YAML config file")
+    add_config_options(parser)
     parser.set_defaults(func=cmd_token)
     return parser

@@ -24,7 +24,7 @@ from leireye.accounts.useredit import (
 )
 from leireye.accounts.users import ROLES, User, UsersFile
 from leireye.accounts.userview import USERS_VIEW_FILE, UsersViewWriter
-from leireye.cli.common import DEFAULT_CONFIG, load_cli_config
+from leireye.cli.common import add_config_options, load_cli_config, say
 from leireye.config import Config
 from leireye.errors import LeirEyeError
 
@@ -34,7 +34,9 @@ class UserCommandError(LeirEyeError):
 
 
 def _config(args: argparse.Namespace) -> Config:
-    return load_cli_config(args.config)
+    config = load_cli_config(args)
+    say(args, f"users file: {config.state_path(config.auth.users_file)}")
+    return config
 
 
 def _password(args: argparse.Namespace) -> str:
@@ -89,7 +91,13 @@ def cmd_remove(args: argparse.Namespace) -> int:
 
 def cmd_list(args: argparse.Namespace) -> int:
     config = _config(args)
-    users = read_users_file(config.state_path(config.auth.users_file))
+    path = config.state_path(config.auth.users_file)
+    if not path.exists():
+        raise UserCommandError(f"no users file at {path} (the first `leireye run` creates it)")
+    try:
+        users = read_users_file(path)
+    except OSError as exc:
+        raise UserCommandError(f"cannot read {path}: {exc.strerror}") from None
     print(f"{'ID':>4}  {'USERNAME':<24} ROLE")
     for user in users:
         print(f"{user.id:>4}  {user.username:<24} {user.role}")
@@ -101,7 +109,7 @@ def _edit(config: Config, edit: Callable[[UsersFile], tuple[UsersFile, User]]) -
     try:
         user = edit_users_file(path, edit)
     except UserEditError as exc:
-        raise UserCommandError(str(exc)) from None
+        raise UserCommandError(f"{exc} (in {path})") from None
     except OSError as exc:
         raise UserCommandError(f"cannot write {path}: {exc.strerror}") from None
     _refresh_users_view(config, path)
@@ -130,7 +138,7 @@ def add_user_parser(
 
     def command(name: str, help_text: str, func: object) -> argparse.ArgumentParser:
         p: argparse.ArgumentParser = sub.add_parser(name, help=help_text)
-        p.add_argument("-c", "--config", default=str(DEFAULT_CONFIG), help="YAML config file")
+        add_config_options(p)
         p.set_defaults(func=func)
         return p
 

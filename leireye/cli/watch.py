@@ -1,16 +1,20 @@
 """`leireye watch` and `leireye stats`: the stream on a terminal, one line per packet or interval.
 
-    leireye watch [--url URL] [--token T | --user U [--password-stdin]] [--protocol P] [--port N]
-                  [--src CIDR] [--dst CIDR] [--since ID] [--json] [--count N]
-                  [--cafile PEM] [--fingerprint SHA256]
-    leireye stats [--url URL] [--token T | --user U] [--interval-ms MS] [--json] [--count N]
+    leireye watch [--url URL | -c CONFIG] [--token T | --user U [--password-stdin]]
+                  [--protocol P] [--port N] [--src CIDR] [--dst CIDR] [--since ID] [--json]
+                  [--count N] [--cafile PEM] [--fingerprint SHA256]
+    leireye stats [--url URL | -c CONFIG] [--token T | --user U] [--interval-ms MS] [--json]
+                  [--count N] [--cafile PEM] [--fingerprint SHA256]
 
-The token comes from `--token`, else the environment variable LEIREYE_TOKEN; `--user` logs in
-through the REST API with a password typed at a prompt or read from stdin. Packets go to stdout
-(`tcpdump -n` style, or JSON lines with `--json`); gaps and the banner go to stderr, so a pipe
-gets packets only. The banner comes once the server has confirmed the subscription: what is
-captured after it is in the output. Ctrl-C exits with 130 (0 after `--count`); an auth or
-connection failure with 2 and one line on stderr (`leireye: ...`, printed by `cli.main`).
+The sensor is `--url`, else LEIREYE_URL, else the address in the config named by `-c` or
+LEIREYE_CONFIG (read only then: it needs PyYAML, which the client alone does not install), else
+ws://127.0.0.1:8000/ws/capture. The token comes from `--token`, else the environment variable
+LEIREYE_TOKEN; `--user` logs in through the REST API with a password typed at a prompt or read
+from stdin. Packets go to stdout (`tcpdump -n` style, or JSON lines with `--json`); gaps and the
+banner go to stderr, so a pipe gets packets only. The banner comes once the server has confirmed
+the subscription: what is captured after it is in the output. Ctrl-C exits with 130 (0 after
+`--count`); an auth or connection failure with 2 and one line on stderr (`leireye: ...`, printed
+by `cli.main`).
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import asyncio
 import getpass
 import os
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any, TextIO, TypeVar
 
 import msgspec
@@ -107,11 +111,48 @@ def _credentials(args: argparse.Namespace, stdin: TextIO) -> dict[str, Any]:
     return {"token": token}
 
 
+def server_url(args: argparse.Namespace, environ: Mapping[str, str] = os.environ) -> str:
+    """`--url`, else LEIREYE_URL, else the sensor's own address in the config that `-c` or
+    LEIREYE_CONFIG names (web.host, web.port), else DEFAULT_URL. The config, and PyYAML with
+    it, is read only when one is named: the client alone has no PyYAML."""
+    if args.url:
+        return str(args.url)
+    if environ.get("LEIREYE_URL"):
+        return environ["LEIREYE_URL"]
+    named = args.config or environ.get("LEIREYE_CONFIG")
+    if not named:
+        args.context = "the default URL; another sensor: --url, LEIREYE_URL or -c CONFIG"
+        return DEFAULT_URL
+    try:
+        from leireye.cli.common import load_cli_config
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").partition(".")[0] != "yaml":
+            raise
+        raise WatchError(
+            f"reading the config {named} needs PyYAML (pip install 'leireye[sensor]'):"
+            " or give the sensor's address with --url or LEIREYE_URL"
+        ) from None
+    web = load_cli_config(args, environ).web
+    if web.port == 0:
+        raise WatchError(f"web.port is 0 (any free port) in {named}: give --url")
+    return sensor_url(web.host, web.port)
+
+
+def sensor_url(host: str, port: int) -> str:
+    """The WebSocket URL of a sensor listening on `host`:`port` (a wildcard address is reached
+    on loopback)."""
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
+    host = f"[{host}]" if ":" in host else host
+    return f"ws://{host}:{port}/ws/capture"
+
+
 def cmd_watch(args: argparse.Namespace) -> int:
+    args.url = server_url(args)
     return _run(_watch(args, client_options(args)))
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
+    args.url = server_url(args)
     return _run(_stats(args, client_options(args)))
 
 
@@ -164,8 +205,13 @@ async def _print(items: AsyncIterator[T], render: Callable[[T], str], count: int
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
-    url = os.environ.get("LEIREYE_URL", DEFAULT_URL)
-    parser.add_argument("--url", default=url, help=f"WebSocket URL (default: {url})")
+    parser.add_argument(
+        "--url",
+        help="WebSocket URL (default: $LEIREYE_URL, else web.host/web.port of the config that"
+        f" -c or $LEIREYE_CONFIG names, else {DEFAULT_URL})",
+    )
+    parser.add_argument("-c", "--config", help="the sensor's YAML config, for its address")
+    parser.add_argument("-v", "--verbose", action="store_true", help="say which config is used")
     parser.add_argument("--token", help="JWT (default: $LEIREYE_TOKEN)")
     parser.add_argument("--user", "-u", help="log in as this user (password prompted)")
     parser.add_argument("--password-stdin", action="store_true",

@@ -23,7 +23,8 @@ from __future__ import annotations
 import logging
 import resource
 import socket
-from typing import Final
+import ssl
+from typing import Any, Final
 
 import uvicorn
 
@@ -86,23 +87,7 @@ def run_web_worker(
         return ExitCode.FATAL
     app = build_app(ApiContext.for_worker(config, hub))
     _room_for_connections(config.web.max_connections)
-    server_config = uvicorn.Config(
-        app,
-        http=http_protocol(HttpLimits.of(config.web)),
-        ws=ClosingWSProtocol,
-        proxy_headers=False,
-        loop="asyncio",  # "auto" tries `import uvloop` on every start
-        ws_max_size=config.limits.max_message_bytes,
-        ws_per_message_deflate=False,
-        ws_ping_interval=None,
-        ws_ping_timeout=None,
-        log_config=None,
-        access_log=True,
-        lifespan="on",
-        timeout_graceful_shutdown=1,
-        server_header=False,
-        ssl_context_factory=None if tls is None else (lambda _config, _default: tls),
-    )
+    server_config = uvicorn_config(config, app, tls)
     # Import everything serving needs while still root: the Python installation may not be
     # readable by the web user (a pyenv under /root), and a lazy import after the switch would
     # fail on the first request. `load()` imports uvicorn's protocol and lifespan classes,
@@ -120,6 +105,29 @@ def run_web_worker(
     log.info("web worker %d serving on fd %d", worker_index, sock.fileno())
     server.run(sockets=[sock])
     return ExitCode.OK
+
+
+def uvicorn_config(config: Config, app: Any, tls: ssl.SSLContext | None = None) -> uvicorn.Config:
+    """uvicorn's settings for `app` (configuring uvicorn's loggers, as uvicorn.Config does),
+    serving TLS with `tls` when given."""
+    return uvicorn.Config(
+        app,
+        http=http_protocol(HttpLimits.of(config.web)),
+        ws=ClosingWSProtocol,
+        proxy_headers=False,
+        loop="asyncio",  # "auto" tries `import uvloop` on every start
+        ws_max_size=config.limits.max_message_bytes,
+        ws_per_message_deflate=False,
+        ws_ping_interval=None,
+        ws_ping_timeout=None,
+        log_config=None,
+        # Off: one INFO line per REST call drowns the log. False detaches uvicorn.access.
+        access_log=config.web.access_log,
+        lifespan="on",
+        timeout_graceful_shutdown=1,
+        server_header=False,
+        ssl_context_factory=None if tls is None else (lambda _config, _default: tls),
+    )
 
 
 def _room_for_connections(max_connections: int) -> None:

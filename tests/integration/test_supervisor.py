@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import pwd
 import signal
@@ -50,12 +51,22 @@ def test_run_captures_publishes_stats_and_stops_clean(sensor_factory: SensorFact
     wait_for(lambda: "pps=" in sensor.log, 10, "a rate line in the log")
     wait_for(lambda: "web worker 0 serving" in sensor.log, 20, "the web worker to serve")
     writer, web = (pwd.getpwnam(name).pw_uid for name in ("leireye", "leireye-web"))
+    titles = {
+        "capture": ("leireye-cap0", "leireye: capture 0 lo"),
+        "stats": ("leireye-stats", "leireye: stats"),
+        "web-0": ("leireye-web0", "leireye: web 0"),
+    }
     for role, uid in (("capture", writer), ("stats", writer), ("web-0", web)):
         pid = int(  # only the supervisor keeps root; each child runs as its own account
             next(line for line in sensor.lines if f"{role} started pid=" in line).split("=")[-1]
         )
         uids = Path(f"/proc/{pid}/status").read_text().split("Uid:")[1].split()[:4]
         assert uids == [str(uid)] * 4, (role, uids)
+        comm, title = titles[role]  # what `top` and `ps -f` show
+        assert Path(f"/proc/{pid}/comm").read_text() == f"{comm}\n"
+        if importlib.util.find_spec("setproctitle") is not None:
+            assert Path(f"/proc/{pid}/cmdline").read_bytes().rstrip(b"\0") == title.encode()
+    assert Path(f"/proc/{sensor.proc.pid}/comm").read_text() == "leireye\n"
     ring.close()
     stats.close()
     status.close()

@@ -101,6 +101,18 @@ def test_watch_runs_without_the_sensor_and_its_errors_are_one_line() -> None:
     ])  # fmt: skip
 
 
+def test_watch_reads_a_config_only_when_one_is_named_and_says_when_pyyaml_is_missing(
+    tmp_path: Path,
+) -> None:
+    config = tmp_path / "sensor.yaml"
+    config.write_text("web:\n  port: 8123\n")
+    out = python("-c", WITHOUT_SENSOR, "watch", "-c", str(config), "--token", "t")
+    assert (out.returncode, out.stderr.splitlines()) == (2, [
+        f"leireye: reading the config {config} needs PyYAML (pip install 'leireye[sensor]'):"
+        " or give the sensor's address with --url or LEIREYE_URL"
+    ])  # fmt: skip
+
+
 def test_sensor_commands_without_the_sensor_say_which_extra_to_install() -> None:
     for command in (["run"], ["check-config"], ["token", "--user", "admin"], ["user", "list"]):
         out = python("-c", WITHOUT_SENSOR, *command)

@@ -107,3 +107,44 @@ def test_check_config_refuses_a_misspelled_origin(
     assert main(["check-config", "-c", str(path)]) == 2
     err = capsys.readouterr().err
     assert "'https://dash.example/'" in err and "$.web.allowed_origins[1]" in err
+
+
+def test_every_error_of_a_file_is_reported_at_once_each_with_its_path(tmp_path: Path) -> None:
+    path = tmp_path / "many.yaml"
+    path.write_text(
+        "captur: {}\n"
+        "capture: {snaplen: lots, replay: {speed: fast}, bpf: 'udp'}\n"
+        "web: {port: 70000, allowed_origins: ['https://dash.example/']}\n"
+        "limits: {stats_interval_min_ms: 5000, stats_interval_max_ms: 1000}\n"
+        "auth: {token_ttl_s: 60}\n"
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    lines = str(caught.value).splitlines()
+    assert lines[0] == f"{path}: invalid configuration (6 errors):"
+    assert [line.rsplit(" - at ", 1)[1] for line in lines[1:]] == [
+        "`$`",  # captur
+        "`$.capture.snaplen`",
+        "`$.capture.replay.speed`",
+        "`$.web.port`",
+        "`$.web.allowed_origins[0]`",
+        "`$.limits`",
+    ]
+    assert "unknown field `captur`" in lines[1]
+
+
+def test_a_check_inside_a_section_is_reported_with_the_others() -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config({"capture": {"bpf": "x" * 5000}, "web": {"trusted_proxies": ["nope"]},
+                      "stats": {"top_n": 0}})  # fmt: skip
+    lines = str(caught.value).splitlines()[1:]
+    assert len(lines) == 3, lines
+    assert "bpf is longer than 4096 bytes - at `$.capture`" in lines[0]
+    assert "web.trusted_proxies[0]" in lines[1] and lines[1].endswith("at `$.web`")
+    assert lines[2].endswith("at `$.stats.top_n`")
+
+
+def test_one_error_stays_one_line() -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config({"web": {"port": "eighty"}})
+    assert str(caught.value) == "invalid configuration: Expected `int`, got `str` - at `$.web.port`"

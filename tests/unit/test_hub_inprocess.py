@@ -5,9 +5,10 @@ app's WebSocket shell (see tests/inprocess.py)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -211,3 +212,69 @@ def test_records_the_hub_never_read_are_reported_once(sensor: InProcessSensor) -
     assert (notice["type"], notice["reason"], notice["count"]) == ("dropped", "ring", 151)
     assert sensor.hub.lost == 151
     assert np.all(np.diff([m["data"]["id"] for m in messages[1:] if m["type"] == "packet"]) == 1)
+
+
+# -- an idle hub --------------------------------------------------------------------------------
+
+
+async def until(condition: Callable[[], object], what: str) -> None:
+    """Let the hub's loop run until `condition` holds (a deadline, not a sleep)."""
+    deadline = time.monotonic() + scaled(10)
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.005)
+
+
+def subscribed(sensor: InProcessSensor, subscribe: dict[str, Any]) -> Connection:
+    """A session of vic's subscribed to packets on a hub that has ticked (so it is also sent
+    the capture status), its replies drained."""
+    conn = sensor.hub.open(sensor.token("vic"), sensor.hub.clock())
+    conn.receive(json.dumps({"type": "subscribe", "channel": "packets", **subscribe}), time.time())
+    replies = [json.loads(m)["type"] for m in drain(conn)]
+    assert replies == ["auth_success", "status", "subscribed"], replies
+    return conn
+
+
+async def received(conn: Connection, count: int) -> list[int]:
+    """The ids of the first `count` packets the connection is sent, while the hub's loop runs."""
+    got: list[int] = []
+
+    def more() -> bool:
+        got.extend(packet_ids(drain(conn)))
+        return len(got) >= count
+
+    await until(more, f"{count} packets (got {len(got)})")
+    return got
+
+
+def test_an_idle_hub_reads_nothing_and_a_subscriber_gets_every_packet_after_its_reply(
+    sensor: InProcessSensor,
+) -> None:
+    hub = sensor.hub
+
+    async def scenario() -> tuple[int, int, list[int], list[int], list[int]]:
+        loop = asyncio.create_task(hub.run())
+        try:
+            await until(lambda: hub.status is not None, "the first tick")
+            before = hub.reader.cursor
+            sensor.write(MIXED)  # 235 packets and nobody listening
+            ticked = hub.status
+            await until(lambda: hub.status is not ticked, "a tick after the writes")
+            idle_cursor = hub.reader.cursor
+            assert idle_cursor == before, "an idle hub read the ring"
+            conn = subscribed(sensor, {})  # `subscribed` is out: the hub reads from here on
+            head = hub.reader.cursor
+            live = sensor.write(MIXED, count=30)
+            got = await received(conn, len(live))
+            resumed = subscribed(sensor, {"since": 0})
+            replayed = await received(resumed, len(MIXED.frames) + len(live))
+            return before, head, live, got, replayed
+        finally:
+            loop.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await loop
+
+    before, head, live, got, replayed = asyncio.run(scenario())
+    assert head == before + len(MIXED.frames)  # moved to the head on subscribing
+    assert got == live
+    assert replayed == list(range(1, len(MIXED.frames) + len(live) + 1))

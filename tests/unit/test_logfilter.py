@@ -208,13 +208,15 @@ def remove_log_redaction() -> None:
 @pytest.fixture
 def clean_logging() -> Iterator[list[str]]:
     names = ["uvicorn", "uvicorn.error", "uvicorn.access", "uvicorn.asgi", "leireye", "leye-t"]
-    saved = {n: (logging.getLogger(n).level, list(logging.getLogger(n).handlers)) for n in names}
+    loggers = [logging.getLogger(n) for n in names]
+    saved = [(lg, lg.level, list(lg.handlers), lg.propagate) for lg in loggers]
     remove_log_redaction()
     yield names
     remove_log_redaction()
-    for name, (level, handlers) in saved.items():
-        logging.getLogger(name).setLevel(level)
-        logging.getLogger(name).handlers[:] = handlers
+    for logger, level, handlers, propagate in saved:
+        logger.setLevel(level)
+        logger.handlers[:] = handlers
+        logger.propagate = propagate
 
 
 class Collect(logging.Handler):
@@ -369,6 +371,8 @@ async def exercise(ws: str, invalid_utf8_frames: int) -> None:
     config = uvicorn.Config(asgi_app, ws=ws, http="h11", lifespan="off", log_config=None,
                             log_level="trace", ws_per_message_deflate=False)  # fmt: skip
     install_log_redaction()  # after uvicorn.Config configured its loggers
+    import uvicorn
+
     server = uvicorn.Server(config)
     sock = socket.create_server(("127.0.0.1", 0))
     port = sock.getsockname()[1]
@@ -434,3 +438,57 @@ def test_a_flood_of_invalid_utf8_frames_from_a_real_client_is_capped(
     tracebacks = [r for r in collect.records if r.getMessage().startswith("Invalid UTF-8")]
     assert len(tracebacks) == 3
     assert any("suppressed 5 similar messages" in line for line in collect.lines)
+
+
+async def http_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    if scope["type"] == "lifespan":  # the worker's uvicorn runs the lifespan protocol
+        while (await receive())["type"] != "lifespan.shutdown":
+            await send({"type": "lifespan.startup.complete"})
+        await send({"type": "lifespan.shutdown.complete"})
+        return
+    await asgi_app(scope, receive, send)
+
+
+async def one_request(config: Any, target: str) -> None:
+    import uvicorn
+
+    server = uvicorn.Server(config)
+    sock = socket.create_server(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        async with asyncio.timeout(10):
+            while not server.started:
+                await asyncio.sleep(0.01)
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(f"GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+            await reader.read()
+            writer.close()
+    finally:
+        server.should_exit = True
+        await task
+        sock.close()
+
+
+@pytest.mark.parametrize("access_log", [False, True])
+def test_the_access_log_is_off_unless_asked_for_and_redacted_when_on(
+    clean_logging: list[str], access_log: bool
+) -> None:
+    from leireye.config import Config, WebConfig
+    from leireye.web.worker import uvicorn_config
+
+    collect = Collect()
+    logging.getLogger().addHandler(collect)
+    logging.getLogger("uvicorn").setLevel(logging.INFO)  # as the worker's setup_logging does
+    try:
+        config = uvicorn_config(Config(web=WebConfig(access_log=access_log)), http_app)
+        install_log_redaction()  # after uvicorn.Config configured its loggers, as the worker
+        asyncio.run(one_request(config, f"/api/capture/status?token={JWT}"))
+    finally:
+        logging.getLogger().removeHandler(collect)
+    access = [r.getMessage() for r in collect.records if r.name == "uvicorn.access"]
+    if not access_log:
+        assert access == []
+        return
+    assert len(access) == 1, access
+    assert f"/api/capture/status?token={REDACTED}" in access[0] and JWT not in access[0]

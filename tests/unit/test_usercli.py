@@ -179,7 +179,9 @@ def test_a_password_that_is_not_utf8_is_refused_in_one_line(config_path: Path) -
                           stdin=b"abc\xffdefghij\n")  # fmt: skip
     assert result.returncode != 0
     assert b"Traceback" not in result.stderr
-    assert result.stderr == b"leireye: the password on standard input is not valid UTF-8\n"
+    assert result.stderr.decode() == (
+        f"leireye: the password on standard input is not valid UTF-8 [config: {config_path} (-c)]\n"
+    )
     assert not users_file(config_path).exists()
 
 
