@@ -141,19 +141,26 @@ def _check(users_file: UsersFile, source: str) -> None:
         names.add(user.username)
 
 
+def read_bounded(path: Path, limit: int, what: str) -> bytes:
+    """The bytes of `path`, refused (UsersFileError naming `what`) when unreadable or over
+    `limit` bytes: a file that grew without bound costs a bounded read."""
+    try:
+        with path.open("rb") as file:
+            raw = file.read(limit + 1)
+    except OSError as exc:
+        raise UsersFileError(f"cannot read {what} {path}: {exc.strerror}") from None
+    if len(raw) > limit:
+        raise UsersFileError(f"{what} {path} is larger than {limit} bytes")
+    return raw
+
+
 def load_users(path: str | Path) -> tuple[User, ...]:
     return load_users_file(path).users
 
 
 def load_users_file(path: str | Path) -> UsersFile:
     path = Path(path)
-    try:
-        with path.open("rb") as file:
-            raw = file.read(MAX_USERS_FILE_BYTES + 1)
-    except OSError as exc:
-        raise UsersFileError(f"cannot read users file {path}: {exc.strerror}") from None
-    if len(raw) > MAX_USERS_FILE_BYTES:
-        raise UsersFileError(f"users file {path} is larger than {MAX_USERS_FILE_BYTES} bytes")
+    raw = read_bounded(path, MAX_USERS_FILE_BYTES, "users file")
     try:
         data = yaml.safe_load(raw.decode("utf-8"))
     except (UnicodeDecodeError, yaml.YAMLError) as exc:

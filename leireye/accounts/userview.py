@@ -38,6 +38,7 @@ from leireye.accounts.users import (
     Username,
     UsersFileError,
     load_users,
+    read_bounded,
 )
 
 log = logging.getLogger("leireye.accounts.userview")
@@ -71,13 +72,7 @@ def load_users_view(path: str | Path) -> tuple[ViewUser, ...]:
     """The users of a view file; UsersFileError when it is unreadable, invalid, or says the
     users file does not load."""
     path = Path(path)
-    try:
-        with path.open("rb") as file:
-            raw = file.read(MAX_VIEW_BYTES + 1)
-    except OSError as exc:
-        raise UsersFileError(f"cannot read users view {path}: {exc.strerror}") from None
-    if len(raw) > MAX_VIEW_BYTES:
-        raise UsersFileError(f"users view {path} is larger than {MAX_VIEW_BYTES} bytes")
+    raw = read_bounded(path, MAX_VIEW_BYTES, "users view")
     try:
         view = _decode(raw)
     except msgspec.DecodeError as exc:
