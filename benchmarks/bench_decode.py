@@ -10,8 +10,14 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # the traffic generator lives beside the tests
+    sys.path.insert(0, str(ROOT))
 
 import dpkt
 import dpkt.ethernet

@@ -71,8 +71,12 @@ def test_a_refill_capped_at_500_says_so_and_loads_the_older_matches(
     )
     assert not console.driver.find_element(By.ID, "load-older").is_displayed()
     console.click("#order")  # oldest on top: the loaded ones first, in order
-    ids = [int(r["id"]) for r in console.rows_to(port)]
-    assert ids == sorted(ids) and len(ids) > 10
+
+    def oldest_on_top() -> bool:
+        ids = [int(r["id"]) for r in console.rows_to(port)]
+        return ids == sorted(ids) and len(ids) > 10
+
+    console.wait(lambda d: oldest_on_top(), "the table redrawn oldest first")
 
     send_udp(few, 3)  # a refill under the cap says nothing
     console.apply_filter(port=few)

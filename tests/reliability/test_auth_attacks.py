@@ -129,8 +129,10 @@ def encoded(f: Forge, codec: str, *, header: bool) -> str:
 
 @pytest.fixture(scope="module")
 def sensor(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sensor]:
+    # The access log on (it is off by default): the worst case for a token in a URL, and the
+    # lines `assert_not_logged` waits for.
     s = start(tmp_path_factory.mktemp("auth"), "udp and dst port 9", USERS,
-              "web: {port: 0, workers: 2}\n")  # fmt: skip
+              "web: {port: 0, workers: 2, access_log: true}\n")  # fmt: skip
     yield s
     s.kill()
 
