@@ -3,12 +3,25 @@
 from __future__ import annotations
 
 import json
+import re
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from typing import Any
 
 from tests.waiting import scaled
+
+ISO_MS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+
+
+def assert_error(reply: Any, status: int, code: str) -> dict[str, Any]:
+    """`reply` (ours or the in-process driver's) is the API's one error shape, with `code`."""
+    assert reply.status == status, reply.body
+    body: dict[str, Any] = reply.json
+    assert set(body) == {"detail", "error_code", "timestamp"}
+    assert body["error_code"] == code and body["detail"]
+    assert ISO_MS.match(body["timestamp"])
+    return body
 
 
 @dataclass

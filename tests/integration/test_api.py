@@ -21,7 +21,7 @@ import pytest
 
 from leireye.wire import CloseCode
 from tests.accounts import users_yaml
-from tests.http import Http
+from tests.http import Http, assert_error
 from tests.sensor import Sensor, send_udp
 from tests.waiting import scaled, wait_for
 from tests.wsclient import client, closed_with, recv, recv_type, run
@@ -35,7 +35,6 @@ PORTS = (48000, 48999)
 BPF = f"udp and dst portrange {PORTS[0]}-{PORTS[1]}"
 PASSWORDS = {"admin": "admin-pass-1", "ana": "analyst-pass-2", "vic": "viewer-pass-3"}
 ROLES = {"admin": "ADMIN", "ana": "ANALYST", "vic": "VIEWER"}
-ISO_MS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 _ports = iter(range(PORTS[0], PORTS[1]))
 
 
@@ -68,15 +67,6 @@ def tokens(sensor: Sensor) -> dict[str, dict[str, Any]]:
 
 def as_user(sensor: Sensor, tokens: dict[str, dict[str, Any]], name: str) -> Http:
     return Http(sensor.web_port(), tokens[name]["access_token"])
-
-
-def assert_error(reply: Any, status: int, code: str) -> dict[str, Any]:
-    assert reply.status == status, reply.body
-    body: dict[str, Any] = reply.json
-    assert set(body) == {"detail", "error_code", "timestamp"}
-    assert body["error_code"] == code and body["detail"]
-    assert ISO_MS.match(body["timestamp"])
-    return body
 
 
 # -- accounts -----------------------------------------------------------------------------------

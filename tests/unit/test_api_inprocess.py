@@ -7,7 +7,6 @@ import asyncio
 import csv
 import io
 import json
-import re
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -20,13 +19,13 @@ from leireye.record import Proto
 from leireye.web.export import CSV_COLUMNS
 from leireye.wire import CloseCode
 from tests.asgi import Closed, Reply
+from tests.http import assert_error
 from tests.inprocess import REPLAY, InProcessSensor, read_pcap
 
 CAPACITY = 256
 MIXED, HTTP = read_pcap("mixed.pcap"), read_pcap("http.pcap")
 WRITTEN = len(MIXED.frames) + len(HTTP.frames)  # 275: ids 1..19 are overwritten
 HELD = list(range(WRITTEN, WRITTEN - CAPACITY, -1))  # newest first
-ISO_MS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 
 
 @pytest.fixture(scope="module")
@@ -51,15 +50,6 @@ def get(sensor: InProcessSensor) -> Callable[..., Reply]:
         return sensor.http("GET", target, token=None if user is None else tokens[user])
 
     return get
-
-
-def assert_error(reply: Reply, status: int, code: str) -> dict[str, Any]:
-    assert reply.status == status, reply.body
-    body: dict[str, Any] = reply.json
-    assert set(body) == {"detail", "error_code", "timestamp"}
-    assert body["error_code"] == code and body["detail"]
-    assert ISO_MS.match(body["timestamp"])
-    return body
 
 
 def packets(get: Callable[..., Reply], query: str) -> list[dict[str, Any]]:
