@@ -43,7 +43,7 @@ class Layer:
     no_shell_libraries: bool = False
 
 
-STAGES = ("decode", "ring", "stats", "capture")
+STAGES = ("decode", "ring", "stats", "flows", "store", "capture")
 LEIREYE: tuple[Layer, ...] = (
     Layer("package", ("leireye",), (), "`leireye/__init__.py` holds only `__version__`", True),
     Layer("text", ("leireye.text",), (), "text helpers with no dependency, wire's included", True),
@@ -102,6 +102,20 @@ LEIREYE: tuple[Layer, ...] = (
         ("leireye.stats",),
         ("core", "text", "process", "ring"),
         "a data-path stage: nothing above the ring",
+        True,
+    ),
+    Layer(
+        "flows",
+        ("leireye.flows",),
+        ("core", "text", "process", "ring", "decode"),
+        "a data-path stage: conversations and hosts from the ring, and their history on disk",
+        True,
+    ),
+    Layer(
+        "store",
+        ("leireye.store",),
+        ("core", "text", "process", "ring", "decode"),
+        "a data-path stage: whole frames on disk, their index and what reads them back",
         True,
     ),
     Layer(
@@ -172,6 +186,8 @@ LEIREYE: tuple[Layer, ...] = (
             "tls",
             "client",
             "supervisor",
+            "flows",
+            "store",
         ),
         "the top: the only code that prints and exits; nothing imports it",
     ),

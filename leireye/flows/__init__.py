@@ -1,0 +1,1 @@
+"""Flows and hosts: the conversations the packets belong to (see docs/flows.md)."""
