@@ -15,7 +15,8 @@ conn.log letters (S0, S1, SF, REJ, RSTO, RSTR, RSTOS0, RSTRH, SH, SHR, S2, S3, O
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Sequence
+from typing import Literal, Protocol
 
 import msgspec
 
@@ -62,6 +63,22 @@ class Flow(msgspec.Struct, kw_only=True):
         return self.last_ns - self.first_ns
 
 
+class Host(msgspec.Struct, kw_only=True):
+    """One IP address, live: everything the flow process saw of it since it started."""
+
+    ip: str
+    first_ns: int
+    last_ns: int
+    pkts_sent: int = 0
+    bytes_sent: int = 0
+    pkts_recv: int = 0
+    bytes_recv: int = 0
+    peers: int = 0  # distinct peer addresses
+    apps: dict[str, int] = msgspec.field(default_factory=dict)  # app label -> bytes
+    ports_served: list[int] = msgspec.field(default_factory=list)  # ports it answered on
+    names: list[str] = msgspec.field(default_factory=list)  # names observed for it passively
+
+
 class HostMinute(msgspec.Struct, kw_only=True):
     """One IP address's traffic in one minute (what the store keeps per host)."""
 
@@ -84,3 +101,23 @@ class AppMinute(msgspec.Struct, kw_only=True):
     app: str  # the app label, or the transport's label when the decoder found none
     packets: int = 0
     bytes: int = 0
+
+
+class FlowSink(Protocol):
+    """Where the flow process puts what it ends: the flow store (`leireye.flows.store`)."""
+
+    def add_flows(self, flows: Sequence[Flow]) -> None: ...
+
+    def add_minute(self, hosts: Sequence[HostMinute], apps: Sequence[AppMinute]) -> None: ...
+
+    def flush(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class LiveFlows(Protocol):
+    """What a web worker reads of the flow process's live state (`leireye.flows.view`)."""
+
+    def active(self) -> Sequence[Flow]: ...
+
+    def hosts(self) -> Sequence[Host]: ...
