@@ -33,6 +33,7 @@ from leireye.web.guard import RequestGuard, machine_names
 from leireye.web.hosts import HostPolicy
 from leireye.web.hub import Connection, Hub, health_word
 from leireye.web.origin import origin_allowed
+from leireye.web.protocols import FRAME_EXTENSION
 from leireye.web.proxies import trusted_networks
 from leireye.wire import Close
 
@@ -154,16 +155,30 @@ async def _serve(websocket: WebSocket, conn: Connection, clock: Callable[[], flo
 
 
 async def _send_loop(websocket: WebSocket, conn: Connection) -> None:
+    """A batch (`Frame`, shared by its filter group) goes out as the bytes framed once for the
+    group when the server offers `FRAME_EXTENSION`, else as an ordinary ASGI message."""
+    direct = FRAME_EXTENSION in (websocket.scope.get("extensions") or {})
+    raw_send = websocket._send  # the ASGI send under Starlette's checks (for FRAME_EXTENSION)
     while True:
-        item = conn.session.next_outgoing()
+        item = conn.session.next_item()
         if item is None:
             conn.wake.clear()
-            if (item := conn.session.next_outgoing()) is None:
+            if (item := conn.session.next_item()) is None:
                 await conn.wake.wait()
                 continue
         if isinstance(item, Close):
             with contextlib.suppress(RuntimeError, WebSocketDisconnect):
                 await websocket.close(code=item.code, reason=item.reason)
             return
-        await websocket.send_text(item)
+        if isinstance(item, str):
+            await websocket.send_text(item)
+        elif direct:
+            try:
+                await raw_send({"type": FRAME_EXTENSION, "frame": item.wire()})
+            except OSError as exc:
+                raise WebSocketDisconnect(code=1006) from exc
+        elif isinstance(item.payload, str):
+            await websocket.send_text(item.payload)
+        else:
+            await websocket.send_bytes(item.payload)
         conn.sent += 1

@@ -5,8 +5,10 @@ Why it is shaped so
 Every `poll_ms` the hub reads what the capture wrote since its last look, as one numpy batch.
 Sessions with identical filters form one group; each distinct filter's mask is computed once
 over the batch, the union of all masks is JSON-encoded once (one `packet` message per row), and
-each session receives references to the already-encoded messages it wants. So the cost per
-batch grows with the number of distinct filters, not with the number of subscribers.
+each session receives references to the already-encoded messages it wants, as one
+`frames.PacketRun` per group: the batch frames of batch subscribers, and the bytes of each
+frame, are made once per group and shared too. So the cost per batch grows with the number of
+distinct filters, not with the number of subscribers.
 
 A session that subscribes with `since` is first fed from its own ring reader, from `since + 1`
 up to the hub's cursor, in bounded chunks, and only when it has caught up does it join its live
@@ -60,6 +62,7 @@ from leireye.stats.series import StatsSeries
 from leireye.web.clock import WallClock
 from leireye.web.encode import encode_packets
 from leireye.web.filters import PacketFilter
+from leireye.web.frames import PacketRun
 from leireye.web.registry import ConnectionRegistry
 from leireye.web.session import Session
 from leireye.web.statusview import capture_view
@@ -317,11 +320,11 @@ class Hub:
             picked = np.flatnonzero(masks[flt][rows])
             if not picked.size and not lost:
                 continue
-            chosen = [messages[i] for i in picked]
+            run = PacketRun(ids[picked], [messages[i] for i in picked])
             for conn in conns:
-                conn.session.deliver(ids[picked], chosen, lost=lost)
+                conn.session.deliver_run(run, lost=lost)
                 conn.wake.set()
-            self.delivered += len(chosen) * len(conns)
+            self.delivered += len(run) * len(conns)
 
     def _advance_replay(self, conn: Connection) -> None:
         """Feed a resuming session from its own reader up to the hub's cursor, at most what its

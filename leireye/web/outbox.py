@@ -13,6 +13,10 @@ Two queues, drained control first:
   exactly where the packets are missing, and streaming resumes. Replays never skip: they take
   only what fits (`push_replay` returns how many) and the session resumes from there later.
 
+Packets arrive as a `frames.PacketRun` shared by the session's filter group: a run taken whole
+queues the group's own batch frames (made once for all of it), a run taken in part gets frames
+of its own, so what a client receives does not depend on who else shares its group.
+
 Control first means a pong, an error or a status never waits behind thousands of packets, and
 the stream's own order (packets, the notices that sit between them) is never disturbed.
 """
@@ -22,21 +26,14 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Sequence
 
-from leireye.web.encode import batch_messages
+from leireye.web.frames import Frame, PacketRun
 from leireye.wire import Close, Dropped, DropReason, encode
 
 Renderer = Callable[[], str | None]
 """Makes a control message when it is sent; None: nothing to send any more (skipped)."""
 
-
-class _OutboxBatch:
-    """One batch-mode `packets` message, already encoded, and how many packets it carries."""
-
-    __slots__ = ("count", "text")
-
-    def __init__(self, text: str, count: int) -> None:
-        self.text = text
-        self.count = count
+Batcher = Callable[[PacketRun], list[Frame]]
+"""A run's batch frames (made once per run and shared); None: one `packet` message each."""
 
 
 class _Notice:
@@ -64,7 +61,7 @@ class Outbox:
         self.skipping = False
         self._missed = 0  # skipped since the last notice
         self._control: deque[str | Renderer | Close] = deque()
-        self._stream: deque[str | _OutboxBatch | _Notice] = deque()
+        self._stream: deque[str | Frame | _Notice] = deque()
         self._finished = False
 
     def __len__(self) -> int:
@@ -87,23 +84,23 @@ class Outbox:
         self._control.append(item)
         return True
 
-    def push_live(self, messages: Sequence[str], batch_bytes: int | None) -> None:
+    def push_live(self, run: PacketRun, batcher: Batcher | None) -> None:
         """Queue live packets, skipping what does not fit (see the module docstring)."""
-        if self._finished or not messages:
+        if self._finished or not len(run):
             return
         if self.skipping:
-            self._miss(len(messages))
+            self._miss(len(run))
             return
-        take = min(self.capacity - self.queued, len(messages))
-        self._append(messages[:take], batch_bytes)
-        if take < len(messages):
+        take = min(self.capacity - self.queued, len(run))
+        self._append(run, take, batcher)
+        if take < len(run):
             self.skipping = True
-            self._miss(len(messages) - take)
+            self._miss(len(run) - take)
 
-    def push_replay(self, messages: Sequence[str], batch_bytes: int | None) -> int:
+    def push_replay(self, run: PacketRun, batcher: Batcher | None) -> int:
         """Queue as many replayed packets as fit, in order; returns how many."""
-        take = min(self.room(), len(messages))
-        self._append(messages[:take], batch_bytes)
+        take = min(self.room(), len(run))
+        self._append(run, take, batcher)
         return take
 
     def notice(self, reason: DropReason, count: int) -> None:
@@ -131,8 +128,9 @@ class Outbox:
         self._control = deque([*final, close])
         self._finished = True
 
-    def pop(self) -> str | Close | None:
-        """The next thing to send, control first; None when empty."""
+    def pop(self) -> str | Frame | Close | None:
+        """The next thing to send, control first; None when empty. A `Frame` is a batch
+        shared with the other subscribers of the same group (send `payload` or `wire()`)."""
         while self._control:
             item = self._control.popleft()
             text = item if isinstance(item, str | Close) else item()
@@ -141,31 +139,34 @@ class Outbox:
         if not self._stream:
             return None
         entry = self._stream.popleft()
+        out: str | Frame
         if isinstance(entry, str):
             self.queued -= 1
-            text = entry
-        elif isinstance(entry, _OutboxBatch):
+            out = entry
+        elif isinstance(entry, Frame):
             self.queued -= entry.count
-            text = entry.text
+            out = entry
         else:
             return entry.render()
         if self.skipping and self.queued <= self.capacity // 2:
             self.skipping = False
             self.notice(DropReason.SLOW_CONSUMER, self._missed)
             self._missed = 0
-        return text
+        return out
 
     def _miss(self, count: int) -> None:
         self._missed += count
         self.dropped += count
 
-    def _append(self, messages: Sequence[str], batch_bytes: int | None) -> None:
-        if not messages:
+    def _append(self, run: PacketRun, take: int, batcher: Batcher | None) -> None:
+        """The first `take` packets of `run`: the run's shared frames when it is taken whole,
+        frames of its own for a part."""
+        if take <= 0:
             return
-        if batch_bytes is None:
-            self._stream.extend(messages)
+        part = run if take == len(run) else run.take(slice(0, take))
+        if batcher is None:
+            assert part.messages is not None
+            self._stream.extend(part.messages)
         else:
-            self._stream.extend(
-                _OutboxBatch(t, c) for t, c in batch_messages(messages, batch_bytes)
-            )
-        self.queued += len(messages)
+            self._stream.extend(batcher(part))
+        self.queued += take

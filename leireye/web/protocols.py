@@ -25,6 +25,13 @@ UTF-8, a reserved opcode or bit, a fragmented control frame) into a `CloseConnec
 the right code (1007, 1002), but since the peer sent no close frame, uvicorn dropped the TCP
 connection without one and the client saw 1006. Here the server sends that close frame first.
 
+It also lets the app write a whole pre-framed message (`frames.Frame.wire()`) straight to the
+transport: the ASGI message `{"type": FRAME_EXTENSION, "frame": bytes}`, offered in the scope's
+`extensions`. A batch shared by a filter group is then UTF-8 encoded and framed once for all its
+connections instead of once per connection by wsproto; wsproto's state is untouched (it only
+tracks fragmented messages, and these are whole frames), and the write waits for the transport
+to be writable, closes and disconnects exactly like `websocket.send`.
+
 The closures are counted and logged at most once a minute, one line with the counts, so that a
 flood of slow connections costs the log one line a minute, not one a connection.
 """
@@ -42,9 +49,10 @@ from typing import Any, ClassVar, Final
 
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.utils import ClientDisconnected
 from uvicorn.protocols.websockets.wsproto_impl import WSProtocol
 from wsproto.connection import ConnectionState
-from wsproto.events import CloseConnection
+from wsproto.events import CloseConnection, Request
 
 from leireye.config import WebConfig
 from leireye.web.api.errors import now_iso
@@ -52,6 +60,8 @@ from leireye.web.api.errors import now_iso
 log = logging.getLogger("leireye.web")
 
 TALLY_INTERVAL_S: Final = 60.0
+FRAME_EXTENSION: Final = "leireye.websocket.frame"
+"""The ASGI message type (and scope extension) of a pre-framed WebSocket message."""
 
 
 @dataclass(frozen=True)
@@ -190,6 +200,27 @@ class GuardedH11Protocol(H11Protocol):
 
 
 class ClosingWSProtocol(WSProtocol):
+    def handle_connect(self, event: Request) -> None:
+        super().handle_connect(event)
+        extensions = self.scope.get("extensions")
+        if extensions is not None:
+            extensions[FRAME_EXTENSION] = {}
+
+    async def send(self, message: Any) -> None:
+        if message["type"] != FRAME_EXTENSION:
+            await super().send(message)
+            return
+        await self.writable.wait()
+        if (
+            self.disconnected
+            or self.close_sent
+            or not self.handshake_complete
+            or self.conn.state is not ConnectionState.OPEN
+        ):
+            raise ClientDisconnected()
+        if not self.transport.is_closing():
+            self.transport.write(message["frame"])
+
     def handle_close(self, event: CloseConnection) -> None:
         if self.close_sent or self.conn.state is not ConnectionState.OPEN:
             super().handle_close(event)  # the peer's own close frame (REMOTE_CLOSING)

@@ -10,9 +10,12 @@ task or clock inside. The shell feeds inputs and drains outputs:
     inputs   receive(text, now)             a client frame
              tick(now, stats, status)       the clock, with the latest stats and capture status
              deliver(ids, messages, lost)   packets matching `filter` (encoded once, shared)
+             deliver_run(run, lost)         the same as a `frames.PacketRun`, whose batch
+                                            frames are made once for its whole group
              replay_lost(n), replay_done()  the two ends of a resume (below)
              shutdown()                     the server is stopping
     outputs  next_outgoing()                str (a JSON text frame), then one Close, then None
+             next_item()                    the same, a shared batch as its `frames.Frame`
 
 So every rule is a unit test, and Hypothesis can throw any sequence of inputs at a session and
 check what must always hold: nothing raises, at most one Close, nothing after it, bounded queues,
@@ -55,6 +58,7 @@ from leireye.text import truncate
 from leireye.web.encode import PACKET_MESSAGE_BOUND, PACKETS_PREFIX, utf8_size
 from leireye.web.feeds import Feeds
 from leireye.web.filters import FilterError, PacketFilter, parse_filters
+from leireye.web.frames import Frame, PacketRun
 from leireye.web.messages import QUOTED_CHARS, auth_success, packets_options, stats_options
 from leireye.web.outbox import Outbox
 from leireye.web.ratelimit import RateLimiter, Verdict
@@ -161,8 +165,14 @@ class Session:
         """Packets the outbox takes now without skipping: what one replay step may bring."""
         return self._outbox.room()
 
-    def next_outgoing(self) -> str | Close | None:
-        """The next text frame to send, or the Close to end with, or None for nothing now."""
+    def next_outgoing(self) -> str | bytes | Close | None:
+        """The next message to send (text, or bytes for a binary frame), or the Close to end
+        with, or None for nothing now."""
+        item = self._outbox.pop()
+        return item.payload if isinstance(item, Frame) else item
+
+    def next_item(self) -> str | Frame | Close | None:
+        """`next_outgoing`, with a batch as the `Frame` its group shares (for the shell)."""
         return self._outbox.pop()
 
     # -- inputs --------------------------------------------------------------------------------
@@ -230,19 +240,27 @@ class Session:
         Live packets that do not fit in the outbox are skipped and counted; replayed ones
         should never overflow it (the hub reads at most `outbox_room()` records at a time), and
         are skipped and counted the same way if they do."""
+        self.deliver_run(PacketRun(ids, messages), lost=lost)
+
+    def deliver_run(self, run: PacketRun, *, lost: int = 0) -> None:
+        """`deliver`, with the packets as a run that the other subscribers of the same group
+        get too: when this session takes it whole, it queues the run's shared frames."""
         if not self.subscribed_packets:
             return
         if lost > 0:
             self.stream_lost += lost
             self._outbox.notice(DropReason.RING, lost)
-        ids, messages = self._fresh(ids, messages)
-        if not len(messages):
+        run = self._fresh(run)
+        if not len(run):
             return
-        self._last_id = int(ids[-1])
-        batch_bytes = self.limits.max_message_bytes if self.batch_mode else None
-        taken = self._outbox.push_replay(messages, batch_bytes) if self.replaying else 0
-        if taken < len(messages):
-            self._outbox.push_live(messages[taken:], batch_bytes)
+        self._last_id = int(run.ids[-1])
+        batcher = self._batches if self.batch_mode else None
+        taken = self._outbox.push_replay(run, batcher) if self.replaying else 0
+        if taken < len(run):
+            self._outbox.push_live(run if not taken else run.take(slice(taken, None)), batcher)
+
+    def _batches(self, run: PacketRun) -> list[Frame]:
+        return run.json_batches(self.limits.max_message_bytes)
 
     def replay_lost(self, lost: int) -> None:
         """`lost` records after `since` were overwritten before the replay could read them:
@@ -445,24 +463,22 @@ class Session:
         text = f"Unknown channel {truncate(channel, QUOTED_CHARS)!r}; expected 'packets' or 'stats'"
         self._send(ErrorMessage(ErrorCode.INVALID_CHANNEL, text, "channel"))
 
-    def _fresh(
-        self, ids: np.ndarray | Sequence[int], messages: Sequence[str]
-    ) -> tuple[np.ndarray, Sequence[str]]:
+    def _fresh(self, run: PacketRun) -> PacketRun:
         """Leave out packets at or below the last id queued or passed over, and (only with a
         max_message_bytes below PACKET_MESSAGE_BOUND) packets too large to send, counted as
-        dropped."""
-        id_array = np.asarray(ids, dtype=np.uint64)
-        if len(messages) and int(id_array[0]) <= self._last_id:
-            start = int(np.searchsorted(id_array, self._last_id, side="right"))
-            id_array, messages = id_array[start:], messages[start:]
+        dropped. The run itself (and its shared frames) when nothing is left out."""
+        if len(run) and int(run.ids[0]) <= self._last_id:
+            start = int(np.searchsorted(run.ids, self._last_id, side="right"))
+            run = run.take(slice(start, None))
         limit = self.limits.max_message_bytes
         if self.batch_mode:
             limit -= len(PACKETS_PREFIX) + 2
-        if limit >= PACKET_MESSAGE_BOUND or not len(messages):
-            return id_array, messages
+        messages = run.messages
+        if limit >= PACKET_MESSAGE_BOUND or not len(run) or messages is None:
+            return run
         keep = [i for i, m in enumerate(messages) if utf8_size(m) <= limit]
-        self._outbox.dropped += len(messages) - len(keep)
-        return id_array[keep], [messages[i] for i in keep]
+        self._outbox.dropped += len(run) - len(keep)
+        return run if len(keep) == len(run) else run.take(keep)
 
 
 _Handler = Callable[[Session, Any], None]

@@ -9,6 +9,7 @@ import pytest
 
 from leireye.record import INFO_BYTES
 from leireye.web.encode import utf8_size
+from leireye.web.frames import PacketRun
 from leireye.web.outbox import Outbox
 from leireye.web.ratelimit import RateLimiter, Verdict
 from leireye.web.session import CONTROL_QUEUE_MIN, Session
@@ -226,10 +227,14 @@ def test_a_replay_never_skips_and_takes_only_what_fits() -> None:
 # -- the outbox on its own ------------------------------------------------------------------------
 
 
+def _run(messages: list[str]) -> PacketRun:
+    return PacketRun(range(1, len(messages) + 1), messages)
+
+
 def test_outbox_bounds_and_notices() -> None:
     box = Outbox(capacity=4, control_limit=2)
     assert box.push_control("a") and box.push_control("b") and not box.push_control("c")
-    box.push_live(["1", "2", "3", "4", "5"], None)
+    box.push_live(_run(["1", "2", "3", "4", "5"]), None)
     assert (box.queued, box.dropped, box.skipping, box.room()) == (4, 1, True, 0)
     box.notice(DropReason.RING, 2)
     box.notice(DropReason.RING, 3)  # merged with the one before
@@ -246,9 +251,9 @@ def test_outbox_bounds_and_notices() -> None:
 def test_outbox_finish_keeps_only_the_final_words() -> None:
     box = Outbox(capacity=4, control_limit=2)
     box.push_control("a")
-    box.push_live(["1"], None)
+    box.push_live(_run(["1"]), None)
     box.finish(["bye"], Close(4000, "idle timeout"))
-    box.push_live(["2"], None)
+    box.push_live(_run(["2"]), None)
     assert box.push_control("late")
     assert [box.pop(), box.pop(), box.pop()] == ["bye", Close(4000, "idle timeout"), None]
 
