@@ -7,6 +7,7 @@ import asyncio
 import csv
 import io
 import json
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -16,6 +17,7 @@ import pytest
 
 from leireye.accounts.tokens import issue_token
 from leireye.record import Proto
+from leireye.web.api import ringscan
 from leireye.web.export import CSV_COLUMNS
 from leireye.wire import CloseCode
 from tests.asgi import Closed, Reply
@@ -238,6 +240,31 @@ def test_packets_are_listed_newest_first_and_paged(get: Callable[..., Reply]) ->
         query = f"limit=100&before={page['next_before']}"
     assert paged == body["packets"]
     assert [p["id"] for p in packets(get, "after=250&before=260")] == list(range(259, 250, -1))
+
+
+def test_ring_scans_run_in_the_scan_thread_not_on_the_event_loop(
+    get: Callable[..., Reply], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A scan of the whole ring would hold every WebSocket frame back: the list and the
+    export scan in the worker's scan thread (the export streams from Starlette's pool)."""
+    threads: list[str] = []
+
+    def watched(name: str) -> Callable[..., Any]:
+        real = getattr(ringscan, name)
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            threads.append(threading.current_thread().name)
+            return real(*args, **kwargs)
+
+        return call
+
+    for name in ("newest", "start_for_newest"):
+        monkeypatch.setattr(ringscan, name, watched(name))
+    listed = get("/api/capture/packets?protocol=ICMP&limit=5", "vic")
+    exported = get("/api/export/packets?format=csv&protocol=ICMP", "ana")
+    assert (listed.status, exported.status) == (200, 200)
+    assert len(threads) == 2
+    assert all(name.startswith("leireye-ringscan") for name in threads), threads
 
 
 FILTERS: dict[str, Callable[[dict[str, Any]], bool]] = {

@@ -18,7 +18,7 @@ from leireye.web import export
 from leireye.web.api import ringscan
 from leireye.web.api.context import context, path_int, require
 from leireye.web.api.errors import ApiError
-from leireye.web.encode import encode_packets, iso_ms, packet_data
+from leireye.web.encode import PacketEncoder, encode_packets, iso_ms, packet_data
 from leireye.web.filters import FilterError, PacketFilter, parse_filters
 
 FILTER_KEYS: Final = (
@@ -71,17 +71,26 @@ async def list_packets(request: Request) -> Response:
     limit = _optional_int(query, "limit", 1) or min(100, most)
     if limit > most:
         raise ApiError(400, "BAD_REQUEST", f"limit must be at most {most}")
-    ring = ctx.hub.ring
-    records = ringscan.newest(ring, flt, limit, _optional_int(query, "after"),
-                              _optional_int(query, "before"))  # fmt: skip
-    items = ",".join(packet_data(m) for m in encode_packets(records))
+    after, before = _optional_int(query, "after"), _optional_int(query, "before")
+    body = await ringscan.run(_list_body, ctx.hub.ring, flt, limit, after, before)
+    return Response(body, media_type="application/json")
+
+
+_SCAN_ENCODER: Final = PacketEncoder()  # the scan thread's own (an encoder serves one thread)
+
+
+def _list_body(
+    ring: ringscan.RingView, flt: PacketFilter, limit: int, after: int | None, before: int | None
+) -> str:
+    """The list's JSON body (in the scan thread)."""
+    records = ringscan.newest(ring, flt, limit, after, before)
+    items = ",".join(packet_data(m) for m in _SCAN_ENCODER.encode(records))
     next_before = int(records["seq"][-1]) if len(records) == limit else None
-    body = (
+    return (
         f'{{"packets":[{items}],"count":{len(records)},'
         f'"oldest_id":{ring.oldest_id},"newest_id":{ring.write_seq},'
         f'"next_before":{"null" if next_before is None else next_before}}}'
     )
-    return Response(body, media_type="application/json")
 
 
 async def packet_detail(request: Request) -> Response:
@@ -127,10 +136,11 @@ async def export_packets(request: Request) -> Response:
     limit = _optional_int(query, "limit", 1) or ring.capacity
     first, last = ringscan.bounds(ring, _optional_int(query, "after"),
                                   _optional_int(query, "before"))  # fmt: skip
-    first = ringscan.start_for_newest(ring, flt, limit, first, last)
+    first = await ringscan.run(ringscan.start_for_newest, ring, flt, limit, first, last)
     linktype = None
     if fmt == "pcap":
-        linktype = _linktype(ring, first, last, ctx.hub.status.linktype if ctx.hub.status else 1)
+        default = ctx.hub.status.linktype if ctx.hub.status else 1
+        linktype = await ringscan.run(_linktype, ring, first, last, default)
     chunks = ringscan.forward(ring, flt, first, last, limit, linktype)
     stream: Iterator[bytes]
     if fmt == "pcap":
