@@ -29,6 +29,8 @@ ignore unknown fields and types):
     packet        data {id, timestamp, src_ip, dst_ip, src_port, dst_port, protocol, length,
                   flags, info, app, ip_version, vlan}
     packets       data [packet data, ...]  (batch mode, at most max_message_bytes per message)
+    packet_columns  (binary frame, msgpack; `options.format: "columns"`) the same fields as
+                  `packet` for a batch of packets, column by column (`PacketColumns`)
     stats         data {packets_total, packets_per_second, bytes_per_second, protocols,
                   bytes_total, apps, kernel_drops, if_drops, ring_lost, decode_errors,
                   stream_lost, client_dropped, timestamp}
@@ -192,6 +194,7 @@ class SubscribeOptions(msgspec.Struct, frozen=True, omit_defaults=True):
 
     batch: bool | UnsetType = UNSET
     interval_ms: int | UnsetType = UNSET
+    format: str | UnsetType = UNSET  # packets: "columns" when asked for (JSON is the default)
 
 
 class Subscribed(msgspec.Struct, frozen=True, tag="subscribed", tag_field="type"):
@@ -242,6 +245,47 @@ class PacketsMessage(msgspec.Struct, frozen=True, tag="packets", tag_field="type
     """Batch mode (`options: {"batch": true}`): several packets, oldest first."""
 
     data: list[PacketData]
+
+
+FORMAT_JSON: Final = "json"
+FORMAT_COLUMNS: Final = "columns"
+
+
+class PacketColumns(msgspec.Struct, frozen=True, tag="packet_columns", tag_field="type"):
+    """A batch of packets in one binary frame (msgpack), column by column: `options.format:
+    "columns"`. The same fields as `PacketData`; numbers as little-endian arrays of `count`
+    items, texts as an index (`<u4`) into a table of the distinct values (`addresses` serves
+    `src_ip` and `dst_ip`). Nulls: ports and `vlan` -1, `ip_version` 0, a table entry None.
+    `timestamp_ms` is Unix milliseconds (`timestamp` is its ISO-8601 text)."""
+
+    count: int
+    id: bytes  # <u8
+    timestamp_ms: bytes  # <i8
+    src_port: bytes  # <i4
+    dst_port: bytes  # <i4
+    length: bytes  # <u4
+    ip_version: bytes  # u1
+    vlan: bytes  # <i4
+    src_ip: bytes  # <u4 into addresses
+    dst_ip: bytes  # <u4 into addresses
+    protocol: bytes  # <u4 into protocols
+    flags: bytes  # <u4 into flag_sets
+    info: bytes  # <u4 into infos
+    app: bytes  # <u4 into apps
+    addresses: list[str | None]
+    protocols: list[str]
+    flag_sets: list[list[str]]
+    infos: list[str]
+    apps: list[str | None]
+
+
+COLUMN_TYPES: Final = {
+    "id": "<u8", "timestamp_ms": "<i8", "src_port": "<i4", "dst_port": "<i4", "length": "<u4",
+    "ip_version": "u1", "vlan": "<i4", "src_ip": "<u4", "dst_ip": "<u4", "protocol": "<u4",
+    "flags": "<u4", "info": "<u4", "app": "<u4",
+}  # fmt: skip
+"""The array type of each column of `PacketColumns` (numpy spelling; `struct` letters: the
+same sizes, little-endian)."""
 
 
 class StatsData(msgspec.Struct, frozen=True):

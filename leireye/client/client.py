@@ -38,6 +38,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 from leireye.client.auth import TokenSource, choose_token_source, ring_head
+from leireye.client.columns import decode_columns
 from leireye.client.core import (
     BACKOFF_S,
     PING_INTERVAL_S,
@@ -68,6 +69,7 @@ from leireye.wire import (
     AuthSuccess,
     ErrorMessage,
     LimitsInfo,
+    PacketColumns,
     PacketData,
     Pong,
     ServerMessage,
@@ -177,6 +179,11 @@ class LeirEyeClient:
     @overload
     def packets(
         self, protocol: str | None = ..., port: int | None = ..., *,
+        columns: Literal[True], **kw: Any,
+    ) -> AsyncGenerator[Any, None]: ...  # fmt: skip
+    @overload
+    def packets(
+        self, protocol: str | None = ..., port: int | None = ..., *,
         gaps: Literal[False] = ..., **kw: Any,
     ) -> AsyncGenerator[PacketData, None]: ...  # fmt: skip
     @overload
@@ -193,18 +200,32 @@ class LeirEyeClient:
         gaps: bool = False,
         since: int | None = None,
         batch: bool = True,
+        binary: bool = True,
+        columns: bool = False,
         **filters: Any,
-    ) -> AsyncGenerator[PacketData, None] | AsyncGenerator[PacketData | Gap, None]:
+    ) -> AsyncGenerator[Any, None]:
         """Packets matching the filters (keyword names as in the protocol: `src_ip`, `dst_ip`,
         `ip`, `src_port`, `dst_port`, `min_length`, `max_length`), oldest first, without
         repeats across reconnects. `since`: start after this packet id (default: the ring's
         newest id when iteration starts). One packets iteration per client at a time.
 
         The subscription starts with the iteration: to act (send traffic, start a job) only
-        once the stream is sure to see what follows, use `subscribe_packets`."""
-        wanted = packet_filters(protocol=protocol, port=port, **filters)
-        return self._packet_stream(wanted, gaps=gaps, since=since, batch=batch, announce=False)
+        once the stream is sure to see what follows, use `subscribe_packets`.
 
+        The packets come in binary batches (`format: "columns"`) unless `binary=False` or
+        `batch=False` (JSON). `columns=True` yields each batch as a dict of arrays
+        (`columns.arrays_of`; needs numpy) instead of one `PacketData` per packet."""
+        wanted = packet_filters(protocol=protocol, port=port, **filters)
+        return self._packet_stream(
+            wanted, gaps=gaps, since=since, batch=batch, binary=binary and batch,
+            columns=columns, announce=False,
+        )  # fmt: skip
+
+    @overload
+    async def subscribe_packets(
+        self, protocol: str | None = ..., port: int | None = ..., *,
+        columns: Literal[True], **kw: Any,
+    ) -> AsyncGenerator[Any, None]: ...  # fmt: skip
     @overload
     async def subscribe_packets(
         self, protocol: str | None = ..., port: int | None = ..., *,
@@ -224,8 +245,10 @@ class LeirEyeClient:
         gaps: bool = False,
         since: int | None = None,
         batch: bool = True,
+        binary: bool = True,
+        columns: bool = False,
         **filters: Any,
-    ) -> AsyncGenerator[PacketData, None] | AsyncGenerator[PacketData | Gap, None]:
+    ) -> AsyncGenerator[Any, None]:
         """`packets(...)`, subscribed already: returns once the server has confirmed the
         subscription, so every packet captured from then on is in the stream.
 
@@ -238,7 +261,10 @@ class LeirEyeClient:
         yet connected, until `connect()`). Leaving the iteration, or `await stream.aclose()`,
         unsubscribes."""
         wanted = packet_filters(protocol=protocol, port=port, **filters)
-        stream = self._packet_stream(wanted, gaps=gaps, since=since, batch=batch, announce=True)
+        stream = self._packet_stream(
+            wanted, gaps=gaps, since=since, batch=batch, binary=binary and batch,
+            columns=columns, announce=True,
+        )  # fmt: skip
         await anext(stream)  # the `_LIVE` marker, or the exception that ended the stream
         return stream
 
@@ -250,12 +276,16 @@ class LeirEyeClient:
         since: int | None,
         batch: bool,
         announce: bool,
+        binary: bool = False,
+        columns: bool = False,
     ) -> AsyncGenerator[Any, None]:
         if since is None:
             since = await ring_head(self.api_url, self._source, self._open_timeout, tls=self._tls)
         if self._subs.packets is not None:
             raise RuntimeError("this client is already iterating packets")
-        sub = self._subs.packets = PacketStream(filters, batch, ResumeCursor(since))
+        cursor = ResumeCursor(since)
+        sub = PacketStream(filters, batch, cursor, binary=binary, columns=columns)
+        self._subs.packets = sub
         try:
             await self._subscribe(sub)
             if announce:
@@ -428,8 +458,10 @@ class LeirEyeClient:
                 await self._subscribe(stream)
             async for frame in ws:
                 try:
-                    message = decode_server(frame)
-                except ProtocolError as exc:  # a newer server's message type: skip it
+                    message = (
+                        decode_columns(frame) if isinstance(frame, bytes) else decode_server(frame)
+                    )
+                except (ProtocolError, msgspec.DecodeError) as exc:  # a newer server's message
                     log.debug("skipped a server message: %s", exc)
                     continue
                 await self._dispatch(message)
@@ -450,7 +482,7 @@ class LeirEyeClient:
 
     # -- messages -------------------------------------------------------------------------------
 
-    async def _dispatch(self, message: ServerMessage) -> None:
+    async def _dispatch(self, message: ServerMessage | PacketColumns) -> None:
         if await self._subs.route(message):
             return
         if isinstance(message, StatusMessage):

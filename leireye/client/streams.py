@@ -19,13 +19,15 @@ import logging
 from collections import deque
 from typing import Any, Final
 
+from leireye.client.columns import arrays_of, packets_of
 from leireye.client.core import RECONNECT_GAP_TEXT, Gap, ResumeCursor
 from leireye.client.errors import ClientError, SubscriptionError
 from leireye.client.feed import Feed, FeedClosed
 from leireye.wire import (
+    FORMAT_COLUMNS,
     Dropped,
     ErrorMessage,
-    PacketData,
+    PacketColumns,
     PacketMessage,
     PacketsMessage,
     ServerMessage,
@@ -72,9 +74,21 @@ class FirstAnswer:
 
 
 class PacketStream:
-    def __init__(self, filters: dict[str, str | int], batch: bool, cursor: ResumeCursor) -> None:
+    """`binary`: ask for `format: "columns"` (binary batches); `columns`: hand them over as
+    dicts of arrays (`columns.arrays_of`) rather than one `PacketData` per packet."""
+
+    def __init__(
+        self,
+        filters: dict[str, str | int],
+        batch: bool,
+        cursor: ResumeCursor,
+        *,
+        binary: bool = False,
+        columns: bool = False,
+    ) -> None:
         self.filters, self.batch, self.cursor = filters, batch, cursor
-        self.feed: Feed[PacketData | Gap] = Feed(PACKET_FEED_ITEMS)
+        self.binary, self.columns = binary or columns, columns
+        self.feed: Feed[Any] = Feed(PACKET_FEED_ITEMS)
         self.live = FirstAnswer()
         self.sent = False  # subscribed on some connection already
         self.confirmed = False  # `subscribed` came back on this connection: packets are ours
@@ -134,17 +148,23 @@ class Subscriptions:
             if since is None and stream.sent:
                 await stream.feed.put(Gap("reconnect", None, RECONNECT_GAP_TEXT))
             stream.sent = True
+            wanted: dict[str, Any] = {"batch": stream.batch}
+            if stream.binary:
+                wanted = {"format": FORMAT_COLUMNS}
             message = {"type": "subscribe", "channel": "packets", "filters": stream.filters,
-                       "options": {"batch": stream.batch}, "since": since}  # fmt: skip
+                       "options": wanted, "since": since}  # fmt: skip
         stream.confirmed = False
         self._pending.append(stream)
         return message
 
-    async def route(self, message: ServerMessage) -> bool:
+    async def route(self, message: ServerMessage | PacketColumns) -> bool:
         """Hand `message` to its stream; False when it is none of theirs (status, auth, pong,
         an error that announces a close)."""
         packets = self.packets if self.packets is not None and self.packets.confirmed else None
-        if isinstance(message, PacketsMessage | PacketMessage):
+        if isinstance(message, PacketColumns):
+            if packets is not None:
+                await _route_columns(message, packets)
+        elif isinstance(message, PacketsMessage | PacketMessage):
             if packets is not None:
                 batch = message.data if isinstance(message, PacketsMessage) else [message.data]
                 for packet in batch:
@@ -172,3 +192,20 @@ class Subscriptions:
         else:
             return False
         return True
+
+
+async def _route_columns(message: PacketColumns, packets: PacketStream) -> None:
+    """A binary batch: as arrays (the rows after the cursor), or packet by packet."""
+    if not packets.columns:
+        for packet in packets_of(message):
+            if packets.cursor.accept(packet.id):
+                await packets.feed.put(packet)
+        return
+    arrays = arrays_of(message)
+    last = packets.cursor.last_id
+    if last is not None and len(arrays["id"]) and int(arrays["id"][0]) <= last:
+        keep = arrays["id"] > last
+        arrays = {name: column[keep] for name, column in arrays.items()}
+    if len(arrays["id"]):
+        packets.cursor.accept(int(arrays["id"][-1]))
+        await packets.feed.put(arrays)

@@ -43,7 +43,7 @@ import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 
@@ -311,16 +311,26 @@ class Hub:
     def _fanout(
         self, groups: dict[PacketFilter, list[Connection]], records: np.ndarray, lost: int
     ) -> None:
+        """Each group's run: the JSON of the rows some JSON subscriber wants (encoded once for
+        all groups), the records when some subscriber of the group wants binary columns."""
         masks = {flt: flt.mask(records) for flt in groups}
-        rows = np.flatnonzero(np.logical_or.reduce(list(masks.values())))
+        json_masks = [m for flt, m in masks.items() if not _all_columns(groups[flt])]
+        rows = np.flatnonzero(np.logical_or.reduce(json_masks)) if json_masks else _NO_ROWS
         messages = encode_packets(records[rows]) if rows.size else []
         self.encoded += len(messages)
-        ids = records["seq"][rows]
+        position = np.full(len(records), -1, dtype=np.intp)
+        position[rows] = np.arange(rows.size)
         for flt, conns in groups.items():
-            picked = np.flatnonzero(masks[flt][rows])
+            picked = np.flatnonzero(masks[flt])
             if not picked.size and not lost:
                 continue
-            run = PacketRun(ids[picked], [messages[i] for i in picked])
+            json = not _all_columns(conns)
+            columns = any(conn.session.columns for conn in conns)
+            run = PacketRun(
+                records["seq"][picked],
+                [messages[i] for i in position[picked].tolist()] if json else None,
+                records[picked] if columns else None,
+            )
             for conn in conns:
                 conn.session.deliver_run(run, lost=lost)
                 conn.wake.set()
@@ -349,7 +359,9 @@ class Hub:
             records = batch.records
             rows = np.flatnonzero(flt.mask(records)) if len(records) else np.empty(0, np.intp)
             if rows.size:
-                session.deliver(records["seq"][rows], encode_packets(records[rows]))
+                picked = records[rows]
+                messages = None if session.columns else encode_packets(picked)
+                session.deliver_run(PacketRun(picked["seq"], messages, picked))
             if not len(records) and not batch.lost:
                 break
         if replay.cursor >= end or flt is None or not session.replaying:
@@ -395,6 +407,13 @@ class Hub:
              "decode_errors": v.decode_errors, "ring_laps": laps[k] if k < len(laps) else 0}
             for k, v in enumerate(views)
         ]  # fmt: skip
+
+
+_NO_ROWS: Final = np.empty(0, dtype=np.intp)
+
+
+def _all_columns(conns: list[Connection]) -> bool:
+    return all(conn.session.columns for conn in conns)
 
 
 def health_word(status: CaptureStatus | None) -> str:

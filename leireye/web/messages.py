@@ -15,6 +15,8 @@ from leireye.stats.layout import StatsSnapshot
 from leireye.text import truncate
 from leireye.web.encode import iso_ms
 from leireye.wire import (
+    FORMAT_COLUMNS,
+    FORMAT_JSON,
     AuthSuccess,
     ErrorCode,
     LimitsInfo,
@@ -75,15 +77,20 @@ def clamp_interval(ms: int, limits: LimitsConfig) -> int:
     return min(max(ms, limits.stats_interval_min_ms), limits.stats_interval_max_ms)
 
 
-def packets_options(options: dict[str, Any]) -> bool | ProtocolError:
-    """The `batch` flag of a packets subscription (default false)."""
-    unknown = _unknown(options, "batch")
+def packets_options(options: dict[str, Any]) -> tuple[bool, str] | ProtocolError:
+    """The `batch` flag (default false) and the `format` (default "json") of a packets
+    subscription; "columns" (binary batches) is always batched."""
+    unknown = _unknown(options, "batch", "format")
     if unknown is not None:
         return unknown
     batch = options.get("batch", False)
     if not isinstance(batch, bool):
         return ProtocolError(ErrorCode.INVALID_OPTION, "batch must be true or false", "batch")
-    return batch
+    fmt = options.get("format", FORMAT_JSON)
+    if fmt not in (FORMAT_JSON, FORMAT_COLUMNS):
+        text = f"format must be {FORMAT_JSON!r} or {FORMAT_COLUMNS!r}"
+        return ProtocolError(ErrorCode.INVALID_OPTION, text, "format")
+    return batch or fmt == FORMAT_COLUMNS, fmt
 
 
 def stats_options(options: dict[str, Any], current_ms: int) -> int | ProtocolError:
@@ -99,13 +106,14 @@ def stats_options(options: dict[str, Any], current_ms: int) -> int | ProtocolErr
     return interval
 
 
-def _unknown(options: dict[str, Any], allowed: str) -> ProtocolError | None:
+def _unknown(options: dict[str, Any], *allowed: str) -> ProtocolError | None:
     for key in options:
-        if key != allowed:
+        if key not in allowed:
             shown = truncate(key, QUOTED_CHARS)
+            takes = " and ".join(repr(a) for a in allowed)
             return ProtocolError(
                 ErrorCode.INVALID_OPTION,
-                f"Unknown option {shown!r}; this channel takes {allowed!r}",
+                f"Unknown option {shown!r}; this channel takes {takes}",
                 shown,
             )
     return None

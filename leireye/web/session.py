@@ -55,6 +55,7 @@ from leireye.config import LimitsConfig
 from leireye.ring.status import CaptureStatus
 from leireye.stats.layout import StatsSnapshot
 from leireye.text import truncate
+from leireye.web.columns import column_batches
 from leireye.web.encode import PACKET_MESSAGE_BOUND, PACKETS_PREFIX, utf8_size
 from leireye.web.feeds import Feeds
 from leireye.web.filters import FilterError, PacketFilter, parse_filters
@@ -66,6 +67,7 @@ from leireye.wire import (
     AUTH_ERROR_TEXT,
     CHANNEL_PACKETS,
     CHANNEL_STATS,
+    FORMAT_COLUMNS,
     REVOKED_TEXT,
     AuthError,
     AuthMessage,
@@ -123,6 +125,7 @@ class Session:
         self.closed: Close | None = None
         self.filter: PacketFilter | None = None  # set while subscribed to packets
         self.batch_mode = False
+        self.columns = False  # `format: "columns"`: binary batches (`columns.py`)
         self.resume_from: int | None = None  # a `since` for the hub to take (see above)
         self.replaying = False  # from `subscribe` with `since` until `replay_done()`
         self.stream_lost = 0  # ring records this stream skipped (overwritten first)
@@ -254,13 +257,18 @@ class Session:
         if not len(run):
             return
         self._last_id = int(run.ids[-1])
-        batcher = self._batches if self.batch_mode else None
+        batcher = (
+            self._column_batches if self.columns else self._batches if self.batch_mode else None
+        )
         taken = self._outbox.push_replay(run, batcher) if self.replaying else 0
         if taken < len(run):
             self._outbox.push_live(run if not taken else run.take(slice(taken, None)), batcher)
 
     def _batches(self, run: PacketRun) -> list[Frame]:
         return run.json_batches(self.limits.max_message_bytes)
+
+    def _column_batches(self, run: PacketRun) -> list[Frame]:
+        return run.binary_batches(column_batches, self.limits.max_message_bytes)
 
     def replay_lost(self, lost: int) -> None:
         """`lost` records after `since` were overwritten before the replay could read them:
@@ -340,19 +348,20 @@ class Session:
         if isinstance(parsed, FilterError):
             self._send(ErrorMessage(ErrorCode.INVALID_FILTER, parsed.message, parsed.field))
             return
-        batch = packets_options(message.options or {})
-        if isinstance(batch, ProtocolError):
-            self._send(batch.to_message())
+        options = packets_options(message.options or {})
+        if isinstance(options, ProtocolError):
+            self._send(options.to_message())
             return
+        batch, fmt = options
         since = message.since
-        self.filter, self.batch_mode = parsed, batch
+        self.filter, self.batch_mode, self.columns = parsed, batch, fmt == FORMAT_COLUMNS
         self.resume_from, self.replaying = since, since is not None
         if since is not None:
             self._last_id = min(self._last_id, since)
         echo = Subscribed(
             CHANNEL_PACKETS,
             parsed.as_dict(),
-            SubscribeOptions(batch=batch),
+            SubscribeOptions(batch=batch, format=fmt if self.columns else UNSET),
             UNSET if since is None else since,
         )
         self._send(echo)
@@ -375,7 +384,7 @@ class Session:
 
     def _on_unsubscribe(self, message: UnsubscribeMessage) -> None:
         if message.channel == CHANNEL_PACKETS:
-            self.filter, self.batch_mode = None, False
+            self.filter, self.batch_mode, self.columns = None, False, False
             self.resume_from, self.replaying = None, False
             self._outbox.purge_stream()
         elif message.channel == CHANNEL_STATS:
@@ -474,7 +483,7 @@ class Session:
         if self.batch_mode:
             limit -= len(PACKETS_PREFIX) + 2
         messages = run.messages
-        if limit >= PACKET_MESSAGE_BOUND or not len(run) or messages is None:
+        if limit >= PACKET_MESSAGE_BOUND or not len(run) or messages is None or self.columns:
             return run
         keep = [i for i, m in enumerate(messages) if utf8_size(m) <= limit]
         self._outbox.dropped += len(run) - len(keep)

@@ -67,6 +67,35 @@ def test_the_client_receives_what_the_test_sends(live: Live) -> None:
     run(go())
 
 
+def test_binary_columns_and_json_streams_carry_the_same_packets(live: Live) -> None:
+    """The default (binary batches, one PacketData each), JSON batches, and columns as arrays:
+    three subscriptions at once, the same packets in every field."""
+
+    async def go() -> None:
+        async with (
+            LeirEyeClient(live.url, token=live.token()) as a,
+            LeirEyeClient(live.url, token=live.token()) as b,
+            LeirEyeClient(live.url, token=live.token()) as c,
+        ):
+            default = await a.subscribe_packets(protocol="UDP", port=live.port)
+            as_json = await b.subscribe_packets(protocol="UDP", port=live.port, binary=False)
+            columns = await c.subscribe_packets(protocol="UDP", port=live.port, columns=True)
+            await asyncio.to_thread(send_udp, live.port, 7, b"columns")
+            got = await asyncio.wait_for(take(default, 7), scaled(10))
+            assert await asyncio.wait_for(take(as_json, 7), scaled(10)) == got
+            rows: list[int] = []
+            async for arrays in columns:
+                rows += arrays["id"].tolist()
+                for name in ("src_ip", "dst_ip", "dst_port", "length", "info", "protocol"):
+                    want = [getattr(p, name) for p in got[len(rows) - len(arrays["id"]) :]]
+                    assert arrays[name].tolist() == want[: len(arrays["id"])], name
+                if len(rows) >= 7:
+                    break
+            assert rows == [p.id for p in got]
+
+    run(go())
+
+
 def test_the_ring_head_is_read_from_health_with_the_token(live: Live) -> None:
     """Where a packets iteration starts by default: `/health` shows the ring only to a user."""
     api = f"http://127.0.0.1:{live.web}"
