@@ -48,36 +48,39 @@ def iso_ms_text(ms: int) -> str:
 def packets_of(columns: PacketColumns) -> list[PacketData]:
     """The batch as one `PacketData` per packet, field for field what JSON gives."""
     col = {name: _column(columns, name) for name in COLUMN_TYPES}
-    addresses, infos = columns.addresses, columns.infos
     seconds: dict[int, str] = {}
-    out = []
-    for i in range(columns.count):
-        ms = col["timestamp_ms"][i]
+    stamps = []
+    for ms in col["timestamp_ms"]:
         second, millis = divmod(ms, 1000)
         text = seconds.get(second)
         if text is None:
             text = seconds[second] = iso_ms_text(second * 1000)[:-5]
-        src_port, dst_port, version, vlan = (
-            col["src_port"][i], col["dst_port"][i], col["ip_version"][i], col["vlan"][i],
-        )  # fmt: skip
-        out.append(
-            PacketData(
-                id=col["id"][i],
-                timestamp=f"{text}.{millis:03d}Z",
-                src_ip=addresses[col["src_ip"][i]],
-                dst_ip=addresses[col["dst_ip"][i]],
-                src_port=None if src_port < 0 else src_port,
-                dst_port=None if dst_port < 0 else dst_port,
-                protocol=columns.protocols[col["protocol"][i]],
-                length=col["length"][i],
-                flags=list(columns.flag_sets[col["flags"][i]]),
-                info=infos[col["info"][i]],
-                app=columns.apps[col["app"][i]],
-                ip_version=version or None,
-                vlan=None if vlan < 0 else vlan,
-            )
+        stamps.append(f"{text}.{millis:03d}Z")
+
+    def texts(name: str, table: list[Any]) -> list[Any]:
+        return list(map(table.__getitem__, col[name]))
+
+    def nullable(name: str, null: int) -> list[int | None]:
+        return [None if v == null else v for v in col[name]]
+
+    return list(
+        map(
+            PacketData,
+            col["id"],
+            stamps,
+            texts("src_ip", columns.addresses),
+            texts("dst_ip", columns.addresses),
+            nullable("src_port", -1),
+            nullable("dst_port", -1),
+            texts("protocol", columns.protocols),
+            col["length"],
+            [list(f) for f in texts("flags", columns.flag_sets)],
+            texts("info", columns.infos),
+            texts("app", columns.apps),
+            nullable("ip_version", 0),
+            nullable("vlan", -1),
         )
-    return out
+    )
 
 
 def arrays_of(columns: PacketColumns) -> dict[str, np.ndarray]:
