@@ -13,6 +13,11 @@ at increasing rates and measures, per rate and per tool:
   kernel drops (status block), ring laps (`leireye_web_ring_lost_total` of every worker plus
   `leireye_stats_ring_lost_total`, from /metrics), packets each subscriber received (min/max),
   `slow_consumer` skips, p50/p99 of client receive time - packet `timestamp` (ms resolution).
+- `leireye-columns`: the same with the subscribers asking for binary batches
+  (`options.format: "columns"`).
+- `leireye+rest`, `leireye-columns+rest`: the same while a thread sends `GET
+  /api/capture/packets` with a filter that matches nothing (a walk of the whole ring), one
+  query after the other, for the length of the send.
 - `tcpdump`: `tcpdump -w /dev/null` with the same snaplen and a 64 MiB buffer, the libpcap
   ceiling: its own "captured" / "dropped by kernel" lines.
 - `tshark`: `tshark -T ek -l` piped to `reference_broadcaster.py`, broadcasting every packet's
@@ -30,13 +35,16 @@ captured * 1e7), from /proc/PID/stat of each process.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import re
 import select
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Callable
+import urllib.request
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -190,16 +198,62 @@ def finish(trial: Trial, results: list[dict[str, Any]], cpu: dict[str, float]) -
     return trial
 
 
-def leireye_trial(runner: LeirEyeRunner, rate: int, count: int, subs: int, drain_s: float) -> Trial:
-    with ClientGroup(ClientPlan(runner.ws_url, [None] * subs, batch=True)) as clients:
+def leireye_trial(
+    runner: LeirEyeRunner,
+    rate: int,
+    count: int,
+    subs: int,
+    drain_s: float,
+    fmt: str = "json",
+    rest: bool = False,
+) -> Trial:
+    plan = ClientPlan(runner.ws_url, [None] * subs, batch=True, format=fmt)
+    with ClientGroup(plan) as clients:
         clients.ready()
         before = runner.snapshot(clients.pids)
-        sent: Replay = replay(runner.pair, runner.pcap, rate, count)
+        with rest_queries(runner) if rest else contextlib.nullcontext() as queries:
+            sent: Replay = replay(runner.pair, runner.pcap, rate, count)
         results = clients.drain(1.0, drain_s)
         after = runner.snapshot(clients.pids)
     d = delivery(before, after)
-    trial = Trial("leireye", rate, sent.sent, sent.rate, d.captured, d.kernel_drops, d.ring_lost)
+    tool = "leireye" if fmt == "json" else f"leireye-{fmt}"
+    if rest:
+        tool += "+rest"
+        sys.stderr.write(f"  REST: {queries} whole-ring queries during the send\n")
+    trial = Trial(tool, rate, sent.sent, sent.rate, d.captured, d.kernel_drops, d.ring_lost)
     return finish(trial, results, d.cpu)
+
+
+class _Queries:
+    def __init__(self) -> None:
+        self.done = 0
+        self.stop = threading.Event()
+
+    def __str__(self) -> str:
+        return str(self.done)
+
+
+@contextlib.contextmanager
+def rest_queries(runner: LeirEyeRunner) -> Iterator[_Queries]:
+    """`GET /api/capture/packets` with a filter that matches nothing (a walk of the whole
+    ring), one after the other, for the length of the block."""
+    queries = _Queries()
+    url = f"{runner.base_url}/api/capture/packets?protocol=ICMP&limit=1000"
+    request = urllib.request.Request(url, headers={"authorization": f"Bearer {runner.bearer}"})
+
+    def loop() -> None:
+        while not queries.stop.is_set():
+            with urllib.request.urlopen(request, timeout=30) as reply:
+                reply.read()
+            queries.done += 1
+
+    thread = threading.Thread(target=loop, daemon=True)
+    thread.start()
+    try:
+        yield queries
+    finally:
+        queries.stop.set()
+        thread.join(35)
 
 
 def search(run: Callable[[int], Trial], rates: list[int], bisect: int) -> list[Trial]:
@@ -301,12 +355,16 @@ def main() -> int:
     by_tool: dict[str, list[Trial]] = {}
     with veth_pair(ipv6=False) as pair:
         jumbo(pair)
-        if "leireye" in tools:
+        for tool in ("leireye", "leireye-columns", "leireye+rest", "leireye-columns+rest"):
+            if tool not in tools:
+                continue
+            fmt = "columns" if "columns" in tool else "json"
             runner = LeirEyeRunner(pair, pcap, args.workers, Path(tempfile.mkdtemp()), args.outbox)
             with runner:
-                by_tool["leireye"] = search(
-                    lambda r: leireye_trial(runner, r, int(r * args.seconds), args.subs,
-                                            args.drain), rates, args.bisect)  # fmt: skip
+                by_tool[tool] = search(
+                    lambda r, runner=runner, fmt=fmt, rest="+rest" in tool: leireye_trial(
+                        runner, r, int(r * args.seconds), args.subs, args.drain, fmt, rest
+                    ), rates, args.bisect)  # fmt: skip
         if "tcpdump" in tools:
             by_tool["tcpdump"] = search(
                 lambda r: tcpdump_trial(pair, pcap, r, int(r * args.seconds)), rates, args.bisect

@@ -10,6 +10,8 @@ batch subscribers, µs per packet (best of `--repeat`) on the server:
                 by wsproto (`FrameProtocol.send_data`): the reference
   shared        the frames made once per group (`frames.PacketRun`), their bytes framed once
                 (`Frame.wire`) and written to each connection
+  wsproto       the shared frames, but each connection's text framed by wsproto (what
+                uvicorn's wsproto implementation does per `websocket.send`)
   websockets    the shared frames, but each connection's text framed by websockets'
                 `Frame.serialize` (what uvicorn's websockets implementation does per send)
   columns       the binary format (`columns.column_batches`), framed once
@@ -83,6 +85,13 @@ def main() -> None:
         for _ in range(subs):
             sink.extend(f.wire() for f in frames)
 
+    def wsproto_framing() -> None:
+        frames = PacketRun(records["seq"], messages).json_batches(MAX_BYTES)
+        for _ in range(subs):
+            proto = FrameProtocol(client=False, extensions=[])
+            for f in frames:
+                sink.append(proto.send_data(f.payload, fin=True))
+
     def websockets_framing() -> None:
         frames = PacketRun(records["seq"], messages).json_batches(MAX_BYTES)
         for _ in range(subs):
@@ -111,6 +120,7 @@ def main() -> None:
     server = {
         "per-session (reference)": best(per_session, args.repeat),
         "shared": best(shared, args.repeat),
+        "wsproto framing": best(wsproto_framing, args.repeat),
         "websockets framing": best(websockets_framing, args.repeat),
         "columns": best(columns, args.repeat),
     }

@@ -46,7 +46,11 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+import msgspec
+import numpy as np
+
 from benchmarks.traffic import send_at
+from leireye.wire import PacketColumns
 from tests.accounts import users_yaml
 from tests.sensor import Sensor, free_udp_port
 
@@ -55,6 +59,7 @@ PACKETS = '{"type":"packets",'
 ITEM = '{"id":'
 TS_KEY = '"timestamp":"'
 USER = "bench"
+_columns_decoder = msgspec.msgpack.Decoder(PacketColumns)
 DRAIN_MAX_S = 60.0  # after the sender stops, clients read on for at most this long
 
 
@@ -120,8 +125,17 @@ async def read_loop(ws: Any, counts: Counts, latency: bool) -> None:
 
     with contextlib.suppress(ConnectionClosed, asyncio.CancelledError):
         async for raw in ws:
-            assert isinstance(raw, str)
             now = time.time()
+            if isinstance(raw, bytes):  # a `packet_columns` batch (options.format "columns")
+                columns = _columns_decoder.decode(raw)
+                counts.packets += columns.count
+                counts.messages += 1
+                counts.first = counts.first or now
+                counts.last = now
+                if latency:
+                    stamps = np.frombuffer(columns.timestamp_ms, dtype="<i8")
+                    counts.latencies += (now - stamps / 1000).tolist()
+                continue
             if raw.startswith(PACKETS):
                 n = raw.count(ITEM)
             elif raw.startswith(PACKET):

@@ -38,14 +38,17 @@ class ClientPlan:
     filters: list[dict[str, Any] | None]
     batch: bool = True
     protocol: str = "leireye"
+    format: str = "json"  # or "columns": binary batches
 
 
-async def open_leireye(url: str, filters: dict[str, Any] | None, batch: bool) -> Any:
+async def open_leireye(
+    url: str, filters: dict[str, Any] | None, batch: bool, fmt: str = "json"
+) -> Any:
     from websockets.asyncio.client import connect
 
     ws = await connect(url, open_timeout=60, close_timeout=2, max_size=None, compression=None)
     subscribe: dict[str, Any] = {"type": "subscribe", "channel": "packets", "filters": filters}
-    subscribe["options"] = {"batch": batch}
+    subscribe["options"] = {"batch": batch} if fmt == "json" else {"format": fmt}
     await ws.send(json.dumps(subscribe))
     deadline = time.monotonic() + 60
     while True:  # auth_success, status, stats... then subscribed
@@ -96,7 +99,7 @@ async def run_clients(pipe: Connection, plan: ClientPlan) -> list[Counts]:
         async with gate:
             if plan.protocol == "lines":
                 return await open_lines(plan.url)
-            return await open_leireye(plan.url, filters, plan.batch)
+            return await open_leireye(plan.url, filters, plan.batch, plan.format)
 
     sockets = await asyncio.gather(*(one(f) for f in plan.filters))
     reader = read_lines if plan.protocol == "lines" else read_loop
