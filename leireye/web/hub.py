@@ -7,8 +7,10 @@ Sessions with identical filters form one group; each distinct filter's mask is c
 over the batch, the union of all masks is JSON-encoded once (one `packet` message per row), and
 each session receives references to the already-encoded messages it wants, as one
 `frames.PacketRun` per group: the batch frames of batch subscribers, and the bytes of each
-frame, are made once per group and shared too. So the cost per batch grows with the number of
-distinct filters, not with the number of subscribers.
+frame, are made once per group and shared too. Subscribers of binary batches
+(`format: "columns"`) get the group's records instead, and a read whose groups are all binary
+makes no JSON at all. So the cost per batch grows with the number of distinct filters, not with
+the number of subscribers.
 
 A session that subscribes with `since` is first fed from its own ring reader, from `since + 1`
 up to the hub's cursor, in bounded chunks, and only when it has caught up does it join its live
