@@ -189,3 +189,31 @@ def test_truncated_segment_is_refused() -> None:
 def test_invalid_start_is_refused() -> None:
     with pytest.raises(RingError):
         RingReader(make_ring(), 0)
+
+
+def test_writes_lay_out_every_byte_of_rows_and_raw_frames_across_wraps() -> None:
+    """Each slot holds the record's 256 bytes as given (seq = its id) and the frame's first
+    `raw_bytes` NUL-padded, whatever the frame: empty, one byte, exactly `raw_bytes`, longer,
+    ending in NULs, all NULs; a short frame clears what a longer one left in its slot."""
+    size = 8
+    ring = make_ring(capacity=16, raw_bytes=size)
+    writer = RingWriter(ring)
+    rng = np.random.default_rng(7)
+    shapes = [b"", b"\x01", b"ab\x00", bytes(size), b"\xff" * size, b"\xfe" * 40, b"x\x00\x00y"]
+    written: list[tuple[bytes, bytes]] = []
+    for n in (5, 16, 3, 11, 16, 1):
+        recs = np.frombuffer(rng.bytes(n * RECORD_DTYPE.itemsize), dtype=RECORD_DTYPE).copy()
+        frames = [shapes[int(i)] for i in rng.integers(0, len(shapes), n)]
+        if not written:
+            frames = [b"\xee" * 40] * n  # long frames first: later short ones must clear them
+        first = writer.write(recs, frames)
+        recs["seq"] = np.arange(first, first + n, dtype=np.uint64)
+        padded = [f[:size].ljust(size, b"\0") for f in frames]
+        written += [(r.tobytes(), raw) for r, raw in zip(recs, padded, strict=True)]
+    last = ring.write_seq
+    assert last == len(written)
+    for packet_id in range(ring.oldest_id, last + 1):
+        slot = (packet_id - 1) % ring.capacity
+        row, raw = written[packet_id - 1]
+        assert ring.records[slot].tobytes() == row
+        assert ring.raw[slot].tobytes() == raw
