@@ -312,7 +312,6 @@ class RingWriter:
     def __init__(self, ring: Ring) -> None:
         self.ring = ring
         self.chunk = max(1, ring.capacity // 8)
-        self._rows = ring.records.view(_ROW)
         self._raw_dtype = np.dtype(f"S{max(1, ring.raw_bytes)}")
         counters = ring._counters
         # A writer killed between the two counters leaves write_start ahead: those ids were
@@ -370,7 +369,7 @@ class RingWriter:
         ):
             if src.start == src.stop:
                 continue
-            self._rows[dst] = rows[src]
+            ring.records.view(_ROW)[dst] = rows[src]  # a view kept here would block close()
             if ring.raw_bytes:
                 self._write_raw(ring.raw[dst], frames[src] if frames is not None else None)
             ring.records["seq"][dst] = ids[src]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 import numpy as np
 import pytest
 
@@ -9,6 +11,7 @@ from leireye.errors import RingError
 from leireye.record import RECORD_DTYPE
 from leireye.ring import Ring, RingLayout, RingReader, RingWriter
 from leireye.ring.layout import WRITE_START_WORD
+from leireye.ring.shm import unlink_segment
 
 
 def make_ring(capacity: int = 64, raw_bytes: int = 16) -> Ring:
@@ -217,3 +220,17 @@ def test_writes_lay_out_every_byte_of_rows_and_raw_frames_across_wraps() -> None
         row, raw = written[packet_id - 1]
         assert ring.records[slot].tobytes() == row
         assert ring.raw[slot].tobytes() == raw
+
+
+def test_a_shared_ring_closes_while_its_writer_lives() -> None:
+    """The capture process closes its ring with the writer still referenced: the writer must
+    hold no view of the mapping (unmapping under one raises BufferError)."""
+    name = f"leireye-test-ring-{uuid.uuid4().hex[:10]}"
+    ring = Ring.create(name, RingLayout(capacity=64, raw_bytes=16))
+    try:
+        writer = RingWriter(ring)
+        writer.write(records(70), [b"frame"] * 70)
+        ring.close()
+    finally:
+        unlink_segment(name)
+    assert writer.next_id == 71
