@@ -23,6 +23,7 @@ lint: setup
 
 bench: setup
 	.venv/bin/python benchmarks/bench_decode.py
+	.venv/bin/python benchmarks/bench_capture_path.py --process
 	.venv/bin/python benchmarks/bench_ring.py
 	.venv/bin/python benchmarks/bench_stats.py
 	.venv/bin/python benchmarks/bench_encode.py

@@ -91,11 +91,16 @@ class PacketSource(ABC):
         """One `pcap_dispatch` of up to `limit` (default `batch_max`) packets, appended as
         private copies."""
 
-        def collect(t: int, pkt: bytes) -> None:
-            ts.append(t)
-            frames.append(pkt if type(pkt) is bytes else bytes(pkt))  # never a view into libpcap
+        first = len(frames)
+
+        # The one Python call per packet: the appends are bound once, not looked up per packet.
+        def collect(t: int, pkt: bytes, ts_add: Any = ts.append, add: Any = frames.append) -> None:
+            ts_add(t)
+            add(pkt)
 
         n: int = self._handle.dispatch(limit or self.batch_max, collect)
+        if len(frames) > first and type(frames[-1]) is not bytes:  # pypcap 1.3 copies to bytes;
+            frames[first:] = [bytes(f) for f in frames[first:]]  # never keep a view into libpcap
         return n
 
 
@@ -245,9 +250,15 @@ class OfflineSource(PacketSource):
                 take = self._pos
                 while take < end and self._pending_ts[take] - first <= now_rel:
                     take += 1
-            for i in range(self._pos, take):
-                ts.append(self._anchor_wall + int((self._pending_ts[i] - first) / factor))
-                frames.append(self._pending[i])
+            if take > self._pos:
+                moved = self._pending_ts[self._pos : take]
+                base = self._anchor_wall - first
+                if factor == 1.0:
+                    ts.extend([base + t for t in moved])
+                else:
+                    wall = self._anchor_wall
+                    ts.extend([wall + int((t - first) / factor) for t in moved])
+                frames.extend(self._pending[self._pos : take])
             self._pos = take
             if take < end:  # paced, and the next packet is not due yet
                 now = self._clock()
@@ -431,7 +442,13 @@ _COOKED: Final[dict[int, tuple[int, int]]] = {
 
 
 def wire_lengths(frames: list[bytes], linktype: int, snaplen: int) -> list[int]:
-    return [n if (n := len(f)) < snaplen else wire_length(f, linktype, snaplen) for f in frames]
+    lengths = list(map(len, frames))
+    if not lengths or max(lengths) < snaplen:  # nothing was cut: the common case, no walk
+        return lengths
+    for i, n in enumerate(lengths):
+        if n >= snaplen:
+            lengths[i] = wire_length(frames[i], linktype, snaplen)
+    return lengths
 
 
 def wire_length(frame: bytes, linktype: int, snaplen: int) -> int:

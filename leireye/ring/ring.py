@@ -57,6 +57,7 @@ from leireye.ring.layout import WRITE_SEQ_WORD, WRITE_START_WORD, RingLayout
 from leireye.ring.shm import Segment, attach_segment, create_segment
 
 Start = Literal["oldest", "latest"] | int
+_ROW = np.dtype((np.void, RECORD_DTYPE.itemsize))
 Buffer = bytearray | mmap.mmap
 
 
@@ -311,6 +312,7 @@ class RingWriter:
     def __init__(self, ring: Ring) -> None:
         self.ring = ring
         self.chunk = max(1, ring.capacity // 8)
+        self._raw_dtype = np.dtype(f"S{max(1, ring.raw_bytes)}")
         counters = ring._counters
         # A writer killed between the two counters leaves write_start ahead: those ids were
         # never published, and their slots may be half written. Skip past them, so no reader can
@@ -356,9 +358,9 @@ class RingWriter:
         last = first + n - 1
         counters = ring._counters
         counters[WRITE_START_WORD] = last
-        raw = self._pack_raw(frames, n)
         ids = np.arange(first_id, first_id + n, dtype=np.uint64)
         records["seq"] = 0
+        rows = records.view(_ROW)  # whole rows: a structured copy goes field by field, 10x slower
         slot = (first - 1) % ring.capacity
         head = min(n, ring.capacity - slot)
         for dst, src in (
@@ -367,18 +369,18 @@ class RingWriter:
         ):
             if src.start == src.stop:
                 continue
-            ring.records[dst] = records[src]
-            if raw is not None:
-                ring.raw[dst] = raw[src]
+            ring.records.view(_ROW)[dst] = rows[src]  # a view kept here would block close()
+            if ring.raw_bytes:
+                self._write_raw(ring.raw[dst], frames[src] if frames is not None else None)
             ring.records["seq"][dst] = ids[src]
         counters[WRITE_SEQ_WORD] = last
         self.next_id = last + 1
 
-    def _pack_raw(self, frames: Sequence[bytes] | None, n: int) -> np.ndarray | None:
-        size = self.ring.raw_bytes
-        if size == 0:
-            return None
+    def _write_raw(self, slots: np.ndarray, frames: Sequence[bytes] | None) -> None:
+        """The first `raw_bytes` of each frame straight into its slot, NUL-padded: numpy's
+        fixed-width bytes assignment cuts and pads in one C loop, with no joined copy between
+        the frames and the shared memory."""
         if frames is None:
-            return np.zeros((n, size), dtype=np.uint8)
-        joined = b"".join([f[:size].ljust(size, b"\0") for f in frames])
-        return np.frombuffer(joined, dtype=np.uint8).reshape(n, size)
+            slots[:] = 0
+        else:
+            slots.view(self._raw_dtype).reshape(-1)[:] = frames

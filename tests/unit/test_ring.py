@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 import numpy as np
 import pytest
 
@@ -9,6 +11,7 @@ from leireye.errors import RingError
 from leireye.record import RECORD_DTYPE
 from leireye.ring import Ring, RingLayout, RingReader, RingWriter
 from leireye.ring.layout import WRITE_START_WORD
+from leireye.ring.shm import unlink_segment
 
 
 def make_ring(capacity: int = 64, raw_bytes: int = 16) -> Ring:
@@ -189,3 +192,45 @@ def test_truncated_segment_is_refused() -> None:
 def test_invalid_start_is_refused() -> None:
     with pytest.raises(RingError):
         RingReader(make_ring(), 0)
+
+
+def test_writes_lay_out_every_byte_of_rows_and_raw_frames_across_wraps() -> None:
+    """Each slot holds the record's 256 bytes as given (seq = its id) and the frame's first
+    `raw_bytes` NUL-padded, whatever the frame: empty, one byte, exactly `raw_bytes`, longer,
+    ending in NULs, all NULs; a short frame clears what a longer one left in its slot."""
+    size = 8
+    ring = make_ring(capacity=16, raw_bytes=size)
+    writer = RingWriter(ring)
+    rng = np.random.default_rng(7)
+    shapes = [b"", b"\x01", b"ab\x00", bytes(size), b"\xff" * size, b"\xfe" * 40, b"x\x00\x00y"]
+    written: list[tuple[bytes, bytes]] = []
+    for n in (5, 16, 3, 11, 16, 1):
+        recs = np.frombuffer(rng.bytes(n * RECORD_DTYPE.itemsize), dtype=RECORD_DTYPE).copy()
+        frames = [shapes[int(i)] for i in rng.integers(0, len(shapes), n)]
+        if not written:
+            frames = [b"\xee" * 40] * n  # long frames first: later short ones must clear them
+        first = writer.write(recs, frames)
+        recs["seq"] = np.arange(first, first + n, dtype=np.uint64)
+        padded = [f[:size].ljust(size, b"\0") for f in frames]
+        written += [(r.tobytes(), raw) for r, raw in zip(recs, padded, strict=True)]
+    last = ring.write_seq
+    assert last == len(written)
+    for packet_id in range(ring.oldest_id, last + 1):
+        slot = (packet_id - 1) % ring.capacity
+        row, raw = written[packet_id - 1]
+        assert ring.records[slot].tobytes() == row
+        assert ring.raw[slot].tobytes() == raw
+
+
+def test_a_shared_ring_closes_while_its_writer_lives() -> None:
+    """The capture process closes its ring with the writer still referenced: the writer must
+    hold no view of the mapping (unmapping under one raises BufferError)."""
+    name = f"leireye-test-ring-{uuid.uuid4().hex[:10]}"
+    ring = Ring.create(name, RingLayout(capacity=64, raw_bytes=16))
+    try:
+        writer = RingWriter(ring)
+        writer.write(records(70), [b"frame"] * 70)
+        ring.close()
+    finally:
+        unlink_segment(name)
+    assert writer.next_id == 71

@@ -27,6 +27,7 @@ from leireye.capture.source import (
     open_source,
     resolve_interface,
     wire_length,
+    wire_lengths,
 )
 from leireye.config import CaptureConfig, ReplayConfig
 from leireye.errors import CaptureError
@@ -418,3 +419,38 @@ def test_wire_length_through_vlan_tags_and_ipv6() -> None:
     assert wire_length(tagged[:100], LinkType.EN10MB, 100) == 18 + 40 + 500
     arp_like = b"\x02" * 12 + b"\x08\x06" + bytes(200)
     assert wire_length(arp_like[:64], LinkType.EN10MB, 64) == 64
+
+
+@pytest.mark.parametrize("snaplen", [64, 96, 1600])
+@pytest.mark.parametrize("linktype", [LinkType.EN10MB, LinkType.RAW, LinkType.LINUX_SLL])
+def test_wire_lengths_of_a_batch_are_each_frames_wire_length(
+    linktype: LinkType, snaplen: int
+) -> None:
+    """The batch shortcut (no frame cut: their lengths) and the walk of the cut frames give
+    what `wire_length` gives frame by frame, for whole, cut, empty and garbage frames."""
+    frames = [udp_frame(i, payload_len=i * 37 % 1400)[:snaplen] for i in range(60)]
+    frames += [b"", b"\x45", b"\xff" * snaplen, b"\x60" + bytes(snaplen - 1), bytes(snaplen)]
+    for batch in (frames, frames[:3], [f for f in frames if len(f) < snaplen], []):
+        expected = [wire_length(f, linktype, snaplen) for f in batch]
+        assert wire_lengths(batch, linktype, snaplen) == expected
+
+
+@pytest.mark.parametrize("speed", ["max", 4.0, 0.5])
+def test_replay_timestamps_follow_the_file_at_any_speed(tmp_path: Path, speed: object) -> None:
+    """The replay's timestamps are the file's spacing divided by the speed factor ("max": 1),
+    whatever the batch boundaries."""
+    gaps = [1_000 * (i % 5 + 1) for i in range(300)]
+    frames = write_pcap(tmp_path / "a.pcap", gaps)
+    clock = FakeClock()
+    source = OfflineSource(
+        str(tmp_path / "a.pcap"),
+        config(tmp_path / "a.pcap", speed=speed, batch_max=7),
+        clock=clock,
+        sleep=lambda s: setattr(clock, "now", clock.now + int(s * 1e9) + 1),
+    )
+    ts, _, got = flat(drain(source))
+    factor = 1.0 if speed == "max" else float(speed)  # type: ignore[arg-type]
+    offsets = list(itertools.accumulate(gaps[1:], initial=0))
+    assert got == frames
+    assert [t - ts[0] for t in ts] == [int(o / factor) for o in offsets]
+    source.close()
