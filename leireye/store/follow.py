@@ -49,6 +49,15 @@ _PRINTABLE: Final = bytes(b if 0x20 <= b < 0x7F or b in b"\t\n\r" else 0x2E for 
 
 
 @dataclass(frozen=True, slots=True)
+class Conversation:
+    """What to follow: the transport ("TCP" or "UDP") and its two ends, in either order."""
+
+    transport: str
+    a: Endpoint
+    b: Endpoint
+
+
+@dataclass(frozen=True, slots=True)
 class Segment:
     """Payload bytes of one direction at byte `offset` of it, or (data empty) a gap of `gap`
     missing bytes there; `ts_ns` is the capture time of the frame that brought the first byte
@@ -107,15 +116,15 @@ def ascii_text(data: bytes) -> str:
 
 def follow(
     frames: Iterable[tuple[int, int, bytes]],
-    conversation: tuple[str, Endpoint, Endpoint] | None = None,
+    conversation: Conversation | None = None,
     max_bytes: int = DEFAULT_MAX_BYTES,
 ) -> Stream:
-    """Reassemble the conversation `(transport, endpoint, endpoint)` ("TCP"/"UDP", either
-    order) from `frames`; None follows the first TCP or UDP conversation found."""
+    """Reassemble `conversation` from `frames` (consumed once, lazily); None follows the first
+    TCP or UDP conversation found."""
     want: tuple[int, frozenset[Endpoint]] | None = None
     if conversation is not None:
-        proto, one, two = conversation
-        want = (TCP if proto.upper() == "TCP" else UDP, frozenset((one, two)))
+        proto = TCP if conversation.transport.upper() == "TCP" else UDP
+        want = (proto, frozenset((conversation.a, conversation.b)))
     packets: list[tuple[int, Payload]] = []
     skipped = 0
     for ts_ns, linktype, frame in frames:
@@ -186,6 +195,7 @@ class _Half:
         self.retransmitted = 0
         self.conflicts = 0
         self.dropped = False  # bytes past `limit` were seen
+        self.cut_ts: dict[int, int] = {}  # offset where a cut frame's missing bytes start -> ts
 
     def offset(self, seq: int) -> int:
         if self.anchor is None:
@@ -244,14 +254,17 @@ class _Half:
                 continue
             if at < base:
                 data, at = data[base - at :], base
-            ready = max(ready, ts)
             if at > pos:
-                yield ready, Segment(direction, pos - base, b"", at - pos, ts)
+                gap_ts = self.cut_ts.get(pos, ts)
+                ready = max(ready, gap_ts)
+                yield ready, Segment(direction, pos - base, b"", at - pos, gap_ts)
+            ready = max(ready, ts)
             yield ready, Segment(direction, at - base, data, 0, ts)
             pos = end
         if self.end is not None and self.end > pos and not self.dropped:
-            ready = max(ready, self.end_ts)
-            yield ready, Segment(direction, pos - base, b"", self.end - pos, self.end_ts)
+            gap_ts = self.cut_ts.get(pos, self.end_ts)
+            ready = max(ready, gap_ts)
+            yield ready, Segment(direction, pos - base, b"", self.end - pos, gap_ts)
 
 
 def _reassemble(stream: Stream, packets: list[tuple[int, Payload]]) -> None:
@@ -268,6 +281,8 @@ def _reassemble(stream: Stream, packets: list[tuple[int, Payload]]) -> None:
             stream.ended.setdefault(direction, "rst")
         if p.data:
             half.add(at, p.data, ts_ns)
+        if p.missing:
+            half.cut_ts.setdefault(at + len(p.data), ts_ns)
         if p.flags & TcpFlag.FIN and half.end is None:
             half.end, half.end_ts = at + len(p.data) + p.missing, ts_ns
             stream.ended[direction] = "fin"

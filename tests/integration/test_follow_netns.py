@@ -22,7 +22,7 @@ from pathlib import Path
 import dpkt
 import pytest
 
-from leireye.store.follow import Stream, follow
+from leireye.store.follow import Conversation, Stream, follow
 from leireye.store.payload import transport_payload
 from tests.impair import impaired_path
 from tests.netns import skip_unless_root
@@ -175,7 +175,7 @@ def test_reassembly_of_a_lossy_reordered_capture_gives_what_each_side_sent(
         client_sent, server_sent = exchange(client, server, random.Random(15))
 
         def reassembled() -> Stream | None:
-            st = follow(_read_pcap(pcap), ("TCP", client_end, (server_ip, port)))
+            st = follow(_read_pcap(pcap), Conversation("TCP", client_end, (server_ip, port)))
             complete = st.data("client") == client_sent and st.data("server") == server_sent
             return st if complete and len(st.ended) == 2 else None
 

@@ -3,58 +3,16 @@
 from __future__ import annotations
 
 import random
-import socket
 
-import dpkt
 import pytest
 
 from leireye.record import LinkType
-from leireye.store.follow import Segment, Stream, ascii_text, follow
+from leireye.store.follow import Conversation, Segment, Stream, ascii_text, follow
 from leireye.store.payload import transport_payload
+from tests.tcpframes import ACK, FIN, RST, SYN, frame
 
 C, S = ("10.0.0.1", 40000), ("10.0.0.2", 80)
-FIN, SYN, RST, PSH, ACK = 0x01, 0x02, 0x04, 0x08, 0x10
 ISN_C, ISN_S = 1000, 5000
-
-
-def frame(
-    src: tuple[str, int],
-    dst: tuple[str, int],
-    seq: int,
-    data: bytes = b"",
-    flags: int = ACK | PSH,
-    *,
-    v6: bool = False,
-    udp: bool = False,
-    vlan: int | None = None,
-) -> bytes:
-    l4: dpkt.Packet
-    if udp:
-        l4 = dpkt.udp.UDP(sport=src[1], dport=dst[1], data=data)
-        l4.ulen = 8 + len(data)
-    else:
-        l4 = dpkt.tcp.TCP(sport=src[1], dport=dst[1], seq=seq % 2**32, flags=flags, data=data)
-    proto = dpkt.ip.IP_PROTO_UDP if udp else dpkt.ip.IP_PROTO_TCP
-    ip: dpkt.Packet
-    if v6:
-        ip = dpkt.ip6.IP6(src=_v6(src[0]), dst=_v6(dst[0]), nxt=proto, hlim=64, data=l4)
-        ip.plen = len(bytes(l4))
-        ethertype = dpkt.ethernet.ETH_TYPE_IP6
-    else:
-        ip = dpkt.ip.IP(
-            src=socket.inet_aton(src[0]), dst=socket.inet_aton(dst[0]), p=proto, data=l4
-        )
-        ip.len = 20 + len(bytes(l4))
-        ethertype = dpkt.ethernet.ETH_TYPE_IP
-    body = bytes(ip)
-    head = b"\x02\x00\x00\x00\x00\x01\x02\x00\x00\x00\x00\x02"
-    if vlan is not None:
-        head += b"\x81\x00" + vlan.to_bytes(2, "big")
-    return head + ethertype.to_bytes(2, "big") + body
-
-
-def _v6(text: str) -> bytes:
-    return socket.inet_pton(socket.AF_INET6, text)
 
 
 def run(frames: list[bytes], **kw: object) -> Stream:
@@ -211,7 +169,7 @@ def test_other_conversations_and_non_tcp_frames_are_skipped() -> None:
         b"\x00" * 10,
         frame(C, S, ISN_C + 1, b"ours"),
     ]
-    st = run(frames, conversation=("TCP", S, C))
+    st = run(frames, conversation=Conversation("TCP", S, C))
     assert st.data() == b"ours" and st.skipped == 3 and st.frames == 4
 
 
@@ -293,3 +251,28 @@ def test_payload_of_other_link_types() -> None:
 
 def test_ascii_text_like_wireshark() -> None:
     assert ascii_text(b"GET /\r\n\t\x00\xff~") == "GET /\r\n\t..~"
+
+
+def test_store_frames_hands_the_time_range_to_the_reader() -> None:
+    from dataclasses import dataclass
+
+    from leireye.store.source import StoreFrames
+
+    @dataclass
+    class Stored:
+        ts_ns: int
+        linktype: int
+        data: bytes
+
+    asked: list[tuple[int, int]] = []
+
+    class Reader:
+        def between(self, from_ns: int, to_ns: int) -> list[Stored]:
+            asked.append((from_ns, to_ns))
+            frames = [*handshake(), frame(C, S, ISN_C + 1, b"stored whole")]
+            return [Stored(i, LinkType.EN10MB, f) for i, f in enumerate(frames)]
+
+    found = StoreFrames(Reader()).conversation(Conversation("TCP", C, S), 5, None)
+    assert found.source == "store" and found.cut_at is None
+    assert follow(found.frames, Conversation("TCP", C, S)).data() == b"stored whole"
+    assert asked == [(5, 2**63 - 1)]
