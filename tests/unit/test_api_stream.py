@@ -75,7 +75,7 @@ def test_reassembled_json_with_the_ring_cut_marked(get: Callable[..., Reply]) ->
     assert segs[1]["gap"] == len(BODY) - kept
     assert base64.b64decode(segs[2]["data"]) == REPLY
     assert body["gap_bytes"] == len(BODY) - kept and body["cut_frames"] == 1
-    assert "frames cut at 256 bytes" in body["incomplete"]
+    assert "1 frame cut at 256 bytes" in body["incomplete"]
     assert body["ended"] == {"client": "fin"} and body["frames"] == 6
 
 

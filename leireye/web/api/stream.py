@@ -136,8 +136,8 @@ def stream_body(st: Stream, found: Frames, encoding: str) -> dict[str, object]:
     incomplete = None
     if st.cut_frames and found.cut_at is not None:
         incomplete = (
-            f"incomplete: {st.cut_frames} frames cut at {found.cut_at} bytes in the {found.source}"
-            " (the packet store keeps them whole)"
+            f"incomplete: {st.cut_frames} frame{'s' if st.cut_frames > 1 else ''} cut at "
+            f"{found.cut_at} bytes in the {found.source} (the packet store keeps them whole)"
         )
     segments = []
     for s in st.segments:
