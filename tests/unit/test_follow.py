@@ -245,8 +245,14 @@ def test_payload_of_other_link_types() -> None:
         p = transport_payload(buf, linktype)
         assert p is not None and (p.src, p.sport, p.seq, p.data) == ("10.0.0.1", 40000, 7, b"data")
     assert transport_payload(eth, 999) is None
-    for n in range(len(eth)):
-        transport_payload(eth[:n], LinkType.EN10MB)  # never raises
+    v6 = frame(("fd00::1", 1), ("fd00::2", 2), 7, b"data", v6=True, vlan=3)
+    rng = random.Random(7)
+    for linktype in LinkType:
+        for buf in (eth, v6, ip):
+            for n in range(len(buf)):
+                transport_payload(buf[:n], linktype)  # never raises
+        for _ in range(300):
+            transport_payload(rng.randbytes(rng.randint(0, 80)), linktype)
 
 
 def test_ascii_text_like_wireshark() -> None:
