@@ -144,7 +144,13 @@ export class FollowDialog {
     if (this.#query === null) return;
     const direction = this.#direction.value;
     const path = `/api/stream${queryString({ ...this.#query, format: 'raw', direction })}`;
-    const response = await this.#session.request('GET', path, { raw: true });
+    let response;
+    try {
+      response = await this.#session.request('GET', path, { raw: true });
+    } catch (err) {
+      this.#summary.replaceChildren(h('span', { class: 'error', id: 'follow-error' }, err.message));
+      return;
+    }
     const blob = await response.blob();
     const disposition = response.headers.get('Content-Disposition') ?? '';
     const name = /filename="([^"]+)"/.exec(disposition)?.[1] ?? 'stream.bin';
