@@ -111,3 +111,18 @@ def test_roles_and_bad_queries(get: Callable[..., Reply]) -> None:
     assert_error(get({**ENDS, "max_bytes": str(1 << 40)}), 400, "BAD_REQUEST")
     assert_error(get({"transport": "udp", **ENDS}), 404, "NOT_FOUND")
     assert_error(get({"a": "[fd00::1]:80", "b": ENDS["b"]}), 404, "NOT_FOUND")
+
+
+def test_a_flow_names_its_conversation_and_time_range() -> None:
+    from leireye.flows.model import Flow
+    from leireye.store.follow import Conversation
+    from leireye.web.api.stream import conversation_of
+
+    flow = Flow(uid="C1", vlan=None, transport="TCP", ip_version=4, orig_ip=C[0],
+                orig_port=C[1], resp_ip=S[0], resp_port=S[1], app=None, first_ns=5,
+                last_ns=9)  # fmt: skip
+    assert conversation_of(flow) == (Conversation("TCP", C, S), 5, 9)
+    icmp = Flow(uid="C2", vlan=None, transport="ICMP", ip_version=4, orig_ip=C[0], orig_port=8,
+                resp_ip=S[0], resp_port=0, app=None, first_ns=5, last_ns=9)  # fmt: skip
+    with pytest.raises(ValueError, match="no stream"):
+        conversation_of(icmp)

@@ -18,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from leireye.flows.model import Flow
 from leireye.store.follow import Conversation, Endpoint, Stream, ascii_text, follow
 from leireye.store.source import Frames, FrameSource
 from leireye.web.api.context import ApiContext, context, require
@@ -99,8 +100,25 @@ def reassemble(source: FrameSource, conv: Conversation, from_ns: int | None, to_
 async def stream(request: Request) -> Response:
     require(request, "ANALYST")
     ctx = context(request)
+    conv, from_ns, to_ns, max_bytes = parse_query(request.query_params,
+                                                  ctx.config.limits.follow_max_bytes)  # fmt: skip
+    return await answer(request, conv, from_ns, to_ns, max_bytes)
+
+
+def conversation_of(flow: Flow) -> tuple[Conversation, int, int]:
+    """A flow's conversation and time range, for `GET /api/flows/{uid}/stream` (the caller
+    looks the flow up by uid, then calls `answer`); ValueError for a flow without ports."""
+    if flow.transport not in ("TCP", "UDP") or flow.orig_port is None or flow.resp_port is None:
+        raise ValueError(f"a {flow.transport} flow has no stream to follow")
+    orig, resp = (flow.orig_ip, flow.orig_port), (flow.resp_ip, flow.resp_port)
+    return Conversation(flow.transport, orig, resp), flow.first_ns, flow.last_ns
+
+
+async def answer(request: Request, conv: Conversation, from_ns: int | None, to_ns: int | None,
+                 max_bytes: int) -> Response:  # fmt: skip
+    """The Follow Stream answer for `conv` (the caller checked the role): the query's
+    `format`, `direction` and `encoding` say its shape."""
     query = request.query_params
-    conv, from_ns, to_ns, max_bytes = parse_query(query, ctx.config.limits.follow_max_bytes)
     fmt, direction = query.get("format", "json"), query.get("direction", "both")
     encoding = query.get("encoding", "base64")
     if fmt not in ("json", "raw") or direction not in DIRECTIONS:
@@ -108,7 +126,7 @@ async def stream(request: Request) -> Response:
                        "server or both")  # fmt: skip
     if encoding not in ("base64", "text"):
         raise ApiError(400, "BAD_REQUEST", "encoding must be base64 or text")
-    args = (frame_source(ctx), conv, from_ns, to_ns, max_bytes)
+    args = (frame_source(context(request)), conv, from_ns, to_ns, max_bytes)
     st, found = await asyncio.to_thread(reassemble, *args)
     if not st.frames:
         a, b = (f"{ip}:{port}" for ip, port in (conv.a, conv.b))
