@@ -183,6 +183,8 @@ class LimitsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # GET /api/capture/packets returns.
     api_max_body_bytes: Annotated[int, msgspec.Meta(ge=1024, le=16_777_216)] = 65536
     api_packets_max: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 1000
+    # Follow Stream (GET /api/stream): the most payload bytes one answer carries.
+    follow_max_bytes: Annotated[int, msgspec.Meta(ge=1024, le=1 << 30)] = 16 << 20
 
 
 class LoggingConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

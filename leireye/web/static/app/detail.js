@@ -5,6 +5,7 @@ import { h } from './dom.js';
 import { count, dateTime } from './format.js';
 import { hasRole } from './api.js';
 import { protocolClass, protocolLabel } from './table.js';
+import { FollowDialog, followable } from './follow.js';
 
 export class DetailPane {
   #root;
@@ -13,6 +14,8 @@ export class DetailPane {
   #session;
   #request = 0;
   #hexBytes = [];
+  #follow = null;
+  #packet = null;
   packetId = null;
 
   constructor({ root, session, onClose }) {
@@ -36,6 +39,7 @@ export class DetailPane {
   async show(packet) {
     const request = ++this.#request;
     this.packetId = packet.id;
+    this.#packet = packet;
     this.#root.hidden = false;
     this.#title.replaceChildren(...summaryLine(packet));
     const allowed = hasRole(this.#session.user, 'ANALYST');
@@ -68,12 +72,24 @@ export class DetailPane {
     for (const layer of detail.layers ?? []) layers.append(this.#layer(layer));
     const meta = h('div', { class: 'detail-meta muted' },
       `${dateTime(detail.timestamp)} · ${count(detail.wire_length)} bytes on the wire`,
-      detail.truncated ? ` · ${count(detail.stored_length)} stored` : '');
+      detail.truncated ? ` · ${count(detail.stored_length)} stored` : '',
+      this.#followButton());
     const hex = this.#hex(detail.raw_hex ?? '');
     this.#body.replaceChildren(
       h('div', { class: 'detail-tree' }, meta, layers),
       hex,
     );
+  }
+
+  #followButton() {
+    const packet = this.#packet;
+    if (packet === null || !followable(packet)) return null;
+    const open = () => {
+      this.#follow ??= new FollowDialog(this.#session);
+      this.#follow.open(packet);
+    };
+    return h('button', { type: 'button', id: 'detail-follow', class: 'ghost', onclick: open,
+      title: 'Reassemble this conversation (GET /api/stream)' }, `Follow ${packet.protocol} Stream`);
   }
 
   #layer(layer) {
