@@ -1,0 +1,159 @@
+"""One flow as a fixed-size row: what the table reports, the shared memory holds, and `Flow` is
+built from.
+
+A row is a copy of a flow at one moment (ended, or a snapshot of an active one). Fixed size, so
+that a batch of them is one numpy array the view copies into shared memory as is, and the web
+workers turn into `Flow` structs only for what a client asks for. Texts are UTF-8, NUL-padded,
+cut to their column (the application fields of a flow are short in practice; a longer HTTP path
+is cut).
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+import numpy as np
+
+from leireye.record import APP_LABELS, NO_VLAN, PROTO_LABELS, Proto, halves_to_ip
+
+from . import tcpstate
+from .model import EndReason, Flow
+
+FLOW_ROW: Final = np.dtype(
+    [
+        ("uid", "<u8"),
+        ("first_ns", "<i8"),
+        ("last_ns", "<i8"),
+        ("orig_hi", "<u8"),
+        ("orig_lo", "<u8"),
+        ("resp_hi", "<u8"),
+        ("resp_lo", "<u8"),
+        ("orig_pkts", "<u8"),
+        ("orig_bytes", "<u8"),
+        ("resp_pkts", "<u8"),
+        ("resp_bytes", "<u8"),
+        ("vlan", "<u2"),
+        ("orig_port", "<u2"),
+        ("resp_port", "<u2"),
+        ("seen", "<u2"),  # history letters seen, bit letter + 6 * direction
+        ("ip_version", "u1"),
+        ("proto", "u1"),  # record.Proto of the transport
+        ("ip_proto", "u1"),
+        ("app", "u1"),
+        ("has_ports", "u1"),
+        ("state", "u1"),  # tcpstate: orig_state * 7 + resp_state
+        ("conn_state", "u1"),  # index into tcpstate.CONN_STATES
+        ("end_reason", "u1"),  # index into END_REASONS (0: active)
+        ("history", "S16"),
+        ("dns_query", "S64"),
+        ("dns_rcode", "S12"),
+        ("tls_sni", "S64"),
+        ("tls_alpn", "S32"),
+        ("http_host", "S64"),
+        ("http_method", "S12"),
+        ("http_path", "S64"),
+        ("ssh_banner", "S48"),
+    ],
+    align=False,
+)
+
+TEXT_FIELDS: Final = (
+    "dns_query",
+    "dns_rcode",
+    "tls_sni",
+    "tls_alpn",
+    "http_host",
+    "http_method",
+    "http_path",
+    "ssh_banner",
+)
+END_REASONS: Final[tuple[EndReason | None, ...]] = (
+    None,
+    "fin",
+    "rst",
+    "idle",
+    "active",
+    "evicted",
+    "shutdown",
+)
+END_INDEX: Final = {reason: i for i, reason in enumerate(END_REASONS)}
+TRANSPORTS: Final = {Proto.TCP, Proto.UDP, Proto.ICMP, Proto.ICMPV6, Proto.SCTP}
+
+
+def _conn_table() -> np.ndarray:
+    """TCP conn_state by (state, orig sent data, resp sent data), the history-free cases."""
+    table = np.zeros((tcpstate.N_STATES**2, 2, 2), dtype=np.uint8)
+    for state in range(tcpstate.N_STATES**2):
+        for o in (0, 1):
+            for r in (0, 1):
+                name = tcpstate.tcp_conn_state(state, "", bool(o), bool(r))
+                table[state, o, r] = tcpstate.CONN_STATE_INDEX[name]
+    return table
+
+
+_TCP_CONN: Final = _conn_table()
+_ORIG_D: Final = 1 << tcpstate.D
+_RESP_D: Final = 1 << (tcpstate.D + 6)
+
+
+def fill_conn_state(rows: np.ndarray) -> None:
+    """Set `conn_state` of every row from its state, letters and history."""
+    seen = rows["seen"]
+    orig_d = (seen & _ORIG_D) != 0
+    resp_d = (seen & _RESP_D) != 0
+    other = np.full(len(rows), tcpstate.CONN_STATE_INDEX["OTH"], dtype=np.uint8)
+    udp = np.where(orig_d, np.where(resp_d, 3, 1), np.where(resp_d, 12, 13)).astype(np.uint8)
+    tcp = _TCP_CONN[rows["state"], orig_d.astype(np.intp), resp_d.astype(np.intp)]
+    proto = rows["proto"]
+    rows["conn_state"] = np.where(proto == Proto.TCP, tcp, np.where(proto == Proto.UDP, udp, other))
+    # RSTOS0 depends on the order of the letters: the rare rows that may be it, one by one.
+    maybe = (proto == Proto.TCP) & (rows["conn_state"] == tcpstate.CONN_STATE_INDEX["OTH"])
+    maybe &= rows["state"] // tcpstate.N_STATES == tcpstate.RESET
+    for i in np.flatnonzero(maybe).tolist():
+        row = rows[i]
+        name = tcpstate.tcp_conn_state(
+            int(row["state"]), row["history"].decode(), bool(orig_d[i]), bool(resp_d[i])
+        )
+        rows["conn_state"][i] = tcpstate.CONN_STATE_INDEX[name]
+
+
+def uid_text(uid: int) -> str:
+    return f"C{uid:016x}"
+
+
+def _text(value: bytes) -> str | None:
+    return value.decode("utf-8", "replace") if value else None
+
+
+def to_flows(rows: np.ndarray) -> list[Flow]:
+    """`Flow` structs of `rows` (one Python step per row)."""
+    flows: list[Flow] = []
+    for row in rows.tolist():
+        (uid, first, last, ohi, olo, rhi, rlo, op, ob, rp, rb, vlan, oport, rport, _seen,
+         ipv, proto, _ipp, app, has_ports, _state, conn, end, history, *texts) = row  # fmt: skip
+        fields = {name: _text(value) for name, value in zip(TEXT_FIELDS, texts, strict=True)}
+        icmp = proto in (Proto.ICMP, Proto.ICMPV6)
+        flows.append(
+            Flow(
+                uid=uid_text(uid),
+                vlan=None if vlan == NO_VLAN else vlan,
+                transport=PROTO_LABELS[proto] if proto in TRANSPORTS else "OTHER",
+                ip_version=ipv,
+                orig_ip=halves_to_ip(ohi, olo, ipv),
+                orig_port=oport if has_ports or icmp else None,
+                resp_ip=halves_to_ip(rhi, rlo, ipv),
+                resp_port=rport if has_ports or icmp else None,
+                app=APP_LABELS[app] or None,
+                first_ns=first,
+                last_ns=last,
+                orig_pkts=op,
+                orig_bytes=ob,
+                resp_pkts=rp,
+                resp_bytes=rb,
+                conn_state=tcpstate.CONN_STATES[conn] or None,
+                history=history.decode("ascii"),
+                end_reason=END_REASONS[end],
+                **fields,
+            )
+        )
+    return flows
