@@ -10,10 +10,15 @@ or a Host header past them, is not seen (the field stays None).
 
 from __future__ import annotations
 
-from typing import Final
+from typing import TYPE_CHECKING, Final
+
+import numpy as np
 
 from leireye.decode.names import DNS_RCODES
 from leireye.record import App
+
+if TYPE_CHECKING:
+    from .table import FlowTable
 
 DNS_LIKE: Final = frozenset({App.DNS, App.MDNS, App.LLMNR})
 _RCODE_NAMES: Final = frozenset(DNS_RCODES.values())
@@ -22,6 +27,99 @@ ARROW: Final = " → "
 # Field bits of a flow (`Fields.mask`): which fields it has, so a later packet is not read again.
 DNS_QUERY, DNS_RCODE, TLS_SNI, TLS_ALPN, HTTP, SSH = (1 << i for i in range(6))
 ALL: Final = 0x3F
+
+
+def read_fields(
+    table: FlowTable, app: np.ndarray, rslot: np.ndarray, info: np.ndarray, raw: np.ndarray | None
+) -> None:
+    """Set the first application fields of the flows in `rslot` from the records that carry
+    one, and collect the names observed (`table.names`). Masks over the first bytes of `info`
+    pick those records; per flow only the first of a kind is read; each distinct DNS answer
+    text of the batch is read once for its names (through a small cache of texts read)."""
+    if len(app) == 0:
+        return
+    fmask = table.fmask[rslot]
+    start = np.ascontiguousarray(info).view(np.uint8).reshape(len(info), -1)[:, :16].copy()
+    head = start.view("S16").reshape(-1)
+    first: list[np.ndarray] = []
+    for kind, bit, prefix in _FIRSTS:
+        pick = np.flatnonzero((app == kind) & ((fmask & bit) == 0))
+        if len(pick):
+            pick = pick[np.char.startswith(head[pick], prefix)]
+            if kind == App.HTTP:  # a request, not a response ("HTTP 200 OK")
+                pick = pick[(start[pick, 5] < ord("0")) | (start[pick, 5] > ord("9"))]
+            _, at = np.unique(rslot[pick], return_index=True)
+            first.append(pick[at])
+    dns = np.flatnonzero(np.isin(app, _DNS_APPS))
+    if len(dns):
+        response = np.char.find(head[dns], b" response") >= 0
+        for bit, mask in ((DNS_QUERY, True), (DNS_RCODE, response)):
+            lacking = dns[((fmask[dns] & bit) == 0) & mask]
+            _, at = np.unique(rslot[lacking], return_index=True)
+            first.append(lacking[at])
+        answered = dns[np.char.find(info[dns], ARROW.encode()) >= 0]
+        for text in np.unique(info[answered]).tolist():  # names, whatever the flow
+            _, name, _, addresses = _dns_cached(text)
+            if name:
+                table.names.extend((address, name) for address in addresses)
+    if first:
+        for i in np.unique(np.concatenate(first)).tolist():
+            slot, kind = int(rslot[i]), int(app[i])
+            _read(table, slot, kind, bytes(info[i]), raw[i] if raw is not None else None)
+
+
+_FIRSTS: Final = (
+    (App.TLS, 1 << 2, b"TLS ClientHello"),
+    (App.HTTP, 1 << 4, b"HTTP "),
+    (App.SSH, 1 << 5, b"SSH-"),
+)
+_DNS_APPS: Final = np.array([App.DNS, App.MDNS, App.LLMNR], dtype=np.uint8)
+_DNS_CACHE: dict[bytes, tuple[bool, str | None, str | None, list[str]]] = {}
+_CACHE_SIZE: Final = 8192
+
+
+def _dns_cached(info: bytes) -> tuple[bool, str | None, str | None, list[str]]:
+    parsed = _DNS_CACHE.get(info)
+    if parsed is None:
+        parsed = dns(info.decode("utf-8", "replace"))
+        if len(_DNS_CACHE) >= _CACHE_SIZE:
+            _DNS_CACHE.clear()
+        _DNS_CACHE[info] = parsed
+    return parsed
+
+
+def _read(table: FlowTable, slot: int, kind: int, info: bytes, raw: np.ndarray | None) -> None:
+    got = table.fields.get(slot) or {}
+    have = int(table.fmask[slot])
+    if kind in DNS_LIKE:
+        response, name, rcode, _ = _dns_cached(info)
+        if name and not have & DNS_QUERY:
+            got["dns_query"] = name
+            have |= DNS_QUERY
+        if response and rcode and not have & DNS_RCODE:
+            got["dns_rcode"] = rcode
+            have |= DNS_RCODE
+    else:
+        text = info.decode("utf-8", "replace")
+        if kind == App.TLS and not have & TLS_SNI:
+            have |= TLS_SNI
+            if sni := tls_sni(text):
+                got["tls_sni"] = sni
+                table.names.append((table.resp_ip(slot), sni))
+            if raw is not None and (alpn := tls_alpn(raw.tobytes())):
+                got["tls_alpn"] = alpn
+        elif kind == App.HTTP and not have & HTTP and (request := http_request(text)):
+            have |= HTTP
+            got["http_method"], got["http_path"] = request
+            if raw is not None and (host := http_host(raw.tobytes())):
+                got["http_host"] = host
+                table.names.append((table.resp_ip(slot), host.rsplit(":", 1)[0]))
+        elif kind == App.SSH and not have & SSH:
+            have |= SSH
+            got["ssh_banner"] = text
+    table.fmask[slot] = have
+    if got:
+        table.fields[slot] = got
 
 
 def dns(info: str) -> tuple[bool, str | None, str | None, list[str]]:

@@ -10,11 +10,12 @@ is cut).
 
 from __future__ import annotations
 
+import socket
 from typing import Final
 
 import numpy as np
 
-from leireye.record import APP_LABELS, NO_VLAN, PROTO_LABELS, Proto, halves_to_ip
+from leireye.record import APP_LABELS, NO_VLAN, PROTO_LABELS, Proto
 
 from . import tcpstate
 from .model import EndReason, Flow
@@ -125,13 +126,25 @@ def _text(value: bytes) -> str | None:
     return value.decode("utf-8", "replace") if value else None
 
 
+_NO_TEXTS: Final = dict.fromkeys(TEXT_FIELDS)
+
+
+def ip_text(hi: int, lo: int, ip_version: int) -> str:
+    """`record.halves_to_ip`, ~20 times faster (socket.inet_ntop instead of ipaddress)."""
+    if ip_version != 6 and hi == 0 and (lo >> 32) == 0xFFFF:
+        return socket.inet_ntop(socket.AF_INET, (lo & 0xFFFF_FFFF).to_bytes(4, "big"))
+    return socket.inet_ntop(socket.AF_INET6, ((hi << 64) | lo).to_bytes(16, "big"))
+
+
 def to_flows(rows: np.ndarray) -> list[Flow]:
     """`Flow` structs of `rows` (one Python step per row)."""
     flows: list[Flow] = []
     for row in rows.tolist():
         (uid, first, last, ohi, olo, rhi, rlo, op, ob, rp, rb, vlan, oport, rport, _seen,
          ipv, proto, _ipp, app, has_ports, _state, conn, end, history, *texts) = row  # fmt: skip
-        fields = {name: _text(value) for name, value in zip(TEXT_FIELDS, texts, strict=True)}
+        fields = _NO_TEXTS
+        if any(texts):
+            fields = {name: _text(value) for name, value in zip(TEXT_FIELDS, texts, strict=True)}
         icmp = proto in (Proto.ICMP, Proto.ICMPV6)
         flows.append(
             Flow(
@@ -139,9 +152,9 @@ def to_flows(rows: np.ndarray) -> list[Flow]:
                 vlan=None if vlan == NO_VLAN else vlan,
                 transport=PROTO_LABELS[proto] if proto in TRANSPORTS else "OTHER",
                 ip_version=ipv,
-                orig_ip=halves_to_ip(ohi, olo, ipv),
+                orig_ip=ip_text(ohi, olo, ipv),
                 orig_port=oport if has_ports or icmp else None,
-                resp_ip=halves_to_ip(rhi, rlo, ipv),
+                resp_ip=ip_text(rhi, rlo, ipv),
                 resp_port=rport if has_ports or icmp else None,
                 app=APP_LABELS[app] or None,
                 first_ns=first,

@@ -19,8 +19,9 @@ key hash to the slot. A batch is handled as a whole:
    the first occurrence of a letter not yet in the flow is an event, so a flow sees at most 12 in
    its life; they are applied in rounds (the k-th event of every flow at once) through a
    transition table;
-5. the few records that can carry a first application field (a DNS message, a ClientHello, an
-   HTTP request, an SSH banner of a flow that lacks it) are read one by one (`appfields`).
+5. the few records that can carry a first application field (a DNS answer, the first
+   ClientHello, HTTP request or SSH banner of a flow) are picked with masks over the first bytes
+   of `info`, and only they are read one by one (`appfields.read_fields`).
 
 Time is the packets' own (`ts_ns`), so a pcap replayed at any speed gives the same flows;
 `expire(now_ns)` ends the flows that went idle, were torn down a linger ago, or ran past the
@@ -35,11 +36,11 @@ from typing import Final
 import numpy as np
 
 from leireye.config import FlowsConfig
-from leireye.record import F_HAS_ADDR, F_HAS_ICMP, F_HAS_PORTS, App, Proto, halves_to_ip
+from leireye.record import F_HAS_ADDR, F_HAS_ICMP, F_HAS_PORTS, Proto
 
-from . import appfields as af
 from . import tcpstate as ts
-from .rows import END_INDEX, FLOW_ROW, TEXT_FIELDS, fill_conn_state
+from .appfields import read_fields
+from .rows import END_INDEX, FLOW_ROW, TEXT_FIELDS, fill_conn_state, ip_text
 
 _K: Final = np.array(
     [0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9, 0xD6E8FEB86659FD93,
@@ -144,7 +145,7 @@ class FlowTable:
         direction = self._count(col, key, grp, slots, rslot, len(starts))
         info = records["info"][idx]
         self._letters(col, rslot, direction, info)
-        self._fields(col, rslot, info, raw[idx] if raw is not None else None)
+        read_fields(self, col["app"], rslot, info, raw[idx] if raw is not None else None)
         batch_now = int(col["ts_ns"].max()) if len(idx) else self.now_ns
         if batch_now > self.now_ns:
             self.now_ns = batch_now
@@ -300,53 +301,10 @@ class FlowTable:
         down &= self.proto[touched] == Proto.TCP
         self.closed_ns[touched[down]] = self.last_ns[touched[down]]
 
-    def _fields(
-        self, col: Columns, rslot: np.ndarray, info: np.ndarray, raw: np.ndarray | None
-    ) -> None:
-        app, fmask = col["app"], self.fmask[rslot]
-        want = ((app == App.TLS) & ((fmask & af.TLS_SNI) == 0)) | (
-            (app == App.HTTP) & ((fmask & af.HTTP) == 0)
-        )
-        want |= (app == App.SSH) & ((fmask & af.SSH) == 0)
-        want |= np.isin(app, (App.DNS, App.MDNS, App.LLMNR))
-        for i in np.flatnonzero(want).tolist():
-            slot = int(rslot[i])
-            text = info[i].decode("utf-8", "replace")
-            got = self.fields.setdefault(slot, {})
-            kind = int(app[i])
-            have = int(self.fmask[slot])
-            if kind == App.TLS and text.startswith("TLS ClientHello") and not have & af.TLS_SNI:
-                self._set(slot, got, af.TLS_SNI, tls_sni=af.tls_sni(text))
-                if raw is not None and (alpn := af.tls_alpn(raw[i].tobytes())):
-                    self._set(slot, got, af.TLS_ALPN, tls_alpn=alpn)
-                if "tls_sni" in got:
-                    self.names.append((self._resp_ip(slot), got["tls_sni"]))
-            elif kind == App.HTTP and not have & af.HTTP and (req := af.http_request(text)):
-                self._set(slot, got, af.HTTP, http_method=req[0], http_path=req[1])
-                if raw is not None and (host := af.http_host(raw[i].tobytes())):
-                    got["http_host"] = host
-                    self.names.append((self._resp_ip(slot), host.rsplit(":", 1)[0]))
-            elif kind == App.SSH and text.startswith("SSH-") and not have & af.SSH:
-                self._set(slot, got, af.SSH, ssh_banner=text)
-            elif kind in af.DNS_LIKE:
-                response, name, rcode, addresses = af.dns(text)
-                if name and "dns_query" not in got:
-                    self._set(slot, got, af.DNS_QUERY, dns_query=name)
-                if response and "dns_rcode" not in got and rcode:
-                    self._set(slot, got, af.DNS_RCODE, dns_rcode=rcode)
-                if name:
-                    self.names.extend((address, name) for address in addresses)
-            if not got:
-                del self.fields[slot]
-
-    def _set(self, slot: int, got: dict[str, str], bit: int, **values: str | None) -> None:
-        got.update({k: v for k, v in values.items() if v})
-        self.fmask[slot] |= bit
-
-    def _resp_ip(self, slot: int) -> str:
+    def resp_ip(self, slot: int) -> str:
         a = bool(self.orig_a[slot])
         hi, lo = (self.b_hi, self.b_lo) if a else (self.a_hi, self.a_lo)
-        return halves_to_ip(int(hi[slot]), int(lo[slot]), int(self.ipver[slot]))
+        return ip_text(int(hi[slot]), int(lo[slot]), int(self.ipver[slot]))
 
     # -- ending ----------------------------------------------------------------------------------
 
