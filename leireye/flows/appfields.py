@@ -64,8 +64,8 @@ def read_fields(
                 table.names.extend((address, name) for address in addresses)
     if first:
         for i in np.unique(np.concatenate(first)).tolist():
-            slot, kind = int(rslot[i]), int(app[i])
-            _read(table, slot, kind, bytes(info[i]), raw[i] if raw is not None else None)
+            slot, app_id = int(rslot[i]), int(app[i])
+            _read(table, slot, app_id, bytes(info[i]), raw[i] if raw is not None else None)
 
 
 _FIRSTS: Final = (
