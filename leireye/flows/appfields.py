@@ -10,6 +10,7 @@ or a Host header past them, is not seen (the field stays None).
 
 from __future__ import annotations
 
+import ipaddress
 from typing import TYPE_CHECKING, Final
 
 import numpy as np
@@ -113,7 +114,8 @@ def _read(table: FlowTable, slot: int, kind: int, info: bytes, raw: np.ndarray |
             got["http_method"], got["http_path"] = request
             if raw is not None and (host := http_host(raw.tobytes())):
                 got["http_host"] = host
-                table.names.append((table.resp_ip(slot), host.rsplit(":", 1)[0]))
+                if (name := host_name(host)) is not None:
+                    table.names.append((table.resp_ip(slot), name))
         elif kind == App.SSH and not have & SSH:
             have |= SSH
             got["ssh_banner"] = text
@@ -164,6 +166,16 @@ def http_host(raw: bytes) -> str | None:
         return None  # cut: the name may go on past the kept bytes
     name = raw[at + 7 : end].strip().decode("ascii", "replace")
     return name or None
+
+
+def host_name(host: str) -> str | None:
+    """The name in an HTTP Host value (port dropped); None when it is an address."""
+    name = host[1 : host.find("]")] if host.startswith("[") else host.rsplit(":", 1)[0]
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return name or None
+    return None
 
 
 def tls_alpn(raw: bytes) -> str | None:

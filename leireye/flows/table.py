@@ -98,6 +98,7 @@ class FlowTable:
         self.started: list[np.ndarray] = []  # slots of the flows started since `take_started`
         self.names: list[tuple[str, str]] = []  # (address, name) observed, for the hosts
         self.now_ns = 0
+        self.ip_columns: Columns = {}
         self.counts = dict.fromkeys(
             ("records", "not_ip", "started", "ended", "evicted", "collisions"), 0
         )
@@ -142,6 +143,7 @@ class FlowTable:
             idx, grp, rslot = idx[keep], grp[keep], rslot[keep]
             col = {k: v[keep] for k, v in col.items()}
             key = {k: v[keep] for k, v in key.items()}
+        self.ip_columns = col  # for the hosts, fed the same records
         direction = self._count(col, key, grp, slots, rslot, len(starts))
         info = records["info"][idx]
         self._letters(col, rslot, direction, info)
@@ -301,6 +303,16 @@ class FlowTable:
         down &= self.proto[touched] == Proto.TCP
         self.closed_ns[touched[down]] = self.last_ns[touched[down]]
 
+    def endpoints(
+        self, slots: np.ndarray
+    ) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray], np.ndarray]:
+        """((orig hi, lo), (resp hi, lo), ip_version) of the flows in `slots`."""
+        a = self.orig_a[slots]
+        ahi, alo, bhi, blo = (c[slots] for c in (self.a_hi, self.a_lo, self.b_hi, self.b_lo))
+        orig = (np.where(a, ahi, bhi), np.where(a, alo, blo))
+        resp = (np.where(a, bhi, ahi), np.where(a, blo, alo))
+        return orig, resp, self.ipver[slots]
+
     def resp_ip(self, slot: int) -> str:
         a = bool(self.orig_a[slot])
         hi, lo = (self.b_hi, self.b_lo) if a else (self.a_hi, self.a_lo)
@@ -390,6 +402,19 @@ class FlowTable:
     @property
     def active(self) -> int:
         return self.capacity - self.n_free
+
+    def top_rows(self, n: int) -> np.ndarray:
+        """FLOW_ROW rows of the `n` active flows with the most bytes, most first."""
+        used = np.flatnonzero(self.used)
+        total = (self.bytes[used, 0] + self.bytes[used, 1]).astype(np.float64)
+        if len(used) > n:
+            keep = np.argpartition(-total, n - 1)[:n]
+            used, total = used[keep], total[keep]
+        return self.rows(used[np.argsort(-total, kind="stable")])
+
+    def touched_since(self, since_ns: int) -> np.ndarray:
+        """Slots of the active flows with a packet after `since_ns` (packet time)."""
+        return np.flatnonzero(self.used & (self.last_ns > since_ns))
 
     def rows(self, slots: np.ndarray) -> np.ndarray:
         """FLOW_ROW copies of the flows in `slots` (active ones: `end_reason` 0)."""
