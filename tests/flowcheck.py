@@ -24,6 +24,7 @@ from leireye.flows.rows import to_flows
 from leireye.flows.table import FlowTable
 
 RAW_BYTES = 256
+DATA_DIR = Path(__file__).resolve().parent / "data"
 Counts = tuple[int, int, int, int]  # frames and bytes A->B, frames and bytes B->A
 ConvKey = tuple[str, str, int, str, int]  # transport, address A, port A, address B, port B
 

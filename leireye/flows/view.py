@@ -216,9 +216,9 @@ class FlowView:
 
     def add_events(self, kind: int, rows: np.ndarray) -> None:
         cap = self.layout.events
-        if len(rows) > cap:
-            rows = rows[-cap:]  # readers would miss the rest anyway
-        first = int(self._words[EVENT_SEQ_WORD]) + 1
+        skipped = max(0, len(rows) - cap)  # numbered, never written: readers count them missed
+        rows = rows[skipped:]
+        first = int(self._words[EVENT_SEQ_WORD]) + 1 + skipped
         numbers = np.arange(first, first + len(rows), dtype=np.uint64)
         at = (numbers % np.uint64(cap)).astype(np.intp)
         events = self._events
