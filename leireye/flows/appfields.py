@@ -21,6 +21,12 @@ from leireye.record import App
 if TYPE_CHECKING:
     from .table import FlowTable
 
+
+def distinct(values: np.ndarray) -> np.ndarray:
+    ordered = np.sort(values)
+    return ordered[np.r_[True, ordered[1:] != ordered[:-1]]] if len(ordered) else ordered
+
+
 DNS_LIKE: Final = frozenset({App.DNS, App.MDNS, App.LLMNR})
 _RCODE_NAMES: Final = frozenset(DNS_RCODES.values())
 ARROW: Final = " → "
@@ -64,7 +70,7 @@ def read_fields(
             if name:
                 table.names.extend((address, name) for address in addresses)
     if first:
-        for i in np.unique(np.concatenate(first)).tolist():
+        for i in distinct(np.concatenate(first)).tolist():
             slot, app_id = int(rslot[i]), int(app[i])
             _read(table, slot, app_id, bytes(info[i]), raw[i] if raw is not None else None)
 

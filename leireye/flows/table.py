@@ -51,6 +51,12 @@ _SYN, _ACK, _FIN, _RST = 0x02, 0x10, 0x01, 0x04
 Columns = dict[str, np.ndarray]
 
 
+def distinct(values: np.ndarray) -> np.ndarray:
+    """The distinct values, sorted (numpy 2's hash-based `unique` was ~10x slower on these)."""
+    ordered = np.sort(values)
+    return ordered[np.r_[True, ordered[1:] != ordered[:-1]]] if len(ordered) else ordered
+
+
 def _icmp_fold() -> np.ndarray:
     """`[v6, type]` -> the type that keys the flow: a reply keyed as its request."""
     fold = np.tile(np.arange(256, dtype=np.uint16), (2, 1))
@@ -242,7 +248,7 @@ class FlowTable:
     ) -> np.ndarray:
         direction: np.ndarray = (key["src_a"] != self.orig_a[rslot]).astype(np.int64)
         gi = grp * 2 + direction
-        live = np.unique(grp)
+        live = np.flatnonzero(np.bincount(grp, minlength=g))
         s = slots[live]
         cnt = np.bincount(gi, minlength=2 * g).reshape(g, 2)[live]
         size = np.bincount(gi, weights=col["wire_len"], minlength=2 * g).reshape(g, 2)[live]
@@ -298,7 +304,7 @@ class FlowTable:
             self.hist[s, self.hist_len[s]] = b
             self.hist_len[s] += 1
             self.seen[s] |= (1 << b).astype(np.uint16)
-        touched = np.unique(ev_slot)
+        touched = distinct(ev_slot)
         down = ts.CLOSED_STATES[self.state[touched]] & (self.closed_ns[touched] == 0)
         down &= self.proto[touched] == Proto.TCP
         self.closed_ns[touched[down]] = self.last_ns[touched[down]]
