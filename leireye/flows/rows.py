@@ -11,7 +11,7 @@ is cut).
 from __future__ import annotations
 
 import socket
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import numpy as np
 
@@ -19,6 +19,9 @@ from leireye.record import APP_LABELS, NO_VLAN, PROTO_LABELS, Proto
 
 from . import tcpstate
 from .model import EndReason, Flow
+
+if TYPE_CHECKING:
+    from .table import FlowTable
 
 FLOW_ROW: Final = np.dtype(
     [
@@ -170,3 +173,39 @@ def to_flows(rows: np.ndarray) -> list[Flow]:
             )
         )
     return flows
+
+
+def table_rows(t: FlowTable, slots: np.ndarray) -> np.ndarray:
+    """FLOW_ROW copies of the flows in `slots` of `t` (active ones: `end_reason` 0)."""
+    out = np.zeros(len(slots), dtype=FLOW_ROW)
+    a = t.orig_a[slots]
+    out["uid"], out["first_ns"], out["last_ns"] = t.uid[slots], t.first_ns[slots], \
+        t.last_ns[slots]  # fmt: skip
+    out["orig_hi"] = np.where(a, t.a_hi[slots], t.b_hi[slots])
+    out["orig_lo"] = np.where(a, t.a_lo[slots], t.b_lo[slots])
+    out["resp_hi"] = np.where(a, t.b_hi[slots], t.a_hi[slots])
+    out["resp_lo"] = np.where(a, t.b_lo[slots], t.a_lo[slots])
+    out["orig_port"] = np.where(a, t.a_port[slots], t.b_port[slots])
+    out["resp_port"] = np.where(a, t.b_port[slots], t.a_port[slots])
+    icmp = np.isin(t.proto[slots], (Proto.ICMP, Proto.ICMPV6))
+    out["orig_port"][icmp] = t.icmp_tc[slots[icmp], 0]
+    out["resp_port"][icmp] = t.icmp_tc[slots[icmp], 1]
+    out["orig_pkts"], out["resp_pkts"] = t.pkts[slots, 0], t.pkts[slots, 1]
+    out["orig_bytes"], out["resp_bytes"] = t.bytes[slots, 0], t.bytes[slots, 1]
+    for name in ("vlan", "seen", "ipver", "proto", "ipp", "app", "has_ports", "state"):
+        target = {"ipver": "ip_version", "ipp": "ip_proto"}.get(name, name)
+        out[target] = getattr(t, name)[slots]
+    chars = tcpstate.HISTORY_CHARS[t.hist[slots]]
+    chars[np.arange(12) >= t.hist_len[slots][:, None]] = 0
+    flipped = t.flipped[slots]
+    history = np.zeros((len(slots), 16), dtype=np.uint8)
+    history[~flipped, :12] = chars[~flipped]
+    history[flipped, 0] = ord("^")
+    history[flipped, 1:13] = chars[flipped]
+    out["history"] = history.view("S16").reshape(-1)
+    fill_conn_state(out)
+    for i in np.flatnonzero(t.fmask[slots] != 0).tolist():
+        for name, value in t.fields.get(int(slots[i]), {}).items():
+            if name in TEXT_FIELDS:
+                out[name][i] = value.encode("utf-8", "replace")[: FLOW_ROW[name].itemsize]
+    return out

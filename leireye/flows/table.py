@@ -40,7 +40,7 @@ from leireye.record import F_HAS_ADDR, F_HAS_ICMP, F_HAS_PORTS, Proto
 
 from . import tcpstate as ts
 from .appfields import read_fields
-from .rows import END_INDEX, FLOW_ROW, TEXT_FIELDS, fill_conn_state, ip_text
+from .rows import END_INDEX, FLOW_ROW, ip_text, table_rows
 
 _K: Final = np.array(
     [0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9, 0xD6E8FEB86659FD93,
@@ -424,35 +424,4 @@ class FlowTable:
 
     def rows(self, slots: np.ndarray) -> np.ndarray:
         """FLOW_ROW copies of the flows in `slots` (active ones: `end_reason` 0)."""
-        out = np.zeros(len(slots), dtype=FLOW_ROW)
-        a = self.orig_a[slots]
-        out["uid"], out["first_ns"], out["last_ns"] = self.uid[slots], self.first_ns[slots], \
-            self.last_ns[slots]  # fmt: skip
-        out["orig_hi"] = np.where(a, self.a_hi[slots], self.b_hi[slots])
-        out["orig_lo"] = np.where(a, self.a_lo[slots], self.b_lo[slots])
-        out["resp_hi"] = np.where(a, self.b_hi[slots], self.a_hi[slots])
-        out["resp_lo"] = np.where(a, self.b_lo[slots], self.a_lo[slots])
-        out["orig_port"] = np.where(a, self.a_port[slots], self.b_port[slots])
-        out["resp_port"] = np.where(a, self.b_port[slots], self.a_port[slots])
-        icmp = np.isin(self.proto[slots], (Proto.ICMP, Proto.ICMPV6))
-        out["orig_port"][icmp] = self.icmp_tc[slots[icmp], 0]
-        out["resp_port"][icmp] = self.icmp_tc[slots[icmp], 1]
-        out["orig_pkts"], out["resp_pkts"] = self.pkts[slots, 0], self.pkts[slots, 1]
-        out["orig_bytes"], out["resp_bytes"] = self.bytes[slots, 0], self.bytes[slots, 1]
-        for name in ("vlan", "seen", "ipver", "proto", "ipp", "app", "has_ports", "state"):
-            target = {"ipver": "ip_version", "ipp": "ip_proto"}.get(name, name)
-            out[target] = getattr(self, name)[slots]
-        chars = ts.HISTORY_CHARS[self.hist[slots]]
-        chars[np.arange(12) >= self.hist_len[slots][:, None]] = 0
-        flipped = self.flipped[slots]
-        history = np.zeros((len(slots), 16), dtype=np.uint8)
-        history[~flipped, :12] = chars[~flipped]
-        history[flipped, 0] = ord("^")
-        history[flipped, 1:13] = chars[flipped]
-        out["history"] = history.view("S16").reshape(-1)
-        fill_conn_state(out)
-        for i in np.flatnonzero(self.fmask[slots] != 0).tolist():
-            for name, value in self.fields.get(int(slots[i]), {}).items():
-                if name in TEXT_FIELDS:
-                    out[name][i] = value.encode("utf-8", "replace")[: FLOW_ROW[name].itemsize]
-        return out
+        return table_rows(self, slots)
