@@ -126,6 +126,12 @@ def main() -> None:
     print(f"fill: {args.flows} new flows in {fill:.2f} s ({args.flows / fill / 1e3:.0f} k/s; "
           f"{args.flows / fill / decode_rate:.2f} of the decoder, {decode_rate / 1e3:.0f} k/s "
           f"meanwhile), active {table.active}")  # fmt: skip
+    rss_fill = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    grew = rss_fill - rss0
+    print(
+        f"memory: max RSS grew {grew / 1024:.0f} MiB while filling the table "
+        f"({grew * 1024 / args.flows:.0f} bytes per flow, one batch included)"
+    )
     zipf = (rng.zipf(1.1, args.records) - 1) % args.flows
     uniform = rng.integers(0, args.flows, args.records)
     for name, ids in (("zipf", zipf), ("uniform", uniform)):

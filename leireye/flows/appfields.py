@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
 
 def distinct(values: np.ndarray) -> np.ndarray:
+    """As `table.distinct` (which imports this module)."""
     ordered = np.sort(values)
     return ordered[np.r_[True, ordered[1:] != ordered[:-1]]] if len(ordered) else ordered
 

@@ -13,7 +13,7 @@ from leireye.config import FlowsConfig
 
 from .hosts import HostTable
 from .model import AppMinute, HostMinute
-from .table import FlowTable
+from .table import FlowTable, distinct
 
 
 class LiveState:
@@ -49,7 +49,9 @@ class LiveState:
         """Slots of the flows started since the last call that are still active."""
         slots = np.concatenate(self._started) if self._started else np.empty(0, np.int64)
         self._started = []
-        return slots[self.table.used[slots]]
+        slots = distinct(slots)  # a slot freed and taken again: one flow, one event
+        live: np.ndarray = slots[self.table.used[slots]]
+        return live
 
     def take_minutes(self, flush: bool = False) -> list[tuple[list[HostMinute], list[AppMinute]]]:
         return self.hosts.take_minutes(flush)
