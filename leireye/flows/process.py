@@ -186,6 +186,7 @@ def _publish(state: LiveState, view: FlowView, counters: dict[str, int], read_id
             "ended": counts["ended"],
             "evicted": counts["evicted"],
             "collisions": counts["collisions"] + hosts.counts["collisions"],
+            "overflow": counts["overflow"],
             "hosts_evicted": hosts.counts["evicted"],
             "read_id": max(0, read_id),
         },
@@ -197,6 +198,7 @@ def log_line(state: LiveState, counters: dict[str, int]) -> str:
     return (
         f"flows active={state.table.active} hosts={state.hosts.active} records={c['records']} "
         f"started={c['started']} ended={c['ended']} evicted={c['evicted']} "
+        f"overflow={c['overflow']} collisions={c['collisions']} "
         f"ring_lost={counters['ring_lost']} lost_on_restart={counters['lost_on_restart']} "
         f"hosts_evicted={state.hosts.counts['evicted']}"
     )

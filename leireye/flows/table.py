@@ -49,6 +49,7 @@ _K: Final = np.array(
 )  # fmt: skip
 _SYN, _ACK, _FIN, _RST = 0x02, 0x10, 0x01, 0x04
 Columns = dict[str, np.ndarray]
+_NO_ROOM: Final = -3  # the slot of a new flow the table had no room for, even after evicting
 
 
 def distinct(values: np.ndarray) -> np.ndarray:
@@ -106,7 +107,7 @@ class FlowTable:
         self.now_ns = 0
         self.ip_columns: Columns = {}
         self.counts = dict.fromkeys(
-            ("records", "not_ip", "started", "ended", "evicted", "collisions"), 0
+            ("records", "not_ip", "started", "ended", "evicted", "collisions", "overflow"), 0
         )
 
     # -- ingest ----------------------------------------------------------------------------------
@@ -145,7 +146,9 @@ class FlowTable:
         rslot = slots[grp]
         keep = same & (rslot >= 0)
         if not keep.all():
-            self.counts["collisions"] += int((~keep & same).sum())
+            full = rslot == _NO_ROOM
+            self.counts["overflow"] += int((full & same).sum())
+            self.counts["collisions"] += int((~keep & same & ~full).sum())
             idx, grp, rslot = idx[keep], grp[keep], rslot[keep]
             col = {k: v[keep] for k, v in col.items()}
             key = {k: v[keep] for k, v in key.items()}
@@ -213,9 +216,11 @@ class FlowTable:
         col: Columns,
         busy: np.ndarray,
     ) -> np.ndarray:
-        k = len(hashes)
-        if k > self.n_free:
-            self._evict(k - self.n_free + self.capacity // 100, busy)
+        wanted = len(hashes)
+        if wanted > self.n_free:
+            self._evict(wanted - self.n_free + self.capacity // 100, busy)
+        k = min(wanted, self.n_free)  # more new flows in one batch than the table holds
+        hashes, first = hashes[:k], first[:k]
         s = self.free[self.n_free - k : self.n_free][::-1].copy()
         self.n_free -= k
         self.index.update(zip(hashes.tolist(), s.tolist(), strict=True))
@@ -235,7 +240,8 @@ class FlowTable:
         self.first_ns[s] = self.last_ns[s] = col["ts_ns"][first]
         self.counts["started"] += k
         self.started.append(s)
-        return s
+        slots: np.ndarray = np.r_[s, np.full(wanted - k, _NO_ROOM, dtype=np.int64)]
+        return slots
 
     def _count(
         self,

@@ -74,7 +74,7 @@ EVENT_ROW: Final = np.dtype([("seq", "<u8"), ("kind", "<u8"), ("flow", FLOW_ROW)
 COUNTERS: Final = (
     "writer_pid", "snapshot_ns", "active_flows", "active_hosts", "records", "not_ip",
     "started", "ended", "evicted", "collisions", "hosts_evicted", "ring_lost",
-    "lost_on_restart", "starts", "read_id",
+    "lost_on_restart", "starts", "read_id", "overflow",
 )  # fmt: skip
 _HEADER: Final = (
     [("magic", "S8", 0), ("version", "<u4", 8), ("flow_row", "<u4", 12), ("host_row", "<u4", 16),
