@@ -10,6 +10,7 @@ is cut).
 
 from __future__ import annotations
 
+import functools
 import socket
 from typing import TYPE_CHECKING, Final
 
@@ -132,6 +133,7 @@ def _text(value: bytes) -> str | None:
 _NO_TEXTS: Final = dict.fromkeys(TEXT_FIELDS)
 
 
+@functools.lru_cache(maxsize=65536)  # the same servers and clients come back flow after flow
 def ip_text(hi: int, lo: int, ip_version: int) -> str:
     """`record.halves_to_ip`, ~20 times faster (socket.inet_ntop instead of ipaddress)."""
     if ip_version != 6 and hi == 0 and (lo >> 32) == 0xFFFF:
