@@ -76,6 +76,37 @@ class StatsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     log_interval_s: Annotated[float, msgspec.Meta(ge=0)] = 1.0
 
 
+class IdleTimeouts(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    # Seconds without a packet after which a flow of that transport ends (Zeek: 300, 60, 60).
+    tcp: Annotated[float, msgspec.Meta(gt=0, le=86_400)] = 300.0
+    udp: Annotated[float, msgspec.Meta(gt=0, le=86_400)] = 60.0
+    icmp: Annotated[float, msgspec.Meta(gt=0, le=86_400)] = 60.0
+    other: Annotated[float, msgspec.Meta(gt=0, le=86_400)] = 60.0
+
+
+class FlowsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    enabled: bool = True
+    # Flows held at once; when full, the longest idle ones are ended early ("evicted", counted).
+    max_active: Annotated[int, msgspec.Meta(ge=1024, le=16_777_216)] = 262_144
+    # Hosts (IP addresses) held at once; when full, the longest idle ones are forgotten.
+    max_hosts: Annotated[int, msgspec.Meta(ge=256, le=16_777_216)] = 65_536
+    idle_timeout_s: IdleTimeouts = IdleTimeouts()
+    # A TCP flow torn down (FIN both ways, or a RST) ends this long after, so that the last ACK
+    # and retransmitted FINs or RSTs still count in it.
+    tcp_close_s: Annotated[float, msgspec.Meta(ge=0, le=600)] = 5.0
+    # A flow longer than this is reported and goes on under the same uid (0: never).
+    active_timeout_s: Annotated[float, msgspec.Meta(ge=0, le=86_400)] = 1800.0
+    # How often the live snapshot (flows and hosts) in shared memory is refreshed.
+    update_ms: Annotated[int, msgspec.Meta(ge=100, le=60_000)] = 1000
+    # Active flows and hosts in the snapshot: the top by bytes when there are more.
+    snapshot_flows: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 2000
+    snapshot_hosts: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 2000
+    # Flow events (started, updated, ended) the shared feed keeps for the web workers.
+    events: Annotated[int, msgspec.Meta(ge=1024, le=4_194_304)] = 65_536
+    # An active flow gets an "updated" event at most this often (0: never).
+    event_interval_s: Annotated[float, msgspec.Meta(ge=0, le=3600)] = 10.0
+
+
 class SupervisorConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     restart_backoff_s: tuple[PositiveFloat, ...] = (0.5, 1.0, 2.0, 5.0, 10.0)
     shutdown_timeout_s: Annotated[float, msgspec.Meta(gt=0, le=60)] = 2.0
@@ -198,6 +229,7 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     capture: CaptureConfig = CaptureConfig()
     ring: RingConfig = RingConfig()
     stats: StatsConfig = StatsConfig()
+    flows: FlowsConfig = FlowsConfig()
     supervisor: SupervisorConfig = SupervisorConfig()
     web: WebConfig = WebConfig()
     auth: AuthConfig = AuthConfig()

@@ -177,6 +177,7 @@ def drop_privileges(
 PRELOAD: Final = (
     "numpy.ma",
     "numpy.strings",  # the decoder's port texts (decode/transport.py); numpy imports it lazily
+    "numpy.char",  # the flow table's searches in `info` (flows/table.py, flows/appfields.py)
     "encodings.utf_16",
     "encodings.utf_16_le",
     "encodings.utf_16_be",

@@ -2,10 +2,11 @@
 
 Why it is shaped so
 -------------------
-Every segment (ring, capture status, stats series) is created here and unlinked here, so a child
-killed with SIGKILL can never take the ring with it, and a clean or unclean child exit never
-leaves `/dev/shm` dirty. The supervisor keeps root, because a capture process that dropped its
-privileges cannot reopen a capture handle: restarting one is the supervisor's job.
+Every segment (ring, capture status, stats series, flow view) is created here and unlinked
+here, so a child killed with SIGKILL can never take the ring with it, and a clean or unclean
+child exit never leaves `/dev/shm` dirty. The supervisor keeps root, because a capture process
+that dropped its privileges cannot reopen a capture handle: restarting one is the supervisor's
+job.
 
 Children are `spawn`ed (no fork of a parent that holds mappings and handlers). Each child ignores
 SIGINT (a Ctrl-C in the terminal reaches the whole process group; only the supervisor acts on
@@ -179,6 +180,11 @@ class Supervisor:
             self._created.append(lambda: close_and_unlink(ids))
         stats = StatsSeries.create(self.names.stats, cfg.stats, owner=owner, mode=SEGMENT_MODE)
         self._created.append(lambda: close_and_unlink(stats))
+        if cfg.flows.enabled:
+            from leireye.flows.view import FlowView
+
+            view = FlowView.create(names.flows, cfg.flows, owner=owner, mode=SEGMENT_MODE)
+            self._created.append(lambda: close_and_unlink(view))
         log.info(
             "shared memory %s: %d ring%s of %d records x %d B + %d raw B (%.1f MiB each)",
             self.base,
@@ -292,6 +298,12 @@ class Supervisor:
                 run_as=cfg.capture.user,  # the owner of every segment it maps
             )
         )
+        if cfg.flows.enabled:
+            from leireye.flows.process import run_flows
+
+            self.children.append(
+                Child("flows", run_flows, (cfg, names.ring, names.flows), run_as=cfg.capture.user)
+            )
         for index in range(self.web_workers):
             args = (cfg, names.as_dict(), index, self.socket)
             self.children.append(Child(f"web-{index}", run_web_worker, args, web_index=index))

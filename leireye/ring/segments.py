@@ -28,6 +28,7 @@ class SegmentNames:
     status: str
     stats: str
     conns: str
+    flows: str = ""
     shards: int = 1
 
     @classmethod
@@ -37,6 +38,7 @@ class SegmentNames:
             status=f"{base}-status",
             stats=f"{base}-stats",
             conns=f"{base}-conns",
+            flows=f"{base}-flows",
             shards=shards,
         )
 
@@ -52,10 +54,17 @@ class SegmentNames:
 
     def all(self) -> tuple[str, ...]:
         sharded = (*self.rings()[1:], *self.statuses()[1:], self.ids) if self.shards > 1 else ()
-        return (self.ring, self.status, self.stats, self.conns, *sharded)
+        flows = (self.flows,) if self.flows else ()
+        return (self.ring, self.status, self.stats, self.conns, *flows, *sharded)
 
     def as_dict(self) -> dict[str, str]:
-        return {"ring": self.ring, "status": self.status, "stats": self.stats, "conns": self.conns}
+        return {
+            "ring": self.ring,
+            "status": self.status,
+            "stats": self.stats,
+            "conns": self.conns,
+            "flows": self.flows,
+        }
 
 
 class StatusDrops:

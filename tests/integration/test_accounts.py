@@ -97,6 +97,7 @@ def paths(sensor: Sensor) -> dict[str, Path]:
         "ring": SHM_DIR / f"{sensor.name}-ring",
         "status": SHM_DIR / f"{sensor.name}-status",
         "stats": SHM_DIR / f"{sensor.name}-stats",
+        "flows": SHM_DIR / f"{sensor.name}-flows",
         "conns": SHM_DIR / f"{sensor.name}-conns",
         "secret": state / "secret.key",
         "users": state / "users.yaml",
@@ -115,7 +116,7 @@ def add_admin_request() -> bytes:
 def test_the_children_run_as_the_sensors_own_accounts(sensor: Sensor) -> None:
     writer = pwd.getpwnam("leireye").pw_uid
     web = pwd.getpwnam("leireye-web").pw_uid
-    for role, uid in (("capture", writer), ("stats", writer), ("web-0", web)):
+    for role, uid in (("capture", writer), ("stats", writer), ("flows", writer), ("web-0", web)):
         pid = int(next(x for x in sensor.lines if f"{role} started pid=" in x).split("=")[-1])
         uids = Path(f"/proc/{pid}/status").read_text().split("Uid:")[1].split()[:4]
         assert uids == [str(uid)] * 4, (role, uids)
@@ -129,6 +130,7 @@ def test_owners_and_modes(sensor: Sensor) -> None:
         "ring": (writer.pw_uid, group, 0o640),
         "status": (writer.pw_uid, group, 0o640),
         "stats": (writer.pw_uid, group, 0o640),
+        "flows": (writer.pw_uid, group, 0o640),
         "conns": (web.pw_uid, web.pw_gid, 0o600),
         "secret": (0, 0, 0o600),
         "users": (0, 0, 0o600),
@@ -152,6 +154,7 @@ def test_nobody_opens_nothing(sensor: Sensor) -> None:
             "ring": ("read", p["ring"]),
             "ring rw": ("write", p["ring"]),
             "status rw": ("write", p["status"]),
+            "flows": ("read", p["flows"]),
             "conns": ("read", p["conns"]),
             "secret": ("read", p["secret"]),
             "users": ("read", p["users"]),
@@ -175,12 +178,15 @@ def test_the_web_user_reads_the_ring_but_writes_nothing_and_reads_no_secret(
             "ring rw": ("write", p["ring"]),
             "status rw": ("write", p["status"]),
             "stats rw": ("write", p["stats"]),
+            "flows": ("read", p["flows"]),
+            "flows rw": ("write", p["flows"]),
             "secret": ("read", p["secret"]),
             "users": ("read", p["users"]),
             "view": ("read", p["view"]),
         },
     )
     assert found.pop("ring").startswith("ok ")
+    assert found.pop("flows").startswith("ok ")
     view = found.pop("view")
     assert view.startswith("ok ")
     users = json.loads(view[3:])["users"]

@@ -25,6 +25,9 @@ def test_the_documented_default_file_equals_the_built_in_defaults() -> None:
         ({"capture": {"replay": {"speed": "fast"}}}, "$.capture.replay.speed"),
         ({"web": {"port": 70000}}, "$.web.port"),
         ({"limits": {"connections_per_user": 0}}, "$.limits.connections_per_user"),
+        ({"flows": {"max_active": 10}}, "$.flows.max_active"),
+        ({"flows": {"idle_timeout_s": {"udp": 0}}}, "$.flows.idle_timeout_s.udp"),
+        ({"flows": {"update_ms": "often"}}, "$.flows.update_ms"),
     ],
 )
 def test_bad_values_name_the_key(data: dict[str, object], path: str) -> None:
