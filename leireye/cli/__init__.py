@@ -47,6 +47,8 @@ SENSOR_MODULES: Final = {
     "wsproto": "wsproto",
     "cryptography": "cryptography",
     "setproctitle": "setproctitle",  # optional at run time (leireye.proctitle)
+    "pyarrow": "pyarrow",
+    "duckdb": "duckdb",
 }
 SENSOR_EXTRA_HINT: Final = "pip install 'leireye[sensor]'"
 
