@@ -13,7 +13,7 @@ writes (the writer only adds whole files by rename, and deletes whole hours).
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -35,6 +35,12 @@ HOST_SORTS: Final = {
     "peers": "peers",
     "last": "last_ns",
     "first": "first_ns",
+}
+_SORT_KEYS: Final[dict[str, Callable[[Flow], int]]] = {
+    "bytes": lambda f: f.orig_bytes + f.resp_bytes,
+    "packets": lambda f: f.orig_pkts + f.resp_pkts,
+    "duration": lambda f: f.duration_ns,
+    "start": lambda f: f.first_ns,
 }
 OFFSET_MAX: Final = 100_000
 PEERS_MAX: Final = 50
@@ -85,15 +91,41 @@ class FlowHistory:
         descending: bool = True,
         limit: int = 100,
         offset: int = 0,
+        active: Sequence[Flow] = (),
+        ended: bool = True,
     ) -> tuple[list[Flow], int]:
-        """Ended flows that overlap [from_ns, to_ns] and pass `flt`: one page in `sort`
-        order (ties by uid), and how many match in all."""
+        """Ended flows that overlap [from_ns, to_ns] and pass `flt` (none with `ended=False`),
+        and as many of the `active` ones (the live flows, not in the store): one page in
+        `sort` order (ties by uid), and how many match in all."""
         column = FLOW_SORTS.get(sort)
         if column is None:
             raise HistoryError(f"sort must be one of {', '.join(FLOW_SORTS)}")
         self._check_page(limit, offset)
         low, high = _range(from_ns, to_ns)
-        condition, values = (flt or FlowFilter()).where()
+        flt = flt or FlowFilter()
+        live = [f for f in active if f.last_ns >= low and f.first_ns <= high and flt.matches(f)]
+        if not live and ended:
+            return self._ended(low, high, flt, column, descending, limit, offset)
+        # The page of the merged order holds at most offset + limit ended flows.
+        stored: list[Flow] = []
+        total = 0
+        if ended:
+            stored, total = self._ended(low, high, flt, column, descending, offset + limit, 0)
+        key = _SORT_KEYS[sort]
+        merged = sorted([*stored, *live], key=lambda f: (key(f), f.uid), reverse=descending)
+        return merged[offset : offset + limit], total + len(live)
+
+    def _ended(
+        self,
+        low: int,
+        high: int,
+        flt: FlowFilter,
+        column: str,
+        descending: bool,
+        limit: int,
+        offset: int,
+    ) -> tuple[list[Flow], int]:
+        condition, values = flt.where()
         where = f"last_ns >= ? AND first_ns <= ? AND {condition}"
         params = [low, high, *values]
         files = self._files("flows", low, high)

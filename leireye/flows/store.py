@@ -51,16 +51,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from leireye.flows.columns import SORT_ORDER, TIME_COLUMNS, apps_table, flows_table, hosts_table
 from leireye.flows.layout import (
     HOUR_NS,
     LOSSES_FILE,
     PENDING_FILE,
-    SORT_ORDER,
     TABLES,
-    TIME_COLUMNS,
-    apps_table,
-    flows_table,
-    hosts_table,
     hour_name,
     hour_start_ns,
     read_losses,

@@ -250,6 +250,26 @@ def test_sort_and_paging(tmp_path: Path, sort: str) -> None:
     assert [f.uid for f in ascending] == expected[::-1][:5]
 
 
+def test_active_flows_merge_into_the_pages_in_order(tmp_path: Path) -> None:
+    flows = random_flows(120, seed=3)
+    ended, active = flows[:100], flows[100:]
+    w = writer(tmp_path)
+    w.add_flows(ended)
+    w.close()
+    history = FlowHistory(tmp_path)
+    flt = parse_flow_filter({"protocol": "TCP"})
+    wanted = [f for f in flows if flt.matches(f)]
+    expected = [f.uid for f in sorted(wanted, key=lambda f: (f.orig_bytes + f.resp_bytes, f.uid))]
+    pages: list[str] = []
+    for offset in range(0, 120, 7):
+        rows, total = history.flows(
+            flt=flt, sort="bytes", descending=False, limit=7, offset=offset, active=active
+        )
+        assert total == len(wanted)
+        pages += [f.uid for f in rows]
+    assert pages == expected
+
+
 def test_bad_query_arguments_are_refused(tmp_path: Path) -> None:
     history = FlowHistory(tmp_path, rows_max=50)
     with pytest.raises(HistoryError, match="sort"):
