@@ -24,6 +24,7 @@ equality the Parquet row-group statistics can prune with.
 
 from __future__ import annotations
 
+import datetime as dt
 import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -176,6 +177,20 @@ class FlowFilter:
             return False
         duration_ms = self.min_duration_ms
         return duration_ms is None or flow.duration_ns >= duration_ms * 1_000_000
+
+
+def parse_time_ns(text: str) -> int:
+    """A time as a query gives it: ISO 8601 (UTC unless it has a zone) or Unix seconds;
+    nanoseconds since the epoch. ValueError for anything else."""
+    if text.replace(".", "", 1).isdigit() and len(text) <= 24:
+        return int(float(text) * 1e9) if "." in text else int(text) * 10**9
+    try:
+        stamp = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"{text[:40]!r} is not an ISO 8601 time nor Unix seconds") from None
+    if stamp.tzinfo is None:
+        stamp = stamp.replace(tzinfo=dt.UTC)
+    return int(stamp.timestamp()) * 10**9 + stamp.microsecond * 1000
 
 
 def parse_flow_filter(values: Mapping[str, object]) -> FlowFilter:
