@@ -15,7 +15,7 @@ user, the setgid bit so every directory and file below gets that group; files 06
     flows/hour=2026120312/part-<min first_ns>-<max last_ns>-<pid>-<n>.parquet
     hosts/hour=2026120312/part-<min minute_ns>-<max minute_ns>-<pid>-<n>.parquet
     apps/hour=.../...
-    pending.json          rows held in memory, not written yet (rewritten once a second)
+    pending.json          rows held in memory, not written yet (rewritten on every change)
     losses.json           rows lost by crashes, counted at each start (cumulative)
 
 A flow is filed under the UTC hour of its `last_ns` (when it ended), a summary under its
@@ -26,8 +26,11 @@ from names alone. Within a file, flows are sorted by originator key and time, wi
 Crash safety: a file is written under a dot-name ending in `.tmp` in its hour's directory,
 fsynced, renamed to its final name and the directory fsynced: a reader sees a whole file or
 none. A crash leaves at most `.tmp` files (deleted at the next start) and loses the rows held
-in memory, at most `history.flush_s` worth: `pending.json` says how many, and the next start
-adds them to `losses.json` and logs them.
+in memory, at most `history.flush_s` worth: `pending.json` says how many (rewritten, without
+fsync, after every add and after every file written, so it is exact unless the process dies
+between a file's rename and that rewrite: then that file's rows are counted lost although
+they are kept, an over-count, never an under-count), and the next start adds them to
+`losses.json` and logs them.
 
 Retention (at most once a minute, and at start): every hour older than `history.flows_days`,
 then the oldest hours while the store is over `history.max_gb`; an hour's three tables go
@@ -107,8 +110,7 @@ class FlowStoreWriter:
         self._hosts: list[HostMinute] = []
         self._apps: list[AppMinute] = []
         self._serial = 0
-        self._pending_written: tuple[int, int, int] = (0, 0, 0)
-        self._pending_at = 0.0
+        self._marked: list[int] = [0, 0, 0]  # what pending.json says
         self._retention_at = 0.0
         directory.mkdir(parents=True, exist_ok=True)
         self.recovered = self._recover()
@@ -130,16 +132,16 @@ class FlowStoreWriter:
         """Write every row held: one file per table and hour that has rows."""
         now = self._clock()
         if self._flows:
-            self._write_table("flows", flows_table(self._flows))
+            self._write_table(0, flows_table(self._flows))
             self._flows.clear()
         if self._hosts:
-            self._write_table("hosts", hosts_table(self._hosts))
+            self._write_table(1, hosts_table(self._hosts))
             self._hosts.clear()
         if self._apps:
-            self._write_table("apps", apps_table(self._apps))
+            self._write_table(2, apps_table(self._apps))
             self._apps.clear()
         self._flushed_at = now
-        self._write_pending(force=True)
+        self._mark(list(self.pending))
         if now - self._retention_at >= RETENTION_EVERY_S:
             self.enforce_retention()
 
@@ -159,9 +161,11 @@ class FlowStoreWriter:
         if self._clock() - self._flushed_at >= self.flush_s:
             self.flush()
         else:
-            self._write_pending(force=False)
+            self._mark(list(self.pending))
 
-    def _write_table(self, table: str, data: pa.Table) -> None:
+    def _write_table(self, index: int, data: pa.Table) -> None:
+        """One file per hour; after each, pending.json counts its rows as written."""
+        table = TABLES[index]
         time_column = TIME_COLUMNS[table][0]
         times = data.column(time_column).to_pylist()
         by_hour: dict[str, list[int]] = {}
@@ -178,21 +182,22 @@ class FlowStoreWriter:
             self._serial += 1
             name = f"part-{low}-{high}-{os.getpid()}-{self._serial}.parquet"
             write_atomically(folder, name, part)
+            marked = list(self._marked)
+            marked[index] -= part.num_rows
+            self._mark(marked)
 
     def _make_dir(self, path: Path) -> None:
         if not path.is_dir():
             path.mkdir(exist_ok=True)
             os.chmod(path, DIR_MODE)
 
-    def _write_pending(self, *, force: bool) -> None:
-        now = self._clock()
-        counts = self.pending
-        if counts == self._pending_written or (not force and now - self._pending_at < 1.0):
-            return
-        data = dict(zip(TABLES, counts, strict=True))
-        _replace_text(self.directory / PENDING_FILE, json.dumps(data), sync=False)
-        self._pending_written = counts
-        self._pending_at = now
+    def _mark(self, counts: list[int]) -> None:
+        """Rewrite pending.json when the rows held in memory changed (no fsync: it must
+        survive the process, not the machine)."""
+        if counts != self._marked:
+            data = dict(zip(TABLES, counts, strict=True))
+            _replace_text(self.directory / PENDING_FILE, json.dumps(data), sync=False)
+            self._marked = counts
 
     # -- start: what a crash left ----------------------------------------------------------
 
@@ -203,6 +208,8 @@ class FlowStoreWriter:
             for path in (self.directory / table).glob("hour=*/.*.tmp"):
                 path.unlink(missing_ok=True)
                 temporary += 1
+        for path in self.directory.glob(".*.json.tmp"):  # pending.json or losses.json, half-made
+            path.unlink(missing_ok=True)
         lost: dict[str, int] = {}
         try:
             data = json.loads((self.directory / PENDING_FILE).read_text())
