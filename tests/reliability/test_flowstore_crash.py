@@ -29,7 +29,7 @@ CHILD = textwrap.dedent(
     from leireye.flows.model import Flow
     from leireye.flows.store import FlowStoreWriter
 
-    directory, first = Path(sys.argv[1]), int(sys.argv[2])
+    directory, first, BATCH = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
     w = FlowStoreWriter(directory, flows_days=7, max_gb=10, flush_s=0.05)
     added = 0
     while True:
@@ -38,12 +38,11 @@ CHILD = textwrap.dedent(
             Flow(uid=f"C{first + added + i}", vlan=None, transport="UDP", ip_version=4,
                  orig_ip="10.0.0.1", orig_port=i, resp_ip="10.0.0.2", resp_port=53,
                  app="DNS", first_ns=now, last_ns=now, orig_pkts=1, orig_bytes=80)
-            for i in range(%d)
+            for i in range(BATCH)
         ])
-        added += %d
+        added += BATCH
         print(added, flush=True)
     """
-    % (BATCH, BATCH)
 )
 
 
@@ -58,7 +57,7 @@ def test_sigkill_mid_flush_never_corrupts_and_the_loss_is_counted(tmp_path: Path
     for round_ in range(3):
         files_before = len(list(part_files(tmp_path, "flows")))
         child = subprocess.Popen(
-            [sys.executable, "-c", CHILD, str(tmp_path), str(round_ * 10**9)],
+            [sys.executable, "-c", CHILD, str(tmp_path), str(round_ * 10**9), str(BATCH)],
             stdout=subprocess.PIPE, text=True,
         )  # fmt: skip
         assert child.stdout is not None
