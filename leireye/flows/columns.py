@@ -1,7 +1,8 @@
 """The flow store's columns: Arrow schemas, and the model's structs as Arrow tables.
 
 Beside a `Flow`'s own fields the flows files hold derived columns for fast queries: the two
-addresses as 16-byte keys (`query.ip_key`), the duration and both directions' totals.
+addresses as 128-bit numbers in two unsigned 64-bit columns each (`query.ip_halves`), the
+duration and both directions' totals.
 """
 
 from __future__ import annotations
@@ -13,9 +14,9 @@ import pyarrow as pa
 
 from leireye.flows.layout import FLOW_FIELDS
 from leireye.flows.model import AppMinute, Flow, HostMinute
-from leireye.flows.query import ip_key
+from leireye.flows.query import ip_halves
 
-_KEY = pa.binary(16)
+_U64 = pa.uint64()
 FLOWS_SCHEMA: Final = pa.schema(
     [
         ("uid", pa.string()),
@@ -23,10 +24,12 @@ FLOWS_SCHEMA: Final = pa.schema(
         ("transport", pa.string()),
         ("ip_version", pa.int8()),
         ("orig_ip", pa.string()),
-        ("orig_key", _KEY),
+        ("orig_hi", _U64),
+        ("orig_lo", _U64),
         ("orig_port", pa.int32()),
         ("resp_ip", pa.string()),
-        ("resp_key", _KEY),
+        ("resp_hi", _U64),
+        ("resp_lo", _U64),
         ("resp_port", pa.int32()),
         ("app", pa.string()),
         ("first_ns", pa.int64()),
@@ -55,7 +58,8 @@ HOSTS_SCHEMA: Final = pa.schema(
     [
         ("minute_ns", pa.int64()),
         ("ip", pa.string()),
-        ("ip_key", _KEY),
+        ("ip_hi", _U64),
+        ("ip_lo", _U64),
         ("pkts_sent", pa.int64()),
         ("bytes_sent", pa.int64()),
         ("pkts_recv", pa.int64()),
@@ -76,16 +80,23 @@ APPS_SCHEMA: Final = pa.schema(
 )
 
 
+def _halves(addresses: Sequence[str]) -> tuple[pa.Array, pa.Array]:
+    """The (hi, lo) columns of addresses, each distinct address parsed once."""
+    seen: dict[str, tuple[int, int]] = {}
+    for address in addresses:
+        if address not in seen:
+            seen[address] = ip_halves(address)
+    pairs = [seen[a] for a in addresses]
+    return pa.array([p[0] for p in pairs], _U64), pa.array([p[1] for p in pairs], _U64)
+
+
 def flows_table(flows: Sequence[Flow]) -> pa.Table:
-    columns: dict[str, list[object]] = {name: [] for name in FLOW_FIELDS}
-    for flow in flows:
-        for name in FLOW_FIELDS:
-            columns[name].append(getattr(flow, name))
     arrays: dict[str, pa.Array] = {
-        name: pa.array(values, FLOWS_SCHEMA.field(name).type) for name, values in columns.items()
+        name: pa.array([getattr(f, name) for f in flows], FLOWS_SCHEMA.field(name).type)
+        for name in FLOW_FIELDS
     }
-    arrays["orig_key"] = pa.array([ip_key(f.orig_ip) for f in flows], _KEY)
-    arrays["resp_key"] = pa.array([ip_key(f.resp_ip) for f in flows], _KEY)
+    arrays["orig_hi"], arrays["orig_lo"] = _halves([f.orig_ip for f in flows])
+    arrays["resp_hi"], arrays["resp_lo"] = _halves([f.resp_ip for f in flows])
     arrays["duration_ns"] = pa.array([f.last_ns - f.first_ns for f in flows], pa.int64())
     arrays["pkts"] = pa.array([f.orig_pkts + f.resp_pkts for f in flows], pa.int64())
     arrays["bytes"] = pa.array([f.orig_bytes + f.resp_bytes for f in flows], pa.int64())
@@ -93,11 +104,13 @@ def flows_table(flows: Sequence[Flow]) -> pa.Table:
 
 
 def hosts_table(hosts: Sequence[HostMinute]) -> pa.Table:
+    ip_hi, ip_lo = _halves([h.ip for h in hosts])
     return pa.table(
         {
             "minute_ns": [h.minute_ns for h in hosts],
             "ip": [h.ip for h in hosts],
-            "ip_key": [ip_key(h.ip) for h in hosts],
+            "ip_hi": ip_hi,
+            "ip_lo": ip_lo,
             "pkts_sent": [h.pkts_sent for h in hosts],
             "bytes_sent": [h.bytes_sent for h in hosts],
             "pkts_recv": [h.pkts_recv for h in hosts],
@@ -130,7 +143,7 @@ TIME_COLUMNS: Final = {
     "apps": ("minute_ns",),
 }
 SORT_ORDER: Final = {
-    "flows": [("orig_key", "ascending"), ("first_ns", "ascending")],
-    "hosts": [("ip_key", "ascending"), ("minute_ns", "ascending")],
+    "flows": [("orig_hi", "ascending"), ("orig_lo", "ascending"), ("first_ns", "ascending")],
+    "hosts": [("ip_hi", "ascending"), ("ip_lo", "ascending"), ("minute_ns", "ascending")],
     "apps": [("minute_ns", "ascending"), ("app", "ascending")],
 }

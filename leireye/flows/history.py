@@ -23,7 +23,7 @@ import msgspec
 from leireye.errors import LeirEyeError
 from leireye.flows.layout import FLOW_FIELDS, part_files, read_losses
 from leireye.flows.model import Flow
-from leireye.flows.query import FlowFilter, ip_key
+from leireye.flows.query import FlowFilter, IpSide, KeyRange
 
 FLOW_SORTS: Final = {"bytes": "bytes", "packets": "pkts", "duration": "duration_ns",
                      "start": "first_ns"}  # fmt: skip
@@ -125,26 +125,19 @@ class FlowHistory:
         limit: int,
         offset: int,
     ) -> tuple[list[Flow], int]:
-        condition, values = flt.where()
-        where = f"last_ns >= ? AND first_ns <= ? AND {condition}"
-        params = [low, high, *values]
         files = self._files("flows", low, high)
         if not files:
             return [], 0
+        source, params = _matching(files, low, high, flt)
         order = "DESC" if descending else "ASC"
         rows = self._query(
-            f"SELECT {_FLOW_COLUMNS} FROM read_parquet(?) WHERE {where}"
+            f"SELECT {_FLOW_COLUMNS} FROM {source}"
             f" ORDER BY {column} {order}, uid {order} LIMIT ? OFFSET ?",
-            [files, *params, limit, offset],
+            [*params, limit, offset],
             "flows",
             (low, high),
         )
-        total = self._query(
-            f"SELECT count(*) AS n FROM read_parquet(?) WHERE {where}",
-            [files, *params],
-            "flows",
-            (low, high),
-        )
+        total = self._query(f"SELECT count(*) AS n FROM {source}", params, "flows", (low, high))
         return [_flow(row) for row in rows], int(total[0]["n"])
 
     def flow(self, uid: str) -> list[Flow]:
@@ -210,12 +203,13 @@ class FlowHistory:
     def host(self, ip: str, from_ns: int, to_ns: int, step_ns: int) -> dict[str, Any] | None:
         """One address in [from_ns, to_ns]: totals, names, ports served, apps (bytes), its
         top peers (from the flows) and its bytes per app per `step_ns`; None if never seen."""
-        key = ip_key(ip)  # ValueError for a bad address: the caller checked it
+        one = KeyRange.parse(ip)  # ValueError for a bad address: the caller checked it
         low, high = _range(from_ns, to_ns)
         step = self._check_step(low, high, step_ns)
         hosts = self._files("hosts", low - MINUTE_NS, high)
-        where = "ip_key = ? AND minute_ns >= ? AND minute_ns <= ?"
-        params: list[object] = [key, low - MINUTE_NS + 1, high]
+        host_test, host_values = one.sql("ip")
+        where = f"{host_test} AND minute_ns >= ? AND minute_ns <= ?"
+        params: list[object] = [*host_values, low - MINUTE_NS + 1, high]
         summary: dict[str, Any] | None = None
         apps: list[dict[str, Any]] = []
         series: list[dict[str, Any]] = []
@@ -259,13 +253,12 @@ class FlowHistory:
         peers: list[dict[str, Any]] = []
         flows = self._files("flows", low, high)
         if flows:
+            source, values = _matching(flows, low, high, FlowFilter(ip=one))
             peers = self._query(
-                "SELECT CASE WHEN orig_key = ? THEN resp_ip ELSE orig_ip END AS ip,"
+                "SELECT CASE WHEN side = 'orig' THEN resp_ip ELSE orig_ip END AS ip,"
                 " count(*) AS flows, sum(pkts)::BIGINT AS packets, sum(bytes)::BIGINT AS bytes"
-                " FROM read_parquet(?) WHERE (orig_key = ? OR resp_key = ?)"
-                " AND last_ns >= ? AND first_ns <= ?"
-                " GROUP BY 1 ORDER BY bytes DESC, ip LIMIT ?",
-                [key, flows, key, key, low, high, PEERS_MAX],
+                f" FROM {source} GROUP BY 1 ORDER BY bytes DESC, ip LIMIT ?",
+                [*values, PEERS_MAX],
                 "flows",
                 (low, high),
             )
@@ -349,6 +342,25 @@ class FlowHistory:
                 timer.cancel()
                 cursor.close()
         raise AssertionError("unreachable")
+
+
+def _matching(files: list[str], low: int, high: int, flt: FlowFilter) -> tuple[str, list[object]]:
+    """A subquery of the flows in `files` that overlap [low, high] and pass `flt`, and its
+    parameters. An `ip` filter becomes two scans (the host as originator; as responder and
+    not originator) joined by UNION ALL: each is a conjunction DuckDB pushes into the Parquet
+    reader, where `orig OR resp` would be evaluated after reading every column of every row.
+    A `side` column says which branch a row came from ("orig", "resp_only" or "any")."""
+    base = "last_ns >= ? AND first_ns <= ?"
+    sides: tuple[IpSide | None, ...] = ("orig", "resp_only") if flt.ip is not None else (None,)
+    branches: list[str] = []
+    params: list[object] = []
+    for side in sides:
+        condition, values = flt.where(side)
+        branches.append(
+            f"SELECT *, '{side or 'any'}' AS side FROM read_parquet(?) WHERE {base} AND {condition}"
+        )
+        params += [files, low, high, *values]
+    return "(" + " UNION ALL ".join(branches) + ")", params
 
 
 def _range(from_ns: int | None, to_ns: int | None) -> tuple[int, int]:

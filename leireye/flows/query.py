@@ -17,9 +17,10 @@ The keys are the packet filter's (docs/api.md, the WebSocket `filters`) read on 
 raises `FilterValueError` naming the key. `where` gives SQL text with `?` placeholders and the
 values to bind: nothing a client sends is ever spliced into the SQL text.
 
-Addresses are compared as 16-byte keys (`ip_key`): an IPv6 address's bytes, an IPv4 address
-mapped into ::ffff:0:0/96, so that a network is one range of keys and a one-host query is an
-equality the Parquet row-group statistics can prune with.
+Addresses are compared as 128-bit numbers held in two unsigned 64-bit columns (`ip_halves`:
+`orig_hi`, `orig_lo`, ...), an IPv4 address mapped into ::ffff:0:0/96, so that a network is one
+range and a one-host query two integer equalities that DuckDB pushes into the Parquet scan and
+the row-group statistics prune with (16-byte binary keys were ~10x slower to scan).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import datetime as dt
 import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, Literal
 
 from leireye.errors import LeirEyeError
 from leireye.flows.model import Flow
@@ -47,7 +48,9 @@ _INT_MAX: Final = {
     "port": 65535, "src_port": 65535, "dst_port": 65535, "vlan": 4095,
     "min_bytes": 2**62, "min_duration_ms": 2**40,
 }  # fmt: skip
-_MAPPED_V4: Final = b"\x00" * 10 + b"\xff\xff"
+_MAPPED_V4: Final = 0xFFFF << 32
+_U64: Final = (1 << 64) - 1
+IpSide = Literal["orig", "resp_only"]
 
 
 class FilterValueError(LeirEyeError):
@@ -58,20 +61,24 @@ class FilterValueError(LeirEyeError):
         self.key = key
 
 
-def ip_key(address: str) -> bytes:
-    """The 16-byte sort key of an address (IPv4 mapped into ::ffff:0:0/96)."""
+def ip_number(address: str) -> int:
+    """An address as a 128-bit number (IPv4 mapped into ::ffff:0:0/96)."""
     parsed = ipaddress.ip_address(address)
-    if parsed.version == 4:
-        return _MAPPED_V4 + parsed.packed
-    return parsed.packed
+    return _MAPPED_V4 | int(parsed) if parsed.version == 4 else int(parsed)
+
+
+def ip_halves(address: str) -> tuple[int, int]:
+    """The two unsigned 64-bit columns of an address: (high, low)."""
+    number = ip_number(address)
+    return number >> 64, number & _U64
 
 
 @dataclass(frozen=True, slots=True)
 class KeyRange:
-    """An address or CIDR network as the inclusive range of its 16-byte keys."""
+    """An address or CIDR network as the inclusive range of its 128-bit numbers."""
 
-    low: bytes
-    high: bytes
+    low: int
+    high: int
     text: str
 
     @classmethod
@@ -80,10 +87,22 @@ class KeyRange:
         net = ipaddress.ip_network(text.strip(), strict=False)
         first, last = net.network_address, net.broadcast_address
         canon = str(first) if net.prefixlen == net.max_prefixlen else str(net)
-        return cls(ip_key(str(first)), ip_key(str(last)), canon)
+        return cls(ip_number(str(first)), ip_number(str(last)), canon)
 
-    def contains(self, key: bytes) -> bool:
-        return self.low <= key <= self.high
+    def contains(self, number: int) -> bool:
+        return self.low <= number <= self.high
+
+    def sql(self, side: str) -> tuple[str, list[object]]:
+        """The test on columns `{side}_hi`, `{side}_lo`. A network is aligned: either both
+        ends share the high half, or the low halves span all of it."""
+        low_hi, low_lo = self.low >> 64, self.low & _U64
+        high_hi, high_lo = self.high >> 64, self.high & _U64
+        if low_hi != high_hi:
+            return f"({side}_hi BETWEEN ?::UBIGINT AND ?::UBIGINT)", [low_hi, high_hi]
+        if low_lo == high_lo:
+            return f"({side}_hi = ?::UBIGINT AND {side}_lo = ?::UBIGINT)", [low_hi, low_lo]
+        text = f"({side}_hi = ?::UBIGINT AND {side}_lo BETWEEN ?::UBIGINT AND ?::UBIGINT)"
+        return text, [low_hi, low_lo, high_lo]
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,30 +129,35 @@ class FlowFilter:
                 out[key] = value.text if isinstance(value, KeyRange) else value
         return out
 
-    def where(self) -> tuple[str, list[object]]:
+    def where(self, ip_side: IpSide | None = None) -> tuple[str, list[object]]:
         """SQL conditions (joined by AND; "TRUE" when empty) over the flows table's columns,
-        and the values for their `?` placeholders, in order."""
+        and the values for their `?` placeholders, in order. With `ip_side`, `ip` is tested
+        on one end: "orig", or "resp_only" (the responder, and not the originator), so that a
+        query can be two scans whose filters DuckDB pushes down, rather than one with an OR."""
         parts: list[str] = []
         values: list[object] = []
         if self.protocol is not None:
             column = "transport" if self.protocol.upper() in _TRANSPORTS else "app"
             parts.append(f"{column} = ?")
             values.append(self.protocol)
-        for key_range, columns in (
-            (self.src_ip, ("orig_key",)),
-            (self.dst_ip, ("resp_key",)),
-            (self.ip, ("orig_key", "resp_key")),
-        ):
-            if key_range is None:
-                continue
-            if key_range.low == key_range.high:
-                tests = [f"{column} = ?" for column in columns]
-                values.extend(key_range.low for _ in columns)
-            else:
-                tests = [f"({column} BETWEEN ? AND ?)" for column in columns]
-                for _ in columns:
-                    values.extend((key_range.low, key_range.high))
-            parts.append("(" + " OR ".join(tests) + ")")
+        tests: list[tuple[KeyRange | None, str, str]] = [
+            (self.src_ip, "orig", "{}"),
+            (self.dst_ip, "resp", "{}"),
+        ]
+        if ip_side == "orig":
+            tests.append((self.ip, "orig", "{}"))
+        elif ip_side == "resp_only":
+            tests += [(self.ip, "resp", "{}"), (self.ip, "orig", "NOT {}")]
+        elif self.ip is not None:
+            orig, orig_values = self.ip.sql("orig")
+            resp, resp_values = self.ip.sql("resp")
+            parts.append(f"({orig} OR {resp})")
+            values += orig_values + resp_values
+        for key_range, side, shape in tests:
+            if key_range is not None:
+                text, found = key_range.sql(side)
+                parts.append(shape.format(text))
+                values += found
         if self.port is not None:
             parts.append("(orig_port = ? OR resp_port = ?)")
             values.extend((self.port, self.port))
@@ -156,7 +180,7 @@ class FlowFilter:
         """The same test on one flow (the live flows, which are not in the store)."""
         if self.protocol is not None and self.protocol not in (flow.transport, flow.app):
             return False
-        orig, resp = ip_key(flow.orig_ip), ip_key(flow.resp_ip)
+        orig, resp = ip_number(flow.orig_ip), ip_number(flow.resp_ip)
         if self.src_ip is not None and not self.src_ip.contains(orig):
             return False
         if self.dst_ip is not None and not self.dst_ip.contains(resp):

@@ -365,3 +365,34 @@ def test_a_duckdb_database_file_cannot_be_read_while_another_process_writes_it(
         con.close()
     assert reader.returncode != 0
     assert "lock" in reader.stderr.lower()
+
+
+@pytest.mark.parametrize(
+    ("network", "expected"),
+    [
+        ("fe80::/10", {"C1", "C2"}),
+        ("fe80::1", {"C1"}),
+        ("ff02::fb", {"C2"}),
+        ("2001:db8::/64", {"C3"}),
+        ("2001:db8::5", {"C3"}),
+        ("::/1", {"C3", "C4"}),
+        ("10.0.0.0/8", {"C4"}),
+        ("::ffff:0:0/96", {"C4"}),
+    ],
+)
+def test_ipv6_networks_across_both_halves(tmp_path: Path, network: str, expected: set[str]) -> None:
+    flows = [
+        bare_flow("C1", ip_version=6, orig_ip="fe80::1", resp_ip="fe80::2"),
+        bare_flow("C2", ip_version=6, orig_ip="fe80::9", resp_ip="ff02::fb"),
+        bare_flow("C3", ip_version=6, orig_ip="2001:db8::5", resp_ip="2001:db8:1::1"),
+        bare_flow("C4", orig_ip="10.1.2.3", resp_ip="192.0.2.1"),
+    ]
+    w = writer(tmp_path)
+    w.add_flows(flows)
+    w.close()
+    flt = parse_flow_filter({"ip": network})
+    assert {f.uid for f in flows if flt.matches(f)} == expected
+    assert {f.uid for f in FlowHistory(tmp_path).flows(flt=flt)[0]} == expected
+    assert {
+        f.uid for f in FlowHistory(tmp_path).flows(flt=parse_flow_filter({"src_ip": network}))[0]
+    } <= expected
