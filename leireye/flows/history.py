@@ -130,15 +130,30 @@ class FlowHistory:
             return [], 0
         source, params = _matching(files, low, high, flt)
         order = "DESC" if descending else "ASC"
-        rows = self._query(
-            f"SELECT {_FLOW_COLUMNS} FROM {source}"
+        # The page in two steps: which rows, from the few columns the filter and the order
+        # need; then only those rows, whole, from only their files. One query would read
+        # every column of every row group that holds a match (late materialisation).
+        hits = self._query(
+            f"SELECT filename, uid, first_ns FROM {source}"
             f" ORDER BY {column} {order}, uid {order} LIMIT ? OFFSET ?",
             [*params, limit, offset],
             "flows",
             (low, high),
         )
         total = self._query(f"SELECT count(*) AS n FROM {source}", params, "flows", (low, high))
-        return [_flow(row) for row in rows], int(total[0]["n"])
+        if not hits:
+            return [], int(total[0]["n"])
+        uids = sorted({hit["uid"] for hit in hits})
+        marks = ", ".join("?" for _ in uids)
+        rows = self._query(
+            f"SELECT {_FLOW_COLUMNS} FROM read_parquet(?) WHERE uid IN ({marks})",
+            [sorted({hit["filename"] for hit in hits}), *uids],
+            "flows",
+            (low, high),
+        )
+        found = {(row["uid"], row["first_ns"]): row for row in rows}
+        page = [found[(hit["uid"], hit["first_ns"])] for hit in hits]
+        return [_flow(row) for row in page], int(total[0]["n"])
 
     def flow(self, uid: str) -> list[Flow]:
         """Every record of one flow (a long flow has one per active timeout), oldest first."""
@@ -357,7 +372,8 @@ def _matching(files: list[str], low: int, high: int, flt: FlowFilter) -> tuple[s
     for side in sides:
         condition, values = flt.where(side)
         branches.append(
-            f"SELECT *, '{side or 'any'}' AS side FROM read_parquet(?) WHERE {base} AND {condition}"
+            f"SELECT *, filename, '{side or 'any'}' AS side FROM read_parquet(?)"
+            f" WHERE {base} AND {condition}"
         )
         params += [files, low, high, *values]
     return "(" + " UNION ALL ".join(branches) + ")", params
