@@ -4,7 +4,8 @@
    a flush (`--writer-flows` of them): flows per second, the cost the flow process pays.
 2. `--hours` of history at `--rate` flows/s, made vectorised (numpy, pyarrow) and written in the
    store's own layout (`columns.FLOWS_SCHEMA`, sorted as the writer sorts, one file per
-   `--flush-s`, `store.write_atomically`): rows per second and bytes per flow on disk.
+   `--flush-s` and its `flows_by_resp` twin, `store.write_atomically`): rows per second and
+   bytes per flow on disk (both copies).
 3. Queries over all of it through `FlowHistory`: one host (`ip=`: its flows, newest first, a
    page of 100 and the count), against two references measured in the same run: a full scan
    (`sum(bytes)` over every row) and the same one-host question on the address texts, which
@@ -160,16 +161,18 @@ def main() -> None:
         for serial in range(files):
             t0 = time.perf_counter()
             table = synthetic(per_file, begin + serial * span, span, serial, rng, pools)
-            table = table.sort_by(SORT_ORDER["flows"])
             generated += time.perf_counter() - t0
             low = int(pc.min(table["first_ns"]).as_py())
             high = int(pc.max(table["last_ns"]).as_py())
-            folder = store / "flows" / hour_name(begin + serial * span)
-            folder.mkdir(parents=True, exist_ok=True)
-            write_atomically(folder, f"part-{low}-{high}-1-{serial}.parquet", table)
+            name = f"part-{low}-{high}-1-{serial}.parquet"
+            for directory, order in (("flows_by_resp", "flows_by_resp"), ("flows", "flows")):
+                folder = store / directory / hour_name(begin + serial * span)
+                folder.mkdir(parents=True, exist_ok=True)
+                write_atomically(folder, name, table.sort_by(SORT_ORDER[order]))
         elapsed = time.perf_counter() - started
         rows = files * per_file
         size = sum(p.path.stat().st_size for p in part_files(store, "flows"))
+        size += sum(p.path.stat().st_size for p in part_files(store, "flows_by_resp"))
         print(
             f"history: {args.hours:g} h at {args.rate} flows/s = {rows:,} flows in {files} files;"
             f" written at {rows / (elapsed - generated):,.0f} flows/s (generation excluded);"

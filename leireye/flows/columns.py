@@ -144,6 +144,11 @@ TIME_COLUMNS: Final = {
 }
 SORT_ORDER: Final = {
     "flows": [("orig_hi", "ascending"), ("orig_lo", "ascending"), ("first_ns", "ascending")],
+    "flows_by_resp": [
+        ("resp_hi", "ascending"),
+        ("resp_lo", "ascending"),
+        ("first_ns", "ascending"),
+    ],
     "hosts": [("ip_hi", "ascending"), ("ip_lo", "ascending"), ("minute_ns", "ascending")],
     "apps": [("minute_ns", "ascending"), ("app", "ascending")],
 }

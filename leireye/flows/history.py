@@ -21,7 +21,7 @@ import duckdb
 import msgspec
 
 from leireye.errors import LeirEyeError
-from leireye.flows.layout import FLOW_FIELDS, part_files, read_losses
+from leireye.flows.layout import BY_RESP, FLOW_FIELDS, part_files, read_losses
 from leireye.flows.model import Flow
 from leireye.flows.query import FlowFilter, IpSide, KeyRange
 
@@ -128,7 +128,7 @@ class FlowHistory:
         files = self._files("flows", low, high)
         if not files:
             return [], 0
-        source, params = _matching(files, low, high, flt)
+        source, params = _matching(files, low, high, flt, self._twins(files))
         order = "DESC" if descending else "ASC"
         # The page in two steps: which rows, from the few columns the filter and the order
         # need; then only those rows, whole, from only their files. One query would read
@@ -268,7 +268,7 @@ class FlowHistory:
         peers: list[dict[str, Any]] = []
         flows = self._files("flows", low, high)
         if flows:
-            source, values = _matching(flows, low, high, FlowFilter(ip=one))
+            source, values = _matching(flows, low, high, FlowFilter(ip=one), self._twins(flows))
             peers = self._query(
                 "SELECT CASE WHEN side = 'orig' THEN resp_ip ELSE orig_ip END AS ip,"
                 " count(*) AS flows, sum(pkts)::BIGINT AS packets, sum(bytes)::BIGINT AS bytes"
@@ -328,6 +328,20 @@ class FlowHistory:
             if part.low_ns <= high and part.high_ns >= low
         ]
 
+    def _refresh(self, files: list[str], span: tuple[int, int]) -> list[str]:
+        """A file list made again (retention deleted some), from the table it was made of."""
+        if not files:
+            return files
+        fresh = self._files(Path(files[0]).parent.parent.name, *span)
+        return fresh or files
+
+    def _twins(self, files: list[str]) -> list[str] | None:
+        """The `flows_by_resp` twins of flows files; None when one is missing (a store
+        written without them): then the responder side is read from the flows files."""
+        twins = [str(Path(f).parents[2] / BY_RESP / Path(f).parent.name / Path(f).name)
+                 for f in files]  # fmt: skip
+        return twins if all(Path(t).exists() for t in twins) else None
+
     def _query(
         self, sql: str, params: Sequence[object], table: str, span: tuple[int, int]
     ) -> list[dict[str, Any]]:
@@ -351,20 +365,22 @@ class FlowHistory:
             except duckdb.IOException:
                 if attempt == 2:
                     raise
-                fresh = self._files(table, *span)
-                params = [fresh if isinstance(p, list) else p for p in params]
+                params = [self._refresh(p, span) if isinstance(p, list) else p for p in params]
             finally:
                 timer.cancel()
                 cursor.close()
         raise AssertionError("unreachable")
 
 
-def _matching(files: list[str], low: int, high: int, flt: FlowFilter) -> tuple[str, list[object]]:
+def _matching(
+    files: list[str], low: int, high: int, flt: FlowFilter, twins: list[str] | None = None
+) -> tuple[str, list[object]]:
     """A subquery of the flows in `files` that overlap [low, high] and pass `flt`, and its
-    parameters. An `ip` filter becomes two scans (the host as originator; as responder and
-    not originator) joined by UNION ALL: each is a conjunction DuckDB pushes into the Parquet
-    reader, where `orig OR resp` would be evaluated after reading every column of every row.
-    A `side` column says which branch a row came from ("orig", "resp_only" or "any")."""
+    parameters. An `ip` filter becomes two scans joined by UNION ALL: the host as originator
+    in `files` (sorted by originator), and as responder and not originator in `twins` (the
+    same rows sorted by responder, `flows_by_resp`): each is a conjunction DuckDB pushes into
+    the Parquet reader and prunes row groups with, where `orig OR resp` would read every
+    column of every row. A `side` column says which branch a row came from."""
     base = "last_ns >= ? AND first_ns <= ?"
     sides: tuple[IpSide | None, ...] = ("orig", "resp_only") if flt.ip is not None else (None,)
     branches: list[str] = []
@@ -375,7 +391,8 @@ def _matching(files: list[str], low: int, high: int, flt: FlowFilter) -> tuple[s
             f"SELECT *, filename, '{side or 'any'}' AS side FROM read_parquet(?)"
             f" WHERE {base} AND {condition}"
         )
-        params += [files, low, high, *values]
+        chosen = twins if side == "resp_only" and twins else files
+        params += [chosen, low, high, *values]
     return "(" + " UNION ALL ".join(branches) + ")", params
 
 

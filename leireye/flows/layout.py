@@ -18,6 +18,10 @@ from typing import Final
 from leireye.flows.model import Flow
 
 TABLES: Final = ("flows", "hosts", "apps")
+# The flows again, sorted by responder: a one-host query finds the host as responder by the
+# row-group statistics too (twice the bytes of the flows, for 10-100x less read).
+BY_RESP: Final = "flows_by_resp"
+DATA_DIRS: Final = (*TABLES, BY_RESP)
 PENDING_FILE: Final = "pending.json"
 LOSSES_FILE: Final = "losses.json"
 HOUR_NS: Final = 3600 * 10**9

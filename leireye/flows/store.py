@@ -13,6 +13,7 @@ Layout under `history.dir` (mode 2750: owned by the flow process's user, group o
 user, the setgid bit so every directory and file below gets that group; files 0640):
 
     flows/hour=2026120312/part-<min first_ns>-<max last_ns>-<pid>-<n>.parquet
+    flows_by_resp/hour=2026120312/part-...parquet   the same rows sorted by responder
     hosts/hour=2026120312/part-<min minute_ns>-<max minute_ns>-<pid>-<n>.parquet
     apps/hour=.../...
     pending.json          rows held in memory, not written yet (rewritten on every change)
@@ -20,8 +21,11 @@ user, the setgid bit so every directory and file below gets that group; files 06
 
 A flow is filed under the UTC hour of its `last_ns` (when it ended), a summary under its
 minute's. The times in a file's name bound its rows, so a reader picks the files of a time range
-from names alone. Within a file, flows are sorted by originator key and time, with row groups of
-`ROW_GROUP_ROWS`, so that the row-group statistics skip most of a file for a one-host query.
+from names alone. Within a file, flows are sorted by originator address and time, with row
+groups of `ROW_GROUP_ROWS`, so that the row-group statistics skip most of a file for a one-host
+query; the same rows sorted by responder go to a twin file of the same name under
+`flows_by_resp/`, written first: the flows file's rename commits both, and a twin without its
+flows file (a crash between the two) is deleted at the next start.
 
 Crash safety: a file is written under a dot-name ending in `.tmp` in its hour's directory,
 fsynced, renamed to its final name and the directory fsynced: a reader sees a whole file or
@@ -56,6 +60,8 @@ import pyarrow.parquet as pq
 
 from leireye.flows.columns import SORT_ORDER, TIME_COLUMNS, apps_table, flows_table, hosts_table
 from leireye.flows.layout import (
+    BY_RESP,
+    DATA_DIRS,
     HOUR_NS,
     LOSSES_FILE,
     PENDING_FILE,
@@ -181,6 +187,11 @@ class FlowStoreWriter:
             self._make_dir(folder)
             self._serial += 1
             name = f"part-{low}-{high}-{os.getpid()}-{self._serial}.parquet"
+            if table == "flows":  # its twin first: the flows file's rename commits both
+                twin = self.directory / BY_RESP / hour
+                self._make_dir(twin.parent)
+                self._make_dir(twin)
+                write_atomically(twin, name, part.sort_by(SORT_ORDER[BY_RESP]))
             write_atomically(folder, name, part)
             marked = list(self._marked)
             marked[index] -= part.num_rows
@@ -204,12 +215,16 @@ class FlowStoreWriter:
     def _recover(self) -> dict[str, int]:
         """Delete half-written files; count the rows the last run held when it died."""
         temporary = 0
-        for table in TABLES:
+        for table in DATA_DIRS:
             for path in (self.directory / table).glob("hour=*/.*.tmp"):
                 path.unlink(missing_ok=True)
                 temporary += 1
         for path in self.directory.glob(".*.json.tmp"):  # pending.json or losses.json, half-made
             path.unlink(missing_ok=True)
+        for path in (self.directory / BY_RESP).glob("hour=*/part-*.parquet"):
+            if not (self.directory / "flows" / path.parent.name / path.name).exists():
+                path.unlink()  # a twin whose flows file was never renamed: not committed
+                temporary += 1
         lost: dict[str, int] = {}
         try:
             data = json.loads((self.directory / PENDING_FILE).read_text())
@@ -239,7 +254,7 @@ class FlowStoreWriter:
         now = self._clock()
         self._retention_at = now
         hours: dict[str, int] = {}  # hour -> bytes over all tables
-        for table in TABLES:
+        for table in DATA_DIRS:
             with contextlib.suppress(FileNotFoundError):
                 for folder in (self.directory / table).iterdir():
                     size = sum(f.stat().st_size for f in folder.iterdir() if f.is_file())
@@ -263,7 +278,7 @@ class FlowStoreWriter:
         return deleted
 
     def _delete_hour(self, hour: str) -> None:
-        for table in TABLES:
+        for table in DATA_DIRS:
             shutil.rmtree(self.directory / table / hour, ignore_errors=True)
 
 

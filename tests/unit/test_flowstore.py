@@ -161,7 +161,11 @@ def test_retention_by_size_deletes_the_oldest_hours_first(tmp_path: Path) -> Non
             [bare_flow(f"C{i}", first_ns=NOW_NS - i * hour_ns, last_ns=NOW_NS - i * hour_ns)]
         )
         w.flush()
-    size = max(p.path.stat().st_size for p in part_files(tmp_path, "flows"))
+    size = max(  # an hour's files: the flows and their twin sorted by responder
+        p.path.stat().st_size
+        + (tmp_path / "flows_by_resp" / p.path.parent.name / p.path.name).stat().st_size
+        for p in part_files(tmp_path, "flows")
+    )
     w.max_bytes = int(size * 2.5)
     assert len(w.enforce_retention()) == 2
     assert sorted(f.uid for f in FlowHistory(tmp_path).flows()[0]) == ["C0", "C1"]
@@ -396,3 +400,18 @@ def test_ipv6_networks_across_both_halves(tmp_path: Path, network: str, expected
     assert {
         f.uid for f in FlowHistory(tmp_path).flows(flt=parse_flow_filter({"src_ip": network}))[0]
     } <= expected
+
+
+def test_a_twin_without_its_flows_file_is_not_committed(tmp_path: Path) -> None:
+    w = writer(tmp_path)
+    w.add_flows([bare_flow("C1"), bare_flow("C2", orig_ip="10.0.0.9", resp_ip="10.0.0.1")])
+    w.close()
+    (part,) = part_files(tmp_path, "flows")
+    twin = tmp_path / "flows_by_resp" / part.path.parent.name / part.path.name
+    assert twin.exists()
+    flt = parse_flow_filter({"ip": "10.0.0.1"})
+    assert FlowHistory(tmp_path).flows(flt=flt)[1] == 2  # C1 as originator, C2 as responder
+    part.path.unlink()  # as if the writer died between the twin and the flows file
+    writer(tmp_path).close()
+    assert not twin.exists()
+    assert FlowHistory(tmp_path).flows(flt=flt) == ([], 0)
