@@ -21,7 +21,7 @@ import duckdb
 import msgspec
 
 from leireye.errors import LeirEyeError
-from leireye.flows.layout import BY_RESP, FLOW_FIELDS, part_files, read_losses
+from leireye.flows.layout import BY_RESP, FLOW_FIELDS, PartFile, part_files, read_losses
 from leireye.flows.model import Flow
 from leireye.flows.query import FlowFilter, IpSide, KeyRange
 
@@ -125,35 +125,20 @@ class FlowHistory:
         limit: int,
         offset: int,
     ) -> tuple[list[Flow], int]:
-        files = self._files("flows", low, high)
-        if not files:
+        parts = self._parts("flows", low, high)
+        if not parts:
             return [], 0
-        source, params = _matching(files, low, high, flt, self._twins(files))
+        source, params = _matching(parts, low, high, flt, self._twins(parts))
         order = "DESC" if descending else "ASC"
-        # The page in two steps: which rows, from the few columns the filter and the order
-        # need; then only those rows, whole, from only their files. One query would read
-        # every column of every row group that holds a match (late materialisation).
-        hits = self._query(
-            f"SELECT filename, uid, first_ns FROM {source}"
+        rows = self._query(
+            f"SELECT {_FLOW_COLUMNS} FROM {source}"
             f" ORDER BY {column} {order}, uid {order} LIMIT ? OFFSET ?",
             [*params, limit, offset],
             "flows",
             (low, high),
         )
         total = self._query(f"SELECT count(*) AS n FROM {source}", params, "flows", (low, high))
-        if not hits:
-            return [], int(total[0]["n"])
-        uids = sorted({hit["uid"] for hit in hits})
-        marks = ", ".join("?" for _ in uids)
-        rows = self._query(
-            f"SELECT {_FLOW_COLUMNS} FROM read_parquet(?) WHERE uid IN ({marks})",
-            [sorted({hit["filename"] for hit in hits}), *uids],
-            "flows",
-            (low, high),
-        )
-        found = {(row["uid"], row["first_ns"]): row for row in rows}
-        page = [found[(hit["uid"], hit["first_ns"])] for hit in hits]
-        return [_flow(row) for row in page], int(total[0]["n"])
+        return [_flow(row) for row in rows], int(total[0]["n"])
 
     def flow(self, uid: str) -> list[Flow]:
         """Every record of one flow (a long flow has one per active timeout), oldest first."""
@@ -266,11 +251,11 @@ class FlowHistory:
                     (low, high),
                 )
         peers: list[dict[str, Any]] = []
-        flows = self._files("flows", low, high)
+        flows = self._parts("flows", low, high)
         if flows:
             source, values = _matching(flows, low, high, FlowFilter(ip=one), self._twins(flows))
             peers = self._query(
-                "SELECT CASE WHEN side = 'orig' THEN resp_ip ELSE orig_ip END AS ip,"
+                "SELECT CASE WHEN side = 'orig_only' THEN resp_ip ELSE orig_ip END AS ip,"
                 " count(*) AS flows, sum(pkts)::BIGINT AS packets, sum(bytes)::BIGINT AS bytes"
                 f" FROM {source} GROUP BY 1 ORDER BY bytes DESC, ip LIMIT ?",
                 [*values, PEERS_MAX],
@@ -320,6 +305,12 @@ class FlowHistory:
             raise HistoryError(f"from..to holds more than {STEPS_MAX} steps: take a longer step")
         return step_ns
 
+    def _parts(self, table: str, low: int, high: int) -> list[PartFile]:
+        """The files of `table` that may hold rows in [low, high], by their names' bounds."""
+        return [
+            p for p in part_files(self.directory, table) if p.low_ns <= high and p.high_ns >= low
+        ]
+
     def _files(self, table: str, low: int, high: int) -> list[str]:
         """The files of `table` that may hold rows in [low, high], by their names' bounds."""
         return [
@@ -328,18 +319,15 @@ class FlowHistory:
             if part.low_ns <= high and part.high_ns >= low
         ]
 
-    def _refresh(self, files: list[str], span: tuple[int, int]) -> list[str]:
-        """A file list made again (retention deleted some), from the table it was made of."""
-        if not files:
-            return files
-        fresh = self._files(Path(files[0]).parent.parent.name, *span)
-        return fresh or files
+    def _refresh(self, files: list[str]) -> list[str]:
+        """A file list without the files retention deleted since it was made."""
+        return [f for f in files if Path(f).exists()]
 
-    def _twins(self, files: list[str]) -> list[str] | None:
+    def _twins(self, parts: list[PartFile]) -> list[str] | None:
         """The `flows_by_resp` twins of flows files; None when one is missing (a store
         written without them): then the responder side is read from the flows files."""
-        twins = [str(Path(f).parents[2] / BY_RESP / Path(f).parent.name / Path(f).name)
-                 for f in files]  # fmt: skip
+        twins = [str(p.path.parents[2] / BY_RESP / p.path.parent.name / p.path.name)
+                 for p in parts]  # fmt: skip
         return twins if all(Path(t).exists() for t in twins) else None
 
     def _query(
@@ -365,7 +353,7 @@ class FlowHistory:
             except duckdb.IOException:
                 if attempt == 2:
                     raise
-                params = [self._refresh(p, span) if isinstance(p, list) else p for p in params]
+                params = [self._refresh(p) if isinstance(p, list) else p for p in params]
             finally:
                 timer.cancel()
                 cursor.close()
@@ -373,26 +361,32 @@ class FlowHistory:
 
 
 def _matching(
-    files: list[str], low: int, high: int, flt: FlowFilter, twins: list[str] | None = None
+    files: list[PartFile], low: int, high: int, flt: FlowFilter, twins: list[str] | None = None
 ) -> tuple[str, list[object]]:
     """A subquery of the flows in `files` that overlap [low, high] and pass `flt`, and its
     parameters. An `ip` filter becomes two scans joined by UNION ALL: the host as originator
-    in `files` (sorted by originator), and as responder and not originator in `twins` (the
-    same rows sorted by responder, `flows_by_resp`): each is a conjunction DuckDB pushes into
+    (and not responder) in `files`, sorted by originator, and as responder in `twins`, the
+    same rows sorted by responder (`flows_by_resp`): each is a conjunction DuckDB pushes into
     the Parquet reader and prunes row groups with, where `orig OR resp` would read every
-    column of every row. A `side` column says which branch a row came from."""
-    base = "last_ns >= ? AND first_ns <= ?"
-    sides: tuple[IpSide | None, ...] = ("orig", "resp_only") if flt.ip is not None else (None,)
+    column of every row. The time test is left out for the files that lie inside the range
+    by their names (reading two columns of every row for nothing). A `side` column says which
+    branch a row came from."""
+    sides: tuple[IpSide | None, ...] = ("orig_only", "resp") if flt.ip is not None else (None,)
+    inside = [i for i, f in enumerate(files) if f.low_ns >= low and f.high_ns <= high]
+    edge = [i for i, f in enumerate(files) if not (f.low_ns >= low and f.high_ns <= high)]
     branches: list[str] = []
     params: list[object] = []
     for side in sides:
         condition, values = flt.where(side)
-        branches.append(
-            f"SELECT *, filename, '{side or 'any'}' AS side FROM read_parquet(?)"
-            f" WHERE {base} AND {condition}"
-        )
-        chosen = twins if side == "resp_only" and twins else files
-        params += [chosen, low, high, *values]
+        names = twins if side == "resp" and twins else [str(f.path) for f in files]
+        for chosen, timed in ((inside, False), (edge, True)):
+            if not chosen:
+                continue
+            test = f"last_ns >= ? AND first_ns <= ? AND {condition}" if timed else condition
+            branches.append(
+                f"SELECT *, filename, '{side or 'any'}' AS side FROM read_parquet(?) WHERE {test}"
+            )
+            params += [[names[i] for i in chosen], *((low, high) if timed else ()), *values]
     return "(" + " UNION ALL ".join(branches) + ")", params
 
 

@@ -50,7 +50,7 @@ _INT_MAX: Final = {
 }  # fmt: skip
 _MAPPED_V4: Final = 0xFFFF << 32
 _U64: Final = (1 << 64) - 1
-IpSide = Literal["orig", "resp_only"]
+IpSide = Literal["orig_only", "resp"]
 
 
 class FilterValueError(LeirEyeError):
@@ -132,7 +132,7 @@ class FlowFilter:
     def where(self, ip_side: IpSide | None = None) -> tuple[str, list[object]]:
         """SQL conditions (joined by AND; "TRUE" when empty) over the flows table's columns,
         and the values for their `?` placeholders, in order. With `ip_side`, `ip` is tested
-        on one end: "orig", or "resp_only" (the responder, and not the originator), so that a
+        on one end: "orig_only" (the originator, and not the responder), or "resp", so that a
         query can be two scans whose filters DuckDB pushes down, rather than one with an OR."""
         parts: list[str] = []
         values: list[object] = []
@@ -144,10 +144,10 @@ class FlowFilter:
             (self.src_ip, "orig", "{}"),
             (self.dst_ip, "resp", "{}"),
         ]
-        if ip_side == "orig":
-            tests.append((self.ip, "orig", "{}"))
-        elif ip_side == "resp_only":
-            tests += [(self.ip, "resp", "{}"), (self.ip, "orig", "NOT {}")]
+        if ip_side == "orig_only":
+            tests += [(self.ip, "orig", "{}"), (self.ip, "resp", "NOT {}")]
+        elif ip_side == "resp":
+            tests.append((self.ip, "resp", "{}"))
         elif self.ip is not None:
             orig, orig_values = self.ip.sql("orig")
             resp, resp_values = self.ip.sql("resp")
