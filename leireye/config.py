@@ -218,6 +218,22 @@ class LimitsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     follow_max_bytes: Annotated[int, msgspec.Meta(ge=1024, le=1 << 30)] = 16 << 20
 
 
+class HistoryConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    # The flow store (leireye/flows/store.py): ended flows and per-minute host and protocol
+    # summaries as Parquet files, one directory per hour. `dir` is relative to state_dir.
+    dir: Annotated[str, msgspec.Meta(min_length=1)] = "flows"
+    # Retention: hours older than flows_days, then the oldest hours while the store is over
+    # max_gb, are deleted (whole hours, oldest first, each one logged).
+    flows_days: Annotated[float, msgspec.Meta(gt=0, le=3650)] = 7.0
+    max_gb: Annotated[float, msgspec.Meta(gt=0, le=1_000_000)] = 10.0
+    # Rows are kept in memory and written as one file per table every flush_s: a crash loses
+    # at most that much (counted at the next start).
+    flush_s: Annotated[float, msgspec.Meta(ge=1, le=3600)] = 30.0
+    # A query (REST, CLI) is interrupted after this long; one page holds at most query_rows_max.
+    query_timeout_s: Annotated[float, msgspec.Meta(gt=0, le=600)] = 10.0
+    query_rows_max: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 1000
+
+
 class LoggingConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -234,11 +250,17 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     web: WebConfig = WebConfig()
     auth: AuthConfig = AuthConfig()
     limits: LimitsConfig = LimitsConfig()
+    history: HistoryConfig = HistoryConfig()
     logging: LoggingConfig = LoggingConfig()
 
     def state_path(self, path: str) -> Path:
         """`path` resolved against `state_dir` (absolute paths are kept)."""
         return Path(self.state_dir) / path
+
+    @property
+    def history_dir(self) -> Path:
+        """The flow store's directory (`history.dir` resolved against `state_dir`)."""
+        return self.state_path(self.history.dir)
 
 
 def parse_config(data: Any) -> Config:

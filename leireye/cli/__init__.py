@@ -5,6 +5,7 @@ tls-fingerprint                its TLS certificate
 token               `token`    a JWT for a user, for scripts
 user                `user`     the users file: add, list, passwd, role, remove
 watch, stats        `watch`    the packet and stats streams of a running sensor
+flows, hosts        `flows`    the flow store: ended flows (conn.log-like) and hosts
 
 Only the module of the command being run is imported: `watch` and `stats` need the client alone
 (`pip install leireye`), the others the sensor's dependencies (`pip install 'leireye[sensor]'`),
@@ -31,6 +32,7 @@ COMMAND_MODULES: Final = (
     ("leireye.cli.token", "add_token_parser", ("token",)),
     ("leireye.cli.user", "add_user_parser", ("user",)),
     ("leireye.cli.watch", "add_watch_parsers", ("watch", "stats")),
+    ("leireye.cli.flows", "add_flows_parsers", ("flows", "hosts")),
 )
 COMMANDS: Final = frozenset(name for _, _, names in COMMAND_MODULES for name in names)
 
@@ -47,6 +49,8 @@ SENSOR_MODULES: Final = {
     "wsproto": "wsproto",
     "cryptography": "cryptography",
     "setproctitle": "setproctitle",  # optional at run time (leireye.proctitle)
+    "pyarrow": "pyarrow",
+    "duckdb": "duckdb",
 }
 SENSOR_EXTRA_HINT: Final = "pip install 'leireye[sensor]'"
 

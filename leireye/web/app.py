@@ -26,7 +26,7 @@ from leireye.accounts.principal import AuthFailure, Principal
 from leireye.control.client import ControlError
 from leireye.control.protocol import RedeemTicket
 from leireye.web import console
-from leireye.web.api import accounts, capture, packets, stats, stream
+from leireye.web.api import accounts, capture, flows, hosts, packets, stats, stream
 from leireye.web.api.context import ApiContext, require
 from leireye.web.api.errors import EXCEPTION_HANDLERS
 from leireye.web.guard import RequestGuard, machine_names
@@ -94,6 +94,8 @@ def build_app(api: ApiContext) -> Starlette:
         *capture.ROUTES,
         *packets.ROUTES,
         *stream.ROUTES,
+        *flows.ROUTES,
+        *hosts.ROUTES,
         *stats.ROUTES,
         *console.ROUTES,
     ]

@@ -15,6 +15,8 @@ from leireye.accounts.tokens import Authenticator
 from leireye.config import Config
 from leireye.control.client import ControlClient
 from leireye.control.server import socket_path
+from leireye.flows.history import FlowHistory
+from leireye.flows.model import LiveFlows
 from leireye.ring.status import CaptureStatus
 from leireye.web.api.errors import ApiError
 from leireye.web.hub import Hub
@@ -31,12 +33,23 @@ class ApiContext:
     hub: Hub
     authenticator: Authenticator
     control: ControlClient
+    history: FlowHistory | None = None  # the flow store (ended flows, host and app minutes)
+    live_flows: LiveFlows | None = None  # the flow process's live view; None: history only
 
     @classmethod
-    def for_worker(cls, config: Config, hub: Hub) -> ApiContext:
-        """What a web worker serves with: its hub, the hub's token verifier, and a client of
-        the supervisor's control socket in `state_dir`."""
-        return cls(config, hub, hub.authenticator, ControlClient(socket_path(config.state_dir)))
+    def for_worker(
+        cls, config: Config, hub: Hub, live_flows: LiveFlows | None = None
+    ) -> ApiContext:
+        """What a web worker serves with: its hub, the hub's token verifier, a client of the
+        supervisor's control socket in `state_dir`, the flow store's reader, and the flow
+        process's live view when there is one (`leireye.flows.view`, attached by the worker)."""
+        history = FlowHistory(
+            config.history_dir,
+            timeout_s=config.history.query_timeout_s,
+            rows_max=config.history.query_rows_max,
+        )
+        control = ControlClient(socket_path(config.state_dir))
+        return cls(config, hub, hub.authenticator, control, history, live_flows)
 
 
 def context(request: Request) -> ApiContext:

@@ -14,6 +14,7 @@ from leireye.stats.layout import StatsSnapshot
 from leireye.web import statsview
 from leireye.web.api.context import capture_status, context, require
 from leireye.web.api.errors import ApiError
+from leireye.web.api.hosts import protocol_history
 from leireye.web.api.prometheus import collect
 from leireye.web.metrics import render_metrics
 
@@ -37,6 +38,8 @@ async def summary(request: Request) -> Response:
 
 async def protocols(request: Request) -> Response:
     require(request)
+    if request.query_params:  # a time range: the stored chart (api/hosts.py)
+        return await protocol_history(request)
     return JSONResponse(statsview.protocols(_snapshot(request)))
 
 

@@ -1,0 +1,216 @@
+"""The flow store: how fast flows are written, how big they are, and how fast one host is found.
+
+1. The writer as the flow process uses it: `FlowStoreWriter.add_flows` with `Flow` structs and
+   a flush (`--writer-flows` of them): flows per second, the cost the flow process pays.
+2. `--hours` of history at `--rate` flows/s, made vectorised (numpy, pyarrow) and written in the
+   store's own layout (`columns.FLOWS_SCHEMA`, sorted as the writer sorts, one file per
+   `--flush-s` and its `flows_by_resp` twin, `store.write_atomically`): rows per second and
+   bytes per flow on disk (both copies).
+3. Queries over all of it through `FlowHistory`: one host (`ip=`: its flows, newest first, a
+   page of 100 and the count), against two references measured in the same run: a full scan
+   (`sum(bytes)` over every row) and the same one-host question on the address texts, which
+   no statistics can prune. Best of `--repeat`, each on a fresh DuckDB (the page cache warm).
+
+    .venv/bin/python benchmarks/bench_flowstore.py [--hours 2] [--rate 5000] [--dir DIR]
+
+The issue's target is a one-host query over 24 h at 5 k flows/s (432 M flows) under 1 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from leireye.flows.columns import FLOWS_SCHEMA, SORT_ORDER
+from leireye.flows.history import FlowHistory
+from leireye.flows.layout import hour_name, part_files
+from leireye.flows.model import Flow
+from leireye.flows.query import ip_halves, parse_flow_filter
+from leireye.flows.store import FlowStoreWriter, write_atomically
+
+NS = 10**9
+INSIDE = 2000  # local hosts (10.x): every flow has one end among them
+OUTSIDE = 200_000  # remote hosts
+
+
+Pool = tuple[pa.Array, pa.Array, pa.Array]  # texts, high halves, low halves
+
+
+def address_pool(count: int, base: str) -> Pool:
+    start = int(ipaddress.ip_address(base))
+    texts = [str(ipaddress.ip_address(start + i)) for i in range(count)]
+    halves = [ip_halves(t) for t in texts]
+    return (pa.array(texts, pa.string()), pa.array([h[0] for h in halves], pa.uint64()),
+            pa.array([h[1] for h in halves], pa.uint64()))  # fmt: skip
+
+
+def synthetic(n: int, start_ns: int, span_ns: int, serial: int, rng: np.random.Generator,
+              pools: tuple[Pool, Pool]) -> pa.Table:  # fmt: skip
+    """`n` flows ending in [start_ns, start_ns + span_ns): 80 % outbound, Zipf-like hosts."""
+    inside = pa.array(np.minimum(rng.zipf(1.2, n), INSIDE) - 1)
+    outside = pa.array(rng.integers(0, OUTSIDE, n))
+    mask = pa.array(rng.random(n) < 0.8)  # outbound: the local host originates
+    ends = [
+        (pc.if_else(mask, a.take(inside), b.take(outside)),
+         pc.if_else(mask, b.take(outside), a.take(inside)))
+        for a, b in zip(pools[0], pools[1], strict=True)
+    ]  # fmt: skip
+    (orig_text, resp_text), (orig_hi, resp_hi), (orig_lo, resp_lo) = ends
+    last = start_ns + np.sort(rng.integers(0, span_ns, n))
+    duration = (rng.exponential(2.0, n) * NS).astype(np.int64)
+    tcp = rng.random(n) < 0.7
+    opk, rpk = rng.integers(1, 40, n), rng.integers(0, 40, n)
+    obytes, rbytes = opk * rng.integers(60, 1500, n), rpk * rng.integers(60, 1500, n)
+    uids = pc.binary_join_element_wise(
+        "C", pa.array(np.arange(n) + serial * 10**7).cast(pa.string()), ""
+    )
+    apps = pa.array(rng.choice(np.array(["TLS", "DNS", "HTTP", "QUIC", ""], dtype=object), n))
+    columns = {
+        "uid": uids,
+        "vlan": pa.nulls(n, pa.int32()),
+        "transport": pa.array(np.where(tcp, "TCP", "UDP")),
+        "ip_version": pa.array(np.full(n, 4, np.int8)),
+        "orig_ip": orig_text,
+        "orig_hi": orig_hi,
+        "orig_lo": orig_lo,
+        "orig_port": pa.array(rng.integers(1024, 65536, n).astype(np.int32)),
+        "resp_ip": resp_text,
+        "resp_hi": resp_hi,
+        "resp_lo": resp_lo,
+        "resp_port": pa.array(np.where(tcp, 443, 53).astype(np.int32)),
+        "app": pc.if_else(pc.equal(apps, ""), pa.scalar(None, pa.string()), apps),
+        "first_ns": pa.array(last - duration),
+        "last_ns": pa.array(last),
+        "duration_ns": pa.array(duration),
+        "orig_pkts": pa.array(opk),
+        "orig_bytes": pa.array(obytes),
+        "resp_pkts": pa.array(rpk),
+        "resp_bytes": pa.array(rbytes),
+        "pkts": pa.array(opk + rpk),
+        "bytes": pa.array(obytes + rbytes),
+        "conn_state": pa.array(np.where(tcp, "SF", "SF")),
+        "history": pa.array(np.where(tcp, "ShADadFf", "Dd")),
+        "end_reason": pa.array(np.where(tcp, "fin", "idle")),
+    }
+    for name in FLOWS_SCHEMA.names:
+        if name not in columns:
+            columns[name] = pa.nulls(n, pa.string())
+    return pa.table([columns[f.name].cast(f.type) for f in FLOWS_SCHEMA], schema=FLOWS_SCHEMA)
+
+
+def bench_writer(directory: Path, count: int) -> float:
+    now = time.time_ns()
+    flows = [
+        Flow(uid=f"W{i}", vlan=None, transport="TCP", ip_version=4, orig_ip=f"10.0.1.{i % 200}",
+             orig_port=40000 + i % 20000, resp_ip="192.0.2.1", resp_port=443, app="TLS",
+             first_ns=now - NS, last_ns=now, orig_pkts=10, orig_bytes=1000, resp_pkts=8,
+             resp_bytes=9000, conn_state="SF", history="ShADadFf", end_reason="fin",
+             tls_sni="example.org")
+        for i in range(count)
+    ]  # fmt: skip
+    writer = FlowStoreWriter(directory, flows_days=7, max_gb=100, flush_s=3600)
+    started = time.perf_counter()
+    for i in range(0, count, 1000):
+        writer.add_flows(flows[i : i + 1000])
+    writer.flush()
+    elapsed = time.perf_counter() - started
+    writer.close()
+    return count / elapsed
+
+
+def best(call: object, repeat: int) -> tuple[float, object]:
+    times, result = [], None
+    for _ in range(repeat):
+        started = time.perf_counter()
+        result = call()  # type: ignore[operator]
+        times.append(time.perf_counter() - started)
+    return min(times), result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--hours", type=float, default=2.0)
+    parser.add_argument("--rate", type=int, default=5000, help="flows per second")
+    parser.add_argument("--flush-s", type=int, default=30)
+    parser.add_argument("--writer-flows", type=int, default=100_000)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--dir", help="where to write (default: a temporary directory, removed)")
+    args = parser.parse_args()
+    root = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="bench-flowstore-"))
+    try:
+        rate = bench_writer(root / "writer", args.writer_flows)
+        print(f"writer (Flow structs -> add_flows -> flush): {rate:,.0f} flows/s")
+
+        store = root / "store"
+        rng = np.random.default_rng(1)
+        pools = (address_pool(INSIDE, "10.0.0.1"), address_pool(OUTSIDE, "100.64.0.1"))
+        span = args.flush_s * NS
+        files = int(args.hours * 3600 / args.flush_s)
+        per_file = args.rate * args.flush_s
+        begin = time.time_ns() - files * span
+        started = time.perf_counter()
+        generated = 0.0
+        for serial in range(files):
+            t0 = time.perf_counter()
+            table = synthetic(per_file, begin + serial * span, span, serial, rng, pools)
+            generated += time.perf_counter() - t0
+            low = int(pc.min(table["first_ns"]).as_py())
+            high = int(pc.max(table["last_ns"]).as_py())
+            name = f"part-{low}-{high}-1-{serial}.parquet"
+            for directory, order in (("flows_by_resp", "flows_by_resp"), ("flows", "flows")):
+                folder = store / directory / hour_name(begin + serial * span)
+                folder.mkdir(parents=True, exist_ok=True)
+                write_atomically(folder, name, table.sort_by(SORT_ORDER[order]))
+        elapsed = time.perf_counter() - started
+        rows = files * per_file
+        size = sum(p.path.stat().st_size for p in part_files(store, "flows"))
+        size += sum(p.path.stat().st_size for p in part_files(store, "flows_by_resp"))
+        print(
+            f"history: {args.hours:g} h at {args.rate} flows/s = {rows:,} flows in {files} files;"
+            f" written at {rows / (elapsed - generated):,.0f} flows/s (generation excluded);"
+            f" {size / rows:.1f} bytes per flow on disk ({size / 1e9:.2f} GB;"
+            f" 24 h would be {size / rows * 432e6 / 1e9:.1f} GB)"
+        )
+
+        host = "10.0.0.40"  # a mid-ranked local host
+        history = FlowHistory(store, timeout_s=600, threads=1)
+        flt = parse_flow_filter({"ip": host})
+        one, (page, total) = best(lambda: history.flows(flt=flt, limit=100), args.repeat)
+        files_all = [str(p.path) for p in part_files(store, "flows")]
+
+        def full_scan() -> object:
+            return history._query(
+                "SELECT sum(bytes) AS b, count(*) AS n FROM read_parquet(?)", [files_all], "flows",
+                (0, 0),
+            )  # fmt: skip
+
+        def by_text() -> object:
+            return history._query(
+                "SELECT count(*) AS n FROM read_parquet(?) WHERE orig_ip = ? OR resp_ip = ?",
+                [files_all, host, host], "flows", (0, 0),
+            )  # fmt: skip
+
+        scan, _ = best(full_scan, args.repeat)
+        text, counted = best(by_text, args.repeat)
+        assert counted[0]["n"] == total, (counted, total)  # type: ignore[index]
+        print(
+            f"one host ({host}, {total:,} of {rows:,} flows; page of {len(page)} + count):"
+            f" {one * 1000:.0f} ms; full scan sum(bytes): {scan * 1000:.0f} ms"
+            f" (one host / full scan = {one / scan:.2f}); the same host by address text:"
+            f" {text * 1000:.0f} ms (keys / text = {one / text:.2f}); DuckDB threads=1"
+        )
+    finally:
+        if not args.dir:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

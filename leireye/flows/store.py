@@ -1,0 +1,329 @@
+"""The flow store's writer: ended flows and per-minute summaries as Parquet files by the hour.
+
+Why Parquet files written with pyarrow and read with DuckDB, not one DuckDB database: one
+process (the flow process) writes while many (every web worker, the CLI as root) read. A DuckDB
+database file is locked by the process that opens it for writing, and another process cannot
+open it at all meanwhile, not even read-only ("Could not set lock on file ... Conflicting lock
+is held"; checked with duckdb 2.0 in tests/unit/test_flowstore.py); a read-only open would in
+turn block the writer. Immutable files need no lock: a reader opens whatever files exist when
+its query starts, with DuckDB in memory, and the writer only ever adds whole files or deletes
+whole hours.
+
+Layout under `history.dir` (mode 2750: owned by the flow process's user, group of the web
+user, the setgid bit so every directory and file below gets that group; files 0640):
+
+    flows/hour=2026120312/part-<min first_ns>-<max last_ns>-<pid>-<n>.parquet
+    flows_by_resp/hour=2026120312/part-...parquet   the same rows sorted by responder
+    hosts/hour=2026120312/part-<min minute_ns>-<max minute_ns>-<pid>-<n>.parquet
+    apps/hour=.../...
+    pending.json          rows held in memory, not written yet (rewritten on every change)
+    losses.json           rows lost by crashes, counted at each start (cumulative)
+
+A flow is filed under the UTC hour of its `last_ns` (when it ended), a summary under its
+minute's. The times in a file's name bound its rows, so a reader picks the files of a time range
+from names alone. Within a file, flows are sorted by originator address and time, with row
+groups of `ROW_GROUP_ROWS`, so that the row-group statistics skip most of a file for a one-host
+query; the same rows sorted by responder go to a twin file of the same name under
+`flows_by_resp/`, written first: the flows file's rename commits both, and a twin without its
+flows file (a crash between the two) is deleted at the next start.
+
+Crash safety: a file is written under a dot-name ending in `.tmp` in its hour's directory,
+fsynced, renamed to its final name and the directory fsynced: a reader sees a whole file or
+none. A crash leaves at most `.tmp` files (deleted at the next start) and loses the rows held
+in memory, at most `history.flush_s` worth: `pending.json` says how many (rewritten, without
+fsync, after every add and after every file written, so it is exact unless the process dies
+between a file's rename and that rewrite: then that file's rows are counted lost although
+they are kept, an over-count, never an under-count), and the next start adds them to
+`losses.json` and logs them.
+
+Retention (at most once a minute, and at start): every hour older than `history.flows_days`,
+then the oldest hours while the store is over `history.max_gb`; an hour's three tables go
+together, each deletion logged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import pwd
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Final
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from leireye.flows.columns import SORT_ORDER, TIME_COLUMNS, apps_table, flows_table, hosts_table
+from leireye.flows.layout import (
+    BY_RESP,
+    DATA_DIRS,
+    HOUR_NS,
+    LOSSES_FILE,
+    PENDING_FILE,
+    TABLES,
+    hour_name,
+    hour_start_ns,
+    read_losses,
+)
+from leireye.flows.model import AppMinute, Flow, HostMinute
+
+log = logging.getLogger("leireye.flows.store")
+
+DIR_MODE: Final = 0o2750
+FILE_MODE: Final = 0o640
+ROW_GROUP_ROWS: Final = 32_768
+RETENTION_EVERY_S: Final = 60.0
+
+
+def prepare_history_dir(path: Path, writer: pwd.struct_passwd | None, group: int | None) -> Path:
+    """Make the store's directory while still root: owned by the flow process's user
+    (`writer`), group `group` (the web user's), mode 2750. Called by the supervisor."""
+    path.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() == 0:
+        uid = writer.pw_uid if writer is not None else 0
+        os.chown(path, uid, -1 if group is None else group)
+        for sub in path.rglob("*"):  # a directory made by an earlier run as another user
+            os.chown(sub, uid, -1 if group is None else group, follow_symlinks=False)
+    os.chmod(path, DIR_MODE)
+    return path
+
+
+class FlowStoreWriter:
+    """`model.FlowSink` on Parquet files (the layout is in this module's docstring). Rows are
+    buffered and written every `flush_s` (checked on each add) or on `flush`/`close`. One
+    writer per directory: the flow process's."""
+
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        flows_days: float,
+        max_gb: float,
+        flush_s: float = 30.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.directory = directory
+        self.flows_days = flows_days
+        self.max_bytes = int(max_gb * 1e9)
+        self.flush_s = flush_s
+        self._clock = clock
+        self._flows: list[Flow] = []
+        self._hosts: list[HostMinute] = []
+        self._apps: list[AppMinute] = []
+        self._serial = 0
+        self._marked: list[int] = [0, 0, 0]  # what pending.json says
+        self._retention_at = 0.0
+        directory.mkdir(parents=True, exist_ok=True)
+        self.recovered = self._recover()
+        self._flushed_at = clock()
+        self.enforce_retention()
+
+    # -- FlowSink --------------------------------------------------------------------------
+
+    def add_flows(self, flows: Sequence[Flow]) -> None:
+        self._flows.extend(flows)
+        self._tick()
+
+    def add_minute(self, hosts: Sequence[HostMinute], apps: Sequence[AppMinute]) -> None:
+        self._hosts.extend(hosts)
+        self._apps.extend(apps)
+        self._tick()
+
+    def flush(self) -> None:
+        """Write every row held: one file per table and hour that has rows."""
+        now = self._clock()
+        if self._flows:
+            self._write_table(0, flows_table(self._flows))
+            self._flows.clear()
+        if self._hosts:
+            self._write_table(1, hosts_table(self._hosts))
+            self._hosts.clear()
+        if self._apps:
+            self._write_table(2, apps_table(self._apps))
+            self._apps.clear()
+        self._flushed_at = now
+        self._mark(list(self.pending))
+        if now - self._retention_at >= RETENTION_EVERY_S:
+            self.enforce_retention()
+
+    def close(self) -> None:
+        self.flush()
+        with contextlib.suppress(FileNotFoundError):
+            (self.directory / PENDING_FILE).unlink()
+
+    @property
+    def pending(self) -> tuple[int, int, int]:
+        """Rows held in memory: flows, host minutes, app minutes."""
+        return len(self._flows), len(self._hosts), len(self._apps)
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def _tick(self) -> None:
+        if self._clock() - self._flushed_at >= self.flush_s:
+            self.flush()
+        else:
+            self._mark(list(self.pending))
+
+    def _write_table(self, index: int, data: pa.Table) -> None:
+        """One file per hour; after each, pending.json counts its rows as written."""
+        table = TABLES[index]
+        time_column = TIME_COLUMNS[table][0]
+        times = data.column(time_column).to_pylist()
+        by_hour: dict[str, list[int]] = {}
+        for row, ns in enumerate(times):
+            by_hour.setdefault(hour_name(ns), []).append(row)
+        for hour, rows in by_hour.items():
+            part = data.take(pa.array(rows)).sort_by(SORT_ORDER[table])
+            low_column = TIME_COLUMNS[table][-1]
+            low = int(pc.min(part.column(low_column)).as_py())
+            high = int(pc.max(part.column(time_column)).as_py())
+            folder = self.directory / table / hour
+            self._make_dir(self.directory / table)
+            self._make_dir(folder)
+            self._serial += 1
+            name = f"part-{low}-{high}-{os.getpid()}-{self._serial}.parquet"
+            if table == "flows":  # its twin first: the flows file's rename commits both
+                twin = self.directory / BY_RESP / hour
+                self._make_dir(twin.parent)
+                self._make_dir(twin)
+                write_atomically(twin, name, part.sort_by(SORT_ORDER[BY_RESP]))
+            write_atomically(folder, name, part)
+            marked = list(self._marked)
+            marked[index] -= part.num_rows
+            self._mark(marked)
+
+    def _make_dir(self, path: Path) -> None:
+        if not path.is_dir():
+            path.mkdir(exist_ok=True)
+            os.chmod(path, DIR_MODE)
+
+    def _mark(self, counts: list[int]) -> None:
+        """Rewrite pending.json when the rows held in memory changed (no fsync: it must
+        survive the process, not the machine)."""
+        if counts != self._marked:
+            data = dict(zip(TABLES, counts, strict=True))
+            _replace_text(self.directory / PENDING_FILE, json.dumps(data), sync=False)
+            self._marked = counts
+
+    # -- start: what a crash left ----------------------------------------------------------
+
+    def _recover(self) -> dict[str, int]:
+        """Delete half-written files; count the rows the last run held when it died."""
+        temporary = 0
+        for table in DATA_DIRS:
+            for path in (self.directory / table).glob("hour=*/.*.tmp"):
+                path.unlink(missing_ok=True)
+                temporary += 1
+        for path in self.directory.glob(".*.json.tmp"):  # pending.json or losses.json, half-made
+            path.unlink(missing_ok=True)
+        for path in (self.directory / BY_RESP).glob("hour=*/part-*.parquet"):
+            if not (self.directory / "flows" / path.parent.name / path.name).exists():
+                path.unlink()  # a twin whose flows file was never renamed: not committed
+                temporary += 1
+        lost: dict[str, int] = {}
+        try:
+            data = json.loads((self.directory / PENDING_FILE).read_text())
+            lost = {t: int(data.get(t, 0)) for t in TABLES if int(data.get(t, 0)) > 0}
+        except (OSError, ValueError, AttributeError):
+            pass
+        (self.directory / PENDING_FILE).unlink(missing_ok=True)
+        if lost or temporary:
+            total = read_losses(self.directory)
+            for table, count in lost.items():
+                total[table] = total.get(table, 0) + count
+            total["crashes"] = total.get("crashes", 0) + 1
+            _replace_text(self.directory / LOSSES_FILE, json.dumps(total), sync=True)
+            log.warning(
+                "flow store: the last run stopped without writing %s (%d half-written files"
+                " removed); lost since the store began: %s",
+                ", ".join(f"{n} {t} rows" for t, n in lost.items()) or "no rows",
+                temporary,
+                total,
+            )
+        return lost
+
+    # -- retention -------------------------------------------------------------------------
+
+    def enforce_retention(self) -> list[str]:
+        """Delete hours past `flows_days`, then the oldest while over `max_gb`; their names."""
+        now = self._clock()
+        self._retention_at = now
+        hours: dict[str, int] = {}  # hour -> bytes over all tables
+        for table in DATA_DIRS:
+            with contextlib.suppress(FileNotFoundError):
+                for folder in (self.directory / table).iterdir():
+                    size = sum(f.stat().st_size for f in folder.iterdir() if f.is_file())
+                    hours[folder.name] = hours.get(folder.name, 0) + size
+        deleted: list[str] = []
+        total = sum(hours.values())
+        cutoff_ns = int((now - self.flows_days * 86400) * 1e9)
+        for hour in sorted(hours):
+            try:
+                end_ns = hour_start_ns(hour) + HOUR_NS
+            except ValueError:
+                continue
+            old = end_ns <= cutoff_ns
+            if not old and total <= self.max_bytes:
+                break
+            why = "older than history.flows_days" if old else "history.max_gb reached"
+            self._delete_hour(hour)
+            log.info("flow store: deleted %s (%d bytes): %s", hour, hours[hour], why)
+            total -= hours[hour]
+            deleted.append(hour)
+        return deleted
+
+    def _delete_hour(self, hour: str) -> None:
+        for table in DATA_DIRS:
+            shutil.rmtree(self.directory / table / hour, ignore_errors=True)
+
+
+def write_atomically(folder: Path, name: str, table: pa.Table) -> Path:
+    """Write `table` as `folder/name`: under a temporary name, fsynced, renamed, the
+    directory fsynced; mode 0640."""
+    temporary = folder / f".{name}.tmp"
+    final = folder / name
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+    try:
+        with os.fdopen(fd, "wb", closefd=False) as sink:
+            pq.write_table(
+                table,
+                sink,
+                row_group_size=ROW_GROUP_ROWS,
+                compression="zstd",
+                write_statistics=True,
+            )
+            sink.flush()
+        os.fchmod(fd, FILE_MODE)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.rename(temporary, final)
+    _sync_dir(folder)
+    return final
+
+
+def _replace_text(path: Path, text: str, *, sync: bool) -> None:
+    temporary = path.with_name(f".{path.name}.tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+    try:
+        os.write(fd, text.encode())
+        if sync:
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.rename(temporary, path)
+    if sync:
+        _sync_dir(path.parent)
+
+
+def _sync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
