@@ -25,6 +25,7 @@ import functools
 import logging
 import multiprocessing
 import os
+import pwd
 import queue
 import select
 import signal
@@ -212,6 +213,11 @@ class Supervisor:
 
         cfg, owners = self.config, self.owners
         state_directory(Path(cfg.state_dir), owners.group)
+        if cfg.flows.enabled:
+            from leireye.flows.store import prepare_history_dir
+
+            writer = None if owners.writer is None else pwd.getpwuid(owners.writer[0])
+            prepare_history_dir(cfg.history_dir, writer, owners.group)
         secret = load_or_create_secret(cfg)
         users_file = cfg.state_path(cfg.auth.users_file)
         password = ensure_users_file(users_file)

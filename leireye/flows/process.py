@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
 from typing import Final
 
 from leireye.config import Config
@@ -31,8 +30,9 @@ from leireye.ring.shards import ShardSet
 from leireye.stopping import StopEvent, StopFlag, stop_on_sigterm
 
 from .live import LiveState
-from .model import AppMinute, Flow, FlowSink, HostMinute
+from .model import FlowSink
 from .rows import to_flows
+from .store import FlowStoreWriter
 from .view import ENDED, STARTED, UPDATED, FlowView, host_rows
 
 log = logging.getLogger("leireye.flows")
@@ -44,29 +44,15 @@ POLL_S: Final = 0.02  # between reads when the ring is drained: 20 ms of traffic
 EXPIRE_EVERY_S: Final = 0.5
 
 
-class NullSink:
-    """Keeps nothing: the sink until the flow store is wired (counts what it was given)."""
-
-    def __init__(self) -> None:
-        self.flows = 0
-        self.minutes = 0
-
-    def add_flows(self, flows: Sequence[Flow]) -> None:
-        self.flows += len(flows)
-
-    def add_minute(self, hosts: Sequence[HostMinute], apps: Sequence[AppMinute]) -> None:
-        self.minutes += 1
-
-    def flush(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
 def open_sink(config: Config) -> FlowSink:
-    """The one place the flow process's sink is made (the flow store, once merged)."""
-    return NullSink()
+    """The one place the flow process's sink is made: the flow store in `history.dir`."""
+    history = config.history
+    return FlowStoreWriter(
+        config.history_dir,
+        flows_days=history.flows_days,
+        max_gb=history.max_gb,
+        flush_s=history.flush_s,
+    )
 
 
 def _attach_ring(name: str, stopping: StopFlag, period: float) -> ShardSet | None:

@@ -31,6 +31,7 @@ import uvicorn
 from leireye.config import Config
 from leireye.errors import LeirEyeError
 from leireye.exitcodes import ExitCode
+from leireye.flows.view import FlowView
 from leireye.logs import setup_logging
 from leireye.privileges import drop_privileges, lookup_user
 from leireye.tls import server_context, tls_paths
@@ -85,7 +86,14 @@ def run_web_worker(
     except LeirEyeError as exc:
         log.error("web worker %d cannot start: %s", worker_index, exc)
         return ExitCode.FATAL
-    app = build_app(ApiContext.for_worker(config, hub))
+    live_flows = None
+    if config.flows.enabled and segments.get("flows"):
+        try:
+            live_flows = FlowView.attach(segments["flows"])
+        except LeirEyeError as exc:
+            log.error("web worker %d cannot start: %s", worker_index, exc)
+            return ExitCode.FATAL
+    app = build_app(ApiContext.for_worker(config, hub, live_flows))
     _room_for_connections(config.web.max_connections)
     server_config = uvicorn_config(config, app, tls)
     # Import everything serving needs while still root: the Python installation may not be
