@@ -158,6 +158,12 @@ def drop_privileges(
         return
     for module in (*PRELOAD, *preload):  # what this process would import lazily later
         importlib.import_module(module)
+    absent = set()
+    for module in OPTIONAL_PRELOAD:
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError:
+            absent.add(module.partition(".")[0])
     try:
         os.setgroups([])
         os.setgid(account.pw_gid)
@@ -168,7 +174,7 @@ def drop_privileges(
         raise error(f"switching to user {account.pw_name} did not drop root")
     log.info("running as user %s (uid %d)", account.pw_name, account.pw_uid)
     if os.environ.get(CHECK_IMPORTS_ENV):
-        _report_late_imports(account.pw_name)
+        _report_late_imports(account.pw_name, frozenset(absent))
 
 
 # Imported lazily by code every unprivileged process may run: numpy.ma the first time np.unique
@@ -184,7 +190,13 @@ PRELOAD: Final = (
     "encodings.utf_32",
     "encodings.utf_32_le",
     "encodings.utf_32_be",
+    "_strptime",  # the flow store's hour directories are parsed with datetime.strptime
 )
+
+# Optional modules libraries probe for on their own (pyarrow tries dateutil's and pandas' types
+# when it converts Python values): imported before the drop when installed; when not, their
+# probes fail alike before and after it.
+OPTIONAL_PRELOAD: Final = ("dateutil.tz", "dateutil.relativedelta", "pandas", "pytz")
 
 # Set (to anything) in the environment of `leireye run`, every process that drops privileges
 # logs each module it imports afterwards (the tests set it and fail on such a line).
@@ -192,15 +204,16 @@ CHECK_IMPORTS_ENV: Final = "LEIREYE_CHECK_IMPORTS"
 LATE_IMPORT: Final = "imported after dropping privileges"
 
 
-def _report_late_imports(user: str) -> None:
+def _report_late_imports(user: str, absent: frozenset[str] = frozenset()) -> None:
     """Log every module imported from now on. The installation (a clone under /root, a pyenv)
     may be unreadable by `user`: whatever a process needs must be imported before the drop, and
-    an import that works here would fail there."""
+    an import that works here would fail there. Probes of `absent` modules (optional, not
+    installed) are not reported: they fail here as they would there."""
     busy = False
 
     def hook(event: str, args: tuple[Any, ...]) -> None:
         nonlocal busy
-        if event != "import" or busy:
+        if event != "import" or busy or args[0].partition(".")[0] in absent:
             return
         busy = True
         try:
