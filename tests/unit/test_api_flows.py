@@ -168,6 +168,32 @@ def test_one_flow_and_its_packets_in_the_ring(
     assert_error(get("/api/flows/" + "x" * 100), 404, "NOT_FOUND")
 
 
+def test_a_flows_stream_is_its_conversation_followed(
+    sensor: InProcessSensor, get: Callable[..., Reply]
+) -> None:
+    """GET /api/flows/{uid}/stream answers what GET /api/stream answers for the flow's ends and
+    span (the HTTP request and response of http.pcap's first conversation, in the ring)."""
+    packets = get("/api/capture/packets?protocol=TCP&limit=1000").json["packets"]
+    syn = packets[-1]  # the oldest: the first conversation's SYN
+    same = [p for p in packets if {p["src_port"], p["dst_port"]} == {syn["src_port"], 80}]
+    stamps = [int(sensor.record(p["id"])["ts_ns"]) for p in same]
+    w = FlowStoreWriter(sensor.config.history_dir, flows_days=7, max_gb=1)
+    ends = dict(orig_port=syn["src_port"], resp_port=80, first_ns=min(stamps), last_ns=max(stamps))
+    w.add_flows([flow("Cfollow", syn["src_ip"], syn["dst_ip"], 1, **ends),
+                 flow("Cping", syn["src_ip"], syn["dst_ip"], 1, transport="ICMP", orig_port=8,
+                      resp_port=0, first_ns=min(stamps), last_ns=max(stamps))])  # fmt: skip
+    w.close()
+    assert_error(get("/api/flows/Cfollow/stream"), 403, "FORBIDDEN")  # a viewer
+    body = get("/api/flows/Cfollow/stream?encoding=text", user="ana").json
+    a, b = f"{syn['src_ip']}:{syn['src_port']}", f"{syn['dst_ip']}:80"
+    direct = get(f"/api/stream?transport=tcp&a={a}&b={b}&encoding=text", user="ana").json
+    assert body == direct
+    client = "".join(s["text"] for s in body["segments"] if s["direction"] == "client")
+    assert client.startswith("GET ")
+    assert_error(get("/api/flows/Cping/stream", user="ana"), 400, "BAD_REQUEST")
+    assert_error(get("/api/flows/nope/stream", user="ana"), 404, "NOT_FOUND")
+
+
 def test_hosts_and_one_host(get: Callable[..., Reply]) -> None:
     body = get(f"/api/hosts?from={FROM}&sort=sent").json
     assert body["total"] == 1 and body["hosts"][0]["ip"] == "10.0.0.1"

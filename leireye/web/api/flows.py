@@ -19,7 +19,7 @@ from starlette.routing import Route
 
 from leireye.flows.model import Flow
 from leireye.flows.query import FLOW_FILTER_KEYS, FilterValueError, FlowFilter, parse_flow_filter
-from leireye.web.api import ringscan
+from leireye.web.api import ringscan, stream
 from leireye.web.api.context import context, require
 from leireye.web.api.errors import ApiError
 from leireye.web.api.history import PAGE_KEYS, page_of, refuse_unknown, run, store
@@ -86,9 +86,9 @@ async def list_flows(request: Request) -> Response:
     )
 
 
-async def get_flow(request: Request) -> Response:
-    require(request)
-    uid = request.path_params["uid"]
+async def _records(request: Request, uid: str) -> list[tuple[Flow, bool]]:
+    """A flow's records, oldest first: the stored ones (ended, or reported at the active
+    timeout), then the live one (True) while it is active. 404 when there is none."""
     if not 1 <= len(uid) <= 64 or not uid.isascii() or not uid.isprintable():
         raise ApiError(404, "NOT_FOUND", f"No such flow: {uid[:40]!r}")
     history = store(request)
@@ -97,6 +97,13 @@ async def get_flow(request: Request) -> Response:
     records += [(f, True) for f in live]
     if not records:
         raise ApiError(404, "NOT_FOUND", f"No such flow: {uid!r} (not active, not in the store)")
+    return records
+
+
+async def get_flow(request: Request) -> Response:
+    require(request)
+    uid = request.path_params["uid"]
+    records = await _records(request, uid)
     newest = records[-1][0]
     first_ns = records[0][0].first_ns
     ids = await asyncio.to_thread(packet_ids, context(request).hub.ring, newest, first_ns)
@@ -155,7 +162,20 @@ def packet_ids(ring: ringscan.RingView, flow: Flow, first_ns: int) -> list[int]:
     return [int(i) for i in np.concatenate(out)] if out else []
 
 
+async def get_flow_stream(request: Request) -> Response:
+    """Follow Stream of one flow: its conversation over the whole span of its records."""
+    require(request, "ANALYST")
+    records = await _records(request, request.path_params["uid"])
+    try:
+        conv, _, last_ns = stream.conversation_of(records[-1][0])
+    except ValueError as exc:
+        raise ApiError(400, "BAD_REQUEST", str(exc)) from None
+    max_bytes = context(request).config.limits.follow_max_bytes
+    return await stream.answer(request, conv, records[0][0].first_ns, last_ns, max_bytes)
+
+
 ROUTES = [
     Route("/api/flows", list_flows, methods=["GET"]),
     Route("/api/flows/{uid}", get_flow, methods=["GET"]),
+    Route("/api/flows/{uid}/stream", get_flow_stream, methods=["GET"]),
 ]
