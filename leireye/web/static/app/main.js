@@ -139,12 +139,13 @@ function startConsole(user) {
     const root = $('#console');
     root.dataset.renewals = String(Number(root.dataset.renewals ?? 0) + 1);
   });
-  table.on('drawn', ({ rows, following }) => {
+  table.on('drawn', ({ rows, following, sorted }) => {
     status.rows(rows, received);
     const jump = $('#jump-live');
     jump.hidden = following || rows === 0;
-    jump.classList.toggle('bottom', table.order === 'follow');
-    jump.textContent = table.order === 'newest' ? '↑ Back to newest' : '↓ Follow the tail';
+    jump.classList.toggle('bottom', table.order === 'follow' && !sorted);
+    if (sorted) jump.textContent = '↑ Back to top';
+    else jump.textContent = table.order === 'newest' ? '↑ Back to newest' : '↓ Follow the tail';
   });
   $('#jump-live').addEventListener('click', () => table.follow());
   table.on('select', (packet) => (packet ? detail.show(packet) : closeDetail()));
