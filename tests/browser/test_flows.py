@@ -1,13 +1,14 @@
 """The flow views of the console: Conversations, Hosts, a host page, Protocols over time, and
 the names the sensor saw passively shown beside addresses.
 
-The views' navigation runs on any sensor; the tests marked `needs_flows` need the flow layer's
+The views' navigation runs on any sensor; the tests using `flows_api` need the flow layer's
 REST endpoints (GET /api/flows, /api/hosts, /api/hosts/{ip}, /api/stats/protocols) and its flow
 process, and are skipped on a sensor without them.
 """
 
 from __future__ import annotations
 
+import json
 import socket
 import urllib.error
 import urllib.request
@@ -36,13 +37,28 @@ VIEWS = {"packets": ".workspace", "flows": "#view-flows", "hosts": "#view-hosts"
 
 @pytest.fixture(scope="module")
 def flows_api(sensor: Sensor) -> Iterator[None]:
-    """Skips the test when the sensor has no flow endpoints (before the flow layer is merged)."""
-    request = urllib.request.Request(f"http://127.0.0.1:{sensor.web_port()}/api/flows")
+    """Skips the test on a sensor without the flow layer: no /api/flows (the store) or no flow
+    process behind it (`"live": false`)."""
+    base = f"http://127.0.0.1:{sensor.web_port()}"
+    body = json.dumps({"username": "vic", "password": PASSWORDS["vic"]}).encode()
+    login = urllib.request.Request(
+        base + "/api/auth/login", data=body, headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(login, timeout=10) as response:
+        token = json.load(response)["access_token"]
+    flows = urllib.request.Request(
+        base + "/api/flows?limit=1", headers={"Authorization": f"Bearer {token}"}
+    )
     try:
-        urllib.request.urlopen(request, timeout=10).close()
+        with urllib.request.urlopen(flows, timeout=10) as response:
+            live = json.load(response).get("live")
     except urllib.error.HTTPError as err:
-        if err.code == 404:
-            pytest.skip("this sensor has no /api/flows (the flow layer is not merged)")
+        err.close()
+        if err.code != 404:
+            raise
+        pytest.skip("this sensor has no /api/flows (the flow store is not merged)")
+    if not live:
+        pytest.skip("this sensor has no flow process (its live view is not merged)")
     yield
 
 
@@ -76,6 +92,26 @@ def view_shown(console: Console, name: str) -> bool:
             name,
         )
     )
+
+
+def test_an_address_in_the_table_or_the_detail_opens_its_host_page(
+    console: Console, udp_port: PortMaker
+) -> None:
+    port = udp_port()
+    console.login("vic", PASSWORDS["vic"])
+    send_udp(port, 2)
+    row_id = console.wait_rows_to(port, 2)[0]["id"]
+    selector = f'#packet-viewport .row[data-id="{row_id}"]'
+    console.click(f"{selector} .c-dst .addr")  # the address, not the row: no detail
+    console.wait(lambda d: console.js("return location.hash") == "#/host/127.0.0.1", "host page")
+    console.visible("#view-host")
+    assert not console.driver.find_element(By.ID, "detail").is_displayed()
+    console.driver.back()
+    console.wait(lambda d: view_shown(console, "packets"), "the packets again")
+    console.click(f"{selector} .c-len")  # elsewhere in the row: its detail
+    console.visible("#detail-title .addr[data-ip='127.0.0.1']").click()
+    console.wait(lambda d: console.js("return location.hash") == "#/host/127.0.0.1", "host page")
+    console.visible("#view-host")
 
 
 def test_the_view_links_switch_views_and_back_returns(console: Console) -> None:
