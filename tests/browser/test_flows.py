@@ -158,6 +158,10 @@ def test_conversations_list_sort_search_and_open_a_flows_packets(
     console.wait(lambda d: of(first) and of(second), "both conversations", timeout=90)
     assert of(first)[0]["out"] == "3" and of(second)[0]["out"] == "5"
     console.screenshot("21-conversations")
+    console.resize(1024, 768)  # a wide table scrolls inside its card, the page keeps its width
+    groups = {"top bar": ".topbar > *", "card head": "#view-flows h2 > *"}
+    assert console.layout_problems(groups) == []
+    console.resize(1280, 800)
 
     console.click("#flows-table th[data-sort='orig_pkts']")
     console.wait(lambda d: console.js("return document.querySelector('#flows-table')"

@@ -172,7 +172,7 @@ export class HostPage {
     message.hidden = Boolean(data);
     message.textContent = data ? '' : 'This address was not seen in this time range.';
     const facts = this.#root.querySelector('#host-facts');
-    const fact = (label, value, id) => h('div', { class: 'fact', id }, h('span', { class: 'muted' }, label), h('b', {}, value));
+    const fact = (label, value, id) => h('div', { class: 'fact', id }, h('span', { class: 'muted' }, label), h('b', { title: value }, value));
     facts.replaceChildren(...(summary ? [
       fact('Names', (summary.names ?? []).join(', ') || '—', 'host-names'),
       fact('Sent', `${bytes(summary.bytes_sent)} · ${count(summary.pkts_sent)} pkts`, 'host-sent'),
