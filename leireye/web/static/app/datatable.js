@@ -99,7 +99,11 @@ export class DataTable extends Emitter {
       rows.push(h('tr', { class: 'empty' },
         h('td', { colspan: this.#columns.length, class: 'table-empty-cell' }, this.emptyText)));
     }
-    this.#body.replaceChildren(...rows);
+    // Rows moved only when the order changed: a node taken out and put back between a
+    // mousedown and its mouseup loses the click.
+    const current = this.#body.children;
+    const same = current.length === rows.length && rows.every((row, i) => current[i] === row);
+    if (!same) this.#body.replaceChildren(...rows);
     this.#table.dataset.rows = String(items.length);
   }
 }

@@ -85,7 +85,7 @@ export class FlowsView {
     });
     this.#table.on('pick', onFlow);
     this.#table.on('address', onAddress);
-    for (const type of ['input', 'change', 'search']) search.addEventListener(type, () => this.#draw());
+    for (const type of ['input', 'search']) search.addEventListener(type, () => this.#draw());
     names.on('change', () => this.shown && this.#draw());
   }
 

@@ -43,7 +43,7 @@ export class HostsView {
     ], { sort: { column: 'bytes_sent', direction: 'desc' }, rowKey: (x) => x.ip, emptyText: 'No host yet.' });
     this.#table.on('pick', (x) => onHost(x.ip));
     this.#table.on('address', onHost);
-    for (const type of ['input', 'change', 'search']) search.addEventListener(type, () => this.#draw());
+    for (const type of ['input', 'search']) search.addEventListener(type, () => this.#draw());
     names.on('change', () => this.shown && this.#draw());
   }
 
