@@ -243,18 +243,25 @@ def test_protocols_over_time_with_a_range(console: Console, udp_port: PortMaker)
     console.login("vic", PASSWORDS["vic"])
     console.click("#views a[data-view='protocols']")
 
-    def keys() -> str:
-        return str(console.js("return document.querySelector('#protocols-chart').dataset.keys"))
+    def shown(metric: str, preset: str) -> str | None:
+        """The chart's layers once it shows `metric` over `preset`."""
+        state = console.js(
+            "const el = document.querySelector('#view-protocols');"
+            "return [el.dataset.state, el.dataset.metric, el.dataset.range,"
+            " document.querySelector('#protocols-chart').dataset.keys];"
+        )
+        return state[3] if state[:3] == ["loaded", metric, preset] else None
 
     # The store writes a minute once it is over: wait for the first one.
-    console.wait(lambda d: "UDP" in keys(), "UDP in the chart", timeout=150)
+    console.wait(lambda d: "UDP" in (shown("bytes", "1h") or ""), "UDP in the chart", timeout=150)
     console.screenshot("25-protocols-1h")
     select = Select(console.driver.find_element(By.CSS_SELECTOR, "#protocols-range select"))
     select.select_by_value("7d")
-    console.wait(lambda d: "UDP" in keys(), "the 7-day range")
+    console.wait(lambda d: "UDP" in (shown("bytes", "7d") or ""), "the 7-day range")
     select.select_by_value("custom")
     console.visible("#protocols-range .range-from")
     Select(console.driver.find_element(By.ID, "protocols-metric")).select_by_value("packets")
-    console.wait(lambda d: "UDP" in keys(), "packets")
+    console.wait(lambda d: "UDP" in (shown("packets", "custom") or ""), "packets, custom range")
+    assert "KiB" not in console.text("#protocols-legend")  # packets are counted, not bytes
     console.click("#theme-toggle")
     console.screenshot("26-protocols-other-theme")

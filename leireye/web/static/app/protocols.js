@@ -73,6 +73,8 @@ export class ProtocolsView {
     const points = rows.map((r) => ({ t: ms(r.start_ns), key: r.app, value: r[metric] ?? 0 }));
     this.#chart.format = metric === 'bytes' ? bytes : compact;
     this.#chart.set(points, range);
+    this.#root.dataset.metric = metric;
+    this.#root.dataset.range = this.#picker.preset;
     this.#root.dataset.state = 'loaded';
   }
 }
