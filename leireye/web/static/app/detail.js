@@ -140,11 +140,15 @@ export class DetailPane {
 
 function summaryLine(p) {
   const label = protocolLabel(p);
-  const ends = (ip, port) => (port === null || port === undefined ? ip ?? '–' : `${ip}:${port}`);
+  // Each end an address element (main.js names it and links it to the host page).
+  const ends = (ip, port) => (ip
+    ? h('span', { class: 'addr', dataset: { ip, ...(port === null || port === undefined ? {} : { port }) } },
+      port === null || port === undefined ? ip : `${ip}:${port}`)
+    : '–');
   return [
     h('span', { class: 'mono muted' }, `#${p.id}`),
     h('span', { class: `proto-tag ${protocolClass(label)}` }, label),
-    h('span', { class: 'mono' }, `${ends(p.src_ip, p.src_port)} → ${ends(p.dst_ip, p.dst_port)}`),
+    h('span', { class: 'mono' }, ends(p.src_ip, p.src_port), ' → ', ends(p.dst_ip, p.dst_port)),
     h('span', { class: 'muted' }, `${p.length} B`),
     h('span', { class: 'detail-info' }, p.info ?? ''),
   ];

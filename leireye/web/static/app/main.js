@@ -16,6 +16,11 @@ import { exportPackets } from './exporter.js';
 import { bytes, count } from './format.js';
 import { PresetControl } from './presets.js';
 import { currentTheme, initTheme, toggleTheme } from './theme.js';
+import { NameCache } from './names.js';
+import { FlowsView } from './flows.js';
+import { HostPage, HostsView } from './hosts.js';
+import { ProtocolsView } from './protocols.js';
+import { parseRoute, flowPacketFilter, matchesFlow } from './views.js';
 
 const KEEP_ROWS = 5000; // packets kept in the page (and in the pause buffer)
 const BACKFILL = 500; // recent packets shown at once when a filter is applied (and per "load older")
@@ -74,18 +79,41 @@ function startConsole(user) {
   $('#export').hidden = !hasRole(user, 'ANALYST');
   document.title = `LeirEye · ${location.host}`;
 
+  const names = new NameCache(session);
   const store = new PacketStore(KEEP_ROWS);
   const paused = new PauseBuffer(KEEP_ROWS);
   const status = new StatusView();
   const conn = new CaptureConnection({ session });
-  const table = new PacketTable({ viewport: $('#packet-viewport'), store });
+  const table = new PacketTable({ viewport: $('#packet-viewport'), store, names });
   const detail = new DetailPane({ root: $('#detail'), session, onClose: closeDetail });
   const charts = new RateCharts({
     ppsEl: $('#chart-pps'), bpsEl: $('#chart-bps'),
     ppsReadout: $('#chart-pps-now'), bpsReadout: $('#chart-bps-now'),
   });
   const protocols = new ProtocolBars($('#protocols'));
-  const filterBar = new FilterBar($('#filter-bar'), applyFilters);
+  const filterBar = new FilterBar($('#filter-bar'), (filters) => applyFilters(filters));
+  const openHost = (ip) => {
+    location.hash = `#/host/${encodeURIComponent(ip)}`;
+  };
+  const flowsView = new FlowsView({
+    session, names, table: $('#flows-table'), search: $('#flows-search'),
+    message: $('#flows-message'), countEl: $('#flows-count'), onFlow: showFlowPackets, onAddress: openHost,
+  });
+  const hostsView = new HostsView({
+    session, names, table: $('#hosts-table'), search: $('#hosts-search'),
+    message: $('#hosts-message'), countEl: $('#hosts-count'), onHost: openHost,
+  });
+  const hostPage = new HostPage({
+    session, names, root: $('#view-host'), onAddress: openHost,
+    onPackets: (ip) => {
+      location.hash = '#/packets';
+      applyFilters({ ip });
+    },
+  });
+  const protocolsView = new ProtocolsView({ session, root: $('#view-protocols') });
+  const pages = { flows: flowsView, hosts: hostsView, protocols: protocolsView };
+  let view = 'packets';
+  let flow = null; // the conversation whose packets the table shows (narrowed exactly), or null
   new PresetControl($('#presets'), {
     read: () => filterBar.read(),
     apply: (filters) => {
@@ -94,7 +122,7 @@ function startConsole(user) {
     },
   });
   const top = new TopTalkers({
-    el: $('#top'), windowEl: $('#top-window'), tabs: $('.tabs'), onPick: pickTalker,
+    el: $('#top'), windowEl: $('#top-window'), tabs: $('.tabs'), onPick: pickTalker, names,
   });
   const capture = hasRole(user, 'ADMIN') ? new CaptureControl(session, onStatus) : null;
   if (hasRole(user, 'ADMIN')) new UserAdmin(session, user);
@@ -111,10 +139,12 @@ function startConsole(user) {
   function message(text, kind = '') {
     const el = $('#filter-message');
     el.textContent = text;
+    el.title = text;
     el.dataset.kind = kind;
   }
 
-  conn.on('packets', (list) => {
+  conn.on('packets', (all) => {
+    const list = flow ? all.filter((p) => matchesFlow(p, flow)) : all;
     received += list.length;
     if (isPaused) {
       paused.push(list);
@@ -139,17 +169,62 @@ function startConsole(user) {
     const root = $('#console');
     root.dataset.renewals = String(Number(root.dataset.renewals ?? 0) + 1);
   });
-  table.on('drawn', ({ rows, following }) => {
+  table.on('drawn', ({ rows, following, sorted }) => {
     status.rows(rows, received);
     const jump = $('#jump-live');
     jump.hidden = following || rows === 0;
-    jump.classList.toggle('bottom', table.order === 'follow');
-    jump.textContent = table.order === 'newest' ? '↑ Back to newest' : '↓ Follow the tail';
+    jump.classList.toggle('bottom', table.order === 'follow' && !sorted);
+    if (sorted) jump.textContent = '↑ Back to top';
+    else jump.textContent = table.order === 'newest' ? '↑ Back to newest' : '↓ Follow the tail';
   });
   $('#jump-live').addEventListener('click', () => table.follow());
-  table.on('select', (packet) => (packet ? detail.show(packet) : closeDetail()));
+  table.on('select', (packet) => {
+    if (!packet) {
+      closeDetail();
+      return;
+    }
+    detail.show(packet);
+    for (const el of $('#detail-title').querySelectorAll('.addr[data-ip]')) {
+      names.fill(el, el.dataset.ip, el.dataset.port === undefined ? null : el.dataset.port);
+    }
+  });
+  table.on('address', openHost);
+  $('#detail-title').addEventListener('click', (event) => {
+    const address = event.target.closest('.addr[data-ip]');
+    if (address?.dataset.ip) openHost(address.dataset.ip);
+  });
+  names.on('change', () => table.invalidate());
 
-  async function applyFilters(filters) {
+  // The view named by the address' #fragment (views.js): one shown, the others stopped.
+  function route() {
+    const { name, ip } = parseRoute(location.hash);
+    view = name;
+    const filters = name === 'packets' || name === 'flows';
+    $('#console').classList.toggle('no-filters', !filters);
+    $('#console').dataset.view = name;
+    $('#filter-bar').hidden = !filters;
+    $('.workspace').hidden = name !== 'packets';
+    for (const id of ['flows', 'hosts', 'host', 'protocols']) $(`#view-${id}`).hidden = name !== id;
+    for (const link of $('#views').querySelectorAll('a')) {
+      const current = link.dataset.view === (name === 'host' ? 'hosts' : name);
+      if (current) link.setAttribute('aria-current', 'page');
+      else link.removeAttribute('aria-current');
+    }
+    for (const [key, page] of Object.entries(pages)) {
+      if (key === name) page.show();
+      else if (page.shown) page.hide();
+    }
+    if (name === 'host') hostPage.show(ip);
+    if (name === 'packets') table.invalidate();
+  }
+  window.addEventListener('hashchange', route);
+
+  function showFlowPackets(picked) {
+    location.hash = '#/packets';
+    applyFilters(flowPacketFilter(picked), picked);
+  }
+
+  async function applyFilters(filters, ofFlow = null) {
     filterBar.clearErrors();
     message('Applying…');
     let backfill = null;
@@ -169,9 +244,12 @@ function startConsole(user) {
     }
     store.clear();
     paused.drain();
+    flow = ofFlow;
+    flowsView.setFilters(applied);
     if (backfill) {
-      store.push(backfill.packets.slice().reverse());
-      received += backfill.packets.length;
+      const packets = flow ? backfill.packets.filter((p) => matchesFlow(p, flow)) : backfill.packets;
+      store.push(packets.slice().reverse());
+      received += packets.length;
     }
     // A packet the new filter leaves out is no longer shown in the detail pane.
     if (detail.open && store.indexOfId(detail.packetId) < 0) closeDetail();
@@ -182,7 +260,13 @@ function startConsole(user) {
     olderBefore = backfill?.next_before ?? null;
     earlier = backfill?.packets.length ?? 0;
     showTableNote(any);
-    message(any ? `Filter applied · ${count(backfill?.count ?? 0)} recent matches` : '');
+    if (flow) {
+      const end = (ip, port) => (port === null || port === undefined ? ip : `${ip}:${port}`);
+      message(`Flow ${end(flow.orig_ip, flow.orig_port)} ↔ ${end(flow.resp_ip, flow.resp_port)}`);
+      $('#filter-message').title = `The packets of this conversation (${flow.transport}, both ways) still in the ring; Apply or Clear to leave it`;
+    }
+    else if (applied.ip) message(`Packets to or from ${applied.ip}`);
+    else message(any ? `Filter applied · ${count(backfill?.count ?? 0)} recent matches` : '');
   }
 
   // Under the table: when the refill stopped at BACKFILL, say so and offer the older ones.
@@ -279,6 +363,8 @@ function startConsole(user) {
   onTheme = () => {
     updateThemeButton();
     charts.restyle();
+    hostPage.restyle();
+    protocolsView.restyle();
   };
 
   async function doExport() {
@@ -324,7 +410,7 @@ function startConsole(user) {
       else closeDetail();
       return;
     }
-    if (typing || event.ctrlKey || event.metaKey || event.altKey) return;
+    if (typing || event.ctrlKey || event.metaKey || event.altKey || view !== 'packets') return;
     if (event.key === ' ' && !event.target.closest('button')) {
       event.preventDefault();
       togglePause();
@@ -338,6 +424,8 @@ function startConsole(user) {
   });
 
   updateThemeButton();
+  names.start();
+  route();
   conn.start();
   applyFilters({});
   session.request('GET', '/api/capture/status').then(onStatus, (err) => console.warn(err));

@@ -80,7 +80,8 @@ export class TopTalkers {
   #data = null;
   tab = 'sources';
 
-  constructor({ el, windowEl, tabs, onPick }) {
+  constructor({ el, windowEl, tabs, onPick, names = null }) {
+    this.names = names;
     this.#el = el;
     this.#windowEl = windowEl;
     this.#tabs = tabs;
@@ -111,10 +112,11 @@ export class TopTalkers {
     this.#el.replaceChildren(...entries.map((e) => {
       const port = this.tab === 'ports';
       const label = port ? `${e.protocol} ${e.port}` : e.address;
+      const name = port ? null : this.names?.name(e.address);
       return barRow({
-        label, cls: port ? protocolClass(e.protocol) : 'addr', value: e.packets, max,
+        label: name ?? label, cls: port ? protocolClass(e.protocol) : 'addr', value: e.packets, max,
         text: `${compact(e.packets)} · ${bytes(e.bytes)}`,
-        title: `${label}: ${e.packets} packets, ${e.bytes} bytes — click to filter`,
+        title: `${name ? `${name} · ` : ''}${label}: ${e.packets} packets, ${e.bytes} bytes — click to filter`,
         onClick: () => this.onPick(this.tab, e),
       });
     }));

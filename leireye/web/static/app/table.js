@@ -7,11 +7,35 @@
 //   packets while new ones arrive above.
 // - 'follow': oldest on top, like `tail -f`. At the bottom, the view follows; scrolled up, it
 //   stays on the same packets while old ones fall off the top.
+// A click on a column header sorts the packets kept by that column (again: descending; a third
+// time: back to arrival order). Sorted, new packets land where they sort; the sorted list is
+// rebuilt at most every SORT_EVERY_MS while packets arrive, and the view stays where it is
+// (at the top, it stays at the top).
+//
+// Addresses show the host's name when one is known (names.js), the address on hover; clicking
+// an address emits 'address'.
 
 import { Emitter, h } from './dom.js';
 import { clock, tcpFlags } from './format.js';
+import { addressKey, nextSort, showSort, sortItems } from './sorting.js';
 
 const COLUMNS = ['id', 'time', 'src', 'sport', 'dst', 'dport', 'proto', 'len', 'flags', 'info'];
+const SORT_EVERY_MS = 250;
+
+function sortKey(p, column) {
+  switch (column) {
+    case 'id': return p.id;
+    case 'time': return Date.parse(p.timestamp);
+    case 'src': return addressKey(p.src_ip);
+    case 'sport': return p.src_port;
+    case 'dst': return addressKey(p.dst_ip);
+    case 'dport': return p.dst_port;
+    case 'proto': return protocolLabel(p);
+    case 'len': return p.length;
+    case 'flags': return tcpFlags(p.flags);
+    default: return p.info;
+  }
+}
 
 export function protocolClass(label) {
   return `p-${String(label || 'other').toLowerCase().replace(/[^a-z0-9]/g, '')}`;
@@ -33,13 +57,34 @@ export class PacketTable extends Emitter {
   #seenAdded = 0;
   #seenLength = 0;
   #stuck = true; // following the live edge (top in 'newest', bottom in 'follow')
+  #header;
+  #names;
+  #sorted = null; // the packets in sort order, or null when unsorted
+  #sortedAt = { added: -1, length: -1, time: 0 };
+  sort = null; // {column, direction} or null (arrival order)
   order = 'newest';
   selectedId = null;
   emptyText = 'Waiting for packets…';
 
-  constructor({ viewport, store, rowHeight = 22 }) {
+  constructor({ viewport, store, names = null, rowHeight = 22 }) {
     super();
     this.#viewport = viewport;
+    this.#names = names;
+    this.#header = viewport.parentElement.querySelector('.row.header');
+    for (const cell of this.#header.children) {
+      const column = COLUMNS.find((name) => cell.classList.contains(`c-${name}`));
+      if (!column) continue;
+      cell.dataset.sort = column;
+      cell.tabIndex = 0;
+      cell.setAttribute('role', 'columnheader');
+      cell.addEventListener('click', () => this.setSort(nextSort(this.sort, column)));
+      cell.addEventListener('keydown', (event) => {
+        if (event.key !== 'Enter') return;
+        event.preventDefault();
+        this.setSort(nextSort(this.sort, column));
+      });
+    }
+    showSort(this.#header, null);
     this.#sizer = viewport.querySelector('.sizer');
     this.#rows = viewport.querySelector('.rows');
     this.#empty = viewport.querySelector('.table-empty');
@@ -50,6 +95,11 @@ export class PacketTable extends Emitter {
       this.invalidate();
     });
     this.#rows.addEventListener('click', (event) => {
+      const address = event.target.closest('.addr');
+      if (address?.dataset.ip) {
+        this.emit('address', address.dataset.ip);
+        return;
+      }
       const row = event.target.closest('.row');
       if (row?.dataset.id) this.select(Number(row.dataset.id));
     });
@@ -67,6 +117,17 @@ export class PacketTable extends Emitter {
     });
   }
 
+  // {column, direction} or null: back to arrival order.
+  setSort(sort) {
+    this.sort = sort;
+    this.#sorted = null;
+    this.#header.dataset.sorted = sort ? `${sort.column} ${sort.direction}` : '';
+    showSort(this.#header, sort);
+    this.#stuck = true;
+    this.#scrollToEdge();
+    this.invalidate();
+  }
+
   setOrder(order) {
     this.order = order;
     this.#stuck = true;
@@ -77,6 +138,7 @@ export class PacketTable extends Emitter {
   }
 
   reset() {
+    this.#sorted = null;
     this.#seenAdded = 0;
     this.#seenLength = 0;
     this.#stuck = true;
@@ -122,24 +184,47 @@ export class PacketTable extends Emitter {
 
   #shownIndex(id) {
     if (id === null) return -1;
+    if (this.#sorted) return this.#sorted.findIndex((p) => p.id === id);
     const i = this.#store.indexOfId(id);
     if (i < 0) return -1;
     return this.order === 'newest' ? i : this.#store.length - 1 - i;
   }
 
   #at(index) {
+    if (this.#sorted) return this.#sorted[index];
     return this.order === 'newest' ? this.#store.newest(index) : this.#store.oldest(index);
   }
 
   #atLiveEdge() {
     const view = this.#viewport;
-    if (this.order === 'newest') return view.scrollTop < this.#rowHeight / 2;
+    if (this.order === 'newest' || this.sort) return view.scrollTop < this.#rowHeight / 2;
     return view.scrollTop + view.clientHeight >= view.scrollHeight - this.#rowHeight / 2;
   }
 
   #scrollToEdge() {
     const view = this.#viewport;
-    view.scrollTop = this.order === 'newest' ? 0 : view.scrollHeight;
+    view.scrollTop = this.order === 'newest' || this.sort ? 0 : view.scrollHeight;
+  }
+
+  // Rebuild the sorted list when packets came or went, at most every SORT_EVERY_MS (the draw
+  // in between shows the previous one; a packet that fell off the store stays until then).
+  #resort() {
+    const store = this.#store;
+    const at = this.#sortedAt;
+    const changed = at.added !== store.added || at.length !== store.length;
+    const now = performance.now();
+    if (this.#sorted && (!changed || now - at.time < SORT_EVERY_MS)) {
+      if (changed) this.invalidate(); // draw again once the rebuild is due
+      return;
+    }
+    const base = [];
+    for (let i = 0; i < store.length; i += 1) base.push(this.#baseAt(i));
+    this.#sorted = sortItems(base, this.sort, sortKey);
+    this.#sortedAt = { added: store.added, length: store.length, time: now };
+  }
+
+  #baseAt(index) {
+    return this.order === 'newest' ? this.#store.newest(index) : this.#store.oldest(index);
   }
 
   #draw() {
@@ -152,9 +237,14 @@ export class PacketTable extends Emitter {
     this.#seenAdded = store.added;
     this.#seenLength = store.length;
 
-    this.#sizer.style.height = `${store.length * rowHeight}px`;
+    if (this.sort) this.#resort();
+    else this.#sorted = null;
+    const length = this.#sorted ? this.#sorted.length : store.length;
+    this.#sizer.style.height = `${length * rowHeight}px`;
     if (this.#stuck) {
       this.#scrollToEdge();
+    } else if (this.sort) {
+      // sorted: new packets land anywhere, the view stays where it is
     } else if (this.order === 'newest' && added > 0) {
       view.scrollTop += Math.min(added, store.length) * rowHeight;
     } else if (this.order === 'follow' && evicted > 0) {
@@ -178,13 +268,19 @@ export class PacketTable extends Emitter {
     this.#empty.hidden = store.length > 0;
     this.#empty.textContent = this.emptyText;
     // "Back to live" matters only when packets are out of view on the live side.
-    this.emit('drawn', { rows: store.length, following: this.#stuck || this.#atLiveEdge() });
+    this.emit('drawn', {
+      rows: store.length, following: this.#stuck || this.#atLiveEdge(), sorted: Boolean(this.sort),
+    });
   }
 
   #newRow() {
     const cells = COLUMNS.map((name) => h('span', { class: `c-${name}` }));
     const row = h('div', { class: 'row', role: 'row' }, cells);
     row.cells = cells;
+    row.src = h('span', { class: 'addr' });
+    row.dst = h('span', { class: 'addr' });
+    cells[2].append(row.src);
+    cells[4].append(row.dst);
     this.#rows.append(row);
     return row;
   }
@@ -197,16 +293,24 @@ export class PacketTable extends Emitter {
     const c = row.cells;
     c[0].textContent = p.id;
     c[1].textContent = clock(p.timestamp);
-    c[2].textContent = p.src_ip ?? '';
-    c[2].title = p.src_ip ?? '';
+    this.#address(row.src, p.src_ip);
     c[3].textContent = p.src_port ?? '';
-    c[4].textContent = p.dst_ip ?? '';
-    c[4].title = p.dst_ip ?? '';
+    this.#address(row.dst, p.dst_ip);
     c[5].textContent = p.dst_port ?? '';
     c[6].textContent = label;
     c[7].textContent = p.length;
     c[8].textContent = tcpFlags(p.flags);
     c[9].textContent = p.info ?? '';
     c[9].title = p.info ?? '';
+  }
+
+  #address(el, ip) {
+    if (this.#names) {
+      this.#names.fill(el, ip);
+      return;
+    }
+    el.textContent = ip ?? '';
+    el.title = ip ?? '';
+    el.dataset.ip = ip ?? '';
   }
 }
