@@ -47,6 +47,7 @@ def sensor(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sensor]:
     # 7.5 s throughout the tests.
     config = (
         "web: {port: 0, workers: 1}\nauth: {access_ttl_s: 10, login_failures_per_address: 1000}\n"
+        "history: {flush_s: 2}\n"  # the flow store's files (hosts, names) every 2 s
     )
     s = Sensor(tmp, "--interface", "lo", "--bpf", bpf, config=config, users=users_file())
     s.web_port()
