@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from leireye.errors import LeirEyeError
+from leireye.ring.frames import frames_name
 from leireye.ring.shards import ids_name, shard_name
 from leireye.ring.shardstatus import StatusSet
 from leireye.ring.shm import SHM_DIR, unlink_segment
@@ -50,9 +51,13 @@ class SegmentNames:
     def statuses(self) -> list[str]:
         return [shard_name(self.status, k) for k in range(self.shards)]
 
+    def frames(self) -> list[str]:
+        """The frame segments (whole frames for the packet store), one per shard."""
+        return [frames_name(self.ring, k) for k in range(self.shards)]
+
     def all(self) -> tuple[str, ...]:
         sharded = (*self.rings()[1:], *self.statuses()[1:], self.ids) if self.shards > 1 else ()
-        return (self.ring, self.status, self.stats, self.conns, *sharded)
+        return (self.ring, self.status, self.stats, self.conns, *sharded, *self.frames())
 
     def as_dict(self) -> dict[str, str]:
         return {"ring": self.ring, "status": self.status, "stats": self.stats, "conns": self.conns}
