@@ -226,8 +226,8 @@ class FrameAppender:
             return
         cap = np.fromiter(map(len, frames), dtype=np.int64, count=n)
         total = int(cap.sum())
-        if n > seg.slots // 2 or total > seg.data_bytes // 2:  # never lap a reader in one batch
-            keep = min(seg.slots // 2, int(np.searchsorted(np.cumsum(cap), seg.data_bytes // 2)))
+        if n > seg.slots or total > seg.data_bytes:  # larger than the segment: keep what fits
+            keep = min(seg.slots, int(np.searchsorted(np.cumsum(cap), seg.data_bytes, "right")))
             seg.words[_DROPPED] += n - keep
             if keep == 0:
                 return
