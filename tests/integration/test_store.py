@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import os
 import random
+import re
 import shutil
 import signal
 import stat
@@ -21,6 +22,8 @@ import pytest
 from leireye.errors import RingError
 from leireye.ring.frames import FrameSegment, StoreState, StoreStatus, frames_name, read_status
 from leireye.store.reader import PacketStore
+from tests.accounts import users_yaml
+from tests.http import Http
 from tests.netns import VethPair, inject_frames, skip_unless_root, udp_frame, veth_pair
 from tests.sensor import Sensor, SensorFactory
 from tests.waiting import wait_for
@@ -171,10 +174,20 @@ def test_the_store_holds_every_frame_byte_for_byte_like_tcpdump(
     sensor.stop()
 
 
-def test_a_full_disk_stops_the_store_and_not_the_capture(
-    sensor_factory: SensorFactory, pair: VethPair
-) -> None:
-    sensor = start(sensor_factory, pair, store=", buffer_mb: 8")
+def metrics(sensor: Sensor) -> str:
+    http = Http(sensor.web_port())
+    token = http.post("/api/auth/login", {"username": "vic", "password": "viewer-pass-3"})
+    assert token.status == 200, token.body
+    reply = http.with_token(token.json["access_token"]).get("/metrics")
+    assert reply.status == 200
+    return reply.body.decode()
+
+
+def test_a_full_disk_stops_the_store_and_not_the_capture(pair: VethPair, tmp_path: Path) -> None:
+    users = users_yaml({"vic": ("VIEWER", "viewer-pass-3")})
+    sensor = Sensor(tmp_path, "--interface", pair.host_if, "--bpf", f"udp and dst port {PORT}",
+                    config=f"capture: {{snaplen: {SNAPLEN}}}\n"
+                    "store: {max_gb: 1, file_mb: 4, buffer_mb: 8}\n", users=users)  # fmt: skip
     status = sensor.status()
     sensor.wait_capturing(status)
     store_dir = sensor.state_dir / "store"
@@ -203,9 +216,15 @@ def test_a_full_disk_stops_the_store_and_not_the_capture(
         inject_frames(pair.ns_if, more, ns=pair.ns)  # the capture goes on
         wait_for(lambda: status.read().packets_captured >= len(frames) + len(more), 60,
                  "the capture to go on")  # fmt: skip
+        shown = metrics(sensor)
+        assert "leireye_store_up 0" in shown
+        assert 'leireye_store_state{state="failed"} 1' in shown
+        lost = re.search(r"^leireye_store_frames_lost_total (\d+)", shown, re.M)
+        assert lost is not None and int(lost.group(1)) > 0
     finally:
         sensor.stop()
         subprocess.run(["umount", "-l", str(store_dir)], check=False)
+        sensor.kill()
 
 
 def test_a_killed_writer_is_restarted_and_counts_its_loss(
