@@ -8,6 +8,7 @@ $py benchmarks/bench_decode.py --packets 20000 --repeat 1
 $py benchmarks/bench_ring.py --seconds 0.2
 $py benchmarks/bench_stats.py --records 200000
 $py benchmarks/bench_encode.py --records 20000 --repeat 1
+$py benchmarks/bench_store.py --packets 5000 --store-gb 0.01 --repeat 1
 if [ "$(id -u)" -eq 0 ]; then
   $py benchmarks/bench_capture_live.py --rates 5000 --seconds 1
   $py benchmarks/bench_fanout.py --smoke

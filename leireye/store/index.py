@@ -45,7 +45,7 @@ from leireye.store import pcapng
 
 MAGIC: Final = b"LEIRIDX\x00"
 VERSION: Final = 1
-MARK_EVERY: Final = 256
+MARK_EVERY: Final = 64
 MARK_DTYPE: Final = np.dtype([("id", "<u8"), ("ts_ns", "<i8"), ("offset", "<u8")])
 _HEADER: Final = struct.Struct("<8sIIIIQQQQqqQ")
 SCAN_CHUNK: Final = 4 << 20

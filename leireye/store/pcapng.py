@@ -125,6 +125,33 @@ class Block:
     data: bytes
 
 
+def find(buf: bytes | memoryview, wanted: list[int], base: int = 0) -> list[Block]:
+    """The blocks of the sorted ids `wanted` among the whole blocks at the start of `buf`:
+    only their lengths and ids are read on the way (a walk, not a `scan`), and the walk stops
+    past the last id wanted (ids increase within a file)."""
+    found: list[Block] = []
+    at, end, k = 0, len(buf), 0
+    unpack = struct.unpack_from
+    while at + 12 <= end and k < len(wanted):
+        kind, length = unpack("<II", buf, at)
+        if length < 12 or length % 4 or at + length > end:
+            break
+        if kind == EPB_TYPE and length >= EPB_OVERHEAD:
+            cap = unpack("<I", buf, at + 20)[0]
+            opt_at = at + 28 + cap + (-cap % 4)
+            if opt_at + 12 > at + length:
+                break
+            packet_id = unpack("<Q", buf, opt_at + 4)[0]
+            while k < len(wanted) and wanted[k] < packet_id:
+                k += 1
+            if k < len(wanted) and wanted[k] == packet_id:
+                blocks, _ = scan(buf[at : at + length], base + at)
+                found += blocks
+                k += 1
+        at += length
+    return found
+
+
 def scan(buf: bytes | memoryview, base: int = 0) -> tuple[list[Block], int]:
     """The whole packet blocks at the start of `buf` (which begins at a block boundary, at
     file offset `base`), and the offset just past the last whole one: where a cut block, or

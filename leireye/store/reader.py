@@ -191,20 +191,18 @@ def _bisect(values: list[int], x: int) -> int:
 def _find(index: FileIndex, ids: list[int]) -> list[StoredFrame]:
     """The packets of sorted `ids` in one file: one read per index span they fall in."""
     out: list[StoredFrame] = []
-    span: tuple[int, int] | None = None
-    by_id: dict[int, pcapng.Block] = {}
     try:
         with open(index.path, "rb") as f:
-            for packet_id in ids:
-                wanted = index.span_of_id(packet_id)
-                if wanted != span:
-                    span = wanted
-                    f.seek(span[0])
-                    blocks, _ = pcapng.scan(f.read(span[1] - span[0]), span[0])
-                    by_id = {b.id: b for b in blocks}
-                block = by_id.get(packet_id)
-                if block is not None:
-                    out.append(_stored(block, index.linktype))
+            at = 0
+            while at < len(ids):
+                start, end = index.span_of_id(ids[at])
+                upto = at + 1
+                while upto < len(ids) and index.span_of_id(ids[upto]) == (start, end):
+                    upto += 1
+                f.seek(start)
+                chunk = f.read(end - start)
+                out += [_stored(b, index.linktype) for b in pcapng.find(chunk, ids[at:upto], start)]
+                at = upto
     except OSError:
         pass  # deleted by retention meanwhile: those packets are gone
     return out
