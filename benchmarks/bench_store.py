@@ -65,6 +65,16 @@ from tests.traffic.mix import Mix, generate, write_pcap
 BATCH = 1024
 
 
+def cpu_seconds(pid: int | None, last: float) -> float:
+    """User + system CPU time of `pid` so far (`last` once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return last
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def per_packet_us(run: object, n: int, repeat: int) -> float:
     assert callable(run)
     best = min(_timed(run) for _ in range(repeat))
@@ -163,10 +173,12 @@ def keep_up(mix_path: Path, packets: int, scratch: Path, with_store: bool) -> No
     capture.start()
     procs.append(capture)
     lag = 0
+    cpu = {"capture": 0.0, "store": 0.0}
     try:
         while status.read().state not in ("finished", "error") and capture.exitcode is None:
             if segment is not None:
                 lag = max(lag, segment.write_seq - segment.disk_seq)
+            cpu["capture"] = cpu_seconds(capture.pid, cpu["capture"])
             time.sleep(0.005)
         done = status.read()
         seconds = (done.updated_ns - done.started_at_ns) / 1e9
@@ -177,13 +189,17 @@ def keep_up(mix_path: Path, packets: int, scratch: Path, with_store: bool) -> No
             finished = time.monotonic()
             while (s := read_status(segment)).frames_written + s.frames_lost < packets:
                 lag = max(lag, segment.write_seq - segment.disk_seq)
+                cpu["store"] = cpu_seconds(procs[0].pid, cpu["store"])
                 if time.monotonic() - finished > 60:
                     break
                 time.sleep(0.005)
             after = time.monotonic() - finished
             s = read_status(segment)
+            cpu["store"] = cpu_seconds(procs[0].pid, cpu["store"])
             line += (f"; store wrote {s.frames_written}, lost {s.frames_lost}, largest lag "
-                     f"{lag} frames, done {after * 1000:.0f} ms after the capture")  # fmt: skip
+                     f"{lag} frames, done {after * 1000:.0f} ms after the capture; CPU per "
+                     f"packet: store writer {cpu['store'] / packets * 1e6:.1f} us")  # fmt: skip
+        line += f", capture {cpu['capture'] / packets * 1e6:.1f} us"
         print(line)
     finally:
         for proc in procs:

@@ -143,24 +143,21 @@ class PacketStore:
         """The packet with this id in the newest run (ids start over with every run)."""
         for index in self.latest_run():
             if index.first_id <= packet_id <= index.last_id:
-                found = _find(index, [packet_id])
-                if found:
-                    return found[0]
+                for found in _find(index, [packet_id]):
+                    return found
         return None
 
     def frames(self, ids: Iterable[int]) -> Iterator[StoredFrame]:
-        """The packets of `ids` the store holds, in id order (a missing id is skipped)."""
+        """The packets of `ids` the store holds, in id order (a missing id is skipped),
+        streamed: one file's span at a time, shards merged by id."""
         wanted = sorted(set(ids))
         if not wanted:
             return
-        found: list[StoredFrame] = []
+        by_shard: dict[int, list[FileIndex]] = {}
         for index in self.latest_run():
-            lo = _bisect(wanted, index.first_id)
-            hi = _bisect(wanted, index.last_id + 1)
-            if hi > lo:
-                found += _find(index, wanted[lo:hi])
-        found.sort(key=lambda f: f.id)
-        yield from found
+            by_shard.setdefault(index.shard, []).append(index)
+        streams = [_by_ids(files, wanted) for _, files in sorted(by_shard.items())]
+        yield from heapq.merge(*streams, key=lambda f: f.id)
 
     # -- by time ------------------------------------------------------------------------------
 
@@ -188,24 +185,32 @@ def _bisect(values: list[int], x: int) -> int:
     return lo
 
 
-def _find(index: FileIndex, ids: list[int]) -> list[StoredFrame]:
+def _by_ids(files: list[FileIndex], wanted: list[int]) -> Iterator[StoredFrame]:
+    for index in files:  # one shard's files, in id order
+        lo = _bisect(wanted, index.first_id)
+        hi = _bisect(wanted, index.last_id + 1)
+        if hi > lo:
+            yield from _find(index, wanted[lo:hi])
+
+
+def _find(index: FileIndex, ids: list[int]) -> Iterator[StoredFrame]:
     """The packets of sorted `ids` in one file: one read per index span they fall in."""
-    out: list[StoredFrame] = []
     try:
-        with open(index.path, "rb") as f:
-            at = 0
-            while at < len(ids):
-                start, end = index.span_of_id(ids[at])
-                upto = at + 1
-                while upto < len(ids) and index.span_of_id(ids[upto]) == (start, end):
-                    upto += 1
-                f.seek(start)
-                chunk = f.read(end - start)
-                out += [_stored(b, index.linktype) for b in pcapng.find(chunk, ids[at:upto], start)]
-                at = upto
+        f = open(index.path, "rb")  # noqa: SIM115 - held across yields
     except OSError:
-        pass  # deleted by retention meanwhile: those packets are gone
-    return out
+        return  # deleted by retention meanwhile: those packets are gone
+    with f:
+        at = 0
+        while at < len(ids):
+            start, end = index.span_of_id(ids[at])
+            upto = at + 1
+            while upto < len(ids) and index.span_of_id(ids[upto]) == (start, end):
+                upto += 1
+            f.seek(start)
+            chunk = f.read(end - start)
+            for block in pcapng.find(chunk, ids[at:upto], start):
+                yield _stored(block, index.linktype)
+            at = upto
 
 
 def _range(files: list[FileIndex], from_ns: int, to_ns: int) -> Iterator[StoredFrame]:

@@ -202,10 +202,10 @@ class StoreFiles:
             self._save(current.index)
         finally:
             os.close(current.fd)
-        if current.index.count:
-            self.closed[current.index.path] = current.index
-        else:
-            _remove(current.index.path)
+            if current.index.count:
+                self.closed[current.index.path] = current.index  # retention sees it
+            else:
+                _remove(current.index.path)
 
     def _save(self, index: FileIndex) -> None:
         try:
