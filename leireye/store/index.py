@@ -30,6 +30,7 @@ carry their id. A missing or unreadable index is rebuilt from its file (`rebuild
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import re
 import struct
@@ -164,7 +165,7 @@ class FileIndex:
             os.close(fd)
         os.replace(tmp, target)
 
-    @property
+    @functools.cached_property
     def run(self) -> int:
         named = parse_name(self.path)
         return named[0] if named is not None else 0

@@ -16,6 +16,7 @@ read of `READ_CHUNK` at a time), merged across shards by time: nothing holds the
 from __future__ import annotations
 
 import heapq
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,28 +58,46 @@ class _Cached:
 
 
 class PacketStore:
-    def __init__(self, directory: str | Path) -> None:
+    """`refresh_s`: how long a look at the directory is reused (files that appear or are
+    deleted are seen at most this late; 0: every call looks again)."""
+
+    def __init__(self, directory: str | Path, refresh_s: float = 0.2) -> None:
         self.directory = Path(directory)
+        self.refresh_s = refresh_s
         self._cache: dict[Path, _Cached] = {}
+        self._held: list[FileIndex] = []
+        self._looked = -1e9
 
     # -- the files ----------------------------------------------------------------------------
 
     def indexes(self) -> list[FileIndex]:
-        """Every file's index, up to date with the file, ordered by shard and first id."""
+        """Every file's index, up to date with the file, ordered by run, shard and first id."""
+        now = time.monotonic()
+        if now - self._looked < self.refresh_s:
+            return self._held
         found: dict[Path, _Cached] = {}
         try:
-            paths = sorted(self.directory.glob(f"r*{FILE_SUFFIX}"))
+            paths = list(self.directory.glob(f"r*{FILE_SUFFIX}"))
         except OSError:
             paths = []
         for path in paths:
-            named = parse_name(path)
-            if named is None:
-                continue
-            cached = self._refresh(path, named[1])
+            known = self._cache.get(path)
+            if known is None:
+                named = parse_name(path)
+                if named is None:
+                    continue
+                shard = named[1]
+            else:
+                shard = known.index.shard
+            cached = self._refresh(path, shard)
             if cached is not None and cached.index.count:
                 found[path] = cached
         self._cache = found
-        return sorted((c.index for c in found.values()), key=lambda i: (i.run, i.shard, i.first_id))
+        self._held = sorted(
+            (c.index for c in found.values()), key=lambda i: (i.run, i.shard, i.first_id)
+        )
+        self._looked = now
+        return self._held
 
     def _refresh(self, path: Path, shard: int) -> _Cached | None:
         try:
