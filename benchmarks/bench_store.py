@@ -174,7 +174,13 @@ def keep_up(mix_path: Path, packets: int, scratch: Path, with_store: bool) -> No
     procs.append(capture)
     lag = 0
     cpu = {"capture": 0.0, "store": 0.0}
+    started = {"capture": 0.0, "store": 0.0}  # CPU spent before the first packet: not counted
     try:
+        while status.read().state == "idle" or status.read().state == "starting":
+            time.sleep(0.001)
+        started["capture"] = cpu_seconds(capture.pid, 0.0)
+        if segment is not None:
+            started["store"] = cpu_seconds(procs[0].pid, 0.0)
         while status.read().state not in ("finished", "error") and capture.exitcode is None:
             if segment is not None:
                 lag = max(lag, segment.write_seq - segment.disk_seq)
@@ -198,8 +204,9 @@ def keep_up(mix_path: Path, packets: int, scratch: Path, with_store: bool) -> No
             cpu["store"] = cpu_seconds(procs[0].pid, cpu["store"])
             line += (f"; store wrote {s.frames_written}, lost {s.frames_lost}, largest lag "
                      f"{lag} frames, done {after * 1000:.0f} ms after the capture; CPU per "
-                     f"packet: store writer {cpu['store'] / packets * 1e6:.1f} us")  # fmt: skip
-        line += f", capture {cpu['capture'] / packets * 1e6:.1f} us"
+                     f"packet: store writer "
+                     f"{(cpu['store'] - started['store']) / packets * 1e6:.1f} us")  # fmt: skip
+        line += f", capture {(cpu['capture'] - started['capture']) / packets * 1e6:.1f} us"
         print(line)
     finally:
         for proc in procs:
@@ -361,7 +368,8 @@ def main() -> int:
         keep_up(mix_path, args.packets, scratch, with_store=False)
         keep_up(mix_path, args.packets, scratch, with_store=True)
         disk_bytes(mix, mix_path, scratch)
-        large_store(generate(min(args.packets, 200_000), seed=16), args.store_gb, scratch)
+        if args.store_gb > 0:
+            large_store(generate(min(args.packets, 200_000), seed=16), args.store_gb, scratch)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return 0

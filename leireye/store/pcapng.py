@@ -126,30 +126,67 @@ class Block:
 
 
 def find(buf: bytes | memoryview, wanted: list[int], base: int = 0) -> list[Block]:
-    """The blocks of the sorted ids `wanted` among the whole blocks at the start of `buf`:
-    only their lengths and ids are read on the way (a walk, not a `scan`), and the walk stops
-    past the last id wanted (ids increase within a file)."""
+    """The blocks of the sorted ids `wanted` among the whole blocks at the start of `buf`
+    (which starts at a block boundary). Ids increase within a file and are usually
+    consecutive: the walk jumps by block lengths alone to where each id should be, checks the
+    id found there, and only where ids skip (a loss, another shard's ids) walks block by block."""
     found: list[Block] = []
-    at, end, k = 0, len(buf), 0
     unpack = struct.unpack_from
-    while at + 12 <= end and k < len(wanted):
-        kind, length = unpack("<II", buf, at)
-        if length < 12 or length % 4 or at + length > end:
-            break
-        if kind == EPB_TYPE and length >= EPB_OVERHEAD:
-            cap = unpack("<I", buf, at + 20)[0]
-            opt_at = at + 28 + cap + (-cap % 4)
-            if opt_at + 12 > at + length:
+    at, end, here = 0, len(buf), None  # `here`: the id of the block at `at`, when known
+    for target in wanted:
+        while at + EPB_OVERHEAD <= end:
+            if here is None:
+                here = _id_at(buf, at, end)
+                if here is None:
+                    return found
+            if here >= target:
                 break
-            packet_id = unpack("<Q", buf, opt_at + 4)[0]
-            while k < len(wanted) and wanted[k] < packet_id:
-                k += 1
-            if k < len(wanted) and wanted[k] == packet_id:
-                blocks, _ = scan(buf[at : at + length], base + at)
-                found += blocks
-                k += 1
+            for _ in range(target - here):  # jump: lengths only
+                length = unpack("<I", buf, at + 4)[0]
+                if length < 12 or at + length > end:
+                    return found
+                at += length
+                if at + EPB_OVERHEAD > end:
+                    return found
+            here = _id_at(buf, at, end)
+            if here is None:
+                return found
+            if here > target:  # ids skipped on the way: back to the first block past target
+                return found + _walk(buf, wanted[wanted.index(target) :], base, end)
+        if here == target:
+            length = unpack("<I", buf, at + 4)[0]
+            found += scan(buf[at : at + length], base + at)[0]
+    return found
+
+
+def _walk(buf: bytes | memoryview, wanted: list[int], base: int, end: int) -> list[Block]:
+    """`find` for ids that skip: every block from the start, reading each one's id."""
+    found: list[Block] = []
+    at, k = 0, 0
+    while at + EPB_OVERHEAD <= end and k < len(wanted):
+        packet_id = _id_at(buf, at, end)
+        if packet_id is None:
+            break
+        while k < len(wanted) and wanted[k] < packet_id:
+            k += 1
+        length = struct.unpack_from("<I", buf, at + 4)[0]
+        if k < len(wanted) and wanted[k] == packet_id:
+            found += scan(buf[at : at + length], base + at)[0]
+            k += 1
         at += length
     return found
+
+
+def _id_at(buf: bytes | memoryview, at: int, end: int) -> int | None:
+    """The packet id of the block at `at`; None if it is not a whole packet block."""
+    kind, length, *_, cap, _ = _EPB_HEAD.unpack_from(buf, at)
+    if kind != EPB_TYPE or length < EPB_OVERHEAD or at + length > end:
+        return None
+    opt_at = at + 28 + cap + (-cap % 4)
+    if opt_at + 12 > at + length:
+        return None
+    code, _, packet_id = _EPB_ID.unpack_from(buf, opt_at)
+    return int(packet_id) if code == OPT_PACKETID else None
 
 
 def scan(buf: bytes | memoryview, base: int = 0) -> tuple[list[Block], int]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import pwd
 import random
 import re
 import shutil
@@ -20,6 +21,7 @@ import dpkt
 import pytest
 
 from leireye.errors import RingError
+from leireye.privileges import reachable_by
 from leireye.ring.frames import FrameSegment, StoreState, StoreStatus, frames_name, read_status
 from leireye.store.reader import PacketStore
 from tests.accounts import users_yaml
@@ -167,10 +169,13 @@ def test_the_store_holds_every_frame_byte_for_byte_like_tcpdump(
     # Who may read them: the sensor's own accounts (owner leireye, group of the web user).
     directory = sensor.state_dir / "store"
     assert stat.S_IMODE(directory.stat().st_mode) & 0o007 == 0
+    web, nobody = pwd.getpwnam("leireye-web"), pwd.getpwnam("nobody")
     for path in directory.iterdir():
         mode = path.stat().st_mode
         assert stat.S_IMODE(mode) == 0o640, path
-        assert path.stat().st_gid == directory.stat().st_gid
+        assert path.stat().st_gid == directory.stat().st_gid == web.pw_gid
+        assert reachable_by(path, web.pw_uid, web.pw_gid) is None  # the web workers read it
+        assert reachable_by(path, nobody.pw_uid, nobody.pw_gid) is not None  # nobody else
     sensor.stop()
 
 

@@ -203,3 +203,19 @@ def test_frames_larger_than_the_segment_are_dropped_and_counted() -> None:
 @pytest.mark.parametrize("name", ["s0-1.pcapng", "r1-s0-1.pcap", "r1-sx-1.pcapng", "x.pcapng"])
 def test_other_files_are_not_store_files(name: str) -> None:
     assert parse_name(Path(name)) is None
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_find_agrees_with_a_full_scan_whatever_the_gaps(seed: int) -> None:
+    rng = random.Random(seed)
+    n = rng.randint(1, 80)
+    ids = np.cumsum([rng.choice([1, 1, 1, 2, 5]) for _ in range(n)]).astype(np.uint64)
+    frames = [rng.randbytes(rng.randint(0, 70)) for _ in range(n)]
+    cap = np.array([len(f) for f in frames], dtype=np.uint32)
+    starts = np.concatenate(([0], np.cumsum(cap)[:-1])).astype(np.uint64)
+    blob, _ = pcapng.packet_blocks(
+        ids, np.arange(n, dtype=np.int64), cap, cap, b"".join(frames), starts
+    )
+    everything, _ = pcapng.scan(blob, 100)
+    wanted = sorted(set(rng.sample(range(1, int(ids[-1]) + 3), min(10, int(ids[-1])))))
+    assert pcapng.find(blob, wanted, 100) == [b for b in everything if b.id in wanted]
