@@ -51,11 +51,11 @@ from leireye.ring.frames import (
     FrameReader,
     FrameSegment,
     frames_name,
-    read_status,
     segment_size,
 )
 from leireye.ring.shm import unlink_segment
 from leireye.ring.status import StatusBlock
+from leireye.ring.storestatus import read_status
 from leireye.store import pcapng
 from leireye.store.reader import PacketStore
 from leireye.store.writer import StoreFiles

@@ -24,8 +24,8 @@ The consumer loads `write_seq` first, copies entries and bytes, then loads `writ
 `data_start - data_bytes`, may have been overwritten during the copy, so it is dropped and
 counted as lost, never returned torn (x86-64 keeps stores in order and loads in order).
 
-Page 1 is the store writer's: its status (`StoreStatus`), which the web workers read for
-`/metrics`, and which survives a restart of the writer.
+Page 1 is the store writer's: its status (`leireye/ring/storestatus.py`), which the web
+workers read for `/metrics`, and which survives a restart of the writer.
 
 Layout (little-endian):
 
@@ -51,15 +51,12 @@ Layout (little-endian):
 
 from __future__ import annotations
 
-import enum
 import mmap
 import struct
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
-import msgspec
 import numpy as np
 import numpy.typing as npt
 
@@ -351,68 +348,3 @@ class FrameReader:
         self.lost_total += lost
         entries["offset"] -= np.uint64(base)
         return FrameBatch(entries, data.tobytes(), lost)
-
-
-class StoreState(enum.StrEnum):
-    """Stored as its index in this enum's order: append new members, never reorder."""
-
-    OFF = "off"  # no writer has run (or the store is disabled)
-    STARTING = "starting"
-    WRITING = "writing"
-    FAILED = "failed"  # the disk filled or failed: see last_error; the capture goes on
-    STOPPED = "stopped"
-
-
-class StoreStatus(msgspec.Struct, frozen=True, kw_only=True):
-    """The store writer's view of one shard, in page 1 of its frame segment."""
-
-    state: StoreState = StoreState.OFF
-    pid: int = 0
-    updated_ns: int = 0
-    frames_written: int = 0  # to disk, by this shard, since the segment exists
-    bytes_written: int = 0  # file bytes
-    frames_lost: int = 0  # to the store only: the writer fell behind, restarted, or failed
-    lag_frames: int = 0  # published by the capture, not yet read by the writer
-    files: int = 0  # files in the store (all shards)
-    disk_bytes: int = 0  # their total size
-    oldest_ns: int = 0  # the oldest packet the store holds
-    newest_ns: int = 0
-    producer_dropped: int = 0  # the segment's `dropped` already counted in frames_lost
-    last_error: str = ""
-
-
-_STATUS_SEQ: Final = struct.Struct("<Q")
-_STATUS_LEN: Final = struct.Struct("<I")
-_STATUS_BODY_AT: Final = 16
-
-
-def write_status(segment: FrameSegment, status: StoreStatus) -> None:
-    """Seqlock: odd while writing, even after; readers retry on a change."""
-    view = segment.status_view
-    body = msgspec.msgpack.encode(msgspec.structs.replace(status, updated_ns=time.time_ns()))
-    if len(body) > PAGE - _STATUS_BODY_AT:
-        body = msgspec.msgpack.encode(msgspec.structs.replace(status, last_error="(too long)"))
-    (seq,) = _STATUS_SEQ.unpack_from(view, 0)
-    _STATUS_SEQ.pack_into(view, 0, seq | 1)
-    _STATUS_LEN.pack_into(view, 8, len(body))
-    view[_STATUS_BODY_AT : _STATUS_BODY_AT + len(body)] = body
-    _STATUS_SEQ.pack_into(view, 0, (seq | 1) + 1)
-
-
-def read_status(segment: FrameSegment) -> StoreStatus:
-    view = segment.status_view
-    for _ in range(1000):
-        (before,) = _STATUS_SEQ.unpack_from(view, 0)
-        if before & 1:
-            continue
-        (size,) = _STATUS_LEN.unpack_from(view, 8)
-        body = bytes(view[_STATUS_BODY_AT : _STATUS_BODY_AT + min(size, PAGE - _STATUS_BODY_AT)])
-        (after,) = _STATUS_SEQ.unpack_from(view, 0)
-        if before == after:
-            if size == 0:
-                return StoreStatus()
-            try:
-                return msgspec.msgpack.decode(body, type=StoreStatus)
-            except msgspec.DecodeError as exc:
-                raise RingError(f"{segment.name}: unreadable store status") from exc
-    raise RingError(f"{segment.name}: the store status kept changing")

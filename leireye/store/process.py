@@ -29,15 +29,8 @@ import msgspec
 
 from leireye.config import Config
 from leireye.errors import LeirEyeError
-from leireye.ring.frames import (
-    FrameReader,
-    FrameSegment,
-    StoreState,
-    StoreStatus,
-    frames_name,
-    read_status,
-    write_status,
-)
+from leireye.ring.frames import FrameReader, FrameSegment, frames_name
+from leireye.ring.storestatus import StoreState, StoreStatus, read_status, write_status
 from leireye.stopping import StopEvent, StopFlag, stop_on_sigterm
 from leireye.store.writer import StoreFailed, StoreFiles
 

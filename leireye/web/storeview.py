@@ -5,8 +5,9 @@ store is disabled (no segments) or not there yet."""
 from __future__ import annotations
 
 from leireye.errors import LeirEyeError
-from leireye.ring.frames import FrameSegment, StoreState, StoreStatus, frames_name, read_status
+from leireye.ring.frames import FrameSegment, frames_name
 from leireye.ring.shards import ShardSet
+from leireye.ring.storestatus import StoreState, StoreStatus, read_status
 
 _WORST = (StoreState.FAILED, StoreState.STARTING, StoreState.STOPPED, StoreState.WRITING)
 

@@ -22,7 +22,8 @@ import pytest
 
 from leireye.errors import RingError
 from leireye.privileges import reachable_by
-from leireye.ring.frames import FrameSegment, StoreState, StoreStatus, frames_name, read_status
+from leireye.ring.frames import FrameSegment, frames_name
+from leireye.ring.storestatus import StoreState, StoreStatus, read_status
 from leireye.store.reader import PacketStore
 from tests.accounts import users_yaml
 from tests.http import Http

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from leireye.errors import LeirEyeError
-from leireye.ring.frames import StoreState
+from leireye.ring.storestatus import StoreState
 from leireye.web.hub import Hub
 from leireye.web.metrics import Metric, MetricType, Sample
 from leireye.web.registry import COUNTERS
