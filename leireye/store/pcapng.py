@@ -141,18 +141,21 @@ def find(buf: bytes | memoryview, wanted: list[int], base: int = 0) -> list[Bloc
                     return found
             if here >= target:
                 break
+            jumped = at
             for _ in range(target - here):  # jump: lengths only
-                length = unpack("<I", buf, at + 4)[0]
-                if length < 12 or at + length > end:
-                    return found
-                at += length
-                if at + EPB_OVERHEAD > end:
-                    return found
-            here = _id_at(buf, at, end)
-            if here is None:
-                return found
-            if here > target:  # ids skipped on the way: back to the first block past target
-                return found + _walk(buf, wanted[wanted.index(target) :], base, end)
+                length = unpack("<I", buf, jumped + 4)[0]
+                if length < 12 or jumped + length > end:
+                    break
+                jumped += length
+                if jumped + EPB_OVERHEAD > end:
+                    break
+            else:
+                here = _id_at(buf, jumped, end)
+                if here is not None and here <= target:
+                    at = jumped
+                    continue
+            # ids skip (or the jump ran past the end): walk block by block instead
+            return found + _walk(buf, wanted[wanted.index(target) :], base, end)
         if here == target:
             length = unpack("<I", buf, at + 4)[0]
             found += scan(buf[at : at + length], base + at)[0]

@@ -257,7 +257,10 @@ def test_a_killed_writer_is_restarted_and_counts_its_loss(
     after = wait_written(sensor, len(sent))
     store = PacketStore(sensor.state_dir / "store")
     held = list(store.between(0, 2**63 - 1))
-    assert after.frames_lost > 0 and "overwritten before this writer read them" in sensor.log
+    # Lost while no writer ran (overwritten before the new one started, or while it caught up,
+    # or a capture batch larger than the whole segment): counted, whichever it was.
+    assert after.frames_lost > 0
+    assert sensor.log.count("store: writing") == 2  # started, killed, restarted
     assert after.frames_lost + len(held) == len(sent)  # every frame stored or counted
     assert len({f.id for f in held}) == len(held)  # nothing written twice
     by_id = dict(zip(range(1, len(sent) + 1), digests(sent), strict=True))
