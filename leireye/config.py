@@ -107,6 +107,31 @@ class FlowsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     event_interval_s: Annotated[float, msgspec.Meta(ge=0, le=3600)] = 10.0
 
 
+class StoreConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    # The packet store (docs/store.md): every captured frame, whole up to capture.snaplen, in
+    # rotating pcapng files, written by a process of its own; the capture never waits for it.
+    enabled: bool = True
+    # Where the files go; relative paths are resolved against state_dir.
+    dir: str = "store"
+    # Retention: the oldest files are deleted first while the store holds more than max_gb, or
+    # when their newest packet is older than max_age_h.
+    max_gb: Annotated[float, msgspec.Meta(gt=0, le=1_000_000)] = 2.0
+    max_age_h: Annotated[float, msgspec.Meta(gt=0, le=87_600)] = 168.0
+    # A new file is begun when the current one reaches file_mb or has been open file_s.
+    file_mb: Annotated[int, msgspec.Meta(ge=1, le=65536)] = 256
+    file_s: Annotated[float, msgspec.Meta(ge=1, le=86_400)] = 3600.0
+    # The shared memory each capture process hands whole frames through (MiB): how far the
+    # writer may fall behind before frames are lost to the store (counted; never to the ring).
+    buffer_mb: Annotated[int, msgspec.Meta(ge=1, le=16384)] = 64
+
+    def __post_init__(self) -> None:
+        if self.file_mb > self.max_gb * 1024:
+            raise ValueError(
+                f"store.file_mb ({self.file_mb}) is larger than store.max_gb ({self.max_gb}):"
+                f" set file_mb to at most {int(self.max_gb * 1024)}"
+            )
+
+
 class SupervisorConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     restart_backoff_s: tuple[PositiveFloat, ...] = (0.5, 1.0, 2.0, 5.0, 10.0)
     shutdown_timeout_s: Annotated[float, msgspec.Meta(gt=0, le=60)] = 2.0
@@ -246,12 +271,17 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     ring: RingConfig = RingConfig()
     stats: StatsConfig = StatsConfig()
     flows: FlowsConfig = FlowsConfig()
+    store: StoreConfig = StoreConfig()
     supervisor: SupervisorConfig = SupervisorConfig()
     web: WebConfig = WebConfig()
     auth: AuthConfig = AuthConfig()
     limits: LimitsConfig = LimitsConfig()
     history: HistoryConfig = HistoryConfig()
     logging: LoggingConfig = LoggingConfig()
+
+    @property
+    def store_dir(self) -> Path:
+        return self.state_path(self.store.dir)
 
     def state_path(self, path: str) -> Path:
         """`path` resolved against `state_dir` (absolute paths are kept)."""

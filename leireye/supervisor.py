@@ -121,6 +121,7 @@ class Supervisor:
         self.config = config
         self.base = base_name or config.ring.name or f"leireye-{os.getpid()}"
         self.names = SegmentNames.for_run(self.base, capture_shards(config))
+        self.run_id = int(time.time())  # names this run's packet store files
         self.ctx = multiprocessing.get_context("spawn")
         self.children: list[Child] = []
         self._stop = False
@@ -186,6 +187,8 @@ class Supervisor:
 
             view = FlowView.create(names.flows, cfg.flows, owner=owner, mode=SEGMENT_MODE)
             self._created.append(lambda: close_and_unlink(view))
+        if cfg.store.enabled:
+            self._create_frame_segments()
         log.info(
             "shared memory %s: %d ring%s of %d records x %d B + %d raw B (%.1f MiB each)",
             self.base,
@@ -196,6 +199,32 @@ class Supervisor:
             layout.raw_bytes,
             layout.size / 2**20,
         )
+
+    def _create_frame_segments(self) -> None:
+        from leireye.ring.frames import FrameSegment
+
+        for k, name in enumerate(self.names.frames()):
+            segment = FrameSegment.create(
+                name, self.config.store.buffer_mb << 20, k, owner=self.owners.writer,
+                mode=SEGMENT_MODE,
+            )  # fmt: skip
+            self._created.append(functools.partial(close_and_unlink, segment))
+
+    def prepare_store(self) -> None:
+        """The store directory: owned by capture.user (the store writer runs as it), group of
+        web.user, 2750 (files inherit the group; the writer makes them 0640): the web workers
+        read the packets, nobody else."""
+        cfg, owners = self.config, self.owners
+        if not cfg.store.enabled:
+            return
+        state_directory(Path(cfg.state_dir), owners.group)
+        path = cfg.store_dir
+        path.mkdir(parents=True, exist_ok=True, mode=0o750)
+        if os.geteuid() == 0 and owners.writer is not None:
+            os.chown(path, *owners.writer)
+            os.chmod(path, 0o2750)
+        log.info("store: %s (at most %.1f GB, %.0f h)", path, cfg.store.max_gb,
+                 cfg.store.max_age_h)  # fmt: skip
 
     def prepare_web(self) -> None:
         """Bind the listening socket once, create the connection registry, make sure the
@@ -292,6 +321,7 @@ class Supervisor:
 
     def add_default_children(self) -> None:
         from leireye.stats.process import run_stats
+        from leireye.store.process import run_store
         from leireye.web.worker import run_web_worker
 
         cfg, names = self.config, self.names
@@ -310,6 +340,9 @@ class Supervisor:
             self.children.append(
                 Child("flows", run_flows, (cfg, names.ring, names.flows), run_as=cfg.capture.user)
             )
+        if cfg.store.enabled:
+            store = (cfg, names.ring, names.shards, self.run_id)
+            self.children.append(Child("store", run_store, store, run_as=cfg.capture.user))
         for index in range(self.web_workers):
             args = (cfg, names.as_dict(), index, self.socket)
             self.children.append(Child(f"web-{index}", run_web_worker, args, web_index=index))
@@ -539,6 +572,7 @@ class Supervisor:
             self.prepare_accounts()
             self.create_segments()
             self.prepare_web()
+            self.prepare_store()
             if not self.children:
                 self.add_default_children()
             self.poll()

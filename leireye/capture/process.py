@@ -37,6 +37,7 @@ import msgspec
 import numpy as np
 
 from leireye.capture.fanout import FanoutJoin, FanoutRefused, ShardSpec
+from leireye.capture.handoff import FrameHandoff
 from leireye.capture.ownfilter import WebListener, own_traffic
 from leireye.capture.pcapfile import write_pcap
 from leireye.capture.source import CapturedFrames, PacketSource, open_source
@@ -119,12 +120,14 @@ def _run(
     peers: ShardSet | None = None
     ids: IdAllocator | None = None
     fanout = FanoutJoin(spec, cap.interface)
+    handoff = FrameHandoff(None)  # whole frames for the packet store
     try:
         try:
             ring = Ring.attach(shard_name(ring_name, spec.index), writable=True)
             if spec.count > 1:
                 peers = ShardSet.attach(ring_name)
                 ids = IdAllocator.attach(ids_name(ring_name), writable=True)
+            handoff = FrameHandoff.open(config, ring_name, spec.index)
             decoder = decode or _default_decode()
             account = lookup_user(cap.user)
             stuck_dir = _stuck_dir(Path(state_dir or config.state_dir), account)
@@ -155,7 +158,8 @@ def _run(
                 state=CaptureState.ERROR, capturing=False, last_error=text),
         )  # fmt: skip
         writer = ShardWriter(ring, spec.index, ids, peers)
-        loop = _Loop(config, source, writer, report, decoder, stopping, watchdog)
+        handoff.start(source.linktype, source.snaplen)
+        loop = _Loop(config, source, writer, report, decoder, stopping, watchdog, handoff)
         watchdog.start()
         try:
             return loop.run()
@@ -172,6 +176,7 @@ def _run(
     finally:
         if source is not None:
             source.close()
+        handoff.close()
         for mapped in (ids, peers, ring):
             if mapped is not None:
                 mapped.close()
@@ -225,8 +230,10 @@ class _Loop:
         decode: Decode,
         stopping: StopFlag,
         watchdog: Watchdog,
+        handoff: FrameHandoff,
     ) -> None:
         self.source = source
+        self.handoff = handoff
         self.writer = writer
         self.report = report
         self.decode = decode
@@ -269,7 +276,8 @@ class _Loop:
         self.watchdog.mark(batch)
         out = self.out if len(batch.frames) <= len(self.out) else None
         decoded = self.decode(batch.frames, batch.ts_ns, batch.wire_lens, batch.linktype, out)
-        self.writer.write(decoded.records, batch.frames)
+        first_id = self.writer.write(decoded.records, batch.frames)
+        self.handoff.append(first_id, batch)
         self.packets += len(batch.frames)
         self.bytes += sum(batch.wire_lens)
         self.errors_by_kind += decoded.errors[: len(DecodeError)]

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from leireye.errors import LeirEyeError
+from leireye.ring.frames import frames_name
 from leireye.ring.shards import ids_name, shard_name
 from leireye.ring.shardstatus import StatusSet
 from leireye.ring.shm import SHM_DIR, unlink_segment
@@ -52,10 +53,14 @@ class SegmentNames:
     def statuses(self) -> list[str]:
         return [shard_name(self.status, k) for k in range(self.shards)]
 
+    def frames(self) -> list[str]:
+        """The frame segments (whole frames for the packet store), one per shard."""
+        return [frames_name(self.ring, k) for k in range(self.shards)]
+
     def all(self) -> tuple[str, ...]:
         sharded = (*self.rings()[1:], *self.statuses()[1:], self.ids) if self.shards > 1 else ()
         flows = (self.flows,) if self.flows else ()
-        return (self.ring, self.status, self.stats, self.conns, *flows, *sharded)
+        return (self.ring, self.status, self.stats, self.conns, *flows, *sharded, *self.frames())
 
     def as_dict(self) -> dict[str, str]:
         return {

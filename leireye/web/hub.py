@@ -68,6 +68,7 @@ from leireye.web.frames import PacketRun
 from leireye.web.registry import ConnectionRegistry
 from leireye.web.session import Session
 from leireye.web.statusview import capture_view
+from leireye.web.storeview import StoreView
 
 log = logging.getLogger("leireye.web")
 
@@ -110,6 +111,7 @@ class Hub:
         self.ring = ring
         self.status_block = status
         self.stats_series = stats
+        self.store = StoreView.of(ring)  # the packet store writer's status
         self.registry = registry
         self.authenticator = authenticator
         self.tickets = tickets

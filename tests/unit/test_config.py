@@ -151,3 +151,25 @@ def test_one_error_stays_one_line() -> None:
     with pytest.raises(ConfigError) as caught:
         parse_config({"web": {"port": "eighty"}})
     assert str(caught.value) == "invalid configuration: Expected `int`, got `str` - at `$.web.port`"
+
+
+@pytest.mark.parametrize(
+    ("data", "words"),
+    [
+        ({"store": {"max_gb": 0}}, r"\$\.store\.max_gb"),
+        ({"store": {"max_age_h": -1}}, r"\$\.store\.max_age_h"),
+        ({"store": {"buffer_mb": 0}}, r"\$\.store\.buffer_mb"),
+        ({"store": {"enabled": "yes"}}, r"\$\.store\.enabled"),
+        ({"store": {"max_gb": 0.1}}, r"file_mb \(256\) is larger than store\.max_gb.*most 102"),
+        ({"store": {"size": 1}}, r"unknown field `size` - at `\$\.store`"),
+    ],
+)
+def test_store_errors_name_the_key(data: dict[str, object], words: str) -> None:
+    with pytest.raises(ConfigError, match=words):
+        parse_config(data)
+
+
+def test_the_store_is_on_by_default_under_the_state_dir() -> None:
+    config = parse_config({"state_dir": "/srv/le", "store": {"max_gb": 0.5, "file_mb": 64}})
+    assert config.store.enabled and str(config.store_dir) == "/srv/le/store"
+    assert str(parse_config({"store": {"dir": "/data/pk"}}).store_dir) == "/data/pk"

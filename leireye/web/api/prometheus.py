@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from leireye.errors import LeirEyeError
+from leireye.ring.storestatus import StoreState
 from leireye.web.hub import Hub
 from leireye.web.metrics import Metric, MetricType, Sample
 from leireye.web.registry import COUNTERS
@@ -11,6 +12,28 @@ from leireye.web.statusview import capture_view
 
 def _one(name: str, kind: MetricType, help_text: str, value: float) -> Metric:
     return Metric(name, kind, help_text, [({}, value)])
+
+
+def store_metrics(hub: Hub) -> list[Metric]:
+    store = hub.store.read()
+    if store is None:
+        return []
+    return [
+        _one("leireye_store_up", "gauge", "1 while the packet store writes (0: stopped or "
+             "failed, see the log)", int(store.state == StoreState.WRITING)),
+        Metric("leireye_store_state", "gauge", "The packet store's state (1 for the current)",
+               [({"state": s.value}, int(store.state == s)) for s in StoreState]),
+        _one("leireye_store_frames_written_total", "counter", "Frames written to the store",
+             store.frames_written),
+        _one("leireye_store_frames_lost_total", "counter", "Frames the store missed (writer "
+             "lapped or restarted, disk failed); never lost to the capture", store.frames_lost),
+        _one("leireye_store_lag_frames", "gauge", "Frames captured, not yet read by the store "
+             "writer", store.lag_frames),
+        _one("leireye_store_bytes", "gauge", "Bytes held by the store's files", store.disk_bytes),
+        _one("leireye_store_files", "gauge", "Files held by the store", store.files),
+        _one("leireye_store_oldest_seconds", "gauge", "Time (Unix s) of the oldest packet held",
+             store.oldest_ns / 1e9),
+    ]  # fmt: skip
 
 
 def collect(hub: Hub) -> list[Metric]:
@@ -55,6 +78,7 @@ def collect(hub: Hub) -> list[Metric]:
             _one("leireye_stats_ring_lost_total", "counter",
                  "Ring records the stats process missed", snap.ring_lost),
         ]  # fmt: skip
+    metrics += store_metrics(hub)
     counters = hub.registry.read_counters()
     helps: dict[str, tuple[MetricType, str]] = {
         "connections": ("gauge", "Open WebSocket connections"),
