@@ -18,6 +18,7 @@ from leireye.control.server import socket_path
 from leireye.flows.history import FlowHistory
 from leireye.flows.model import LiveFlows
 from leireye.ring.status import CaptureStatus
+from leireye.store.reader import PacketStore
 from leireye.web.api.errors import ApiError
 from leireye.web.hub import Hub
 
@@ -35,21 +36,24 @@ class ApiContext:
     control: ControlClient
     history: FlowHistory | None = None  # the flow store (ended flows, host and app minutes)
     live_flows: LiveFlows | None = None  # the flow process's live view; None: history only
+    packet_store: PacketStore | None = None  # whole frames on disk; None: `store.enabled` off
 
     @classmethod
     def for_worker(
         cls, config: Config, hub: Hub, live_flows: LiveFlows | None = None
     ) -> ApiContext:
         """What a web worker serves with: its hub, the hub's token verifier, a client of the
-        supervisor's control socket in `state_dir`, the flow store's reader, and the flow
-        process's live view when there is one (`leireye.flows.view`, attached by the worker)."""
+        supervisor's control socket in `state_dir`, the flow store's reader, the flow
+        process's live view when there is one (`leireye.flows.view`, attached by the worker),
+        and the packet store's reader when the store is on."""
         history = FlowHistory(
             config.history_dir,
             timeout_s=config.history.query_timeout_s,
             rows_max=config.history.query_rows_max,
         )
         control = ControlClient(socket_path(config.state_dir))
-        return cls(config, hub, hub.authenticator, control, history, live_flows)
+        store = PacketStore(config.store_dir) if config.store.enabled else None
+        return cls(config, hub, hub.authenticator, control, history, live_flows, store)
 
 
 def context(request: Request) -> ApiContext:

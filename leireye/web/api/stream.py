@@ -20,7 +20,7 @@ from starlette.routing import Route
 
 from leireye.flows.model import Flow
 from leireye.store.follow import Conversation, Endpoint, Stream, ascii_text, follow
-from leireye.store.source import Frames, FrameSource
+from leireye.store.source import Frames, FrameSource, StoreFrames
 from leireye.web.api.context import ApiContext, context, require
 from leireye.web.api.errors import ApiError
 from leireye.web.api.ringframes import RingFrames
@@ -30,8 +30,14 @@ KEYS: Final = {"transport", "a", "b", "from", "to", "format", "direction", "enco
 DIRECTIONS: Final = ("client", "server", "both")
 
 
-def frame_source(ctx: ApiContext) -> FrameSource:
-    """Where Follow Stream reads frames (the packet store, once wired in here, keeps them whole)."""
+def frame_source(ctx: ApiContext, from_ns: int | None, to_ns: int | None) -> FrameSource:
+    """Where Follow Stream reads frames: the packet store (whole frames) when it is on and the
+    request names a time range (a flow's stream always does); else the ring, whose frames are
+    cut at `ring.raw_bytes` (shown as gaps). Without a range, the store would be read whole.
+    When the store has none of the conversation's frames (not written yet, or the store is
+    behind), `answer` reads the ring."""
+    if ctx.packet_store is not None and from_ns is not None and to_ns is not None:
+        return StoreFrames(ctx.packet_store)
     ring = ctx.hub.ring
     return RingFrames(ring, ring.raw_bytes)
 
@@ -126,8 +132,12 @@ async def answer(request: Request, conv: Conversation, from_ns: int | None, to_n
                        "server or both")  # fmt: skip
     if encoding not in ("base64", "text"):
         raise ApiError(400, "BAD_REQUEST", "encoding must be base64 or text")
-    args = (frame_source(context(request)), conv, from_ns, to_ns, max_bytes)
-    st, found = await asyncio.to_thread(reassemble, *args)
+    ctx = context(request)
+    source = frame_source(ctx, from_ns, to_ns)
+    st, found = await asyncio.to_thread(reassemble, source, conv, from_ns, to_ns, max_bytes)
+    if not st.frames and not isinstance(source, RingFrames):  # not (yet) in the store
+        ring = RingFrames(ctx.hub.ring, ctx.hub.ring.raw_bytes)
+        st, found = await asyncio.to_thread(reassemble, ring, conv, from_ns, to_ns, max_bytes)
     if not st.frames:
         a, b = (f"{ip}:{port}" for ip, port in (conv.a, conv.b))
         raise ApiError(404, "NOT_FOUND", f"No {conv.transport} frames between {a} and {b} in "
