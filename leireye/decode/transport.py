@@ -221,16 +221,16 @@ def _udp_dissect(
         )
         ok = short | long
         c.by_key(ix[ok], kind[ok], rules.quic_text)
+    elif app in rules.DNS_APPS:
+        texts, errors = fastapp.dns(app, c.blob, *c.spans(ix, begin, end), cut.tolist())
+        c.set_texts(ix, app, texts, errors)
+        return
     else:
-        if app in rules.DNS_APPS:
-            index, starts, ends = ix.tolist(), begin.tolist(), end.tolist()
-            results = fastapp.dns(app, c.frames, index, starts, ends, cut.tolist())
-        else:
-            name, payloads = _UDP.names[sid], c.payloads(ix, begin, end)
-            results = [
-                fastapp.udp_payload(app, name, p, t)
-                for p, t in zip(payloads, cut.tolist(), strict=True)
-            ]
+        name, payloads = _UDP.names[sid], c.payloads(ix, begin, end)
+        results = [
+            fastapp.udp_payload(app, name, p, t)
+            for p, t in zip(payloads, cut.tolist(), strict=True)
+        ]
         c.set_results(ix, results)
         return
     c.app_failed(ix[~ok], app, cut[~ok])
