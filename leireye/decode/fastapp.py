@@ -73,6 +73,40 @@ def tcp_payload(
     return app, rules.tcp_ports_bytes(sport, dport, flags, length), DecodeError.NONE
 
 
+def tcp_payloads(
+    blob: bytes,
+    begin: list[int],
+    end: list[int],
+    sport: list[int],
+    dport: list[int],
+    flags: list[int],
+    length: list[int],
+    cut: list[bool],
+) -> list[Result]:
+    """`tcp_payload` of each `blob[a:b]`, an HTTP start line seen before answered from the cache
+    of texts without a call."""
+    cache = _LINE_CACHE
+    request, response = dissect.http_request_info, dissect.http_response_info
+    results: list[Result] = []
+    append = results.append
+    for k, (a, b) in enumerate(zip(begin, end, strict=True)):
+        payload = blob[a:b]
+        if payload.startswith(_REQUEST_PREFIXES):
+            read = request
+        elif payload.startswith(b"HTTP/"):
+            read = response
+        else:
+            append(tcp_payload(payload, sport[k], dport[k], flags[k], length[k], cut[k]))
+            continue
+        line = payload.find(b"\n")
+        found = cache.get((read, payload if line < 0 else payload[:line]))
+        if found is not None:
+            append((App.HTTP, found, DecodeError.NONE))
+        else:
+            append(_by_first_line(read, payload, cut[k]))
+    return results
+
+
 _LINE_CACHE: dict[tuple[Callable[[bytes], str | None], bytes], bytes] = {}
 _CACHE_SIZE: Final = 8192
 
