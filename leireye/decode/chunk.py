@@ -60,7 +60,6 @@ class Chunk:
     array per record field."""
 
     def __init__(self, frames: Sequence[bytes]) -> None:
-        self.frames = frames
         n = self.n = len(frames)
         self.cap: Ints = np.fromiter(map(len, frames), dtype=np.int64, count=n)
         self.start: Ints = np.zeros(n, dtype=np.int64)
