@@ -9,6 +9,10 @@ each per round, alternating which goes first; the medians and the ratio new/old 
 machine is shared, so only the ratio of runs taken side by side means anything. Before timing,
 both decode the mix, every cut of some of its frames and the pcaps in tests/data, and the records
 must be equal byte for byte (a difference is an error, exit 1).
+
+`--whole-path` times, the same way, the capture loop's whole per-batch work with each decoder
+(`bench_capture_path`'s in-process path: the pcap read through `OfflineSource` at max speed,
+decode, ring write with 256 raw bytes) on a `--packets` pcap of the mix.
 """
 
 from __future__ import annotations
@@ -93,6 +97,16 @@ def _run(decode: Decode, frames: Sequence[bytes], ts: Any, wire: Any, batch: int
     return len(frames) / (time.process_time() - start)
 
 
+def _whole_path(decode: Decode, path: str, batch: int) -> float:
+    from benchmarks import bench_capture_path as capture_path
+
+    stage = capture_path._Stage(path, batch, 256, decode=True, write=True)
+    capture_path.decode_batch = decode  # what the stage's capture loop calls
+    start = time.process_time()
+    n = stage()
+    return n / (time.process_time() - start)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -102,21 +116,35 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--batch", type=int, default=4096)
     parser.add_argument("--rounds", type=int, default=11)
+    parser.add_argument("--whole-path", action="store_true", help="read + decode + ring write")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
         old = _base_decoder(args.base, Path(tmp))
         compared = _same(old, decode_batch)
         print(f"records identical on {compared} frames (mix, cuts, link types, tests/data)")
-        mix = generate(args.packets, args.seed)
-        ts, wire = np.asarray(mix.ts_ns), np.asarray(mix.wire_lens)
+        if args.whole_path:
+            from benchmarks.bench_capture_path import _pcap
+
+            path = _pcap(args.packets, args.seed)[0]
+
+            def measure(decode: Decode) -> float:
+                return _whole_path(decode, path, args.batch)
+        else:
+            mix = generate(args.packets, args.seed)
+            ts, wire = np.asarray(mix.ts_ns), np.asarray(mix.wire_lens)
+
+            def measure(decode: Decode) -> float:
+                return _run(decode, mix.frames, ts, wire, args.batch)
+
+        print("whole capture path" if args.whole_path else "decoder alone")
         rates: dict[str, list[float]] = {"old": [], "new": []}
         ratios = []
         for r in range(args.rounds):
             order = [("old", old), ("new", decode_batch)]
             if r % 2:
                 order.reverse()
-            got = {name: _run(fn, mix.frames, ts, wire, args.batch) for name, fn in order}
+            got = {name: measure(fn) for name, fn in order}
             for name, rate in got.items():
                 rates[name].append(rate)
             ratios.append(got["new"] / got["old"])
