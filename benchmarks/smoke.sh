@@ -5,6 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 py=.venv/bin/python
 $py benchmarks/bench_decode.py --packets 20000 --repeat 1
+$py benchmarks/bench_decode_ab.py --base HEAD --packets 5000 --rounds 1
 $py benchmarks/bench_capture_path.py --packets 20000 --repeat 1
 $py benchmarks/bench_ring.py --seconds 0.2
 $py benchmarks/bench_stats.py --records 200000

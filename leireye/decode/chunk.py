@@ -60,13 +60,12 @@ class Chunk:
     array per record field."""
 
     def __init__(self, frames: Sequence[bytes]) -> None:
-        self.frames = frames
         n = self.n = len(frames)
         self.cap: Ints = np.fromiter(map(len, frames), dtype=np.int64, count=n)
         self.start: Ints = np.zeros(n, dtype=np.int64)
         if n > 1:
             np.cumsum(self.cap[:-1], out=self.start[1:])
-        blob = b"".join([*frames, _PAD])  # one copy (`join(...) + pad` would copy it twice)
+        blob = self.blob = b"".join([*frames, _PAD])  # one copy (not `join(...) + pad`: two)
         size = len(blob)
         self.u8 = np.frombuffer(blob, dtype=np.uint8)
         self.u16 = np.ndarray((size - 1,), dtype=">u2", buffer=blob, strides=(1,))
@@ -192,12 +191,24 @@ class Chunk:
                 self.error[ix] = error
                 self.flags[ix[error == DecodeError.TRUNCATED]] |= F_TRUNCATED
 
+    def set_texts(self, ix: Index, app: App, texts: list[bytes], errors: list[int] | None) -> None:
+        """One application and one text per packet; `errors` None when every one read."""
+        if ix.size:
+            self.app[ix] = app
+            self.set_info(ix, texts)
+            error = np.array(errors or (), dtype=np.uint8)
+            if error.any():
+                self.error[ix] = error
+                self.flags[ix[error == DecodeError.TRUNCATED]] |= F_TRUNCATED
+
+    def spans(self, ix: Index, begin: Ints, end: Ints) -> tuple[list[int], list[int]]:
+        """Where `frame[begin:end]` of each packet lies in `blob`."""
+        at = self.start[ix]
+        return (at + begin).tolist(), (at + end).tolist()
+
     def payloads(self, ix: Index, begin: Ints, end: Ints) -> list[bytes]:
-        frames = self.frames
-        return [
-            bytes(frames[i][a:b])
-            for i, a, b in zip(ix.tolist(), begin.tolist(), end.tolist(), strict=True)
-        ]
+        blob = self.blob
+        return [blob[a:b] for a, b in zip(*self.spans(ix, begin, end), strict=True)]
 
     # --- output --------------------------------------------------------------------------------
 

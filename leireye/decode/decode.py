@@ -11,13 +11,13 @@ offsets and payload ends) to the next stage. Loops that depend on the packet (VL
 labels, IPv6 extension headers) run as a few rounds over a shrinking index set.
 
 Only what needs a dissector goes through Python one packet at a time (`fastapp`): SSH banners,
-TLS handshakes, HTTP start lines, DNS, DHCP and SSDP. Everything else is settled by masks:
-"TLS Application Data" from a record header, "QUIC 1-RTT" or "NTP client" from a first byte,
-"HTTPS [ACK]" from a port and the flags. Texts that repeat (ICMP types, services with flags,
-error texts) are built once per distinct key of the chunk and stored once, as ids into a table
-of texts, until the records are written. DNS messages (after their id) and HTTP start lines seen
-before are looked up in small bounded caches instead of being parsed again: names are asked for
-over and over, and the text depends on nothing else.
+TLS ClientHellos, HTTP start lines, DNS, DHCP and SSDP. Everything else is settled by masks:
+"TLS Application Data" from a record header, "TLS ServerHello" from a handshake type, "QUIC
+1-RTT" or "NTP client" from a first byte, "HTTPS [ACK]" from a port and the flags. Texts that
+repeat (ICMP types, services with flags, error texts) are built once per distinct key of the
+chunk and stored once, as ids into a table of texts, until the records are written. DNS messages
+(after their id) and HTTP start lines seen before are looked up in small bounded caches instead
+of being parsed again: names are asked for over and over, and the text depends on nothing else.
 
 The chunk is the unit of work (at most CHUNK frames): a call costs ~0.5 ms whatever its size,
 so batches of a few thousand frames are where the path is fast.

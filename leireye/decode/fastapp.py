@@ -9,7 +9,7 @@ INTERNAL.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from functools import lru_cache
 from typing import Final
 
@@ -73,6 +73,40 @@ def tcp_payload(
     return app, rules.tcp_ports_bytes(sport, dport, flags, length), DecodeError.NONE
 
 
+def tcp_payloads(
+    blob: bytes,
+    begin: list[int],
+    end: list[int],
+    sport: list[int],
+    dport: list[int],
+    flags: list[int],
+    length: list[int],
+    cut: list[bool],
+) -> list[Result]:
+    """`tcp_payload` of each `blob[a:b]`, an HTTP start line seen before answered from the cache
+    of texts without a call."""
+    cache = _LINE_CACHE
+    request, response = dissect.http_request_info, dissect.http_response_info
+    results: list[Result] = []
+    append = results.append
+    for k, (a, b) in enumerate(zip(begin, end, strict=True)):
+        payload = blob[a:b]
+        if payload.startswith(_REQUEST_PREFIXES):
+            read = request
+        elif payload.startswith(b"HTTP/"):
+            read = response
+        else:
+            append(tcp_payload(payload, sport[k], dport[k], flags[k], length[k], cut[k]))
+            continue
+        line = payload.find(b"\n")
+        found = cache.get((read, payload if line < 0 else payload[:line]))
+        if found is not None:
+            append((App.HTTP, found, DecodeError.NONE))
+        else:
+            append(_by_first_line(read, payload, cut[k]))
+    return results
+
+
 _LINE_CACHE: dict[tuple[Callable[[bytes], str | None], bytes], bytes] = {}
 _CACHE_SIZE: Final = 8192
 
@@ -109,30 +143,30 @@ _DNS_CACHES: Final[dict[App, dict[bytes, bytes]]] = {app: {} for app in rules.DN
 
 
 def dns(
-    app: App,
-    frames: Sequence[bytes],
-    index: list[int],
-    begin: list[int],
-    end: list[int],
-    cut: list[bool],
-) -> list[Result]:
-    """DNS, mDNS, LLMNR over UDP: `frames[i][begin:end]` for each i of `index`. Messages that
-    differ only in their id read the same, and names are asked for again and again: the texts
-    of the messages read before are kept (keyed by the message after its id)."""
+    app: App, blob: bytes, begin: list[int], end: list[int], cut: list[bool]
+) -> tuple[list[bytes], list[int] | None]:
+    """DNS, mDNS, LLMNR over UDP: the texts of the messages `blob[a:b]`, and their errors (None
+    when every one was read). Messages that differ only in their id read the same, and names
+    are asked for again and again: the texts of the messages read before are kept (keyed by the
+    message after its id), so most messages cost one slice and one look-up."""
     cache = _DNS_CACHES[app]
+    texts: list[bytes | None] = list(
+        map(cache.get, [blob[a + 2 : b] for a, b in zip(begin, end, strict=True)])
+    )
+    if None not in texts:
+        return texts, None  # type: ignore[return-value]  # no None left
     label = app.label
-    results: list[Result] = []
-    for i, a, b, t in zip(index, begin, end, cut, strict=True):
-        frame = frames[i]
-        key = bytes(frame[a + 2 : b])
-        found = cache.get(key)
+    errors = [DecodeError.NONE] * len(texts)
+    for k, found in enumerate(texts):
         if found is not None:
-            results.append((app, found, DecodeError.NONE))
             continue
-        result = _dissect(app, lambda data: dissect.dns_info(data, label), bytes(frame[a:b]), t)
-        if result[2] == DecodeError.NONE:
+        a, b = begin[k], end[k]
+        _, info, error = _dissect(
+            app, lambda data: dissect.dns_info(data, label), blob[a:b], cut[k]
+        )
+        texts[k], errors[k] = info, error
+        if error == DecodeError.NONE:
             if len(cache) >= _CACHE_SIZE:
                 cache.clear()
-            cache[key] = result[1]
-        results.append(result)
-    return results
+            cache[blob[a + 2 : b]] = info
+    return texts, errors  # type: ignore[return-value]  # every None replaced

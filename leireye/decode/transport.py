@@ -123,24 +123,45 @@ def _tcp_app(
     port_app = plain & (sid != 0) & (length > 0)
     c.app[ix[port_app]] = _TCP.apps[sid[port_app]]
     _tcp_ports_info(c, ix[plain], sport[plain], dport[plain], flags[plain], length[plain])
-    for mask, read in ((ssh, fastapp.ssh), (handshake, fastapp.tls)):
-        if mask.any():
-            c.set_results(ix[mask], [read(p) for p in c.payloads(ix[mask], begin[mask], end[mask])])
+    if ssh.any():
+        c.set_results(ix[ssh], [fastapp.ssh(p) for p in c.payloads(ix[ssh], begin[ssh], end[ssh])])
+    if handshake.any():
+        _tls_handshakes(c, ix[handshake], begin[handshake], end[handshake])
     if other.any():
         cut = declared_end[other] > c.cap[ix[other]]
-        results = [
-            fastapp.tcp_payload(payload, s, d, f, n, t)
-            for payload, s, d, f, n, t in zip(
-                c.payloads(ix[other], begin[other], end[other]),
-                sport[other].tolist(),
-                dport[other].tolist(),
-                flags[other].tolist(),
-                length[other].tolist(),
-                cut.tolist(),
-                strict=True,
-            )
-        ]
+        results = fastapp.tcp_payloads(
+            c.blob,
+            *c.spans(ix[other], begin[other], end[other]),
+            sport[other].tolist(),
+            dport[other].tolist(),
+            flags[other].tolist(),
+            length[other].tolist(),
+            cut.tolist(),
+        )
         c.set_results(ix[other], results)
+
+
+_NO_HANDSHAKE: Final = 256
+
+
+def _tls_handshake_text(key: int) -> str:
+    return rules.tls_text(22, None if key == _NO_HANDSHAKE else key, None)
+
+
+def _tls_handshakes(c: Chunk, ix: Index, begin: Ints, end: Ints) -> None:
+    """Handshake records (`dissect.tls_info`): only a ClientHello's text depends on more than
+    its header (the SNI), so the others are settled by their handshake type in bulk."""
+    c.app[ix] = App.TLS
+    size = end - begin
+    record_len = c.at(c.u16, ix, begin + 3)
+    kind = c.at(c.u8, ix, begin + 5)
+    empty = (record_len < 1) | (size < 6)
+    hello = ~empty & (kind == 1) & (record_len >= 4) & (size >= 9)
+    header = ~hello
+    c.by_key(ix[header], np.where(empty, _NO_HANDSHAKE, kind)[header], _tls_handshake_text)
+    if hello.any():
+        payloads = c.payloads(ix[hello], begin[hello], end[hello])
+        c.set_results(ix[hello], [fastapp.tls(p) for p in payloads])
 
 
 _PORT_ARROW: Final = np.array([b"%d \xe2\x86\x92 " % port for port in range(65536)], dtype="S10")
@@ -221,16 +242,16 @@ def _udp_dissect(
         )
         ok = short | long
         c.by_key(ix[ok], kind[ok], rules.quic_text)
+    elif app in rules.DNS_APPS:
+        texts, errors = fastapp.dns(app, c.blob, *c.spans(ix, begin, end), cut.tolist())
+        c.set_texts(ix, app, texts, errors)
+        return
     else:
-        if app in rules.DNS_APPS:
-            index, starts, ends = ix.tolist(), begin.tolist(), end.tolist()
-            results = fastapp.dns(app, c.frames, index, starts, ends, cut.tolist())
-        else:
-            name, payloads = _UDP.names[sid], c.payloads(ix, begin, end)
-            results = [
-                fastapp.udp_payload(app, name, p, t)
-                for p, t in zip(payloads, cut.tolist(), strict=True)
-            ]
+        name, payloads = _UDP.names[sid], c.payloads(ix, begin, end)
+        results = [
+            fastapp.udp_payload(app, name, p, t)
+            for p, t in zip(payloads, cut.tolist(), strict=True)
+        ]
         c.set_results(ix, results)
         return
     c.app_failed(ix[~ok], app, cut[~ok])

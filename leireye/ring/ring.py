@@ -201,8 +201,9 @@ class Ring:
         slot = (first - 1) % self.capacity
         head = min(n, self.capacity - slot)
         records = np.empty(n, dtype=RECORD_DTYPE)
-        records[:head] = self.records[slot : slot + head]
-        records[head:] = self.records[: n - head]
+        rows, ring_rows = records.view(_ROW), self.records.view(_ROW)  # one memcpy per part
+        rows[:head] = ring_rows[slot : slot + head]
+        rows[head:] = ring_rows[: n - head]
         raw = None
         if with_raw:
             raw = np.empty((n, self.raw_bytes), dtype=np.uint8)

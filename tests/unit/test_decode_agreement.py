@@ -12,6 +12,7 @@ from leireye.decode.decode import decode_batch
 from leireye.decode.reference.decoder import reference_batch
 from leireye.record import DecodeError, LinkType
 from tests.decode_compare import first_mismatch
+from tests.traffic.frames import tcp4, udp4
 from tests.traffic.mix import generate, write_pcap
 
 DATA = Path(__file__).resolve().parent.parent / "data"
@@ -74,3 +75,46 @@ def test_written_mix_reads_back(tmp_path: Path) -> None:
     assert [frame for _, frame in read] == mix.frames
     assert [ts for ts, _ in read] == mix.ts_ns
     assert generate(500, seed=14).frames == mix.frames  # deterministic
+
+
+def test_tls_handshake_headers_http_lines_and_dns_repeats() -> None:
+    """The paths read in bulk or from caches: TLS handshake records of every short length and
+    handshake type (only a whole ClientHello is read per packet), HTTP start lines seen again
+    in the same and a later batch (with other headers, other ports, cut), DNS messages that
+    differ only in their id, a malformed one repeated, and payloads on port 53 over TCP."""
+    tls = []
+    for kind in (0, 1, 2, 4, 11, 20, 99, 255):
+        for record_len in (0, 1, 3, 4, 5, 300):
+            for size in range(5, 12):
+                header = bytes([22, 3, 1]) + record_len.to_bytes(2, "big")
+                body = bytes([kind, 0, 0, 40]) + bytes(range(40))
+                tls.append(tcp4(51000 + size, 443, payload=(header + body)[:size]))
+    http = [
+        tcp4(50000 + k, port, payload=line + rest)
+        for k, (line, rest, port) in enumerate(
+            [
+                (b"GET /a HTTP/1.1", b"\r\nHost: x\r\n\r\n", 80),
+                (b"GET /a HTTP/1.1", b"\r\nHost: y\r\n\r\n", 8080),
+                (b"GET /a HTTP/1.1", b"", 80),
+                (b"HTTP/1.1 200 OK", b"\r\n\r\n", 80),
+                (b"HTTP/1.1 200 OK", b"\nServer: z\r\n", 9999),
+                (b"HTTP/1.1 abc", b"\r\n", 80),
+                (b"GET", b"\r\n", 80),
+                (b"POSTX / HTTP/1.1", b"\r\n", 80),
+                (b"HTTPX", b"", 80),
+                (b"GET /ab", b"\n", 80),
+                (b"GET /abc", b"", 80),  # no LF: the whole payload is the line
+            ]
+        )
+    ]
+    query = bytes.fromhex("01000001000000000000000003777777076578616d706c6503636f6d0000010001")
+    dns = [udp4(40000 + k, 53, payload=k.to_bytes(2, "big") + query) for k in range(6)]
+    dns += [udp4(53, 40000 + k, payload=k.to_bytes(2, "big") + b"\x81" + query[1:]) for k in (1, 2)]
+    dns += [udp4(40000, 53, payload=b"\x00\x01\xff" * k) for k in (1, 1, 5, 5)]
+    dns += [tcp4(40000, 53, payload=b"\x00\x21" + k.to_bytes(2, "big") + query) for k in (1, 2)]
+    frames = tls + http * 2 + dns * 2
+    for batch in (frames, list(reversed(frames)), http + dns, tls[:50] + http):
+        ts, wire = list(range(len(batch))), [len(f) for f in batch]
+        _agree(batch, ts, wire, LinkType.EN10MB, "handshakes, start lines, DNS repeats")
+        cut = [f[: len(f) - 3] for f in batch]
+        _agree(cut, ts, wire, LinkType.EN10MB, "the same, cut short")

@@ -234,3 +234,23 @@ def test_a_shared_ring_closes_while_its_writer_lives() -> None:
     finally:
         unlink_segment(name)
     assert writer.next_id == 71
+
+
+def test_copies_hold_every_byte_of_the_rows_across_the_wrap() -> None:
+    """`copy_range_unchecked` copies whole rows: the same bytes as a field-by-field copy, for
+    ranges that wrap, end at the last slot, start at the first, and hold one row or all."""
+    ring = make_ring(capacity=16, raw_bytes=8)
+    writer = RingWriter(ring)
+    rng = np.random.default_rng(11)
+    for n in (9, 16, 5):
+        writer.write(np.frombuffer(rng.bytes(n * 256), dtype=RECORD_DTYPE).copy(), [b"x"] * n)
+    assert ring.write_seq == 30  # slots hold ids 17..30 (slots 0..13) and 15..16 (14, 15)
+    for first, end in ((15, 30), (26, 30), (17, 30), (15, 16), (30, 30), (20, 25)):
+        got = ring.copy_range_unchecked(first, end, with_raw=True)
+        expected = np.zeros(end - first + 1, dtype=RECORD_DTYPE)
+        for k, position in enumerate(range(first, end + 1)):
+            row = ring.records[(position - 1) % ring.capacity]
+            for name in RECORD_DTYPE.names or ():
+                expected[name][k] = row[name]
+        assert got.records.tobytes() == expected.tobytes()
+        assert got.records["seq"].tolist() == list(range(first, end + 1))
