@@ -199,7 +199,7 @@ def test_names_beside_addresses_hosts_view_and_host_page(
         )
         return cells
 
-    # Names come from the store's host minutes: once the minute is over and written.
+    # Names come from the flow process's live hosts (`live` of /api/hosts) within seconds.
     console.wait(lambda d: named_cells(), "a name beside an address", timeout=150)
     cell = named_cells()[0]
     assert cell["text"] == NAME and cell["ip"] == NAMED and NAMED in cell["title"]

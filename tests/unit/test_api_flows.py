@@ -131,7 +131,9 @@ def test_active_flows_from_the_live_view_join_the_list(
 ) -> None:
     live = flow("Clive", "10.0.0.200", "10.0.0.100", 99_999, end_reason=None, last_ns=NOW_NS)
     api = sensor.app.state.api
-    api.live_flows = LiveStub([live], [Host(ip="10.0.0.200", first_ns=NOW_NS, last_ns=NOW_NS)])
+    named = Host(ip="10.0.0.200", first_ns=NOW_NS, last_ns=NOW_NS, names=["live.example"])
+    assert get("/api/hosts").json["live"] is None  # no flow process
+    api.live_flows = LiveStub([live], [named])
     try:
         body = get(f"/api/flows?from={FROM}&sort=bytes&limit=2").json
         assert body["total"] == 31 and body["flows"][0]["uid"] == "Clive"
@@ -141,6 +143,9 @@ def test_active_flows_from_the_live_view_join_the_list(
         assert get("/api/flows/Clive").json["flow"]["active"] is True
         host = get("/api/hosts/10.0.0.200").json
         assert host["summary"] is None and host["live"]["ip"] == "10.0.0.200"
+        hosts = get("/api/hosts").json  # the live host's name at once, before any stored minute
+        assert [(h["ip"], h["names"]) for h in hosts["live"]] == [("10.0.0.200", ["live.example"])]
+        assert hosts["live"][0]["first_seen"].endswith("Z")
     finally:
         api.live_flows = None
 

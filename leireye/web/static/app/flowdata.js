@@ -41,7 +41,7 @@ export async function listFlows(session, filters, { limit = LIST_LIMIT } = {}) {
 // The hosts of the store's last hour (the minutes written so far), the busiest first.
 export async function listHosts(session, { limit = LIST_LIMIT, sort = 'bytes' } = {}) {
   const reply = await session.request('GET', `/api/hosts${queryString({ sort, limit })}`);
-  return { hosts: listOf(reply, 'hosts'), total: reply?.total ?? null };
+  return { hosts: listOf(reply, 'hosts'), total: reply?.total ?? null, live: reply?.live ?? [] };
 }
 
 // One host over [fromMs, toMs]: {ip, summary, apps, peers, series, live} (a 404: not seen);

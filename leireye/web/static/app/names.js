@@ -9,7 +9,7 @@
 import { Emitter, h } from './dom.js';
 import { listHosts } from './flowdata.js';
 
-const REFRESH_MS = 15000;
+const REFRESH_MS = 5000;
 
 export class NameCache extends Emitter {
   #session;
@@ -32,8 +32,9 @@ export class NameCache extends Emitter {
   async refresh() {
     if (!this.available) return;
     try {
-      const { hosts } = await listHosts(this.#session, { limit: 1000 });
+      const { hosts, live } = await listHosts(this.#session, { limit: 1000 });
       this.learn(hosts);
+      this.learn(live); // the flow process's hosts: names seen seconds ago
     } catch (err) {
       if (err.status === 404) {
         this.available = false;
