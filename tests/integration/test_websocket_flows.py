@@ -15,6 +15,7 @@ import pytest
 
 from leireye.accounts.tokens import issue_token, load_or_create_secret
 from leireye.accounts.users import load_users
+from leireye.client import FlowMessage, LeirEyeClient
 from leireye.config import load_config
 from tests.accounts import users_yaml
 from tests.sensor import Sensor
@@ -226,3 +227,29 @@ def test_bad_flow_subscriptions_are_refused(
 
     error = run(go())
     assert (error["code"], error["field"]) == (code, field)
+
+
+def test_the_python_client_streams_a_conversation(
+    sensor: tuple[Sensor, str], servers: Servers
+) -> None:
+    running, url = sensor
+    talk = servers.talk_port
+
+    async def go() -> tuple[int, list[FlowMessage]]:
+        async with LeirEyeClient(url, token=token(running, "vic")) as c:
+            stream = await c.subscribe_flows(port=talk, protocol="tcp")
+            client_port = await asyncio.to_thread(conversation, talk)
+            got: list[FlowMessage] = []
+            async with asyncio.timeout(scaled(30)):
+                async for message in stream:
+                    if message.data.orig_port == client_port:
+                        got.append(message)
+                        if message.event == "ended":
+                            break
+            await stream.aclose()
+        return client_port, got
+
+    client_port, got = run(go())
+    assert got[0].event == "started" and got[-1].event == "ended"
+    ended = got[-1].data
+    assert (ended.orig_port, ended.resp_port, ended.conn_state) == (client_port, talk, "SF")
