@@ -22,10 +22,12 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Final
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
 
+from leireye.errors import LeirEyeError
 from leireye.flows.rows import to_flows
 from leireye.flows.view import EVENT_KINDS, FlowView
 from leireye.web.flowfilter import FlowFilter, Throttle
@@ -66,6 +68,22 @@ class FlowFeed:
     def stop(self) -> None:
         self.cursor = None
         self._throttles.clear()
+
+    def health(self) -> dict[str, Any]:
+        """The flow process as `GET /health` shows it: whether it runs (its last writer's pid
+        is alive), how often it started, its active flows and the events it published."""
+        try:
+            counters = self.view.snapshot(retry_s=0.01)[2]
+        except LeirEyeError:  # a writer died mid-publish: it will be restarted
+            counters = dict.fromkeys(("writer_pid", "starts", "active_flows"), 0)
+        pid = counters["writer_pid"]
+        return {
+            "enabled": True,
+            "running": pid > 0 and Path(f"/proc/{pid}").exists(),
+            "starts": counters["starts"],
+            "active_flows": counters["active_flows"],
+            "events": self.view.event_seq,
+        }
 
     def step(self, conns: Iterable[Connection], now: float) -> None:
         """Read the events after the cursor and hand each subscribed session its share."""

@@ -430,6 +430,7 @@ class Hub:
                 "shards": self.ring.shards,
             },
             "connections": len(self.connections),
+            "flows": self.flows.health() if self.flows is not None else {"enabled": False},
         }
 
     def _shard_health(self) -> list[dict[str, Any]]:

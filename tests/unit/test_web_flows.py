@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +17,7 @@ import pytest
 
 from leireye.flows.rows import FLOW_ROW, uid_text
 from leireye.flows.tcpstate import CONN_STATE_INDEX
-from leireye.flows.view import ENDED, STARTED, UPDATED
+from leireye.flows.view import ENDED, HOST_ROW, STARTED, UPDATED
 from leireye.record import IPV4_MAPPED_LO, App, Proto
 from leireye.web.filters import FilterError
 from leireye.web.flowfeed import flow_messages
@@ -384,3 +385,30 @@ def test_a_lapped_worker_tells_every_subscriber_how_many_events_it_missed(
         hub.step_flows()
         seen += uids_of(hub_drain(conn))
     assert seen[1:] == [("ended", 5)]
+
+
+def test_health_says_whether_the_flow_process_runs(sensor: InProcessSensor) -> None:
+    view, hub = sensor.flow_view, sensor.hub
+    assert view is not None
+    assert hub.health()["flows"] == {
+        "enabled": True, "running": False, "starts": 0, "active_flows": 0, "events": 0,
+    }  # fmt: skip
+    no_hosts = np.zeros(0, HOST_ROW)
+    view.publish(ROWS[:0], no_hosts, {"writer_pid": os.getpid(), "starts": 1, "active_flows": 3})
+    view.add_events(STARTED, ROWS)
+    assert hub.health()["flows"] == {
+        "enabled": True, "running": True, "starts": 1, "active_flows": 3, "events": 5,
+    }  # fmt: skip
+
+
+def test_a_sensor_without_a_flow_process_says_so(tmp_path: Path) -> None:
+    s = InProcessSensor(tmp_path, flows={"enabled": False})
+    try:
+        assert s.hub.flows is None and s.hub.health()["flows"] == {"enabled": False}
+        conn = s.hub.open(s.token("vic"), s.hub.clock())
+        conn.receive(json.dumps({"type": "subscribe", "channel": "flows"}), time.time())
+        replies = [json.loads(m) for m in hub_drain(conn)]
+        assert [r["type"] for r in replies] == ["auth_success", "error"]
+        assert replies[1]["code"] == "invalid_channel"
+    finally:
+        s.close()
