@@ -226,10 +226,11 @@ class Hub:
             if packets:
                 self._start_reading()
                 self.step()
+            else:
+                self.reading = False  # nobody listens: no ring read until someone subscribes
             if packets or flows:
                 await asyncio.sleep(poll_s)
                 continue
-            self.reading = False  # nobody listens: no ring read until someone subscribes
             self._wakeup.clear()
             # (not wait_for: on 3.11 it can swallow a cancellation that meets the wake-up)
             with contextlib.suppress(TimeoutError):

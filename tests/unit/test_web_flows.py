@@ -201,8 +201,7 @@ def test_flow_messages_carry_the_flow_and_iso_times() -> None:
 
 
 def flows_session(**limits: Any) -> Any:
-    session = new_session(**limits)
-    session.flows_enabled = True
+    session = new_session(flows=True, **limits)
     drain(session)
     return session
 
