@@ -3,6 +3,8 @@ session's subscription and its own outbox, and the hub's feed over a real event 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import ipaddress
 import json
 import os
@@ -25,7 +27,8 @@ from leireye.web.flowfilter import FlowFilter, Throttle, parse_flow_filters
 from leireye.web.frames import PacketRun
 from leireye.web.hub import Connection
 from leireye.wire import FlowMessage
-from tests.inprocess import InProcessSensor
+from tests.inprocess import InProcessSensor, read_pcap
+from tests.unit.test_hub_inprocess import until
 from tests.unit.test_web_session import ALICE, T0, drain, new_session, send, types
 
 # -- rows ------------------------------------------------------------------------------------
@@ -309,7 +312,8 @@ def flows_conn(sensor: InProcessSensor, user: str, **fields: Any) -> Connection:
     message = {"type": "subscribe", "channel": "flows", **fields}
     conn.receive(json.dumps(message), time.time())
     replies = [json.loads(m) for m in hub_drain(conn)]
-    assert [r["type"] for r in replies] == ["auth_success", "subscribed"], replies
+    kinds = [r["type"] for r in replies if r["type"] != "status"]  # status: once the hub ticked
+    assert kinds == ["auth_success", "subscribed"], replies
     return conn
 
 
@@ -411,3 +415,48 @@ def test_a_sensor_without_a_flow_process_says_so(tmp_path: Path) -> None:
         assert replies[1]["code"] == "invalid_channel"
     finally:
         s.close()
+
+
+def test_the_hub_loop_streams_flows_and_a_flows_only_spell_leaves_packets_at_the_head(
+    sensor: InProcessSensor,
+) -> None:
+    hub, view = sensor.hub, sensor.flow_view
+    assert view is not None and hub.flows is not None
+    frames = read_pcap("mixed.pcap")
+
+    async def scenario() -> tuple[list[tuple[str, int]], list[int], list[int]]:
+        loop = asyncio.create_task(hub.run())
+        try:
+            await until(lambda: hub.status is not None, "the first tick")
+            flows = flows_conn(sensor, "vic", filters={"protocol": "udp"})
+            view.add_events(STARTED, ROWS)
+            got: list[str] = []
+            await until(lambda: got.extend(hub_drain(flows)) or got, "a flow event")
+            packets = hub.open(sensor.token("ana"), hub.clock())
+            packets.receive(json.dumps({"type": "subscribe", "channel": "packets"}), time.time())
+            await until(lambda: hub.reading, "the packet reader")
+            packets.receive(json.dumps({"type": "unsubscribe", "channel": "packets"}), time.time())
+            await until(lambda: not hub.reading, "the packet reader to stop")
+            sensor.write(frames, count=20)  # while only flows are subscribed
+            ticked = hub.status
+            await until(lambda: hub.status is not ticked, "a tick after the writes")
+            hub_drain(packets)
+            packets.receive(json.dumps({"type": "subscribe", "channel": "packets"}), time.time())
+            live = sensor.write(frames, count=5)
+            ids: list[int] = []
+
+            def more() -> bool:
+                ids.extend(json.loads(m)["data"]["id"] for m in hub_drain(packets)
+                           if json.loads(m)["type"] == "packet")  # fmt: skip
+                return len(ids) >= len(live)
+
+            await until(more, "the live packets")
+            return uids_of(got), ids, live
+        finally:
+            loop.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await loop
+
+    flow_events, ids, live = asyncio.run(scenario())
+    assert flow_events == [("started", 2)]
+    assert ids == live  # none of the 20 written while only flows were subscribed
