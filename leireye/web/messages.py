@@ -97,12 +97,13 @@ def packets_options(options: dict[str, Any]) -> tuple[bool, str] | ProtocolError
     return batch or fmt == FORMAT_COLUMNS, fmt
 
 
-def flow_data(flow: Flow) -> FlowData:
-    """A `Flow` as the wire shows it: its fields, then `start`, `last` and `duration_ms`."""
+def flow_data(flow: Flow, start: str | None = None, last: str | None = None) -> FlowData:
+    """A `Flow` as the wire shows it: its fields, then `start`, `last` (the ISO texts of
+    `first_ns` and `last_ns`: made here unless given) and `duration_ms`."""
     return FlowData(
         **msgspec.structs.asdict(flow),
-        start=iso_ms(flow.first_ns),
-        last=iso_ms(flow.last_ns),
+        start=iso_ms(flow.first_ns) if start is None else start,
+        last=iso_ms(flow.last_ns) if last is None else last,
         duration_ms=flow.duration_ns // 1_000_000,
     )
 
