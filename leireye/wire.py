@@ -24,8 +24,8 @@ ignore unknown fields and types):
 
     auth_success  user {id, username, role}, limits {...}, expires_at: ISO | null
     auth_error    message ("Invalid or expired token", "Authentication timeout", "Token expired")
-    subscribed    channel, filters? (packets: as applied), options {batch | interval_ms},
-                  since? (echoed when the subscription replays)
+    subscribed    channel, filters? (packets, flows: as applied), options {batch | format |
+                  interval_ms}, since? (echoed when the subscription replays)
     unsubscribed  channel
     packet        data {id, timestamp, src_ip, dst_ip, src_port, dst_port, protocol, length,
                   flags, info, app, ip_version, vlan}
