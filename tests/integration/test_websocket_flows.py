@@ -27,7 +27,9 @@ pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="live capture needs root"),
 ]
 
-FLOOD = 3000  # connections to the other port: more flow events than a never-reading client holds
+# Connections to the other port: ~6000 events, ~5 MB of `flow` messages, far more than a
+# never-reading client's socket (64 KiB send buffer, 4 KiB receive) and outbox (16) hold.
+FLOOD = 3000
 
 
 class Servers:
@@ -119,7 +121,7 @@ def sensor(
     servers: Servers, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[Sensor, str]]:
     config = (
-        "web: {port: 0, workers: 1, outbox_messages: 16}\n"
+        "web: {port: 0, workers: 1, outbox_messages: 16, send_buffer_kib: 64}\n"
         "flows: {tcp_close_s: 1, event_interval_s: 0.5, update_ms: 200}\n"
     )
     bpf = f"tcp port {servers.talk_port} or tcp port {servers.flood_port}"
