@@ -48,6 +48,7 @@ _QUOTED_CHARS: Final = 60
 _PACKET_KEYS: Final = ("protocol", "src_ip", "dst_ip", "ip", "port", "src_port", "dst_port")
 _FLOW_KEYS: Final = ("min_bytes", "min_duration_ms", "state")
 KEYS: Final = (*_PACKET_KEYS, *_FLOW_KEYS)
+_LENGTHS: Final = ("min_length", "max_length")  # of one packet: refused, with a hint
 _STATES: Final = {name.upper(): name for name in CONN_STATES if name}
 _MAX_DURATION_MS: Final = 10**12
 _ANY: Final = PacketFilter()
@@ -139,9 +140,6 @@ def parse_flow_filters(obj: Any) -> FlowFilter | FilterError:
             return FilterError(key, f"{key} must be an integer from 0 to {top}, not {_short(raw)}")
         values[key] = raw
     return FlowFilter(packet, **values)
-
-
-_LENGTHS: Final = ("min_length", "max_length")
 
 
 def _short(value: object) -> str:

@@ -4,6 +4,7 @@ uvicorn worker, real TCP conversations made by the test and real WebSocket clien
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import threading
@@ -62,7 +63,7 @@ class Servers:
 
     def close(self) -> None:
         for listener in (self.talk, self.flood):
-            with _suppress_os():
+            with contextlib.suppress(OSError):
                 listener.shutdown(socket.SHUT_RDWR)
             listener.close()
         for thread in self._threads:
@@ -84,14 +85,6 @@ def _read_exactly(conn: socket.socket, size: int) -> bytes:
             break
         data += chunk
     return data
-
-
-class _suppress_os:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> bool:
-        return exc[0] is not None and issubclass(exc[0], OSError)  # type: ignore[arg-type]
 
 
 def conversation(port: int) -> int:

@@ -428,7 +428,12 @@ def test_the_hub_loop_streams_flows_and_a_flows_only_spell_leaves_packets_at_the
         loop = asyncio.create_task(hub.run())
         try:
             await until(lambda: hub.status is not None, "the first tick")
+            view.add_events(STARTED, ROWS)  # nobody listens: the event ring is not read
+            ticked = hub.status
+            await until(lambda: hub.status is not ticked, "another tick")
+            assert hub.flows is not None and hub.flows.cursor is None
             flows = flows_conn(sensor, "vic", filters={"protocol": "udp"})
+            assert hub.flows.cursor == 5  # the subscription starts it at the head
             view.add_events(STARTED, ROWS)
             got: list[str] = []
             await until(lambda: got.extend(hub_drain(flows)) or got, "a flow event")
