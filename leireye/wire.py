@@ -8,9 +8,10 @@ tagged by `"type"`.
 Client messages (`ClientMessage`, decoded by `decode_client`):
 
     auth         token: str
-    subscribe    channel: "packets" | "stats", filters?: object | null, options?: object | null,
+    subscribe    channel: "packets" | "stats" | "flows", filters?: object | null,
+                 options?: object | null,
                  since?: int >= 0 | null  (packets only: replay the ring after this packet id)
-    unsubscribe  channel: "packets" | "stats"
+    unsubscribe  channel: "packets" | "stats" | "flows"
     ping         id?: any JSON value, echoed in the pong
 
 Unknown top-level fields are ignored (forward compatibility, and the spec's TypeScript client
@@ -23,8 +24,8 @@ ignore unknown fields and types):
 
     auth_success  user {id, username, role}, limits {...}, expires_at: ISO | null
     auth_error    message ("Invalid or expired token", "Authentication timeout", "Token expired")
-    subscribed    channel, filters? (packets: as applied), options {batch | interval_ms},
-                  since? (echoed when the subscription replays)
+    subscribed    channel, filters? (packets, flows: as applied), options {batch | format |
+                  interval_ms}, since? (echoed when the subscription replays)
     unsubscribed  channel
     packet        data {id, timestamp, src_ip, dst_ip, src_port, dst_port, protocol, length,
                   flags, info, app, ip_version, vlan}
@@ -38,8 +39,11 @@ ignore unknown fields and types):
                   effective_bpf, kernel_drops, if_drops, error}
     pong          id? (the ping's, when it had one)
     error         code (`ErrorCode`), message, field? (the offending field or filter/option key)
-    dropped       reason (`DropReason`), count, message: packets this client will not get,
-                  placed in the stream where they are missing
+    dropped       reason (`DropReason`), count, message: packets (or flow events, for the
+                  `flow_*` reasons) this client will not get, placed in the stream where they
+                  are missing
+    flow          event ("started" | "updated" | "ended"), data (`FlowData`): the `flows`
+                  channel (an addition to the spec)
 
 Close codes (`CloseCode`):
 
@@ -109,6 +113,9 @@ class DropReason(enum.StrEnum):
     RESUME = "resume"  # records after `since` were already overwritten in the ring
     RING = "ring"  # this worker fell a ring's length behind the capture
     SLOW_CONSUMER = "slow_consumer"  # this connection's outbox was full
+    # The `flows` channel (counts of flow events, matching the filter or not for `flow_ring`):
+    FLOW_RING = "flow_ring"  # this worker fell an event ring's length behind the flow process
+    FLOW_SLOW_CONSUMER = "flow_slow_consumer"  # this connection's flow outbox was full
 
 
 class Close(msgspec.Struct, frozen=True):
@@ -152,7 +159,8 @@ CLIENT_TYPES: Final = ("auth", "subscribe", "unsubscribe", "ping")
 
 CHANNEL_PACKETS: Final = "packets"
 CHANNEL_STATS: Final = "stats"
-CHANNELS: Final = (CHANNEL_PACKETS, CHANNEL_STATS)
+CHANNEL_FLOWS: Final = "flows"
+CHANNELS: Final = (CHANNEL_PACKETS, CHANNEL_STATS, CHANNEL_FLOWS)
 
 # -- server -> client ---------------------------------------------------------------------------
 
@@ -190,7 +198,9 @@ class AuthError(msgspec.Struct, frozen=True, tag="auth_error", tag_field="type")
 
 
 class SubscribeOptions(msgspec.Struct, frozen=True, omit_defaults=True):
-    """The applied options: `batch` for packets, `interval_ms` (after clamping) for stats."""
+    """The applied options: `batch` for packets, `interval_ms` (after clamping) for stats,
+    `interval_ms` for flows (the least time between two `updated` events of one flow; 0: each
+    one the flow process makes)."""
 
     batch: bool | UnsetType = UNSET
     interval_ms: int | UnsetType = UNSET
@@ -198,7 +208,7 @@ class SubscribeOptions(msgspec.Struct, frozen=True, omit_defaults=True):
 
 
 class Subscribed(msgspec.Struct, frozen=True, tag="subscribed", tag_field="type"):
-    """`filters` (packets only) as applied: canonical names, normalised networks; `since`
+    """`filters` (packets and flows) as applied: canonical names, normalised networks; `since`
     echoed when the subscription replays."""
 
     channel: str
@@ -288,6 +298,52 @@ COLUMN_TYPES: Final = {
 same sizes, little-endian)."""
 
 
+FLOW_EVENTS: Final = ("started", "updated", "ended")
+
+
+class FlowData(msgspec.Struct, frozen=True):
+    """One flow (`leireye.flows.model.Flow`'s fields, in its order), then `start` and `last`
+    (ISO-8601 UTC texts of `first_ns` and `last_ns`) and `duration_ms`. Counters are of the
+    flow's life so far (for an `active` end: since its previous record)."""
+
+    uid: str
+    vlan: int | None
+    transport: str
+    ip_version: int
+    orig_ip: str
+    orig_port: int | None
+    resp_ip: str
+    resp_port: int | None
+    app: str | None
+    first_ns: int
+    last_ns: int
+    orig_pkts: int
+    orig_bytes: int
+    resp_pkts: int
+    resp_bytes: int
+    conn_state: str | None
+    history: str
+    end_reason: str | None
+    dns_query: str | None
+    dns_rcode: str | None
+    tls_sni: str | None
+    tls_alpn: str | None
+    http_host: str | None
+    http_method: str | None
+    http_path: str | None
+    ssh_banner: str | None
+    start: str
+    last: str
+    duration_ms: int
+
+
+class FlowMessage(msgspec.Struct, frozen=True, tag="flow", tag_field="type"):
+    """A flow event of the `flows` channel: `event` is one of `FLOW_EVENTS`."""
+
+    event: str
+    data: FlowData
+
+
 class StatsData(msgspec.Struct, frozen=True):
     """The spec's four fields, then: totals, packets per second by application, and drops.
     `kernel_drops`/`if_drops`: the capture's since it started; `ring_lost`: records the stats
@@ -366,6 +422,7 @@ ServerMessage = (
     | Unsubscribed
     | PacketMessage
     | PacketsMessage
+    | FlowMessage
     | StatsMessage
     | StatusMessage
     | Pong

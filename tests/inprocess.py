@@ -39,6 +39,7 @@ from leireye.config import Config, parse_config
 from leireye.control.handlers import ControlHandlers
 from leireye.control.server import ControlServer, socket_path
 from leireye.decode.decode import decode_batch
+from leireye.flows.view import FlowView
 from leireye.ring import Ring, RingLayout, RingWriter
 from leireye.ring.segments import SegmentNames, close_and_unlink
 from leireye.ring.status import CaptureState, CaptureStatus, StatusBlock
@@ -125,6 +126,10 @@ class InProcessSensor:
         stack.callback(close_and_unlink, self.stats)
         registry = ConnectionRegistry.create(names.conns, 1)
         stack.callback(close_and_unlink, registry)
+        self.flow_view: FlowView | None = None
+        if self.config.flows.enabled:  # written by the test itself (`add_events`)
+            self.flow_view = FlowView.create(names.flows, self.config.flows, owner=None)
+            stack.callback(close_and_unlink, self.flow_view)
 
     def _make_accounts(self) -> None:
         users_file = self.config.state_path(self.config.auth.users_file)

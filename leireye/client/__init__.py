@@ -22,7 +22,15 @@ from leireye.client.errors import (
     TokenExpired,
 )
 from leireye.client.sync import iter_packets, iter_stats
-from leireye.wire import LimitsInfo, PacketData, StatsData, StatusData, UserInfo
+from leireye.wire import (
+    FlowData,
+    FlowMessage,
+    LimitsInfo,
+    PacketData,
+    StatsData,
+    StatusData,
+    UserInfo,
+)
 
 __all__ = [
     "BACKOFF_S",
@@ -33,6 +41,8 @@ __all__ = [
     "CertificateMismatch",
     "ClientError",
     "ConnectionFailed",
+    "FlowData",
+    "FlowMessage",
     "Gap",
     "LeirEyeClient",
     "LimitsInfo",

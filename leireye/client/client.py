@@ -19,6 +19,10 @@ right after creating one cannot know whether the stream has started yet (the pac
 captured before the stream takes its start from the ring). `subscribe_packets()` and
 `subscribe_stats()` return the same iterators once the server has confirmed the subscription:
 from then on, everything captured is in the stream.
+
+`flows()` and `subscribe_flows()` do the same for flow events (`FlowMessage`: `event` is
+"started", "updated" or "ended", `data` the flow); they do not resume across a reconnect (a
+`reconnect` gap says events may be missing).
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ from leireye.client.core import (
     ResumeCursor,
     close_outcome,
     decode_server,
+    flow_filters,
     http_base,
     packet_filters,
     parse_iso,
@@ -62,12 +67,13 @@ from leireye.client.errors import (
     TokenExpired,
 )
 from leireye.client.feed import FeedClosed
-from leireye.client.streams import PacketStream, StatsStream, Stream, Subscriptions
+from leireye.client.streams import FlowStream, PacketStream, StatsStream, Stream, Subscriptions
 from leireye.client.tls import client_tls
 from leireye.wire import (
     AuthError,
     AuthSuccess,
     ErrorMessage,
+    FlowMessage,
     LimitsInfo,
     PacketColumns,
     PacketData,
@@ -336,6 +342,92 @@ class LeirEyeClient:
                     return
         finally:
             self._subs.stats = None
+
+    @overload
+    def flows(
+        self, protocol: str | None = ..., port: int | None = ..., *,
+        gaps: Literal[False] = ..., **kw: Any,
+    ) -> AsyncGenerator[FlowMessage, None]: ...  # fmt: skip
+    @overload
+    def flows(
+        self, protocol: str | None = ..., port: int | None = ..., *,
+        gaps: Literal[True], **kw: Any,
+    ) -> AsyncGenerator[FlowMessage | Gap, None]: ...  # fmt: skip
+
+    def flows(
+        self,
+        protocol: str | None = None,
+        port: int | None = None,
+        *,
+        gaps: bool = False,
+        interval_ms: int | None = None,
+        **filters: Any,
+    ) -> AsyncGenerator[Any, None]:
+        """Flow events (`FlowMessage`: `event` "started", "updated" or "ended"; `data` the
+        flow) matching the filters (`src_ip`, `dst_ip`, `ip`, `src_port`, `dst_port` of the
+        originator/responder, `min_bytes`, `min_duration_ms`, `state`), from when the server
+        confirms the subscription. `interval_ms`: at most one `updated` per flow that often.
+        Missed events are `Gap` items (with `gaps=True`) or go to `on_gap`/the log. One flows
+        iteration per client at a time; `subscribe_flows` returns once it is confirmed."""
+        wanted = flow_filters(protocol=protocol, port=port, **filters)
+        return self._flow_stream(wanted, interval_ms, gaps=gaps, announce=False)
+
+    @overload
+    async def subscribe_flows(
+        self, protocol: str | None = ..., port: int | None = ..., *,
+        gaps: Literal[False] = ..., **kw: Any,
+    ) -> AsyncGenerator[FlowMessage, None]: ...  # fmt: skip
+    @overload
+    async def subscribe_flows(
+        self, protocol: str | None = ..., port: int | None = ..., *,
+        gaps: Literal[True], **kw: Any,
+    ) -> AsyncGenerator[FlowMessage | Gap, None]: ...  # fmt: skip
+
+    async def subscribe_flows(
+        self,
+        protocol: str | None = None,
+        port: int | None = None,
+        *,
+        gaps: bool = False,
+        interval_ms: int | None = None,
+        **filters: Any,
+    ) -> AsyncGenerator[Any, None]:
+        """`flows(...)`, subscribed already: returns once the server has confirmed the
+        subscription (raises `SubscriptionError` if it refused it, e.g. a sensor without a flow
+        process), so every flow event from then on is in the stream."""
+        wanted = flow_filters(protocol=protocol, port=port, **filters)
+        stream = self._flow_stream(wanted, interval_ms, gaps=gaps, announce=True)
+        await anext(stream)  # the `_LIVE` marker, or the exception that ended the stream
+        return stream
+
+    async def _flow_stream(
+        self,
+        filters: dict[str, str | int],
+        interval_ms: int | None,
+        *,
+        gaps: bool,
+        announce: bool,
+    ) -> AsyncGenerator[Any, None]:
+        if self._subs.flows is not None:
+            raise RuntimeError("this client is already iterating flows")
+        sub = self._subs.flows = FlowStream(filters, interval_ms)
+        try:
+            await self._subscribe(sub)
+            if announce:
+                await sub.live.wait()
+                yield _LIVE
+            while True:
+                try:
+                    item = await sub.feed.get()
+                except FeedClosed:
+                    return
+                if not isinstance(item, Gap) or gaps:
+                    yield item
+                else:
+                    self._report_gap(item)
+        finally:
+            self._subs.flows = None
+            await self._send({"type": "unsubscribe", "channel": "flows"})
 
     async def run(
         self,

@@ -61,6 +61,9 @@ class Gap(msgspec.Struct, frozen=True):
     there was any id to resume from: the loss is unknown). `count` is the server's count (for
     `ring` and `resume` it counts ring records, matching the filter or not: an upper bound), or
     None when unknown. `after_id`: the id of the last packet delivered before the gap.
+
+    In a flows stream, flow events: `flow_slow_consumer`, `flow_ring` (as the packets' two;
+    `flow_ring` counts events matching the filter or not), or `reconnect` (count None).
     """
 
     reason: str
@@ -70,6 +73,7 @@ class Gap(msgspec.Struct, frozen=True):
 
 
 RECONNECT_GAP_TEXT: Final = "disconnected before any packet id was known: packets may be missing"
+FLOWS_RECONNECT_GAP_TEXT: Final = "disconnected: flow events may be missing"
 
 
 class ResumeCursor:
@@ -158,6 +162,36 @@ def packet_filters(
         "dst_port": dst_port,
         "min_length": min_length,
         "max_length": max_length,
+    }
+    return {key: value for key, value in given.items() if value is not None}
+
+
+def flow_filters(
+    *,
+    protocol: str | None = None,
+    port: int | None = None,
+    src_ip: str | None = None,
+    dst_ip: str | None = None,
+    ip: str | None = None,
+    src_port: int | None = None,
+    dst_port: int | None = None,
+    min_bytes: int | None = None,
+    min_duration_ms: int | None = None,
+    state: str | None = None,
+) -> dict[str, str | int]:
+    """The `filters` object of a flows subscribe: the given conditions only (`src_*` is the
+    originator, `dst_*` the responder)."""
+    given: dict[str, str | int | None] = {
+        "protocol": protocol,
+        "port": port,
+        "src_ip": src_ip,
+        "dst_ip": dst_ip,
+        "ip": ip,
+        "src_port": src_port,
+        "dst_port": dst_port,
+        "min_bytes": min_bytes,
+        "min_duration_ms": min_duration_ms,
+        "state": state,
     }
     return {key: value for key, value in given.items() if value is not None}
 

@@ -1,15 +1,19 @@
 """The subscriptions of one client and the routing of server messages to them.
 
-A client has at most one packets and one stats subscription (the server keeps one of each per
-connection). `Subscriptions` builds their subscribe messages (packets resume with `since` = the
-last id received), matches each `subscribed` or `error` answer to the oldest subscribe still
-unanswered (the server answers in order), and hands packets, gaps and stats to the feeds the
-caller iterates. Packets that arrive between a subscribe and its `subscribed` still belong to
-the previous subscription and are not handed over; the resume replays what the new one wants.
+A client has at most one packets, one stats and one flows subscription (the server keeps one
+of each per connection). `Subscriptions` builds their subscribe messages (packets resume with
+`since` = the last id received), matches each `subscribed` or `error` answer to the oldest
+subscribe still unanswered (the server answers in order), and hands packets, gaps, stats and
+flow events to the feeds the caller iterates. Packets that arrive between a subscribe and its
+`subscribed` still belong to the previous subscription and are not handed over; the resume
+replays what the new one wants.
 
 Each stream also keeps its first answer (`live`): the client's `subscribe_packets` and
 `subscribe_stats` return once the server confirmed the subscription, so that traffic the caller
 causes afterwards is sure to be in the stream, and raise if it was refused instead.
+
+Flow events do not resume: a flows stream subscribed again after a reconnect starts with a
+`reconnect` gap (events may be missing), and `dropped` notices of a `flow_*` reason go to it.
 """
 
 from __future__ import annotations
@@ -20,13 +24,14 @@ from collections import deque
 from typing import Any, Final
 
 from leireye.client.columns import arrays_of, packets_of
-from leireye.client.core import RECONNECT_GAP_TEXT, Gap, ResumeCursor
+from leireye.client.core import FLOWS_RECONNECT_GAP_TEXT, RECONNECT_GAP_TEXT, Gap, ResumeCursor
 from leireye.client.errors import ClientError, SubscriptionError
 from leireye.client.feed import Feed, FeedClosed
 from leireye.wire import (
     FORMAT_COLUMNS,
     Dropped,
     ErrorMessage,
+    FlowMessage,
     PacketColumns,
     PacketMessage,
     PacketsMessage,
@@ -40,6 +45,7 @@ log = logging.getLogger("leireye.client")
 
 PACKET_FEED_ITEMS: Final = 10_000
 STATS_FEED_ITEMS: Final = 64
+FLOW_FEED_ITEMS: Final = 10_000
 # `error` codes that announce a close rather than answer a subscribe.
 _NOT_ANSWERS: Final = frozenset(
     {"idle_timeout", "too_many_connections", "not_reading", "message_too_big", "internal_error"}
@@ -111,17 +117,31 @@ class StatsStream:
         self.live.refuse(error)
 
 
-Stream = PacketStream | StatsStream
+class FlowStream:
+    def __init__(self, filters: dict[str, str | int], interval_ms: int | None) -> None:
+        self.filters, self.interval_ms = filters, interval_ms
+        self.feed: Feed[FlowMessage | Gap] = Feed(FLOW_FEED_ITEMS)
+        self.live = FirstAnswer()
+        self.sent = False
+        self.confirmed = False
+
+    def end(self, error: BaseException) -> None:
+        self.feed.fail(error)
+        self.live.refuse(error)
+
+
+Stream = PacketStream | StatsStream | FlowStream
 
 
 class Subscriptions:
     def __init__(self) -> None:
         self.packets: PacketStream | None = None
         self.stats: StatsStream | None = None
+        self.flows: FlowStream | None = None
         self._pending: deque[Stream] = deque()
 
     def active(self) -> list[Stream]:
-        return [s for s in (self.packets, self.stats) if s is not None]
+        return [s for s in (self.packets, self.stats, self.flows) if s is not None]
 
     def new_connection(self) -> None:
         self._pending.clear()
@@ -143,6 +163,13 @@ class Subscriptions:
         if isinstance(stream, StatsStream):
             options = {} if stream.interval_ms is None else {"interval_ms": stream.interval_ms}
             message: dict[str, Any] = {"type": "subscribe", "channel": "stats", "options": options}
+        elif isinstance(stream, FlowStream):
+            if stream.sent:
+                await stream.feed.put(Gap("reconnect", None, FLOWS_RECONNECT_GAP_TEXT))
+            stream.sent = True
+            options = {} if stream.interval_ms is None else {"interval_ms": stream.interval_ms}
+            message = {"type": "subscribe", "channel": "flows", "filters": stream.filters,
+                       "options": options}  # fmt: skip
         else:
             since = stream.cursor.since()
             if since is None and stream.sent:
@@ -161,7 +188,14 @@ class Subscriptions:
         """Hand `message` to its stream; False when it is none of theirs (status, auth, pong,
         an error that announces a close)."""
         packets = self.packets if self.packets is not None and self.packets.confirmed else None
-        if isinstance(message, PacketColumns):
+        flows = self.flows if self.flows is not None and self.flows.confirmed else None
+        if isinstance(message, FlowMessage):
+            if flows is not None:
+                await flows.feed.put(message)
+        elif isinstance(message, Dropped) and message.reason.startswith("flow_"):
+            if flows is not None:
+                await flows.feed.put(Gap(message.reason, message.count, message.message))
+        elif isinstance(message, PacketColumns):
             if packets is not None:
                 await _route_columns(message, packets)
         elif isinstance(message, PacketsMessage | PacketMessage):

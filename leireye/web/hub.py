@@ -33,6 +33,9 @@ and with no connection at all it ticks once a second (the status /health shows, 
 The live reader then stands still; the first subscription moves it to the ring's head at once,
 while the `subscribe` message is handled and before its `subscribed` reply can leave, so every
 packet captured after that reply reaches the subscriber, and `since` replays anything earlier.
+
+Flow events (the `flows` channel) come from the flow process's event ring, read the same way
+only while some session is subscribed to flows: `flowfeed.py`.
 """
 
 from __future__ import annotations
@@ -56,6 +59,7 @@ from leireye.accounts.userview import USERS_VIEW_FILE, view_store
 from leireye.config import Config
 from leireye.errors import LeirEyeError
 from leireye.exitcodes import ExitCode
+from leireye.flows.view import FlowView
 from leireye.ring.shards import PacketReader, ShardSet
 from leireye.ring.shardstatus import StatusSet
 from leireye.ring.status import CaptureState, CaptureStatus
@@ -64,6 +68,7 @@ from leireye.stats.series import StatsSeries
 from leireye.web.clock import WallClock
 from leireye.web.encode import encode_packets
 from leireye.web.filters import PacketFilter
+from leireye.web.flowfeed import FlowFeed
 from leireye.web.frames import PacketRun
 from leireye.web.registry import ConnectionRegistry
 from leireye.web.session import Session
@@ -89,7 +94,7 @@ class Connection:
 
     def receive(self, data: str | bytes, now: float) -> None:
         self.session.receive(data, now)
-        if self.session.subscribed_packets:
+        if self.session.subscribed_packets or self.session.subscribed_flows:
             self.on_subscribe()
         self.wake.set()
 
@@ -105,6 +110,7 @@ class Hub:
         registry: ConnectionRegistry,
         authenticator: Authenticator,
         tickets: TicketCheck,
+        flow_view: FlowView | None = None,
     ) -> None:
         self.config = config
         self.worker_index = worker_index
@@ -131,6 +137,8 @@ class Hub:
         # Reading the ring while some session is subscribed to packets; else the live reader
         # stands still and is moved to the head when the first one subscribes.
         self.reading = False
+        # The `flows` channel: None when this sensor runs no flow process.
+        self.flows = None if flow_view is None else FlowFeed(flow_view, config.flows.max_active)
         self._wakeup = asyncio.Event()
 
     @classmethod
@@ -146,7 +154,12 @@ class Hub:
         users = view_store(config.state_path(USERS_VIEW_FILE))
         authenticator = Authenticator(secret, users)
         tickets = TicketCheck(secret, users.generation_of)
-        return cls(config, worker_index, ring, status, stats, registry, authenticator, tickets)
+        flows = None
+        if config.flows.enabled and segments.get("flows"):  # created by the supervisor
+            flows = FlowView.attach(segments["flows"])
+        return cls(
+            config, worker_index, ring, status, stats, registry, authenticator, tickets, flows
+        )
 
     # -- connections --------------------------------------------------------------------------
 
@@ -166,6 +179,7 @@ class Hub:
             query_token=query_token,
             query_auth=query_auth,
             outbox_messages=self.config.web.outbox_messages,
+            flows_enabled=self.flows is not None,
         )
         session.tick(now, self.stats, self.status)
         conn = Connection(session, on_subscribe=self._start_reading)
@@ -203,12 +217,22 @@ class Hub:
             if time.monotonic() >= next_tick:
                 self.tick(self.clock())
                 next_tick = time.monotonic() + (TICK_S if self.connections else IDLE_TICK_S)
-            if any(conn.session.subscribed_packets for conn in self.connections):
+            packets = any(conn.session.subscribed_packets for conn in self.connections)
+            flows = self.flows is not None and any(
+                conn.session.subscribed_flows for conn in self.connections
+            )
+            if flows:
+                self.step_flows()
+            elif self.flows is not None:
+                self.flows.stop()  # nobody listens: the event ring is not read
+            if packets:
                 self._start_reading()
                 self.step()
+            else:
+                self.reading = False  # nobody listens: no ring read until someone subscribes
+            if packets or flows:
                 await asyncio.sleep(poll_s)
                 continue
-            self.reading = False  # nobody listens: no ring read until someone subscribes
             self._wakeup.clear()
             # (not wait_for: on 3.11 it can swallow a cancellation that meets the wake-up)
             with contextlib.suppress(TimeoutError):
@@ -217,8 +241,17 @@ class Hub:
 
     def _start_reading(self) -> None:
         """The first subscriber after an idle spell: live delivery starts at the ring's head,
-        now, before the session's `subscribed` reply is sent (earlier packets: `since`)."""
-        if not self.reading:
+        now, before the session's `subscribed` reply is sent (earlier packets: `since`); the
+        same for the flow event ring."""
+        flows = self.flows
+        if (
+            flows is not None
+            and flows.cursor is None
+            and any(conn.session.subscribed_flows for conn in self.connections)
+        ):
+            flows.start()
+            self._wakeup.set()
+        if not self.reading and any(c.session.subscribed_packets for c in self.connections):
             self.reader = self.ring.reader("latest")
             self.reading = True
             self._wakeup.set()
@@ -288,6 +321,11 @@ class Hub:
             "ring_lost": self.lost,
             "http_requests": self.http_requests,
         }
+
+    def step_flows(self) -> None:
+        """Hand the flow events published since the last step to the flows subscribers."""
+        if self.flows is not None:
+            self.flows.step(list(self.connections), time.monotonic())
 
     def step(self) -> None:
         """Read the new batch; advance replays to the hub's cursor, past that batch; fan the
@@ -395,6 +433,7 @@ class Hub:
                 "shards": self.ring.shards,
             },
             "connections": len(self.connections),
+            "flows": self.flows.health() if self.flows is not None else {"enabled": False},
         }
 
     def _shard_health(self) -> list[dict[str, Any]]:

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 from typing import Any, Final
 
+import msgspec
+
 from leireye.accounts.principal import Principal
 from leireye.config import LimitsConfig
+from leireye.flows.model import Flow
 from leireye.stats.layout import StatsSnapshot
 from leireye.text import truncate
 from leireye.web.encode import iso_ms
@@ -19,6 +22,7 @@ from leireye.wire import (
     FORMAT_JSON,
     AuthSuccess,
     ErrorCode,
+    FlowData,
     LimitsInfo,
     ProtocolError,
     StatsData,
@@ -91,6 +95,33 @@ def packets_options(options: dict[str, Any]) -> tuple[bool, str] | ProtocolError
         text = f"format must be {FORMAT_JSON!r} or {FORMAT_COLUMNS!r}"
         return ProtocolError(ErrorCode.INVALID_OPTION, text, "format")
     return batch or fmt == FORMAT_COLUMNS, fmt
+
+
+def flow_data(flow: Flow, start: str | None = None, last: str | None = None) -> FlowData:
+    """A `Flow` as the wire shows it: its fields, then `start`, `last` (the ISO texts of
+    `first_ns` and `last_ns`: made here unless given) and `duration_ms`."""
+    return FlowData(
+        **msgspec.structs.asdict(flow),
+        start=iso_ms(flow.first_ns) if start is None else start,
+        last=iso_ms(flow.last_ns) if last is None else last,
+        duration_ms=flow.duration_ns // 1_000_000,
+    )
+
+
+def flows_options(options: dict[str, Any]) -> int | ProtocolError:
+    """The `interval_ms` of a flows subscription: the least time between two `updated` events
+    of one flow (default 0: every one the flow process makes; at most one hour)."""
+    unknown = _unknown(options, "interval_ms")
+    if unknown is not None:
+        return unknown
+    interval = options.get("interval_ms", 0)
+    if type(interval) is not int or not 0 <= interval <= FLOW_INTERVAL_MAX_MS:
+        text = f"interval_ms must be an integer from 0 to {FLOW_INTERVAL_MAX_MS}"
+        return ProtocolError(ErrorCode.INVALID_OPTION, text, "interval_ms")
+    return interval
+
+
+FLOW_INTERVAL_MAX_MS: Final = 3_600_000
 
 
 def stats_options(options: dict[str, Any], current_ms: int) -> int | ProtocolError:

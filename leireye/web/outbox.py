@@ -48,13 +48,26 @@ class _Notice:
             DropReason.RESUME: "records after `since` were already overwritten in the ring",
             DropReason.RING: "the server fell a ring's length behind the capture",
             DropReason.SLOW_CONSUMER: "packets were skipped because this client read too slowly",
+            DropReason.FLOW_RING: "flow events were overwritten before this server read them",
+            DropReason.FLOW_SLOW_CONSUMER: (
+                "flow events were skipped because this client read too slowly"
+            ),
         }[self.reason]
         return encode(Dropped(self.reason, self.count, f"{self.count} {what}")).decode()
 
 
 class Outbox:
-    def __init__(self, capacity: int, control_limit: int) -> None:
+    """`slow_reason`: the reason of the notice after a skip (a session's flow events have an
+    outbox of their own, whose skips are counted apart from packets')."""
+
+    def __init__(
+        self,
+        capacity: int,
+        control_limit: int,
+        slow_reason: DropReason = DropReason.SLOW_CONSUMER,
+    ) -> None:
         self.capacity = capacity
+        self.slow_reason = slow_reason
         self.control_limit = control_limit
         self.queued = 0  # packets in `stream`
         self.dropped = 0  # packets skipped for this client, in all
@@ -150,7 +163,7 @@ class Outbox:
             return entry.render()
         if self.skipping and self.queued <= self.capacity // 2:
             self.skipping = False
-            self.notice(DropReason.SLOW_CONSUMER, self._missed)
+            self.notice(self.slow_reason, self._missed)
             self._missed = 0
         return out
 

@@ -12,6 +12,8 @@ task or clock inside. The shell feeds inputs and drains outputs:
              deliver(ids, messages, lost)   packets matching `filter` (encoded once, shared)
              deliver_run(run, lost)         the same as a `frames.PacketRun`, whose batch
                                             frames are made once for its whole group
+             deliver_flows(run, lost)       `flow` events matching `flow_filter` (and its
+                                            group's throttle), encoded once, shared
              replay_lost(n), replay_done()  the two ends of a resume (below)
              shutdown()                     the server is stopping
     outputs  next_outgoing()                str (a JSON text frame), then one Close, then None
@@ -59,12 +61,20 @@ from leireye.web.columns import column_batches
 from leireye.web.encode import PACKET_MESSAGE_BOUND, PACKETS_PREFIX, utf8_size
 from leireye.web.feeds import Feeds
 from leireye.web.filters import FilterError, PacketFilter, parse_filters
+from leireye.web.flowfilter import FlowFilter, parse_flow_filters
 from leireye.web.frames import Frame, PacketRun
-from leireye.web.messages import QUOTED_CHARS, auth_success, packets_options, stats_options
+from leireye.web.messages import (
+    QUOTED_CHARS,
+    auth_success,
+    flows_options,
+    packets_options,
+    stats_options,
+)
 from leireye.web.outbox import Outbox
 from leireye.web.ratelimit import RateLimiter, Verdict
 from leireye.wire import (
     AUTH_ERROR_TEXT,
+    CHANNEL_FLOWS,
     CHANNEL_PACKETS,
     CHANNEL_STATS,
     FORMAT_COLUMNS,
@@ -89,6 +99,11 @@ from leireye.wire import (
     encode,
 )
 
+FLOW_MESSAGE_BOUND: Final = 4096
+"""No `flow` message is larger (its texts are cut to their `FLOW_ROW` columns; invalid UTF-8
+becomes U+FFFD, control characters JSON escapes): below this `max_message_bytes`, each one is
+measured."""
+
 CONTROL_QUEUE_MIN: Final = 64
 """Unread control messages allowed (at least; twice the message rate when that is higher)."""
 
@@ -111,8 +126,10 @@ class Session:
         query_token: str | None = None,
         query_auth: Principal | AuthFailure | None = None,
         outbox_messages: int = 4096,
+        flows_enabled: bool = False,
     ) -> None:
         self.limits = limits
+        self.flows_enabled = flows_enabled  # a flow process runs (`flows.enabled`)
         self._authenticate = authenticate
         self._admit = admit
         self._now = now
@@ -132,6 +149,12 @@ class Session:
         self._last_id = 0  # the highest packet id queued or passed over
         control_limit = max(CONTROL_QUEUE_MIN, 2 * limits.messages_per_second)
         self._outbox = Outbox(outbox_messages, control_limit)
+        # Flow events: an outbox of their own, drained in turn with the packets after control.
+        self.flow_filter: FlowFilter | None = None  # set while subscribed to flows
+        self.flow_interval_ms = 0
+        self.flows_lost = 0  # flow events the worker's reader was lapped on, while subscribed
+        self._flow_outbox = Outbox(outbox_messages, 0, DropReason.FLOW_SLOW_CONSUMER)
+        self._flows_turn = False
         self._limiter = RateLimiter(limits.messages_per_second)
         self._feeds = Feeds(limits, self._push, self._render, self._counters)
         if query_token is not None:
@@ -149,6 +172,15 @@ class Session:
     def subscribed_packets(self) -> bool:
         """Subscribed to packets (live, or replaying)."""
         return self._state is State.OPEN and self.filter is not None
+
+    @property
+    def subscribed_flows(self) -> bool:
+        return self._state is State.OPEN and self.flow_filter is not None
+
+    @property
+    def flows_dropped(self) -> int:
+        """Flow events this client missed because it read too slowly (or too large to send)."""
+        return self._flow_outbox.dropped
 
     @property
     def dropped(self) -> int:
@@ -171,11 +203,22 @@ class Session:
     def next_outgoing(self) -> str | bytes | Close | None:
         """The next message to send (text, or bytes for a binary frame), or the Close to end
         with, or None for nothing now."""
-        item = self._outbox.pop()
+        item = self.next_item()
         return item.payload if isinstance(item, Frame) else item
 
     def next_item(self) -> str | Frame | Close | None:
-        """`next_outgoing`, with a batch as the `Frame` its group shares (for the shell)."""
+        """`next_outgoing`, with a batch as the `Frame` its group shares (for the shell).
+        Control first; then packets and flow events take turns, so neither starves the other."""
+        flows = self._flow_outbox
+        if (
+            len(flows)
+            and self.closed is None
+            and not self._outbox.control_size
+            and (self._flows_turn or not len(self._outbox))
+        ):
+            self._flows_turn = False
+            return flows.pop()
+        self._flows_turn = True
         return self._outbox.pop()
 
     # -- inputs --------------------------------------------------------------------------------
@@ -264,6 +307,23 @@ class Session:
         if taken < len(run):
             self._outbox.push_live(run if not taken else run.take(slice(taken, None)), batcher)
 
+    def deliver_flows(self, run: PacketRun, *, lost: int = 0) -> None:
+        """Flow events (`flow` messages, event numbers ascending) that passed `flow_filter` and
+        the group's throttle. `lost`: events the worker's reader was lapped on before them
+        (matching or not). What does not fit in the flow outbox is skipped and counted."""
+        if not self.subscribed_flows:
+            return
+        if lost > 0:
+            self.flows_lost += lost
+            self._flow_outbox.notice(DropReason.FLOW_RING, lost)
+        messages = run.messages
+        limit = self.limits.max_message_bytes
+        if messages is not None and limit < FLOW_MESSAGE_BOUND:
+            keep = [i for i, m in enumerate(messages) if utf8_size(m) <= limit]
+            self._flow_outbox.dropped += len(run) - len(keep)
+            run = run if len(keep) == len(run) else run.take(keep)
+        self._flow_outbox.push_live(run, None)
+
     def _batches(self, run: PacketRun) -> list[Frame]:
         return run.json_batches(self.limits.max_message_bytes)
 
@@ -340,6 +400,8 @@ class Session:
             self._subscribe_packets(message)
         elif message.channel == CHANNEL_STATS:
             self._subscribe_stats(message)
+        elif message.channel == CHANNEL_FLOWS:
+            self._subscribe_flows(message)
         else:
             self._channel_error(message.channel)
 
@@ -382,6 +444,29 @@ class Session:
         applied = self._feeds.subscribe_stats(interval, self._now)
         self._send(Subscribed(CHANNEL_STATS, options=SubscribeOptions(interval_ms=applied)))
 
+    def _subscribe_flows(self, message: SubscribeMessage) -> None:
+        if not self.flows_enabled:
+            text = "The flows channel is off: this sensor runs no flow process (flows.enabled)"
+            self._send(ErrorMessage(ErrorCode.INVALID_CHANNEL, text, "channel"))
+            return
+        if message.since is not None:
+            text = "since applies to the packets channel only"
+            self._send(ErrorMessage(ErrorCode.INVALID_MESSAGE, text, "since"))
+            return
+        parsed = parse_flow_filters(message.filters)
+        if isinstance(parsed, FilterError):
+            self._send(ErrorMessage(ErrorCode.INVALID_FILTER, parsed.message, parsed.field))
+            return
+        interval = flows_options(message.options or {})
+        if isinstance(interval, ProtocolError):
+            self._send(interval.to_message())
+            return
+        if self.flow_filter is not None:  # a new subscription: nothing of the old one queued
+            self._flow_outbox.purge_stream()
+        self.flow_filter, self.flow_interval_ms = parsed, interval
+        options = SubscribeOptions(interval_ms=interval)
+        self._send(Subscribed(CHANNEL_FLOWS, parsed.as_dict(), options))
+
     def _on_unsubscribe(self, message: UnsubscribeMessage) -> None:
         if message.channel == CHANNEL_PACKETS:
             self.filter, self.batch_mode, self.columns = None, False, False
@@ -389,6 +474,9 @@ class Session:
             self._outbox.purge_stream()
         elif message.channel == CHANNEL_STATS:
             self._feeds.unsubscribe_stats()
+        elif message.channel == CHANNEL_FLOWS:
+            self.flow_filter, self.flow_interval_ms = None, 0
+            self._flow_outbox.purge_stream()
         else:
             self._channel_error(message.channel)
             return
@@ -439,6 +527,7 @@ class Session:
         self.closed = Close(int(code), reason)
         self._state = State.CLOSED
         self._feeds.stop()
+        self._flow_outbox.purge_stream()
         self._outbox.finish([self._render(m) for m in final], self.closed)
 
     def _send(self, message: ServerMessage) -> None:
@@ -469,7 +558,8 @@ class Session:
         )
 
     def _channel_error(self, channel: str) -> None:
-        text = f"Unknown channel {truncate(channel, QUOTED_CHARS)!r}; expected 'packets' or 'stats'"
+        shown = truncate(channel, QUOTED_CHARS)
+        text = f"Unknown channel {shown!r}; expected 'packets', 'stats' or 'flows'"
         self._send(ErrorMessage(ErrorCode.INVALID_CHANNEL, text, "channel"))
 
     def _fresh(self, run: PacketRun) -> PacketRun:

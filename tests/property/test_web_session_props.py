@@ -14,13 +14,18 @@ import random
 from typing import Any
 
 import msgspec
+import numpy as np
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from leireye.flows.view import ENDED, STARTED, UPDATED
 from leireye.ring.status import CaptureState
 from leireye.web.encode import utf8_size
+from leireye.web.flowfeed import flow_messages
+from leireye.web.frames import PacketRun
 from leireye.web.session import CONTROL_QUEUE_MIN, Session, State
-from leireye.wire import Close, ServerMessage
+from leireye.wire import Close, FlowMessage, ServerMessage
+from tests.unit.test_web_flows import ROWS as FLOW_ROWS
 from tests.unit.test_web_session import T0, Users, capture, new_session, packets, snapshot
 
 SERVER = msgspec.json.Decoder(ServerMessage, strict=True)
@@ -42,6 +47,8 @@ filter_values = st.fixed_dictionaries(
         "ip": st.sampled_from(["10.0.0.0/8", "::/0", "300.1.1.1", None]),
         "port": st.sampled_from([443, 70000, "x", None]),
         "max_length": st.integers(-1, 3000),
+        "min_bytes": st.integers(-1, 3000),
+        "state": st.sampled_from(["SF", "sf", "X"]),
         "bogus": st.just(1),
     },
 )
@@ -69,7 +76,8 @@ messages = st.one_of(
         st.none() | st.integers(0, 400),
     ),
     st.builds(
-        lambda c: {"type": "unsubscribe", "channel": c}, st.sampled_from(["packets", "stats", "x"])
+        lambda c: {"type": "unsubscribe", "channel": c},
+        st.sampled_from(["packets", "stats", "flows", "x"]),
     ),
     st.builds(lambda i: {"type": "ping", "id": i}, json_values),
     st.just({"type": "ping"}),
@@ -91,6 +99,8 @@ good_frames = st.sampled_from(
         {"type": "subscribe", "channel": "packets", "since": 5, "filters": {"port": 443}},
         {"type": "subscribe", "channel": "packets", "options": {"batch": True}},
         {"type": "subscribe", "channel": "stats", "options": {"interval_ms": 100}},
+        {"type": "subscribe", "channel": "flows", "options": {"interval_ms": 100}},
+        {"type": "subscribe", "channel": "flows", "filters": {"protocol": "tcp"}},
         {"type": "ping", "id": 1},
     ]
 ).map(json.dumps)
@@ -98,6 +108,9 @@ receive = st.tuples(st.just("receive"), frames | good_frames, steps)
 burst = st.tuples(st.just("burst"), frames, st.sampled_from([2, 5, 20, 120, 400]))
 tick = st.tuples(st.just("tick"), steps, st.booleans(), st.sampled_from(list(CaptureState)))
 deliver = st.tuples(st.just("deliver"), st.integers(0, 400), st.integers(0, 40), st.integers(0, 3))
+deliver_flows = st.tuples(
+    st.just("deliver_flows"), st.integers(0, 400), st.integers(0, 40), st.integers(0, 3)
+)
 hub_replay = st.tuples(st.just("hub_replay"), st.integers(0, 3), st.booleans())
 drain = st.tuples(st.just("drain"), st.integers(0, 50))
 operations = st.one_of(
@@ -109,10 +122,19 @@ operations = st.one_of(
     tick,
     deliver,
     deliver,
+    deliver_flows,
     hub_replay,
     drain,
     drain,
 )
+
+
+def flow_run(first: int, count: int) -> PacketRun:
+    """`count` flow events numbered from `first`, of every kind, as the hub makes them."""
+    index = [i % len(FLOW_ROWS) for i in range(count)]
+    kinds = np.array([(STARTED, UPDATED, ENDED)[i % 3] for i in range(count)], np.uint64)
+    messages = flow_messages(kinds, FLOW_ROWS[index]) if count else []
+    return PacketRun(list(range(first, first + count)), messages)
 
 
 class Run:
@@ -125,6 +147,7 @@ class Run:
         self.closes: list[Close] = []
         self.after_close = 0
         self.sent = 0
+        self.flow_events = 0
 
     def take(self, n: int) -> None:
         for _ in range(n):
@@ -141,7 +164,8 @@ class Run:
             assert isinstance(item, str)
             self.sent += 1
             assert utf8_size(item) <= self.max_bytes, item[:200]
-            SERVER.decode(item)
+            if isinstance(SERVER.decode(item), FlowMessage):
+                self.flow_events += 1
 
     def apply(self, op: tuple[Any, ...]) -> None:
         s = self.session
@@ -159,6 +183,8 @@ class Run:
         elif kind == "deliver":
             ids, encoded = packets(op[1] + 1, op[2])
             s.deliver(ids, encoded, lost=op[3])
+        elif kind == "deliver_flows":
+            s.deliver_flows(flow_run(op[1] + 1, op[2]), lost=op[3])
         elif kind == "hub_replay":
             if s.resume_from is not None:
                 s.resume_from = None
@@ -175,6 +201,7 @@ class Run:
         assert len(self.closes) <= 1 and self.after_close == 0
         assert (s.closed is None) == (s.state is not State.CLOSED)
         assert 0 <= s.queued <= self.outbox
+        assert 0 <= s._flow_outbox.queued <= self.outbox
         assert s.control_queued <= self.control_limit + 2  # + the final message and the Close
 
 
@@ -191,6 +218,7 @@ class Run:
     st.sampled_from([1024, 65536]),
     st.sampled_from([16, 64]),
     st.sampled_from([3, 100]),
+    st.booleans(),
 )
 def test_any_sequence_ends_open_or_with_exactly_one_close(
     ops: list[tuple[Any, ...]],
@@ -200,9 +228,11 @@ def test_any_sequence_ends_open_or_with_exactly_one_close(
     max_bytes: int,
     outbox: int,
     rate: int,
+    flows: bool,
 ) -> None:
     session = new_session(
         token=token,
+        flows=flows,
         users=Users(limit=per_user),
         max_message_bytes=max_bytes,
         outbox=outbox,
@@ -219,6 +249,7 @@ def test_any_sequence_ends_open_or_with_exactly_one_close(
     run.check()
     event(f"close {session.closed.code if session.closed else None}")
     event(f"server messages: {'many' if run.sent > 20 else 'few'}")
+    event(f"flow events: {'some' if run.flow_events else 'none'}")
     if session.closed is None:
         assert run.closes == [] and session.state is not State.CLOSED
     else:
@@ -235,13 +266,16 @@ def random_walk(rng: random.Random, length: int) -> list[tuple[Any, ...]]:
         {"type": "subscribe", "channel": "packets", "filters": {"port": 443, "ip": "10.0.0.0/8"}},
         {"type": "subscribe", "channel": "stats", "options": {"interval_ms": 100}},
         {"type": "unsubscribe", "channel": "packets"},
+        {"type": "subscribe", "channel": "flows", "options": {"interval_ms": 100}},
+        {"type": "subscribe", "channel": "flows", "filters": {"min_bytes": 10}},
+        {"type": "unsubscribe", "channel": "flows"},
         {"type": "ping", "id": "x"},
         {"type": "auth", "token": "1:alice:-"},
         {"type": "auth", "token": "2:bob:-"},
     ]
     bad = ["{", '{"type":"nope"}', '{"type":"subscribe","channel":"packets","filters":{"a":1}}']
     ops: list[tuple[Any, ...]] = []
-    next_id = 1
+    next_id = next_flow = 1
     for _ in range(length):
         roll = rng.random()
         if roll < 0.15:
@@ -251,6 +285,10 @@ def random_walk(rng: random.Random, length: int) -> list[tuple[Any, ...]]:
             ops.append(("burst", '{"type":"ping"}', rng.choice([5, 50, 150])))
         elif roll < 0.4:
             ops.append(("tick", rng.choice([0.01, 0.1, 0.5, 1.0]), True, CaptureState.CAPTURING))
+        elif roll < 0.5:
+            n = rng.choice([1, 5, 40])
+            ops.append(("deliver_flows", next_flow, n, rng.choice([0, 0, 3])))
+            next_flow += n
         elif roll < 0.7:
             n = rng.choice([1, 5, 40])
             ops.append(
@@ -268,7 +306,11 @@ def random_walk(rng: random.Random, length: int) -> list[tuple[Any, ...]]:
 @given(st.integers(0, 2**32), st.sampled_from([16, 64]), st.sampled_from([1024, 65536]))
 def test_long_lives_keep_every_invariant(seed: int, outbox: int, max_bytes: int) -> None:
     session = new_session(
-        token="1:alice:-", max_message_bytes=max_bytes, outbox=outbox, idle_timeout_s=60
+        token="1:alice:-",
+        max_message_bytes=max_bytes,
+        outbox=outbox,
+        idle_timeout_s=60,
+        flows=True,
     )
     run = Run(session, max_bytes, outbox)
     for op in random_walk(random.Random(seed), 400):
@@ -280,3 +322,5 @@ def test_long_lives_keep_every_invariant(seed: int, outbox: int, max_bytes: int)
     event(f"close {session.closed.code if session.closed else None}")
     event(f"dropped {'some' if session.dropped else 'none'}")
     event(f"server messages: {'many' if run.sent > 200 else 'few'}")
+    event(f"flow events: {'some' if run.flow_events else 'none'}")
+    event(f"flow events dropped: {'some' if session.flows_dropped else 'none'}")

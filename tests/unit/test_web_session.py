@@ -59,6 +59,7 @@ def new_session(
 ) -> Session:
     users = users or Users()
     outbox = limits.pop("outbox", 64)
+    flows = limits.pop("flows", False)
     return Session(
         limits=LimitsConfig(**limits),
         authenticate=users.authenticate,
@@ -67,6 +68,7 @@ def new_session(
         auth_timeout_s=10.0,
         query_token=token,
         outbox_messages=outbox,
+        flows_enabled=flows,
     )
 
 
