@@ -7,6 +7,7 @@ import { stepFor } from '../../leireye/web/static/app/timerange.js';
 import { stack } from '../../leireye/web/static/app/stacked.js';
 import { duration, flowInfo } from '../../leireye/web/static/app/flows.js';
 import { flowFilters } from '../../leireye/web/static/app/flowdata.js';
+import { withLive } from '../../leireye/web/static/app/hosts.js';
 
 // Addresses sort as numbers, IPv4 before IPv6; IPv6 expanded.
 const ips = ['10.0.0.10', '::1', '10.0.0.9', '2001:db8::1', '9.255.0.1', '2001:db8:0:0:0:0:0:2'];
@@ -78,5 +79,14 @@ assert.equal(flowInfo({ dns_query: 'a.test', dns_rcode: 'NXDOMAIN' }), 'DNS a.te
 assert.equal(flowInfo({ tls_sni: 'b.test', tls_alpn: 'h2', http_method: 'GET', http_host: 'c.test', http_path: '/x' }),
   'SNI b.test (h2) · GET c.test/x');
 assert.equal(flowInfo({}), '');
+
+// Live hosts join the stored ones: new ones appended (marked), known ones get their new names.
+const stored = [{ ip: '10.0.0.1', names: ['a.test'], bytes_sent: 5 }];
+const live = [{ ip: '10.0.0.1', names: ['b.test'] }, { ip: '10.0.0.2', names: ['c.test'] }];
+const merged = withLive(stored, live);
+assert.deepEqual(merged.map((h) => [h.ip, h.names, h.live ?? false]),
+  [['10.0.0.1', ['a.test', 'b.test'], false], ['10.0.0.2', ['c.test'], true]]);
+assert.deepEqual(stored[0].names, ['a.test']); // the caller's rows are not changed
+assert.deepEqual(withLive(stored, null), stored);
 
 console.log('ok');

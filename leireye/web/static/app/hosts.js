@@ -12,6 +12,22 @@ import { addressKey } from './sorting.js';
 const POLL_MS = 5000;
 
 
+// The stored hosts of the range, plus the flow process's live hosts no stored minute holds yet
+// (marked `live`); a stored host also gets the names the live one has seen since.
+export function withLive(stored, live) {
+  const rows = (stored ?? []).map((row) => ({ ...row }));
+  const byIp = new Map(rows.map((row) => [row.ip, row]));
+  for (const host of live ?? []) {
+    const row = byIp.get(host.ip);
+    if (row === undefined) {
+      rows.push({ ...host, peers: host.peers ?? 0, live: true });
+    } else {
+      row.names = [...new Set([...(row.names ?? []), ...(host.names ?? [])])];
+    }
+  }
+  return rows;
+}
+
 export class HostsView {
   #session;
   #names;
@@ -64,10 +80,10 @@ export class HostsView {
   async refresh() {
     const request = ++this.#request;
     try {
-      const { hosts } = await listHosts(this.#session);
+      const { hosts, live } = await listHosts(this.#session);
       if (request !== this.#request) return;
-      this.#hosts = hosts;
-      this.#names.learn(hosts);
+      this.#hosts = withLive(hosts, live);
+      this.#names.learn(this.#hosts);
       this.#message.hidden = true;
     } catch (err) {
       if (request !== this.#request) return;
