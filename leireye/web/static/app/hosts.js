@@ -10,6 +10,7 @@ import { StackedChart } from './stacked.js';
 import { addressKey } from './sorting.js';
 
 const POLL_MS = 5000;
+const HOST_POLL_MS = 15000;
 
 
 // The stored hosts of the range, plus the flow process's live hosts no stored minute holds yet
@@ -116,7 +117,9 @@ export class HostPage {
   #peers;
   #picker;
   #request = 0;
+  #timer = null;
   ip = null;
+  shown = false;
 
   constructor({ session, names, root, onAddress, onPackets }) {
     this.#session = session;
@@ -139,13 +142,25 @@ export class HostPage {
     this.#chart.restyle();
   }
 
+  // Shown, the page follows the store and the live host: reloaded every HOST_POLL_MS (its
+  // peers and chart come from stored minutes, written once a minute).
   show(ip) {
     this.ip = ip;
+    this.shown = true;
     this.#root.dataset.ip = ip;
     this.load();
+    clearInterval(this.#timer);
+    this.#timer = setInterval(() => {
+      if (!document.hidden) this.load({ quiet: true });
+    }, HOST_POLL_MS);
   }
 
-  async load() {
+  hide() {
+    this.shown = false;
+    clearInterval(this.#timer);
+  }
+
+  async load({ quiet = false } = {}) {
     const ip = this.ip;
     if (ip === null) return;
     const request = ++this.#request;
@@ -154,10 +169,12 @@ export class HostPage {
     this.#names.fill(title.querySelector('.addr'), ip);
     title.querySelector('.host-ip').textContent = this.#names.name(ip) ? ip : '';
     const message = this.#root.querySelector('#host-message');
-    message.hidden = false;
-    message.dataset.kind = '';
-    message.textContent = range.invalid ? 'The custom range is not valid: showing the last hour.' : 'Loading…';
-    this.#root.dataset.state = 'loading';
+    if (!quiet) {
+      message.hidden = false;
+      message.dataset.kind = '';
+      message.textContent = range.invalid ? 'The custom range is not valid: showing the last hour.' : 'Loading…';
+      this.#root.dataset.state = 'loading';
+    }
     let data;
     try {
       data = await getHost(this.#session, ip, range);

@@ -215,6 +215,7 @@ function startConsole(user) {
       else if (page.shown) page.hide();
     }
     if (name === 'host') hostPage.show(ip);
+    else if (hostPage.shown) hostPage.hide();
     if (name === 'packets') table.invalidate();
   }
   window.addEventListener('hashchange', route);
