@@ -9,13 +9,14 @@ from typing import Final
 
 import msgspec
 import numpy as np
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from leireye.decode.detail import describe_frame, hex_dump
 from leireye.web import export
-from leireye.web.api import ringscan
+from leireye.web.api import ringscan, storeread
 from leireye.web.api.context import context, path_int, require
 from leireye.web.api.errors import ApiError
 from leireye.web.encode import PacketEncoder, encode_packets, iso_ms, packet_data
@@ -96,27 +97,36 @@ def _list_body(
 async def packet_detail(request: Request) -> Response:
     require(request, "ANALYST")
     packet_id = path_int(request, "packet_id")
-    ring = context(request).hub.ring
-    found = ring.get(packet_id)
-    if found is None:
+    ctx = context(request)
+    found = ctx.hub.ring.get(packet_id)
+    store = ctx.packet_store
+    stored = None
+    if store is not None and (found is None or len(found[1]) < int(found[0]["cap_len"])):
+        ts_ns = None if found is None else int(found[0]["ts_ns"])
+        stored = await run_in_threadpool(storeread.whole_frame, store, packet_id, ts_ns)
+    if stored is not None:
+        record = storeread.records_of([stored], stored.linktype)[0]
+        raw, linktype, source = stored.data, stored.linktype, "store"
+    elif found is not None:
+        record, raw = found
+        linktype, source = int(record["linktype"]), "ring"
+    else:
+        where = "the ring or the packet store" if store is not None else "the ring"
         raise ApiError(
-            404,
-            "NOT_FOUND",
-            f"Packet {packet_id} is not in the ring (overwritten, or not captured yet)",
+            404, "NOT_FOUND", f"Packet {packet_id} is not in {where} (gone, or not captured yet)"
         )
-    record, raw = found
     summary = packet_data(encode_packets(np.array([record]))[0])
-    linktype, wire_len = int(record["linktype"]), int(record["wire_len"])
-    layers = describe_frame(raw, linktype, wire_len)
+    wire_len = int(record["wire_len"])
     body = {
         "id": packet_id,
         "timestamp": iso_ms(int(record["ts_ns"])),
         "wire_length": wire_len,
-        "captured_length": int(record["cap_len"]),
+        "captured_length": len(raw) if stored is not None else int(record["cap_len"]),
         "stored_length": len(raw),
         "truncated": len(raw) < wire_len,
+        "source": source,
         "linktype": linktype,
-        "layers": layers,
+        "layers": describe_frame(raw, linktype, wire_len),
         "raw_hex": raw.hex(),
         "hex_dump": hex_dump(raw),
     }

@@ -1,0 +1,81 @@
+"""The REST API reading the packet store in-process: packet detail whole from the store once
+the ring has moved on (or cut the frame), exports and the packet list of a time range."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from tests.asgi import Reply
+from tests.http import assert_error
+from tests.inprocess import Frames, InProcessSensor, read_pcap
+
+CAPACITY = 64
+MIXED = read_pcap("mixed.pcap")
+_HTTP = read_pcap("http.pcap")
+SHIFT = MIXED.ts_ns[-1] + 1_000_000 - _HTTP.ts_ns[0]  # after MIXED, so ids and times agree
+HTTP = Frames(_HTTP.linktype, [t + SHIFT for t in _HTTP.ts_ns], _HTTP.frames)
+WRITTEN = len(MIXED.frames) + len(HTTP.frames)
+TS = dict(enumerate(MIXED.ts_ns + HTTP.ts_ns, start=1))
+
+
+@pytest.fixture(scope="module")
+def sensor(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcessSensor]:
+    s = InProcessSensor(tmp_path_factory.mktemp("storeread"), capacity=CAPACITY)
+    try:
+        s.write(MIXED)
+        s.write(HTTP)
+        s.store(1, 1, MIXED.ts_ns + HTTP.ts_ns, MIXED.frames + HTTP.frames)
+        s.capturing(MIXED, WRITTEN)
+        s.hub.tick(s.hub.clock())
+        yield s
+    finally:
+        s.close()
+
+
+@pytest.fixture(scope="module")
+def get(sensor: InProcessSensor) -> Callable[..., Reply]:
+    tokens = {name: sensor.token(name) for name in ("ana", "vic")}
+
+    def get(target: str, user: str = "ana") -> Reply:
+        return sensor.http("GET", target, token=tokens[user])
+
+    return get
+
+
+def digest(frames: list[bytes]) -> list[str]:
+    return [hashlib.sha256(f).hexdigest() for f in frames]
+
+
+# -- detail ------------------------------------------------------------------------------------
+
+
+def test_detail_of_an_overwritten_packet_comes_whole_from_the_store(
+    sensor: InProcessSensor, get: Callable[..., Reply]
+) -> None:
+    big = next(i for i in range(1, WRITTEN - CAPACITY) if len(sensor.frames[i]) > 256)
+    for packet_id in (1, big):
+        body = get(f"/api/capture/packets/{packet_id}").json
+        frame = sensor.frames[packet_id]
+        assert body["source"] == "store" and body["id"] == packet_id
+        assert body["raw_hex"] == frame.hex() and body["stored_length"] == len(frame)
+        assert body["truncated"] is False and body["summary"]["id"] == packet_id
+        record = sensor.record(packet_id)
+        assert body["summary"]["length"] == len(frame)
+        assert body["summary"]["dst_port"] == (int(record["dst_port"]) or None)
+        assert body["layers"][0]["layer"] == "Ethernet"
+    assert_error(get(f"/api/capture/packets/{WRITTEN + 1}"), 404, "NOT_FOUND")
+
+
+def test_detail_in_the_ring_is_the_rings_unless_it_cut_the_frame(
+    sensor: InProcessSensor, get: Callable[..., Reply]
+) -> None:
+    held = range(WRITTEN - CAPACITY + 1, WRITTEN + 1)
+    small = next(i for i in held if len(sensor.frames[i]) <= 256)
+    cut = next(i for i in held if len(sensor.frames[i]) > 256)
+    assert get(f"/api/capture/packets/{small}").json["source"] == "ring"
+    body = get(f"/api/capture/packets/{cut}").json
+    assert body["source"] == "store" and body["raw_hex"] == sensor.frames[cut].hex()
+    assert body["summary"]["id"] == cut and body["truncated"] is False
