@@ -3,11 +3,17 @@ the ring has moved on (or cut the frame), exports and the packet list of a time 
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
+import json
 from collections.abc import Callable, Iterator
+from typing import Any
 
+import dpkt
 import pytest
 
+from leireye.record import Proto
 from tests.asgi import Reply
 from tests.http import assert_error
 from tests.inprocess import Frames, InProcessSensor, read_pcap
@@ -79,3 +85,63 @@ def test_detail_in_the_ring_is_the_rings_unless_it_cut_the_frame(
     body = get(f"/api/capture/packets/{cut}").json
     assert body["source"] == "store" and body["raw_hex"] == sensor.frames[cut].hex()
     assert body["summary"]["id"] == cut and body["truncated"] is False
+
+
+# -- export of a time range -------------------------------------------------------------------
+
+
+def seconds(ts_ns: int) -> str:
+    return f"{ts_ns // 10**9}.{ts_ns % 10**9:09d}"
+
+
+def pcap_frames(reply: Reply) -> list[bytes]:
+    assert reply.status == 200, reply.body
+    assert reply.headers["content-type"] == "application/vnd.tcpdump.pcap"
+    return [bytes(buf) for _, buf in dpkt.pcap.Reader(io.BytesIO(reply.body))]
+
+
+def test_a_range_export_is_every_frame_whole_from_the_store(
+    sensor: InProcessSensor, get: Callable[..., Reply]
+) -> None:
+    everything = f"from={seconds(TS[1])}&to={seconds(TS[WRITTEN])}"
+    reply = get(f"/api/export/packets?format=pcap&{everything}")
+    sent = [sensor.frames[i] for i in range(1, WRITTEN + 1)]
+    assert digest(pcap_frames(reply)) == digest(sent)
+    assert reply.headers["x-leireye-past-retention"] == "false"
+    assert reply.headers["x-leireye-store-oldest"].startswith("20")
+    early = get(
+        f"/api/export/packets?format=pcap&from={seconds(TS[1] - 10**9)}&to={seconds(TS[3])}"
+    )
+    assert early.headers["x-leireye-past-retention"] == "true"
+    assert digest(pcap_frames(early)) == digest(sent[:3])
+    middle = get(f"/api/export/packets?from={seconds(TS[10])}&to={seconds(TS[20])}&limit=5")
+    assert digest(pcap_frames(middle)) == digest(sent[9:14])
+
+
+def test_a_range_export_filters_like_the_ring(
+    sensor: InProcessSensor, get: Callable[..., Reply]
+) -> None:
+    everything = f"from={seconds(TS[1])}&to={seconds(TS[WRITTEN])}"
+    tcp = [i for i in range(1, WRITTEN + 1) if sensor.record(i)["proto"] == Proto.TCP]
+    frames = pcap_frames(get(f"/api/export/packets?format=pcap&protocol=tcp&{everything}"))
+    assert digest(frames) == digest([sensor.frames[i] for i in tcp]) and len(tcp) > 10
+    rows = list(
+        csv.reader(
+            io.StringIO(get(f"/api/export/packets?format=csv&protocol=tcp&{everything}").text)
+        )
+    )
+    assert [int(r[0]) for r in rows[1:]] == tcp
+    exported = json.loads(get(f"/api/export/packets?format=json&port=80&{everything}").body)
+    port80 = [i for i in tcp if 80 in (sensor.record(i)["src_port"], sensor.record(i)["dst_port"])]
+    assert [p["id"] for p in exported] == port80 and port80
+    assert_error(get("/api/export/packets?from=yesterday"), 400, "BAD_REQUEST")
+    assert_error(get(f"/api/export/packets?{everything}", "vic"), 403, "FORBIDDEN")
+
+
+def test_a_range_export_needs_the_store(tmp_path: Any) -> None:
+    s = InProcessSensor(tmp_path, capacity=CAPACITY, store={"enabled": False})
+    try:
+        reply = s.http("GET", "/api/export/packets?from=1&to=2", token=s.token("ana"))
+        assert_error(reply, 409, "CONFLICT")
+    finally:
+        s.close()

@@ -14,11 +14,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from leireye.capture import pcapfile
 from leireye.decode.detail import describe_frame, hex_dump
 from leireye.web import export
 from leireye.web.api import ringscan, storeread
-from leireye.web.api.context import context, path_int, require
+from leireye.web.api.context import ApiContext, context, path_int, require
 from leireye.web.api.errors import ApiError
+from leireye.web.api.stream import parse_time
 from leireye.web.encode import PacketEncoder, encode_packets, iso_ms, packet_data
 from leireye.web.filters import FilterError, PacketFilter, parse_filters
 
@@ -27,6 +29,7 @@ FILTER_KEYS: Final = (
     "max_length",
 )  # fmt: skip
 _INT_KEYS: Final = {"port", "src_port", "dst_port", "min_length", "max_length"}
+STORED_SNAPLEN: Final = 262144  # the pcap header of a stored export: capture.snaplen's largest
 EXPORT_FORMATS: Final = {
     "pcap": "application/vnd.tcpdump.pcap",
     "csv": "text/csv; charset=utf-8",
@@ -141,7 +144,10 @@ async def export_packets(request: Request) -> Response:
     fmt = query.get("format", "pcap")
     if fmt not in EXPORT_FORMATS:
         raise ApiError(400, "BAD_REQUEST", "format must be pcap, csv or json")
-    flt = query_filter(query, ("format", "limit", "before", "after"))
+    flt = query_filter(query, ("format", "limit", "before", "after", "from", "to"))
+    from_ns, to_ns = parse_time("from", query.get("from")), parse_time("to", query.get("to"))
+    if from_ns is not None or to_ns is not None:
+        return await _export_stored(ctx, fmt, flt, from_ns, to_ns, query)
     ring = ctx.hub.ring
     limit = _optional_int(query, "limit", 1) or ring.capacity
     first, last = ringscan.bounds(ring, _optional_int(query, "after"),
@@ -159,10 +165,64 @@ async def export_packets(request: Request) -> Response:
         stream = export.csv_stream(chunks)
     else:
         stream = export.json_stream(chunks)
+    return StreamingResponse(stream, media_type=EXPORT_FORMATS[fmt], headers=_download(fmt))
+
+
+def _download(fmt: str) -> dict[str, str]:
     stamp = dt.datetime.fromtimestamp(time.time(), dt.UTC).strftime("%Y%m%d-%H%M%S")
     name = f"leireye-{stamp}.{fmt}"
-    headers = {"Content-Disposition": f'attachment; filename="{name}"', "Cache-Control": "no-store"}
+    return {"Content-Disposition": f'attachment; filename="{name}"', "Cache-Control": "no-store"}
+
+
+async def _export_stored(
+    ctx: ApiContext,
+    fmt: str,
+    flt: PacketFilter,
+    from_ns: int | None,
+    to_ns: int | None,
+    query: Mapping[str, str],
+) -> Response:
+    """An export of a time range: whole frames from the packet store, oldest first (with
+    `limit`: the first `limit`), decoded again to filter them (`storeread`). The headers say
+    where the store begins (`X-LeirEye-Store-Oldest`) and whether retention has already cut
+    the range's start (`X-LeirEye-Past-Retention: true`)."""
+    store = ctx.packet_store
+    if store is None:
+        raise ApiError(409, "CONFLICT", "An export by time needs the packet store (store.enabled)")
+    limit = _optional_int(query, "limit", 1)
+    after, before = _optional_int(query, "after"), _optional_int(query, "before")
+    low, high = from_ns or 0, to_ns or 2**63 - 1
+    oldest = await run_in_threadpool(store.oldest)
+    headers = _download(fmt)
+    headers["X-LeirEye-Past-Retention"] = "true" if oldest is None or low < oldest else "false"
+    if oldest is not None:
+        headers["X-LeirEye-Store-Oldest"] = iso_ms(oldest)
+    batches = _first(storeread.between(store, low, high, flt, before=before, after=after), limit)
+    stream: Iterator[bytes]
+    if fmt == "pcap":
+        dlt = ctx.hub.status.linktype if ctx.hub.status else 1
+        linktype = pcapfile.file_linktype(dlt)
+        frames = ((b.records["ts_ns"], b.records["wire_len"], b.frames) for b in batches
+                  if b.linktype == linktype)  # fmt: skip
+        stream = pcapfile.pcap_chunks(frames, linktype, STORED_SNAPLEN)
+    else:
+        rows = ((b.records, None) for b in batches)
+        stream = export.csv_stream(rows) if fmt == "csv" else export.json_stream(rows)
     return StreamingResponse(stream, media_type=EXPORT_FORMATS[fmt], headers=headers)
+
+
+def _first(
+    batches: Iterator[storeread.StoredBatch], limit: int | None
+) -> Iterator[storeread.StoredBatch]:
+    if limit is None:
+        yield from batches
+        return
+    for batch in batches:
+        if len(batch.records) >= limit:
+            yield storeread.StoredBatch(batch.linktype, batch.records[:limit], batch.frames[:limit])
+            return
+        limit -= len(batch.records)
+        yield batch
 
 
 def _linktype(ring: ringscan.RingView, first: int, last: int, default: int) -> int:
