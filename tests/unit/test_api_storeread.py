@@ -145,3 +145,23 @@ def test_a_range_export_needs_the_store(tmp_path: Any) -> None:
         assert_error(reply, 409, "CONFLICT")
     finally:
         s.close()
+
+
+def test_the_packet_list_of_a_time_range_pages_through_the_store(
+    sensor: InProcessSensor, get: Callable[..., Reply]
+) -> None:
+    everything = f"from={seconds(TS[1])}&to={seconds(TS[WRITTEN])}&protocol=tcp"
+    tcp = [i for i in range(1, WRITTEN + 1) if sensor.record(i)["proto"] == Proto.TCP]
+    seen: list[int] = []
+    after = ""
+    while True:
+        page = get(f"/api/capture/packets?{everything}&limit=40{after}", "vic").json
+        assert page["source"] == "store" and page["past_retention"] is False
+        seen += [p["id"] for p in page["packets"]]
+        if page["next_after"] is None:
+            break
+        after = f"&after={page['next_after']}"
+    assert seen == tcp
+    first = get(f"/api/capture/packets?from={seconds(TS[1])}&to={seconds(TS[1])}", "vic").json
+    assert first["packets"][0]["id"] == 1 and first["count"] == 1
+    assert first["packets"][0]["length"] == len(sensor.frames[1])

@@ -16,6 +16,8 @@ from starlette.routing import Route
 
 from leireye.capture import pcapfile
 from leireye.decode.detail import describe_frame, hex_dump
+from leireye.record import RECORD_DTYPE
+from leireye.store.reader import PacketStore
 from leireye.web import export
 from leireye.web.api import ringscan, storeread
 from leireye.web.api.context import ApiContext, context, path_int, require
@@ -70,12 +72,20 @@ async def list_packets(request: Request) -> Response:
     require(request)
     ctx = context(request)
     query = request.query_params
-    flt = query_filter(query, ("limit", "before", "after"))
+    flt = query_filter(query, ("limit", "before", "after", "from", "to"))
     most = ctx.config.limits.api_packets_max
     limit = _optional_int(query, "limit", 1) or min(100, most)
     if limit > most:
         raise ApiError(400, "BAD_REQUEST", f"limit must be at most {most}")
     after, before = _optional_int(query, "after"), _optional_int(query, "before")
+    from_ns, to_ns = parse_time("from", query.get("from")), parse_time("to", query.get("to"))
+    if from_ns is not None or to_ns is not None:
+        store = ctx.packet_store
+        if store is None:
+            raise ApiError(409, "CONFLICT", "A time range needs the packet store (store.enabled)")
+        low, high = from_ns or 0, to_ns or 2**63 - 1
+        body = await run_in_threadpool(_stored_list_body, store, flt, limit, low, high, after)
+        return Response(body, media_type="application/json")
     body = await ringscan.run(_list_body, ctx.hub.ring, flt, limit, after, before)
     return Response(body, media_type="application/json")
 
@@ -94,6 +104,30 @@ def _list_body(
         f'{{"packets":[{items}],"count":{len(records)},'
         f'"oldest_id":{ring.oldest_id},"newest_id":{ring.write_seq},'
         f'"next_before":{"null" if next_before is None else next_before}}}'
+    )
+
+
+def _stored_list_body(
+    store: PacketStore, flt: PacketFilter, limit: int, low: int, high: int, after: int | None
+) -> str:
+    """A page of a time range from the packet store, oldest first (in a thread)."""
+    found: list[np.ndarray] = []
+    held = 0
+    for batch in storeread.between(store, low, high, flt, after=after):
+        found.append(batch.records[: limit - held])
+        held += len(found[-1])
+        if held >= limit:
+            break
+    records = np.concatenate(found) if found else np.zeros(0, dtype=RECORD_DTYPE)
+    items = ",".join(packet_data(m) for m in PacketEncoder().encode(records))
+    oldest = store.oldest()
+    next_after = int(records["seq"][-1]) if len(records) == limit else None
+    oldest_text = "null" if oldest is None else f'"{iso_ms(oldest)}"'
+    return (
+        f'{{"packets":[{items}],"count":{len(records)},"source":"store",'
+        f'"store_oldest":{oldest_text},'
+        f'"past_retention":{"true" if oldest is None or low < oldest else "false"},'
+        f'"next_after":{"null" if next_after is None else next_after}}}'
     )
 
 
