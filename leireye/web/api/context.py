@@ -52,8 +52,7 @@ class ApiContext:
             rows_max=config.history.query_rows_max,
         )
         control = ControlClient(socket_path(config.state_dir))
-        store = PacketStore(config.store_dir) if config.store.enabled else None
-        return cls(config, hub, hub.authenticator, control, history, live_flows, store)
+        return cls(config, hub, hub.authenticator, control, history, live_flows, hub.packet_store)
 
 
 def context(request: Request) -> ApiContext:

@@ -18,8 +18,8 @@ from leireye.capture import pcapfile
 from leireye.decode.detail import describe_frame, hex_dump
 from leireye.record import RECORD_DTYPE
 from leireye.store.reader import PacketStore
-from leireye.web import export
-from leireye.web.api import ringscan, storeread
+from leireye.web import export, storeread
+from leireye.web.api import ringscan
 from leireye.web.api.context import ApiContext, context, path_int, require
 from leireye.web.api.errors import ApiError
 from leireye.web.api.stream import parse_time
