@@ -6,6 +6,7 @@ whole (no gaps) from the store."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import io
 import random
@@ -14,6 +15,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import dpkt
 import pytest
@@ -25,6 +27,7 @@ from tests.integration.test_store import wait_written
 from tests.netns import VethPair, inject_frames, skip_unless_root, udp_frame, veth_pair
 from tests.sensor import Sensor
 from tests.waiting import wait_for
+from tests.wsclient import client, recv, recv_type, run, send
 
 pytestmark = [pytest.mark.root, skip_unless_root]
 UDP_PORT, TCP_PORT = 9998, 9997
@@ -142,5 +145,73 @@ def test_detail_export_and_follow_stream_read_whole_frames_from_the_store(
                           f"&direction={direction}")  # fmt: skip
             assert raw.status == 200 and raw.headers["x-stream-gap-bytes"] == "0"
             assert hashlib.sha256(raw.body).digest() == hashlib.sha256(sent).digest()
+    finally:
+        sensor.kill()
+
+
+async def _resume(url: str, since: int, from_store: bool, live: list[bytes], ns: str, ifname: str,
+                  want: int) -> list[dict[str, Any]]:  # fmt: skip
+    """Subscribe with `since`, send `live` frames while the replay runs; every message until
+    `want` packets came."""
+    got: list[dict[str, Any]] = []
+    async with client(url) as ws:
+        options = {"from_store": True} if from_store else {}
+        await send(ws, type="subscribe", channel="packets", since=since, options=options,
+                   filters={"port": UDP_PORT})  # fmt: skip
+        await recv_type(ws, "subscribed")
+        sending = asyncio.create_task(
+            asyncio.to_thread(inject_frames, ifname, live, ns=ns, interval=0.0005)
+        )
+        count = 0
+        while count < want:
+            message = await recv(ws, 30)
+            if message["type"] in ("packet", "dropped"):
+                got.append(message)
+                count += message["type"] == "packet"
+        await sending
+    return got
+
+
+def test_a_websocket_resume_past_the_ring_comes_from_the_store_then_live(
+    pair: VethPair, tmp_path: Path
+) -> None:
+    sensor = Sensor(
+        tmp_path, "--interface", pair.host_if, "--bpf", f"udp and dst port {UDP_PORT}",
+        config="ring: {capacity: 1024}\nstore: {max_gb: 1, file_mb: 4}\n", users=USERS,
+    )  # fmt: skip
+    try:
+        status = sensor.status()
+        sensor.wait_capturing(status)
+        rng = random.Random(16)
+
+        def frames(n: int, base: int) -> list[bytes]:
+            return [udp_frame(pair, 30000, UDP_PORT, (base + i).to_bytes(4, "big")
+                              + rng.randbytes(rng.choice([10, 300, 1400])))
+                    for i in range(n)]  # fmt: skip
+
+        old = frames(3000, 0)
+        inject_frames(pair.ns_if, old, ns=pair.ns, interval=0.0002)
+        wait_for(lambda: status.read().packets_captured >= len(old), 60, "the capture")
+        wait_written(sensor, len(old))
+        http = Http(sensor.web_port())
+        login = http.post("/api/auth/login", {"username": "ana", "password": "analyst-pass-3"})
+        url = f"ws://127.0.0.1:{sensor.web_port()}/ws/capture?token={login.json['access_token']}"
+
+        live = frames(300, 3000)
+        got = run(_resume(url, 0, True, live, pair.ns, pair.ns_if, len(old) + len(live)))
+        assert [m for m in got if m["type"] != "packet"] == []  # nothing dropped
+        ids = [m["data"]["id"] for m in got]
+        wait_written(sensor, len(old) + len(live))
+        stored = [f.id for f in PacketStore(sensor.state_dir / "store").between(0, 2**63 - 1)]
+        assert ids == stored  # every packet once, in order, the old ones and the live ones
+        assert status.read().kernel_drops == 0
+
+        # Without from_store: what the ring no longer holds is reported, as documented.
+        more = frames(100, 3300)
+        plain = run(_resume(url, 0, False, more, pair.ns, pair.ns_if, 1024 + len(more)))
+        first = plain[0]
+        assert (first["type"], first["reason"]) == ("dropped", "resume") and first["count"] > 0
+        plain_ids = [m["data"]["id"] for m in plain[1:]]
+        assert plain_ids == sorted(set(plain_ids)) and plain_ids[0] > ids[0]
     finally:
         sensor.kill()
