@@ -165,3 +165,22 @@ def test_the_packet_list_of_a_time_range_pages_through_the_store(
     first = get(f"/api/capture/packets?from={seconds(TS[1])}&to={seconds(TS[1])}", "vic").json
     assert first["packets"][0]["id"] == 1 and first["count"] == 1
     assert first["packets"][0]["length"] == len(sensor.frames[1])
+
+
+def test_a_browser_download_with_a_ticket_instead_of_the_header(
+    sensor: InProcessSensor, get: Callable[..., Reply]
+) -> None:
+    def ticket(user: str) -> str:
+        reply = sensor.http("POST", "/api/auth/ticket", token=sensor.token(user))
+        assert reply.status == 200, reply.body
+        value: str = reply.json["ticket"]
+        return value
+
+    everything = f"from={seconds(TS[1])}&to={seconds(TS[WRITTEN])}"
+    once = ticket("ana")
+    reply = sensor.http("GET", f"/api/export/packets?format=pcap&{everything}&ticket={once}")
+    assert digest(pcap_frames(reply)) == digest([sensor.frames[i] for i in range(1, WRITTEN + 1)])
+    again = sensor.http("GET", f"/api/export/packets?format=pcap&{everything}&ticket={once}")
+    assert_error(again, 401, "INVALID_TOKEN")  # a ticket works once
+    viewer = sensor.http("GET", f"/api/export/packets?ticket={ticket('vic')}")
+    assert_error(viewer, 403, "FORBIDDEN")

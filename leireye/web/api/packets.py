@@ -20,7 +20,14 @@ from leireye.record import RECORD_DTYPE
 from leireye.store.reader import PacketStore
 from leireye.web import export, storeread
 from leireye.web.api import ringscan
-from leireye.web.api.context import ApiContext, context, path_int, require
+from leireye.web.api.context import (
+    ApiContext,
+    context,
+    path_int,
+    redeem_ticket,
+    require,
+    require_or_ticket,
+)
 from leireye.web.api.errors import ApiError
 from leireye.web.api.stream import parse_time
 from leireye.web.encode import PacketEncoder, encode_packets, iso_ms, packet_data
@@ -172,13 +179,17 @@ async def packet_detail(request: Request) -> Response:
 
 
 async def export_packets(request: Request) -> Response:
-    require(request, "ANALYST")
     ctx = context(request)
     query = request.query_params
+    ticket = query.get("ticket")
+    if ticket is not None and request.headers.get("authorization") is None:
+        require_or_ticket(request, await redeem_ticket(ctx, ticket), "ANALYST")
+    else:
+        require(request, "ANALYST")
     fmt = query.get("format", "pcap")
     if fmt not in EXPORT_FORMATS:
         raise ApiError(400, "BAD_REQUEST", "format must be pcap, csv or json")
-    flt = query_filter(query, ("format", "limit", "before", "after", "from", "to"))
+    flt = query_filter(query, ("format", "limit", "before", "after", "from", "to", "ticket"))
     from_ns, to_ns = parse_time("from", query.get("from")), parse_time("to", query.get("to"))
     if from_ns is not None or to_ns is not None:
         return await _export_stored(ctx, fmt, flt, from_ns, to_ns, query)
