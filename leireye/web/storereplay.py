@@ -13,10 +13,11 @@ drops ids at or below the last one it queued, so no id is ever sent twice.
 
 The rate is bounded (`limits.store_replay_pps` per connection, a token bucket that holds at
 most one second's worth), and so is each step (`CHUNK` ids, and never more than the outbox takes
-now): a replay of an hour costs the worker's event loop a few milliseconds per step, not the
-hour. Ids the store no longer holds (retention, or frames the store lost) are counted once, as
-the ring's are, in one `dropped` `resume` notice each time some are found missing; ids the store
-has not written yet (it runs a little behind the capture) are waited for.
+now): a replay of an hour costs the worker's event loop at most one chunk's work per step
+(~20 µs a packet, ~5 ms for a chunk: `benchmarks/bench_store_read.py`), not the hour. Ids
+the store no longer holds (retention, or frames the store lost) are counted once, as the ring's
+are, in one `dropped` `resume` notice each time some are found missing; ids the store has not
+written yet (it runs a little behind the capture) are waited for.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from leireye.web.encode import encode_packets
 from leireye.web.frames import PacketRun
 from leireye.web.storeread import records_of
 
-CHUNK: Final = 512
+CHUNK: Final = 256
 
 
 class ReplayTarget(Protocol):
