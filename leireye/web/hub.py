@@ -394,10 +394,11 @@ class Hub:
         flt = session.filter
         margin = max(1, self.ring.capacity // 4)
         if flt is not None and session.replaying:
-            if not replay.done(self.ring.oldest_id, self.reader.cursor, margin):
+            now = time.monotonic()
+            if not replay.done(self.ring.oldest_id, self.reader.cursor, margin, now):
                 newest = replay.store.info().newest_id
-                replay.step(session, flt.mask, newest, time.monotonic())
-            if not replay.done(self.ring.oldest_id, self.reader.cursor, margin):
+                replay.step(session, flt.mask, newest, now)
+            if not replay.done(self.ring.oldest_id, self.reader.cursor, margin, now):
                 conn.wake.set()
                 return False
             conn.replay = self.ring.reader(min(replay.next_id, self.reader.cursor))

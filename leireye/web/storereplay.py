@@ -17,7 +17,9 @@ now): a replay of an hour costs the worker's event loop at most one chunk's work
 (~20 µs a packet, ~5 ms for a chunk: `benchmarks/bench_store_read.py`), not the hour. Ids
 the store no longer holds (retention, or frames the store lost) are counted once, as the ring's
 are, in one `dropped` `resume` notice each time some are found missing; ids the store has not
-written yet (it runs a little behind the capture) are waited for.
+written yet (it runs a little behind the capture) are waited for, up to `STALL_S`: a store that
+stopped (a full disk) must not hold a client back from live for ever, so then the ring replay
+takes over where the store stopped and counts what neither holds.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from leireye.web.frames import PacketRun
 from leireye.web.storeread import records_of
 
 CHUNK: Final = 256
+STALL_S: Final = 5.0
 
 
 class ReplayTarget(Protocol):
@@ -57,19 +60,28 @@ class StoreReplay:
         self.pps = pps
         self._tokens = float(min(pps, CHUNK))
         self._at = now
+        self._waiting: float | None = None  # since when the store has had nothing new for us
 
     def _budget(self, now: float) -> int:
         self._tokens = min(float(self.pps), self._tokens + max(0.0, now - self._at) * self.pps)
         self._at = now
         return int(self._tokens)
 
-    def done(self, ring_oldest: int, cursor: int, margin: int) -> bool:
-        """Whether the ring can take over at `next_id`: well inside the ring, or caught up."""
+    def done(self, ring_oldest: int, cursor: int, margin: int, now: float) -> bool:
+        """Whether the ring takes over at `next_id`: well inside the ring, caught up, or the
+        store has had nothing new for `STALL_S`."""
+        if self._waiting is not None and now - self._waiting > STALL_S:
+            return True
         return self.next_id >= min(ring_oldest + margin, cursor)
 
     def step(self, target: ReplayTarget, flt_mask: _Mask, newest_stored: int, now: float) -> int:
         """Deliver the next chunk the budget, the outbox and the store allow; the ids covered.
         `newest_stored`: the newest id the store holds (ids above it are waited for)."""
+        if newest_stored < self.next_id:
+            if self._waiting is None:
+                self._waiting = now
+            return 0
+        self._waiting = None
         n = min(CHUNK, self._budget(now), target.outbox_room(), newest_stored - self.next_id + 1)
         if n <= 0 or not target.replaying:
             return 0

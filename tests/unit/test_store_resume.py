@@ -138,7 +138,7 @@ class Target:
 def test_the_store_replay_keeps_to_its_rate_and_counts_what_the_store_lost(
     sensor: InProcessSensor,
 ) -> None:
-    from leireye.web.storereplay import StoreReplay
+    from leireye.web.storereplay import STALL_S, StoreReplay
 
     sensor.store(MIXED.linktype, 1, MIXED.ts_ns[:100], MIXED.frames[:100])
     sensor.store(MIXED.linktype, 151, MIXED.ts_ns[100:200], MIXED.frames[100:200])  # 101..150 lost
@@ -156,3 +156,5 @@ def test_the_store_replay_keeps_to_its_rate_and_counts_what_the_store_lost(
     assert replay.step(target, everything, 250, now=100.0) == 100
     assert target.ids == list(range(1, 101)) + list(range(151, 251))
     assert replay.step(target, everything, 250, now=200.0) == 0  # the store has no more yet
+    assert not replay.done(10**6, 10**6, 64, now=200.0)
+    assert replay.done(10**6, 10**6, 64, now=200.0 + STALL_S + 1)  # a stopped store: the ring
