@@ -241,6 +241,9 @@ class LimitsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     api_packets_max: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 1000
     # Follow Stream (GET /api/stream): the most payload bytes one answer carries.
     follow_max_bytes: Annotated[int, msgspec.Meta(ge=1024, le=1 << 30)] = 16 << 20
+    # WebSocket resume from the packet store (`options.from_store`): the most stored packets
+    # per second one connection is replayed (read, decoded and filtered) before it joins live.
+    store_replay_pps: Annotated[int, msgspec.Meta(ge=100, le=10_000_000)] = 20_000
 
 
 class HistoryConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

@@ -41,10 +41,12 @@ from leireye.control.server import ControlServer, socket_path
 from leireye.decode.decode import decode_batch
 from leireye.flows.view import FlowView
 from leireye.ring import Ring, RingLayout, RingWriter
+from leireye.ring.frames import FrameAppender, FrameReader, FrameSegment, segment_size
 from leireye.ring.segments import SegmentNames, close_and_unlink
 from leireye.ring.status import CaptureState, CaptureStatus, StatusBlock
 from leireye.stats.accumulator import StatsAccumulator
 from leireye.stats.series import StatsSeries
+from leireye.store.writer import StoreFiles
 from leireye.supervisor import Supervisor
 from leireye.web.api.context import ApiContext
 from leireye.web.app import build_app
@@ -184,6 +186,22 @@ class InProcessSensor:
         self._records.append(records)
         self.frames.update(zip(ids, chosen, strict=True))
         return ids
+
+    def store(self, linktype: int, first_id: int, ts_ns: list[int], frames: list[bytes]) -> None:
+        """Write `frames` (ids from `first_id`) whole into the packet store's directory, as the
+        store writer does (`StoreFiles`, through a frame segment), as run 1."""
+        size = max(1 << 20, 2 * sum(len(f) + 64 for f in frames))
+        segment = FrameSegment.over(bytearray(segment_size(size)), size)
+        FrameAppender(segment, linktype, 262144).append(
+            first_id, ts_ns, [len(f) for f in frames], frames
+        )
+        self.config.store_dir.mkdir(parents=True, exist_ok=True)
+        files = StoreFiles(
+            self.config.store_dir, run=1, file_bytes=1 << 30, file_s=3600.0,
+            max_bytes=1 << 40, max_age_s=1e9,
+        )  # fmt: skip
+        files.write(0, FrameReader(segment, 1).read(), linktype, 262144)
+        files.close()
 
     def record(self, packet_id: int) -> np.void:
         """The record the decoder made for the frame written under `packet_id`."""

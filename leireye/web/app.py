@@ -23,11 +23,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from leireye.accounts.principal import AuthFailure, Principal
-from leireye.control.client import ControlError
-from leireye.control.protocol import RedeemTicket
 from leireye.web import console
 from leireye.web.api import accounts, capture, flows, hosts, packets, stats, stream
-from leireye.web.api.context import ApiContext, require
+from leireye.web.api.context import ApiContext, redeem_ticket, require
 from leireye.web.api.errors import EXCEPTION_HANDLERS
 from leireye.web.guard import RequestGuard, machine_names
 from leireye.web.hosts import HostPolicy
@@ -54,22 +52,7 @@ def build_app(api: ApiContext) -> Starlette:
         return JSONResponse(hub.health(), status_code=code)
 
     async def redeem(ticket: str) -> Principal | AuthFailure:
-        if not hub.tickets.admit(ticket, hub.clock()):  # forged, expired or seen here before
-            return AuthFailure("bad ticket")
-        try:
-            grant = await api.control.call(RedeemTicket(ticket))
-        except ControlError as exc:
-            log.info("WebSocket ticket refused: %s", exc.detail)
-            return AuthFailure("bad ticket")
-        assert isinstance(grant, dict)
-        user = api.authenticator.users.get(int(grant["user_id"]))
-        if user is None or user.generation != grant["generation"]:
-            return AuthFailure("unknown user")
-        expires = float(grant["session_expires_at"])
-        return Principal(
-            id=user.id, username=user.username, role=user.role, expires_at=expires,
-            generation=user.generation,
-        )  # fmt: skip
+        return await redeem_ticket(api, ticket)
 
     async def capture_socket(websocket: WebSocket) -> None:
         scheme = "https" if websocket.url.scheme == "wss" else "http"

@@ -65,6 +65,7 @@ from leireye.ring.shardstatus import StatusSet
 from leireye.ring.status import CaptureState, CaptureStatus
 from leireye.stats.layout import StatsSnapshot
 from leireye.stats.series import StatsSeries
+from leireye.store.reader import PacketStore
 from leireye.web.clock import WallClock
 from leireye.web.encode import encode_packets
 from leireye.web.filters import PacketFilter
@@ -73,6 +74,7 @@ from leireye.web.frames import PacketRun
 from leireye.web.registry import ConnectionRegistry
 from leireye.web.session import Session
 from leireye.web.statusview import capture_view
+from leireye.web.storereplay import StoreReplay
 from leireye.web.storeview import StoreView
 
 log = logging.getLogger("leireye.web")
@@ -88,6 +90,7 @@ class Connection:
     session: Session
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     replay: PacketReader | None = None
+    from_store: StoreReplay | None = None  # a resume read from the packet store first
     sent: int = 0  # messages sent (counted by the shell's send loop)
     # Called when the session may have subscribed to packets (the hub starts reading the ring).
     on_subscribe: Callable[[], None] = lambda: None
@@ -118,6 +121,8 @@ class Hub:
         self.status_block = status
         self.stats_series = stats
         self.store = StoreView.of(ring)  # the packet store writer's status
+        # The packet store's reader (resume with `options.from_store`); None: store off.
+        self.packet_store = PacketStore(config.store_dir) if config.store.enabled else None
         self.registry = registry
         self.authenticator = authenticator
         self.tickets = tickets
@@ -384,8 +389,16 @@ class Hub:
         session = conn.session
         if session.resume_from is not None:  # a (new) `since`: start over from there
             start = max(1, session.resume_from + 1)
-            conn.replay = self.ring.reader(min(start, self.reader.cursor))
+            conn.replay = conn.from_store = None
+            store = self.packet_store
+            if session.from_store and store is not None and start < self.ring.oldest_id:
+                pps = self.config.limits.store_replay_pps
+                conn.from_store = StoreReplay(store, start, pps, time.monotonic())
+            else:
+                conn.replay = self.ring.reader(min(start, self.reader.cursor))
             session.resume_from = None
+        if conn.from_store is not None and not self._advance_store_replay(conn):
+            return
         replay = conn.replay
         if replay is None:
             return
@@ -410,6 +423,25 @@ class Hub:
             conn.replay = None
             session.replay_done()
         conn.wake.set()
+
+    def _advance_store_replay(self, conn: Connection) -> bool:
+        """Feed the session from the packet store (`storereplay.py`); True when the ring
+        replay has taken over (`conn.replay`)."""
+        replay, session = conn.from_store, conn.session
+        assert replay is not None
+        flt = session.filter
+        margin = max(1, self.ring.capacity // 4)
+        if flt is not None and session.replaying:
+            now = time.monotonic()
+            if not replay.done(self.ring.oldest_id, self.reader.cursor, margin, now):
+                newest = replay.store.info().newest_id
+                replay.step(session, flt.mask, newest, now)
+            if not replay.done(self.ring.oldest_id, self.reader.cursor, margin, now):
+                conn.wake.set()
+                return False
+            conn.replay = self.ring.reader(min(replay.next_id, self.reader.cursor))
+        conn.from_store = None
+        return True
 
     def health(self) -> dict[str, Any]:
         """`GET /health` for a caller with a token (a stranger only gets `status`)."""

@@ -81,20 +81,25 @@ def clamp_interval(ms: int, limits: LimitsConfig) -> int:
     return min(max(ms, limits.stats_interval_min_ms), limits.stats_interval_max_ms)
 
 
-def packets_options(options: dict[str, Any]) -> tuple[bool, str] | ProtocolError:
-    """The `batch` flag (default false) and the `format` (default "json") of a packets
-    subscription; "columns" (binary batches) is always batched."""
-    unknown = _unknown(options, "batch", "format")
+def packets_options(options: dict[str, Any]) -> tuple[bool, str, bool] | ProtocolError:
+    """The `batch` flag (default false), the `format` (default "json") and the `from_store`
+    flag (default false: a `since` older than the ring is served from the packet store) of a
+    packets subscription; "columns" (binary batches) is always batched."""
+    unknown = _unknown(options, "batch", "format", "from_store")
     if unknown is not None:
         return unknown
     batch = options.get("batch", False)
     if not isinstance(batch, bool):
         return ProtocolError(ErrorCode.INVALID_OPTION, "batch must be true or false", "batch")
+    from_store = options.get("from_store", False)
+    if not isinstance(from_store, bool):
+        text = "from_store must be true or false"
+        return ProtocolError(ErrorCode.INVALID_OPTION, text, "from_store")
     fmt = options.get("format", FORMAT_JSON)
     if fmt not in (FORMAT_JSON, FORMAT_COLUMNS):
         text = f"format must be {FORMAT_JSON!r} or {FORMAT_COLUMNS!r}"
         return ProtocolError(ErrorCode.INVALID_OPTION, text, "format")
-    return batch or fmt == FORMAT_COLUMNS, fmt
+    return batch or fmt == FORMAT_COLUMNS, fmt, from_store
 
 
 def flow_data(flow: Flow, start: str | None = None, last: str | None = None) -> FlowData:

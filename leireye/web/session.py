@@ -40,7 +40,9 @@ some (the client gets one `dropped` notice before the packets that follow), pass
 `deliver`, and calls `replay_done()` when it reaches its live cursor; only then does it deliver
 live packets to the session. Ids at or below the last one queued are dropped on the way in, so an
 overlap between replay and live never duplicates a packet. A new `subscribe` with `since` during
-a replay sets `resume_from` again: the hub should restart the replay from there.
+a replay sets `resume_from` again: the hub should restart the replay from there. With
+`options.from_store` (`from_store`), the hub feeds the part the ring no longer holds from the
+packet store first (`storereplay.py`), through the same two ends.
 """
 
 from __future__ import annotations
@@ -144,6 +146,7 @@ class Session:
         self.batch_mode = False
         self.columns = False  # `format: "columns"`: binary batches (`columns.py`)
         self.resume_from: int | None = None  # a `since` for the hub to take (see above)
+        self.from_store = False  # `options.from_store`: a `since` past the ring from the store
         self.replaying = False  # from `subscribe` with `since` until `replay_done()`
         self.stream_lost = 0  # ring records this stream skipped (overwritten first)
         self._last_id = 0  # the highest packet id queued or passed over
@@ -414,7 +417,7 @@ class Session:
         if isinstance(options, ProtocolError):
             self._send(options.to_message())
             return
-        batch, fmt = options
+        batch, fmt, self.from_store = options
         since = message.since
         self.filter, self.batch_mode, self.columns = parsed, batch, fmt == FORMAT_COLUMNS
         self.resume_from, self.replaying = since, since is not None

@@ -165,7 +165,7 @@ def test_an_analyst_exports_the_filtered_packets(console: Console, udp_port: Por
     console.wait_rows_to(port, 4)
     console.driver.find_element(By.CSS_SELECTOR, "#export-format option[value=json]").click()
     console.click("#export-button")
-    console.wait(lambda d: "Saved" in console.text("#filter-message"), "the export to be saved")
+    console.wait(lambda d: "Downloading" in console.text("#filter-message"), "the download")
     saved = wait_for(lambda: list(console.downloads.glob("leireye-*.json")), 10, "the file")
     text = saved[0].read_text()
     assert text.count(f'"dst_port":{port}') == 4 or text.count(f'"dst_port": {port}') == 4

@@ -28,7 +28,7 @@ GROUPS = {
     " #user-role, #theme-toggle, #logout",
     "filter bar": "#filter-bar .field, #filter-apply, #filter-clear, #preset-select,"
     " #preset-save, #preset-delete, #filter-message, #pause, #order, #export-format,"
-    " #export-button",
+    " #export-button, #history-from, #history-to, #history-show",
     "panels": ".workspace > .chart-card, .packets-pane, .side > .card",
     "charts": ".chart-block, .chart-scale",
     "panel headings": ".side > .card h2 > *, .side .capture-row > *",

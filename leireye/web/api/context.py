@@ -3,6 +3,7 @@ two rules of every request — who may make it, and how its body is read."""
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from typing import Final, TypeVar
@@ -13,7 +14,8 @@ from starlette.requests import Request
 from leireye.accounts.principal import AuthFailure, Principal
 from leireye.accounts.tokens import Authenticator
 from leireye.config import Config
-from leireye.control.client import ControlClient
+from leireye.control.client import ControlClient, ControlError
+from leireye.control.protocol import RedeemTicket
 from leireye.control.server import socket_path
 from leireye.flows.history import FlowHistory
 from leireye.flows.model import LiveFlows
@@ -23,6 +25,7 @@ from leireye.web.api.errors import ApiError
 from leireye.web.hub import Hub
 
 T = TypeVar("T")
+log = logging.getLogger("leireye.web")
 
 RANK: Final = {"VIEWER": 0, "ANALYST": 1, "ADMIN": 2}
 _BEARER: Final = {"WWW-Authenticate": "Bearer"}
@@ -52,8 +55,41 @@ class ApiContext:
             rows_max=config.history.query_rows_max,
         )
         control = ControlClient(socket_path(config.state_dir))
-        store = PacketStore(config.store_dir) if config.store.enabled else None
-        return cls(config, hub, hub.authenticator, control, history, live_flows, store)
+        return cls(config, hub, hub.authenticator, control, history, live_flows, hub.packet_store)
+
+
+async def redeem_ticket(ctx: ApiContext, ticket: str) -> Principal | AuthFailure:
+    """Who a ticket (`POST /api/auth/ticket`) was bought for: checked here (form, MAC,
+    expiry, not seen by this worker), then redeemed once by the supervisor."""
+    hub = ctx.hub
+    if not hub.tickets.admit(ticket, hub.clock()):  # forged, expired or seen here before
+        return AuthFailure("bad ticket")
+    try:
+        grant = await ctx.control.call(RedeemTicket(ticket))
+    except ControlError as exc:
+        log.info("ticket refused: %s", exc.detail)
+        return AuthFailure("bad ticket")
+    assert isinstance(grant, dict)
+    user = ctx.authenticator.users.get(int(grant["user_id"]))
+    if user is None or user.generation != grant["generation"]:
+        return AuthFailure("unknown user")
+    expires = float(grant["session_expires_at"])
+    return Principal(
+        id=user.id, username=user.username, role=user.role, expires_at=expires,
+        generation=user.generation,
+    )  # fmt: skip
+
+
+def require_or_ticket(request: Request, who: Principal | AuthFailure | None, role: str) -> None:
+    """`require`, or, for a download a browser makes itself (no header), the redeemed ticket
+    `who` of the request's `ticket` parameter."""
+    if who is None:
+        require(request, role)
+        return
+    if isinstance(who, AuthFailure):
+        raise ApiError(401, "INVALID_TOKEN", "Invalid, used or expired ticket", _BEARER)
+    if RANK.get(who.role, -1) < RANK[role]:
+        raise ApiError(403, "FORBIDDEN", f"This needs the {role} role (you are {who.role})")
 
 
 def context(request: Request) -> ApiContext:

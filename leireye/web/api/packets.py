@@ -9,15 +9,27 @@ from typing import Final
 
 import msgspec
 import numpy as np
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from leireye.capture import pcapfile
 from leireye.decode.detail import describe_frame, hex_dump
-from leireye.web import export
+from leireye.record import RECORD_DTYPE
+from leireye.store.reader import PacketStore
+from leireye.web import export, storeread
 from leireye.web.api import ringscan
-from leireye.web.api.context import context, path_int, require
+from leireye.web.api.context import (
+    ApiContext,
+    context,
+    path_int,
+    redeem_ticket,
+    require,
+    require_or_ticket,
+)
 from leireye.web.api.errors import ApiError
+from leireye.web.api.stream import parse_time
 from leireye.web.encode import PacketEncoder, encode_packets, iso_ms, packet_data
 from leireye.web.filters import FilterError, PacketFilter, parse_filters
 
@@ -26,6 +38,7 @@ FILTER_KEYS: Final = (
     "max_length",
 )  # fmt: skip
 _INT_KEYS: Final = {"port", "src_port", "dst_port", "min_length", "max_length"}
+STORED_SNAPLEN: Final = 262144  # the pcap header of a stored export: capture.snaplen's largest
 EXPORT_FORMATS: Final = {
     "pcap": "application/vnd.tcpdump.pcap",
     "csv": "text/csv; charset=utf-8",
@@ -66,12 +79,20 @@ async def list_packets(request: Request) -> Response:
     require(request)
     ctx = context(request)
     query = request.query_params
-    flt = query_filter(query, ("limit", "before", "after"))
+    flt = query_filter(query, ("limit", "before", "after", "from", "to"))
     most = ctx.config.limits.api_packets_max
     limit = _optional_int(query, "limit", 1) or min(100, most)
     if limit > most:
         raise ApiError(400, "BAD_REQUEST", f"limit must be at most {most}")
     after, before = _optional_int(query, "after"), _optional_int(query, "before")
+    from_ns, to_ns = parse_time("from", query.get("from")), parse_time("to", query.get("to"))
+    if from_ns is not None or to_ns is not None:
+        store = ctx.packet_store
+        if store is None:
+            raise ApiError(409, "CONFLICT", "A time range needs the packet store (store.enabled)")
+        low, high = from_ns or 0, to_ns or 2**63 - 1
+        body = await run_in_threadpool(_stored_list_body, store, flt, limit, low, high, after)
+        return Response(body, media_type="application/json")
     body = await ringscan.run(_list_body, ctx.hub.ring, flt, limit, after, before)
     return Response(body, media_type="application/json")
 
@@ -93,30 +114,63 @@ def _list_body(
     )
 
 
+def _stored_list_body(
+    store: PacketStore, flt: PacketFilter, limit: int, low: int, high: int, after: int | None
+) -> str:
+    """A page of a time range from the packet store, oldest first (in a thread)."""
+    found: list[np.ndarray] = []
+    held = 0
+    for batch in storeread.between(store, low, high, flt, after=after):
+        found.append(batch.records[: limit - held])
+        held += len(found[-1])
+        if held >= limit:
+            break
+    records = np.concatenate(found) if found else np.zeros(0, dtype=RECORD_DTYPE)
+    items = ",".join(packet_data(m) for m in PacketEncoder().encode(records))
+    oldest = store.oldest()
+    next_after = int(records["seq"][-1]) if len(records) == limit else None
+    oldest_text = "null" if oldest is None else f'"{iso_ms(oldest)}"'
+    return (
+        f'{{"packets":[{items}],"count":{len(records)},"source":"store",'
+        f'"store_oldest":{oldest_text},'
+        f'"past_retention":{"true" if oldest is None or low < oldest else "false"},'
+        f'"next_after":{"null" if next_after is None else next_after}}}'
+    )
+
+
 async def packet_detail(request: Request) -> Response:
     require(request, "ANALYST")
     packet_id = path_int(request, "packet_id")
-    ring = context(request).hub.ring
-    found = ring.get(packet_id)
-    if found is None:
+    ctx = context(request)
+    found = ctx.hub.ring.get(packet_id)
+    store = ctx.packet_store
+    stored = None
+    if store is not None and (found is None or len(found[1]) < int(found[0]["cap_len"])):
+        ts_ns = None if found is None else int(found[0]["ts_ns"])
+        stored = await run_in_threadpool(storeread.whole_frame, store, packet_id, ts_ns)
+    if stored is not None:
+        record = storeread.records_of([stored], stored.linktype)[0]
+        raw, linktype, source = stored.data, stored.linktype, "store"
+    elif found is not None:
+        record, raw = found
+        linktype, source = int(record["linktype"]), "ring"
+    else:
+        where = "the ring or the packet store" if store is not None else "the ring"
         raise ApiError(
-            404,
-            "NOT_FOUND",
-            f"Packet {packet_id} is not in the ring (overwritten, or not captured yet)",
+            404, "NOT_FOUND", f"Packet {packet_id} is not in {where} (gone, or not captured yet)"
         )
-    record, raw = found
     summary = packet_data(encode_packets(np.array([record]))[0])
-    linktype, wire_len = int(record["linktype"]), int(record["wire_len"])
-    layers = describe_frame(raw, linktype, wire_len)
+    wire_len = int(record["wire_len"])
     body = {
         "id": packet_id,
         "timestamp": iso_ms(int(record["ts_ns"])),
         "wire_length": wire_len,
-        "captured_length": int(record["cap_len"]),
+        "captured_length": len(raw) if stored is not None else int(record["cap_len"]),
         "stored_length": len(raw),
         "truncated": len(raw) < wire_len,
+        "source": source,
         "linktype": linktype,
-        "layers": layers,
+        "layers": describe_frame(raw, linktype, wire_len),
         "raw_hex": raw.hex(),
         "hex_dump": hex_dump(raw),
     }
@@ -125,13 +179,20 @@ async def packet_detail(request: Request) -> Response:
 
 
 async def export_packets(request: Request) -> Response:
-    require(request, "ANALYST")
     ctx = context(request)
     query = request.query_params
+    ticket = query.get("ticket")
+    if ticket is not None and request.headers.get("authorization") is None:
+        require_or_ticket(request, await redeem_ticket(ctx, ticket), "ANALYST")
+    else:
+        require(request, "ANALYST")
     fmt = query.get("format", "pcap")
     if fmt not in EXPORT_FORMATS:
         raise ApiError(400, "BAD_REQUEST", "format must be pcap, csv or json")
-    flt = query_filter(query, ("format", "limit", "before", "after"))
+    flt = query_filter(query, ("format", "limit", "before", "after", "from", "to", "ticket"))
+    from_ns, to_ns = parse_time("from", query.get("from")), parse_time("to", query.get("to"))
+    if from_ns is not None or to_ns is not None:
+        return await _export_stored(ctx, fmt, flt, from_ns, to_ns, query)
     ring = ctx.hub.ring
     limit = _optional_int(query, "limit", 1) or ring.capacity
     first, last = ringscan.bounds(ring, _optional_int(query, "after"),
@@ -149,10 +210,64 @@ async def export_packets(request: Request) -> Response:
         stream = export.csv_stream(chunks)
     else:
         stream = export.json_stream(chunks)
+    return StreamingResponse(stream, media_type=EXPORT_FORMATS[fmt], headers=_download(fmt))
+
+
+def _download(fmt: str) -> dict[str, str]:
     stamp = dt.datetime.fromtimestamp(time.time(), dt.UTC).strftime("%Y%m%d-%H%M%S")
     name = f"leireye-{stamp}.{fmt}"
-    headers = {"Content-Disposition": f'attachment; filename="{name}"', "Cache-Control": "no-store"}
+    return {"Content-Disposition": f'attachment; filename="{name}"', "Cache-Control": "no-store"}
+
+
+async def _export_stored(
+    ctx: ApiContext,
+    fmt: str,
+    flt: PacketFilter,
+    from_ns: int | None,
+    to_ns: int | None,
+    query: Mapping[str, str],
+) -> Response:
+    """An export of a time range: whole frames from the packet store, oldest first (with
+    `limit`: the first `limit`), decoded again to filter them (`storeread`). The headers say
+    where the store begins (`X-LeirEye-Store-Oldest`) and whether retention has already cut
+    the range's start (`X-LeirEye-Past-Retention: true`)."""
+    store = ctx.packet_store
+    if store is None:
+        raise ApiError(409, "CONFLICT", "An export by time needs the packet store (store.enabled)")
+    limit = _optional_int(query, "limit", 1)
+    after, before = _optional_int(query, "after"), _optional_int(query, "before")
+    low, high = from_ns or 0, to_ns or 2**63 - 1
+    oldest = await run_in_threadpool(store.oldest)
+    headers = _download(fmt)
+    headers["X-LeirEye-Past-Retention"] = "true" if oldest is None or low < oldest else "false"
+    if oldest is not None:
+        headers["X-LeirEye-Store-Oldest"] = iso_ms(oldest)
+    batches = _first(storeread.between(store, low, high, flt, before=before, after=after), limit)
+    stream: Iterator[bytes]
+    if fmt == "pcap":
+        dlt = ctx.hub.status.linktype if ctx.hub.status else 1
+        linktype = pcapfile.file_linktype(dlt)
+        frames = ((b.records["ts_ns"], b.records["wire_len"], b.frames) for b in batches
+                  if b.linktype == linktype)  # fmt: skip
+        stream = pcapfile.pcap_chunks(frames, linktype, STORED_SNAPLEN)
+    else:
+        rows = ((b.records, None) for b in batches)
+        stream = export.csv_stream(rows) if fmt == "csv" else export.json_stream(rows)
     return StreamingResponse(stream, media_type=EXPORT_FORMATS[fmt], headers=headers)
+
+
+def _first(
+    batches: Iterator[storeread.StoredBatch], limit: int | None
+) -> Iterator[storeread.StoredBatch]:
+    if limit is None:
+        yield from batches
+        return
+    for batch in batches:
+        if len(batch.records) >= limit:
+            yield storeread.StoredBatch(batch.linktype, batch.records[:limit], batch.frames[:limit])
+            return
+        limit -= len(batch.records)
+        yield batch
 
 
 def _linktype(ring: ringscan.RingView, first: int, last: int, default: int) -> int:

@@ -62,9 +62,18 @@ def parse_time(key: str, text: str | None) -> int | None:
     if text is None or text == "":
         return None
     try:
-        return int(float(text) * 1e9) if text[0].isdigit() and "-" not in text else _iso(text)
+        return _unix(text) if text[0].isdigit() and "-" not in text else _iso(text)
     except (ValueError, OverflowError):
         raise ApiError(400, "BAD_REQUEST", f"{key} must be ISO 8601 or Unix seconds") from None
+
+
+def _unix(text: str) -> int:
+    """Unix seconds to the nanosecond ("1795643042.695593001"), not through a float's 16
+    digits; other spellings of a number ("1e9") through a float."""
+    whole, _, frac = text.partition(".")
+    if whole.isdigit() and (frac == "" or frac.isdigit()):
+        return int(whole) * 1_000_000_000 + int((frac + "0" * 9)[:9])
+    return int(float(text) * 1e9)
 
 
 def _iso(text: str) -> int:

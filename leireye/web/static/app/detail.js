@@ -73,6 +73,8 @@ export class DetailPane {
     const meta = h('div', { class: 'detail-meta muted' },
       `${dateTime(detail.timestamp)} · ${count(detail.wire_length)} bytes on the wire`,
       detail.truncated ? ` · ${count(detail.stored_length)} stored` : '',
+      h('span', { class: 'detail-source', id: 'detail-source', 'data-source': detail.source ?? '' },
+        detail.source === 'store' ? ' · whole, from the packet store' : ' · from the ring'),
       this.#followButton());
     const hex = this.#hex(detail.raw_hex ?? '');
     this.#body.replaceChildren(

@@ -13,7 +13,7 @@ import { StatusView } from './status.js';
 import { CaptureControl } from './capture.js';
 import { UserAdmin } from './users.js';
 import { exportPackets } from './exporter.js';
-import { bytes, count } from './format.js';
+import { count, dateTime } from './format.js';
 import { PresetControl } from './presets.js';
 import { currentTheme, initTheme, toggleTheme } from './theme.js';
 import { NameCache } from './names.js';
@@ -130,6 +130,9 @@ function startConsole(user) {
   let isPaused = false;
   let olderBefore = null; // `before` for the next "load older" (null: no older match in the ring)
   let earlier = 0; // packets of the refill and the "load older" pages in the table
+  // While the table shows a past time range from the packet store: {from, to, nextAfter}
+  // (Unix seconds; the `after` of the next page, null at the end). Live packets are not shown.
+  let history = null;
 
   function onStatus(data) {
     status.status(data);
@@ -144,6 +147,7 @@ function startConsole(user) {
   }
 
   conn.on('packets', (all) => {
+    if (history) return; // the table shows the past; Live brings it back
     const list = flow ? all.filter((p) => matchesFlow(p, flow)) : all;
     received += list.length;
     if (isPaused) {
@@ -247,6 +251,12 @@ function startConsole(user) {
     paused.drain();
     flow = ofFlow;
     flowsView.setFilters(applied);
+    if (history) {
+      filterBar.show(applied);
+      history.nextAfter = null;
+      await loadHistory(history);
+      return;
+    }
     if (backfill) {
       const packets = flow ? backfill.packets.filter((p) => matchesFlow(p, flow)) : backfill.packets;
       store.push(packets.slice().reverse());
@@ -293,7 +303,74 @@ function startConsole(user) {
     $('#table-note-text').textContent = text;
   }
 
+  // History: a past time range from the packet store, the same filters, oldest first, in
+  // pages of BACKFILL (GET /api/capture/packets?from&to&after); Live returns to the stream.
+  function inputSeconds(el) {
+    const ms = new Date(el.value).getTime();
+    return Number.isFinite(ms) ? ms / 1000 : null;
+  }
+
+  async function showHistory() {
+    const from = inputSeconds($('#history-from'));
+    const to = inputSeconds($('#history-to'));
+    if (from === null || to === null || to < from) {
+      message('Choose a time range: From before To', 'error');
+      return;
+    }
+    history = { from, to, nextAfter: null };
+    $('#console').dataset.mode = 'history';
+    $('#history-live').hidden = false;
+    if (isPaused) togglePause();
+    closeDetail();
+    store.clear();
+    paused.drain();
+    table.emptyText = 'No packet of this time range matches.';
+    table.reset();
+    await loadHistory(history);
+  }
+
+  async function loadHistory(range) {
+    const first = range.nextAfter === null; // a first page replaces the table
+    const query = { ...conn.filters, from: range.from, to: range.to, limit: BACKFILL,
+      after: range.nextAfter };
+    let page;
+    try {
+      page = await session.request('GET', `/api/capture/packets${queryString(query)}`);
+    } catch (err) {
+      message(`Could not read the packet store: ${err.message}`, 'error');
+      return;
+    }
+    if (history !== range) return; // Live, or another range meanwhile
+    if (first) store.clear();
+    store.push(page.packets);
+    range.nextAfter = page.next_after ?? null;
+    table.invalidate();
+    const when = (s) => dateTime(new Date(s * 1000).toISOString());
+    const cut = page.past_retention
+      ? ` The store begins at ${page.store_oldest ? dateTime(page.store_oldest) : '(nothing stored)'}: the start of the range is gone.`
+      : '';
+    message(`History ${when(range.from)} – ${when(range.to)} · ${count(store.length)} packets from the packet store`);
+    $('#table-note').hidden = false;
+    $('#table-note-text').textContent = (range.nextAfter === null
+      ? `All ${count(store.length)} packets of this range are shown.`
+      : `The first ${count(store.length)} packets of this range are shown.`) + cut;
+    const button = $('#load-older');
+    button.hidden = range.nextAfter === null || store.length >= store.capacity;
+    button.textContent = `Load ${count(BACKFILL)} more`;
+  }
+
+  function showLive() {
+    history = null;
+    delete $('#console').dataset.mode;
+    $('#history-live').hidden = true;
+    applyFilters(conn.filters);
+  }
+
   async function loadOlder() {
+    if (history) {
+      if (history.nextAfter !== null) await loadHistory(history);
+      return;
+    }
     if (olderBefore === null) return;
     const button = $('#load-older');
     button.disabled = true;
@@ -374,8 +451,9 @@ function startConsole(user) {
     button.disabled = true;
     message(`Exporting ${format}…`);
     try {
-      const { name, size } = await exportPackets(session, format, conn.filters);
-      message(`Saved ${name} (${bytes(size)})`);
+      const range = history ? { from: history.from, to: history.to } : null;
+      await exportPackets(session, format, conn.filters, range);
+      message(`Downloading the ${format} export: the browser saves it as it arrives`);
     } catch (err) {
       message(`Export failed: ${err.message}`, 'error');
     } finally {
@@ -395,6 +473,8 @@ function startConsole(user) {
   $('#pause').addEventListener('click', togglePause);
   $('#order').addEventListener('click', toggleOrder);
   $('#load-older').addEventListener('click', loadOlder);
+  $('#history-show').addEventListener('click', showHistory);
+  $('#history-live').addEventListener('click', showLive);
   $('#theme-toggle').addEventListener('click', () => {
     toggleTheme();
     onTheme();
