@@ -42,7 +42,7 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     echo "setup: pip install failed (log: .venv/pip-install.log)" >&2
     exit 1
   fi
-  .venv/bin/python -c 'import pcap, dpkt, numpy, msgspec, yaml' # fail loudly if anything is missing
+  .venv/bin/python -c 'import pcap, dpkt, numpy, msgspec, yaml, pyarrow, duckdb' # fail loudly if anything is missing
   touch "$stamp"
 fi
 
