@@ -10,9 +10,10 @@ counted when the flow starts; at most `PEERS_MAX` kept, the count stops there), 
 `NAMES_MAX`, the first seen). When `flows.max_hosts` are held, the longest idle are forgotten
 (counted in `counts["evicted"]`).
 
-A minute is closed when a record of a later minute arrives (packet time): `take_minutes`
-returns its `HostMinute` rows (every host with traffic in it) and `AppMinute` rows. A record of
-an earlier minute, late, counts in the open one.
+A minute is closed when a record of a later minute arrives (packet time), or when the clock
+(`close_quiet_minute`: packet time moved on by the wall clock) is `QUIET_GRACE_NS` past its end
+on a network gone quiet: `take_minutes` returns its `HostMinute` rows (every host with traffic
+in it) and `AppMinute` rows. A record of an earlier minute, late, counts in the open one.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ PEERS_MAX: Final = 1024
 PORTS_MAX: Final = 64
 NAMES_MAX: Final = 8
 MINUTE_NS: Final = 60_000_000_000
+QUIET_GRACE_NS: Final = 5_000_000_000  # late records of a minute arrive within this
 N_LABELS: Final = 64  # app ids 0..31, then 32 + record.Proto
 LABELS: Final = tuple(
     (APP_LABELS[i] if i < len(APP_LABELS) else "") if i < 32 else
@@ -293,9 +295,22 @@ class HostTable:
             if s is not None
         ]
 
+    def close_quiet_minute(self, now_ns: int) -> None:
+        """Close the open minute once `now_ns` is QUIET_GRACE_NS past its end: without it, the
+        last busy minute before a quiet spell would wait for the next packet to be stored."""
+        current = (now_ns - QUIET_GRACE_NS) // MINUTE_NS
+        if self.minute < 0 or current <= self.minute:
+            return
+        if self._minute_busy():
+            self._close_minute()
+        self.minute = current
+
+    def _minute_busy(self) -> bool:
+        return bool(self._minute_parts or self._minute_peers or self._minute_names)
+
     def take_minutes(self, flush: bool = False) -> list[tuple[list[HostMinute], list[AppMinute]]]:
         """The minutes closed since the last call (and the open one too when `flush`)."""
-        if flush and self.minute >= 0:
+        if flush and self.minute >= 0 and self._minute_busy():
             self._close_minute()
         closed, self._closed = self._closed, []
         return closed

@@ -39,6 +39,7 @@ class LiveState:
 
     def expire(self, now_ns: int | None = None) -> None:
         self.table.expire(now_ns)
+        self.hosts.close_quiet_minute(self.table.now_ns if now_ns is None else now_ns)
 
     def take_ended(self) -> np.ndarray:
         rows = self.table.take_ended()

@@ -48,6 +48,7 @@ def sensor(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sensor]:
     config = (
         "web: {port: 0, workers: 1}\nauth: {access_ttl_s: 10, login_failures_per_address: 1000}\n"
         "history: {flush_s: 2}\n"  # the flow store's files (hosts, names) every 2 s
+        "flows: {idle_timeout_s: {udp: 5}}\n"  # the tests' UDP flows end (and are stored) soon
     )
     s = Sensor(tmp, "--interface", "lo", "--bpf", bpf, config=config, users=users_file())
     s.web_port()

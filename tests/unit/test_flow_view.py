@@ -10,6 +10,7 @@ import pytest
 
 from leireye.config import FlowsConfig
 from leireye.decode.decode import decode_batch
+from leireye.flows.hosts import MINUTE_NS, QUIET_GRACE_NS
 from leireye.flows.live import LiveState
 from leireye.flows.rows import FLOW_ROW
 from leireye.flows.view import ENDED, STARTED, FlowView, host_rows
@@ -93,6 +94,23 @@ def test_hosts_count_both_directions_and_minutes() -> None:
     by_ip = {m.ip: m for m in minute_hosts}
     assert by_ip["10.77.1.1"].peers == ["10.77.1.2"]
     assert by_ip["10.77.1.1"].bytes_sent == client.bytes_sent
+
+
+def test_a_quiet_network_closes_its_last_minute_by_the_clock() -> None:
+    """The last busy minute is stored once the clock is past it (plus the grace for late
+    records), not when the next packet arrives, which on a quiet network may be hours later."""
+    linktype, ts, wire, frames = read_frames(DATA_DIR / "http.pcap")
+    state = LiveState(FlowsConfig(max_active=1024, max_hosts=256))
+    state.feed(decode_batch(frames, ts, wire, linktype).records, raw_rows(frames))
+    end = (max(ts) // MINUTE_NS + 1) * MINUTE_NS  # the end of the packets' minute
+    state.expire(end + QUIET_GRACE_NS - 1)
+    assert state.take_minutes() == []  # late records may still come
+    state.expire(end + QUIET_GRACE_NS)
+    ((minute_hosts, apps),) = state.take_minutes()
+    assert {m.ip for m in minute_hosts} >= {"10.77.1.1", "10.77.1.2", "fd77:1::1", "fd77:1::2"}
+    assert all(m.minute_ns == end - MINUTE_NS for m in minute_hosts) and apps
+    state.expire(end + 5 * MINUTE_NS)  # quiet minutes store nothing
+    assert state.take_minutes(flush=True) == []
 
 
 def test_host_eviction_is_counted() -> None:
