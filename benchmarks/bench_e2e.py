@@ -339,6 +339,9 @@ def main() -> int:
     parser.add_argument("--drain", type=float, default=3.0, help="delivery bound after the send")
     parser.add_argument("--tools", default="leireye,tcpdump,tshark")
     parser.add_argument("--outbox", type=int, default=4096, help="web.outbox_messages (packets)")
+    parser.add_argument(
+        "--config", default="", help="more sensor YAML, e.g. 'store: {enabled: false}'"
+    )
     parser.add_argument("--tshark-rates", default="500,1000,2000,5000,10000")
     parser.add_argument("--json", help="write the results here")
     parser.add_argument("--quick", action="store_true", help="CI smoke: 2 rates, 1 s, no bisect")
@@ -359,7 +362,9 @@ def main() -> int:
             if tool not in tools:
                 continue
             fmt = "columns" if "columns" in tool else "json"
-            runner = LeirEyeRunner(pair, pcap, args.workers, Path(tempfile.mkdtemp()), args.outbox)
+            runner = LeirEyeRunner(
+                pair, pcap, args.workers, Path(tempfile.mkdtemp()), args.outbox, args.config
+            )
             with runner:
                 by_tool[tool] = search(
                     lambda r, runner=runner, fmt=fmt, rest="+rest" in tool: leireye_trial(

@@ -128,12 +128,16 @@ def replay(
 # -- the sensor --------------------------------------------------------------------------------
 
 
-def sensor_on(interface: str, workers: int, tmp: Path, outbox: int = 4096) -> Sensor:
-    """A real `leireye run` capturing everything on `interface`, limits raised for benchmarks."""
+def sensor_on(
+    interface: str, workers: int, tmp: Path, outbox: int = 4096, extra: str = ""
+) -> Sensor:
+    """A real `leireye run` capturing everything on `interface`, limits raised for benchmarks;
+    `extra`: more YAML sections (e.g. `store: {enabled: false}`)."""
     config = (
         f"web: {{port: 0, workers: {workers}, outbox_messages: {outbox}}}\n"
         "stats: {log_interval_s: 0}\n"
         "limits: {connections_per_user: 5000, messages_per_second: 1000}\n"
+        + (extra.strip() + "\n" if extra.strip() else "")
     )
     users = users_yaml({USER: ("ADMIN", "bench-password-1")})
     return Sensor(tmp, "--interface", interface, config=config, users=users)

@@ -73,10 +73,16 @@ class LeirEyeRunner:
     """`leireye run -i HOST_IF` for the length of a `with` block."""
 
     def __init__(
-        self, pair: VethPair, pcap: Path, workers: int, tmp: Path, outbox: int = 4096
+        self,
+        pair: VethPair,
+        pcap: Path,
+        workers: int,
+        tmp: Path,
+        outbox: int = 4096,
+        extra: str = "",
     ) -> None:
         self.pair, self.pcap, self.tmp = pair, pcap, tmp
-        self.sensor = sensor_on(pair.host_if, workers, tmp, outbox)
+        self.sensor = sensor_on(pair.host_if, workers, tmp, outbox, extra)
         try:
             port = self.sensor.web_port(60)
             self.status = self.sensor.status()
