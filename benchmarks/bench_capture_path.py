@@ -36,6 +36,7 @@ if str(ROOT) not in sys.path:  # the traffic generator lives beside the tests
 
 import numpy as np
 
+from leireye.capture.handoff import FrameHandoff
 from leireye.capture.process import _Loop
 from leireye.capture.source import CapturedFrames, OfflineSource
 from leireye.config import CaptureConfig, Config, ReplayConfig
@@ -102,6 +103,7 @@ class _Stage:
         source = _source(self.path, self.batch)
         loop = _Loop.__new__(_Loop)  # the real `_handle`, without a status block or watchdog
         loop.watchdog = _NoWatchdog()  # type: ignore[assignment]
+        loop.handoff = FrameHandoff(None)  # the packet store's hand-off off (bench_store has it)
         loop.decode = decode_batch if self.decode else _skip_decode
         loop.writer = ShardWriter(self.ring, 0, None, None)
         if not self.write:
