@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from selenium.common.exceptions import StaleElementReferenceException
+from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.remote.webelement import WebElement
@@ -93,6 +93,16 @@ class Console:
             value = fields.get(name)
             self.fill(f"#f-{name}", "" if value is None else str(value))
         self.click("#filter-apply")
+        expected = [f"{k}={v}".lower() for k, v in fields.items() if v not in (None, "")]
+
+        def applied(d: WebDriver) -> bool:
+            shown = self.text("#sb-filter").lower()
+            return all(e in shown for e in expected) if expected else shown == "no filter"
+
+        try:
+            self.wait(applied, "the filter in the status bar", timeout=5)
+        except TimeoutException:  # a click lost to a redraw under load: once more, no verdict
+            self.click("#filter-apply")
 
     # -- the table --------------------------------------------------------------------------
 
