@@ -266,6 +266,71 @@ class LoggingConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
 
+# A fleet sensor's name: also part of NATS subjects and JetStream stream names, so no dots,
+# wildcards or spaces (leireye/fleet/model.py).
+SensorName = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")]
+
+
+class NatsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    # The NATS servers (nats:// or tls:// URLs); the client fails over between them.
+    servers: list[str] = msgspec.field(default_factory=lambda: ["nats://127.0.0.1:4222"])
+    # At most one way to authenticate: a .creds file (JWT + nkey seed), an nkey seed file, or a
+    # user and a password file (the password is never in the YAML). Relative paths: state_dir.
+    creds: str | None = None
+    nkey_seed: str | None = None
+    user: str | None = None
+    password_file: str | None = None
+    # TLS: the CA that signed the servers' certificates (verification on), and optionally a
+    # client certificate and key for mutual TLS.
+    tls_ca: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    connect_timeout_s: Annotated[float, msgspec.Meta(gt=0, le=600)] = 2.0
+
+
+class FleetPublish(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    packets: bool = True
+    flows: bool = True
+    stats: bool = True
+    status: bool = True
+
+
+class FleetStreams(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    # Retention of this sensor's streams, set when the sensor creates them; a stream that
+    # exists with other settings is used as it is and reported (log, status).
+    max_age_h: Annotated[float, msgspec.Meta(gt=0, le=87_600)] = 24.0
+    max_gb: Annotated[float, msgspec.Meta(gt=0, le=1_000_000)] = 10.0
+    replicas: Annotated[int, msgspec.Meta(ge=1, le=5)] = 1
+
+
+class FleetConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    # Off by default: `make run` is one sensor with nothing else to start.
+    enabled: bool = False
+    # This sensor's name, unique in the fleet (required when enabled).
+    sensor: SensorName | None = None
+    nats: NatsConfig = NatsConfig()
+    publish: FleetPublish = FleetPublish()
+    streams: FleetStreams = FleetStreams()
+    # A packet batch is sent when it holds batch_records records or is batch_ms old.
+    batch_records: Annotated[int, msgspec.Meta(ge=1, le=65536)] = 4096
+    batch_ms: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 5
+    # Most batches published and not yet acknowledged by JetStream.
+    max_pending: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 64
+
+
+class CentralConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    # Read by `leireye central` only (a sensor refuses a config whose central is enabled).
+    enabled: bool = False
+    nats: NatsConfig = NatsConfig()
+    # The sensors to follow, by name; empty: every sensor whose streams exist (new ones are
+    # picked up within discover_s).
+    sensors: list[SensorName] = msgspec.field(default_factory=list)
+    discover_s: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 5.0
+    # A sensor with no message (its status is published every second) for this long shows as
+    # silent.
+    silent_after_s: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 5.0
+
+
 class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # Where the sensor keeps its state: the JWT secret, the users file, saved stuck frames.
     # Relative paths in `auth` are resolved against it.
@@ -281,6 +346,8 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     limits: LimitsConfig = LimitsConfig()
     history: HistoryConfig = HistoryConfig()
     logging: LoggingConfig = LoggingConfig()
+    fleet: FleetConfig = FleetConfig()
+    central: CentralConfig = CentralConfig()
 
     @property
     def store_dir(self) -> Path:
@@ -376,6 +443,18 @@ def _cross_errors(data: Any) -> list[str]:
                 " off to serve plain HTTP (passwords and tokens in clear) on purpose - at"
                 " `$.web.tls`"
             )
+    fleet = data.get("fleet") if isinstance(data, dict) else None
+    if isinstance(fleet, dict) and fleet.get("enabled") and not fleet.get("sensor"):
+        errors.append("fleet.enabled needs fleet.sensor, this sensor's name - at `$.fleet`")
+    for section in ("fleet", "central"):
+        part = data.get(section) if isinstance(data, dict) else None
+        nats = part.get("nats") if isinstance(part, dict) else None
+        if isinstance(nats, dict):
+            ways = [k for k in ("creds", "nkey_seed", "user") if nats.get(k)]
+            if len(ways) > 1:
+                errors.append(f"choose one of {', '.join(ways)} - at `$.{section}.nats`")
+            if bool(nats.get("user")) != bool(nats.get("password_file")):
+                errors.append(f"user and password_file go together - at `$.{section}.nats`")
     return errors
 
 

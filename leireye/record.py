@@ -11,6 +11,9 @@ is two masked comparisons over whole columns. IPv4 addresses are stored IPv4-map
 real IPv6 address of that form. For ARP, `src`/`dst` hold the sender and target protocol addresses
 (with `F_HAS_ADDR` set and `ip_version == 0`).
 
+`sensor` is 0 on a sensor; at a fleet central (`leireye central`) it indexes the central's sensor
+table (`leireye.fleet.model.SensorTable`), so one ring holds every sensor's packets.
+
 Enumerations are stored as small integers; their numeric values are part of the layout: append new
 members, never renumber.
 """
@@ -23,7 +26,7 @@ from typing import Final
 
 import numpy as np
 
-INFO_BYTES: Final = 180
+INFO_BYTES: Final = 178
 """Room for the UTF-8 `info` text; longer text is cut on a character boundary."""
 
 RECORD_DTYPE: Final = np.dtype(
@@ -50,6 +53,7 @@ RECORD_DTYPE: Final = np.dtype(
         ("app", "u1"),  # App
         ("flags", "u1"),  # F_* bits
         ("error", "u1"),  # DecodeError
+        ("sensor", "<u2"),  # index of the fleet sensor that captured it (0 on a lone sensor)
         ("info", f"S{INFO_BYTES}"),  # UTF-8, NUL-padded
     ]
 )

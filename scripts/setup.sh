@@ -5,9 +5,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # chromium + chromium-driver: the browser tests (tests/browser) drive the console headless;
-# tcpreplay: the end-to-end benchmarks.
+# tcpreplay: the end-to-end benchmarks; nats-server: the fleet's tests and demo start their own
+# JetStream servers (tests/fleet, `make fleet-demo`).
 PACKAGES=(libpcap-dev gcc python3-dev python3-venv iproute2 tcpdump tshark tcpreplay util-linux
-          chromium chromium-driver)
+          chromium chromium-driver nats-server)
 missing=()
 for pkg in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -28,7 +28,9 @@ from pathlib import Path
 
 # Event loops, servers and packet capture: only the shells (capture, control, web, client,
 # supervisor, cli) use them; the pure core and the shared-memory stages do not.
-SHELL_LIBRARIES = ("asyncio", "anyio", "pcap", "starlette", "uvicorn", "websockets", "wsproto")
+SHELL_LIBRARIES = (
+    "asyncio", "anyio", "pcap", "starlette", "uvicorn", "websockets", "wsproto", "nats",
+)  # fmt: skip
 # The package is the product: what only tests, benchmarks and examples use lives beside them.
 OUTSIDE_PACKAGE = ("tests", "benchmarks", "scripts", "examples")
 ADD_IT = "add it to a layer of LEIREYE in tests/layers.py (and to docs/architecture.md)"
@@ -125,6 +127,12 @@ LEIREYE: tuple[Layer, ...] = (
         "a data-path stage: nothing of web, accounts, control, client, supervisor, cli",
     ),
     Layer(
+        "fleet",
+        ("leireye.fleet",),
+        ("core", "text", "process", "ring", "stats", "flows", "store"),
+        "a shell over the stages: publishes a sensor's ring into NATS, ingests a fleet's",
+    ),
+    Layer(
         "accounts",
         ("leireye.accounts",),
         ("core", "text", "process"),
@@ -147,7 +155,7 @@ LEIREYE: tuple[Layer, ...] = (
     Layer(
         "web",
         ("leireye.web",),
-        ("core", "text", "process", "wire", "accounts", "control", "tls", *STAGES),
+        ("core", "text", "process", "wire", "accounts", "control", "tls", "fleet", *STAGES),
         "above the stages and accounts; below the supervisor",
     ),
     Layer(
@@ -169,6 +177,7 @@ LEIREYE: tuple[Layer, ...] = (
             "control",
             "tls",
             "web",
+            "fleet",
             *STAGES,
         ),
         "starts every process; only the CLI is above it",
@@ -188,6 +197,7 @@ LEIREYE: tuple[Layer, ...] = (
             "supervisor",
             "flows",
             "store",
+            "fleet",
         ),
         "the top: the only code that prints and exits; nothing imports it",
     ),

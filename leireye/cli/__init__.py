@@ -51,6 +51,7 @@ SENSOR_MODULES: Final = {
     "setproctitle": "setproctitle",  # optional at run time (leireye.proctitle)
     "pyarrow": "pyarrow",
     "duckdb": "duckdb",
+    "nats": "nats-py",
 }
 SENSOR_EXTRA_HINT: Final = "pip install 'leireye[sensor]'"
 

@@ -217,6 +217,7 @@ class Chunk:
             self.ip_version > 0, _PROTO_BY_VERSION[self.ip_version, self.ip_proto], self.proto
         )
         out["seq"] = 0
+        out["sensor"] = 0
         out["ts_ns"] = ts
         out["wire_len"] = wire & 0xFFFF_FFFF
         out["cap_len"] = self.cap

@@ -41,7 +41,7 @@ from leireye.record import RECORD_DTYPE
 from leireye.ring.shm import PAGE, page_align
 
 MAGIC: Final = b"LEIRING\x00"
-LAYOUT_VERSION: Final = 1
+LAYOUT_VERSION: Final = 2  # 2: `sensor` (u2) taken from `info`
 
 HEADER_DTYPE: Final = np.dtype(
     {

@@ -79,6 +79,7 @@ class Record:
             self.app,
             self.flags,
             self.error,
+            0,  # sensor: a lone sensor's
             encode_info(self.info),
         )
 

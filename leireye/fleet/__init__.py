@@ -1,0 +1,1 @@
+"""Many sensors, one console: publishing into NATS JetStream and the central that reads it."""

@@ -1,0 +1,52 @@
+"""One way to reach NATS from a `nats:` config section, for the publisher and the central alike."""
+
+from __future__ import annotations
+
+import ssl
+from pathlib import Path
+from typing import Any
+
+import nats
+from nats.aio.client import Client
+
+from leireye.config import NatsConfig
+from leireye.fleet.model import FleetError
+
+
+def connect_options(cfg: NatsConfig, state_dir: Path, name: str) -> dict[str, Any]:
+    """The keyword arguments of `nats.connect` for `cfg`: paths resolved against `state_dir`,
+    the password read from its file (never from the YAML), TLS verified against `tls_ca`.
+    Reconnects forever: a sensor outlives any NATS outage."""
+
+    def path(value: str) -> str:
+        return str(state_dir / value)
+
+    options: dict[str, Any] = {
+        "servers": list(cfg.servers),
+        "name": name,
+        "connect_timeout": cfg.connect_timeout_s,
+        "max_reconnect_attempts": -1,
+        "reconnect_time_wait": 0.5,
+        "allow_reconnect": True,
+    }
+    if cfg.creds:
+        options["user_credentials"] = path(cfg.creds)
+    if cfg.nkey_seed:
+        options["nkeys_seed"] = path(cfg.nkey_seed)
+    if cfg.user:
+        try:
+            password = Path(path(cfg.password_file or "")).read_text().strip()
+        except OSError as exc:
+            raise FleetError(f"nats.password_file: {exc}") from None
+        options["user"], options["password"] = cfg.user, password
+    if cfg.tls_ca or cfg.tls_cert or any(s.startswith("tls://") for s in cfg.servers):
+        context = ssl.create_default_context(cafile=path(cfg.tls_ca) if cfg.tls_ca else None)
+        if cfg.tls_cert:
+            context.load_cert_chain(path(cfg.tls_cert), path(cfg.tls_key) if cfg.tls_key else None)
+        options["tls"] = context
+    return options
+
+
+async def connect(cfg: NatsConfig, state_dir: Path, name: str, **callbacks: Any) -> Client:
+    """A connected client; `callbacks` are nats.connect's (error_cb, disconnected_cb, …)."""
+    return await nats.connect(**connect_options(cfg, state_dir, name), **callbacks)
