@@ -1,0 +1,35 @@
+"""Fixtures of the fleet's tests: real nats-server processes, killed at teardown whatever the
+test did (tests/fleet/nats.py)."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.fleet.nats import NATS_SERVER, NatsCluster, NatsServer, running
+
+
+def _require_nats_server() -> None:
+    if shutil.which(NATS_SERVER) is None:
+        pytest.skip(f"needs {NATS_SERVER} (scripts/setup.sh installs the nats-server package)")
+
+
+@pytest.fixture
+def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
+    """One node with JetStream on, ready; `stop()`/`start()` it for an outage."""
+    _require_nats_server()
+    server = NatsServer.single(tmp_path / "nats")
+    with running(server):
+        yield server
+
+
+@pytest.fixture
+def nats_cluster(tmp_path: Path) -> Iterator[NatsCluster]:
+    """Three routed nodes with JetStream, ready (meta leader elected); `kill(i)`/`restart(i)`."""
+    _require_nats_server()
+    cluster = NatsCluster.create(tmp_path / "nats")
+    with running(cluster):
+        yield cluster
