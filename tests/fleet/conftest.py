@@ -3,25 +3,27 @@ test did (tests/fleet/nats.py)."""
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.fleet.nats import NATS_SERVER, NatsCluster, NatsServer, running
+from leireye.fleet.model import FleetError
+from tests.fleet.nats import NatsCluster, NatsServer, nats_server_binary, running, single
 
 
 def _require_nats_server() -> None:
-    if shutil.which(NATS_SERVER) is None:
-        pytest.skip(f"needs {NATS_SERVER} (scripts/setup.sh installs the nats-server package)")
+    try:
+        nats_server_binary()
+    except FleetError as exc:
+        pytest.skip(f"{exc} (scripts/setup.sh installs it)")
 
 
 @pytest.fixture
 def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
     """One node with JetStream on, ready; `stop()`/`start()` it for an outage."""
     _require_nats_server()
-    server = NatsServer.single(tmp_path / "nats")
+    server = single(tmp_path / "nats")
     with running(server):
         yield server
 

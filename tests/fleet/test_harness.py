@@ -12,7 +12,7 @@ from nats.js import JetStreamContext
 from nats.js.api import StorageType, StreamConfig
 from nats.js.errors import NoStreamResponseError, ServiceUnavailableError
 
-from tests.fleet.nats import DEFAULT_PORT, NatsCluster, NatsServer, js, running
+from tests.fleet.nats import DEFAULT_PORT, NatsCluster, NatsServer, js, running, single
 from tests.waiting import scaled
 
 RETRYABLE = (NatsTimeout, NoRespondersError, NoStreamResponseError, ServiceUnavailableError)
@@ -122,7 +122,7 @@ def test_r3_stream_survives_its_leader_killed(nats_cluster: NatsCluster) -> None
 
 
 def test_running_kills_the_server_when_the_test_fails(tmp_path: Path) -> None:
-    server = NatsServer.single(tmp_path)
+    server = single(tmp_path)
     with pytest.raises(RuntimeError, match="boom"), running(server):
         assert server.running
         raise RuntimeError("boom")
