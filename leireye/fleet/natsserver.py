@@ -12,6 +12,7 @@ so it does not outlive whoever started it.
 from __future__ import annotations
 
 import ctypes
+import os
 import shutil
 import signal
 import socket
@@ -69,6 +70,7 @@ class NatsServer:
     routes: list[int] = field(default_factory=list)  # the other nodes' cluster ports
     cluster_name: str = "leireye"
     max_file_store: str = "4GB"
+    extra_config: str = ""  # appended to the config (accounts, TLS, ...)
     proc: subprocess.Popen[bytes] | None = None
     _log: IO[bytes] | None = None
 
@@ -108,7 +110,7 @@ class NatsServer:
                 f"  routes: [{routes}]",
                 "}",
             ]
-        return "\n".join(lines) + "\n"
+        return "\n".join(lines) + "\n" + self.extra_config
 
     @property
     def running(self) -> bool:
@@ -121,7 +123,9 @@ class NatsServer:
         binary = nats_server_binary()
         self.directory.mkdir(parents=True, exist_ok=True)
         self.store_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self.conf_path.write_text(self.config_text())
+        fd = os.open(self.conf_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as conf:  # it may hold passwords (extra_config)
+            conf.write(self.config_text())
         self._close_log()
         self._log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
