@@ -47,7 +47,6 @@ from leireye.record import RECORD_DTYPE, LinkType
 from tests.traffic.mix import generate
 
 SENSOR = "bench"
-NATS_MAX_PAYLOAD = 1 << 20  # nats-server's default max_payload
 
 
 def make_records(packets: int, raw_bytes: int) -> tuple[np.ndarray, np.ndarray, Any]:
@@ -111,6 +110,12 @@ async def measure(args: argparse.Namespace, url: str) -> None:
     biggest = max(len(body) for body, _ in encoded)
 
     nc = await nats.connect(url)
+    if biggest > nc.max_payload:
+        await nc.close()
+        raise SystemExit(
+            f"the largest batch body, {biggest:,} B, is above the server's max_payload"
+            f" ({nc.max_payload:,} B): lower --batch or --raw, or raise max_payload"
+        )
     jetstream = nc.jetstream(publish_async_max_pending=args.pending, timeout=30.0)
     counter = iter(range(1_000_000))
 
@@ -134,6 +139,7 @@ async def measure(args: argparse.Namespace, url: str) -> None:
     t_publish = await timed(encoding)
     t_pre = await timed(lambda: iter(encoded))
     t_empty = await timed(lambda: ((b"", h) for _, h in encoded))
+    limit = nc.max_payload
     await nc.close()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -163,9 +169,7 @@ async def measure(args: argparse.Namespace, url: str) -> None:
     print(f"bytes per packet in pcap     {pcap_bytes / n:8.1f}  wire/pcap "
           f"{per_record / (pcap_bytes / n):.2f}")  # fmt: skip
     print(f"bytes per record in the ring {ring:8d}  wire/ring {per_record / ring:.2f}")
-    print(
-        f"largest batch body {biggest:,} B (nats-server max_payload default {NATS_MAX_PAYLOAD:,})"
-    )
+    print(f"largest batch body {biggest:,} B (the server's max_payload: {limit:,})")
 
 
 def main() -> int:

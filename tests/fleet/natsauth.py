@@ -1,9 +1,9 @@
 """NATS permissions of a fleet: what docs/fleet-deploy.md shows, as the tests build it.
 
 One account holds the fleet's streams. A sensor's user may publish on its own subjects, create,
-update and look at its own four streams, and hear its own replies; the central's user may use
-the JetStream API (consumers, stream info, message get) but change no stream, and publish on
-no sensor subject. Each client's replies come under `_INBOX.<its client name>`
+update, look at and read back its own four streams, and hear its own replies; the central's
+user may use the JetStream API (consumers, stream info, message get) but change no stream, and
+publish on no sensor subject. Each client's replies come under `_INBOX.<its client name>`
 (leireye.fleet.connect.inbox_prefix), so no client can listen to another's.
 """
 
@@ -14,8 +14,8 @@ from typing import Any
 
 from leireye.fleet.model import KINDS, stream_name
 
-OWN_STREAM_OPS = ("CREATE", "UPDATE", "INFO")
-OWN_STREAM_OPS = ("CREATE", "UPDATE", "INFO")
+OWN_STREAM_OPS = ("CREATE", "UPDATE", "INFO", "MSG.GET")  # MSG.GET: a resync reads its last
+OWN_STREAM_OPS = ("CREATE", "UPDATE", "INFO", "MSG.GET")  # MSG.GET: a resync reads its last
 STREAM_MUTATIONS = ("CREATE", "UPDATE", "DELETE", "PURGE", "MSG.DELETE", "RESTORE", "SNAPSHOT")
 
 

@@ -66,6 +66,7 @@ def test_sensor_and_central_permissions(secured: NatsServer, tmp_path: Path) -> 
         for index in range(5):
             ack = await j1.publish(subject("s1", "packets"), b"p%d" % index)
             assert ack.stream == own
+        assert (await j1.get_msg(own, 5)).data == b"p4"  # a publisher's resync reads back
 
         # not another sensor's stream nor subject
         with pytest.raises(nats.errors.TimeoutError):
