@@ -102,9 +102,9 @@ async def measure(args: argparse.Namespace, url: str) -> None:
         encode_all(parts, compress)
         return time.perf_counter() - start
 
+    encoded = encode_all(parts)  # also the warm-up
     t_encode = best(args.repeat, encode_only)
     t_plain = best(args.repeat, lambda: encode_only(compress=False))
-    encoded = encode_all(parts)
     body_bytes = sum(len(body) for body, _ in encoded)
     header_bytes = sum(sum(len(k) + len(v) + 4 for k, v in h.items()) for _, h in encoded)
     biggest = max(len(body) for body, _ in encoded)
