@@ -238,7 +238,10 @@ class Lab:
 
     # -- parts -----------------------------------------------------------------------------------
 
-    def start_nats(self, max_file_store: str = "2GB") -> NatsServer:
+    def start_nats(self, max_file_store: str = "4GB") -> NatsServer:
+        """JetStream reserves each stream's max_bytes against max_file_store when the stream is
+        made ("insufficient storage resources" past it): 4 GB holds the four 0.1 GB streams of
+        up to ten sensors."""
         server = NatsServer("nats", self.directory / "nats", max_file_store=max_file_store)
         self.nats = server
         server.start()
@@ -321,7 +324,7 @@ class Lab:
                 "enabled": True,
                 "sensor": name,
                 "nats": {"servers": nats_servers},
-                "streams": {"max_age_h": 1.0, "max_gb": 0.5},
+                "streams": {"max_age_h": 1.0, "max_gb": 0.1},
             },
         }
 

@@ -83,6 +83,8 @@ def test_demo_runs_a_fleet_and_cleans_up(demo_dir: Path) -> None:
             proc.kill()
             raise
         reader.join(scaled(10))
+        assert proc.stdout is not None
+        proc.stdout.close()
     assert proc.returncode == ExitCode.INTERRUPTED, "\n".join(lines)
     for ns in namespaces:
         assert not Path("/run/netns", ns).exists()
