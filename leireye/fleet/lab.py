@@ -227,6 +227,7 @@ class Lab:
         self.sites: list[Site] = []
         self.traffic: list[Child] = []
         self.children: list[Child] = []  # sensors and the central
+        self.closed = False
 
     def __enter__(self) -> Lab:
         return self
@@ -402,7 +403,11 @@ class Lab:
     # -- stopping --------------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Stop every child (SIGTERM, SIGKILL after STOP_TIMEOUT) in order, delete the sites."""
+        """Stop every child (SIGTERM, SIGKILL after STOP_TIMEOUT) in order, delete the sites.
+        A second call does nothing."""
+        if self.closed:
+            return
+        self.closed = True
         for group in (self.children, self.traffic):
             for child in group:
                 if child.proc.poll() is None:

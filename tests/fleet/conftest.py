@@ -3,13 +3,17 @@ test did (tests/fleet/nats.py)."""
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from leireye.fleet.lab import Lab
 from leireye.fleet.model import FleetError
 from tests.fleet.nats import NatsCluster, NatsServer, nats_server_binary, running, single
+from tests.netns import require_root
 
 
 def _require_nats_server() -> None:
@@ -35,3 +39,19 @@ def nats_cluster(tmp_path: Path) -> Iterator[NatsCluster]:
     cluster = NatsCluster.create(tmp_path / "nats")
     with running(cluster):
         yield cluster
+
+
+@pytest.fixture
+def fleet_lab() -> Iterator[Lab]:
+    """A `leireye.fleet.lab.Lab` (root only): `add_site()` for a namespace with its veth pair
+    and servers, `start_traffic(site)`, `start_nats()`, `start_sensor(name, site)`,
+    `start_central(names)`. Everything it started is stopped and every namespace deleted at
+    teardown. Its directory is under /tmp, 0755: the sensors' web workers read their state."""
+    require_root()
+    directory = Path(tempfile.mkdtemp(prefix="leireye-lab-", dir="/tmp"))
+    directory.chmod(0o755)
+    try:
+        with Lab(directory) as lab:
+            yield lab
+    finally:
+        shutil.rmtree(directory)

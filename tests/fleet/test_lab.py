@@ -4,9 +4,6 @@ its sensors serve, and closing it leaves nothing behind."""
 from __future__ import annotations
 
 import random
-import shutil
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import dpkt
@@ -31,15 +28,6 @@ def test_dns_query_and_answer_are_real_dns() -> None:
     assert dns_answer(b"short") is None
 
 
-@pytest.fixture
-def lab_dir() -> Iterator[Path]:
-    # the sensors' web workers drop to web.user: their state must not sit under pytest's 0700
-    directory = Path(tempfile.mkdtemp(prefix="leireye-lab-test-", dir="/tmp"))
-    directory.chmod(0o755)
-    yield directory
-    shutil.rmtree(directory)
-
-
 def _link_rx(ifname: str) -> int:
     return int(Path(f"/sys/class/net/{ifname}/statistics/rx_packets").read_text())
 
@@ -47,8 +35,8 @@ def _link_rx(ifname: str) -> int:
 @pytest.mark.root
 @pytest.mark.slow
 @skip_unless_root
-def test_lab_sites_sensors_and_teardown(lab_dir: Path) -> None:
-    with Lab(lab_dir) as lab:
+def test_lab_sites_sensors_and_teardown(fleet_lab: Lab) -> None:
+    with fleet_lab as lab:  # closing twice (here, then the fixture) is harmless
         lab.start_nats()
         sites = [lab.add_site(), lab.add_site()]
         assert sites[0].host_ip != sites[1].host_ip
