@@ -4,13 +4,18 @@ CONFIG ?=
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: setup run test lint bench bench-smoke clean
+.PHONY: setup run test lint bench bench-smoke fleet-demo clean
 
 setup:
 	@bash scripts/setup.sh
 
 run: setup
 	.venv/bin/leireye run $(if $(CONFIG),-c $(CONFIG)) $(ARGS)
+
+# A fleet on this machine (as root): NATS, namespaces with traffic, sensors and a central
+# (docs/fleet-deploy.md). ARGS: e.g. ARGS="--sensors 2 --keep".
+fleet-demo: setup
+	.venv/bin/leireye fleet-demo $(ARGS)
 
 test: setup
 	.venv/bin/python -m pytest --durations=15 $(PYTEST_ARGS)

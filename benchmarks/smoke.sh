@@ -18,6 +18,7 @@ $py benchmarks/bench_follow.py --mb 0.5 --repeat 1
 $py benchmarks/bench_flowstore.py --hours 0.01 --writer-flows 2000 --repeat 1
 $py benchmarks/bench_store.py --packets 5000 --store-gb 0.01 --repeat 1
 $py benchmarks/bench_store_read.py --packets 5000 --repeat 1
+$py benchmarks/bench_fleet_publish.py --packets 20000 --repeat 1
 if [ "$(id -u)" -eq 0 ]; then
   $py benchmarks/bench_capture_live.py --rates 5000 --seconds 1
   $py benchmarks/bench_fanout.py --smoke

@@ -6,6 +6,7 @@ token               `token`    a JWT for a user, for scripts
 user                `user`     the users file: add, list, passwd, role, remove
 watch, stats        `watch`    the packet and stats streams of a running sensor
 flows, hosts        `flows`    the flow store: ended flows (conn.log-like) and hosts
+fleet-demo          `fleetdemo` a fleet on this machine: NATS, namespaces, sensors, a central
 
 Only the module of the command being run is imported: `watch` and `stats` need the client alone
 (`pip install leireye`), the others the sensor's dependencies (`pip install 'leireye[sensor]'`),
@@ -33,6 +34,7 @@ COMMAND_MODULES: Final = (
     ("leireye.cli.user", "add_user_parser", ("user",)),
     ("leireye.cli.watch", "add_watch_parsers", ("watch", "stats")),
     ("leireye.cli.flows", "add_flows_parsers", ("flows", "hosts")),
+    ("leireye.cli.fleetdemo", "add_fleet_demo_parser", ("fleet-demo",)),
 )
 COMMANDS: Final = frozenset(name for _, _, names in COMMAND_MODULES for name in names)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import ssl
 from pathlib import Path
 from typing import Any
@@ -12,11 +13,22 @@ from nats.aio.client import Client
 from leireye.config import NatsConfig
 from leireye.fleet.model import FleetError
 
+_TOKEN = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def inbox_prefix(name: str) -> str | None:
+    """`_INBOX.<name>`: the client's replies (JetStream acks, API answers, pulled messages)
+    come on subjects under it, so NATS permissions can let each client subscribe to its own
+    replies alone (docs/fleet-deploy.md); None (nats-py's shared `_INBOX`) for a name that is
+    not one subject token."""
+    return f"_INBOX.{name}" if _TOKEN.fullmatch(name) else None
+
 
 def connect_options(cfg: NatsConfig, state_dir: Path, name: str) -> dict[str, Any]:
     """The keyword arguments of `nats.connect` for `cfg`: paths resolved against `state_dir`,
-    the password read from its file (never from the YAML), TLS verified against `tls_ca`.
-    Reconnects forever: a sensor outlives any NATS outage."""
+    the password read from its file (never from the YAML), TLS verified against `tls_ca`,
+    replies under `inbox_prefix(name)`. Reconnects forever: a sensor outlives any NATS
+    outage."""
 
     def path(value: str) -> str:
         return str(state_dir / value)
@@ -29,6 +41,9 @@ def connect_options(cfg: NatsConfig, state_dir: Path, name: str) -> dict[str, An
         "reconnect_time_wait": 0.5,
         "allow_reconnect": True,
     }
+    prefix = inbox_prefix(name)
+    if prefix is not None:
+        options["inbox_prefix"] = prefix
     if cfg.creds:
         options["user_credentials"] = path(cfg.creds)
     if cfg.nkey_seed:
