@@ -194,7 +194,7 @@ def test_at_a_central_the_console_selects_sensors_and_names_each_packets_sensor(
     assert console.driver.find_element(By.ID, "f-sensor").get_attribute("value") == ""
 
     problems = []
-    for width, height in [(1024, 768), (1280, 800), (1920, 1080)]:
+    for width, height in [(768, 1024), (1024, 768), (1280, 800), (1920, 1080)]:
         console.resize(width, height)
         console.screenshot(f"fleet-layout-{width}x{height}")
         problems += [f"{width}x{height} {p}" for p in console.layout_problems(FLEET_GROUPS)]
