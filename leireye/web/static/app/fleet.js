@@ -130,6 +130,7 @@ export class SensorsPanel {
   #summary;
   #sensors = [];
   #rates = {};
+  #error = null;
   #timer = null;
 
   constructor({ list, summary, onPick }) {
@@ -145,8 +146,10 @@ export class SensorsPanel {
     });
   }
 
+  // A status, or GET /api/sensors (which also says when the sensor table could not be read).
   status(data) {
     this.#sensors = data?.sensors ?? [];
+    if (data && 'error' in data) this.#error = data.error || null;
     this.#draw();
     this.#timer ??= setInterval(() => this.#draw(), 1000);
   }
@@ -160,11 +163,15 @@ export class SensorsPanel {
     const silent = rows.filter((row) => row.state !== 'live').length;
     this.#summary.textContent = silent ? `${rows.length} · ${silent} not live` : String(rows.length);
     this.#summary.classList.toggle('warn', silent > 0);
+    const error = this.#error
+      ? h('div', { class: 'sensors-error form-error', title: this.#error }, `Sensor table: ${this.#error}`)
+      : null;
     if (rows.length === 0) {
-      this.#list.replaceChildren(h('div', { class: 'muted small' }, 'No sensor has been seen yet.'));
+      this.#list.replaceChildren(...[error, h('div', { class: 'muted small' }, 'No sensor has been seen yet.')]
+        .filter(Boolean));
       return;
     }
-    this.#list.replaceChildren(...rows.map((row) => h('div', {
+    this.#list.replaceChildren(...(error ? [error] : []), ...rows.map((row) => h('div', {
       class: `sensor-row${row.silent ? ' silent' : ''}`,
       dataset: { sensor: row.name, state: row.state },
       role: 'button',

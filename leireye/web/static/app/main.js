@@ -26,6 +26,7 @@ import { SensorsPanel, fillSelector, markCentral, ratesFor } from './fleet.js';
 const KEEP_ROWS = 5000; // packets kept in the page (and in the pause buffer)
 const BACKFILL = 500; // recent packets shown at once when a filter is applied (and per "load older")
 const TOP_EVERY_MS = 5000;
+const SENSORS_EVERY_MS = 5000; // at a central: status comes when a sensor changes state only
 const NOTICE_KEY = 'leireye.notice';
 
 const session = new Session();
@@ -147,10 +148,25 @@ function startConsole(user) {
   function onStatus(data) {
     status.status(data);
     capture?.status(data);
+    onSensors(data);
+  }
+
+  // A status, or GET /api/sensors (the same `central` and `sensors`, read every
+  // SENSORS_EVERY_MS at a central for fresh counters): the fleet's parts of the page.
+  function onSensors(data) {
     const fleet = { root: $('#console'), field: $('.field[data-field="sensor"]'), panel: $('#sensors-card') };
     if (markCentral(fleet, data) && Array.isArray(data.sensors)) {
       fillSelector($('#f-sensor'), data.sensors);
       sensors.status(data);
+    }
+  }
+
+  async function refreshSensors() {
+    if (document.hidden || !$('#console').classList.contains('central')) return; // a lone sensor: never
+    try {
+      onSensors(await session.request('GET', '/api/sensors'));
+    } catch (err) {
+      console.warn('sensors', err);
     }
   }
 
@@ -530,6 +546,7 @@ function startConsole(user) {
   capture?.load();
   refreshTop();
   setInterval(refreshTop, TOP_EVERY_MS);
+  setInterval(refreshSensors, SENSORS_EVERY_MS);
   status.filters({});
 }
 
