@@ -111,11 +111,13 @@ class Console:
         rows: list[dict[str, str]] = self.js(
             """return [...document.querySelectorAll('#packet-viewport .rows .row')]
                  .filter((r) => !r.hidden)
-                 .map((r) => ({id: r.dataset.id, src: r.children[2].textContent,
-                   sport: r.children[3].textContent, dst: r.children[4].textContent,
-                   dport: r.children[5].textContent, proto: r.children[6].textContent,
-                   len: r.children[7].textContent, info: r.children[9].textContent,
-                   cls: r.className}));"""
+                 .map((r) => {
+                   const cell = (c) => r.querySelector(`.c-${c}`).textContent;
+                   return {id: r.dataset.id, src: cell('src'), sport: cell('sport'),
+                     dst: cell('dst'), dport: cell('dport'), proto: cell('proto'),
+                     len: cell('len'), info: cell('info'), sensor: cell('sensor'),
+                     cls: r.className};
+                 });"""
         )
         return rows
 

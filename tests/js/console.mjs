@@ -1,4 +1,4 @@
-// The pure parts of the console's flow views and table sorting (static/app/): run by
+// The pure parts of the console's flow views, table sorting and fleet parts (static/app/): run by
 // tests/unit/test_console_js.py; prints `ok` when all pass.
 import assert from 'node:assert/strict';
 import { addressKey, compareValues, nextSort, sortItems } from '../../leireye/web/static/app/sorting.js';
@@ -8,6 +8,10 @@ import { stack } from '../../leireye/web/static/app/stacked.js';
 import { duration, flowInfo } from '../../leireye/web/static/app/flows.js';
 import { flowFilters } from '../../leireye/web/static/app/flowdata.js';
 import { withLive } from '../../leireye/web/static/app/hosts.js';
+import {
+  age, centralOf, markCentral, ratesFor, selectionOf, selectorValue, sensorFilter, sensorRows,
+} from '../../leireye/web/static/app/fleet.js';
+import { sortKey } from '../../leireye/web/static/app/table.js';
 
 // Addresses sort as numbers, IPv4 before IPv6; IPv6 expanded.
 const ips = ['10.0.0.10', '::1', '10.0.0.9', '2001:db8::1', '9.255.0.1', '2001:db8:0:0:0:0:0:2'];
@@ -88,5 +92,72 @@ assert.deepEqual(merged.map((h) => [h.ip, h.names, h.live ?? false]),
   [['10.0.0.1', ['a.test', 'b.test'], false], ['10.0.0.2', ['c.test'], true]]);
 assert.deepEqual(stored[0].names, ['a.test']); // the caller's rows are not changed
 assert.deepEqual(withLive(stored, null), stored);
+
+// A fleet central: only a status saying `central: true` shows the selector, the Sensor column
+// (the root's `central` class) and the sensors panel; a lone sensor's status never says, and a
+// status that does not say (a capture start's reply) changes nothing.
+const fakeRoot = () => {
+  const classes = new Set();
+  return { classList: { contains: (c) => classes.has(c), toggle: (c, on) => (on ? classes.add(c) : classes.delete(c)) } };
+};
+const lone = { root: fakeRoot(), field: { hidden: true }, panel: { hidden: true } };
+const loneStatus = { state: 'capturing', interface: 'lo', kernel_drops: 0 };
+assert.equal(centralOf(loneStatus), null);
+assert.equal(markCentral(lone, loneStatus), false);
+assert.deepEqual([lone.root.classList.contains('central'), lone.field.hidden, lone.panel.hidden], [false, true, true]);
+const central = { root: fakeRoot(), field: { hidden: true }, panel: { hidden: true } };
+assert.equal(markCentral(central, { ...loneStatus, central: true, sensors: [] }), true);
+assert.deepEqual([central.root.classList.contains('central'), central.field.hidden, central.panel.hidden], [true, false, false]);
+assert.equal(markCentral(central, { state: 'stopped' }), true); // a reply that does not say
+assert.equal(central.field.hidden, false);
+assert.equal(markCentral(central, { central: false }), false);
+assert.deepEqual([central.root.classList.contains('central'), central.field.hidden, central.panel.hidden], [false, true, true]);
+assert.equal(centralOf(null), null);
+assert.equal(centralOf({ central: 'yes' }), false);
+
+// The selector's value -> filters.sensor: none for all sensors, a name for one, a list for several.
+assert.equal(sensorFilter(''), undefined);
+assert.equal(sensorFilter(' , '), undefined);
+assert.equal(sensorFilter('edge-a'), 'edge-a');
+assert.deepEqual(sensorFilter('edge-a, edge-b,edge-a'), ['edge-a', 'edge-b']);
+assert.deepEqual(selectionOf(['b', 'a']), ['b', 'a']);
+assert.deepEqual(selectionOf(undefined), []);
+assert.equal(selectorValue(['edge-a']), 'edge-a'); // the server's echo of a list of one
+assert.equal(selectorValue(['edge-a', 'edge-b']), 'edge-a,edge-b');
+assert.equal(selectorValue(null), '');
+
+// The sensors panel: name order, silent ones marked, ages, own rates from by_sensor.
+const now = 1_700_000_000_000;
+const fleet = [
+  { name: 'edge-b', state: 'silent', last_message_ms: now - 63_000, packets: 10, lost: 7, bad_batches: 1 },
+  { name: 'edge-a', state: 'live', last_message_ms: now - 400, packets: 99, lost: 0, bad_batches: 0 },
+  { name: 'edge-c', state: 'never', last_message_ms: 0, packets: 0, lost: 0, bad_batches: 0 },
+];
+const panel = sensorRows(fleet, now, { 'edge-a': { packets_per_second: 12, bytes_per_second: 3400 } });
+assert.deepEqual(panel.map((r) => [r.name, r.state, r.silent, r.age, r.lost]), [
+  ['edge-a', 'live', false, '0 s ago', 0],
+  ['edge-b', 'silent', true, '1 min ago', 7],
+  ['edge-c', 'never', false, 'never', 0],
+]);
+assert.deepEqual([panel[0].pps, panel[0].bps, panel[1].pps], [12, 3400, null]);
+assert.equal(sensorRows([{ name: 'x', state: 'bogus' }], now)[0].state, 'never');
+assert.deepEqual(sensorRows(undefined, now), []);
+assert.equal(age(now - 59_999, now), '59 s ago');
+assert.equal(age(now - 2 * 3600_000, now), '2 h ago');
+assert.equal(age(now - 3 * 86400_000, now), '3 d ago');
+assert.equal(age(now + 5000, now), '0 s ago'); // a clock ahead of the browser's
+
+// The top bar's rates: the totals, or the selected sensors' own (summed) from by_sensor.
+const stats = { packets_per_second: 100, bytes_per_second: 9000,
+  by_sensor: { 'edge-a': { packets_per_second: 60, bytes_per_second: 5000 }, 'edge-b': { packets_per_second: 40, bytes_per_second: 4000 } } };
+assert.deepEqual(ratesFor(stats, undefined), { packets_per_second: 100, bytes_per_second: 9000, label: '' });
+assert.deepEqual(ratesFor(stats, 'edge-a'), { packets_per_second: 60, bytes_per_second: 5000, label: 'edge-a' });
+assert.deepEqual(ratesFor(stats, ['edge-a', 'edge-b']), { packets_per_second: 100, bytes_per_second: 9000, label: '2 sensors' });
+assert.deepEqual(ratesFor(stats, 'edge-z'), { packets_per_second: 0, bytes_per_second: 0, label: 'edge-z' });
+assert.deepEqual(ratesFor({ packets_per_second: 5, bytes_per_second: 6 }, 'edge-a'), { packets_per_second: 5, bytes_per_second: 6, label: '' });
+
+// The Sensor column sorts by name; a lone sensor's packets have none (empty values sort last).
+assert.equal(sortKey({ sensor: 'edge-b' }, 'sensor'), 'edge-b');
+assert.equal(sortKey({ id: 3 }, 'sensor'), undefined);
 
 console.log('ok');

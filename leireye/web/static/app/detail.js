@@ -41,7 +41,7 @@ export class DetailPane {
     this.packetId = packet.id;
     this.#packet = packet;
     this.#root.hidden = false;
-    this.#title.replaceChildren(...summaryLine(packet));
+    this.#title.replaceChildren(...summaryLine(packet).filter(Boolean));
     const allowed = hasRole(this.#session.user, 'ANALYST');
     this.#root.classList.toggle('compact', !allowed);
     if (!allowed) {
@@ -149,6 +149,7 @@ function summaryLine(p) {
     : '–');
   return [
     h('span', { class: 'mono muted' }, `#${p.id}`),
+    p.sensor ? h('span', { class: 'detail-sensor', id: 'detail-sensor', title: 'The sensor that captured it' }, p.sensor) : null,
     h('span', { class: `proto-tag ${protocolClass(label)}` }, label),
     h('span', { class: 'mono' }, ends(p.src_ip, p.src_port), ' → ', ends(p.dst_ip, p.dst_port)),
     h('span', { class: 'muted' }, `${p.length} B`),

@@ -21,10 +21,12 @@ import { FlowsView } from './flows.js';
 import { HostPage, HostsView } from './hosts.js';
 import { ProtocolsView } from './protocols.js';
 import { parseRoute, flowPacketFilter, matchesFlow } from './views.js';
+import { SensorsPanel, fillSelector, markCentral, ratesFor } from './fleet.js';
 
 const KEEP_ROWS = 5000; // packets kept in the page (and in the pause buffer)
 const BACKFILL = 500; // recent packets shown at once when a filter is applied (and per "load older")
 const TOP_EVERY_MS = 5000;
+const SENSORS_EVERY_MS = 5000; // at a central: status comes when a sensor changes state only
 const NOTICE_KEY = 'leireye.notice';
 
 const session = new Session();
@@ -125,6 +127,15 @@ function startConsole(user) {
     el: $('#top'), windowEl: $('#top-window'), tabs: $('.tabs'), onPick: pickTalker, names,
   });
   const capture = hasRole(user, 'ADMIN') ? new CaptureControl(session, onStatus) : null;
+  // At a fleet central (status `central: true`): the sensor selector, column and panel.
+  const sensors = new SensorsPanel({
+    list: $('#sensors'), summary: $('#sensors-summary'),
+    onPick: (name) => {
+      location.hash = '#/packets';
+      filterBar.set('sensor', name);
+      applyFilters(filterBar.read());
+    },
+  });
   if (hasRole(user, 'ADMIN')) new UserAdmin(session, user);
   let received = 0;
   let isPaused = false;
@@ -137,6 +148,26 @@ function startConsole(user) {
   function onStatus(data) {
     status.status(data);
     capture?.status(data);
+    onSensors(data);
+  }
+
+  // A status, or GET /api/sensors (the same `central` and `sensors`, read every
+  // SENSORS_EVERY_MS at a central for fresh counters): the fleet's parts of the page.
+  function onSensors(data) {
+    const fleet = { root: $('#console'), field: $('.field[data-field="sensor"]'), panel: $('#sensors-card') };
+    if (markCentral(fleet, data) && Array.isArray(data.sensors)) {
+      fillSelector($('#f-sensor'), data.sensors);
+      sensors.status(data);
+    }
+  }
+
+  async function refreshSensors() {
+    if (document.hidden || !$('#console').classList.contains('central')) return; // a lone sensor: never
+    try {
+      onSensors(await session.request('GET', '/api/sensors'));
+    } catch (err) {
+      console.warn('sensors', err);
+    }
   }
 
   function message(text, kind = '') {
@@ -160,7 +191,8 @@ function startConsole(user) {
     table.invalidate();
   });
   conn.on('stats', (data) => {
-    status.stats(data);
+    status.stats(data, ratesFor(data, conn.filters.sensor));
+    sensors.stats(data);
     charts.addStats(data);
     protocols.addStats(data);
   });
@@ -514,6 +546,7 @@ function startConsole(user) {
   capture?.load();
   refreshTop();
   setInterval(refreshTop, TOP_EVERY_MS);
+  setInterval(refreshSensors, SENSORS_EVERY_MS);
   status.filters({});
 }
 

@@ -33,9 +33,15 @@ export class StatusView {
     if (data.kernel_drops !== undefined) this.#set('#sb-kernel', data.kernel_drops);
   }
 
-  stats(data) {
-    $('#rate-pps').textContent = compact(data.packets_per_second ?? 0);
-    $('#rate-bps').textContent = bytes(data.bytes_per_second ?? 0);
+  // `rates`: the top bar's packets/s and bytes/s (the totals, or at a central the selected
+  // sensors' own, named by `rates.label`: fleet.ratesFor).
+  stats(data, rates = data) {
+    $('#rate-pps').textContent = compact(rates.packets_per_second ?? 0);
+    $('#rate-bps').textContent = bytes(rates.bytes_per_second ?? 0);
+    const scope = $('#rate-scope');
+    scope.hidden = !rates.label;
+    scope.textContent = rates.label ?? '';
+    scope.title = rates.label ? `The rates of ${rates.label} (all sensors: the charts)` : '';
     this.#set('#sb-kernel', (data.kernel_drops ?? 0) + (data.if_drops ?? 0));
     this.#set('#sb-ring', (data.ring_lost ?? 0) + (data.stream_lost ?? 0));
     this.#set('#sb-client', Math.max(this.clientDropped, data.client_dropped ?? 0));

@@ -13,19 +13,21 @@
 // (at the top, it stays at the top).
 //
 // Addresses show the host's name when one is known (names.js), the address on hover; clicking
-// an address emits 'address'.
+// an address emits 'address'. At a fleet central each packet names its sensor: the Sensor
+// column (shown by console.css only at a central) shows it and sorts by it.
 
 import { Emitter, h } from './dom.js';
 import { clock, tcpFlags } from './format.js';
 import { addressKey, nextSort, showSort, sortItems } from './sorting.js';
 
-const COLUMNS = ['id', 'time', 'src', 'sport', 'dst', 'dport', 'proto', 'len', 'flags', 'info'];
+const COLUMNS = ['id', 'time', 'sensor', 'src', 'sport', 'dst', 'dport', 'proto', 'len', 'flags', 'info'];
 const SORT_EVERY_MS = 250;
 
-function sortKey(p, column) {
+export function sortKey(p, column) {
   switch (column) {
     case 'id': return p.id;
     case 'time': return Date.parse(p.timestamp);
+    case 'sensor': return p.sensor;
     case 'src': return addressKey(p.src_ip);
     case 'sport': return p.src_port;
     case 'dst': return addressKey(p.dst_ip);
@@ -276,11 +278,11 @@ export class PacketTable extends Emitter {
   #newRow() {
     const cells = COLUMNS.map((name) => h('span', { class: `c-${name}` }));
     const row = h('div', { class: 'row', role: 'row' }, cells);
-    row.cells = cells;
+    row.cell = Object.fromEntries(COLUMNS.map((name, i) => [name, cells[i]]));
     row.src = h('span', { class: 'addr' });
     row.dst = h('span', { class: 'addr' });
-    cells[2].append(row.src);
-    cells[4].append(row.dst);
+    row.cell.src.append(row.src);
+    row.cell.dst.append(row.dst);
     this.#rows.append(row);
     return row;
   }
@@ -290,18 +292,19 @@ export class PacketTable extends Emitter {
     const selected = p.id === this.selectedId;
     row.className = `row ${protocolClass(label)}${selected ? ' selected' : ''}`;
     row.dataset.id = p.id;
-    const c = row.cells;
-    c[0].textContent = p.id;
-    c[1].textContent = clock(p.timestamp);
+    const c = row.cell;
+    c.id.textContent = p.id;
+    c.time.textContent = clock(p.timestamp);
+    c.sensor.textContent = p.sensor ?? '';
     this.#address(row.src, p.src_ip);
-    c[3].textContent = p.src_port ?? '';
+    c.sport.textContent = p.src_port ?? '';
     this.#address(row.dst, p.dst_ip);
-    c[5].textContent = p.dst_port ?? '';
-    c[6].textContent = label;
-    c[7].textContent = p.length;
-    c[8].textContent = tcpFlags(p.flags);
-    c[9].textContent = p.info ?? '';
-    c[9].title = p.info ?? '';
+    c.dport.textContent = p.dst_port ?? '';
+    c.proto.textContent = label;
+    c.len.textContent = p.length;
+    c.flags.textContent = tcpFlags(p.flags);
+    c.info.textContent = p.info ?? '';
+    c.info.title = p.info ?? '';
   }
 
   #address(el, ip) {
