@@ -76,7 +76,7 @@ async def redeem_ticket(ctx: ApiContext, ticket: str) -> Principal | AuthFailure
     expires = float(grant["session_expires_at"])
     return Principal(
         id=user.id, username=user.username, role=user.role, expires_at=expires,
-        generation=user.generation,
+        generation=user.generation, sensors=user.sensors,
     )  # fmt: skip
 
 
