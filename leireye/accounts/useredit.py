@@ -121,7 +121,7 @@ def update_user(
     *,
     role: str | None = None,
     password: str | None = None,
-    sensors: list[str] | tuple[str, ...] | None | UnsetType = UNSET,
+    sensors: list[str] | tuple[str, ...] | UnsetType | None = UNSET,
 ) -> tuple[UsersFile, User]:
     """A new role (tokens keep working: the role is read from the file), a new password (with
     a new generation: every token issued before is refused), new `sensors` (None: every

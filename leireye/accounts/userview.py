@@ -32,7 +32,6 @@ import msgspec
 
 from leireye.accounts.users import (
     AccountStore,
-    SensorName,
     Generation,
     Role,
     User,
@@ -42,6 +41,7 @@ from leireye.accounts.users import (
     load_users,
     read_bounded,
 )
+from leireye.config import SensorName
 
 log = logging.getLogger("leireye.accounts.userview")
 
@@ -64,7 +64,9 @@ class UsersView(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 def view_of(users: tuple[User, ...]) -> UsersView:
-    return UsersView(tuple(ViewUser(u.id, u.username, u.role, u.generation, u.sensors) for u in users))
+    return UsersView(
+        tuple(ViewUser(u.id, u.username, u.role, u.generation, u.sensors) for u in users)
+    )
 
 
 _encode = msgspec.json.Encoder().encode

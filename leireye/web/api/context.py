@@ -139,6 +139,20 @@ def require(request: Request, role: str = "VIEWER") -> Principal:
     return result
 
 
+def require_whole(request: Request, role: str = "VIEWER") -> Principal:
+    """`require`, for a view that mixes every sensor's traffic (flows, hosts, top lists, Follow
+    Stream): refused (403) to a user limited to some sensors (docs/security.md)."""
+    who = require(request, role)
+    if not context(request).hub.sensors.sees_all(who.sensors):
+        shown = ", ".join(who.sensors or ())
+        raise ApiError(
+            403,
+            "FORBIDDEN",
+            f"This view mixes every sensor's traffic; you may see sensors {shown} only",
+        )
+    return who
+
+
 async def read_body(request: Request, kind: type[T]) -> T:
     """The JSON body decoded into `kind`: 413 past `limits.api_max_body_bytes`, 415 for another
     content type, 400 for malformed JSON, 422 for the wrong shape (the message names the key)."""
