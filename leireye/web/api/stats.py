@@ -77,10 +77,10 @@ async def timeline(request: Request) -> Response:
 
 
 async def metrics(request: Request) -> Response:
-    """Prometheus text format; needs a bearer token unless `web.metrics_public`."""
-    if not context(request).config.web.metrics_public:
-        require(request)
-    text = render_metrics(collect(context(request).hub))
+    """Prometheus text format; needs a bearer token unless `web.metrics_public` (at a fleet
+    central, the per-sensor lines are those of the caller's sensors)."""
+    who = None if context(request).config.web.metrics_public else require(request)
+    text = render_metrics(collect(context(request).hub, None if who is None else who.sensors))
     return Response(text, media_type="text/plain; version=0.0.4; charset=utf-8")
 
 
