@@ -24,7 +24,7 @@ from leireye.web.worker import uvicorn_config
 from tests.http import Http, assert_error
 from tests.inprocess import USER_PASSWORD, InProcessSensor, read_pcap
 from tests.waiting import scaled, wait_for
-from tests.wsclient import client, recv, recv_type, send
+from tests.wsclient import client, closed_with, recv, recv_type, send
 
 MIXED = read_pcap("mixed.pcap")
 NAMES = {0: "east", 1: "west"}
@@ -249,3 +249,36 @@ def test_a_lone_sensor_is_unchanged_and_refuses_sensor_filters(tmp_path: Path) -
         assert sensor.http("GET", "/api/sensors", token=token).json["central"] is False
     finally:
         sensor.close()
+
+
+def test_an_admin_limits_a_user_and_their_open_connection_ends(
+    central: tuple[InProcessSensor, Served],
+) -> None:
+    sensor, served = central
+    admin = Http(served.port, sensor.token("admin"))
+    new = {"username": "val", "role": "VIEWER", "password": USER_PASSWORD,
+           "sensors": ["west", "east"]}  # fmt: skip
+    made = admin.post("/api/users", new)
+    assert made.status == 201, made.body
+    assert made.json["sensors"] == ["east", "west"]
+    user_id = made.json["id"]
+    bad = admin.request("PATCH", f"/api/users/{user_id}", {"sensors": ["no.dots"]})
+    assert bad.status == 422, bad.body
+    token = sensor.token("val")
+    assert Http(served.port, token).get("/api/auth/me").json["sensors"] == ["east", "west"]
+    url = f"ws://127.0.0.1:{served.port}/ws/capture"
+
+    async def go() -> tuple[dict[str, Any], Any]:
+        async with client(url) as ws:
+            echo = await subscribe(ws, token)
+            changed = await asyncio.to_thread(
+                admin.request, "PATCH", f"/api/users/{user_id}", {"sensors": ["east"]}
+            )
+            assert changed.status == 200 and changed.json["sensors"] == ["east"], changed.body
+            return echo, await closed_with(ws)
+
+    echo, closed = asyncio.run(go())
+    assert echo["filters"] == {"sensor": ["east", "west"]}
+    assert closed[0] == 4001
+    everyone = admin.request("PATCH", f"/api/users/{user_id}", {"sensors": None})
+    assert everyone.status == 200 and "sensors" not in everyone.json

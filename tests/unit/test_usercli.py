@@ -121,7 +121,9 @@ def test_add_list_passwd_role_remove(config_path: Path) -> None:
     out = ok(leireye_user(config_path, "sensors", "carol", "north"))
     assert out == "carol now sees north; their open connections end now\n"
     assert by_name(config_path)["carol"].sensors == ("north",)
-    assert ok(leireye_user(config_path, "sensors", "carol", "all")).startswith("carol now sees every")
+    assert ok(leireye_user(config_path, "sensors", "carol", "all")).startswith(
+        "carol now sees every"
+    )
     assert by_name(config_path)["carol"].sensors is None
     bad = leireye_user(config_path, "sensors", "carol", "no.dots")
     assert bad.returncode != 0 and b"sensor name" in bad.stderr and b"Traceback" not in bad.stderr
