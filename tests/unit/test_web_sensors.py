@@ -10,6 +10,8 @@ from pathlib import Path
 import msgspec
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from leireye.accounts.principal import AuthFailure, Principal
 from leireye.client.columns import arrays_of, decode_columns, packets_of
@@ -289,3 +291,33 @@ def test_stats_and_status_at_a_central_show_the_users_sensors(table: Path) -> No
     assert [m["type"] for m in sent] == ["status", "stats"]
     assert "central" not in sent[0]["data"] and "sensors" not in sent[0]["data"]
     assert "by_sensor" not in sent[1]["data"]
+
+
+NAMES = ("east", "west", "north", "south")
+names = st.lists(st.sampled_from((*NAMES, "ghost", "bad.name")), min_size=1, max_size=4)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.integers(0, 2**32),
+    st.sets(st.sampled_from(NAMES), min_size=1),
+    st.one_of(st.none(), st.sampled_from(NAMES), names),
+    st.one_of(st.none(), st.integers(0, 65535)),
+)
+def test_no_filter_gets_a_limited_user_another_sensors_packet(
+    tmp_path_factory: pytest.TempPathFactory,
+    seed: int,
+    allowed: set[str],
+    asked: str | list[str] | None,
+    port: int | None,
+) -> None:
+    path = tmp_path_factory.mktemp("t") / "sensors.json"
+    write(path, *(state(n, i) for i, n in enumerate(NAMES[:3])))  # south: not in the table
+    directory = central(path)
+    r = with_sensors(64, [0, 1, 2, 3, 9], seed)
+    parsed = parse_filters({"sensor": asked, "port": port}, directory, tuple(sorted(allowed)))
+    if isinstance(parsed, FilterError):
+        assert parsed.field == "sensor" and asked is not None
+        return
+    mine = [NAMES.index(n) for n in allowed if n != "south"]
+    assert set(r["sensor"][parsed.mask(r)].tolist()) <= set(mine)
