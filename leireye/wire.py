@@ -28,15 +28,16 @@ ignore unknown fields and types):
                   interval_ms}, since? (echoed when the subscription replays)
     unsubscribed  channel
     packet        data {id, timestamp, src_ip, dst_ip, src_port, dst_port, protocol, length,
-                  flags, info, app, ip_version, vlan}
+                  flags, info, app, ip_version, vlan, sensor (at a fleet central only)}
     packets       data [packet data, ...]  (batch mode, at most max_message_bytes per message)
     packet_columns  (binary frame, msgpack; `options.format: "columns"`) the same fields as
                   `packet` for a batch of packets, column by column (`PacketColumns`)
     stats         data {packets_total, packets_per_second, bytes_per_second, protocols,
                   bytes_total, apps, kernel_drops, if_drops, ring_lost, decode_errors,
-                  stream_lost, client_dropped, timestamp}
+                  stream_lost, client_dropped, timestamp, by_sensor (at a fleet central only)}
     status        data {is_capturing, interface, started_at, packets_captured, state, bpf,
-                  effective_bpf, kernel_drops, if_drops, error}
+                  effective_bpf, kernel_drops, if_drops, error, central and sensors (at a
+                  fleet central only)}
     pong          id? (the ping's, when it had one)
     error         code (`ErrorCode`), message, field? (the offending field or filter/option key)
     dropped       reason (`DropReason`), count, message: packets (or flow events, for the
@@ -212,7 +213,7 @@ class Subscribed(msgspec.Struct, frozen=True, tag="subscribed", tag_field="type"
     echoed when the subscription replays."""
 
     channel: str
-    filters: dict[str, str | int] | UnsetType = UNSET
+    filters: dict[str, str | int | list[str]] | UnsetType = UNSET
     options: SubscribeOptions = SubscribeOptions()
     since: int | UnsetType = UNSET
 
@@ -229,7 +230,9 @@ class PacketData(msgspec.Struct, frozen=True):
     addresses); ports are null where the protocol has none; `protocol` is a `Proto` label;
     `length` is the length on the wire; `flags` are TCP flag names in header order (NS CWR ECE
     URG ACK PSH RST SYN FIN); `app` an `App` label or null; `ip_version` 4, 6 or null; `vlan` the
-    outer VLAN id or null.
+    outer VLAN id or null. `sensor`, at a fleet central only (absent elsewhere): the name of the
+    sensor that captured it (null for the rare record whose sensor the central's table does not
+    list yet).
     """
 
     id: int
@@ -245,6 +248,7 @@ class PacketData(msgspec.Struct, frozen=True):
     app: str | None
     ip_version: int | None
     vlan: int | None
+    sensor: str | UnsetType | None = UNSET
 
 
 class PacketMessage(msgspec.Struct, frozen=True, tag="packet", tag_field="type"):
@@ -266,7 +270,8 @@ class PacketColumns(msgspec.Struct, frozen=True, tag="packet_columns", tag_field
     "columns"`. The same fields as `PacketData`; numbers as little-endian arrays of `count`
     items, texts as an index (`<u4`) into a table of the distinct values (`addresses` serves
     `src_ip` and `dst_ip`). Nulls: ports and `vlan` -1, `ip_version` 0, a table entry None.
-    `timestamp_ms` is Unix milliseconds (`timestamp` is its ISO-8601 text)."""
+    `timestamp_ms` is Unix milliseconds (`timestamp` is its ISO-8601 text). At a fleet central
+    only: `sensor` (`<u4` into `sensors`, a name or None)."""
 
     count: int
     id: bytes  # <u8
@@ -287,6 +292,8 @@ class PacketColumns(msgspec.Struct, frozen=True, tag="packet_columns", tag_field
     flag_sets: list[list[str]]
     infos: list[str]
     apps: list[str | None]
+    sensor: bytes | UnsetType = UNSET  # <u4 into sensors (a fleet central only)
+    sensors: list[str | None] | UnsetType = UNSET
 
 
 COLUMN_TYPES: Final = {
@@ -295,7 +302,7 @@ COLUMN_TYPES: Final = {
     "flags": "<u4", "info": "<u4", "app": "<u4",
 }  # fmt: skip
 """The array type of each column of `PacketColumns` (numpy spelling; `struct` letters: the
-same sizes, little-endian)."""
+same sizes, little-endian). `sensor`, at a fleet central only, is `<u4` too."""
 
 
 FLOW_EVENTS: Final = ("started", "updated", "ended")
@@ -365,10 +372,26 @@ class StatsData(msgspec.Struct, frozen=True):
     stream_lost: int
     client_dropped: int
     timestamp: str
+    # At a fleet central only: each sensor's last published stats snapshot (its own fields, as
+    # it sent them), by name; the totals above are the central's, over every sensor.
+    by_sensor: dict[str, dict[str, Any]] | UnsetType = UNSET
 
 
 class StatsMessage(msgspec.Struct, frozen=True, tag="stats", tag_field="type"):
     data: StatsData
+
+
+class SensorInfo(msgspec.Struct, frozen=True):
+    """A fleet sensor as a central's `status` shows it: `state` live, silent or never;
+    `last_message_ms` Unix milliseconds of its last message (0: none yet); `packets` received;
+    `lost` ids it could not send or that are missing; `bad_batches` messages not decodable."""
+
+    name: str
+    state: str
+    last_message_ms: int
+    packets: int
+    lost: int
+    bad_batches: int
 
 
 class StatusData(msgspec.Struct, frozen=True):
@@ -387,6 +410,9 @@ class StatusData(msgspec.Struct, frozen=True):
     kernel_drops: int
     if_drops: int
     error: str | None
+    # At a fleet central only: `central` true and the sensors (those the user may see).
+    central: bool | UnsetType = UNSET
+    sensors: list[SensorInfo] | UnsetType = UNSET
 
 
 class StatusMessage(msgspec.Struct, frozen=True, tag="status", tag_field="type"):

@@ -26,6 +26,9 @@ class Principal(msgspec.Struct, frozen=True, kw_only=True):
     # The user's `generation` the token (or ticket) was issued under: when the users file shows
     # another one (a new password, the user re-created), open connections are closed.
     generation: str
+    # At a fleet central, the sensors this user may see (from the users file, like the role);
+    # None: every one.
+    sensors: tuple[str, ...] | None = None
 
 
 class AuthFailure(msgspec.Struct, frozen=True):

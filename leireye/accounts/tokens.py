@@ -306,7 +306,7 @@ class Authenticator:
             log.debug("user %s: role %s from the users file applies", user.username, user.role)
         return Principal(
             id=user.id, username=user.username, role=user.role, expires_at=float(exp),
-            generation=user.generation,
+            generation=user.generation, sensors=user.sensors,
         )  # fmt: skip
 
 

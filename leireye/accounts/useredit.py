@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Literal, TypeVar
 
 import msgspec
+from msgspec import UNSET, UnsetType
 
 from leireye.accounts.passwords import PasswordError, hash_password
 from leireye.accounts.users import (
@@ -38,6 +39,7 @@ from leireye.accounts.users import (
     load_users_file,
     new_generation,
 )
+from leireye.config import SensorName
 from leireye.errors import LeirEyeError
 
 T = TypeVar("T")
@@ -68,6 +70,23 @@ def check_role(role: str) -> Role:
     return role
 
 
+def check_sensors(names: list[str] | tuple[str, ...] | None) -> tuple[str, ...] | None:
+    """The sensors a user is limited to, sorted, each a valid sensor name (None: every sensor;
+    an empty list is refused: a user who may see no sensor should be removed)."""
+    if names is None:
+        return None
+    try:
+        checked = msgspec.convert(list(names), list[SensorName])
+    except msgspec.ValidationError:
+        raise UserEditError(
+            "invalid",
+            "a sensor name is 1-63 letters, digits, _ and -, beginning with a letter or digit",
+        ) from None
+    if not checked:
+        raise UserEditError("invalid", "give at least one sensor (or none at all: every sensor)")
+    return tuple(sorted(set(checked)))
+
+
 def find(users: tuple[User, ...], key: int | str) -> User:
     for user in users:
         if user.id == key or user.username == key:
@@ -76,17 +95,23 @@ def find(users: tuple[User, ...], key: int | str) -> User:
 
 
 def add_user(
-    users_file: UsersFile, username: str, role: str, password: str
+    users_file: UsersFile,
+    username: str,
+    role: str,
+    password: str,
+    sensors: list[str] | tuple[str, ...] | None = None,
 ) -> tuple[UsersFile, User]:
-    """A new user with the file's `next_id` and a new generation; `next_id` moves past it."""
+    """A new user with the file's `next_id` and a new generation; `next_id` moves past it.
+    `sensors`: the fleet sensors they may see (None: every one)."""
     username, role = check_username(username), check_role(role)
+    limited = check_sensors(sensors)
     users = users_file.users
     if any(u.username == username for u in users):
         raise UserEditError("conflict", f"a user named {username!r} already exists")
     new_id = users_file.next_id
     if new_id > MAX_USER_ID:
         raise UserEditError("conflict", f"every user id up to {MAX_USER_ID} has been given out")
-    new = User(new_id, username, role, _hash(password), new_generation())
+    new = User(new_id, username, role, _hash(password), new_generation(), sensors=limited)
     return UsersFile(next_id=new_id + 1, users=(*users, new)), new
 
 
@@ -96,9 +121,11 @@ def update_user(
     *,
     role: str | None = None,
     password: str | None = None,
+    sensors: list[str] | tuple[str, ...] | UnsetType | None = UNSET,
 ) -> tuple[UsersFile, User]:
     """A new role (tokens keep working: the role is read from the file), a new password (with
-    a new generation: every token issued before is refused), or both."""
+    a new generation: every token issued before is refused), new `sensors` (None: every
+    sensor; open connections of the user are closed when they change), or several."""
     users = users_file.users
     user = find(users, key)
     changed = user
@@ -107,6 +134,8 @@ def update_user(
         if user.role == "ADMIN" and role != "ADMIN" and _admins(users) == 1:
             raise UserEditError("conflict", "the last ADMIN cannot be demoted")
         changed = msgspec.structs.replace(changed, role=role)
+    if not isinstance(sensors, UnsetType):
+        changed = msgspec.structs.replace(changed, sensors=check_sensors(sensors))
     if password is not None:
         changed = msgspec.structs.replace(
             changed, password_hash=_hash(password), salt="", generation=new_generation()

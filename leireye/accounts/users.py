@@ -50,6 +50,7 @@ from typing import Annotated, Generic, Literal, Protocol, TypeVar
 import msgspec
 import yaml
 
+from leireye.config import SensorName
 from leireye.errors import ConfigError
 
 log = logging.getLogger("leireye.accounts.users")
@@ -85,11 +86,18 @@ class User(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_default
     # Random, new on creation and on every password set; every token carries it (module doc).
     generation: Generation
     salt: str = ""
+    # At a fleet central: the sensors whose packets, stats and status this user may see (by
+    # name); absent (None): every sensor (docs/security.md, "Users limited to sensors").
+    sensors: tuple[SensorName, ...] | None = None
 
 
 def user_view(user: Account) -> dict[str, object]:
-    """A user as the API shows it: never the hash, the salt or the generation."""
-    return {"id": user.id, "username": user.username, "role": user.role}
+    """A user as the API shows it: never the hash, the salt or the generation (`sensors` only
+    for a user limited to some sensors)."""
+    view: dict[str, object] = {"id": user.id, "username": user.username, "role": user.role}
+    if user.sensors is not None:
+        view["sensors"] = list(user.sensors)
+    return view
 
 
 class UsersFile(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -278,6 +286,8 @@ class Account(Protocol):
     def role(self) -> Role: ...
     @property
     def generation(self) -> str: ...
+    @property
+    def sensors(self) -> tuple[str, ...] | None: ...
 
 
 A = TypeVar("A", bound=Account, covariant=True)

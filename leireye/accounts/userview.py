@@ -6,7 +6,8 @@ the `generation` every token is bound to) and to close the WebSockets of a user 
 given a new password. The supervisor (root) gives them this view of it:
 
     <state_dir>/users-view.json   mode 0640, root, group of web.user
-    {"users": [{"id": 1, "username": "admin", "role": "ADMIN", "generation": "..."}],
+    {"users": [{"id": 1, "username": "admin", "role": "ADMIN", "generation": "...",
+                "sensors": null}],
      "error": null}
 
 It is rewritten whenever the users file changes (the supervisor checks its inode, size and
@@ -40,6 +41,7 @@ from leireye.accounts.users import (
     load_users,
     read_bounded,
 )
+from leireye.config import SensorName
 
 log = logging.getLogger("leireye.accounts.userview")
 
@@ -53,6 +55,7 @@ class ViewUser(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     username: Username
     role: Role
     generation: Generation
+    sensors: tuple[SensorName, ...] | None = None  # the sensors a fleet central shows them
 
 
 class UsersView(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -61,7 +64,9 @@ class UsersView(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 def view_of(users: tuple[User, ...]) -> UsersView:
-    return UsersView(tuple(ViewUser(u.id, u.username, u.role, u.generation) for u in users))
+    return UsersView(
+        tuple(ViewUser(u.id, u.username, u.role, u.generation, u.sensors) for u in users)
+    )
 
 
 _encode = msgspec.json.Encoder().encode

@@ -14,6 +14,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from msgspec import UNSET
+
 from leireye.accounts.useredit import (
     UserEditError,
     add_user,
@@ -58,12 +60,33 @@ def _password(args: argparse.Namespace) -> str:
     return first
 
 
+def _sensors(text: str | None) -> list[str] | None:
+    """`a,b` -> ["a", "b"]; `all` (or no option) -> None: every sensor."""
+    if text is None or text.strip() == "all":
+        return None
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
+def _scope(user: User) -> str:
+    return "" if user.sensors is None else ", sensors " + ",".join(user.sensors)
+
+
 def cmd_add(args: argparse.Namespace) -> int:
     config = _config(args)
+    sensors = _sensors(args.sensors)
     password = _password(args)
     path = config.state_path(config.auth.users_file)
-    user = _edit(config, lambda users: add_user(users, args.name, args.role, password))
-    print(f"added {user.username} (id {user.id}, {user.role}) to {path}")
+    user = _edit(config, lambda users: add_user(users, args.name, args.role, password, sensors))
+    print(f"added {user.username} (id {user.id}, {user.role}{_scope(user)}) to {path}")
+    return 0
+
+
+def cmd_sensors(args: argparse.Namespace) -> int:
+    config = _config(args)
+    sensors = _sensors(args.sensors)
+    user = _edit(config, lambda users: update_user(users, args.name, sensors=sensors))
+    seen = "every sensor" if user.sensors is None else ",".join(user.sensors)
+    print(f"{user.username} now sees {seen}; their open connections end now")
     return 0
 
 
@@ -77,8 +100,11 @@ def cmd_passwd(args: argparse.Namespace) -> int:
 
 def cmd_role(args: argparse.Namespace) -> int:
     config = _config(args)
-    user = _edit(config, lambda users: update_user(users, args.name, role=args.role))
-    print(f"{user.username} is now {user.role}")
+    sensors = UNSET if args.sensors is None else _sensors(args.sensors)
+    user = _edit(
+        config, lambda users: update_user(users, args.name, role=args.role, sensors=sensors)
+    )
+    print(f"{user.username} is now {user.role}{_scope(user)}")
     return 0
 
 
@@ -98,9 +124,10 @@ def cmd_list(args: argparse.Namespace) -> int:
         users = read_users_file(path)
     except OSError as exc:
         raise UserCommandError(f"cannot read {path}: {exc.strerror}") from None
-    print(f"{'ID':>4}  {'USERNAME':<24} ROLE")
+    print(f"{'ID':>4}  {'USERNAME':<24} {'ROLE':<8} SENSORS")
     for user in users:
-        print(f"{user.id:>4}  {user.username:<24} {user.role}")
+        shown = "all" if user.sensors is None else ",".join(user.sensors)
+        print(f"{user.id:>4}  {user.username:<24} {user.role:<8} {shown}")
     return 0
 
 
@@ -128,6 +155,11 @@ def _refresh_users_view(config: Config, users_file: Path) -> None:
     UsersViewWriter(users_file, view, group).sync()
 
 
+_SENSORS_HELP = (
+    "at a fleet central: the sensors this user may see, comma-separated, or `all` (the default)"
+)
+
+
 def add_user_parser(
     subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
 ) -> argparse.ArgumentParser:
@@ -146,12 +178,17 @@ def add_user_parser(
     add.add_argument("name")
     add.add_argument("--role", required=True, choices=ROLES)
     add.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    add.add_argument("--sensors", metavar="A,B", help=_SENSORS_HELP)
     passwd = command("passwd", "set a user's password", cmd_passwd)
     passwd.add_argument("name")
     passwd.add_argument("--password-stdin", action="store_true")
     role = command("role", "change a user's role", cmd_role)
     role.add_argument("name")
     role.add_argument("role", choices=ROLES)
+    role.add_argument("--sensors", metavar="A,B", help=_SENSORS_HELP)
+    sensors = command("sensors", "limit a user to some fleet sensors (or `all`)", cmd_sensors)
+    sensors.add_argument("name")
+    sensors.add_argument("sensors", metavar="A,B|all")
     remove = command("remove", "remove a user", cmd_remove)
     remove.add_argument("name")
     command("list", "list the users", cmd_list)

@@ -211,9 +211,10 @@ class LeirEyeClient:
         **filters: Any,
     ) -> AsyncGenerator[Any, None]:
         """Packets matching the filters (keyword names as in the protocol: `src_ip`, `dst_ip`,
-        `ip`, `src_port`, `dst_port`, `min_length`, `max_length`), oldest first, without
-        repeats across reconnects. `since`: start after this packet id (default: the ring's
-        newest id when iteration starts). One packets iteration per client at a time.
+        `ip`, `src_port`, `dst_port`, `min_length`, `max_length`; `sensor` at a fleet central),
+        oldest first, without repeats across reconnects. `since`: start after this packet id
+        (default: the ring's newest id when iteration starts). One packets iteration per client
+        at a time.
 
         The subscription starts with the iteration: to act (send traffic, start a job) only
         once the stream is sure to see what follows, use `subscribe_packets`.
@@ -276,7 +277,7 @@ class LeirEyeClient:
 
     async def _packet_stream(
         self,
-        filters: dict[str, str | int],
+        filters: dict[str, str | int | list[str]],
         *,
         gaps: bool,
         since: int | None,

@@ -63,6 +63,14 @@ def packets_of(columns: PacketColumns) -> list[PacketData]:
     def nullable(name: str, null: int) -> list[int | None]:
         return [None if v == null else v for v in col[name]]
 
+    if isinstance(columns.sensor, bytes) and isinstance(columns.sensors, list):
+        at = array("I")
+        at.frombytes(columns.sensor)
+        if sys.byteorder == "big":
+            at.byteswap()
+        sensors: list[Any] = [columns.sensors[i] for i in at]
+    else:
+        sensors = [msgspec.UNSET] * columns.count
     return list(
         map(
             PacketData,
@@ -79,6 +87,7 @@ def packets_of(columns: PacketColumns) -> list[PacketData]:
             texts("app", columns.apps),
             nullable("ip_version", 0),
             nullable("vlan", -1),
+            sensors,
         )
     )
 
@@ -87,7 +96,8 @@ def arrays_of(columns: PacketColumns) -> dict[str, np.ndarray]:
     """The batch as arrays, one per field, `count` long: `id` (uint64), `timestamp_ms` (int64)
     and `timestamp` (datetime64[ms], the same memory), `src_port`/`dst_port`/`vlan` (int32, -1
     for null), `length` (uint32), `ip_version` (uint8, 0 for null); `src_ip`, `dst_ip`,
-    `protocol`, `info`, `app` (objects: str or None) and `flags` (objects: lists of names)."""
+    `protocol`, `info`, `app` (objects: str or None) and `flags` (objects: lists of names); from
+    a fleet central, `sensor` too (objects: str or None)."""
     import numpy as np
 
     out: dict[str, Any] = {}
@@ -105,4 +115,8 @@ def arrays_of(columns: PacketColumns) -> dict[str, np.ndarray]:
         values = np.empty(len(table), dtype=object)
         values[:] = table  # (a list of lists must stay one object per entry)
         out[name] = values[out[name]]
+    if isinstance(columns.sensor, bytes) and isinstance(columns.sensors, list):
+        names = np.empty(len(columns.sensors), dtype=object)
+        names[:] = columns.sensors
+        out["sensor"] = names[np.frombuffer(columns.sensor, dtype="<u4")]
     return out

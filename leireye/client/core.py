@@ -150,9 +150,11 @@ def packet_filters(
     dst_port: int | None = None,
     min_length: int | None = None,
     max_length: int | None = None,
-) -> dict[str, str | int]:
-    """The `filters` object of a packets subscribe: the given conditions only."""
-    given: dict[str, str | int | None] = {
+    sensor: str | list[str] | None = None,
+) -> dict[str, str | int | list[str]]:
+    """The `filters` object of a packets subscribe: the given conditions only (`sensor`: a
+    sensor name or a list of names, at a fleet central)."""
+    given: dict[str, str | int | list[str] | None] = {
         "protocol": protocol,
         "port": port,
         "src_ip": src_ip,
@@ -162,6 +164,7 @@ def packet_filters(
         "dst_port": dst_port,
         "min_length": min_length,
         "max_length": max_length,
+        "sensor": sensor,
     }
     return {key: value for key, value in given.items() if value is not None}
 

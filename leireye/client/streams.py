@@ -85,7 +85,7 @@ class PacketStream:
 
     def __init__(
         self,
-        filters: dict[str, str | int],
+        filters: dict[str, str | int | list[str]],
         batch: bool,
         cursor: ResumeCursor,
         *,

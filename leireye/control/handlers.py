@@ -125,15 +125,17 @@ class ControlHandlers:
                 return {"user_id": grant.user_id, "generation": grant.generation,
                         "expires_at": grant.expires_at,
                         "session_expires_at": grant.session_expires_at}  # fmt: skip
-            case AddUser(token, username, role, password):
+            case AddUser(token, username, role, password, sensors):
                 admin = self._admin(token)
-                user = self._edit(lambda users: add_user(users, username, role, password))
+                user = self._edit(lambda users: add_user(users, username, role, password, sensors))
                 log.info("user %s added (%s) by %s", user.username, user.role, admin.username)
                 return user_view(user)
-            case UpdateUser(token, user_id, role, password):
+            case UpdateUser(token, user_id, role, password, sensors):
                 admin = self._admin(token)
                 user = self._edit(
-                    lambda users: update_user(users, user_id, role=role, password=password)
+                    lambda users: update_user(
+                        users, user_id, role=role, password=password, sensors=sensors
+                    )
                 )
                 if password is not None:
                     accounts.forget_user(user.id)

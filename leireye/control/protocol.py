@@ -51,6 +51,7 @@ class AddUser(Request, frozen=True, tag="add_user"):
     username: str
     role: str
     password: str
+    sensors: list[str] | None = None  # a fleet central's sensors the user may see (None: all)
 
 
 class UpdateUser(Request, frozen=True, tag="update_user"):
@@ -58,6 +59,7 @@ class UpdateUser(Request, frozen=True, tag="update_user"):
     user_id: int
     role: str | None = None
     password: str | None = None
+    sensors: list[str] | msgspec.UnsetType | None = msgspec.UNSET  # None: every sensor
 
 
 class RemoveUser(Request, frozen=True, tag="remove_user"):

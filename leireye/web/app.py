@@ -24,7 +24,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from leireye.accounts.principal import AuthFailure, Principal
 from leireye.web import console
-from leireye.web.api import accounts, capture, flows, hosts, packets, stats, stream
+from leireye.web.api import accounts, capture, flows, hosts, packets, sensors, stats, stream
 from leireye.web.api.context import ApiContext, redeem_ticket, require
 from leireye.web.api.errors import EXCEPTION_HANDLERS
 from leireye.web.guard import RequestGuard, machine_names
@@ -76,6 +76,7 @@ def build_app(api: ApiContext) -> Starlette:
         *accounts.ROUTES,
         *capture.ROUTES,
         *packets.ROUTES,
+        *sensors.ROUTES,
         *stream.ROUTES,
         *flows.ROUTES,
         *hosts.ROUTES,

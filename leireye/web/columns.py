@@ -32,29 +32,32 @@ FIRST_GUESS_BYTES: Final = 100.0  # per record (~76 on the realistic mix)
 FIXED_BYTES: Final = 400  # the field names and small tables of any message, about
 
 
-def column_batches(records: np.ndarray, max_bytes: int) -> list[tuple[bytes, int]]:
+def column_batches(
+    records: np.ndarray, max_bytes: int, sensor_names: list[str | None] | None = None
+) -> list[tuple[bytes, int]]:
     """`packet_columns` messages of at most `max_bytes` each (one record always fits in the
     smallest `max_message_bytes`): `(message, packets in it)`, in order. Each chunk is sized
     from the bytes per record of the one before (a chunk that comes out too large is halved).
-    One thread only (the memos of `_default`)."""
+    One thread only (the memos of `_default`). `sensor_names` (at a fleet central: each
+    index's name) adds the `sensor` column."""
     out: list[tuple[bytes, int]] = []
     start, per_record = 0, FIRST_GUESS_BYTES
     while start < len(records):
         take = max(1, int(max_bytes / (per_record * 1.1)))
         piece = records[start : start + take]
-        data = _default.encode(piece)
+        data = _default.encode(piece, sensor_names)
         while len(data) > max_bytes and len(piece) > 1:
             piece = piece[: len(piece) // 2]
-            data = _default.encode(piece)
+            data = _default.encode(piece, sensor_names)
         out.append((data, len(piece)))
         per_record = max(1.0, (len(data) - FIXED_BYTES) / len(piece))
         start += len(piece)
     return out
 
 
-def encode_columns(records: np.ndarray) -> bytes:
+def encode_columns(records: np.ndarray, sensor_names: list[str | None] | None = None) -> bytes:
     """One `packet_columns` message for all of `records` (one thread only)."""
-    return _default.encode(records)
+    return _default.encode(records, sensor_names)
 
 
 class ColumnEncoder:
@@ -66,7 +69,7 @@ class ColumnEncoder:
         self._addresses: dict[tuple[int, int, bool], str] = {}
         self._infos: dict[bytes, str] = {}
 
-    def encode(self, records: np.ndarray) -> bytes:
+    def encode(self, records: np.ndarray, sensor_names: list[str | None] | None = None) -> bytes:
         flags = records["flags"]
         has_ports = (flags & F_HAS_PORTS) != 0
         version = records["ip_version"]
@@ -100,6 +103,12 @@ class ColumnEncoder:
             infos=infos,
             apps=apps,
         )
+        if sensor_names is not None:
+            names = sensor_names
+            sensor, sensors = _table(
+                records["sensor"], lambda i: names[i] if i < len(names) else None
+            )
+            message = msgspec.structs.replace(message, sensor=sensor, sensors=sensors)
         return _encoder.encode(message)
 
     def _address_columns(

@@ -29,7 +29,7 @@ its `len`; `utf8_size` gives the byte size cheaply (`str.isascii` is O(1) in CPy
 from __future__ import annotations
 
 import json.encoder
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Final
 
 import numpy as np
@@ -106,9 +106,12 @@ class PacketEncoder:
         self._addresses: dict[int | tuple[int, int, bool], str] = {}
         self._infos: dict[bytes, str] = {}
         self._tails: dict[int, str] = {}
+        self._sensor_tails: dict[tuple[int, str], str] = {}
 
-    def encode(self, records: np.ndarray) -> list[str]:
-        """One `{"type":"packet","data":{...}}` message per row, in order."""
+    def encode(self, records: np.ndarray, sensor_names: Sequence[str] | None = None) -> list[str]:
+        """One `{"type":"packet","data":{...}}` message per row, in order. At a fleet central,
+        `sensor_names` (`sensors.SensorDirectory.json_names`: the JSON text of each index's
+        name) adds `"sensor"` last: `null` for an index it does not hold."""
         n = len(records)
         if n == 0:
             return []
@@ -128,8 +131,11 @@ class PacketEncoder:
             | (records["ip_version"].astype(np.int64) << 8)
             | (records["vlan"].astype(np.int64) << 16)
         )
+        if sensor_names is not None:
+            tail_keys |= records["sensor"].astype(np.int64) << 32
         unique_t, which_t = np.unique(tail_keys, return_inverse=True)
-        tails = np.array([self._tail(k) for k in unique_t.tolist()], dtype=object)
+        tail = self._tail if sensor_names is None else self._sensor_tail(sensor_names)
+        tails = np.array([tail(k) for k in unique_t.tolist()], dtype=object)
         join = "".join
         return [
             join(
@@ -178,6 +184,21 @@ class PacketEncoder:
                 self._tails.clear()
             text = self._tails[key] = _tail(key)
         return text
+
+    def _sensor_tail(self, names: Sequence[str]) -> Callable[[int], str]:
+        def tail(key: int) -> str:
+            index = key >> 32
+            name = names[index] if index < len(names) else "null"
+            memo_key = (key, name)
+            text = self._sensor_tails.get(memo_key)
+            if text is None:
+                if len(self._sensor_tails) >= self._memo_size:
+                    self._sensor_tails.clear()
+                base = _tail(key & 0xFFFF_FFFF)
+                text = self._sensor_tails[memo_key] = f'{base[:-2]},"sensor":{name}}}}}'
+            return text
+
+        return tail
 
     def _addresses_of(
         self, records: np.ndarray, has: npt.NDArray[np.bool_]
@@ -238,9 +259,9 @@ class PacketEncoder:
 _default: Final = PacketEncoder()
 
 
-def encode_packets(records: np.ndarray) -> list[str]:
+def encode_packets(records: np.ndarray, sensor_names: Sequence[str] | None = None) -> list[str]:
     """`PacketEncoder.encode` with a module-wide encoder (one thread only)."""
-    return _default.encode(records)
+    return _default.encode(records, sensor_names)
 
 
 def packet_data(message: str) -> str:

@@ -7,6 +7,8 @@ of the whole ring holds one batch in memory, never the file.
 
 The CSV and JSON rows are the WebSocket `packet` data (`encode.PacketEncoder`, so the labels,
 address texts and flag names are the same), except that CSV gives the time with microseconds.
+At a fleet central (`sensor_names` given: `sensors.SensorDirectory.json_names`), JSON objects carry
+`sensor` as the WebSocket's do, and CSV gets a last column `sensor`.
 """
 
 from __future__ import annotations
@@ -63,25 +65,35 @@ def iso_us(ts_ns: np.ndarray) -> list[str]:
     return [f"{text}Z" for text in np.datetime_as_string(micros, unit="us").tolist()]
 
 
-def csv_stream(batches: Iterable[ExportBatch]) -> Iterator[bytes]:
+def csv_stream(
+    batches: Iterable[ExportBatch], sensor_names: list[str] | None = None
+) -> Iterator[bytes]:
     """UTF-8 CSV (RFC 4180 quoting, CRLF): a header row of CSV_COLUMNS, then one row per packet.
     Missing values are empty cells; `flags` are space-separated names. An `info` starting like a
     spreadsheet formula (=, +, -, @) gets a leading apostrophe, as packet text is untrusted."""
     encoder = PacketEncoder()
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\r\n")
-    writer.writerow(CSV_COLUMNS)
+    keys: tuple[str | None, ...] = _PACKET_KEYS
+    if sensor_names is None:
+        writer.writerow(CSV_COLUMNS)
+    else:
+        writer.writerow((*CSV_COLUMNS, "sensor"))
+        keys = (*keys, "sensor")
     yield _take(out)
     for records, _raw in batches:
         if len(records) == 0:
             continue
         times = iso_us(records["ts_ns"])
-        for data, time in zip(_packet_dicts(encoder, records), times, strict=True):
-            writer.writerow([_cell(key, data, time) for key in _PACKET_KEYS])
+        dicts = _packet_dicts(encoder, records, sensor_names)
+        for data, time in zip(dicts, times, strict=True):
+            writer.writerow([_cell(key, data, time) for key in keys])
         yield _take(out)
 
 
-def json_stream(batches: Iterable[ExportBatch]) -> Iterator[bytes]:
+def json_stream(
+    batches: Iterable[ExportBatch], sensor_names: list[str] | None = None
+) -> Iterator[bytes]:
     """A UTF-8 JSON array of the WebSocket packet `data` objects, written one batch at a time."""
     encoder = PacketEncoder()
     yield b"["
@@ -89,14 +101,16 @@ def json_stream(batches: Iterable[ExportBatch]) -> Iterator[bytes]:
     for records, _raw in batches:
         if len(records) == 0:
             continue
-        body = ",".join(packet_data(m) for m in encoder.encode(records))
+        body = ",".join(packet_data(m) for m in encoder.encode(records, sensor_names))
         yield (body if first else "," + body).encode("utf-8")
         first = False
     yield b"]"
 
 
-def _packet_dicts(encoder: PacketEncoder, records: np.ndarray) -> list[dict[str, Any]]:
-    return [msgspec.json.decode(packet_data(m)) for m in encoder.encode(records)]
+def _packet_dicts(
+    encoder: PacketEncoder, records: np.ndarray, sensor_names: list[str] | None
+) -> list[dict[str, Any]]:
+    return [msgspec.json.decode(packet_data(m)) for m in encoder.encode(records, sensor_names)]
 
 
 def _cell(key: str | None, data: dict[str, Any], time: str) -> object:

@@ -8,6 +8,10 @@ or error changes; counters alone never trigger one.
 Both are queued as renderers, not text: the message is made when the socket is ready for it,
 from the latest snapshot, and at most one of each waits in the outbox, so a client that reads
 slowly gets fresh numbers rather than a backlog of old ones.
+
+At a fleet central (`fleet` given: the sensor states this connection's user may see), `stats`
+carry `by_sensor` and `status` carries `central` and `sensors`, and a sensor seen for the first
+time or changing state (live, silent) sends `status` again.
 """
 
 from __future__ import annotations
@@ -15,10 +19,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Final
 
+import msgspec
+
 from leireye.config import LimitsConfig
+from leireye.fleet.model import SensorState
 from leireye.ring.status import CaptureStatus
 from leireye.stats.layout import StatsSnapshot
 from leireye.web.messages import clamp_interval, stats_message
+from leireye.web.sensors import by_sensor, fleet_key, sensor_infos
 from leireye.web.statusview import status_key, status_message
 from leireye.wire import ServerMessage
 
@@ -29,6 +37,8 @@ Push = Callable[[Callable[[], str | None]], None]
 Render = Callable[[ServerMessage], str]
 Counters = Callable[[], tuple[int, int]]
 """This connection's (stream_lost, client_dropped)."""
+Fleet = Callable[[], list[SensorState]]
+"""At a fleet central: the sensors this connection's user may see, as the table shows them now."""
 
 
 class Feeds:
@@ -50,6 +60,7 @@ class Feeds:
         self._status: CaptureStatus | None = None
         self._status_sent: tuple[object, ...] | None = None
         self._status_queued = False
+        self.fleet: Fleet | None = None  # set by the session at a central, once authenticated
 
     def start(self, now: float) -> None:
         """Authenticated: status now if one is known, stats from one interval on."""
@@ -103,7 +114,7 @@ class Feeds:
 
     def _queue_status(self) -> None:
         status = self._status
-        if status is None or self._status_queued or status_key(status) == self._status_sent:
+        if status is None or self._status_queued or self._status_key(status) == self._status_sent:
             return
         self._status_queued = True
         self._push(self._render_status)
@@ -116,11 +127,23 @@ class Feeds:
         message = stats_message(
             self._stats, stream_lost=stream_lost, client_dropped=client_dropped, now=self._now
         )
+        if self.fleet is not None:
+            data = msgspec.structs.replace(message.data, by_sensor=by_sensor(self.fleet()))
+            message = msgspec.structs.replace(message, data=data)
         return self._render(message)
 
     def _render_status(self) -> str | None:
         self._status_queued = False
         if self._status is None or not self.active:
             return None
-        self._status_sent = status_key(self._status)
-        return self._render(status_message(self._status))
+        self._status_sent = self._status_key(self._status)
+        message = status_message(self._status)
+        if self.fleet is not None:
+            sensors = sensor_infos(self.fleet())
+            data = msgspec.structs.replace(message.data, central=True, sensors=sensors)
+            message = msgspec.structs.replace(message, data=data)
+        return self._render(message)
+
+    def _status_key(self, status: CaptureStatus) -> tuple[object, ...]:
+        key = status_key(status)
+        return key if self.fleet is None else (*key, fleet_key(self.fleet()))

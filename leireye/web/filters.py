@@ -17,17 +17,30 @@ Keys (null means "no filter on this key"):
     dst_port
     min_length,           bounds (inclusive) on the length on the wire
     max_length
+    sensor                at a fleet central: a sensor name or a list of names (config.SensorName:
+                          1-63 of A-Z a-z 0-9 _ -); a well-formed name the central's sensor table
+                          does not hold (yet) matches nothing until it appears there. On a lone
+                          sensor only its own `fleet.sensor` is accepted (it matches every
+                          packet); any other name is refused ("not a fleet central")
+
+`sensor` is resolved to ring indexes at mask time, through the worker's `SensorIndex` (the
+`sensors.SensorDirectory`, re-read when the central's table changes), which the filter holds
+beside its canonical names (not part of its identity). A user limited to some sensors
+(`Principal.sensors`) gets their filter intersected with them by `parse_filters(allowed=...)`:
+naming another sensor is refused, naming none means all of theirs.
 """
 
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
-from typing import Any, Final
+from dataclasses import dataclass, field
+from typing import Any, Final, Protocol
 
 import numpy as np
 import numpy.typing as npt
+from msgspec import ValidationError, convert
 
+from leireye.config import SensorName
 from leireye.record import APP_LABELS, F_HAS_ADDR, F_HAS_PORTS, IPV4_MAPPED_LO, PROTO_LABELS, App
 from leireye.text import truncate
 
@@ -49,7 +62,19 @@ _KEYS: Final = (
     "dst_port",
     "min_length",
     "max_length",
+    "sensor",
 )
+MAX_SENSOR_NAMES: Final = 256  # names in one `sensor` filter
+
+
+class SensorIndex(Protocol):
+    """Ring indexes of sensor names (`sensors.SensorDirectory`)."""
+
+    @property
+    def central(self) -> bool: ...
+    @property
+    def own(self) -> str | None: ...
+    def indexes(self, names: tuple[str, ...]) -> npt.NDArray[np.uint16]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,20 +151,29 @@ class PacketFilter:
     dst_port: int | None = None
     min_length: int | None = None
     max_length: int | None = None
+    sensor: tuple[str, ...] | None = None  # sorted names; resolved through `sensors`
+    sensors: SensorIndex | None = field(default=None, compare=False, hash=False, repr=False)
 
-    def as_dict(self) -> dict[str, str | int]:
+    def as_dict(self) -> dict[str, str | int | list[str]]:
         """The filter as applied, for the `subscribed` echo: canonical labels and networks,
-        keys in a fixed order, unset keys left out."""
-        out: dict[str, str | int] = {}
+        keys in a fixed order, unset keys left out (`sensor`: one name, or a sorted list)."""
+        out: dict[str, str | int | list[str]] = {}
         for key in _KEYS:
             value = getattr(self, key)
-            if value is not None:
+            if isinstance(value, tuple):
+                out[key] = value[0] if len(value) == 1 else list(value)
+            elif value is not None:
                 out[key] = value.text if isinstance(value, Network) else value
         return out
 
     def mask(self, records: np.ndarray) -> Mask:
         """Which rows of a RECORD_DTYPE array pass, vectorised over the whole batch."""
         m: Mask = np.ones(len(records), dtype=np.bool_)
+        if self.sensor is not None:
+            if self.sensors is None:
+                m[:] = False
+            else:
+                m &= np.isin(records["sensor"], self.sensors.indexes(self.sensor))
         if self.protocol is not None:
             m &= _protocol_mask(self.protocol, records)
         if self.min_length is not None:
@@ -186,20 +220,34 @@ def protocol_names() -> tuple[str, ...]:
     return (*PROTO_LABELS, *(a.label for a in App if a))
 
 
-def parse_filters(obj: Any) -> PacketFilter | FilterError:
-    """Validate a `filters` object (a dict decoded from JSON, or None for no filter)."""
-    if obj is None:
+def parse_filters(
+    obj: Any, sensors: SensorIndex | None = None, allowed: tuple[str, ...] | None = None
+) -> PacketFilter | FilterError:
+    """Validate a `filters` object (a dict decoded from JSON, or None for no filter). `sensors`:
+    what `sensor` resolves through (None: no sensor filter is possible here); `allowed`: the
+    sensors the user may see (None: every one), which the filter is narrowed to."""
+    if obj is None and allowed is None:
         return _EMPTY
+    if obj is None:
+        obj = {}
     if not isinstance(obj, dict):
         return FilterError("filters", "filters must be an object")
     values: dict[str, Any] = {}
     for key, raw in obj.items():
         if key not in _KEYS:
+            central = sensors is not None and sensors.central
+            known = _KEYS if central else _KEYS[:-1]  # `sensor` is for a central
             return FilterError(
                 truncate(str(key), _QUOTED_CHARS),
-                f"Unknown filter {_short(key)}; known: {', '.join(_KEYS)}",
+                f"Unknown filter {_short(key)}; known: {', '.join(known)}",
             )
         if raw is None:
+            continue
+        if key == "sensor":
+            names = _parse_sensor(raw, sensors)
+            if isinstance(names, FilterError):
+                return names
+            values[key] = names
             continue
         parsed = _parse_value(key, raw)
         if isinstance(parsed, FilterError):
@@ -208,7 +256,55 @@ def parse_filters(obj: Any) -> PacketFilter | FilterError:
     low, high = values.get("min_length"), values.get("max_length")
     if low is not None and high is not None and high < low:
         return FilterError("max_length", f"max_length {high} is below min_length {low}")
+    if allowed is not None:
+        asked = values.get("sensor")
+        outside = sorted(set(asked or ()) - set(allowed))
+        if outside:
+            return FilterError(
+                "sensor",
+                f"sensor {outside[0]!r} is not one you may see; yours: {', '.join(allowed)}",
+            )
+        values["sensor"] = asked or tuple(sorted(set(allowed)))
+    if values.get("sensor") is not None:
+        values["sensors"] = sensors
     return PacketFilter(**values)
+
+
+_SensorNames = list[SensorName]
+
+
+def _parse_sensor(raw: Any, sensors: SensorIndex | None) -> tuple[str, ...] | FilterError:
+    """A name or a list of names: sorted, without repeats; refused unless this is a central or
+    the names are this lone sensor's own."""
+    given = [raw] if isinstance(raw, str) else raw
+    if not isinstance(given, list) or not 1 <= len(given) <= MAX_SENSOR_NAMES:
+        return FilterError(
+            "sensor", f"sensor must be a sensor name or a list of 1 to {MAX_SENSOR_NAMES} names"
+        )
+    try:
+        names = tuple(sorted(set(convert(given, _SensorNames))))
+    except ValidationError:
+        bad = next((n for n in given if not _is_sensor_name(n)), given[0])
+        return FilterError(
+            "sensor",
+            f"sensor: {_short(bad)} is not a sensor name (1-63 letters, digits, _ and -,"
+            " beginning with a letter or digit)",
+        )
+    if sensors is not None and sensors.central:
+        return names
+    own = None if sensors is None else sensors.own
+    if own is not None and names == (own,):
+        return names
+    this = f"; this is sensor {own!r} and shows its own packets only" if own else ""
+    return FilterError("sensor", f"sensor: not a fleet central{this}")
+
+
+def _is_sensor_name(value: object) -> bool:
+    try:
+        convert(value, SensorName)
+    except ValidationError:
+        return False
+    return True
 
 
 def _parse_value(key: str, raw: Any) -> str | int | Network | FilterError:

@@ -63,7 +63,7 @@ class FlowFilter:
     min_duration_ms: int | None = None
     state: str | None = None
 
-    def as_dict(self) -> dict[str, str | int]:
+    def as_dict(self) -> dict[str, str | int | list[str]]:
         out = self.packet.as_dict()
         for key in _FLOW_KEYS:
             value = getattr(self, key)

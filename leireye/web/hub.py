@@ -34,6 +34,12 @@ The live reader then stands still; the first subscription moves it to the ring's
 while the `subscribe` message is handled and before its `subscribed` reply can leave, so every
 packet captured after that reply reaches the subscriber, and `since` replays anything earlier.
 
+At a fleet central (`central.enabled`) the ring holds every sensor's packets: the hub keeps the
+central's sensor table (`sensors.SensorDirectory`, looked at on each tick, and again when a batch
+shows a sensor it does not know yet), packet messages carry the sensor's name, and `sensor`
+filters resolve through it. The packet store is not read there (its frames, decoded again, would
+not know their sensor).
+
 Flow events (the `flows` channel) come from the flow process's event ring, read the same way
 only while some session is subscribed to flows: `flowfeed.py`.
 """
@@ -72,6 +78,7 @@ from leireye.web.filters import PacketFilter
 from leireye.web.flowfeed import FlowFeed
 from leireye.web.frames import PacketRun
 from leireye.web.registry import ConnectionRegistry
+from leireye.web.sensors import SensorDirectory
 from leireye.web.session import Session
 from leireye.web.statusview import capture_view
 from leireye.web.storereplay import StoreReplay
@@ -121,8 +128,15 @@ class Hub:
         self.status_block = status
         self.stats_series = stats
         self.store = StoreView.of(ring)  # the packet store writer's status
-        # The packet store's reader (resume with `options.from_store`); None: store off.
-        self.packet_store = PacketStore(config.store_dir) if config.store.enabled else None
+        # The packet store's reader (resume with `options.from_store`); None: store off, or a
+        # fleet central (a frame decoded again from the store would not know its sensor).
+        self.packet_store = (
+            PacketStore(config.store_dir)
+            if config.store.enabled and not config.central.enabled
+            else None
+        )
+        self.sensors = SensorDirectory.of(config)
+        self.sensors.refresh()
         self.registry = registry
         self.authenticator = authenticator
         self.tickets = tickets
@@ -185,6 +199,7 @@ class Hub:
             query_auth=query_auth,
             outbox_messages=self.config.web.outbox_messages,
             flows_enabled=self.flows is not None,
+            sensors=self.sensors,
         )
         session.tick(now, self.stats, self.status)
         conn = Connection(session, on_subscribe=self._start_reading)
@@ -267,6 +282,7 @@ class Hub:
             conn.wake.set()
 
     def tick(self, now: float) -> None:
+        self.sensors.refresh()
         try:
             self.stats = self.stats_series.read()
             self.status = self.status_block.read()
@@ -279,9 +295,10 @@ class Hub:
         self.registry.publish_counters(self.counters())
 
     def _revoke_stale(self) -> None:
-        """When the users (view) changed, close the connections whose user is gone, renamed or
-        has a new password (one `stat` per tick otherwise). A users file that does not load
-        refuses new tokens but cuts no open connection: a typo must not end every session."""
+        """When the users (view) changed, close the connections whose user is gone, renamed, has
+        a new password or sees other sensors (one `stat` per tick otherwise). A users file that
+        does not load refuses new tokens but cuts no open connection: a typo must not end every
+        session."""
         users = self.authenticator.users
         users.refresh()
         if users.version == self._users_version:
@@ -298,8 +315,9 @@ class Hub:
                 user is None
                 or user.username != principal.username
                 or user.generation != principal.generation
+                or user.sensors != principal.sensors
             ):
-                log.info("closing a connection of %r: removed, renamed or new password",
+                log.info("closing a connection of %r: removed, renamed, new password or sensors",
                          principal.username)  # fmt: skip
                 conn.session.revoke()
                 conn.wake.set()
@@ -360,10 +378,11 @@ class Hub:
     ) -> None:
         """Each group's run: the JSON of the rows some JSON subscriber wants (encoded once for
         all groups), the records when some subscriber of the group wants binary columns."""
+        self.sensors.resolve(records["sensor"])
         masks = {flt: flt.mask(records) for flt in groups}
         json_masks = [m for flt, m in masks.items() if not _all_columns(groups[flt])]
         rows = np.flatnonzero(np.logical_or.reduce(json_masks)) if json_masks else _NO_ROWS
-        messages = encode_packets(records[rows]) if rows.size else []
+        messages = self.encode(records[rows]) if rows.size else []
         self.encoded += len(messages)
         position = np.full(len(records), -1, dtype=np.intp)
         position[rows] = np.arange(rows.size)
@@ -382,6 +401,11 @@ class Hub:
                 conn.session.deliver_run(run, lost=lost)
                 conn.wake.set()
             self.delivered += len(run) * len(conns)
+
+    def encode(self, records: np.ndarray) -> list[str]:
+        """`packet` messages of these records (with `sensor` at a fleet central)."""
+        sensors = self.sensors
+        return encode_packets(records, sensors.json_names() if sensors.central else None)
 
     def _advance_replay(self, conn: Connection) -> None:
         """Feed a resuming session from its own reader up to the hub's cursor, at most what its
@@ -412,10 +436,11 @@ class Hub:
             if batch.lost:
                 session.replay_lost(batch.lost)
             records = batch.records
+            self.sensors.resolve(records["sensor"])
             rows = np.flatnonzero(flt.mask(records)) if len(records) else np.empty(0, np.intp)
             if rows.size:
                 picked = records[rows]
-                messages = None if session.columns else encode_packets(picked)
+                messages = None if session.columns else self.encode(picked)
                 session.deliver_run(PacketRun(picked["seq"], messages, picked))
             if not len(records) and not batch.lost:
                 break

@@ -74,6 +74,7 @@ from leireye.web.messages import (
 )
 from leireye.web.outbox import Outbox
 from leireye.web.ratelimit import RateLimiter, Verdict
+from leireye.web.sensors import SensorDirectory
 from leireye.wire import (
     AUTH_ERROR_TEXT,
     CHANNEL_FLOWS,
@@ -129,8 +130,12 @@ class Session:
         query_auth: Principal | AuthFailure | None = None,
         outbox_messages: int = 4096,
         flows_enabled: bool = False,
+        sensors: SensorDirectory | None = None,
     ) -> None:
         self.limits = limits
+        # The fleet's sensors (`sensors.py`): at a central, what `sensor` filters resolve to
+        # and what packets, stats and status carry; on a lone sensor, its own name only.
+        self.sensors = sensors
         self.flows_enabled = flows_enabled  # a flow process runs (`flows.enabled`)
         self._authenticate = authenticate
         self._admit = admit
@@ -331,7 +336,10 @@ class Session:
         return run.json_batches(self.limits.max_message_bytes)
 
     def _column_batches(self, run: PacketRun) -> list[Frame]:
-        return run.binary_batches(column_batches, self.limits.max_message_bytes)
+        sensors = self.sensors
+        if sensors is None or not sensors.central:
+            return run.binary_batches(column_batches, self.limits.max_message_bytes)
+        return run.binary_batches(sensors.column_batcher(), self.limits.max_message_bytes)
 
     def replay_lost(self, lost: int) -> None:
         """`lost` records after `since` were overwritten before the replay could read them:
@@ -383,6 +391,10 @@ class Session:
         self.admitted = True
         self.principal = principal
         self._state = State.OPEN
+        sensors = self.sensors
+        if sensors is not None and sensors.central:
+            allowed = principal.sensors
+            self._feeds.fleet = lambda: sensors.states(allowed)
         self._send(self._auth_success())
         self._feeds.start(self._now)
 
@@ -394,6 +406,9 @@ class Session:
         if principal.id != self.principal.id:
             text = "The token is for another user; the connection keeps its current one"
             self._send(ErrorMessage(ErrorCode.USER_MISMATCH, text, "token"))
+            return
+        if principal.sensors != self.principal.sensors:  # the sensors it may see changed
+            self._close(CloseCode.AUTH_FAILED, "token revoked", [AuthError(REVOKED_TEXT)])
             return
         self.principal = principal
         self._send(self._auth_success())
@@ -409,7 +424,8 @@ class Session:
             self._channel_error(message.channel)
 
     def _subscribe_packets(self, message: SubscribeMessage) -> None:
-        parsed = parse_filters(message.filters)
+        allowed = None if self.principal is None else self.principal.sensors
+        parsed = parse_filters(message.filters, self.sensors, allowed)
         if isinstance(parsed, FilterError):
             self._send(ErrorMessage(ErrorCode.INVALID_FILTER, parsed.message, parsed.field))
             return
@@ -450,6 +466,11 @@ class Session:
     def _subscribe_flows(self, message: SubscribeMessage) -> None:
         if not self.flows_enabled:
             text = "The flows channel is off: this sensor runs no flow process (flows.enabled)"
+            self._send(ErrorMessage(ErrorCode.INVALID_CHANNEL, text, "channel"))
+            return
+        allowed = None if self.principal is None else self.principal.sensors
+        if allowed is not None and (self.sensors is None or not self.sensors.sees_all(allowed)):
+            text = "Flows mix every sensor's traffic: a user limited to some sensors gets none"
             self._send(ErrorMessage(ErrorCode.INVALID_CHANNEL, text, "channel"))
             return
         if message.since is not None:

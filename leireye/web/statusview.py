@@ -21,7 +21,7 @@ from leireye.web.encode import iso_ms
 from leireye.wire import StatusData, StatusMessage
 
 
-class StatusView(StatusData, frozen=True):
+class StatusView(StatusData, frozen=True, kw_only=True):
     """`StatusData`, then: `linktype` (DLT_*, -1 before the source is open), `snaplen`,
     `bytes_captured` (wire lengths), `decode_errors` and their count `decode_errors_by_kind`,
     `restarts` (of the capture process, by the supervisor) and `pid` (null without a process)."""

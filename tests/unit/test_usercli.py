@@ -84,10 +84,10 @@ def test_add_list_passwd_role_remove(config_path: Path) -> None:
     assert verify_password(BOB_PW, bob.password_hash, bob.salt)
 
     listing = ok(leireye_user(config_path, "list")).splitlines()
-    assert listing[0].split() == ["ID", "USERNAME", "ROLE"]
+    assert listing[0].split() == ["ID", "USERNAME", "ROLE", "SENSORS"]
     assert [line.split() for line in listing[1:]] == [
-        ["1", "root", "ADMIN"],
-        ["2", "bob", "ANALYST"],
+        ["1", "root", "ADMIN", "all"],
+        ["2", "bob", "ANALYST", "all"],
     ]
     first_generation = bob.generation
 
@@ -111,10 +111,28 @@ def test_add_list_passwd_role_remove(config_path: Path) -> None:
     listing = ok(leireye_user(config_path, "list")).splitlines()
     assert [line.split()[1] for line in listing[1:]] == ["root"]
 
+    # A user limited to some fleet sensors (docs/security.md): stored sorted, shown, changed.
+    out = ok(leireye_user(config_path, "add", "carol", "--role", "VIEWER", "--sensors",
+                          "west,east", "--password-stdin", stdin="carol's password\n"))  # fmt: skip
+    assert out == f"added carol (id 3, VIEWER, sensors east,west) to {path}\n"
+    assert by_name(config_path)["carol"].sensors == ("east", "west")
+    listing = ok(leireye_user(config_path, "list")).splitlines()
+    assert listing[-1].split() == ["3", "carol", "VIEWER", "east,west"]
+    out = ok(leireye_user(config_path, "sensors", "carol", "north"))
+    assert out == "carol now sees north; their open connections end now\n"
+    assert by_name(config_path)["carol"].sensors == ("north",)
+    assert ok(leireye_user(config_path, "sensors", "carol", "all")).startswith(
+        "carol now sees every"
+    )
+    assert by_name(config_path)["carol"].sensors is None
+    bad = leireye_user(config_path, "sensors", "carol", "no.dots")
+    assert bad.returncode != 0 and b"sensor name" in bad.stderr and b"Traceback" not in bad.stderr
+    ok(leireye_user(config_path, "remove", "carol"))
+
     # bob again: a new id, not the removed bob's 2.
     out = ok(leireye_user(config_path, "add", "bob", "--role", "ADMIN", "--password-stdin",
                           stdin=BOB_PW + "\n"))  # fmt: skip
-    assert out == f"added bob (id 3, ADMIN) to {path}\n"
+    assert out == f"added bob (id 4, ADMIN) to {path}\n"
 
 
 def test_every_refusal_is_one_line_and_a_non_zero_exit(config_path: Path) -> None:

@@ -10,6 +10,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from leireye.accounts.users import Role, user_view
+from leireye.config import SensorName
 from leireye.control.protocol import (
     AddUser,
     IssueTicket,
@@ -38,11 +39,13 @@ class NewUserBody(msgspec.Struct, forbid_unknown_fields=True):
     username: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
     role: Role
     password: Text
+    sensors: list[SensorName] | None = None  # at a fleet central; None: every sensor
 
 
 class UserPatchBody(msgspec.Struct, forbid_unknown_fields=True):
     role: Role | None = None
     password: Text | None = None
+    sensors: list[SensorName] | msgspec.UnsetType | None = msgspec.UNSET  # null: every sensor
 
 
 def _address(request: Request) -> str:
@@ -70,6 +73,7 @@ async def me(request: Request) -> Response:
             "username": principal.username,
             "role": principal.role,
             "expires_at": principal.expires_at,
+            **({} if principal.sensors is None else {"sensors": list(principal.sensors)}),
         }
     )
 
@@ -108,7 +112,7 @@ async def get_user(request: Request) -> Response:
 async def create_user(request: Request) -> Response:
     require(request, "ADMIN")
     body = await read_body(request, NewUserBody)
-    add = AddUser(access_token(request), body.username, body.role, body.password)
+    add = AddUser(access_token(request), body.username, body.role, body.password, body.sensors)
     data = await context(request).control.call(add)
     return JSONResponse(data, status_code=201)
 
@@ -117,9 +121,11 @@ async def patch_user(request: Request) -> Response:
     require(request, "ADMIN")
     user_id = path_int(request, "user_id")
     body = await read_body(request, UserPatchBody)
-    if body.role is None and body.password is None:
-        raise ApiError(422, "VALIDATION_ERROR", "Nothing to change: give `role` or `password`")
-    update = UpdateUser(access_token(request), user_id, body.role, body.password)
+    if body.role is None and body.password is None and body.sensors is msgspec.UNSET:
+        raise ApiError(
+            422, "VALIDATION_ERROR", "Nothing to change: give `role`, `password` or `sensors`"
+        )
+    update = UpdateUser(access_token(request), user_id, body.role, body.password, body.sensors)
     data = await context(request).control.call(update)
     return JSONResponse(data)
 

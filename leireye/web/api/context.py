@@ -76,7 +76,7 @@ async def redeem_ticket(ctx: ApiContext, ticket: str) -> Principal | AuthFailure
     expires = float(grant["session_expires_at"])
     return Principal(
         id=user.id, username=user.username, role=user.role, expires_at=expires,
-        generation=user.generation,
+        generation=user.generation, sensors=user.sensors,
     )  # fmt: skip
 
 
@@ -137,6 +137,20 @@ def require(request: Request, role: str = "VIEWER") -> Principal:
     if RANK.get(result.role, -1) < RANK[role]:
         raise ApiError(403, "FORBIDDEN", f"This needs the {role} role (you are {result.role})")
     return result
+
+
+def require_whole(request: Request, role: str = "VIEWER") -> Principal:
+    """`require`, for a view that mixes every sensor's traffic (flows, hosts, top lists, Follow
+    Stream): refused (403) to a user limited to some sensors (docs/security.md)."""
+    who = require(request, role)
+    if not context(request).hub.sensors.sees_all(who.sensors):
+        shown = ", ".join(who.sensors or ())
+        raise ApiError(
+            403,
+            "FORBIDDEN",
+            f"This view mixes every sensor's traffic; you may see sensors {shown} only",
+        )
+    return who
 
 
 async def read_body(request: Request, kind: type[T]) -> T:

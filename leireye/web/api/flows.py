@@ -20,7 +20,7 @@ from starlette.routing import Route
 from leireye.flows.model import Flow
 from leireye.flows.query import FLOW_FILTER_KEYS, FilterValueError, FlowFilter, parse_flow_filter
 from leireye.web.api import ringscan, stream
-from leireye.web.api.context import context, require
+from leireye.web.api.context import context, require_whole
 from leireye.web.api.errors import ApiError
 from leireye.web.api.history import PAGE_KEYS, page_of, refuse_unknown, run, store
 from leireye.web.encode import iso_ms
@@ -55,7 +55,7 @@ def _active(request: Request) -> Sequence[Flow]:
 
 
 async def list_flows(request: Request) -> Response:
-    require(request)
+    require_whole(request)
     query = request.query_params
     refuse_unknown(query, (*PAGE_KEYS, *FLOW_FILTER_KEYS, "status"))
     flt = flow_filter(query)
@@ -101,7 +101,7 @@ async def _records(request: Request, uid: str) -> list[tuple[Flow, bool]]:
 
 
 async def get_flow(request: Request) -> Response:
-    require(request)
+    require_whole(request)
     uid = request.path_params["uid"]
     records = await _records(request, uid)
     newest = records[-1][0]
@@ -164,7 +164,7 @@ def packet_ids(ring: ringscan.RingView, flow: Flow, first_ns: int) -> list[int]:
 
 async def get_flow_stream(request: Request) -> Response:
     """Follow Stream of one flow: its conversation over the whole span of its records."""
-    require(request, "ANALYST")
+    require_whole(request, "ANALYST")
     records = await _records(request, request.path_params["uid"])
     try:
         conv, _, last_ns = stream.conversation_of(records[-1][0])

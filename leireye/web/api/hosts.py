@@ -15,7 +15,7 @@ from starlette.routing import Route
 
 from leireye.flows.history import HOST_SORTS, MINUTE_NS, STEPS_MAX
 from leireye.flows.model import Host
-from leireye.web.api.context import context, require
+from leireye.web.api.context import context, require_whole
 from leireye.web.api.errors import ApiError
 from leireye.web.api.history import PAGE_KEYS, number, page_of, refuse_unknown, run, store
 from leireye.web.encode import iso_ms
@@ -47,7 +47,7 @@ def _step_ns(query: Any, from_ns: int, to_ns: int) -> int:
 
 
 async def list_hosts(request: Request) -> Response:
-    require(request)
+    require_whole(request)
     query = request.query_params
     refuse_unknown(query, PAGE_KEYS)
     history = store(request)
@@ -77,7 +77,7 @@ async def list_hosts(request: Request) -> Response:
 
 
 async def get_host(request: Request) -> Response:
-    require(request)
+    require_whole(request)
     raw = request.path_params["ip"]
     try:
         ip = str(ipaddress.ip_address(raw))
@@ -105,7 +105,7 @@ async def get_host(request: Request) -> Response:
 
 async def protocol_history(request: Request) -> Response:
     """GET /api/stats/protocols?from&to&step: packets and bytes per app per interval."""
-    require(request)
+    require_whole(request)
     query = request.query_params
     refuse_unknown(query, ("from", "to", "step"))
     history = store(request)

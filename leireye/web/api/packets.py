@@ -14,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from leireye.accounts.principal import Principal
 from leireye.capture import pcapfile
 from leireye.decode.detail import describe_frame, hex_dump
 from leireye.record import RECORD_DTYPE
@@ -32,10 +33,11 @@ from leireye.web.api.errors import ApiError
 from leireye.web.api.stream import parse_time
 from leireye.web.encode import PacketEncoder, encode_packets, iso_ms, packet_data
 from leireye.web.filters import FilterError, PacketFilter, parse_filters
+from leireye.web.sensors import SensorDirectory
 
 FILTER_KEYS: Final = (
     "protocol", "src_ip", "dst_ip", "ip", "port", "src_port", "dst_port", "min_length",
-    "max_length",
+    "max_length", "sensor",
 )  # fmt: skip
 _INT_KEYS: Final = {"port", "src_port", "dst_port", "min_length", "max_length"}
 STORED_SNAPLEN: Final = 262144  # the pcap header of a stored export: capture.snaplen's largest
@@ -46,9 +48,16 @@ EXPORT_FORMATS: Final = {
 }
 
 
-def query_filter(query: Mapping[str, str], allowed: tuple[str, ...]) -> PacketFilter:
+def query_filter(
+    query: Mapping[str, str],
+    allowed: tuple[str, ...],
+    sensors: SensorDirectory | None = None,
+    who: Principal | None = None,
+) -> PacketFilter:
     """The subscription filter spelt in a query string (the same keys as the WebSocket's
-    `filters`); unknown parameters are refused rather than ignored, like misspelt filters."""
+    `filters`; `sensor=a,b` for several sensors); unknown parameters are refused rather than
+    ignored, like misspelt filters. `who`: the caller, whose sensors (`Principal.sensors`) the
+    filter is narrowed to."""
     unknown = sorted(set(query) - set(FILTER_KEYS) - set(allowed))
     if unknown:
         raise ApiError(400, "INVALID_FILTER", f"Unknown query parameter {unknown[0]!r}")
@@ -57,8 +66,11 @@ def query_filter(query: Mapping[str, str], allowed: tuple[str, ...]) -> PacketFi
         value = query.get(key)
         if value is None or value == "":
             continue
-        spec[key] = _int(key, value) if key in _INT_KEYS else value
-    parsed = parse_filters(spec)
+        if key == "sensor":
+            spec[key] = value.split(",")
+        else:
+            spec[key] = _int(key, value) if key in _INT_KEYS else value
+    parsed = parse_filters(spec, sensors, None if who is None else who.sensors)
     if isinstance(parsed, FilterError):
         raise ApiError(400, "INVALID_FILTER", parsed.message)
     return parsed
@@ -76,10 +88,11 @@ def _optional_int(query: Mapping[str, str], key: str, low: int = 0) -> int | Non
 
 
 async def list_packets(request: Request) -> Response:
-    require(request)
+    who = require(request)
     ctx = context(request)
     query = request.query_params
-    flt = query_filter(query, ("limit", "before", "after", "from", "to"))
+    sensors = ctx.hub.sensors
+    flt = query_filter(query, ("limit", "before", "after", "from", "to"), sensors, who)
     most = ctx.config.limits.api_packets_max
     limit = _optional_int(query, "limit", 1) or min(100, most)
     if limit > most:
@@ -93,7 +106,8 @@ async def list_packets(request: Request) -> Response:
         low, high = from_ns or 0, to_ns or 2**63 - 1
         body = await run_in_threadpool(_stored_list_body, store, flt, limit, low, high, after)
         return Response(body, media_type="application/json")
-    body = await ringscan.run(_list_body, ctx.hub.ring, flt, limit, after, before)
+    names = sensors.json_names() if sensors.central else None
+    body = await ringscan.run(_list_body, ctx.hub.ring, flt, limit, after, before, names)
     return Response(body, media_type="application/json")
 
 
@@ -101,11 +115,16 @@ _SCAN_ENCODER: Final = PacketEncoder()  # the scan thread's own (an encoder serv
 
 
 def _list_body(
-    ring: ringscan.RingView, flt: PacketFilter, limit: int, after: int | None, before: int | None
+    ring: ringscan.RingView,
+    flt: PacketFilter,
+    limit: int,
+    after: int | None,
+    before: int | None,
+    sensor_names: list[str] | None = None,
 ) -> str:
     """The list's JSON body (in the scan thread)."""
     records = ringscan.newest(ring, flt, limit, after, before)
-    items = ",".join(packet_data(m) for m in _SCAN_ENCODER.encode(records))
+    items = ",".join(packet_data(m) for m in _SCAN_ENCODER.encode(records, sensor_names))
     next_before = int(records["seq"][-1]) if len(records) == limit else None
     return (
         f'{{"packets":[{items}],"count":{len(records)},'
@@ -139,10 +158,13 @@ def _stored_list_body(
 
 
 async def packet_detail(request: Request) -> Response:
-    require(request, "ANALYST")
+    who = require(request, "ANALYST")
     packet_id = path_int(request, "packet_id")
     ctx = context(request)
+    sensors = ctx.hub.sensors
     found = ctx.hub.ring.get(packet_id)
+    if found is not None and not _may_see(who, sensors, int(found[0]["sensor"])):
+        found = None  # another sensor's: as if it were not there
     store = ctx.packet_store
     stored = None
     if store is not None and (found is None or len(found[1]) < int(found[0]["cap_len"])):
@@ -159,7 +181,8 @@ async def packet_detail(request: Request) -> Response:
         raise ApiError(
             404, "NOT_FOUND", f"Packet {packet_id} is not in {where} (gone, or not captured yet)"
         )
-    summary = packet_data(encode_packets(np.array([record]))[0])
+    names = sensors.json_names() if sensors.central else None
+    summary = packet_data(encode_packets(np.array([record]), names)[0])
     wire_len = int(record["wire_len"])
     body = {
         "id": packet_id,
@@ -183,13 +206,18 @@ async def export_packets(request: Request) -> Response:
     query = request.query_params
     ticket = query.get("ticket")
     if ticket is not None and request.headers.get("authorization") is None:
-        require_or_ticket(request, await redeem_ticket(ctx, ticket), "ANALYST")
+        who = await redeem_ticket(ctx, ticket)
+        require_or_ticket(request, who, "ANALYST")
+        assert isinstance(who, Principal)
     else:
-        require(request, "ANALYST")
+        who = require(request, "ANALYST")
     fmt = query.get("format", "pcap")
     if fmt not in EXPORT_FORMATS:
         raise ApiError(400, "BAD_REQUEST", "format must be pcap, csv or json")
-    flt = query_filter(query, ("format", "limit", "before", "after", "from", "to", "ticket"))
+    sensors = ctx.hub.sensors
+    keys = ("format", "limit", "before", "after", "from", "to", "ticket")
+    flt = query_filter(query, keys, sensors, who)
+    names = sensors.json_names() if sensors.central else None
     from_ns, to_ns = parse_time("from", query.get("from")), parse_time("to", query.get("to"))
     if from_ns is not None or to_ns is not None:
         return await _export_stored(ctx, fmt, flt, from_ns, to_ns, query)
@@ -207,10 +235,15 @@ async def export_packets(request: Request) -> Response:
     if fmt == "pcap":
         stream = export.pcap_stream(chunks, linktype or 1, ring.raw_bytes)
     elif fmt == "csv":
-        stream = export.csv_stream(chunks)
+        stream = export.csv_stream(chunks, names)
     else:
-        stream = export.json_stream(chunks)
+        stream = export.json_stream(chunks, names)
     return StreamingResponse(stream, media_type=EXPORT_FORMATS[fmt], headers=_download(fmt))
+
+
+def _may_see(who: Principal, sensors: SensorDirectory, index: int) -> bool:
+    """Whether `who` may see a packet of the sensor at `index` of the ring's records."""
+    return who.sensors is None or index in sensors.indexes(who.sensors).tolist()
 
 
 def _download(fmt: str) -> dict[str, str]:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from leireye.errors import LeirEyeError
+from leireye.fleet.model import SensorState
 from leireye.ring.storestatus import StoreState
 from leireye.web.hub import Hub
 from leireye.web.metrics import Metric, MetricType, Sample
@@ -36,7 +39,46 @@ def store_metrics(hub: Hub) -> list[Metric]:
     ]  # fmt: skip
 
 
-def collect(hub: Hub) -> list[Metric]:
+def sensor_metrics(states: list[SensorState]) -> list[Metric]:
+    """At a fleet central: one sample per sensor (label `sensor`) of what its table shows."""
+    if not states:
+        return []
+
+    def each(pick: Callable[[SensorState], float]) -> list[Sample]:
+        return [({"sensor": s.name}, pick(s)) for s in states]
+
+    def stat(key: str) -> Callable[[SensorState], float]:
+        def pick(s: SensorState) -> float:
+            value = (s.stats or {}).get(key, 0)
+            return value if isinstance(value, int | float) else 0
+
+        return pick
+
+    return [
+        Metric("leireye_sensor_up", "gauge", "1 while the sensor's messages arrive (live)",
+               each(lambda s: int(s.state == "live"))),
+        Metric("leireye_sensor_last_message_seconds", "gauge",
+               "Time (Unix s) of the sensor's last message (0: none yet)",
+               each(lambda s: s.last_message_ns / 1e9)),
+        Metric("leireye_sensor_packets_total", "counter", "Records received from the sensor",
+               each(lambda s: s.packets)),
+        Metric("leireye_sensor_lost_total", "counter",
+               "Records the sensor could not send, or missing from its stream",
+               each(lambda s: s.lost)),
+        Metric("leireye_sensor_bad_batches_total", "counter",
+               "Messages of the sensor the central could not decode",
+               each(lambda s: s.bad_batches)),
+        Metric("leireye_sensor_packets_per_second", "gauge",
+               "Packets per second at the sensor (its last stats)",
+               each(stat("packets_per_second"))),
+        Metric("leireye_sensor_bytes_per_second", "gauge",
+               "Bytes per second at the sensor (its last stats)",
+               each(stat("bytes_per_second"))),
+    ]  # fmt: skip
+
+
+def collect(hub: Hub, sensors: tuple[str, ...] | None = None) -> list[Metric]:
+    """Every metric; at a fleet central, those of the sensors `sensors` (None: every one)."""
     hub.tick_status()
     metrics: list[Metric] = []
     if hub.status is not None:
@@ -79,6 +121,8 @@ def collect(hub: Hub) -> list[Metric]:
                  "Ring records the stats process missed", snap.ring_lost),
         ]  # fmt: skip
     metrics += store_metrics(hub)
+    if hub.sensors.central:
+        metrics += sensor_metrics(hub.sensors.states(sensors))
     counters = hub.registry.read_counters()
     helps: dict[str, tuple[MetricType, str]] = {
         "connections": ("gauge", "Open WebSocket connections"),

@@ -12,7 +12,7 @@ from starlette.routing import Route
 from leireye.errors import LeirEyeError
 from leireye.stats.layout import StatsSnapshot
 from leireye.web import statsview
-from leireye.web.api.context import capture_status, context, require
+from leireye.web.api.context import capture_status, context, require, require_whole
 from leireye.web.api.errors import ApiError
 from leireye.web.api.hosts import protocol_history
 from leireye.web.api.prometheus import collect
@@ -37,14 +37,15 @@ async def summary(request: Request) -> Response:
 
 
 async def protocols(request: Request) -> Response:
-    require(request)
     if request.query_params:  # a time range: the stored chart (api/hosts.py)
+        require_whole(request)
         return await protocol_history(request)
+    require(request)
     return JSONResponse(statsview.protocols(_snapshot(request)))
 
 
 async def top(request: Request) -> Response:
-    require(request)
+    require_whole(request)
     return JSONResponse(statsview.top(_snapshot(request)))
 
 
@@ -76,10 +77,10 @@ async def timeline(request: Request) -> Response:
 
 
 async def metrics(request: Request) -> Response:
-    """Prometheus text format; needs a bearer token unless `web.metrics_public`."""
-    if not context(request).config.web.metrics_public:
-        require(request)
-    text = render_metrics(collect(context(request).hub))
+    """Prometheus text format; needs a bearer token unless `web.metrics_public` (at a fleet
+    central, the per-sensor lines are those of the caller's sensors)."""
+    who = None if context(request).config.web.metrics_public else require(request)
+    text = render_metrics(collect(context(request).hub, None if who is None else who.sensors))
     return Response(text, media_type="text/plain; version=0.0.4; charset=utf-8")
 
 

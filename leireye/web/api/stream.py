@@ -21,7 +21,7 @@ from starlette.routing import Route
 from leireye.flows.model import Flow
 from leireye.store.follow import Conversation, Endpoint, Stream, ascii_text, follow
 from leireye.store.source import Frames, FrameSource, StoreFrames
-from leireye.web.api.context import ApiContext, context, require
+from leireye.web.api.context import ApiContext, context, require_whole
 from leireye.web.api.errors import ApiError
 from leireye.web.api.ringframes import RingFrames
 from leireye.web.encode import iso_ms
@@ -113,7 +113,7 @@ def reassemble(source: FrameSource, conv: Conversation, from_ns: int | None, to_
 
 
 async def stream(request: Request) -> Response:
-    require(request, "ANALYST")
+    require_whole(request, "ANALYST")
     ctx = context(request)
     conv, from_ns, to_ns, max_bytes = parse_query(request.query_params,
                                                   ctx.config.limits.follow_max_bytes)  # fmt: skip
