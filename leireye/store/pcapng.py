@@ -43,6 +43,9 @@ EPB_TAIL: Final = np.dtype(
     [("code", "<u2"), ("size", "<u2"), ("id", "<u8"), ("end", "<u4"), ("length", "<u4")]
 )
 EPB_OVERHEAD: Final = EPB_HEAD.itemsize + EPB_TAIL.itemsize  # 48 bytes besides frame and pad
+_HEAD_WORDS: Final = np.arange(EPB_HEAD.itemsize // 4)
+_TAIL_WORDS: Final = np.arange(EPB_TAIL.itemsize // 4)
+_FRAME_RUN: Final = np.array([False, True, False])  # a block: header, frame, padding and tail
 _EPB_HEAD: Final = struct.Struct("<IIIIIII")
 _EPB_ID: Final = struct.Struct("<HHQ")
 
@@ -108,21 +111,16 @@ def packet_blocks(
     tails["length"] = length
     out = np.zeros(int(ends[-1]), dtype=np.uint8)
     words = out.view("<u4")
-    words[(offsets >> 2)[:, None] + _HEAD_WORDS] = heads.view("<u4").reshape(n, -1)
-    words[((ends - EPB_TAIL.itemsize) >> 2)[:, None] + _TAIL_WORDS] = tails.view("<u4").reshape(
-        n, -1
-    )
-    runs = np.empty((n, 3), dtype=np.int64)  # per block: header, frame, padding and tail
+    head_at = (offsets >> 2)[:, None] + _HEAD_WORDS
+    tail_at = ((ends - EPB_TAIL.itemsize) >> 2)[:, None] + _TAIL_WORDS
+    words[head_at] = heads.view("<u4").reshape(n, -1)
+    words[tail_at] = tails.view("<u4").reshape(n, -1)
+    runs = np.empty((n, 3), dtype=np.int64)  # the lengths of `_FRAME_RUN`'s parts
     runs[:, 0] = EPB_HEAD.itemsize
     runs[:, 1] = cap
     runs[:, 2] = pad + EPB_TAIL.itemsize
     out[np.repeat(np.tile(_FRAME_RUN, n), runs.ravel())] = _frame_bytes(data, starts, cap)
     return out.tobytes(), offsets
-
-
-_HEAD_WORDS: Final = np.arange(EPB_HEAD.itemsize // 4)
-_TAIL_WORDS: Final = np.arange(EPB_TAIL.itemsize // 4)
-_FRAME_RUN: Final = np.array([False, True, False])
 
 
 def _frame_bytes(
