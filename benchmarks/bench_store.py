@@ -1,16 +1,19 @@
 """The packet store: does it keep up with the capture, what it costs on disk, how fast it reads.
 
     .venv/bin/python benchmarks/bench_store.py [--packets N] [--store-gb G] [--dir D] [--repeat R]
+        [--rounds K]
 
 1. Hand-off (the choice in docs/store.md): per packet, in this process, on the realistic mix
    (`tests/traffic/mix.py`): the decoder (reference), the ring write, appending the whole frames
    to a frame segment (what the capture pays for the store), and, for the alternative of the
-   capture writing files itself, building the pcapng blocks and `os.write`-ing them.
+   capture writing files itself, building the pcapng blocks and `os.write`-ing them. The block
+   building alone and the writer's whole work are timed twice: with the per-frame builder the
+   store had before (`tests/pcapng_reference.py`) and with the batch one it has now.
 2. Keep-up: the real capture process replays the mix from a pcap as fast as it can (its own
-   ceiling: nothing waits, nothing is dropped by a kernel) with the real store writer process
-   beside it, then without the store: the capture's rate both ways, frames the store lost, the
-   writer's largest lag (frames captured, not yet read) and how long it needed after the
-   capture finished.
+   ceiling: nothing waits, nothing is dropped by a kernel) without the store, then with the real
+   store writer process beside it (building blocks per frame as before, then by batch as now):
+   the capture's rate, frames the store lost, the writer's largest lag (frames captured, not
+   yet read), how long it needed after the capture finished, and its CPU per packet.
 3. Disk bytes per packet: the store's files against `tcpdump -r mix.pcap -w` of the same frames.
 4. Reads from a large store (`--store-gb`, written with the store's own writer, the mix repeated
    with ids and times moving on): one packet by id, one flow's packets (a set of ids), a time
@@ -33,6 +36,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,6 +52,7 @@ from leireye.record import RECORD_DTYPE, LinkType
 from leireye.ring import Ring, RingLayout, RingWriter
 from leireye.ring.frames import (
     FrameAppender,
+    FrameBatch,
     FrameReader,
     FrameSegment,
     frames_name,
@@ -60,6 +65,7 @@ from leireye.store import pcapng
 from leireye.store.reader import PacketStore
 from leireye.store.writer import StoreFiles
 from leireye.supervisor import child_main
+from tests.pcapng_reference import reference_packet_blocks
 from tests.traffic.mix import Mix, generate, write_pcap
 
 BATCH = 1024
@@ -117,32 +123,69 @@ def handoff(mix: Mix, repeat: int, scratch: Path) -> None:
 
     path = scratch / "inline.pcapng"
 
-    def inline_file() -> None:
+    def inline_file(build: Blocks) -> None:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
             for a, b in batches:
                 appender.append(a + 1, mix.ts_ns[a:b], mix.wire_lens[a:b], mix.frames[a:b])
                 batch = reader.read()
                 e = batch.entries
-                blob, _ = pcapng.packet_blocks(e["id"], e["ts_ns"], e["wire_len"], e["cap_len"],
-                                               batch.data, e["offset"])  # fmt: skip
+                blob, _ = build(e["id"], e["ts_ns"], e["wire_len"], e["cap_len"], batch.data,
+                                e["offset"])  # fmt: skip
                 os.write(fd, blob)
         finally:
             os.close(fd)
+
+    held = []
+    for a, b in batches:
+        appender.append(a + 1, mix.ts_ns[a:b], mix.wire_lens[a:b], mix.frames[a:b])
+        held.append(reader.read())
+        before, now = (build(*columns(held[-1]))[0] for build in builders.values())
+        assert before == now, "the same bytes both ways"
+
+    def blocks_only(build: Blocks) -> None:
+        for batch in held:
+            build(*columns(batch))
 
     print("1. per packet, in one process (best of", repeat, "runs)")
     steps = [
         ("decode (reference)", decode),
         ("ring write", ring_write),
         ("frame segment append [chosen]", append),
-        ("append + read + pcapng + write (the writer's work)", inline_file),
     ]
     for name, run in steps:
-        print(f"   {name:<52} {per_packet_us(run, n, repeat):7.3f} us")
+        print(f"   {name:<63} {per_packet_us(run, n, repeat):7.3f} us")
+    whole = "append + read + pcapng + write (the writer's work)"
+    for name, run in (("pcapng blocks alone", blocks_only), (whole, inline_file)):
+        times = {how: per_packet_us(functools.partial(run, build), n, repeat)
+                 for how, build in builders.items()}  # fmt: skip
+        for how, us in times.items():
+            print(f"   {name + ', ' + how:<63} {us:7.3f} us  {1e6 / us:12,.0f} packets/s")
+        print(f"   {'':<63} batch / per frame: {times['batch'] / times['per frame']:.2f}")
     path.unlink(missing_ok=True)
 
 
-def keep_up(mix_path: Path, packets: int, scratch: Path, with_store: bool) -> None:
+Blocks = Callable[..., tuple[bytes, np.ndarray]]
+builders: dict[str, Blocks] = {"per frame": reference_packet_blocks, "batch": pcapng.packet_blocks}
+
+
+def columns(batch: FrameBatch) -> tuple[object, ...]:
+    e = batch.entries
+    return e["id"], e["ts_ns"], e["wire_len"], e["cap_len"], batch.data, e["offset"]
+
+
+def run_store_with(blocks: str, *args: object) -> int:
+    """The store writer process, building its blocks with `builders[blocks]` (in the child)."""
+    from leireye.store.process import run_store
+
+    pcapng.packet_blocks = builders[blocks]  # type: ignore[assignment]
+    return run_store(*args)  # type: ignore[arg-type]
+
+
+def keep_up(mix_path: Path, packets: int, scratch: Path, blocks: str | None) -> float | None:
+    """One run; `blocks`: the store writer's block builder (`builders`), None: no store.
+    Returns the writer's CPU seconds per packet."""
+    with_store = blocks is not None
     base = f"leireye-bstore-{os.getpid()}-{uuid.uuid4().hex[:6]}"
     ring_name, status_name = f"{base}-ring", f"{base}-status"
     store_dir = scratch / f"store-{base}"
@@ -160,9 +203,9 @@ def keep_up(mix_path: Path, packets: int, scratch: Path, with_store: bool) -> No
     target = functools.partial(run_capture, state_dir=str(scratch))
     capture = ctx.Process(target=child_main, args=("capture", "WARNING", None, target, config,
                                                    ring_name, status_name))  # fmt: skip
+    writer_cpu = None
     if segment is not None:
-        from leireye.store.process import run_store
-
+        run_store = functools.partial(run_store_with, blocks)
         store = ctx.Process(target=child_main, args=("store", "WARNING", None, run_store, config,
                                                      ring_name, 1, 1))  # fmt: skip
         store.start()
@@ -189,8 +232,9 @@ def keep_up(mix_path: Path, packets: int, scratch: Path, with_store: bool) -> No
         done = status.read()
         seconds = (done.updated_ns - done.started_at_ns) / 1e9
         rate = done.packets_captured / seconds
-        line = (f"   store {'on ' if with_store else 'off'}: capture {done.packets_captured} "
-                f"packets at {rate:,.0f}/s (start to end of replay)")  # fmt: skip
+        how = f"on, blocks {blocks}" if with_store else "off"
+        line = (f"   store {how}: capture {done.packets_captured} packets at {rate:,.0f}/s "
+                f"(start to end of replay)")  # fmt: skip
         if segment is not None:
             finished = time.monotonic()
             while (s := read_status(segment)).frames_written + s.frames_lost < packets:
@@ -202,12 +246,14 @@ def keep_up(mix_path: Path, packets: int, scratch: Path, with_store: bool) -> No
             after = time.monotonic() - finished
             s = read_status(segment)
             cpu["store"] = cpu_seconds(procs[0].pid, cpu["store"])
+            writer_cpu = (cpu["store"] - started["store"]) / packets
             line += (f"; store wrote {s.frames_written}, lost {s.frames_lost}, largest lag "
                      f"{lag} frames, done {after * 1000:.0f} ms after the capture; CPU per "
                      f"packet: store writer "
                      f"{(cpu['store'] - started['store']) / packets * 1e6:.1f} us")  # fmt: skip
         line += f", capture {(cpu['capture'] - started['capture']) / packets * 1e6:.1f} us"
         print(line)
+        return writer_cpu
     finally:
         for proc in procs:
             proc.terminate()
@@ -358,6 +404,7 @@ def main() -> int:
     parser.add_argument("--packets", type=int, default=200_000)
     parser.add_argument("--store-gb", type=float, default=10.0)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=1, help="keep-up runs of each builder")
     parser.add_argument("--dir", default="/var/tmp", help="where the scratch directory goes")
     args = parser.parse_args()
     scratch = Path(tempfile.mkdtemp(prefix="leireye-bench-store-", dir=args.dir))
@@ -366,8 +413,18 @@ def main() -> int:
         mix = write_pcap(mix_path, args.packets, seed=15)
         handoff(mix, args.repeat, scratch)
         print(f"2. keep-up: the capture replays {args.packets} packets of the mix at full speed")
-        keep_up(mix_path, args.packets, scratch, with_store=False)
-        keep_up(mix_path, args.packets, scratch, with_store=True)
+        keep_up(mix_path, args.packets, scratch, None)
+        cpu: dict[str, list[float]] = {how: [] for how in builders}
+        for _ in range(args.rounds):  # alternated: the machine's load moves both alike
+            for how in builders:
+                used = keep_up(mix_path, args.packets, scratch, how)
+                if used is not None:
+                    cpu[how].append(used)
+        if all(cpu.values()):
+            before, now = (statistics.median(cpu[how]) for how in builders)
+            print(f"   store writer CPU per packet (median of {args.rounds}): per frame "
+                  f"{before * 1e6:.2f} us, batch {now * 1e6:.2f} us; batch / per frame: "
+                  f"{now / before:.2f}")  # fmt: skip
         disk_bytes(mix, mix_path, scratch)
         if args.store_gb > 0:
             large_store(generate(min(args.packets, 200_000), seed=16), args.store_gb, scratch)
