@@ -145,7 +145,6 @@ def test_a_lone_sensor_shows_no_selector_no_sensor_column_and_no_sensors_panel(
     assert not console.driver.find_elements(By.CSS_SELECTOR, "#detail-sensor")
 
 
-@pytest.mark.skip(reason="needs the central's web tier (wt-web)")
 def test_at_a_central_the_console_selects_sensors_and_names_each_packets_sensor(
     central_console: Console, writer: TableWriter, udp_port: PortMaker
 ) -> None:
