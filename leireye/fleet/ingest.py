@@ -15,7 +15,7 @@ the NATS credentials into memory, then drops to `capture.user` and, on one async
   (`leireye.fleet.tracker`), and writes the sensor table to `<state_dir>/central/sensors.json`
   once a second (at once for a new sensor, before any of its records is in the ring);
 - publishes a capture status block as a capture would (`capturing`, packets = ingested,
-  kernel drops = the fleet's lost records), beating its heartbeat every loop turn.
+  kernel drops = the fleet's lost records) and its heartbeat (every 0.1 s, from its own task).
 """
 
 from __future__ import annotations
@@ -164,16 +164,18 @@ class Ingest:
     async def run(self) -> None:
         for name in self.central.sensors:
             self._track(name)
+        heartbeat = asyncio.create_task(self._beat(), name="heartbeat")
         nc = await self._connect()
         if nc is None:
+            heartbeat.cancel()
             self._finish()
             return
         try:
             await self._loop(nc.jetstream())
         finally:
-            for task in self.followers.values():  # each stops between two messages
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(task, FETCH_TIMEOUT_S * 4)
+            heartbeat.cancel()
+            if self.followers:  # each stops between two messages, within one fetch timeout
+                await asyncio.wait(self.followers.values(), timeout=FETCH_TIMEOUT_S * 2)
             with contextlib.suppress(Exception):
                 await nc.flush(1)  # the last acknowledgements reach the server
             with contextlib.suppress(Exception):
@@ -192,12 +194,18 @@ class Ingest:
                 )
             except (TimeoutError, OSError, nats.errors.Error) as exc:
                 self._set_error(f"NATS unreachable: {type(exc).__name__} {exc}")
-                for _ in range(int(2 / TICK_S)):  # a retry pace, beating meanwhile
-                    self.report.block.beat()
+                for _ in range(int(2 / TICK_S)):  # a retry pace that still sees a stop soon
                     if self.stopping():
                         return None
                     await asyncio.sleep(TICK_S)
         return None
+
+    async def _beat(self) -> None:
+        """The heartbeat: the event loop turns (a JetStream call that takes long does not stop
+        it; a hang that holds the loop does, and the supervisor's SIGKILL follows)."""
+        while True:
+            self.report.block.beat()
+            await asyncio.sleep(TICK_S)
 
     async def _on_error(self, exc: Exception) -> None:
         log.warning("NATS: %s", exc)
@@ -227,7 +235,6 @@ class Ingest:
             if now >= next_table:
                 self._publish()
                 next_table = now + TABLE_PERIOD_S
-            self.report.block.beat()
             await asyncio.sleep(TICK_S)  # the loop's pace; the followers run meanwhile
 
     def _finish(self) -> None:
@@ -331,8 +338,16 @@ class Ingest:
             for msg in msgs:
                 if self.stopping():
                     return  # the rest stay unacknowledged: redelivered to the next run
-                self._handle(track, kind, msg)
-                await msg.ack()
+                try:
+                    self._handle(track, kind, msg)
+                except Exception:  # a bug on one message must not stop the sensor's stream
+                    track.bad_batches += 1
+                    log.exception("%s: message %d skipped", stream_name(track.name, kind),
+                                  msg.metadata.sequence.stream)  # fmt: skip
+                try:
+                    await msg.ack()
+                except nats.errors.Error as exc:  # redelivered later: skipped by its sequence
+                    log.warning("%s: ack failed: %s", stream_name(track.name, kind), exc)
 
     # -- one message --------------------------------------------------------------------------
 

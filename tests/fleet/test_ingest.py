@@ -183,13 +183,3 @@ def test_central_ingests_counts_restarts_and_serves(tmp_path: Path, nats_url: st
 
 def _alpha_ids() -> list[int]:
     return [*range(1, 51), *range(56, 76), *range(86, 101)]
-
-
-def test_a_sensor_config_with_central_enabled_is_refused(tmp_path: Path) -> None:
-    from leireye.cli import main
-
-    path = tmp_path / "c.yaml"
-    path.write_text(f"state_dir: {tmp_path}\ncentral: {{enabled: true}}\n")
-    assert main(["run", "-c", str(path)]) == 2
-    path.write_text(f"state_dir: {tmp_path}\n")
-    assert main(["central", "-c", str(path)]) == 2
