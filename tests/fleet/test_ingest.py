@@ -129,8 +129,10 @@ def test_central_ingests_counts_restarts_and_serves(tmp_path: Path, nats_url: st
                 assert np.all(raw[mine] == (sensor_ids(rows[mine]) % 251)[:, None])  # cut to 64
             assert raw.shape[1] == RAW_BYTES
 
-            status = central.status().read()
-            assert status.state == "capturing" and status.packets_captured == 135
+            block = central.status()  # written right after the table: wait for it
+            status = wait_for(lambda: (st := block.read()).packets_captured == 135 and st, 5,
+                              "the status block to count the packets")  # fmt: skip
+            assert status.state == "capturing"
             assert status.kernel_drops == 15
 
             http = Http(central.web_port())
