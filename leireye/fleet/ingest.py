@@ -183,15 +183,21 @@ class Ingest:
             self._finish()
 
     async def _connect(self) -> Client | None:
-        """Connected, or None when asked to stop first; retries while NATS is unreachable."""
+        """Connected, or None when asked to stop first. nats-py itself retries an unreachable
+        server for ever (each failure reaches `_on_error`); an error it gives up on is retried
+        here every 2 s."""
         while not self.stopping():
+            connecting = asyncio.create_task(nats.connect(
+                **self.options, error_cb=self._on_error, disconnected_cb=self._on_disconnect,
+                reconnected_cb=self._on_reconnect,
+            ))  # fmt: skip
+            while not connecting.done():
+                if self.stopping():
+                    connecting.cancel()
+                    return None
+                await asyncio.wait({connecting}, timeout=TICK_S)
             try:
-                return await nats.connect(
-                    **self.options,
-                    error_cb=self._on_error,
-                    disconnected_cb=self._on_disconnect,
-                    reconnected_cb=self._on_reconnect,
-                )
+                return connecting.result()
             except (TimeoutError, OSError, nats.errors.Error) as exc:
                 self._set_error(f"NATS unreachable: {type(exc).__name__} {exc}")
                 for _ in range(int(2 / TICK_S)):  # a retry pace that still sees a stop soon
@@ -208,7 +214,7 @@ class Ingest:
             await asyncio.sleep(TICK_S)
 
     async def _on_error(self, exc: Exception) -> None:
-        log.warning("NATS: %s", exc)
+        self._set_error(f"NATS: {exc}")  # logged when it changes, not at every retry
 
     async def _on_disconnect(self) -> None:
         self._set_error("NATS disconnected; reconnecting")

@@ -31,9 +31,10 @@ def free_tcp_port() -> int:
 
 
 @contextlib.contextmanager
-def nats_server() -> Iterator[str]:
-    """`nats-server -js` on a free loopback port with its own store; yields its URL."""
-    port = free_tcp_port()
+def nats_server(port: int = 0) -> Iterator[str]:
+    """`nats-server -js` on `port` (0: a free one) of the loopback, with its own store; yields
+    its URL."""
+    port = port or free_tcp_port()
     store = Path(tempfile.mkdtemp(prefix="leireye-nats-"))
     proc = subprocess.Popen(
         [NATS_SERVER, "-js", "-a", "127.0.0.1", "-p", str(port), "-sd", str(store)],

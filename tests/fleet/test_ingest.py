@@ -18,7 +18,7 @@ import pytest
 from leireye.fleet.model import H_LOST, SENSOR_TABLE_FILE, SensorTable, read_sensor_table
 from leireye.ring import Ring, RingReader
 from tests.accounts import users_yaml
-from tests.fleet.natsutil_central import TS0, Fleet, nats_server
+from tests.fleet.natsutil_central import TS0, Fleet, free_tcp_port, nats_server
 from tests.http import Http
 from tests.sensor import Sensor
 from tests.waiting import wait_for
@@ -38,6 +38,26 @@ PASSWORD = "central-admin-1"
 def nats_url() -> Iterator[str]:
     with nats_server() as url:
         yield url
+
+
+def test_a_central_started_before_nats_waits_for_it(tmp_path: Path) -> None:
+    port = free_tcp_port()
+    central = start_central(tmp_path, f"nats://127.0.0.1:{port}")
+    try:
+        with central.explained():
+            block = central.status()
+            wait_for(
+                lambda: "Connect call failed" in block.read().last_error, 10, "the error shown"
+            )
+            with nats_server(port) as url:
+                fleet = Fleet(url)
+                fleet.create_streams("solo")
+                fleet.publish_many([fleet.batch("solo", 1, 3), fleet.status("solo")])
+                wait_packets(central, {"solo": 3}, "the packets once NATS is up")
+                assert block.read().last_error == ""
+            block.close()
+    finally:
+        central.kill()
 
 
 def start_central(tmp: Path, url: str, state_dir: Path | None = None) -> Sensor:
@@ -176,6 +196,13 @@ def test_central_ingests_counts_restarts_and_serves(tmp_path: Path, nats_url: st
             assert rows["seq"].astype(int).tolist() == list(range(old_last + 1, old_last + 31))
             assert sensor_ids(rows[rows["sensor"] == alpha.index]).tolist() == list(range(101, 121))
             assert sensor_ids(rows[rows["sensor"] == beta.index]).tolist() == list(range(51, 61))
+
+            # a sensor that appears while the central runs is found within discover_s
+            fleet.create_streams("gamma")
+            fleet.publish_many([fleet.batch("gamma", 1, 7)])
+            found = wait_packets(second, {"gamma": 7}, "the new sensor's packets")
+            assert {s.name: s.index for s in found.sensors}["gamma"] == 3
+            assert "heartbeat" not in second.log and "heartbeat" not in central.log
     finally:
         if second is not None:
             second.kill()  # removes the shared state_dir
