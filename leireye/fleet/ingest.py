@@ -53,6 +53,7 @@ from leireye.fleet.model import (
     subject,
     write_sensor_table,
 )
+from leireye.fleet.streams import fleet_streams, sensors_of
 from leireye.fleet.tracker import Fleet, SensorTrack
 from leireye.privileges import drop_privileges, lookup_user
 from leireye.proctitle import set_title
@@ -176,9 +177,9 @@ class Ingest:
             heartbeat.cancel()
             if self.followers:  # each stops between two messages, within one fetch timeout
                 await asyncio.wait(self.followers.values(), timeout=FETCH_TIMEOUT_S * 2)
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(nats.errors.Error, TimeoutError, OSError):
                 await nc.flush(1)  # the last acknowledgements reach the server
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(nats.errors.Error, TimeoutError, OSError):
                 await nc.close()
             self._finish()
 
@@ -270,35 +271,16 @@ class Ingest:
     async def _discover(self, js: JetStreamContext) -> None:
         """Start following every stream of every sensor that is not followed yet."""
         try:
-            streams = await self._streams(js)
+            streams = await fleet_streams(js, self.central.sensors, FOLLOWED)
         except (TimeoutError, nats.errors.Error) as exc:
             log.warning("cannot list the fleet's streams: %s", exc)
             return
-        names = list(self.central.sensors) or sorted(
-            {s[len("LEIREYE_") : -len("_PACKETS")] for s in streams if _is_packets(s)}
-        )
+        names = list(self.central.sensors) or sensors_of(streams)
         for name in names:
             for kind in FOLLOWED:
                 task = self.followers.get((name, kind))
                 if (task is None or task.done()) and stream_name(name, kind) in streams:
                     await self._follow(js, self._track(name), kind)
-
-    async def _streams(self, js: JetStreamContext) -> set[str]:
-        if self.central.sensors:  # listing every stream may not be allowed: ask for ours
-            found = set()
-            for name in self.central.sensors:
-                for kind in FOLLOWED:
-                    with contextlib.suppress(nats.js.errors.NotFoundError):
-                        found.add((await js.stream_info(stream_name(name, kind))).config.name)
-            return {s for s in found if s}
-        names: set[str] = set()
-        offset = 0
-        while True:
-            page = await js.streams_info(offset)
-            names.update(s.config.name for s in page if s.config.name)
-            offset += len(page)
-            if not page or len(page) < 256:
-                return names
 
     async def _follow(self, js: JetStreamContext, track: SensorTrack, kind: Kind) -> None:
         stream = stream_name(track.name, kind)
@@ -399,10 +381,6 @@ class Ingest:
         if seen % 100 == 0:
             log.warning("sensor %s: message skipped (%d so far): %s", track.name,
                         track.bad_batches, why)  # fmt: skip
-
-
-def _is_packets(stream: str) -> bool:
-    return stream.startswith("LEIREYE_") and stream.endswith("_PACKETS") and len(stream) > 16
 
 
 def _json_object(data: bytes) -> dict[str, Any] | None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import signal
 import time
 from collections.abc import Iterator
@@ -137,8 +138,12 @@ def test_central_ingests_counts_restarts_and_serves(tmp_path: Path, nats_url: st
             assert (alpha.lost, alpha.bad_batches, beta.lost, beta.bad_batches) == (15, 0, 0, 1)
             assert alpha.status and alpha.status["state"] == "capturing"
             assert alpha.stats == {"sensor": "alpha", "packets_total": 85}
-            mode = (central.state_dir / SENSOR_TABLE_FILE).stat().st_mode & 0o777
-            assert mode == 0o640
+            made = (central.state_dir / SENSOR_TABLE_FILE).stat()
+            where = (central.state_dir / SENSOR_TABLE_FILE).parent.stat()
+            web = pwd.getpwnam("leireye-web").pw_gid
+            assert (made.st_mode & 0o777, made.st_gid) == (0o640, web)  # the workers read it
+            assert (where.st_mode & 0o7777, where.st_uid, where.st_gid) == (
+                0o2750, pwd.getpwnam("leireye").pw_uid, web)  # fmt: skip
 
             rows, raw, base = ring_contents(central)
             assert base == 0 and len(rows) == 135

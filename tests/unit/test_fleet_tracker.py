@@ -9,6 +9,7 @@ import pytest
 
 from leireye.fleet.checkpoint import RESERVE, IdCheckpoint, read_next_id, write_next_id
 from leireye.fleet.model import BatchHeader, FleetError
+from leireye.fleet.streams import sensors_of
 from leireye.fleet.tracker import Fleet, SensorTrack
 
 
@@ -75,3 +76,14 @@ def test_an_unusable_checkpoint_is_refused_with_its_path(tmp_path: Path) -> None
     write_next_id(tmp_path, 0)
     with pytest.raises(FleetError, match="next_id"):
         read_next_id(tmp_path)
+
+
+def test_sensors_are_named_by_their_packets_streams() -> None:
+    streams = {
+        "LEIREYE_a_PACKETS",
+        "LEIREYE_a_STATS",
+        "LEIREYE_b-2_x_PACKETS",
+        "OTHER",
+        "LEIREYE__PACKETS",
+    }
+    assert sensors_of(streams) == ["a", "b-2_x"]
