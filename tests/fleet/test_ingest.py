@@ -171,9 +171,14 @@ def test_central_ingests_counts_restarts_and_serves(tmp_path: Path, nats_url: st
 
             # alpha is live while it publishes its status, and stops: silent within
             # silent_after_s + 1 s of its last message
+            sent_ns = time.time_ns()
             fleet.publish_many([fleet.status("alpha", packets_captured=85)])
-            wait_for(lambda: sensor_state(central, "alpha").state == "live", 5, "alpha live")
-            last_ns = sensor_state(central, "alpha").last_message_ns
+            fresh = wait_for(
+                lambda: (st := sensor_state(central, "alpha")).last_message_ns >= sent_ns and st,
+                5, "alpha's new status",
+            )  # fmt: skip
+            assert fresh.state == "live"
+            last_ns = fresh.last_message_ns
             wait_for(lambda: sensor_state(central, "alpha").state == "silent",
                      SILENT_AFTER_S + 2, "alpha to go silent")  # fmt: skip
             silent_at = time.time_ns()
