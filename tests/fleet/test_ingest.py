@@ -213,6 +213,17 @@ def test_central_ingests_counts_restarts_and_serves(tmp_path: Path, nats_url: st
             found = wait_packets(second, {"gamma": 7}, "the new sensor's packets")
             assert {s.name: s.index for s in found.sensors}["gamma"] == 3
             assert "heartbeat" not in second.log and "heartbeat" not in central.log
+
+            # the ingest killed: the supervisor restarts it, the ring and its ids go on
+            block = second.status()
+            os.kill(block.read().pid, signal.SIGKILL)
+            wait_for(lambda: block.read().restarts == 1, 10, "the ingest's restart")
+            fleet.publish_many([fleet.batch("gamma", 8, 3)])
+            wait_packets(second, {"gamma": 10}, "the packets after the ingest's restart")
+            rows, _, _ = ring_contents(second)
+            assert sensor_ids(rows[rows["sensor"] == 3]).tolist() == list(range(1, 11))
+            assert np.all(np.diff(rows["seq"].astype(np.int64)) == 1)
+            block.close()
     finally:
         if second is not None:
             second.kill()  # removes the shared state_dir
