@@ -321,6 +321,9 @@ class FleetConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 class CentralConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # Read by `leireye central` only (a sensor refuses a config whose central is enabled).
     enabled: bool = False
+    # This central's name: its durable JetStream consumers are `leireye-central-<name>`, so a
+    # restarted central resumes where it acknowledged (two centrals need two names).
+    name: SensorName = "central"
     nats: NatsConfig = NatsConfig()
     # The sensors to follow, by name; empty: every sensor whose streams exist (new ones are
     # picked up within discover_s).

@@ -12,6 +12,10 @@ Children are `spawn`ed (no fork of a parent that holds mappings and handlers). E
 SIGINT (a Ctrl-C in the terminal reaches the whole process group; only the supervisor acts on
 it), asks the kernel for SIGTERM if the supervisor dies, and stops on SIGTERM.
 
+A fleet central (`leireye central`, `central.enabled`) is the same run with the ingest process
+(`leireye/fleet/ingest.py`) in the capture's place: it writes ring shard 0 and status block 0
+and beats the same heartbeat; there are no flows or store children (docs/fleet-central.md).
+
 Signal handlers only set a flag and wake the loop through a pipe; the main loop does all the
 work: reap exits, restart with backoff, watch the capture heartbeat, and on stop send SIGTERM to
 every child, wait, SIGKILL what is left when the shutdown budget runs out, and unlink.
@@ -110,7 +114,7 @@ class Child:
     fatal: bool = False
     history: list[int | None] = field(default_factory=list)
     web_index: int | None = None
-    shard: int | None = None  # the capture shard this child writes (capture children only)
+    shard: int | None = None  # the ring shard this child writes (capture children, the ingest)
     run_as: str | None = None  # drop to this user before `target` (children needing no root)
     held: bool = False  # stopped on request: not restarted until released
     requested: bool = False  # started by a control request: a failure does not end the run
@@ -118,7 +122,8 @@ class Child:
 
 class Supervisor:
     def __init__(self, config: Config, base_name: str | None = None) -> None:
-        self.config = config
+        self.central = config.central.enabled
+        self.config = config = central_config(config) if self.central else config
         self.base = base_name or config.ring.name or f"leireye-{os.getpid()}"
         self.names = SegmentNames.for_run(self.base, capture_shards(config))
         self.run_id = int(time.time())  # names this run's packet store files
@@ -168,9 +173,12 @@ class Supervisor:
         remove_stale_segments()
         owner = self.owners.writer  # written by capture and stats, read by the web workers
         cfg, names = self.config, self.names
+        base_id = self._central_base_id()
         for k in range(names.shards):
             layout = RingLayout(cfg.ring.capacity, cfg.ring.raw_bytes, k, names.shards)
-            ring = Ring.create(names.rings()[k], layout, owner=owner, mode=SEGMENT_MODE)
+            ring = Ring.create(
+                names.rings()[k], layout, owner=owner, mode=SEGMENT_MODE, base_id=base_id
+            )
             ring.close()  # the supervisor never reads packets; the name stays until unlink
             self._created.append(functools.partial(close_and_unlink, ring))
             status = StatusBlock.create(names.statuses()[k], owner=owner, mode=SEGMENT_MODE)
@@ -199,6 +207,17 @@ class Supervisor:
             layout.raw_bytes,
             layout.size / 2**20,
         )
+
+    def _central_base_id(self) -> int:
+        """A central's ring continues the ids of its previous run (leireye/fleet/checkpoint.py);
+        its directory is made here, as root, for the ingest."""
+        if not self.central:
+            return 0
+        from leireye.fleet.checkpoint import prepare_central_dir, read_next_id
+
+        state_dir = state_directory(Path(self.config.state_dir), self.owners.group)
+        prepare_central_dir(state_dir, self.owners.writer)
+        return read_next_id(state_dir) - 1
 
     def _create_frame_segments(self) -> None:
         from leireye.ring.frames import FrameSegment
@@ -325,7 +344,13 @@ class Supervisor:
         from leireye.web.worker import run_web_worker
 
         cfg, names = self.config, self.names
-        self.children.extend(self._capture_children(cfg))
+        if self.central:
+            from leireye.fleet.ingest import run_ingest
+
+            ingest = Child("ingest", run_ingest, (cfg, names.ring, names.status), shard=0)
+            self.children.append(ingest)  # root until its NATS credentials are read
+        else:
+            self.children.extend(self._capture_children(cfg))
         self.children.append(
             Child(
                 "stats",
@@ -397,6 +422,7 @@ class Supervisor:
         from leireye.control.handlers import CaptureConflict
         from leireye.web.statusview import status_view
 
+        self._refuse_at_central()
         current = self.config.capture
         try:
             capture = msgspec.structs.replace(
@@ -424,12 +450,20 @@ class Supervisor:
         from leireye.control.handlers import CaptureConflict
         from leireye.web.statusview import status_view
 
+        self._refuse_at_central()
         captures = self._captures()
         if all(c.held for c in captures):
             raise CaptureConflict("capture is already stopped")
         self.call_in_loop(self._hold_capture)
         log.info("capture stopped on request")
         return status_view(self._capture_status())
+
+    def _refuse_at_central(self) -> None:
+        from leireye.control.handlers import CaptureConflict
+
+        if self.central:
+            raise CaptureConflict("a fleet central ingests its sensors: it has no capture to"
+                                  " start or stop")  # fmt: skip
 
     def _captures(self) -> list[Child]:
         return [c for c in self.children if c.shard is not None]
@@ -629,6 +663,16 @@ def terminate(processes: list[BaseProcess], budget_s: float) -> None:
 
 class WebStartError(LeirEyeError):
     """The web server cannot start (the port is taken, no such host address)."""
+
+
+def central_config(config: Config) -> Config:
+    """A central's config: one ring shard (written by the ingest), no flows, no packet store."""
+    return msgspec.structs.replace(
+        config,
+        capture=msgspec.structs.replace(config.capture, workers=1, pcap=None),
+        flows=msgspec.structs.replace(config.flows, enabled=False),
+        store=msgspec.structs.replace(config.store, enabled=False),
+    )
 
 
 def web_worker_count(config: Config) -> int:

@@ -26,13 +26,25 @@ from tests.waiting import scaled, wait_for
 class Sensor:
     """A `leireye run` subprocess, its stderr collected line by line."""
 
-    def __init__(self, tmp_path: Path, *args: str, config: str = "", users: str = "") -> None:
+    def __init__(
+        self,
+        tmp_path: Path,
+        *args: str,
+        config: str = "",
+        users: str = "",
+        command: str = "run",
+        state_dir: Path | None = None,
+    ) -> None:
+        """`command`: `run`, or `central` (a fleet central); `state_dir`: one to reuse (a
+        restart), else a new one."""
         self.name = f"leireye-t{uuid.uuid4().hex[:10]}"
         self.config_path = config_path = tmp_path / f"{self.name}.yaml"
         # The web workers run as `web.user`: their state must not sit under pytest's 0700 tmp.
         # The supervisor makes it 0750 root, group of the web user.
-        self.state_dir = state_dir = Path(tempfile.mkdtemp(prefix="leireye-test-", dir="/tmp"))
-        state_dir.chmod(0o755)
+        if state_dir is None:
+            state_dir = Path(tempfile.mkdtemp(prefix="leireye-test-", dir="/tmp"))
+            state_dir.chmod(0o755)
+        self.state_dir = state_dir
         if users:
             (state_dir / "users.yaml").write_text(users)
             (state_dir / "users.yaml").chmod(0o600)  # as `leireye user` writes it
@@ -42,7 +54,7 @@ class Sensor:
             "web: {port: 0, workers: 1}\n"
         )
         config_path.write_text(base + config)
-        cmd = [sys.executable, "-m", "leireye.cli", "run", "-c", str(config_path)]
+        cmd = [sys.executable, "-m", "leireye.cli", command, "-c", str(config_path)]
         cmd += ["--name", self.name, *args]
         self.proc = subprocess.Popen(
             cmd,

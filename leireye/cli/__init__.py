@@ -2,6 +2,7 @@
 
 run, check-config,  `run`      the sensor, validating its config, and the fingerprint of
 tls-fingerprint                its TLS certificate
+central             `central`  a fleet's central: every sensor's streams into one console
 token               `token`    a JWT for a user, for scripts
 user                `user`     the users file: add, list, passwd, role, remove
 watch, stats        `watch`    the packet and stats streams of a running sensor
@@ -30,6 +31,7 @@ from leireye.exitcodes import ExitCode
 # (module, the function that adds its sub-parsers, the commands it adds), in `--help` order.
 COMMAND_MODULES: Final = (
     ("leireye.cli.run", "add_run_parsers", ("run", "check-config", "tls-fingerprint")),
+    ("leireye.cli.central", "add_central_parser", ("central",)),
     ("leireye.cli.token", "add_token_parser", ("token",)),
     ("leireye.cli.user", "add_user_parser", ("user",)),
     ("leireye.cli.watch", "add_watch_parsers", ("watch", "stats")),

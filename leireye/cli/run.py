@@ -26,11 +26,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     from leireye.supervisor import Supervisor
 
     config = _load(args)
+    if config.central.enabled:
+        raise ConfigError(
+            "this config is a fleet central's (central.enabled: true): start it with"
+            " `leireye central -c FILE`, or set central.enabled to false for a sensor"
+        )
     setup_logging(args.log_level or config.logging.level)
-    return Supervisor(config, base_name=args.name).run(ready=_show_first_run)
+    return Supervisor(config, base_name=args.name).run(ready=show_first_run)
 
 
-def _show_first_run(supervisor: Supervisor) -> None:
+def show_first_run(supervisor: Supervisor) -> None:
     _show_new_certificate(supervisor)
     _show_first_admin(supervisor)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import nats
-from nats.aio.client import Client
+from nats.aio.client import Client, RawCredentials
 
 from leireye.config import NatsConfig
 from leireye.fleet.model import FleetError
@@ -65,3 +65,24 @@ def connect_options(cfg: NatsConfig, state_dir: Path, name: str) -> dict[str, An
 async def connect(cfg: NatsConfig, state_dir: Path, name: str, **callbacks: Any) -> Client:
     """A connected client; `callbacks` are nats.connect's (error_cb, disconnected_cb, …)."""
     return await nats.connect(**connect_options(cfg, state_dir, name), **callbacks)
+
+
+def load_secrets(options: dict[str, Any]) -> dict[str, Any]:
+    """`options` with the credential files read into memory (a .creds file, an nkey seed), for a
+    process that reads them while still root and connects after dropping privileges: nats-py
+    would otherwise read those files at every (re)connect. A file that cannot be read raises
+    FleetError naming it (never its content)."""
+    loaded = dict(options)
+    for key in ("user_credentials", "nkeys_seed"):
+        if key not in loaded:
+            continue
+        try:
+            text = Path(loaded[key]).read_text()
+        except OSError as exc:
+            raise FleetError(f"nats credentials {loaded[key]}: {exc.strerror}") from None
+        if key == "user_credentials":
+            loaded[key] = RawCredentials(text)
+        else:
+            del loaded[key]
+            loaded["nkeys_seed_str"] = text
+    return loaded

@@ -197,6 +197,8 @@ class SensorState(msgspec.Struct, frozen=True):
     bad_batches: int  # messages the central could not decode (counted, skipped)
     status: dict[str, Any] | None = None  # its last `status` message, as it sent it
     stats: dict[str, Any] | None = None  # its last `stats` snapshot, as it sent it
+    # messages of any of its streams that were gone (retention) before the central read them
+    missed_messages: int = 0
 
 
 class SensorTable(msgspec.Struct, frozen=True):

@@ -19,12 +19,18 @@ Header fields, in order (little-endian):
                            reordered without a version bump
     created_ns   i8        when the owner created the segment (time.time_ns)
     writer_pid   u8        the pid of the last process that opened a RingWriter
+    base_id      u8        the id before the first record this ring holds (0: ids start at 1).
+                           A fleet central starts each new ring after the ids its previous
+                           ring handed out (docs/fleet-central.md); ids below `base_id + 1`
+                           were never in this ring.
     write_start  u8        (own 64-byte line) the highest id the writer has begun to write
     write_seq    u8        (own 64-byte line) the highest id whose row is completely written
 
 The header is written once by the owner before any other process attaches, so attachers can read
 it without locking. Only `write_start`, `write_seq` and `writer_pid` change later, each an aligned
-8-byte store.
+8-byte store. A ring created with a `base_id` starts with `write_start = write_seq = base_id`:
+the first record it gets has id `base_id + 1` and, as everywhere, lives in slot
+`(id - 1) % capacity`.
 """
 
 from __future__ import annotations
@@ -41,7 +47,7 @@ from leireye.record import RECORD_DTYPE
 from leireye.ring.shm import PAGE, page_align
 
 MAGIC: Final = b"LEIRING\x00"
-LAYOUT_VERSION: Final = 2  # 2: `sensor` (u2) taken from `info`
+LAYOUT_VERSION: Final = 3  # 2: `sensor` (u2) taken from `info`; 3: `base_id`
 
 HEADER_DTYPE: Final = np.dtype(
     {
@@ -56,6 +62,7 @@ HEADER_DTYPE: Final = np.dtype(
             "dtype_crc",
             "created_ns",
             "writer_pid",
+            "base_id",
             "write_start",
             "write_seq",
         ],
@@ -72,14 +79,16 @@ HEADER_DTYPE: Final = np.dtype(
             "<u8",
             "<u8",
             "<u8",
+            "<u8",
         ],
-        "offsets": [0, 8, 12, 16, 24, 28, 30, 32, 40, 48, 64, 128],
+        "offsets": [0, 8, 12, 16, 24, 28, 30, 32, 40, 48, 56, 64, 128],
         "itemsize": 192,
     }
 )
 # Offsets of the two counters in units of u8, for a plain uint64 view of the header page.
 WRITE_START_WORD: Final = 64 // 8
 WRITE_SEQ_WORD: Final = 128 // 8
+BASE_ID_WORD: Final = 56 // 8
 
 
 def record_dtype_crc() -> int:
@@ -113,7 +122,7 @@ class RingLayout:
     def size(self) -> int:
         return page_align(self.raw_offset + self.capacity * self.raw_bytes)
 
-    def write_header(self, buf: bytearray | mmap.mmap, created_ns: int) -> None:
+    def write_header(self, buf: bytearray | mmap.mmap, created_ns: int, base_id: int = 0) -> None:
         header = np.ndarray((), dtype=HEADER_DTYPE, buffer=buf)
         header["magic"] = MAGIC
         header["version"] = LAYOUT_VERSION
@@ -125,8 +134,9 @@ class RingLayout:
         header["dtype_crc"] = record_dtype_crc()
         header["created_ns"] = created_ns
         header["writer_pid"] = 0
-        header["write_start"] = 0
-        header["write_seq"] = 0
+        header["base_id"] = base_id
+        header["write_start"] = base_id
+        header["write_seq"] = base_id
 
     @classmethod
     def read_header(cls, buf: bytearray | bytes | mmap.mmap, name: str = "ring") -> RingLayout:

@@ -53,7 +53,7 @@ import numpy as np
 
 from leireye.errors import RingError
 from leireye.record import RECORD_DTYPE
-from leireye.ring.layout import WRITE_SEQ_WORD, WRITE_START_WORD, RingLayout
+from leireye.ring.layout import BASE_ID_WORD, WRITE_SEQ_WORD, WRITE_START_WORD, RingLayout
 from leireye.ring.shm import Segment, attach_segment, create_segment
 
 Start = Literal["oldest", "latest"] | int
@@ -79,16 +79,19 @@ class Ring:
             buf, dtype=np.uint8, count=layout.capacity * layout.raw_bytes, offset=layout.raw_offset
         ).reshape(layout.capacity, layout.raw_bytes)
         self._buf = buf
+        # Fixed at creation: ids up to it were never in this ring (a fleet central's new ring
+        # continues the ids of the one before; 0 everywhere else).
+        self.base_id = int(self._counters[BASE_ID_WORD])
 
     # -- construction -------------------------------------------------------------------------
 
     @classmethod
-    def over(cls, buf: bytearray, layout: RingLayout | None = None) -> Ring:
+    def over(cls, buf: bytearray, layout: RingLayout | None = None, *, base_id: int = 0) -> Ring:
         """A ring over an existing buffer: initialise it when `layout` is given, else validate."""
         if layout is not None:
             if len(buf) < layout.size:
                 raise RingError(f"buffer of {len(buf)} bytes is too small for {layout}")
-            layout.write_header(buf, time.time_ns())
+            layout.write_header(buf, time.time_ns(), base_id)
         else:
             layout = RingLayout.read_header(buf)
         return cls(buf, layout)
@@ -101,10 +104,14 @@ class Ring:
         *,
         mode: int = 0o600,
         owner: tuple[int, int] | None = None,
+        base_id: int = 0,
     ) -> Ring:
-        """Create the shared-memory segment `name` (the caller owns and later unlinks it)."""
+        """Create the shared-memory segment `name` (the caller owns and later unlinks it); its
+        first record gets id `base_id + 1`."""
+        if base_id and layout.shards > 1:
+            raise RingError("a ring shard takes its ids from the id allocator, not a base id")
         segment = create_segment(name, layout.size, mode=mode, owner=owner)
-        layout.write_header(segment.buf, time.time_ns())
+        layout.write_header(segment.buf, time.time_ns(), base_id)
         return cls(segment.buf, layout, segment)
 
     @classmethod
@@ -146,12 +153,12 @@ class Ring:
     @property
     def oldest_id(self) -> int:
         """The oldest id still held (may be overwritten by the time it is read)."""
-        return max(1, self.write_seq - self.capacity + 1)
+        return max(self.base_id + 1, self.write_seq - self.capacity + 1)
 
     @property
     def fill(self) -> float:
         """How full the ring is, 0.0 to 1.0."""
-        return min(self.write_seq, self.capacity) / self.capacity
+        return min(self.write_seq - self.base_id, self.capacity) / self.capacity
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -290,7 +297,7 @@ class RingReader:
         ring = self.ring
         published = ring.write_seq
         lost = 0
-        oldest = published - ring.capacity + 1
+        oldest = max(published - ring.capacity + 1, ring.base_id + 1)
         if self.cursor < oldest:
             lost = oldest - self.cursor
             self.cursor = oldest

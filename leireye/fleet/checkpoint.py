@@ -1,0 +1,86 @@
+"""What a fleet central keeps on disk between runs: its directory and the next packet id.
+
+The central's ring lives in shared memory and is made anew by every `leireye central`, yet the
+packet ids it hands out must keep increasing across restarts (clients resume with `since`). So
+the ring is created with a base id (`Ring.create(..., base_id=)`) read from
+`<state_dir>/central/ids.json`: `{"next_id": N}` says that no id at or above N was ever handed
+out. The ingest keeps it true *before* it writes: when a batch would reach N, it first moves N
+`RESERVE` ids further (a temporary file, fsync, rename), so one write in about a million ids.
+A SIGKILL or a power cut therefore only skips ids (at most `RESERVE`), never repeats one; a
+clean stop writes the exact next id, so the next run continues without a gap.
+
+The directory is the ingest's (capture.user), group of the web user, mode 2750: files made in
+it (mode 0640) take the web user's group, so the web workers read the sensor table, nobody else.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Final
+
+from leireye.fleet.model import FleetError
+
+CENTRAL_DIR: Final = "central"
+IDS_FILE: Final = "central/ids.json"
+RESERVE: Final = 1 << 20
+
+
+def prepare_central_dir(state_dir: Path, writer: tuple[int, int] | None) -> Path:
+    """`<state_dir>/central`, owned by `writer` (capture.user, web.user's group) with mode 2750
+    when running as root; the supervisor calls it before the ingest starts."""
+    path = state_dir / CENTRAL_DIR
+    path.mkdir(parents=True, exist_ok=True, mode=0o750)
+    if os.geteuid() == 0 and writer is not None:
+        os.chown(path, *writer)
+        os.chmod(path, 0o2750)
+    return path
+
+
+def read_next_id(state_dir: Path) -> int:
+    """The first id the next ring may hand out (1 when the central never ran)."""
+    path = state_dir / IDS_FILE
+    try:
+        data = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        return 1
+    except (OSError, ValueError) as exc:
+        raise FleetError(f"{path}: {exc}: fix or remove it (ids would start over)") from None
+    next_id = data.get("next_id") if isinstance(data, dict) else None
+    if not isinstance(next_id, int) or next_id < 1:
+        raise FleetError(f"{path}: no valid next_id: fix or remove it (ids would start over)")
+    return next_id
+
+
+def write_next_id(state_dir: Path, next_id: int) -> None:
+    path = state_dir / IDS_FILE
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
+    with os.fdopen(fd, "w") as out:
+        out.write(json.dumps({"next_id": next_id}))
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(tmp, path)
+
+
+class IdCheckpoint:
+    """The ingest's side: `reserve(last)` before writing ids up to `last`, `settle(next)` on a
+    clean stop."""
+
+    def __init__(self, state_dir: Path, first_free: int) -> None:
+        self.state_dir = state_dir
+        self.on_disk = max(read_next_id(state_dir), 1)
+        if first_free > self.on_disk:  # the ring is ahead of the file: never hand out less
+            self._write(first_free)
+
+    def reserve(self, last_id: int) -> None:
+        if last_id >= self.on_disk:
+            self._write(last_id + 1 + RESERVE)
+
+    def settle(self, next_id: int) -> None:
+        self._write(next_id)
+
+    def _write(self, next_id: int) -> None:
+        write_next_id(self.state_dir, next_id)
+        self.on_disk = next_id

@@ -1,0 +1,393 @@
+"""The central's ingest process: every sensor's JetStream streams into the central's ring.
+
+`leireye central` runs the sensor's web tier, stats process and ring, with this process in the
+capture's place (docs/fleet-central.md). It starts as root only to map its segments and read
+the NATS credentials into memory, then drops to `capture.user` and, on one asyncio loop:
+
+- follows each sensor (`central.sensors`, or every sensor whose `LEIREYE_<S>_PACKETS` stream
+  exists, looked for every `central.discover_s`) with one durable pull consumer per stream
+  (`packets`, `stats`, `status`), named `leireye-central-<central.name>`: a restarted central
+  resumes after what it acknowledged;
+- writes each packet batch's records to the ring with `sensor` set to the sensor's index, then
+  acknowledges the message (so a stop loses nothing; a SIGKILL between the two can repeat that
+  one batch); a batch it cannot decode is counted and acknowledged (skipped);
+- keeps the last `stats` and `status` JSON of each sensor, counts what was lost
+  (`leireye.fleet.tracker`), and writes the sensor table to `<state_dir>/central/sensors.json`
+  once a second (at once for a new sensor, before any of its records is in the ring);
+- publishes a capture status block as a capture would (`capturing`, packets = ingested,
+  kernel drops = the fleet's lost records) and its heartbeat (every 0.1 s, from its own task).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any, Final, cast
+
+import msgspec
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+from leireye.config import Config
+from leireye.errors import LeirEyeError
+from leireye.exitcodes import ExitCode
+from leireye.fleet.checkpoint import IdCheckpoint
+from leireye.fleet.connect import connect_options, load_secrets
+from leireye.fleet.model import (
+    H_LAST,
+    SENSOR_TABLE_FILE,
+    FleetError,
+    Kind,
+    decode_batch,
+    read_sensor_table,
+    stream_name,
+    subject,
+    write_sensor_table,
+)
+from leireye.fleet.streams import fleet_streams, sensors_of
+from leireye.fleet.tracker import Fleet, SensorTrack
+from leireye.privileges import drop_privileges, lookup_user
+from leireye.proctitle import set_title
+from leireye.ring import Ring, RingWriter
+from leireye.ring.status import CaptureState, CaptureStatus, StatusBlock
+from leireye.stopping import StopEvent, StopFlag, stop_on_sigterm
+
+log = logging.getLogger("leireye.ingest")
+
+FOLLOWED: Final[tuple[Kind, ...]] = ("packets", "stats", "status")
+FETCH_BATCH: Final = {"packets": 64, "stats": 16, "status": 16}
+FETCH_TIMEOUT_S: Final = 0.5
+TICK_S: Final = 0.1
+TABLE_PERIOD_S: Final = 1.0
+MAX_JSON_BYTES: Final = 1 << 20  # a stats or status message above this is counted, not kept
+# imported lazily by nats-py and asyncio: loaded before the privilege drop
+PRELOAD: Final = ("nats.js.kv", "nats.js.object_store", "asyncio.unix_events", "ssl", "zlib")
+
+
+def run_ingest(
+    config: Config, ring_name: str, status_name: str, stop: StopEvent | None = None
+) -> int:
+    """Ingest until SIGTERM or `stop`; return the exit code (`ExitCode`)."""
+    with stop_on_sigterm(stop) as flag:
+        return _run(config, ring_name, status_name, flag)
+
+
+def _run(config: Config, ring_name: str, status_name: str, stopping: StopFlag) -> int:
+    set_title(f"leireye: ingest {config.central.name}", "leireye-ingest")
+    try:
+        block = StatusBlock.attach(status_name, writable=True)
+    except LeirEyeError as exc:
+        log.error("ingest cannot start: %s", exc)
+        return ExitCode.FATAL
+    report = Report(block, CaptureStatus(
+        state=CaptureState.STARTING, interface=f"fleet central {config.central.name}",
+        linktype=1, snaplen=config.ring.raw_bytes, pid=os.getpid(), started_at_ns=time.time_ns(),
+    ))  # fmt: skip
+    ring: Ring | None = None
+    state_dir = Path(config.state_dir)
+    try:
+        try:
+            ring = Ring.attach(ring_name, writable=True)
+            saved = read_sensor_table(state_dir / SENSOR_TABLE_FILE)
+            name = f"leireye-central-{config.central.name}"
+            options = load_secrets(connect_options(config.central.nats, state_dir, name))
+            drop_privileges(lookup_user(config.capture.user), preload=PRELOAD)
+            writer = RingWriter(ring)
+            checkpoint = IdCheckpoint(state_dir, writer.next_id)
+        except (LeirEyeError, OSError) as exc:
+            log.error("ingest cannot start: %s", exc)
+            report.update(state=CaptureState.ERROR, last_error=str(exc))
+            return ExitCode.FATAL
+        fleet = Fleet(config.central.silent_after_s, saved)
+        ingest = Ingest(config, writer, checkpoint, fleet, report, options, stopping)
+        asyncio.run(ingest.run())
+        return ExitCode.OK
+    except Exception as exc:  # a bug: say so, leave a trace in the status, be restarted
+        log.exception("ingest crashed")
+        report.update(state=CaptureState.ERROR, capturing=False, last_error=f"crashed: {exc!r}")
+        return ExitCode.ERROR
+    finally:
+        if ring is not None:
+            ring.close()
+        block.close()
+
+
+class Report:
+    """The status block this process publishes, replaced field by field."""
+
+    def __init__(self, block: StatusBlock, status: CaptureStatus) -> None:
+        self.block = block
+        self.status = status
+        block.write(status)
+
+    def update(self, **changes: Any) -> None:
+        self.status = msgspec.structs.replace(self.status, **changes)
+        self.block.write(self.status)
+
+
+class Ingest:
+    def __init__(
+        self,
+        config: Config,
+        writer: RingWriter,
+        checkpoint: IdCheckpoint,
+        fleet: Fleet,
+        report: Report,
+        options: dict[str, Any],
+        stopping: StopFlag,
+    ) -> None:
+        self.config = config
+        self.central = config.central
+        self.writer = writer
+        self.raw_bytes = writer.ring.raw_bytes
+        self.checkpoint = checkpoint
+        self.fleet = fleet
+        self.report = report
+        self.options = options
+        self.stopping = stopping
+        self.state_dir = Path(config.state_dir)
+        self.table_path = self.state_dir / SENSOR_TABLE_FILE
+        self.durable = f"leireye-central-{config.central.name}"
+        self.followers: dict[tuple[str, Kind], asyncio.Task[None]] = {}
+        self.bytes = 0
+        self.bad_logged: dict[str, int] = {}
+        self.last_error = ""
+
+    async def run(self) -> None:
+        for name in self.central.sensors:
+            self._track(name)
+        heartbeat = asyncio.create_task(self._beat(), name="heartbeat")
+        nc = await self._connect()
+        if nc is None:
+            heartbeat.cancel()
+            self._finish()
+            return
+        try:
+            await self._loop(nc.jetstream())
+        finally:
+            heartbeat.cancel()
+            if self.followers:  # each stops between two messages, within one fetch timeout
+                await asyncio.wait(self.followers.values(), timeout=FETCH_TIMEOUT_S * 2)
+            with contextlib.suppress(nats.errors.Error, TimeoutError, OSError):
+                await nc.flush(1)  # the last acknowledgements reach the server
+            with contextlib.suppress(nats.errors.Error, TimeoutError, OSError):
+                await nc.close()
+            self._finish()
+
+    async def _connect(self) -> Client | None:
+        """Connected, or None when asked to stop first. nats-py itself retries an unreachable
+        server for ever (each failure reaches `_on_error`); an error it gives up on is retried
+        here every 2 s."""
+        while not self.stopping():
+            connecting = asyncio.create_task(nats.connect(
+                **self.options, error_cb=self._on_error, disconnected_cb=self._on_disconnect,
+                reconnected_cb=self._on_reconnect,
+            ))  # fmt: skip
+            while not connecting.done():
+                if self.stopping():
+                    connecting.cancel()
+                    return None
+                await asyncio.wait({connecting}, timeout=TICK_S)
+            try:
+                return connecting.result()
+            except (TimeoutError, OSError, nats.errors.Error) as exc:
+                self._set_error(f"NATS unreachable: {type(exc).__name__} {exc}")
+                for _ in range(int(2 / TICK_S)):  # a retry pace that still sees a stop soon
+                    if self.stopping():
+                        return None
+                    await asyncio.sleep(TICK_S)
+        return None
+
+    async def _beat(self) -> None:
+        """The heartbeat: the event loop turns (a JetStream call that takes long does not stop
+        it; a hang that holds the loop does, and the supervisor's SIGKILL follows)."""
+        while True:
+            self.report.block.beat()
+            await asyncio.sleep(TICK_S)
+
+    async def _on_error(self, exc: Exception) -> None:
+        self._set_error(f"NATS: {exc}")  # logged when it changes, not at every retry
+
+    async def _on_disconnect(self) -> None:
+        self._set_error("NATS disconnected; reconnecting")
+
+    async def _on_reconnect(self) -> None:
+        log.info("NATS reconnected")
+        self._set_error("")
+
+    def _set_error(self, text: str) -> None:
+        if text and text != self.last_error:
+            log.warning("%s", text)
+        self.last_error = text
+        self.report.update(last_error=text)
+
+    async def _loop(self, js: JetStreamContext) -> None:
+        self._set_error("")
+        self.report.update(state=CaptureState.CAPTURING, capturing=True)
+        next_discover = next_table = 0.0
+        while not self.stopping():
+            now = time.monotonic()
+            if now >= next_discover:
+                await self._discover(js)
+                next_discover = time.monotonic() + self.central.discover_s
+            if now >= next_table:
+                self._publish()
+                next_table = now + TABLE_PERIOD_S
+            await asyncio.sleep(TICK_S)  # the loop's pace; the followers run meanwhile
+
+    def _finish(self) -> None:
+        self._publish(state=CaptureState.STOPPED, capturing=False)
+        self.checkpoint.settle(self.writer.next_id)
+        log.info("ingest stopped: %d packets from %d sensors, %d lost", self.fleet.packets,
+                 len(self.fleet.sensors), self.fleet.lost)  # fmt: skip
+
+    def _publish(self, **changes: Any) -> None:
+        write_sensor_table(self.table_path, self.fleet.table(time.time_ns()))
+        self.report.update(
+            packets_captured=self.fleet.packets, bytes_captured=self.bytes,
+            kernel_drops=self.fleet.lost,
+            interface=f"fleet central {self.central.name} ({len(self.fleet.sensors)} sensors)",
+            **changes,
+        )  # fmt: skip
+
+    def _track(self, name: str) -> SensorTrack:
+        track, new = self.fleet.add(name)
+        if new:  # its index is saved before any record carries it
+            write_sensor_table(self.table_path, self.fleet.table(time.time_ns()))
+            log.info("sensor %s: index %d", name, track.index)
+        return track
+
+    # -- following streams --------------------------------------------------------------------
+
+    async def _discover(self, js: JetStreamContext) -> None:
+        """Start following every stream of every sensor that is not followed yet."""
+        try:
+            streams = await fleet_streams(js, self.central.sensors, FOLLOWED)
+        except (TimeoutError, nats.errors.Error) as exc:
+            log.warning("cannot list the fleet's streams: %s", exc)
+            return
+        names = list(self.central.sensors) or sensors_of(streams)
+        for name in names:
+            for kind in FOLLOWED:
+                task = self.followers.get((name, kind))
+                if (task is None or task.done()) and stream_name(name, kind) in streams:
+                    await self._follow(js, self._track(name), kind)
+
+    async def _follow(self, js: JetStreamContext, track: SensorTrack, kind: Kind) -> None:
+        stream = stream_name(track.name, kind)
+        config = ConsumerConfig(
+            durable_name=self.durable,
+            ack_policy=AckPolicy.EXPLICIT,
+            deliver_policy=DeliverPolicy.ALL if kind == "packets" else DeliverPolicy.LAST,
+            max_ack_pending=1024,
+            ack_wait=30,
+        )
+        try:
+            sub = await js.pull_subscribe(
+                subject(track.name, kind), durable=self.durable, stream=stream, config=config
+            )
+            info = await sub.consumer_info()
+            floor = info.ack_floor.stream_seq if info.ack_floor is not None else 0
+            if floor and kind not in track.sequences:
+                track.sequences[kind] = floor  # what it acknowledged before: gaps count from it
+                if kind == "packets" and not track.last_id:
+                    with contextlib.suppress(nats.js.errors.NotFoundError):
+                        acked = await js.get_msg(stream, seq=floor)
+                        track.last_id = int((acked.headers or {}).get(H_LAST, 0))
+        except (TimeoutError, nats.errors.Error, ValueError) as exc:
+            log.warning("cannot follow %s: %s", stream, exc)
+            return
+        log.info("following %s (acknowledged up to %d)", stream, floor)
+        task = asyncio.create_task(self._pull(sub, track, kind), name=stream)
+        self.followers[(track.name, kind)] = task
+
+    async def _pull(self, sub: JetStreamContext.PullSubscription, track: SensorTrack,
+                    kind: Kind) -> None:  # fmt: skip
+        while not self.stopping():
+            try:
+                msgs = await sub.fetch(FETCH_BATCH[kind], timeout=FETCH_TIMEOUT_S)
+            except TimeoutError:  # nats.errors.TimeoutError too: nothing new
+                continue
+            except nats.errors.ConnectionClosedError:
+                return
+            except nats.errors.Error as exc:
+                log.warning("%s: fetch failed: %s", stream_name(track.name, kind), exc)
+                await asyncio.sleep(FETCH_TIMEOUT_S)  # back off; the loop re-checks stopping
+                continue
+            for msg in msgs:
+                if self.stopping():
+                    return  # the rest stay unacknowledged: redelivered to the next run
+                try:
+                    self._handle(track, kind, msg)
+                except Exception:  # a bug on one message must not stop the sensor's stream
+                    track.bad_batches += 1
+                    log.exception("%s: message %d skipped", stream_name(track.name, kind),
+                                  msg.metadata.sequence.stream)  # fmt: skip
+                try:
+                    await msg.ack()
+                except nats.errors.Error as exc:  # redelivered later: skipped by its sequence
+                    log.warning("%s: ack failed: %s", stream_name(track.name, kind), exc)
+
+    # -- one message --------------------------------------------------------------------------
+
+    def _handle(self, track: SensorTrack, kind: Kind, msg: Msg) -> None:
+        meta = msg.metadata
+        stored_ns = int(meta.timestamp.timestamp() * 1e9)
+        if not track.on_message(kind, meta.sequence.stream, stored_ns):
+            return  # delivered again, handled already
+        if kind == "packets":
+            self._packets(track, msg)
+            return
+        payload = _json_object(msg.data)
+        if payload is None:
+            track.bad_batches += 1
+            self._note_bad(track, f"{kind} message is not a JSON object")
+        elif kind == "stats":
+            track.stats = payload
+        else:
+            track.status = payload
+
+    def _packets(self, track: SensorTrack, msg: Msg) -> None:
+        try:
+            batch = decode_batch(track.name, msg.headers, msg.data)
+        except FleetError as exc:
+            track.bad_batches += 1
+            self._note_bad(track, str(exc))
+            return
+        records = batch.records
+        records["sensor"] = track.index
+        frames = None
+        if batch.raw is not None and self.raw_bytes:
+            # fixed-width bytes: the ring's raw slots cut or NUL-pad them to its raw_bytes
+            frames = batch.raw.view(f"S{batch.raw.shape[1]}").reshape(-1)
+        self.checkpoint.reserve(self.writer.next_id + len(records) - 1)
+        self.writer.write(records, cast(Any, frames))
+        self.bytes += int(records["wire_len"].sum())
+        track.on_batch(batch.header)
+
+    def _note_bad(self, track: SensorTrack, why: str) -> None:
+        """Log the first bad message of a sensor and then every 100th: counted, not flooded."""
+        seen = self.bad_logged.get(track.name, 0)
+        self.bad_logged[track.name] = seen + 1
+        if seen % 100 == 0:
+            log.warning("sensor %s: message skipped (%d so far): %s", track.name,
+                        track.bad_batches, why)  # fmt: skip
+
+
+def _json_object(data: bytes) -> dict[str, Any] | None:
+    if len(data) > MAX_JSON_BYTES:
+        return None
+    try:
+        value = json.loads(data)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None

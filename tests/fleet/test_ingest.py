@@ -1,0 +1,235 @@
+"""The fleet central's data path against real parts: a real nats-server with JetStream, batches
+published with nats-py, the real `leireye central` (supervisor, ingest, stats, web worker), its
+ring read back from shared memory and its REST API over HTTP."""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from leireye.fleet.model import H_LOST, SENSOR_TABLE_FILE, SensorTable, read_sensor_table
+from leireye.ring import Ring, RingReader
+from tests.accounts import users_yaml
+from tests.fleet.natsutil_central import TS0, Fleet, free_tcp_port, nats_server
+from tests.http import Http
+from tests.sensor import Sensor
+from tests.waiting import wait_for
+
+pytestmark = [
+    pytest.mark.root,
+    pytest.mark.slow,
+    pytest.mark.skipif(os.geteuid() != 0, reason="the central drops root like a sensor"),
+]
+
+SILENT_AFTER_S = 3.0
+RAW_BYTES = 64  # the central's; the sensors send 128
+PASSWORD = "central-admin-1"
+
+
+@pytest.fixture(scope="module")
+def nats_url() -> Iterator[str]:
+    with nats_server() as url:
+        yield url
+
+
+def test_a_central_started_before_nats_waits_for_it(tmp_path: Path) -> None:
+    port = free_tcp_port()
+    central = start_central(tmp_path, f"nats://127.0.0.1:{port}")
+    try:
+        with central.explained():
+            block = central.status()
+            wait_for(
+                lambda: "Connect call failed" in block.read().last_error, 10, "the error shown"
+            )
+            with nats_server(port) as url:
+                fleet = Fleet(url)
+                fleet.create_streams("solo")
+                fleet.publish_many([fleet.batch("solo", 1, 3), fleet.status("solo")])
+                wait_packets(central, {"solo": 3}, "the packets once NATS is up")
+                assert block.read().last_error == ""
+            block.close()
+    finally:
+        central.kill()
+
+
+def start_central(tmp: Path, url: str, state_dir: Path | None = None) -> Sensor:
+    config = (
+        f"ring: {{capacity: 1024, raw_bytes: {RAW_BYTES}}}\n"
+        "central:\n"
+        "  enabled: true\n"
+        f"  nats: {{servers: ['{url}']}}\n"
+        "  discover_s: 0.5\n"
+        f"  silent_after_s: {SILENT_AFTER_S}\n"
+    )
+    users = users_yaml({"admin": ("ADMIN", PASSWORD)}) if state_dir is None else ""
+    central = Sensor(tmp, config=config, users=users, command="central", state_dir=state_dir)
+    central.web_port()
+    return central
+
+
+def table(central: Sensor) -> SensorTable | None:
+    return read_sensor_table(central.state_dir / SENSOR_TABLE_FILE)
+
+
+def sensor_state(central: Sensor, name: str) -> Any:
+    found = table(central)
+    return next((s for s in found.sensors if s.name == name), None) if found else None
+
+
+def wait_packets(central: Sensor, expected: dict[str, int], what: str) -> SensorTable:
+    def done() -> SensorTable | None:
+        if central.proc.poll() is not None:
+            raise AssertionError(f"central exited:\n{central.log}")
+        found = table(central)
+        got = {s.name: s.packets for s in found.sensors} if found else {}
+        return found if found and all(got.get(k) == v for k, v in expected.items()) else None
+
+    return wait_for(done, 20, what)
+
+
+def ring_contents(central: Sensor) -> tuple[np.ndarray, np.ndarray, int]:
+    """Every record of the central's ring (and its raw bytes), and the ring's base id."""
+    ring = Ring.attach(f"{central.name}-ring")
+    try:
+        batch = RingReader(ring, "oldest", with_raw=True).read()
+        assert batch.lost == 0 and batch.raw is not None
+        return batch.records.copy(), batch.raw.copy(), ring.base_id
+    finally:
+        ring.close()
+
+
+def sensor_ids(rows: np.ndarray) -> np.ndarray:
+    return rows["ts_ns"] - TS0  # the sensor's own id (natsutil_central.records)
+
+
+def test_central_ingests_counts_restarts_and_serves(tmp_path: Path, nats_url: str) -> None:
+    fleet = Fleet(nats_url)
+    fleet.create_streams("alpha", "beta")
+    fleet.publish_many(
+        [
+            fleet.status("alpha"),
+            fleet.status("beta"),
+            fleet.stats("alpha", packets_total=85),
+            fleet.batch("alpha", 1, 25),
+            fleet.batch("beta", 1, 30),
+            fleet.batch("alpha", 26, 25),
+            ("beta", "packets", b"not a batch", {H_LOST: "x"}),  # malformed: counted, skipped
+            fleet.batch("alpha", 56, 20, lost=5),  # 51..55: the sensor says it lost them
+            fleet.batch("beta", 31, 20),
+            fleet.batch("alpha", 86, 15),  # 76..85: gone, no header explains them
+        ]
+    )
+    central = start_central(tmp_path, nats_url)
+    second: Sensor | None = None
+    try:
+        with central.explained():
+            found = wait_packets(central, {"alpha": 85, "beta": 50}, "both sensors' packets")
+            alpha, beta = (next(s for s in found.sensors if s.name == n) for n in ("alpha", "beta"))
+            assert {alpha.index, beta.index} == {1, 2}
+            assert (alpha.lost, alpha.bad_batches, beta.lost, beta.bad_batches) == (15, 0, 0, 1)
+            assert alpha.status and alpha.status["state"] == "capturing"
+            assert alpha.stats == {"sensor": "alpha", "packets_total": 85}
+            made = (central.state_dir / SENSOR_TABLE_FILE).stat()
+            where = (central.state_dir / SENSOR_TABLE_FILE).parent.stat()
+            web = pwd.getpwnam("leireye-web").pw_gid
+            assert (made.st_mode & 0o777, made.st_gid) == (0o640, web)  # the workers read it
+            assert (where.st_mode & 0o7777, where.st_uid, where.st_gid) == (
+                0o2750, pwd.getpwnam("leireye").pw_uid, web)  # fmt: skip
+
+            rows, raw, base = ring_contents(central)
+            assert base == 0 and len(rows) == 135
+            assert np.all(np.diff(rows["seq"].astype(np.int64)) == 1)  # ids increase, no hole
+            for state, expected in ((alpha, _alpha_ids()), (beta, list(range(1, 51)))):
+                mine = rows["sensor"] == state.index
+                assert sensor_ids(rows[mine]).tolist() == expected  # each once, in order
+                assert np.all(raw[mine] == (sensor_ids(rows[mine]) % 251)[:, None])  # cut to 64
+            assert raw.shape[1] == RAW_BYTES
+
+            block = central.status()  # written right after the table: wait for it
+            status = wait_for(lambda: (st := block.read()).packets_captured == 135 and st, 5,
+                              "the status block to count the packets")  # fmt: skip
+            assert status.state == "capturing"
+            assert status.kernel_drops == 15
+
+            http = Http(central.web_port())
+            login = http.post("/api/auth/login", {"username": "admin", "password": PASSWORD})
+            assert login.status == 200, login.body
+            http = http.with_token(login.json["access_token"])
+            reply = http.get("/api/capture/packets?limit=1000")
+            assert reply.status == 200, reply.body
+            api_ids = sorted(p["id"] for p in reply.json["packets"])
+            assert api_ids == rows["seq"].astype(int).tolist()
+
+            # alpha is live while it publishes its status, and stops: silent within
+            # silent_after_s + 1 s of its last message
+            sent_ns = time.time_ns()
+            fleet.publish_many([fleet.status("alpha", packets_captured=85)])
+            fresh = wait_for(
+                lambda: (st := sensor_state(central, "alpha")).last_message_ns >= sent_ns and st,
+                5, "alpha's new status",
+            )  # fmt: skip
+            assert fresh.state == "live"
+            last_ns = fresh.last_message_ns
+            wait_for(lambda: sensor_state(central, "alpha").state == "silent",
+                     SILENT_AFTER_S + 2, "alpha to go silent")  # fmt: skip
+            silent_at = time.time_ns()
+            assert (silent_at - last_ns) / 1e9 <= SILENT_AFTER_S + 1 + 0.5  # table: every 1 s
+
+        assert central.stop(signal.SIGINT) == 0
+        assert central.proc.stderr is not None and not central.late_imports()
+        central.proc.stderr.close()
+        old_last = int(rows["seq"][-1])
+        saved = json.loads((central.state_dir / "central/ids.json").read_text())
+        assert saved == {"next_id": old_last + 1}  # a clean stop: exactly the next id
+
+        # while the central is down, both sensors publish on
+        fleet.publish_many(
+            [fleet.batch("alpha", 101, 20), fleet.batch("beta", 51, 10), fleet.status("beta")]
+        )
+        second = start_central(tmp_path, nats_url, state_dir=central.state_dir)
+        with second.explained():
+            found = wait_packets(second, {"alpha": 105, "beta": 60}, "the packets sent meanwhile")
+            names = {s.name: s.index for s in found.sensors}
+            assert names == {"alpha": alpha.index, "beta": beta.index}  # indexes kept
+            assert sensor_state(second, "alpha").lost == 15  # nothing new lost
+            rows, _, base = ring_contents(second)
+            assert base == old_last and len(rows) == 30  # no duplicate of the first run
+            assert rows["seq"].astype(int).tolist() == list(range(old_last + 1, old_last + 31))
+            assert sensor_ids(rows[rows["sensor"] == alpha.index]).tolist() == list(range(101, 121))
+            assert sensor_ids(rows[rows["sensor"] == beta.index]).tolist() == list(range(51, 61))
+
+            # a sensor that appears while the central runs is found within discover_s
+            fleet.create_streams("gamma")
+            fleet.publish_many([fleet.batch("gamma", 1, 7)])
+            found = wait_packets(second, {"gamma": 7}, "the new sensor's packets")
+            assert {s.name: s.index for s in found.sensors}["gamma"] == 3
+            assert "heartbeat" not in second.log and "heartbeat" not in central.log
+
+            # the ingest killed: the supervisor restarts it, the ring and its ids go on
+            block = second.status()
+            os.kill(block.read().pid, signal.SIGKILL)
+            wait_for(lambda: block.read().restarts == 1, 10, "the ingest's restart")
+            fleet.publish_many([fleet.batch("gamma", 8, 3)])
+            wait_packets(second, {"gamma": 10}, "the packets after the ingest's restart")
+            rows, _, _ = ring_contents(second)
+            assert sensor_ids(rows[rows["sensor"] == 3]).tolist() == list(range(1, 11))
+            assert np.all(np.diff(rows["seq"].astype(np.int64)) == 1)
+            block.close()
+    finally:
+        if second is not None:
+            second.kill()  # removes the shared state_dir
+        else:
+            central.kill()
+
+
+def _alpha_ids() -> list[int]:
+    return [*range(1, 51), *range(56, 76), *range(86, 101)]
