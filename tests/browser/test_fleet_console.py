@@ -302,16 +302,7 @@ def test_at_a_central_the_console_selects_sensors_and_names_each_packets_sensor(
             console.resize(width, height)
             console.screenshot(f"fleet-layout-{width}x{height}")
             problems += [f"{width}x{height} {p}" for p in console.layout_problems(FLEET_GROUPS)]
-        # Known: the central's capture chip says "fleet central <name> (<n> sensors)", which
-        # #capture-iface (no ellipsis, unlike #capture-bpf) cuts at 1024 px and below. Everything
-        # else must read right; the chip's cut is reported as the expected failure it is.
-        chip = [p for p in problems if "#capture-chip text cut" in p]
-        others = [p for p in problems if p not in chip]
-        assert not others, "\n".join(others)
-    if chip:
-        pytest.xfail(
-            "the central's interface label is cut in the capture chip:\n" + "\n".join(chip)
-        )
+        assert not problems, "\n".join(problems)
 
 
 def classes(console: Console, css: str) -> list[str]:
