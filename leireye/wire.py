@@ -371,11 +371,29 @@ class StatsMessage(msgspec.Struct, frozen=True, tag="stats", tag_field="type"):
     data: StatsData
 
 
+class FleetData(msgspec.Struct, frozen=True):
+    """The publisher of a sensor in a fleet (docs/fleet.md): its name, whether NATS is reached,
+    the servers (no credentials), records, batches and bytes acknowledged, ids the ring
+    overwrote before they went out (`lost`), ids captured and not yet out (`behind`), the last
+    error (null when none) and each stream setting that differs from the config."""
+
+    sensor: str
+    connected: bool
+    servers: list[str]
+    published_records: int
+    published_batches: int
+    published_bytes: int
+    lost: int
+    behind: int
+    last_error: str | None
+    stream_mismatch: list[str]
+
+
 class StatusData(msgspec.Struct, frozen=True):
     """The spec's four fields, then `state` (idle, starting, capturing, stopped, error,
     finished), `bpf` (the user's filter), `effective_bpf` (the filter the kernel runs: `bpf`
     with the sensor's own web traffic left out), the kernel's drop counters and the last
-    `error` (null when none)."""
+    `error` (null when none); `fleet` only on a sensor that publishes to a fleet."""
 
     is_capturing: bool
     interface: str
@@ -387,6 +405,7 @@ class StatusData(msgspec.Struct, frozen=True):
     kernel_drops: int
     if_drops: int
     error: str | None
+    fleet: FleetData | UnsetType = UNSET
 
 
 class StatusMessage(msgspec.Struct, frozen=True, tag="status", tag_field="type"):

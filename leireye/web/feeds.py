@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Final
 
 from leireye.config import LimitsConfig
+from leireye.fleet.status import PublisherStatus
 from leireye.ring.status import CaptureStatus
 from leireye.stats.layout import StatsSnapshot
 from leireye.web.messages import clamp_interval, stats_message
@@ -48,6 +49,7 @@ class Feeds:
         self._stats: StatsSnapshot | None = None
         self._stats_queued = False
         self._status: CaptureStatus | None = None
+        self._fleet: PublisherStatus | None = None
         self._status_sent: tuple[object, ...] | None = None
         self._status_queued = False
 
@@ -76,11 +78,18 @@ class Feeds:
     def unsubscribe_stats(self) -> None:
         self.stats_on = False
 
-    def update(self, stats: StatsSnapshot | None, status: CaptureStatus | None) -> None:
+    def update(
+        self,
+        stats: StatsSnapshot | None,
+        status: CaptureStatus | None,
+        fleet: PublisherStatus | None = None,
+    ) -> None:
         if stats is not None:
             self._stats = stats
         if status is not None:
             self._status = status
+        if fleet is not None:
+            self._fleet = fleet
 
     def tick(self, now: float) -> None:
         """Queue what is due at `now`."""
@@ -103,7 +112,9 @@ class Feeds:
 
     def _queue_status(self) -> None:
         status = self._status
-        if status is None or self._status_queued or status_key(status) == self._status_sent:
+        if status is None or self._status_queued:
+            return
+        if status_key(status, self._fleet) == self._status_sent:
             return
         self._status_queued = True
         self._push(self._render_status)
@@ -122,5 +133,5 @@ class Feeds:
         self._status_queued = False
         if self._status is None or not self.active:
             return None
-        self._status_sent = status_key(self._status)
-        return self._render(status_message(self._status))
+        self._status_sent = status_key(self._status, self._fleet)
+        return self._render(status_message(self._status, self._fleet))
