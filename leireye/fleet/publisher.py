@@ -69,6 +69,7 @@ EXPECTED_LAST_SEQ: Final = "Nats-Expected-Last-Sequence"
 READ_MAX: Final = 65536
 LOG_EVERY_S: Final = 10.0
 STATUS_EVERY_S: Final = 1.0
+FINISH_S: Final = 0.5  # for the acks in flight, then to close: within the stop budget
 HEADROOM: Final = 4096  # bytes kept free under the server's max_payload for the headers
 WALK_BACK_MAX: Final = 10_000  # stored messages a restart looks at to settle its counters
 
@@ -412,7 +413,7 @@ class Publisher:
 
     async def _finish(self, *tasks: asyncio.Task[None]) -> None:
         """Give the batches in flight a moment to be acknowledged, then close."""
-        deadline = time.monotonic() + 1.0
+        deadline = time.monotonic() + FINISH_S
         while self.pending and self.connected and time.monotonic() < deadline:
             self._settle()
             if self.resync_needed:
@@ -425,7 +426,7 @@ class Publisher:
         self.write_status()
         if self.nc is not None and not self.nc.is_closed:
             with contextlib.suppress(nats.errors.Error, OSError, asyncio.TimeoutError):
-                await asyncio.wait_for(self.nc.close(), 2.0)
+                await asyncio.wait_for(self.nc.close(), FINISH_S)
         self.update(connected=False)
         self.write_status()
         log.info("fleet stopped: %s", self.log_line())

@@ -8,18 +8,22 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import pwd
 import re
 import signal
+import stat
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import nats
 import pytest
+from nats.js.errors import NotFoundError
 
 from leireye.errors import RingError
 from leireye.fleet.model import Batch, decode_batch, stream_name
 from leireye.fleet.status import PublisherStatus, StatusPage
+from leireye.ring.shm import SHM_DIR
 from tests.accounts import users_yaml
 from tests.fleet.natsutil_pub import NatsServer, nats_server
 from tests.http import Http
@@ -94,7 +98,7 @@ def stored(server: NatsServer) -> list[Batch]:
             name = stream_name(SENSOR, "packets")
             info = await js.stream_info(name)
             out = []
-            for seq in range(info.state.first_seq, info.state.last_seq + 1):
+            for seq in range(max(1, info.state.first_seq), info.state.last_seq + 1):
                 msg = await js.get_msg(name, seq=seq)
                 out.append(decode_batch(SENSOR, msg.headers, msg.data or b""))
             return out
@@ -133,7 +137,11 @@ def test_every_captured_packet_arrives_once_in_order(
         shown = metrics(sensor)
         assert f'leireye_fleet_connected{{sensor="{SENSOR}"}} 1' in shown
         assert re.search(rf"^leireye_fleet_published_records_total\S* {len(sent)}$", shown, re.M)
+        page_file = (SHM_DIR / page.name).stat()
+        assert stat.S_IMODE(page_file.st_mode) == 0o640  # the web user's group reads it
+        assert page_file.st_uid == pwd.getpwnam("leireye").pw_uid  # capture.user writes it
         sensor.stop()
+        assert sensor.segments() == []
     finally:
         sensor.kill()
 
@@ -307,6 +315,53 @@ def _publishing(page: StatusPage, at_least: int) -> PublisherStatus | None:
     return status if status.published_records >= at_least else None
 
 
+def test_ended_flows_are_published_with_their_sensor(
+    tmp_path: Path, pair: VethPair, nats_server: NatsServer
+) -> None:
+    sensor = Sensor(
+        tmp_path, "--interface", pair.host_if, "--bpf", f"udp and dst port {PORT}",
+        config=(
+            "flows: {idle_timeout_s: {udp: 1}}\n"
+            f"fleet: {{enabled: true, sensor: {SENSOR},"
+            f" nats: {{servers: ['{nats_server.url}']}}}}\n"
+        ),
+    )  # fmt: skip
+    try:
+        status = sensor.status()
+        sensor.wait_capturing(status)
+        page_of(sensor)
+        sent = [udp_frame(pair, 20000 + i % 5, PORT, b"flow %d" % i) for i in range(50)]
+        inject_frames(pair.ns_if, sent, ns=pair.ns)
+
+        async def flows() -> list[dict[str, object]]:
+            nc = await nats.connect(nats_server.url)
+            try:
+                js = nc.jetstream()
+                name = stream_name(SENSOR, "flows")
+                rows: list[dict[str, object]] = []
+                try:
+                    info = await js.stream_info(name)
+                except NotFoundError:  # not made yet
+                    return rows
+                for seq in range(max(1, info.state.first_seq), info.state.last_seq + 1):
+                    message = json.loads((await js.get_msg(name, seq=seq)).data or b"{}")
+                    assert message["sensor"] == SENSOR and message["missed"] == 0
+                    rows += message["flows"]
+                return rows
+            finally:
+                await nc.close()
+
+        with sensor.explained():
+            rows = wait_for(lambda: (found := asyncio.run(flows())) and len(found) >= 5 and found,
+                            30, "the ended flows in the stream")  # fmt: skip
+        assert sorted(row["orig_port"] for row in rows) == [20000, 20001, 20002, 20003, 20004]
+        assert {row["sensor"] for row in rows} == {SENSOR}
+        assert sum(int(str(row["orig_pkts"])) for row in rows) == len(sent)
+        sensor.stop()
+    finally:
+        sensor.kill()
+
+
 def test_the_status_stream_says_who_and_how_far(
     tmp_path: Path, pair: VethPair, nats_server: NatsServer
 ) -> None:
@@ -324,6 +379,9 @@ def test_the_status_stream_says_who_and_how_far(
                 msg = await nc.jetstream().get_last_msg(
                     stream_name(SENSOR, kind), f"leireye.{SENSOR}.{kind}"
                 )
+            except NotFoundError:  # none yet
+                return {}
+            else:
                 return dict(json.loads(msg.data or b"{}"))
             finally:
                 await nc.close()
