@@ -52,7 +52,8 @@ from leireye.config import Config
 from leireye.errors import LeirEyeError, RingError
 from leireye.fleet.batching import Accumulator, Pending
 from leireye.fleet.connect import connect_options
-from leireye.fleet.model import H_LAST, H_RUN, FleetError, stream_name, subject
+from leireye.fleet.model import KINDS, FleetError, stream_name, subject
+from leireye.fleet.resume import stored_after, stored_last
 from leireye.fleet.side import SidePublisher
 from leireye.fleet.status import PublisherStatus, StatusPage, public_server
 from leireye.fleet.streams import ensure_streams
@@ -71,7 +72,6 @@ LOG_EVERY_S: Final = 10.0
 STATUS_EVERY_S: Final = 1.0
 FINISH_S: Final = 0.5  # for the acks in flight, then to close: within the stop budget
 HEADROOM: Final = 4096  # bytes kept free under the server's max_payload for the headers
-WALK_BACK_MAX: Final = 10_000  # stored messages a restart looks at to settle its counters
 
 
 def run_publisher(
@@ -145,6 +145,7 @@ class Publisher:
         self.pending: collections.deque[Pending] = collections.deque()
         self.stream_seq = 0  # the stream sequence the next batch must follow
         self.resync_needed = False
+        self.prepared = False  # the streams are made or checked once connected
         self.failures = 0  # resyncs in a row that did not get an ack through
         self.changed = True  # something the status message shows changed
 
@@ -201,8 +202,13 @@ class Publisher:
         """Streams created or checked, then the reader placed after what the stream holds."""
         assert self.js is not None
         fleet = self.config.fleet
-        mismatch = await ensure_streams(self.js, self.sensor, fleet.streams)
+        kinds = tuple(kind for kind in KINDS if getattr(fleet.publish, kind))
+        mismatch = await ensure_streams(self.js, self.sensor, fleet.streams, kinds)
         self.update(stream_mismatch=mismatch)
+        self.prepared = True
+        if not fleet.publish.packets:
+            log.info("fleet: publishing no packets (fleet.publish.packets is false)")
+            return
         last_seq, stored_last = await self._stored_last()
         start = max(stored_last, self.status.last_id) + 1
         if stored_last > self.status.last_id:
@@ -220,47 +226,21 @@ class Publisher:
         return min(self.config.fleet.batch_records, fits)
 
     async def _stored_last(self) -> tuple[int, int]:
-        """The stream's last sequence, and the last id it holds of this run (0: none)."""
         assert self.js is not None
-        info = await self.js.stream_info(self.stream)
-        last_seq = info.state.last_seq
-        if not last_seq:
-            return 0, 0
-        try:
-            msg = await self.js.get_msg(self.stream, seq=last_seq)
-        except NotFoundError:  # expired or deleted: the dedup window covers a resend
-            return last_seq, 0
-        headers = msg.headers or {}
-        if headers.get(H_RUN) != str(self.run_id):
-            return last_seq, 0
-        return last_seq, int(headers.get(H_LAST, "0"))
+        return await stored_last(self.js, self.stream, self.run_id)
 
     async def _count_stored(self, last_seq: int, known: int) -> None:
         """Batches the stream holds that the previous publisher did not see acknowledged (it
         died first): their records and losses into this run's counters."""
         assert self.js is not None
-        count = lost = batches = size = 0
-        last = known
-        for seq in range(last_seq, max(0, last_seq - WALK_BACK_MAX), -1):
-            try:
-                msg = await self.js.get_msg(self.stream, seq=seq)
-            except NotFoundError:
-                break
-            h = msg.headers or {}
-            if h.get(H_RUN) != str(self.run_id) or int(h.get(H_LAST, "0")) <= known:
-                break
-            last = max(last, int(h[H_LAST]))
-            count += int(h.get("LE-Count", "0"))
-            lost += int(h.get("LE-Lost", "0"))
-            batches += 1
-            size += len(msg.data or b"")
+        found = await stored_after(self.js, self.stream, self.run_id, last_seq, known)
         s = self.status
         self.update(
-            published_records=s.published_records + count,
-            published_batches=s.published_batches + batches,
-            published_bytes=s.published_bytes + size,
-            lost=s.lost + lost,
-            last_id=last,
+            published_records=s.published_records + found.records,
+            published_batches=s.published_batches + found.batches,
+            published_bytes=s.published_bytes + found.bytes,
+            lost=s.lost + found.lost,
+            last_id=found.last_id,
         )
 
     # -- the loop -------------------------------------------------------------------------------
@@ -297,11 +277,14 @@ class Publisher:
         """One turn: settle acks, read and publish what there is room for, or wait a little."""
         batch_s = self.config.fleet.batch_ms / 1000
         try:
-            if self.reader is None:
+            if not self.prepared:
                 if not self.connected:
                     await asyncio.sleep(0.05)
                     return
                 await self._prepare()
+            if self.reader is None:  # no packets to publish
+                await asyncio.sleep(0.2)
+                return
             if self.resync_needed:
                 if not self.connected:
                     await asyncio.sleep(0.05)
@@ -333,8 +316,8 @@ class Publisher:
                 break
             batch = self.acc.take(self.acc.batch_records)
             assert batch is not None
+            self.pending.append(batch)  # first: a publish that raises leaves it to the resync
             await self._publish(batch)
-            self.pending.append(batch)
             room -= 1
             busy = True
         return busy
@@ -355,7 +338,9 @@ class Publisher:
         while self.pending:
             head = self.pending[0]
             future = head.future
-            assert future is not None
+            if future is None:  # its publish raised: the resync sends it
+                self.resync_needed = True
+                return
             if not future.done():
                 timeout = self.config.fleet.ack_timeout_s
                 if now - head.sent_at > timeout:
@@ -398,7 +383,9 @@ class Publisher:
         try:
             last_seq, stored_last = await self._stored_last()
         except NotFoundError:  # the stream was deleted: make it again
-            mismatch = await ensure_streams(self.js, self.sensor, self.config.fleet.streams)
+            mismatch = await ensure_streams(
+                self.js, self.sensor, self.config.fleet.streams, ("packets",)
+            )
             self.update(stream_mismatch=mismatch)
             last_seq, stored_last = await self._stored_last()
         while self.pending and self.pending[0].last_id <= stored_last:

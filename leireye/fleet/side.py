@@ -79,7 +79,7 @@ class SidePublisher:
                 second = now >= next_second
                 if second:
                     next_second = now + EVERY_S
-                if self.publisher.connected:
+                if self.publisher.connected and self.publisher.prepared:  # streams there
                     await self._tick(second)
                 elif second:
                     skipped = int(self.publish.stats) + int(self.publish.status)

@@ -15,10 +15,12 @@ import stat
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import nats
 import pytest
 from nats.js.errors import NotFoundError
+from websockets.asyncio.client import ClientConnection
 
 from leireye.errors import RingError
 from leireye.fleet.model import Batch, decode_batch, stream_name
@@ -30,6 +32,7 @@ from tests.http import Http
 from tests.netns import VethPair, inject_frames, skip_unless_root, udp_frame, veth_pair
 from tests.sensor import Sensor
 from tests.waiting import wait_for
+from tests.wsclient import client, recv_type, run
 
 __all__ = ["nats_server"]
 
@@ -180,6 +183,30 @@ def test_nats_down_and_back_sends_what_the_ring_held_and_counts_the_rest(
         assert batches[-1].header.last_id == captured
         held = set(range(captured - capacity + 1, captured + 1))
         assert held <= set(ids)  # what the ring held when NATS came back is all there
+        sensor.stop()
+    finally:
+        sensor.kill()
+
+
+def test_a_sensor_started_while_nats_is_away_publishes_from_its_first_packet(
+    tmp_path: Path, pair: VethPair, nats_server: NatsServer
+) -> None:
+    nats_server.stop()
+    sensor = start_sensor(tmp_path, pair, nats_server, capacity=1 << 12)
+    try:
+        status = sensor.status()
+        sensor.wait_capturing(status)
+        page = page_of(sensor)
+        wait_for(lambda: page.read().last_error, 20, "the publisher to say NATS is not there")
+        sent = frames(pair, 500)
+        inject_frames(pair.ns_if, sent, ns=pair.ns)
+        wait_for(lambda: status.read().packets_captured >= len(sent), 30, "the capture")
+        assert not page.read().connected
+        nats_server.start()
+        with sensor.explained():
+            final = settled(page, len(sent), "the publisher to connect and publish")
+        assert (final.published_records, final.lost, final.last_error) == (len(sent), 0, "")
+        assert ids_of(stored(nats_server)) == list(range(1, len(sent) + 1))
         sensor.stop()
     finally:
         sensor.kill()
@@ -398,6 +425,47 @@ def test_the_status_stream_says_who_and_how_far(
         assert isinstance(capture, dict) and capture["packets_captured"] == 50
         stats = wait_for(lambda: asyncio.run(last("stats")), 20, "a stats message")
         assert stats["sensor"] == SENSOR and "packets_per_second" in stats
+        sensor.stop()
+    finally:
+        sensor.kill()
+
+
+def test_the_websocket_status_follows_the_publishers_connection(
+    tmp_path: Path, pair: VethPair, nats_server: NatsServer
+) -> None:
+    sensor = start_sensor(tmp_path, pair, nats_server, capacity=1 << 12)
+    try:
+        status = sensor.status()
+        sensor.wait_capturing(status)
+        page = page_of(sensor)
+        wait_for(lambda: page.read().connected, 20, "the publisher to connect")
+        http = Http(sensor.web_port())
+        login = http.post("/api/auth/login", {"username": VIEWER[0], "password": VIEWER[1]})
+        url = f"ws://127.0.0.1:{sensor.web_port()}/ws/capture?token={login.json['access_token']}"
+
+        async def fleet_of(ws: ClientConnection) -> dict[str, Any]:
+            message = await recv_type(ws, "status", timeout=20)
+            fleet: dict[str, Any] = message["data"]["fleet"]
+            return fleet
+
+        async def follow() -> None:
+            async with client(url) as ws:
+                first = await fleet_of(ws)
+                while not first["connected"]:  # the worker's view from before it connected
+                    first = await fleet_of(ws)
+                assert first["sensor"] == SENSOR
+                assert first["servers"] == [nats_server.url] and first["last_error"] is None
+                nats_server.stop()
+                gone = await fleet_of(ws)  # a change of the publisher's state is news
+                assert gone["connected"] is False
+                nats_server.start()
+                back = await fleet_of(ws)
+                while not back["connected"]:  # a new error while it reconnects is news too
+                    back = await fleet_of(ws)
+                assert back["connected"] is True
+
+        with sensor.explained():
+            run(follow())
         sensor.stop()
     finally:
         sensor.kill()
