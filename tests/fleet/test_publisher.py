@@ -50,14 +50,19 @@ def pair() -> Iterator[VethPair]:
 
 
 def start_sensor(
-    tmp_path: Path, pair: VethPair, server: NatsServer, capacity: int, fleet: str = ""
+    tmp_path: Path,
+    pair: VethPair,
+    server: NatsServer,
+    capacity: int,
+    fleet: str = "",
+    more: str = "",
 ) -> Sensor:
     users = users_yaml({VIEWER[0]: ("VIEWER", VIEWER[1])})
     return Sensor(
         tmp_path, "--interface", pair.host_if, "--bpf", f"udp and dst port {PORT}",
         config=(
             f"ring: {{capacity: {capacity}, raw_bytes: {RAW_BYTES}}}\n"
-            "flows: {enabled: false}\n"
+            "flows: {enabled: false}\n" + more +
             f"fleet: {{enabled: true, sensor: {SENSOR}, batch_records: 256, max_pending: 8,"
             f" nats: {{servers: ['{server.url}']}}{fleet}}}\n"
         ),
@@ -145,6 +150,30 @@ def test_every_captured_packet_arrives_once_in_order(
         assert page_file.st_uid == pwd.getpwnam("leireye").pw_uid  # capture.user writes it
         sensor.stop()
         assert sensor.segments() == []
+    finally:
+        sensor.kill()
+
+
+def test_two_capture_shards_are_published_as_one_stream_of_ids(
+    tmp_path: Path, pair: VethPair, nats_server: NatsServer
+) -> None:
+    more = "capture: {workers: 2}\n"
+    sensor = start_sensor(tmp_path, pair, nats_server, capacity=1 << 13, more=more)
+    try:
+        status = sensor.status()
+        sensor.wait_capturing(status)
+        page = page_of(sensor)
+        sent = [udp_frame(pair, 20000 + i % 32, PORT, i.to_bytes(4, "big")) for i in range(4000)]
+        inject_frames(pair.ns_if, sent, ns=pair.ns)
+        with sensor.explained():
+            final = settled(page, len(sent), "both shards published")
+        assert (final.published_records, final.lost) == (len(sent), 0)
+        batches = stored(nats_server)
+        assert ids_of(batches) == list(range(1, len(sent) + 1))
+        payloads = sorted(bytes(row[42:46]) for b in batches if b.raw is not None for row in b.raw)
+        assert payloads == sorted(i.to_bytes(4, "big") for i in range(len(sent)))
+        assert f"{sensor.name}-ring-1" in sensor.segments()  # two shards indeed
+        sensor.stop()
     finally:
         sensor.kill()
 
