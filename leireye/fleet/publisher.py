@@ -37,6 +37,7 @@ import encodings.idna  # noqa: F401  (a host name in a server URL: imported lazi
 import importlib
 import logging
 import os
+import ssl
 import time
 from pathlib import Path
 from typing import Any, Final
@@ -50,6 +51,7 @@ from nats.js.errors import NotFoundError
 
 from leireye.config import Config
 from leireye.errors import LeirEyeError, RingError
+from leireye.exitcodes import ExitCode
 from leireye.fleet.batching import Accumulator, Pending
 from leireye.fleet.connect import connect_options
 from leireye.fleet.model import KINDS, FleetError, stream_name, subject
@@ -82,22 +84,27 @@ def run_publisher(
     flows_name: str | None,
     fleet_name: str,
     stop: StopEvent | None = None,
-) -> None:
-    """Run until `stop` is set or SIGTERM arrives."""
+) -> int | None:
+    """Run until `stop` is set or SIGTERM arrives. A config that cannot work (a credentials
+    file the process cannot read) ends it with ExitCode.FATAL: restarting would not help."""
     with stop_on_sigterm(stop) as stopping:
         page = StatusPage.attach(fleet_name, writable=True)
         try:
             ring = _attach_ring(ring_name, stopping)
             if ring is None:
-                return
+                return None
             try:
                 publisher = Publisher(config, ring, page, stopping)
                 side = SidePublisher(config, publisher, status_name, stats_name, flows_name)
                 asyncio.run(publisher.run(side))
+            except FleetError as exc:
+                log.error("fleet: %s", exc)
+                return ExitCode.FATAL
             finally:
                 ring.close()
         finally:
             page.close()
+    return None
 
 
 def _attach_ring(name: str, stopping: StopFlag) -> ShardSet | None:
@@ -185,9 +192,12 @@ class Publisher:
             self.update(connected=True, last_error="")
             log.info("fleet: reconnected to NATS")
 
-        options = connect_options(
-            self.config.fleet.nats, Path(self.config.state_dir), f"leireye-{self.sensor}"
-        )
+        try:
+            options = connect_options(
+                self.config.fleet.nats, Path(self.config.state_dir), f"leireye-{self.sensor}"
+            )
+        except (OSError, ssl.SSLError) as exc:  # a CA, certificate or key file
+            raise FleetError(f"fleet.nats: {exc}") from None
         self.nc = await nats.connect(
             **options,
             error_cb=error_cb,

@@ -31,7 +31,7 @@ from tests.fleet.natsutil_pub import NatsServer, nats_server
 from tests.http import Http
 from tests.netns import VethPair, inject_frames, skip_unless_root, udp_frame, veth_pair
 from tests.sensor import Sensor
-from tests.waiting import wait_for
+from tests.waiting import scaled, wait_for
 from tests.wsclient import client, recv_type, run
 
 __all__ = ["nats_server"]
@@ -507,3 +507,21 @@ def metrics(sensor: Sensor) -> str:
     reply = http.with_token(token.json["access_token"]).get("/metrics")
     assert reply.status == 200
     return reply.body.decode()
+
+
+def test_an_unreadable_password_file_stops_the_sensor_with_its_name(tmp_path: Path) -> None:
+    sensor = Sensor(
+        tmp_path, "--interface", "lo",
+        config=(
+            "flows: {enabled: false}\nstore: {enabled: false}\n"
+            f"fleet: {{enabled: true, sensor: {SENSOR}, nats: {{servers: ['nats://127.0.0.1:1'],"
+            " user: bob, password_file: nats-password}}\n"
+        ),
+    )  # fmt: skip
+    try:
+        code = sensor.proc.wait(scaled(30))
+        assert code != 0
+        assert "fleet: nats.password_file:" in sensor.log and "nats-password" in sensor.log
+        assert "publisher could not start" in sensor.log
+    finally:
+        sensor.kill()
