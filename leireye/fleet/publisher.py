@@ -396,7 +396,8 @@ class Publisher:
             mismatch = await ensure_streams(
                 self.js, self.sensor, self.config.fleet.streams, ("packets",)
             )
-            self.update(stream_mismatch=mismatch)
+            others = [m for m in self.status.stream_mismatch if not m.startswith(self.stream)]
+            self.update(stream_mismatch=others + mismatch)
             last_seq, stored_last = await self._stored_last()
         while self.pending and self.pending[0].last_id <= stored_last:
             self._acked(self.pending.popleft())
