@@ -166,7 +166,7 @@ class Publisher:
 
     def write_status(self) -> PublisherStatus:
         behind = 0
-        if self.reader is not None:
+        if self.config.fleet.publish.packets:  # before the first connection too
             behind = max(0, self.ring.last_id - self.status.last_id)
         self.update(behind=behind, in_flight=len(self.pending))
         self.page.write(self.status)

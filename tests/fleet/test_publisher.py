@@ -230,6 +230,7 @@ def test_a_sensor_started_while_nats_is_away_publishes_from_its_first_packet(
         sent = frames(pair, 500)
         inject_frames(pair.ns_if, sent, ns=pair.ns)
         wait_for(lambda: status.read().packets_captured >= len(sent), 30, "the capture")
+        wait_for(lambda: page.read().behind == len(sent), 20, "the status to show it behind")
         assert not page.read().connected
         nats_server.start()
         with sensor.explained():
