@@ -73,6 +73,7 @@ READ_MAX: Final = 65536
 LOG_EVERY_S: Final = 10.0
 STATUS_EVERY_S: Final = 1.0
 FINISH_S: Final = 0.5  # for the acks in flight, then to close: within the stop budget
+IDLE_POLL_S: Final = 0.02  # between ring looks while there is nothing to send
 HEADROOM: Final = 4096  # bytes kept free under the server's max_payload for the headers
 
 
@@ -310,7 +311,15 @@ class Publisher:
             await asyncio.sleep(min(5.0, 0.2 * self.failures))
             return
         if not busy:
-            await asyncio.sleep(min(batch_s, 0.02))
+            await asyncio.sleep(self._idle_s(batch_s))
+
+    def _idle_s(self, batch_s: float) -> float:
+        """How long to wait for more: until the held records' batch is due, or one idle poll
+        when none is held (the first packet after a quiet spell waits at most that)."""
+        acc = self.acc
+        if acc is not None and acc.count:
+            return max(0.001, min(batch_s, acc.since + batch_s - time.monotonic()))
+        return IDLE_POLL_S
 
     async def _fill(self, batch_s: float) -> bool:
         """Read and publish while there is room in flight; True when it did something."""
