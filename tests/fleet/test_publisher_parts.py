@@ -12,6 +12,8 @@ from collections.abc import Iterator
 import msgspec
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from leireye.config import config_errors, parse_config
 from leireye.errors import ConfigError
@@ -128,3 +130,38 @@ def test_a_fleet_sensor_needs_a_name() -> None:
         parse_config({"fleet": {"enabled": True}})
     assert config_errors({"fleet": {"enabled": True, "sensor": "edge-1"}}) == []
     assert config_errors({"fleet": {"sensor": "bad name"}}) != []
+
+
+@given(
+    st.lists(st.tuples(st.integers(0, 40), st.integers(0, 30)), max_size=30),
+    st.integers(1, 50),
+    st.integers(0, 1000),
+)
+def test_batches_account_for_every_id_exactly(
+    reads: list[tuple[int, int]], batch_records: int, start: int
+) -> None:
+    """Any sequence of ring reads (each: `lost` ids overwritten, then `n` ids read), cut into
+    batches of any size: the batches hold the ids read, in order, and their `lost` add up to the
+    ids skipped, so `sum(count) + sum(lost)` is the last id sent minus where it started."""
+    acc = Accumulator("s", run=1, batch_records=batch_records, prev_last=start)
+    next_id, read_ids, batches = start + 1, [], []
+    for lost, n in reads:
+        next_id += lost
+        ids = list(range(next_id, next_id + n))
+        next_id += n
+        read_ids += ids
+        if ids:
+            acc.add(read(ids, lost), now=0.0)
+        while acc.count >= batch_records:
+            batch = acc.take(batch_records)
+            assert batch is not None
+            batches.append(batch)
+    while (batch := acc.take(batch_records)) is not None:
+        batches.append(batch)
+    sent = [
+        i for b in batches for i in decode_batch("s", b.headers, b.body).records["seq"].tolist()
+    ]
+    assert sent == read_ids
+    if batches:
+        assert sum(b.count + b.lost for b in batches) == batches[-1].last_id - start
+        assert all(b.count <= batch_records and b.lost >= 0 for b in batches)
