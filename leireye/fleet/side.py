@@ -43,6 +43,7 @@ log = logging.getLogger("leireye.fleet")
 TICK_S: Final = 0.1
 EVERY_S: Final = 1.0
 FLOWS_MAX: Final = 4096  # flow events read per message
+FLOW_MESSAGES_MAX: Final = 64  # flow messages a second at most
 H_FLOW_CURSOR: Final = "LE-Flow-Cursor"
 
 
@@ -125,7 +126,10 @@ class SidePublisher:
                     payload = {"sensor": self.sensor, **msgspec.to_builtins(snapshot)}
                     await nc.publish(subject(self.sensor, "stats"), json_message(payload))
             if second and self.view is not None:
-                await self._flows()
+                for _ in range(FLOW_MESSAGES_MAX):  # until caught up with the event ring
+                    await self._flows()
+                    if self.publisher.status.flow_cursor >= self.view.event_seq:
+                        break
         except (TimeoutError, nats.errors.Error, LeirEyeError, OSError) as exc:
             log.debug("fleet: side message not sent: %s", exc)
 
@@ -147,23 +151,10 @@ class SidePublisher:
         js = self.publisher.js
         assert js is not None and self.view is not None
         if self.flows_message is None:
-            cursor = self.publisher.status.flow_cursor
-            events = self.view.events_after(cursor, FLOWS_MAX)
-            ended = events.rows[events.kinds == ENDED]
-            if events.cursor == cursor:
+            self.flows_message = self._next_flows()
+            if self.flows_message is None:
                 return
-            rows = [
-                {**msgspec.to_builtins(flow), "sensor": self.sensor} for flow in to_flows(ended)
-            ]
-            payload = {"sensor": self.sensor, "run": self.publisher.run_id,
-                       "missed": events.missed, "flows": rows}  # fmt: skip
-            headers = {
-                MSG_ID: f"{self.sensor}:{self.publisher.run_id}:flows:{events.cursor}",
-                H_RUN: str(self.publisher.run_id),
-                H_FLOW_CURSOR: str(events.cursor),
-            }
-            self.flows_message = (json_message(payload), headers, events.cursor, events.missed)
-            if not rows:  # only updates and starts: move on without a message
+            if not self.flows_message[0]:  # only starts and updates: nothing to send
                 self._flows_done()
                 return
         body, headers, _, _ = self.flows_message
@@ -171,6 +162,39 @@ class SidePublisher:
         await js.publish(subject(self.sensor, "flows"), body, timeout=timeout,
                          headers=dict(headers))  # fmt: skip
         self._flows_done()
+
+    def _next_flows(self) -> tuple[bytes, dict[str, str], int, int] | None:
+        """The next flows message (body, headers, cursor after it, events missed), made to fit
+        the server's max_payload (fewer events when too big); None: no new event. An ended
+        flow that alone does not fit is counted as missed, never sent."""
+        assert self.view is not None and self.publisher.nc is not None
+        cursor = self.publisher.status.flow_cursor
+        limit = self.publisher.nc.max_payload - 4096
+        count = FLOWS_MAX
+        while True:
+            events = self.view.events_after(cursor, count)
+            if events.cursor == cursor:
+                return None
+            ended = events.rows[events.kinds == ENDED]
+            missed = events.missed
+            rows = [
+                {**msgspec.to_builtins(flow), "sensor": self.sensor} for flow in to_flows(ended)
+            ]
+            payload = {"sensor": self.sensor, "run": self.publisher.run_id, "missed": missed,
+                       "flows": rows}  # fmt: skip
+            body = json_message(payload) if rows else b""
+            if len(body) <= limit:
+                break
+            if count == 1:  # one flow too big for any message
+                missed, body = missed + len(rows), b""
+                break
+            count = max(1, count // 2)
+        headers = {
+            MSG_ID: f"{self.sensor}:{self.publisher.run_id}:flows:{events.cursor}",
+            H_RUN: str(self.publisher.run_id),
+            H_FLOW_CURSOR: str(events.cursor),
+        }
+        return body, headers, events.cursor, missed
 
     def _flows_done(self) -> None:
         assert self.flows_message is not None
