@@ -7,10 +7,11 @@ slow acknowledgement never holds up the packet batches:
 - `status`: `capture` (the capture status, summed over the shards) and `publisher` (this
   process's `PublisherStatus`), once a second and at once when either changes state;
 - `flows`: `{"sensor", "run", "missed", "flows": [...]}`, the flows that ended since the last
-  message (each the flow store's `Flow` fields plus `sensor`), once a second when there are
-  any. These are data, not snapshots: each message waits for its acknowledgement and is sent
-  again (same `Nats-Msg-Id`) until it gets one; flow events the flow process's event ring
-  overwrote before they were read are counted in `missed` and in the status.
+  message (each the flow store's `Flow` fields plus `sensor`), every second when there are
+  any, as many messages (each within the server's max_payload) as it takes to catch up. These
+  are data, not snapshots: each message waits for its acknowledgement and is sent again (same
+  `Nats-Msg-Id`) until it gets one; flow events the flow process's event ring overwrote before
+  they were read are counted in `missed` and in the status.
 
 Stats and status are snapshots: while NATS is away they are not sent (`messages_skipped`
 counts them), the next one says everything.
