@@ -316,6 +316,8 @@ class FleetConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     batch_ms: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 5
     # Most batches published and not yet acknowledged by JetStream.
     max_pending: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 64
+    # A batch not acknowledged within this is published again (same Nats-Msg-Id: stored once).
+    ack_timeout_s: Annotated[float, msgspec.Meta(gt=0, le=600)] = 10.0
 
 
 class CentralConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -372,7 +374,7 @@ def parse_config(data: Any) -> Config:
     try:
         config = msgspec.convert(data or {}, Config, strict=True)
     except msgspec.ValidationError as exc:
-        errors = config_errors(data or {}) or [str(exc)]
+        errors = _field_errors(data or {}) or [str(exc)]
         raise ConfigError(_report(errors + _cross_errors(data or {}))) from None
     errors = _cross_errors(msgspec.to_builtins(config))
     if errors:
@@ -381,6 +383,16 @@ def parse_config(data: Any) -> Config:
 
 
 def config_errors(data: Any, kind: type[msgspec.Struct] = Config, path: str = "$") -> list[str]:
+    """Every problem of `data` against the struct `kind`: each unknown key and bad value (see
+    `_field_errors`), and for a whole config the checks between keys too (`fleet.enabled`
+    without `fleet.sensor`, …): the list `parse_config` reports."""
+    errors = _field_errors(data, kind, path)
+    if kind is Config and path == "$":
+        errors += _cross_errors(data if data is not None else {})
+    return errors
+
+
+def _field_errors(data: Any, kind: type[msgspec.Struct] = Config, path: str = "$") -> list[str]:
     """Every unknown key and bad value in `data` against the struct `kind`, each as msgspec
     words it (`Expected `int`, got `str` - at `$.capture.snaplen``). msgspec stops at the first
     error: this walks the mapping and converts each value on its own, and a struct whose
@@ -400,7 +412,7 @@ def config_errors(data: Any, kind: type[msgspec.Struct] = Config, path: str = "$
             continue
         where = f"{path}.{key}"
         if isinstance(field.type, type) and issubclass(field.type, msgspec.Struct):
-            errors += config_errors(value, field.type, where)
+            errors += _field_errors(value, field.type, where)
             continue
         try:
             msgspec.convert(value, field.type, strict=True)

@@ -197,6 +197,11 @@ class Supervisor:
             self._created.append(lambda: close_and_unlink(view))
         if cfg.store.enabled:
             self._create_frame_segments()
+        if cfg.fleet.enabled:
+            from leireye.fleet.status import StatusPage
+
+            page = StatusPage.create(names.fleet, owner=owner, mode=SEGMENT_MODE)
+            self._created.append(lambda: close_and_unlink(page))
         log.info(
             "shared memory %s: %d ring%s of %d records x %d B + %d raw B (%.1f MiB each)",
             self.base,
@@ -368,6 +373,14 @@ class Supervisor:
         if cfg.store.enabled:
             store = (cfg, names.ring, names.shards, self.run_id)
             self.children.append(Child("store", run_store, store, run_as=cfg.capture.user))
+        if cfg.fleet.enabled:
+            from leireye.fleet.publisher import run_publisher
+
+            flows = names.flows if cfg.flows.enabled else None
+            publisher = (cfg, names.ring, names.status, names.stats, flows, names.fleet)
+            self.children.append(
+                Child("publisher", run_publisher, publisher, run_as=cfg.capture.user)
+            )
         for index in range(self.web_workers):
             args = (cfg, names.as_dict(), index, self.socket)
             self.children.append(Child(f"web-{index}", run_web_worker, args, web_index=index))

@@ -394,11 +394,29 @@ class SensorInfo(msgspec.Struct, frozen=True):
     bad_batches: int
 
 
+class FleetData(msgspec.Struct, frozen=True):
+    """The publisher of a sensor in a fleet (docs/fleet.md): its name, whether NATS is reached,
+    the servers (no credentials), records, batches and bytes acknowledged, ids the ring
+    overwrote before they went out (`lost`), ids captured and not yet out (`behind`), the last
+    error (null when none) and each stream setting that differs from the config."""
+
+    sensor: str
+    connected: bool
+    servers: list[str]
+    published_records: int
+    published_batches: int
+    published_bytes: int
+    lost: int
+    behind: int
+    last_error: str | None
+    stream_mismatch: list[str]
+
+
 class StatusData(msgspec.Struct, frozen=True):
     """The spec's four fields, then `state` (idle, starting, capturing, stopped, error,
     finished), `bpf` (the user's filter), `effective_bpf` (the filter the kernel runs: `bpf`
     with the sensor's own web traffic left out), the kernel's drop counters and the last
-    `error` (null when none)."""
+    `error` (null when none); `fleet` only on a sensor that publishes to a fleet."""
 
     is_capturing: bool
     interface: str
@@ -413,6 +431,7 @@ class StatusData(msgspec.Struct, frozen=True):
     # At a fleet central only: `central` true and the sensors (those the user may see).
     central: bool | UnsetType = UNSET
     sensors: list[SensorInfo] | UnsetType = UNSET
+    fleet: FleetData | UnsetType = UNSET
 
 
 class StatusMessage(msgspec.Struct, frozen=True, tag="status", tag_field="type"):

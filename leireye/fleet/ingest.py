@@ -42,6 +42,7 @@ from leireye.errors import LeirEyeError
 from leireye.exitcodes import ExitCode
 from leireye.fleet.checkpoint import IdCheckpoint
 from leireye.fleet.connect import connect_options, load_secrets
+from leireye.fleet.discover import fleet_streams, sensors_of
 from leireye.fleet.model import (
     H_LAST,
     SENSOR_TABLE_FILE,
@@ -53,7 +54,6 @@ from leireye.fleet.model import (
     subject,
     write_sensor_table,
 )
-from leireye.fleet.streams import fleet_streams, sensors_of
 from leireye.fleet.tracker import Fleet, SensorTrack
 from leireye.privileges import drop_privileges, lookup_user
 from leireye.proctitle import set_title

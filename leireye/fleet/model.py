@@ -18,8 +18,12 @@ in id order. The body is `count` rows of `RECORD_DTYPE` (256 bytes each), then `
 `raw_bytes` bytes (the first bytes of each frame), the whole zlib-compressed when the header
 says so. The headers (`BatchHeader`) say which sensor ids it holds and how many ids the sensor
 could not send before it (its ring overwrote them while NATS was slow or down), so the central
-counts every loss exactly. `Nats-Msg-Id` is `S:first_id`: a batch sent twice (a publish retried
-after a timeout, a restarted publisher) is dropped by JetStream's duplicate window.
+counts every loss exactly. `Nats-Msg-Id` is `S:run:first_id`: a batch sent twice (a publish
+retried after a timeout, a restarted publisher) is dropped by JetStream's duplicate window.
+
+Ids start over at 1 when the sensor restarts (a new ring): `LE-Run` (the ring's creation time, ns)
+tells one run of a sensor from the next, so the message ids of two runs never collide and a
+reader can tell ids going back from a restart.
 """
 
 from __future__ import annotations
@@ -77,6 +81,7 @@ H_RAW: Final = "LE-Raw-Bytes"  # raw bytes per record in the body
 H_ENCODING: Final = "LE-Encoding"  # "zlib" or "none"
 H_VERSION: Final = "LE-Batch"  # BATCH_VERSION; the central refuses another
 H_LAYOUT: Final = "LE-Record-Crc"  # CRC of RECORD_DTYPE's description (ring.layout)
+H_RUN: Final = "LE-Run"  # the sensor run (its ring's creation time, ns); ids start over with it
 MSG_ID: Final = "Nats-Msg-Id"
 
 
@@ -92,10 +97,12 @@ class BatchHeader:
     count: int
     lost: int
     raw_bytes: int
+    run: int = 0
 
     def headers(self, encoding: str) -> dict[str, str]:
         return {
-            MSG_ID: f"{self.sensor}:{self.first_id}",
+            MSG_ID: f"{self.sensor}:{self.run}:{self.first_id}",
+            H_RUN: str(self.run),
             H_FIRST: str(self.first_id),
             H_LAST: str(self.last_id),
             H_COUNT: str(self.count),
@@ -115,7 +122,12 @@ class Batch:
 
 
 def encode_batch(
-    sensor: str, records: np.ndarray, raw: np.ndarray | None, lost: int, compress: bool = True
+    sensor: str,
+    records: np.ndarray,
+    raw: np.ndarray | None,
+    lost: int,
+    compress: bool = True,
+    run: int = 0,
 ) -> tuple[bytes, dict[str, str]]:
     """The body and headers of one batch message. `records` must be non-empty, in id order."""
     if len(records) == 0:
@@ -128,6 +140,7 @@ def encode_batch(
         len(records),
         lost,
         raw_bytes,
+        run,
     )
     body = np.ascontiguousarray(records).tobytes()
     if raw is not None and raw_bytes:
@@ -152,7 +165,13 @@ def decode_batch(sensor: str, headers: dict[str, str] | None, body: bytes) -> Ba
             raise FleetError("the sensor's record layout differs from the central's")
         count, raw_bytes = int(h[H_COUNT]), int(h[H_RAW])
         header = BatchHeader(
-            sensor, int(h[H_FIRST]), int(h[H_LAST]), count, int(h[H_LOST]), raw_bytes
+            sensor,
+            int(h[H_FIRST]),
+            int(h[H_LAST]),
+            count,
+            int(h[H_LOST]),
+            raw_bytes,
+            int(h.get(H_RUN, "0")),
         )
     except (KeyError, ValueError) as exc:
         raise FleetError(f"batch headers unusable: {exc}") from None

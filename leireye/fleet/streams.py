@@ -1,44 +1,116 @@
-"""Which of the fleet's streams exist: what the central's ingest follows."""
+"""A sensor's four JetStream streams: created with the retention of `fleet.streams`, or, when
+they exist, used as they are and every setting that differs reported.
+
+Each stream (`LEIREYE_<S>_<KIND>`, subject `leireye.<S>.<kind>`, docs/fleet.md) is file-backed,
+limits-based (old messages go first when `max_age` or `max_bytes` is reached) and keeps a
+`DUPLICATE_WINDOW_S` window of `Nats-Msg-Id`s: a batch published twice (an ack that timed out,
+a publisher restarted) is stored once. A stream an operator changed on purpose (a longer
+retention, more replicas) is never overwritten by a sensor restart: the sensor says what
+differs and goes on.
+"""
 
 from __future__ import annotations
 
-import contextlib
-import re
-from collections.abc import Sequence
+import logging
+from dataclasses import dataclass
 from typing import Final
 
-import nats.js.errors
 from nats.js import JetStreamContext
+from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
+from nats.js.errors import NotFoundError
 
-from leireye.fleet.model import Kind, stream_name
+from leireye.config import FleetStreams
+from leireye.fleet.model import KINDS, Kind, stream_name, subject
 
-_PACKETS_STREAM: Final = re.compile(r"LEIREYE_([A-Za-z0-9][A-Za-z0-9_-]{0,62})_PACKETS")
-_PAGE: Final = 256  # JetStream's stream list page
+log = logging.getLogger("leireye.fleet")
 
-
-async def fleet_streams(
-    js: JetStreamContext, sensors: Sequence[str], kinds: Sequence[Kind]
-) -> set[str]:
-    """The names of the streams that exist: of `sensors` (asked one by one: listing every
-    stream may not be allowed to the central's NATS user), or every stream when none is named.
-    Raises nats' errors (timeouts, no JetStream) for the caller to log and retry."""
-    if sensors:
-        found = set()
-        for name in sensors:
-            for kind in kinds:
-                with contextlib.suppress(nats.js.errors.NotFoundError):
-                    found.add((await js.stream_info(stream_name(name, kind))).config.name)
-        return {s for s in found if s}
-    names: set[str] = set()
-    offset = 0
-    while True:
-        page = await js.streams_info(offset)
-        names.update(s.config.name for s in page if s.config.name)
-        offset += len(page)
-        if len(page) < _PAGE:
-            return names
+DUPLICATE_WINDOW_S: Final = 120.0
+_GB: Final = 1_000_000_000
 
 
-def sensors_of(streams: set[str]) -> list[str]:
-    """The sensors (of valid names, config.SensorName) that have a packets stream, sorted."""
-    return sorted(m.group(1) for s in streams if (m := _PACKETS_STREAM.fullmatch(s)))
+@dataclass(frozen=True)
+class Wanted:
+    """What this sensor asks of one stream."""
+
+    name: str
+    subject: str
+    max_age_s: float
+    max_bytes: int
+    replicas: int
+
+    def config(self) -> StreamConfig:
+        return StreamConfig(
+            name=self.name,
+            subjects=[self.subject],
+            retention=RetentionPolicy.LIMITS,
+            discard=DiscardPolicy.OLD,
+            storage=StorageType.FILE,
+            max_age=self.max_age_s,
+            max_bytes=self.max_bytes,
+            num_replicas=self.replicas,
+            duplicate_window=DUPLICATE_WINDOW_S,
+        )
+
+
+def wanted(sensor: str, kind: Kind, cfg: FleetStreams) -> Wanted:
+    return Wanted(
+        stream_name(sensor, kind),
+        subject(sensor, kind),
+        cfg.max_age_h * 3600,
+        int(cfg.max_gb * _GB),
+        cfg.replicas,
+    )
+
+
+def differences(want: Wanted, found: StreamConfig) -> list[str]:
+    """Each setting of `found` that is not what `want` asks, as `STREAM: key is X, config
+    says Y` (empty: the stream is as configured)."""
+    out: list[str] = []
+
+    def differ(key: str, have: object, asked: object) -> None:
+        if have != asked:
+            out.append(f"{want.name}: {key} is {have}, config says {asked}")
+
+    subjects = list(found.subjects or [])
+    if want.subject not in subjects:
+        out.append(f"{want.name}: subjects {subjects} do not hold {want.subject}")
+    differ("max_age_s", _seconds(found.max_age), _seconds(want.max_age_s))
+    differ("max_bytes", found.max_bytes, want.max_bytes)
+    differ("replicas", found.num_replicas, want.replicas)
+    differ("storage", _value(found.storage), StorageType.FILE.value)
+    differ("retention", _value(found.retention), RetentionPolicy.LIMITS.value)
+    differ("duplicate_window_s", _seconds(found.duplicate_window),
+           _seconds(DUPLICATE_WINDOW_S))  # fmt: skip
+    return out
+
+
+def _seconds(value: float | None) -> float:
+    return round(float(value or 0), 3)
+
+
+def _value(value: object) -> object:
+    return getattr(value, "value", value)
+
+
+async def ensure_stream(js: JetStreamContext, want: Wanted) -> list[str]:
+    """Create the stream `want` names, or verify the one there; the differences found."""
+    try:
+        info = await js.stream_info(want.name)
+    except NotFoundError:
+        await js.add_stream(want.config())
+        log.info("fleet: created stream %s (%s)", want.name, want.subject)
+        return []
+    found = differences(want, info.config)
+    for line in found:
+        log.warning("fleet: stream %s, used as it is", line)
+    return found
+
+
+async def ensure_streams(
+    js: JetStreamContext, sensor: str, cfg: FleetStreams, kinds: tuple[Kind, ...] = KINDS
+) -> list[str]:
+    """Every stream of `kinds` for `sensor`; the differences of those that exist."""
+    found: list[str] = []
+    for kind in kinds:
+        found += await ensure_stream(js, wanted(sensor, kind, cfg))
+    return found

@@ -156,6 +156,12 @@ class Ring:
         return max(self.base_id + 1, self.write_seq - self.capacity + 1)
 
     @property
+    def created_ns(self) -> int:
+        """When the owner created the segment (time.time_ns): one run of the sensor from the
+        next, whose ids start over at 1."""
+        return int(np.frombuffer(self._buf, dtype="<i8", count=1, offset=40)[0])
+
+    @property
     def fill(self) -> float:
         """How full the ring is, 0.0 to 1.0."""
         return min(self.write_seq - self.base_id, self.capacity) / self.capacity

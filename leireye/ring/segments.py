@@ -31,6 +31,7 @@ class SegmentNames:
     conns: str
     flows: str = ""
     shards: int = 1
+    fleet: str = ""  # the publisher's status page (leireye/fleet/status.py)
 
     @classmethod
     def for_run(cls, base: str, shards: int = 1) -> SegmentNames:
@@ -41,6 +42,7 @@ class SegmentNames:
             conns=f"{base}-conns",
             flows=f"{base}-flows",
             shards=shards,
+            fleet=f"{base}-fleet",
         )
 
     @property
@@ -60,7 +62,9 @@ class SegmentNames:
     def all(self) -> tuple[str, ...]:
         sharded = (*self.rings()[1:], *self.statuses()[1:], self.ids) if self.shards > 1 else ()
         flows = (self.flows,) if self.flows else ()
-        return (self.ring, self.status, self.stats, self.conns, *flows, *sharded, *self.frames())
+        fleet = (self.fleet,) if self.fleet else ()
+        return (self.ring, self.status, self.stats, self.conns, *flows, *fleet, *sharded,
+                *self.frames())  # fmt: skip
 
     def as_dict(self) -> dict[str, str]:
         return {
@@ -69,6 +73,7 @@ class SegmentNames:
             "stats": self.stats,
             "conns": self.conns,
             "flows": self.flows,
+            "fleet": self.fleet,
         }
 
 

@@ -9,9 +9,10 @@ Both are queued as renderers, not text: the message is made when the socket is r
 from the latest snapshot, and at most one of each waits in the outbox, so a client that reads
 slowly gets fresh numbers rather than a backlog of old ones.
 
-At a fleet central (`fleet` given: the sensor states this connection's user may see), `stats`
+At a fleet central (`central` given: the sensor states this connection's user may see), `stats`
 carry `by_sensor` and `status` carries `central` and `sensors`, and a sensor seen for the first
-time or changing state (live, silent) sends `status` again.
+time or changing state (live, silent) sends `status` again. On a sensor that publishes into a
+fleet, `status` carries `fleet` (its publisher's state), sent again when that changes.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import msgspec
 
 from leireye.config import LimitsConfig
 from leireye.fleet.model import SensorState
+from leireye.fleet.status import PublisherStatus
 from leireye.ring.status import CaptureStatus
 from leireye.stats.layout import StatsSnapshot
 from leireye.web.messages import clamp_interval, stats_message
@@ -37,7 +39,7 @@ Push = Callable[[Callable[[], str | None]], None]
 Render = Callable[[ServerMessage], str]
 Counters = Callable[[], tuple[int, int]]
 """This connection's (stream_lost, client_dropped)."""
-Fleet = Callable[[], list[SensorState]]
+Central = Callable[[], list[SensorState]]
 """At a fleet central: the sensors this connection's user may see, as the table shows them now."""
 
 
@@ -58,9 +60,10 @@ class Feeds:
         self._stats: StatsSnapshot | None = None
         self._stats_queued = False
         self._status: CaptureStatus | None = None
+        self._fleet: PublisherStatus | None = None
         self._status_sent: tuple[object, ...] | None = None
         self._status_queued = False
-        self.fleet: Fleet | None = None  # set by the session at a central, once authenticated
+        self.central: Central | None = None  # set by the session at a central, once authenticated
 
     def start(self, now: float) -> None:
         """Authenticated: status now if one is known, stats from one interval on."""
@@ -87,11 +90,18 @@ class Feeds:
     def unsubscribe_stats(self) -> None:
         self.stats_on = False
 
-    def update(self, stats: StatsSnapshot | None, status: CaptureStatus | None) -> None:
+    def update(
+        self,
+        stats: StatsSnapshot | None,
+        status: CaptureStatus | None,
+        fleet: PublisherStatus | None = None,
+    ) -> None:
         if stats is not None:
             self._stats = stats
         if status is not None:
             self._status = status
+        if fleet is not None:
+            self._fleet = fleet
 
     def tick(self, now: float) -> None:
         """Queue what is due at `now`."""
@@ -127,8 +137,8 @@ class Feeds:
         message = stats_message(
             self._stats, stream_lost=stream_lost, client_dropped=client_dropped, now=self._now
         )
-        if self.fleet is not None:
-            data = msgspec.structs.replace(message.data, by_sensor=by_sensor(self.fleet()))
+        if self.central is not None:
+            data = msgspec.structs.replace(message.data, by_sensor=by_sensor(self.central()))
             message = msgspec.structs.replace(message, data=data)
         return self._render(message)
 
@@ -137,13 +147,13 @@ class Feeds:
         if self._status is None or not self.active:
             return None
         self._status_sent = self._status_key(self._status)
-        message = status_message(self._status)
-        if self.fleet is not None:
-            sensors = sensor_infos(self.fleet())
+        message = status_message(self._status, self._fleet)
+        if self.central is not None:
+            sensors = sensor_infos(self.central())
             data = msgspec.structs.replace(message.data, central=True, sensors=sensors)
             message = msgspec.structs.replace(message, data=data)
         return self._render(message)
 
     def _status_key(self, status: CaptureStatus) -> tuple[object, ...]:
-        key = status_key(status)
-        return key if self.fleet is None else (*key, fleet_key(self.fleet()))
+        key = status_key(status, self._fleet)
+        return key if self.central is None else (*key, fleet_key(self.central()))

@@ -65,6 +65,7 @@ from leireye.accounts.userview import USERS_VIEW_FILE, view_store
 from leireye.config import Config
 from leireye.errors import LeirEyeError
 from leireye.exitcodes import ExitCode
+from leireye.fleet.status import PublisherStatus
 from leireye.flows.view import FlowView
 from leireye.ring.shards import PacketReader, ShardSet
 from leireye.ring.shardstatus import StatusSet
@@ -75,6 +76,7 @@ from leireye.store.reader import PacketStore
 from leireye.web.clock import WallClock
 from leireye.web.encode import encode_packets
 from leireye.web.filters import PacketFilter
+from leireye.web.fleetview import FleetView
 from leireye.web.flowfeed import FlowFeed
 from leireye.web.frames import PacketRun
 from leireye.web.registry import ConnectionRegistry
@@ -121,6 +123,7 @@ class Hub:
         authenticator: Authenticator,
         tickets: TicketCheck,
         flow_view: FlowView | None = None,
+        fleet_name: str | None = None,
     ) -> None:
         self.config = config
         self.worker_index = worker_index
@@ -128,6 +131,9 @@ class Hub:
         self.status_block = status
         self.stats_series = stats
         self.store = StoreView.of(ring)  # the packet store writer's status
+        # The publisher's status (a sensor in a fleet); reads None when the fleet is off.
+        self.fleet = FleetView(fleet_name if config.fleet.enabled else None)
+        self.fleet_status: PublisherStatus | None = None
         # The packet store's reader (resume with `options.from_store`); None: store off, or a
         # fleet central (a frame decoded again from the store would not know its sensor).
         self.packet_store = (
@@ -177,8 +183,9 @@ class Hub:
         if config.flows.enabled and segments.get("flows"):  # created by the supervisor
             flows = FlowView.attach(segments["flows"])
         return cls(
-            config, worker_index, ring, status, stats, registry, authenticator, tickets, flows
-        )
+            config, worker_index, ring, status, stats, registry, authenticator, tickets, flows,
+            segments.get("fleet"),
+        )  # fmt: skip
 
     # -- connections --------------------------------------------------------------------------
 
@@ -201,7 +208,7 @@ class Hub:
             flows_enabled=self.flows is not None,
             sensors=self.sensors,
         )
-        session.tick(now, self.stats, self.status)
+        session.tick(now, self.stats, self.status, self.fleet_status)
         conn = Connection(session, on_subscribe=self._start_reading)
         self.connections.add(conn)
         self._wakeup.set()  # its timers need the fast tick
@@ -288,9 +295,10 @@ class Hub:
             self.status = self.status_block.read()
         except LeirEyeError as exc:  # a writer died mid-update; try again next tick
             log.debug("tick: %s", exc)
+        self.fleet_status = self.fleet.read()
         self._revoke_stale()
         for conn in list(self.connections):
-            conn.session.tick(now, self.stats, self.status)
+            conn.session.tick(now, self.stats, self.status, self.fleet_status)
             conn.wake.set()
         self.registry.publish_counters(self.counters())
 

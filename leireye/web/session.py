@@ -56,6 +56,7 @@ from msgspec import UNSET
 
 from leireye.accounts.principal import Admit, Authenticate, AuthFailure, Principal
 from leireye.config import LimitsConfig
+from leireye.fleet.status import PublisherStatus
 from leireye.ring.status import CaptureStatus
 from leireye.stats.layout import StatsSnapshot
 from leireye.text import truncate
@@ -267,13 +268,18 @@ class Session:
         handler(self, message)
 
     def tick(
-        self, now: float, stats: StatsSnapshot | None = None, status: CaptureStatus | None = None
+        self,
+        now: float,
+        stats: StatsSnapshot | None = None,
+        status: CaptureStatus | None = None,
+        fleet: PublisherStatus | None = None,
     ) -> None:
-        """The clock, with the latest stats snapshot and capture status when there are."""
+        """The clock, with the latest stats snapshot, capture status and publisher status
+        (a sensor in a fleet) when there are."""
         if self.closed is not None:
             return
         self._advance(now)
-        self._feeds.update(stats, status)
+        self._feeds.update(stats, status, fleet)
         if self._check_deadlines():
             return
         idle = self.limits.idle_timeout_s
@@ -394,7 +400,7 @@ class Session:
         sensors = self.sensors
         if sensors is not None and sensors.central:
             allowed = principal.sensors
-            self._feeds.fleet = lambda: sensors.states(allowed)
+            self._feeds.central = lambda: sensors.states(allowed)
         self._send(self._auth_success())
         self._feeds.start(self._now)
 

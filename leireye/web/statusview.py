@@ -15,10 +15,12 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
+from msgspec import UNSET
 
+from leireye.fleet.status import PublisherStatus
 from leireye.ring.status import CaptureStatus
 from leireye.web.encode import iso_ms
-from leireye.wire import StatusData, StatusMessage
+from leireye.wire import FleetData, StatusData, StatusMessage
 
 
 class StatusView(StatusData, frozen=True, kw_only=True):
@@ -38,7 +40,22 @@ class StatusView(StatusData, frozen=True, kw_only=True):
 _DATA_FIELDS = StatusData.__struct_fields__
 
 
-def capture_view(status: CaptureStatus) -> StatusView:
+def fleet_data(fleet: PublisherStatus) -> FleetData:
+    return FleetData(
+        sensor=fleet.sensor,
+        connected=fleet.connected,
+        servers=fleet.servers,
+        published_records=fleet.published_records,
+        published_batches=fleet.published_batches,
+        published_bytes=fleet.published_bytes,
+        lost=fleet.lost,
+        behind=fleet.behind,
+        last_error=fleet.last_error or None,
+        stream_mismatch=fleet.stream_mismatch,
+    )
+
+
+def capture_view(status: CaptureStatus, fleet: PublisherStatus | None = None) -> StatusView:
     return StatusView(
         is_capturing=status.capturing,
         interface=status.interface,
@@ -57,6 +74,7 @@ def capture_view(status: CaptureStatus) -> StatusView:
         decode_errors_by_kind=status.decode_errors_by_kind,
         restarts=status.restarts,
         pid=status.pid or None,
+        fleet=fleet_data(fleet) if fleet is not None else UNSET,
     )
 
 
@@ -66,14 +84,17 @@ def status_view(status: CaptureStatus) -> dict[str, Any]:
     return view
 
 
-def status_message(status: CaptureStatus) -> StatusMessage:
-    view = capture_view(status)
+def status_message(status: CaptureStatus, fleet: PublisherStatus | None = None) -> StatusMessage:
+    view = capture_view(status, fleet)
     return StatusMessage(StatusData(**{name: getattr(view, name) for name in _DATA_FIELDS}))
 
 
-def status_key(status: CaptureStatus) -> tuple[object, ...]:
-    """What makes a status worth telling the clients: not its counters."""
+def status_key(status: CaptureStatus, fleet: PublisherStatus | None = None) -> tuple[object, ...]:
+    """What makes a status worth telling the clients: not its counters (the publisher's come
+    along when something else changes)."""
+    publisher = (fleet.connected, fleet.last_error, tuple(fleet.stream_mismatch)) if fleet else ()
     return (
+        *publisher,
         status.state,
         status.capturing,
         status.interface,

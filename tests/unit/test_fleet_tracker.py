@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from leireye.fleet.checkpoint import RESERVE, IdCheckpoint, read_next_id, write_next_id
+from leireye.fleet.discover import sensors_of
 from leireye.fleet.model import BatchHeader, FleetError
-from leireye.fleet.streams import sensors_of
 from leireye.fleet.tracker import Fleet, SensorTrack
 
 

@@ -69,8 +69,11 @@ def test_the_websocket_status_is_the_views_leading_fields_and_nothing_more() -> 
     view = status_view(status)
     sent = json.loads(encode(status_message(status)))
     assert sent["type"] == "status"
-    # (`central` and `sensors` are a fleet central's only: absent from a lone sensor's status)
-    lone = [key for key in StatusData.__struct_fields__ if key not in ("central", "sensors")]
+    # (`central` and `sensors` are a fleet central's only, `fleet` a publishing sensor's:
+    # absent from a lone sensor's status)
+    lone = [
+        key for key in StatusData.__struct_fields__ if key not in ("central", "sensors", "fleet")
+    ]
     assert list(sent["data"]) == lone
     assert sent["data"] == {key: view[key] for key in lone}
     assert sent["data"]["error"] == "gone"

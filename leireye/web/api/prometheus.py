@@ -77,6 +77,43 @@ def sensor_metrics(states: list[SensorState]) -> list[Metric]:
     ]  # fmt: skip
 
 
+def fleet_metrics(hub: Hub) -> list[Metric]:
+    fleet = hub.fleet.read()
+    if fleet is None:
+        return []
+    who = {"sensor": fleet.sensor}
+
+    def one(name: str, kind: MetricType, help_text: str, value: float) -> Metric:
+        return Metric(name, kind, help_text, [(who, value)])
+
+    return [
+        one("leireye_fleet_connected", "gauge", "1 while the publisher is connected to NATS",
+            int(fleet.connected)),
+        one("leireye_fleet_published_records_total", "counter",
+            "Packet records JetStream acknowledged (this run)", fleet.published_records),
+        one("leireye_fleet_published_batches_total", "counter",
+            "Packet batches JetStream acknowledged", fleet.published_batches),
+        one("leireye_fleet_published_bytes_total", "counter",
+            "Bytes of packet batches acknowledged (as sent, compressed)", fleet.published_bytes),
+        one("leireye_fleet_lost_total", "counter", "Packet ids the ring overwrote before the "
+            "publisher sent them (NATS slow or away); never lost to the capture", fleet.lost),
+        one("leireye_fleet_behind", "gauge", "Packet ids captured, not yet published",
+            fleet.behind),
+        one("leireye_fleet_in_flight", "gauge", "Batches published, not yet acknowledged",
+            fleet.in_flight),
+        one("leireye_fleet_retries_total", "counter",
+            "Batches published again (an ack failed or did not come, a reconnect)",
+            fleet.retries),
+        one("leireye_fleet_messages_skipped_total", "counter",
+            "Stats and status messages not sent while NATS was away", fleet.messages_skipped),
+        one("leireye_fleet_flow_events_missed_total", "counter",
+            "Flow events overwritten before the publisher read them", fleet.flow_events_missed),
+        one("leireye_fleet_stream_mismatch", "gauge",
+            "Stream settings that differ from fleet.streams (see the status)",
+            len(fleet.stream_mismatch)),
+    ]  # fmt: skip
+
+
 def collect(hub: Hub, sensors: tuple[str, ...] | None = None) -> list[Metric]:
     """Every metric; at a fleet central, those of the sensors `sensors` (None: every one)."""
     hub.tick_status()
@@ -123,6 +160,7 @@ def collect(hub: Hub, sensors: tuple[str, ...] | None = None) -> list[Metric]:
     metrics += store_metrics(hub)
     if hub.sensors.central:
         metrics += sensor_metrics(hub.sensors.states(sensors))
+    metrics += fleet_metrics(hub)
     counters = hub.registry.read_counters()
     helps: dict[str, tuple[MetricType, str]] = {
         "connections": ("gauge", "Open WebSocket connections"),

@@ -31,6 +31,26 @@ export class StatusView {
       : 'no BPF filter';
     chip.title = data.error ? `Capture error: ${data.error}` : '';
     if (data.kernel_drops !== undefined) this.#set('#sb-kernel', data.kernel_drops);
+    this.#fleet(data.fleet);
+  }
+
+  // A sensor in a fleet: whether its publisher reaches NATS (docs/fleet.md); the counters as
+  // of this status message in the tooltip (the message comes on a change, not every second).
+  #fleet(fleet) {
+    const item = $('#sb-fleet');
+    if (!item) return;
+    item.hidden = !fleet;
+    if (!fleet) return;
+    const state = fleet.connected ? 'connected' : 'not connected';
+    const differs = fleet.stream_mismatch?.length ? ' · stream settings differ' : '';
+    item.textContent = `fleet ${fleet.sensor}: ${state}${differs}`;
+    item.dataset.state = fleet.connected ? 'ok' : 'error';
+    item.title = [
+      `NATS: ${(fleet.servers ?? []).join(', ')}`,
+      `${count(fleet.published_records)} packets sent, ${count(fleet.lost)} lost, ${count(fleet.behind)} behind`,
+      fleet.last_error ? `Last error: ${fleet.last_error}` : '',
+      ...(fleet.stream_mismatch ?? []),
+    ].filter(Boolean).join('\n');
   }
 
   // `rates`: the top bar's packets/s and bytes/s (the totals, or at a central the selected

@@ -1,0 +1,167 @@
+"""The publisher's pure parts and its status: batches cut from ring reads with every id covered
+(sent or lost), the status page shared with the web workers, and how the web tier shows it."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import uuid
+from collections.abc import Iterator
+
+import msgspec
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from leireye.config import config_errors, parse_config
+from leireye.errors import ConfigError
+from leireye.fleet.batching import Accumulator
+from leireye.fleet.model import H_LOST, H_RUN, MSG_ID, decode_batch
+from leireye.fleet.status import PublisherStatus, StatusPage, public_server
+from leireye.record import RECORD_DTYPE
+from leireye.ring.ring import RingRead
+from leireye.ring.shm import SHM_DIR
+from leireye.ring.status import CaptureStatus
+from leireye.web.statusview import status_key, status_message
+from leireye.wire import encode
+
+
+def read(ids: list[int], lost: int = 0, raw_bytes: int = 4) -> RingRead:
+    records = np.zeros(len(ids), dtype=RECORD_DTYPE)
+    records["seq"] = ids
+    raw = np.full((len(ids), raw_bytes), 7, dtype=np.uint8)
+    return RingRead(records, ids[0] if ids else 0, lost, raw)
+
+
+def test_every_id_is_in_a_batch_or_counted_lost_in_the_next_one() -> None:
+    acc = Accumulator("s1", run=77, batch_records=3, prev_last=0)
+    acc.add(read([1, 2]), now=0.0)
+    assert not acc.due(0.001, batch_s=0.005)
+    assert acc.due(0.006, batch_s=0.005)
+    acc.add(read([6, 7, 8, 9], lost=3), now=0.007)  # 3..5 overwritten before they were read
+    assert acc.due(0.007, batch_s=1.0)
+    batches = []
+    while (batch := acc.take(3)) is not None:
+        batches.append(batch)
+    assert [(b.first_id, b.last_id, b.count, b.lost) for b in batches] == [
+        (1, 6, 3, 3),
+        (7, 9, 3, 0),
+    ]
+    assert sum(b.count + b.lost for b in batches) == 9
+    first = decode_batch("s1", batches[0].headers, batches[0].body)
+    assert first.records["seq"].tolist() == [1, 2, 6]
+    assert first.raw is not None and first.raw.shape == (3, 4)
+    assert batches[0].headers[MSG_ID] == "s1:77:1" and batches[0].headers[H_RUN] == "77"
+    assert batches[0].headers[H_LOST] == "3" and first.header.run == 77
+
+
+def test_a_batch_starts_after_where_the_last_run_stopped() -> None:
+    acc = Accumulator("s1", run=5, batch_records=100, prev_last=500)
+    acc.add(read([501, 502]), now=0.0)
+    batch = acc.take(100)
+    assert batch is not None and batch.lost == 0 and acc.count == 0
+    assert acc.take(100) is None
+
+
+def test_server_urls_lose_their_credentials() -> None:
+    assert public_server("nats://bob:s3cret@nats.example:4222") == "nats://nats.example:4222"
+    assert public_server("tls://[fd00::1]:4443") == "tls://[fd00::1]:4443"
+    assert "s3cret" not in public_server("nats://tok:s3cret@h")
+
+
+@pytest.fixture
+def page() -> Iterator[StatusPage]:
+    page = StatusPage.create(f"leireye-test-{uuid.uuid4().hex[:10]}-fleet")
+    try:
+        yield page
+    finally:
+        page.close()
+        page.unlink()
+
+
+def test_the_status_page_round_trips_and_is_closed_to_others(page: StatusPage) -> None:
+    assert page.read() == PublisherStatus()
+    mismatch = ["LEIREYE_s1_PACKETS: replicas is 3, config says 1"]
+    status = PublisherStatus(
+        sensor="s1", connected=True, published_records=10, lost=2, stream_mismatch=mismatch
+    )
+    page.write(status)
+    back = StatusPage.attach(page.name)
+    try:
+        found = back.read()
+    finally:
+        back.close()
+    assert found.updated_ns > 0
+    assert found == msgspec.structs.replace(status, updated_ns=found.updated_ns)
+    assert stat.S_IMODE(os.stat(SHM_DIR / page.name).st_mode) & 0o007 == 0
+
+
+def test_a_huge_error_still_fits_the_page(page: StatusPage) -> None:
+    page.write(PublisherStatus(last_error="x" * 10_000, stream_mismatch=["y" * 1000] * 20))
+    found = page.read()
+    assert len(found.last_error) == 500 and len(found.stream_mismatch) == 8
+
+
+def test_the_websocket_status_carries_the_fleet_only_on_a_fleet_sensor() -> None:
+    capture = CaptureStatus(interface="eth0")
+    alone = json.loads(encode(status_message(capture)))
+    assert "fleet" not in alone["data"]
+    fleet = PublisherStatus(sensor="s1", connected=False, servers=["nats://h:4222"], behind=9,
+                            last_error="ConnectionRefusedError: refused")  # fmt: skip
+    sent = json.loads(encode(status_message(capture, fleet)))
+    assert sent["data"]["fleet"] == {
+        "sensor": "s1", "connected": False, "servers": ["nats://h:4222"],
+        "published_records": 0, "published_batches": 0, "published_bytes": 0, "lost": 0,
+        "behind": 9, "last_error": "ConnectionRefusedError: refused", "stream_mismatch": [],
+    }  # fmt: skip
+    back = PublisherStatus(sensor="s1", connected=True)
+    assert status_key(capture, fleet) != status_key(capture, back)  # reconnecting is news
+    more = PublisherStatus(sensor="s1", connected=True, published_records=5)
+    assert status_key(capture, back) == status_key(capture, more)  # counters alone are not
+
+
+def test_a_fleet_sensor_needs_a_name() -> None:
+    assert config_errors({"fleet": {"enabled": True}}) == [
+        "fleet.enabled needs fleet.sensor, this sensor's name - at `$.fleet`"
+    ]
+    with pytest.raises(ConfigError, match=r"fleet\.enabled needs fleet\.sensor"):
+        parse_config({"fleet": {"enabled": True}})
+    assert config_errors({"fleet": {"enabled": True, "sensor": "edge-1"}}) == []
+    assert config_errors({"fleet": {"sensor": "bad name"}}) != []
+
+
+@given(
+    st.lists(st.tuples(st.integers(0, 40), st.integers(0, 30)), max_size=30),
+    st.integers(1, 50),
+    st.integers(0, 1000),
+)
+def test_batches_account_for_every_id_exactly(
+    reads: list[tuple[int, int]], batch_records: int, start: int
+) -> None:
+    """Any sequence of ring reads (each: `lost` ids overwritten, then `n` ids read), cut into
+    batches of any size: the batches hold the ids read, in order, and their `lost` add up to the
+    ids skipped, so `sum(count) + sum(lost)` is the last id sent minus where it started."""
+    acc = Accumulator("s", run=1, batch_records=batch_records, prev_last=start)
+    next_id, read_ids, batches = start + 1, [], []
+    for lost, n in reads:
+        next_id += lost
+        ids = list(range(next_id, next_id + n))
+        next_id += n
+        read_ids += ids
+        if ids:
+            acc.add(read(ids, lost), now=0.0)
+        while acc.count >= batch_records:
+            batch = acc.take(batch_records)
+            assert batch is not None
+            batches.append(batch)
+    while (batch := acc.take(batch_records)) is not None:
+        batches.append(batch)
+    sent = [
+        i for b in batches for i in decode_batch("s", b.headers, b.body).records["seq"].tolist()
+    ]
+    assert sent == read_ids
+    if batches:
+        assert sum(b.count + b.lost for b in batches) == batches[-1].last_id - start
+        assert all(b.count <= batch_records and b.lost >= 0 for b in batches)
