@@ -150,14 +150,14 @@ class FlowHistory:
         row numbers DuckDB prunes row groups with. A file that retention deleted meanwhile
         gives nothing."""
         by_file: dict[str, list[int]] = {}
-        for name, row in places:
-            by_file.setdefault(name, []).append(row)
+        for name, number in places:
+            by_file.setdefault(name, []).append(number)
         branches: list[str] = []
         params: list[object] = []
         for name, rows in by_file.items():
             if not Path(name).exists():
                 continue
-            marks = ", ".join("?" * len(rows))
+            marks = ", ".join(["?"] * len(rows))
             branches.append(
                 f"SELECT {_FLOW_COLUMNS}, filename AS _file, file_row_number AS _row"
                 f" FROM read_parquet(?) WHERE file_row_number IN ({marks})"
