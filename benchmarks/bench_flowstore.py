@@ -31,7 +31,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from leireye.flows.columns import FLOWS_SCHEMA, SORT_ORDER
+from leireye.flows.columns import FLOW_STATISTICS, FLOWS_SCHEMA, SORT_ORDER
 from leireye.flows.history import FLOW_SORTS, FlowHistory, _matching
 from leireye.flows.layout import FLOW_FIELDS, hour_name, part_files
 from leireye.flows.model import Flow
@@ -156,6 +156,12 @@ def main() -> None:
     parser.add_argument("--flush-s", type=int, default=30)
     parser.add_argument("--writer-flows", type=int, default=100_000)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument(
+        "--old-format",
+        action="store_true",
+        help="write the same flows also as before (row groups of 32 768, statistics on every"
+        " column) and compare writing and the one-host query",
+    )
     parser.add_argument("--dir", help="where to write (default: a temporary directory, removed)")
     args = parser.parse_args()
     root = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="bench-flowstore-"))
@@ -170,30 +176,47 @@ def main() -> None:
         files = int(args.hours * 3600 / args.flush_s)
         per_file = args.rate * args.flush_s
         begin = time.time_ns() - files * span
-        started = time.perf_counter()
-        generated = 0.0
+        elapsed = 0.0
+        formats = [(store, FLOW_STATISTICS, None)]  # as the writer writes now
+        if args.old_format:  # as it wrote before: row groups of 32 768, statistics on all
+            formats.append((root / "store-old", True, 32_768))
+        written = [0.0 for _ in formats]
         for serial in range(files):
-            t0 = time.perf_counter()
             table = synthetic(per_file, begin + serial * span, span, serial, rng, pools)
-            generated += time.perf_counter() - t0
             low = int(pc.min(table["first_ns"]).as_py())
             high = int(pc.max(table["last_ns"]).as_py())
             name = f"part-{low}-{high}-1-{serial}.parquet"
-            for directory, order in (("flows_by_resp", "flows_by_resp"), ("flows", "flows")):
-                folder = store / directory / hour_name(begin + serial * span)
-                folder.mkdir(parents=True, exist_ok=True)
-                write_atomically(folder, name, table.sort_by(SORT_ORDER[order]))
-        elapsed = time.perf_counter() - started
+            turns = range(len(formats))
+            for i in turns if serial % 2 == 0 else reversed(turns):  # each first in turn
+                where, stats, group_rows = formats[i]
+                t0 = time.perf_counter()
+                for directory in ("flows_by_resp", "flows"):
+                    folder = where / directory / hour_name(begin + serial * span)
+                    folder.mkdir(parents=True, exist_ok=True)
+                    part = table.sort_by(SORT_ORDER[directory])
+                    write_atomically(folder, name, part, stats, group_rows)
+                written[i] += time.perf_counter() - t0
+        elapsed = written[0]
         rows = files * per_file
         size = sum(p.path.stat().st_size for p in part_files(store, "flows"))
         size += sum(p.path.stat().st_size for p in part_files(store, "flows_by_resp"))
         print(
             f"history: {args.hours:g} h at {args.rate} flows/s = {rows:,} flows in {files} files;"
-            f" written at {rows / (elapsed - generated):,.0f} flows/s (generation excluded);"
+            f" written at {rows / elapsed:,.0f} flows/s (generation excluded);"
             f" {size / rows:.1f} bytes per flow on disk ({size / 1e9:.2f} GB;"
             f" 24 h would be {size / rows * 432e6 / 1e9:.1f} GB)"
         )
 
+        if args.old_format:
+            old_size = sum(p.path.stat().st_size for p in part_files(formats[1][0], "flows"))
+            old_size += sum(
+                p.path.stat().st_size for p in part_files(formats[1][0], "flows_by_resp")
+            )
+            print(
+                f"the old format (row groups of 32 768, statistics on every column): written in"
+                f" {written[1]:.1f} s against {written[0]:.1f} s (now / before ="
+                f" {written[0] / written[1]:.2f}), {old_size / rows:.1f} bytes per flow"
+            )
         host = "10.0.0.40"  # a mid-ranked local host
         history = FlowHistory(store, timeout_s=600, threads=1)
         flt = parse_flow_filter({"ip": host})
@@ -238,6 +261,19 @@ def main() -> None:
                 f" (two steps / one step = {one / before:.2f}); one host / full scan ="
                 f" {one / scan:.2f}"
             )
+        if args.old_format:
+            before_history = FlowHistory(formats[1][0], timeout_s=600, threads=1)
+            for sort in ("start", "bytes"):
+                (now_s, (page, _)), (old_s, (old_page, _)) = alternately(
+                    lambda s=sort: history.flows(flt=flt, sort=s, limit=100),  # type: ignore[misc]
+                    lambda s=sort: before_history.flows(flt=flt, sort=s, limit=100),  # type: ignore[misc]
+                    repeat=args.repeat,
+                )
+                assert page == old_page
+                print(
+                    f"two steps by {sort}, the old format: {old_s * 1000:.0f} ms against"
+                    f" {now_s * 1000:.0f} ms (now / old format = {now_s / old_s:.2f})"
+                )
         print(
             f"references: full scan sum(bytes) {scan * 1000:.0f} ms; the host counted by address"
             f" text {text * 1000:.0f} ms; DuckDB threads=1"

@@ -11,13 +11,15 @@ import sys
 from pathlib import Path
 
 import msgspec
+import pyarrow.parquet as pq
 import pytest
 
+from leireye.flows.columns import FLOW_STATISTICS
 from leireye.flows.history import FLOW_SORTS, FlowHistory, HistoryError, _matching
 from leireye.flows.layout import BY_RESP, FLOW_FIELDS, LOSSES_FILE, PENDING_FILE, part_files
 from leireye.flows.model import AppMinute, Flow, HostMinute
 from leireye.flows.query import FilterValueError, FlowFilter, parse_flow_filter
-from leireye.flows.store import FlowStoreWriter
+from leireye.flows.store import ROW_GROUP_ROWS, FlowStoreWriter
 
 HOUR_S = 3600
 NOW_S = 1_780_000_000.0  # 2026-05-28T20:26:40Z
@@ -419,25 +421,28 @@ def test_a_twin_without_its_flows_file_is_not_committed(tmp_path: Path) -> None:
     assert FlowHistory(tmp_path).flows(flt=flt) == ([], 0)
 
 
-@pytest.mark.parametrize("twins", [True, False], ids=["with-twins", "without-twins"])
+@pytest.mark.parametrize("store", ["now", "mixed", "without-twins"])
 def test_one_host_pages_are_the_rows_of_the_one_step_query(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, twins: bool
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, store: str
 ) -> None:
     """The two-step page (places, then the rows) answers what one query with ORDER BY,
     LIMIT and OFFSET over every column answered before it, with ties, over many files and
-    small row groups; and so for a store whose flows have no `flows_by_resp` twins (written
-    before them)."""
+    small row groups; and so for a store whose older files have larger row groups and
+    statistics on every column ("mixed": written before, then now), and for one whose flows
+    have no `flows_by_resp` twins (written before them)."""
     monkeypatch.setattr("leireye.flows.store.ROW_GROUP_ROWS", 8)
     flows = random_flows(400, seed=11)
     flows += [bare_flow(f"T{i:03d}", orig_ip="10.0.0.5", orig_bytes=777, resp_bytes=0,
                         first_ns=NOW_NS - 7 * SECOND) for i in range(30)]  # fmt: skip
-    clock = Clock()
-    w = writer(tmp_path, clock)
+    w = writer(tmp_path, Clock())
     for start in range(0, len(flows), 60):
+        old = store == "mixed" and start < len(flows) // 2
+        monkeypatch.setattr("leireye.flows.store.ROW_GROUP_ROWS", 32 if old else 8)
+        monkeypatch.setattr("leireye.flows.store.FLOW_STATISTICS", True if old else FLOW_STATISTICS)
         w.add_flows(flows[start : start + 60])
         w.flush()
     w.close()
-    if not twins:
+    if store == "without-twins":
         shutil.rmtree(tmp_path / BY_RESP)
     assert len(list(part_files(tmp_path, "flows"))) > 8
     history = FlowHistory(tmp_path)
@@ -472,3 +477,22 @@ def one_step(
     )
     count = history._query(f"SELECT count(*) AS n FROM {source}", params, "flows", (0, 0))
     return [msgspec.convert(row, Flow) for row in rows], int(count[0]["n"])
+
+
+def test_flows_files_keep_statistics_on_the_keys_and_times_alone(tmp_path: Path) -> None:
+    w = writer(tmp_path)
+    w.add_flows(random_flows(50))
+    w.close()
+    for table in ("flows", BY_RESP):
+        for part in part_files(tmp_path, table):
+            meta = pq.ParquetFile(part.path).metadata
+            assert all(
+                meta.row_group(i).num_rows <= ROW_GROUP_ROWS for i in range(meta.num_row_groups)
+            )
+            group = meta.row_group(0)
+            kept = {
+                group.column(i).path_in_schema
+                for i in range(group.num_columns)
+                if group.column(i).is_stats_set
+            }
+            assert kept == set(FLOW_STATISTICS)
