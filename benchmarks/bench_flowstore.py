@@ -222,7 +222,7 @@ def main() -> None:
         flt = parse_flow_filter({"ip": host})
         files_all = [str(p.path) for p in part_files(store, "flows")]
 
-        def one_step(sort: str) -> object:
+        def one_step(sort: str, history: FlowHistory = history) -> object:
             parts = history._parts("flows", -(2**63), 2**63 - 1)
             source, params = _matching(parts, -(2**63), 2**63 - 1, flt, history._twins(parts))
             page = history._query(
@@ -264,15 +264,18 @@ def main() -> None:
         if args.old_format:
             before_history = FlowHistory(formats[1][0], timeout_s=600, threads=1)
             for sort in ("start", "bytes"):
-                (now_s, (page, _)), (old_s, (old_page, _)) = alternately(
+                (now_s, (page, _)), (old_s, (old_page, _)), (before_s, (uids, _)) = alternately(
                     lambda s=sort: history.flows(flt=flt, sort=s, limit=100),  # type: ignore[misc]
                     lambda s=sort: before_history.flows(flt=flt, sort=s, limit=100),  # type: ignore[misc]
+                    lambda s=sort: one_step(s, before_history),  # type: ignore[misc]
                     repeat=args.repeat,
                 )
-                assert page == old_page
+                assert page == old_page and [f.uid for f in page] == uids
                 print(
-                    f"two steps by {sort}, the old format: {old_s * 1000:.0f} ms against"
-                    f" {now_s * 1000:.0f} ms (now / old format = {now_s / old_s:.2f})"
+                    f"by {sort}: two steps on the new files {now_s * 1000:.0f} ms, on the old"
+                    f" files {old_s * 1000:.0f} ms (new / old files = {now_s / old_s:.2f}); one"
+                    f" step on the old files (as before) {before_s * 1000:.0f} ms (now / before ="
+                    f" {now_s / before_s:.2f})"
                 )
         print(
             f"references: full scan sum(bytes) {scan * 1000:.0f} ms; the host counted by address"
