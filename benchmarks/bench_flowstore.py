@@ -12,8 +12,11 @@
    LIMIT over every column, and a count: what `FlowHistory` did before its two-step read), a
    full scan (`sum(bytes)` over every row) and the one-host count on the address texts, which
    no statistics can prune. Best of `--repeat` on one DuckDB (the page cache warm).
+4. With `--old-format`, the same flows also written as the store wrote them before (row groups
+   of 32 768, statistics on every column): the time to write both copies each way, and the
+   one-host page now (two steps, new files) against before (one step, old files), in turns.
 
-    .venv/bin/python benchmarks/bench_flowstore.py [--hours 2] [--rate 5000] [--dir DIR]
+    .venv/bin/python benchmarks/bench_flowstore.py [--hours 2] [--rate 5000] [--old-format]
 
 The issue's target is a one-host query over 24 h at 5 k flows/s (432 M flows) under 1 s.
 """
