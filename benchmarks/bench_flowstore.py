@@ -6,12 +6,17 @@
    store's own layout (`columns.FLOWS_SCHEMA`, sorted as the writer sorts, one file per
    `--flush-s` and its `flows_by_resp` twin, `store.write_atomically`): rows per second and
    bytes per flow on disk (both copies).
-3. Queries over all of it through `FlowHistory`: one host (`ip=`: its flows, newest first, a
-   page of 100 and the count), against two references measured in the same run: a full scan
-   (`sum(bytes)` over every row) and the same one-host question on the address texts, which
-   no statistics can prune. Best of `--repeat`, each on a fresh DuckDB (the page cache warm).
+3. Queries over all of it through `FlowHistory`: one host (`ip=`: its flows, a page of 100
+   and the count, as `GET /api/flows?ip=` asks: newest first, and by bytes), against three
+   references measured in the same run: the same page in one step (one query with ORDER BY,
+   LIMIT over every column, and a count: what `FlowHistory` did before its two-step read), a
+   full scan (`sum(bytes)` over every row) and the one-host count on the address texts, which
+   no statistics can prune. Best of `--repeat` on one DuckDB (the page cache warm).
+4. With `--old-format`, the same flows also written as the store wrote them before (row groups
+   of 32 768, statistics on every column): the time to write both copies each way, and the
+   one-host page now (two steps, new files) against before (one step, old files), in turns.
 
-    .venv/bin/python benchmarks/bench_flowstore.py [--hours 2] [--rate 5000] [--dir DIR]
+    .venv/bin/python benchmarks/bench_flowstore.py [--hours 2] [--rate 5000] [--old-format]
 
 The issue's target is a one-host query over 24 h at 5 k flows/s (432 M flows) under 1 s.
 """
@@ -29,9 +34,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from leireye.flows.columns import FLOWS_SCHEMA, SORT_ORDER
-from leireye.flows.history import FlowHistory
-from leireye.flows.layout import hour_name, part_files
+from leireye.flows.columns import FLOW_STATISTICS, FLOWS_SCHEMA, SORT_ORDER
+from leireye.flows.history import FLOW_SORTS, FlowHistory, _matching
+from leireye.flows.layout import FLOW_FIELDS, hour_name, part_files
 from leireye.flows.model import Flow
 from leireye.flows.query import ip_halves, parse_flow_filter
 from leireye.flows.store import FlowStoreWriter, write_atomically
@@ -135,6 +140,18 @@ def best(call: object, repeat: int) -> tuple[float, object]:
     return min(times), result
 
 
+def alternately(*calls: object, repeat: int) -> list[tuple[float, object]]:
+    """Best time and result of each call, run in turns (a load that drifts meets all)."""
+    times: list[list[float]] = [[] for _ in calls]
+    results: list[object] = [None for _ in calls]
+    for _ in range(repeat):
+        for i, call in enumerate(calls):
+            started = time.perf_counter()
+            results[i] = call()  # type: ignore[operator]
+            times[i].append(time.perf_counter() - started)
+    return [(min(t), r) for t, r in zip(times, results, strict=True)]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--hours", type=float, default=2.0)
@@ -142,6 +159,12 @@ def main() -> None:
     parser.add_argument("--flush-s", type=int, default=30)
     parser.add_argument("--writer-flows", type=int, default=100_000)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument(
+        "--old-format",
+        action="store_true",
+        help="write the same flows also as before (row groups of 32 768, statistics on every"
+        " column) and compare writing and the one-host query",
+    )
     parser.add_argument("--dir", help="where to write (default: a temporary directory, removed)")
     args = parser.parse_args()
     root = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="bench-flowstore-"))
@@ -156,35 +179,62 @@ def main() -> None:
         files = int(args.hours * 3600 / args.flush_s)
         per_file = args.rate * args.flush_s
         begin = time.time_ns() - files * span
-        started = time.perf_counter()
-        generated = 0.0
+        elapsed = 0.0
+        formats = [(store, FLOW_STATISTICS, None)]  # as the writer writes now
+        if args.old_format:  # as it wrote before: row groups of 32 768, statistics on all
+            formats.append((root / "store-old", True, 32_768))
+        written = [0.0 for _ in formats]
         for serial in range(files):
-            t0 = time.perf_counter()
             table = synthetic(per_file, begin + serial * span, span, serial, rng, pools)
-            generated += time.perf_counter() - t0
             low = int(pc.min(table["first_ns"]).as_py())
             high = int(pc.max(table["last_ns"]).as_py())
             name = f"part-{low}-{high}-1-{serial}.parquet"
-            for directory, order in (("flows_by_resp", "flows_by_resp"), ("flows", "flows")):
-                folder = store / directory / hour_name(begin + serial * span)
-                folder.mkdir(parents=True, exist_ok=True)
-                write_atomically(folder, name, table.sort_by(SORT_ORDER[order]))
-        elapsed = time.perf_counter() - started
+            turns = range(len(formats))
+            for i in turns if serial % 2 == 0 else reversed(turns):  # each first in turn
+                where, stats, group_rows = formats[i]
+                t0 = time.perf_counter()
+                for directory in ("flows_by_resp", "flows"):
+                    folder = where / directory / hour_name(begin + serial * span)
+                    folder.mkdir(parents=True, exist_ok=True)
+                    part = table.sort_by(SORT_ORDER[directory])
+                    write_atomically(folder, name, part, stats, group_rows)
+                written[i] += time.perf_counter() - t0
+        elapsed = written[0]
         rows = files * per_file
         size = sum(p.path.stat().st_size for p in part_files(store, "flows"))
         size += sum(p.path.stat().st_size for p in part_files(store, "flows_by_resp"))
         print(
             f"history: {args.hours:g} h at {args.rate} flows/s = {rows:,} flows in {files} files;"
-            f" written at {rows / (elapsed - generated):,.0f} flows/s (generation excluded);"
+            f" written at {rows / elapsed:,.0f} flows/s (generation excluded);"
             f" {size / rows:.1f} bytes per flow on disk ({size / 1e9:.2f} GB;"
             f" 24 h would be {size / rows * 432e6 / 1e9:.1f} GB)"
         )
 
+        if args.old_format:
+            old_size = sum(p.path.stat().st_size for p in part_files(formats[1][0], "flows"))
+            old_size += sum(
+                p.path.stat().st_size for p in part_files(formats[1][0], "flows_by_resp")
+            )
+            print(
+                f"the old format (row groups of 32 768, statistics on every column): written in"
+                f" {written[1]:.1f} s against {written[0]:.1f} s (now / before ="
+                f" {written[0] / written[1]:.2f}), {old_size / rows:.1f} bytes per flow"
+            )
         host = "10.0.0.40"  # a mid-ranked local host
         history = FlowHistory(store, timeout_s=600, threads=1)
         flt = parse_flow_filter({"ip": host})
-        one, (page, total) = best(lambda: history.flows(flt=flt, limit=100), args.repeat)
         files_all = [str(p.path) for p in part_files(store, "flows")]
+
+        def one_step(sort: str, history: FlowHistory = history) -> object:
+            parts = history._parts("flows", -(2**63), 2**63 - 1)
+            source, params = _matching(parts, -(2**63), 2**63 - 1, flt, history._twins(parts))
+            page = history._query(
+                f"SELECT {', '.join(FLOW_FIELDS)} FROM {source}"
+                f" ORDER BY {FLOW_SORTS[sort]} DESC, uid DESC LIMIT 100",
+                params, "flows", (0, 0),
+            )  # fmt: skip
+            count = history._query(f"SELECT count(*) AS n FROM {source}", params, "flows", (0, 0))
+            return [row["uid"] for row in page], count[0]["n"]
 
         def full_scan() -> object:
             return history._query(
@@ -200,12 +250,39 @@ def main() -> None:
 
         scan, _ = best(full_scan, args.repeat)
         text, counted = best(by_text, args.repeat)
-        assert counted[0]["n"] == total, (counted, total)  # type: ignore[index]
+        for sort in ("start", "bytes"):
+            (one, (page, total)), (before, (uids, count)) = alternately(
+                lambda s=sort: history.flows(flt=flt, sort=s, limit=100),  # type: ignore[misc]
+                lambda s=sort: one_step(s),  # type: ignore[misc]
+                repeat=args.repeat,
+            )
+            assert counted[0]["n"] == total == count, (counted, total, count)  # type: ignore[index]
+            assert [f.uid for f in page] == uids
+            print(
+                f"one host ({host}, {total:,} of {rows:,} flows; page of {len(page)} by {sort}"
+                f" + count): {one * 1000:.0f} ms; in one step {before * 1000:.0f} ms"
+                f" (two steps / one step = {one / before:.2f}); one host / full scan ="
+                f" {one / scan:.2f}"
+            )
+        if args.old_format:
+            before_history = FlowHistory(formats[1][0], timeout_s=600, threads=1)
+            for sort in ("start", "bytes"):
+                (now_s, (page, _)), (old_s, (old_page, _)), (before_s, (uids, _)) = alternately(
+                    lambda s=sort: history.flows(flt=flt, sort=s, limit=100),  # type: ignore[misc]
+                    lambda s=sort: before_history.flows(flt=flt, sort=s, limit=100),  # type: ignore[misc]
+                    lambda s=sort: one_step(s, before_history),  # type: ignore[misc]
+                    repeat=args.repeat,
+                )
+                assert page == old_page and [f.uid for f in page] == uids
+                print(
+                    f"by {sort}: two steps on the new files {now_s * 1000:.0f} ms, on the old"
+                    f" files {old_s * 1000:.0f} ms (new / old files = {now_s / old_s:.2f}); one"
+                    f" step on the old files (as before) {before_s * 1000:.0f} ms (now / before ="
+                    f" {now_s / before_s:.2f})"
+                )
         print(
-            f"one host ({host}, {total:,} of {rows:,} flows; page of {len(page)} + count):"
-            f" {one * 1000:.0f} ms; full scan sum(bytes): {scan * 1000:.0f} ms"
-            f" (one host / full scan = {one / scan:.2f}); the same host by address text:"
-            f" {text * 1000:.0f} ms (keys / text = {one / text:.2f}); DuckDB threads=1"
+            f"references: full scan sum(bytes) {scan * 1000:.0f} ms; the host counted by address"
+            f" text {text * 1000:.0f} ms; DuckDB threads=1"
         )
     finally:
         if not args.dir:

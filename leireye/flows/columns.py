@@ -152,3 +152,7 @@ SORT_ORDER: Final = {
     "hosts": [("ip_hi", "ascending"), ("ip_lo", "ascending"), ("minute_ns", "ascending")],
     "apps": [("minute_ns", "ascending"), ("app", "ascending")],
 }
+# The flows' columns with row-group statistics (min/max): the sorted keys a one-host query
+# prunes with, and the times. On the other columns statistics prune nothing (their values
+# spread over every row group) and cost metadata every query reads, per row group.
+FLOW_STATISTICS: Final = ["orig_hi", "orig_lo", "resp_hi", "resp_lo", "first_ns", "last_ns"]

@@ -22,8 +22,10 @@ user, the setgid bit so every directory and file below gets that group; files 06
 A flow is filed under the UTC hour of its `last_ns` (when it ended), a summary under its
 minute's. The times in a file's name bound its rows, so a reader picks the files of a time range
 from names alone. Within a file, flows are sorted by originator address and time, with row
-groups of `ROW_GROUP_ROWS`, so that the row-group statistics skip most of a file for a one-host
-query; the same rows sorted by responder go to a twin file of the same name under
+groups of `ROW_GROUP_ROWS` (8 192; 32 768 before, a store may hold both) and min/max
+statistics on the keys and times alone (`columns.FLOW_STATISTICS`), so that the row-group
+statistics skip most of a file for a one-host query and a page's rows come from small row
+groups; the same rows sorted by responder go to a twin file of the same name under
 `flows_by_resp/`, written first: the flows file's rename commits both, and a twin without its
 flows file (a crash between the two) is deleted at the next start.
 
@@ -58,7 +60,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from leireye.flows.columns import SORT_ORDER, TIME_COLUMNS, apps_table, flows_table, hosts_table
+from leireye.flows.columns import (
+    FLOW_STATISTICS,
+    SORT_ORDER,
+    TIME_COLUMNS,
+    apps_table,
+    flows_table,
+    hosts_table,
+)
 from leireye.flows.layout import (
     BY_RESP,
     DATA_DIRS,
@@ -76,7 +85,7 @@ log = logging.getLogger("leireye.flows.store")
 
 DIR_MODE: Final = 0o2750
 FILE_MODE: Final = 0o640
-ROW_GROUP_ROWS: Final = 32_768
+ROW_GROUP_ROWS: Final = 8192
 RETENTION_EVERY_S: Final = 60.0
 
 
@@ -187,12 +196,13 @@ class FlowStoreWriter:
             self._make_dir(folder)
             self._serial += 1
             name = f"part-{low}-{high}-{os.getpid()}-{self._serial}.parquet"
+            stats: bool | list[str] = FLOW_STATISTICS if table == "flows" else True
             if table == "flows":  # its twin first: the flows file's rename commits both
                 twin = self.directory / BY_RESP / hour
                 self._make_dir(twin.parent)
                 self._make_dir(twin)
-                write_atomically(twin, name, part.sort_by(SORT_ORDER[BY_RESP]))
-            write_atomically(folder, name, part)
+                write_atomically(twin, name, part.sort_by(SORT_ORDER[BY_RESP]), stats)
+            write_atomically(folder, name, part, stats)
             marked = list(self._marked)
             marked[index] -= part.num_rows
             self._mark(marked)
@@ -282,9 +292,16 @@ class FlowStoreWriter:
             shutil.rmtree(self.directory / table / hour, ignore_errors=True)
 
 
-def write_atomically(folder: Path, name: str, table: pa.Table) -> Path:
+def write_atomically(
+    folder: Path,
+    name: str,
+    table: pa.Table,
+    statistics: bool | list[str] = True,
+    row_group_rows: int | None = None,
+) -> Path:
     """Write `table` as `folder/name`: under a temporary name, fsynced, renamed, the
-    directory fsynced; mode 0640."""
+    directory fsynced; mode 0640. Row groups of `ROW_GROUP_ROWS` (unless `row_group_rows`),
+    with min/max statistics on the `statistics` columns (all with True)."""
     temporary = folder / f".{name}.tmp"
     final = folder / name
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
@@ -293,9 +310,9 @@ def write_atomically(folder: Path, name: str, table: pa.Table) -> Path:
             pq.write_table(
                 table,
                 sink,
-                row_group_size=ROW_GROUP_ROWS,
+                row_group_size=row_group_rows or ROW_GROUP_ROWS,
                 compression="zstd",
-                write_statistics=True,
+                write_statistics=statistics,
             )
             sink.flush()
         os.fchmod(fd, FILE_MODE)

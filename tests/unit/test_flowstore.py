@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 import stat
 import subprocess
 import sys
 from pathlib import Path
 
+import msgspec
+import pyarrow.parquet as pq
 import pytest
 
-from leireye.flows.history import FlowHistory, HistoryError
-from leireye.flows.layout import LOSSES_FILE, PENDING_FILE, part_files
+from leireye.flows.columns import FLOW_STATISTICS
+from leireye.flows.history import FLOW_SORTS, FlowHistory, HistoryError, _matching
+from leireye.flows.layout import BY_RESP, FLOW_FIELDS, LOSSES_FILE, PENDING_FILE, part_files
 from leireye.flows.model import AppMinute, Flow, HostMinute
-from leireye.flows.query import FilterValueError, parse_flow_filter
-from leireye.flows.store import FlowStoreWriter
+from leireye.flows.query import FilterValueError, FlowFilter, parse_flow_filter
+from leireye.flows.store import ROW_GROUP_ROWS, FlowStoreWriter
 
 HOUR_S = 3600
 NOW_S = 1_780_000_000.0  # 2026-05-28T20:26:40Z
@@ -415,3 +419,80 @@ def test_a_twin_without_its_flows_file_is_not_committed(tmp_path: Path) -> None:
     writer(tmp_path).close()
     assert not twin.exists()
     assert FlowHistory(tmp_path).flows(flt=flt) == ([], 0)
+
+
+@pytest.mark.parametrize("store", ["now", "mixed", "without-twins"])
+def test_one_host_pages_are_the_rows_of_the_one_step_query(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, store: str
+) -> None:
+    """The two-step page (places, then the rows) answers what one query with ORDER BY,
+    LIMIT and OFFSET over every column answered before it, with ties, over many files and
+    small row groups; and so for a store whose older files have larger row groups and
+    statistics on every column ("mixed": written before, then now), and for one whose flows
+    have no `flows_by_resp` twins (written before them)."""
+    monkeypatch.setattr("leireye.flows.store.ROW_GROUP_ROWS", 8)
+    flows = random_flows(400, seed=11)
+    flows += [bare_flow(f"T{i:03d}", orig_ip="10.0.0.5", orig_bytes=777, resp_bytes=0,
+                        first_ns=NOW_NS - 7 * SECOND) for i in range(30)]  # fmt: skip
+    w = writer(tmp_path, Clock())
+    for start in range(0, len(flows), 60):
+        old = store == "mixed" and start < len(flows) // 2
+        monkeypatch.setattr("leireye.flows.store.ROW_GROUP_ROWS", 32 if old else 8)
+        monkeypatch.setattr("leireye.flows.store.FLOW_STATISTICS", True if old else FLOW_STATISTICS)
+        w.add_flows(flows[start : start + 60])
+        w.flush()
+    w.close()
+    if store == "without-twins":
+        shutil.rmtree(tmp_path / BY_RESP)
+    assert len(list(part_files(tmp_path, "flows"))) > 8
+    history = FlowHistory(tmp_path)
+    for spec in ({"ip": "10.0.0.5"}, {"ip": "192.168.1.1"}, {"ip": "10.0.0.0/24"}):
+        flt = parse_flow_filter(spec)
+        for sort, column in FLOW_SORTS.items():
+            for descending, offset, limit in ((True, 0, 100), (False, 35, 20)):
+                rows, total = history.flows(
+                    flt=flt, sort=sort, descending=descending, limit=limit, offset=offset
+                )
+                expected, count = one_step(history, flt, column, descending, limit, offset)
+                assert (rows, total) == (expected, count), (spec, sort, descending, offset)
+                assert rows
+        assert total == sum(flt.matches(f) for f in flows)
+    one = parse_flow_filter({"ip": "10.0.0.5"})
+    assert history.flows(flt=one, offset=400) == ([], sum(one.matches(f) for f in flows))
+
+
+def one_step(
+    history: FlowHistory, flt: FlowFilter, column: str, descending: bool, limit: int, offset: int
+) -> tuple[list[Flow], int]:
+    """The page as the store answered it before the two-step read: one query."""
+    parts = history._parts("flows", -(2**63), 2**63 - 1)
+    source, params = _matching(parts, -(2**63), 2**63 - 1, flt, history._twins(parts))
+    order = "DESC" if descending else "ASC"
+    rows = history._query(
+        f"SELECT {', '.join(FLOW_FIELDS)} FROM {source}"
+        f" ORDER BY {column} {order}, uid {order} LIMIT ? OFFSET ?",
+        [*params, limit, offset],
+        "flows",
+        (0, 0),
+    )
+    count = history._query(f"SELECT count(*) AS n FROM {source}", params, "flows", (0, 0))
+    return [msgspec.convert(row, Flow) for row in rows], int(count[0]["n"])
+
+
+def test_flows_files_keep_statistics_on_the_keys_and_times_alone(tmp_path: Path) -> None:
+    w = writer(tmp_path)
+    w.add_flows(random_flows(50))
+    w.close()
+    for table in ("flows", BY_RESP):
+        for part in part_files(tmp_path, table):
+            meta = pq.ParquetFile(part.path).metadata
+            assert all(
+                meta.row_group(i).num_rows <= ROW_GROUP_ROWS for i in range(meta.num_row_groups)
+            )
+            group = meta.row_group(0)
+            kept = {
+                group.column(i).path_in_schema
+                for i in range(group.num_columns)
+                if group.column(i).is_stats_set
+            }
+            assert kept == set(FLOW_STATISTICS)
