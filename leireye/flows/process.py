@@ -26,7 +26,7 @@ from typing import Final
 from leireye.config import Config
 from leireye.errors import RingError
 from leireye.ring.ring import Start
-from leireye.ring.shards import ShardSet
+from leireye.ring.shards import attach_when_ready
 from leireye.stopping import StopEvent, StopFlag, stop_on_sigterm
 
 from .live import LiveState
@@ -55,19 +55,6 @@ def open_sink(config: Config) -> FlowSink:
     )
 
 
-def _attach_ring(name: str, stopping: StopFlag, period: float) -> ShardSet | None:
-    reported = ""
-    while not stopping():
-        try:
-            return ShardSet.attach(name)
-        except RingError as exc:
-            if str(exc) != reported:
-                reported = str(exc)
-                log.warning("waiting for the ring: %s", exc)
-        stopping.wait(period)
-    return None
-
-
 def run_flows(
     config: Config, ring_name: str, view_name: str, stop: StopEvent | None = None
 ) -> None:
@@ -83,7 +70,7 @@ def run_flows(
 def _run(config: Config, ring_name: str, view: FlowView, stopping: StopFlag) -> None:
     cfg = config.flows
     period = cfg.update_ms / 1000
-    ring = _attach_ring(ring_name, stopping, period)
+    ring = attach_when_ready(ring_name, stopping, period, log)
     if ring is None:
         return
     sink = open_sink(config)

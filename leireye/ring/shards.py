@@ -29,6 +29,7 @@ ring's positions and nothing above costs anything.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -46,6 +47,32 @@ def shard_name(name: str, shard: int) -> str:
 
 def ids_name(ring_name: str) -> str:
     return f"{ring_name}-ids"
+
+
+class Waiter(Protocol):
+    """What a reader process waits with: true once it should stop; `wait` sleeps until then
+    (`leireye.stopping.StopFlag`, which this layer does not import)."""
+
+    def __call__(self) -> bool: ...
+
+    def wait(self, seconds: float) -> None: ...
+
+
+def attach_when_ready(
+    name: str, stopping: Waiter, period: float, log: logging.Logger
+) -> ShardSet | None:
+    """The run's shards once the supervisor has made them, trying every `period` s; None when
+    asked to stop first. Each new reason for waiting is logged once."""
+    reported = ""
+    while not stopping():
+        try:
+            return ShardSet.attach(name)
+        except RingError as exc:
+            if str(exc) != reported:
+                reported = str(exc)
+                log.warning("waiting for the ring: %s", exc)
+        stopping.wait(period)
+    return None
 
 
 class PacketReader(Protocol):

@@ -17,8 +17,8 @@ from typing import Final
 import numpy as np
 
 from leireye.config import Config
-from leireye.errors import LeirEyeError, RingError
-from leireye.ring.shards import MergedReader, ShardSet
+from leireye.errors import LeirEyeError
+from leireye.ring.shards import MergedReader, attach_when_ready
 from leireye.stats.accumulator import StatsAccumulator
 from leireye.stats.series import StatsSeries
 from leireye.stopping import StopEvent, StopFlag, stop_on_sigterm
@@ -55,19 +55,6 @@ def log_line(frame: np.ndarray) -> str:
         f"kernel_drops={int(frame['kernel_drops'])} if_drops={int(frame['if_drops'])} "
         f"ring_lost={int(frame['ring_lost'])} decode_errors={int(frame['decode_errors'])}"
     )
-
-
-def _attach_ring(name: str, stopping: StopFlag, period: float) -> ShardSet | None:
-    reported = ""
-    while not stopping():
-        try:
-            return ShardSet.attach(name)
-        except RingError as exc:
-            if str(exc) != reported:
-                reported = str(exc)
-                log.warning("waiting for the ring: %s", exc)
-        stopping.wait(period)
-    return None
 
 
 class _DropsPoller:
@@ -116,7 +103,7 @@ def _run(
 ) -> None:
     period = config.stats.update_ms / 1000
     log_every = config.stats.log_interval_s
-    ring = _attach_ring(ring_name, stopping, period)
+    ring = attach_when_ready(ring_name, stopping, period, log)
     if ring is None:
         return
     try:
