@@ -33,7 +33,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Final, Protocol
 
-import msgspec
 import numpy as np
 
 from leireye.capture.fanout import FanoutJoin, FanoutRefused, ShardSpec
@@ -51,7 +50,7 @@ from leireye.record import RECORD_DTYPE, DecodeError
 from leireye.ring import Ring
 from leireye.ring.ids import IdAllocator
 from leireye.ring.shards import ShardSet, ShardWriter, ids_name, shard_name
-from leireye.ring.status import CaptureState, CaptureStatus, StatusBlock
+from leireye.ring.status import CaptureState, CaptureStatus, StatusBlock, StatusReport
 from leireye.stopping import StopEvent, StopFlag, stop_on_sigterm
 
 log = logging.getLogger("leireye.capture")
@@ -111,7 +110,7 @@ def _run(
         log.error("capture cannot start: %s", exc)
         return ExitCode.FATAL
     cap = config.capture
-    report = _Report(status, CaptureStatus(
+    report = StatusReport(status, CaptureStatus(
         state=CaptureState.STARTING, interface=cap.pcap or cap.interface, bpf=cap.bpf,
         pid=os.getpid(), started_at_ns=time.time_ns(),
     ))  # fmt: skip
@@ -207,26 +206,13 @@ def _stuck_dir(state_dir: Path, account: Any) -> Path | None:
         return None
 
 
-class _Report:
-    """The status this process publishes: a frozen struct replaced field by field."""
-
-    def __init__(self, block: StatusBlock, status: CaptureStatus) -> None:
-        self.block = block
-        self.status = status
-        block.write(status)
-
-    def update(self, **changes: Any) -> None:
-        self.status = msgspec.structs.replace(self.status, **changes)
-        self.block.write(self.status)
-
-
 class _Loop:
     def __init__(
         self,
         config: Config,
         source: PacketSource,
         writer: ShardWriter,
-        report: _Report,
+        report: StatusReport,
         decode: Decode,
         stopping: StopFlag,
         watchdog: Watchdog,

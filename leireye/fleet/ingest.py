@@ -29,7 +29,6 @@ import time
 from pathlib import Path
 from typing import Any, Final, cast
 
-import msgspec
 import nats.errors
 import nats.js.errors
 from nats.aio.client import Client
@@ -58,7 +57,7 @@ from leireye.fleet.tracker import Fleet, SensorTrack
 from leireye.privileges import drop_privileges, lookup_user
 from leireye.proctitle import set_title
 from leireye.ring import Ring, RingWriter
-from leireye.ring.status import CaptureState, CaptureStatus, StatusBlock
+from leireye.ring.status import CaptureState, CaptureStatus, StatusBlock, StatusReport
 from leireye.stopping import StopEvent, StopFlag, stop_on_sigterm
 
 log = logging.getLogger("leireye.ingest")
@@ -88,7 +87,7 @@ def _run(config: Config, ring_name: str, status_name: str, stopping: StopFlag) -
     except LeirEyeError as exc:
         log.error("ingest cannot start: %s", exc)
         return ExitCode.FATAL
-    report = Report(block, CaptureStatus(
+    report = StatusReport(block, CaptureStatus(
         state=CaptureState.STARTING, interface=f"fleet central {config.central.name}",
         linktype=1, snaplen=config.ring.raw_bytes, pid=os.getpid(), started_at_ns=time.time_ns(),
     ))  # fmt: skip
@@ -121,19 +120,6 @@ def _run(config: Config, ring_name: str, status_name: str, stopping: StopFlag) -
         block.close()
 
 
-class Report:
-    """The status block this process publishes, replaced field by field."""
-
-    def __init__(self, block: StatusBlock, status: CaptureStatus) -> None:
-        self.block = block
-        self.status = status
-        block.write(status)
-
-    def update(self, **changes: Any) -> None:
-        self.status = msgspec.structs.replace(self.status, **changes)
-        self.block.write(self.status)
-
-
 class Ingest:
     def __init__(
         self,
@@ -141,7 +127,7 @@ class Ingest:
         writer: RingWriter,
         checkpoint: IdCheckpoint,
         fleet: Fleet,
-        report: Report,
+        report: StatusReport,
         options: dict[str, Any],
         stopping: StopFlag,
     ) -> None:

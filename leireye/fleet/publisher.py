@@ -50,7 +50,7 @@ from nats.js.api import PubAck
 from nats.js.errors import NotFoundError
 
 from leireye.config import Config
-from leireye.errors import LeirEyeError, RingError
+from leireye.errors import LeirEyeError
 from leireye.exitcodes import ExitCode
 from leireye.fleet.batching import Accumulator, Pending
 from leireye.fleet.connect import connect_options
@@ -60,7 +60,7 @@ from leireye.fleet.side import SidePublisher
 from leireye.fleet.status import PublisherStatus, StatusPage, public_server
 from leireye.fleet.streams import ensure_streams
 from leireye.record import RECORD_DTYPE
-from leireye.ring.shards import PacketReader, ShardSet
+from leireye.ring.shards import PacketReader, ShardSet, attach_when_ready
 from leireye.stopping import StopEvent, StopFlag, stop_on_sigterm
 
 with contextlib.suppress(ImportError):  # nats-py imports it lazily for creds and nkey seeds
@@ -91,7 +91,7 @@ def run_publisher(
     with stop_on_sigterm(stop) as stopping:
         page = StatusPage.attach(fleet_name, writable=True)
         try:
-            ring = _attach_ring(ring_name, stopping)
+            ring = attach_when_ready(ring_name, stopping, 0.1, log)
             if ring is None:
                 return None
             try:
@@ -105,19 +105,6 @@ def run_publisher(
                 ring.close()
         finally:
             page.close()
-    return None
-
-
-def _attach_ring(name: str, stopping: StopFlag) -> ShardSet | None:
-    reported = ""
-    while not stopping():
-        try:
-            return ShardSet.attach(name)
-        except RingError as exc:
-            if str(exc) != reported:
-                reported = str(exc)
-                log.warning("waiting for the ring: %s", exc)
-        stopping.wait(0.1)
     return None
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 import struct
 import time
-from typing import Final
+from typing import Any, Final
 
 import msgspec
 import numpy as np
@@ -265,6 +265,20 @@ class StatusBlock:
     def unlink(self) -> None:
         """Remove the name (the creator only)."""
         self.segment.unlink()
+
+
+class StatusReport:
+    """The status a writer (a capture process, the central's ingest) publishes in its block: a
+    frozen struct, replaced field by field and written whole at each change."""
+
+    def __init__(self, block: StatusBlock, status: CaptureStatus) -> None:
+        self.block = block
+        self.status = status
+        block.write(status)
+
+    def update(self, **changes: Any) -> None:
+        self.status = msgspec.structs.replace(self.status, **changes)
+        self.block.write(self.status)
 
 
 def _cut(text: str, size: int) -> bytes:
