@@ -297,6 +297,20 @@ class Ingest:
             )
             info = await sub.consumer_info()
             floor = info.ack_floor.stream_seq if info.ack_floor is not None else 0
+            if info.num_ack_pending:
+                # a run that died with messages delivered and not acknowledged: the server
+                # would redeliver them only after ack_wait, behind newer ones (which would
+                # make them look lost). Start again right after the last acknowledged message.
+                await sub.unsubscribe()
+                await js.delete_consumer(stream, self.durable)
+                if floor:
+                    config.deliver_policy = DeliverPolicy.BY_START_SEQUENCE
+                    config.opt_start_seq = floor + 1
+                sub = await js.pull_subscribe(
+                    subject(track.name, kind), durable=self.durable, stream=stream, config=config
+                )
+                log.info("%s: %d messages delivered to the last run and not acknowledged: "
+                         "read again from %d", stream, info.num_ack_pending, floor + 1)  # fmt: skip
             if floor and kind not in track.sequences:
                 track.sequences[kind] = floor  # what it acknowledged before: gaps count from it
                 if kind == "packets" and not track.last_id:
@@ -323,9 +337,10 @@ class Ingest:
                 log.warning("%s: fetch failed: %s", stream_name(track.name, kind), exc)
                 await asyncio.sleep(FETCH_TIMEOUT_S)  # back off; the loop re-checks stopping
                 continue
+            # Every message fetched is handled and acknowledged, also when asked to stop: one
+            # left unacknowledged would come back to the next run only after ack_wait, behind
+            # newer ones, and be counted missed and lost there (its sequence skipped).
             for msg in msgs:
-                if self.stopping():
-                    return  # the rest stay unacknowledged: redelivered to the next run
                 try:
                     self._handle(track, kind, msg)
                 except Exception:  # a bug on one message must not stop the sensor's stream
