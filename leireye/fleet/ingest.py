@@ -9,8 +9,10 @@ the NATS credentials into memory, then drops to `capture.user` and, on one async
   (`packets`, `stats`, `status`), named `leireye-central-<central.name>`: a restarted central
   resumes after what it acknowledged;
 - writes each packet batch's records to the ring with `sensor` set to the sensor's index, then
-  acknowledges the message (so a stop loses nothing; a SIGKILL between the two can repeat that
-  one batch); a batch it cannot decode is counted and acknowledged (skipped);
+  acknowledges the message (so a stop loses nothing: every message fetched is handled first; a
+  SIGKILL between the two can repeat the batches whose acknowledgement was not through yet,
+  which the next run reads again at once); a batch it cannot decode is counted and
+  acknowledged (skipped);
 - keeps the last `stats` and `status` JSON of each sensor, counts what was lost
   (`leireye.fleet.tracker`), and writes the sensor table to `<state_dir>/central/sensors.json`
   once a second (at once for a new sensor, before any of its records is in the ring);
