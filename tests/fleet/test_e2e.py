@@ -150,6 +150,21 @@ class Fleet:
         self.lab.wait_web(self.central, scaled(60))
         self.central_http = _login(self._port())
 
+    def restart_sensor(self, index: int) -> Edge:
+        """Stop a sensor's `leireye run` (SIGTERM: its clean stop) and start it again on its
+        site, port and state directory: a new run, whose ids start over at 1."""
+        old = self.edges[index]
+        old.block.close()
+        old.page.close()
+        old.child.proc.terminate()
+        old.child.proc.wait(scaled(30))
+        assert old.child.proc.returncode == 0, old.child.log_tail()
+        child = self.lab.start_sensor(old.name, old.site, web_port=old.child.web_port,
+                                      extra=SENSOR_EXTRA)  # fmt: skip
+        self.lab.wait_web(child, scaled(60))
+        self.edges[index] = _edge(self.lab, old.name, old.site, child)
+        return self.edges[index]
+
 
 SENSOR_EXTRA: dict[str, Any] = {
     "flows": {"enabled": False},
@@ -157,6 +172,18 @@ SENSOR_EXTRA: dict[str, Any] = {
     "fleet": {"batch_ms": 50},
 }
 CENTRAL_EXTRA: dict[str, Any] = {"central": {"discover_s": 0.5}}
+
+
+def _edge(lab: Lab, name: str, site: Site, child: Child) -> Edge:
+    """The sensor `child` watched, once it captures and its publisher is connected."""
+    base = f"leireye-lab{lab.tag}-{name}"
+    block = wait_for(lambda: _attach(StatusBlock, f"{base}-status"), 20, f"{name}'s status")
+    page = wait_for(lambda: _attach(StatusPage, f"{base}-fleet"), 20, f"{name}'s publisher")
+    assert child.web_port is not None
+    edge = Edge(name, site, child, _login(child.web_port), block, page)
+    wait_for(lambda: edge.block.read().state == "capturing", 30, f"{name} capturing")
+    wait_for(lambda: edge.publisher().connected, 30, f"{name}'s publisher connected")
+    return edge
 
 
 @pytest.fixture(scope="module")
@@ -184,19 +211,10 @@ def fleet() -> Iterator[Fleet]:
             central = lab.start_central(list(NAMES), extra=CENTRAL_EXTRA)
             for child in [*children, central]:
                 lab.wait_web(child, scaled(90))
-            edges = []
-            for name, site, child in zip(NAMES, sites, children, strict=True):
-                base = f"leireye-lab{lab.tag}-{name}"
-                block = wait_for(lambda b=base: _attach(StatusBlock, f"{b}-status"), 20,
-                                 f"{name}'s status block")  # fmt: skip
-                page = wait_for(lambda b=base: _attach(StatusPage, f"{b}-fleet"), 20,
-                                f"{name}'s publisher status")  # fmt: skip
-                assert child.web_port is not None
-                edges.append(Edge(name, site, child, _login(child.web_port), block, page))
-            for edge in edges:
-                wait_for(lambda e=edge: e.block.read().state == "capturing", 30,
-                         f"{edge.name} capturing")  # fmt: skip
-                wait_for(lambda e=edge: e.publisher().connected, 30, f"{edge.name} connected")
+            edges = [
+                _edge(lab, name, site, child)
+                for name, site, child in zip(NAMES, sites, children, strict=True)
+            ]
             made = Fleet(lab, edges, central)
             yield made
             for edge in edges:
@@ -236,13 +254,16 @@ class Mark:
     link: dict[str, int]
     captured: dict[str, int]
     central_id: int
+    ingested: dict[str, int]  # the central's count of each sensor's packets
 
     @classmethod
     def take(cls, fleet: Fleet) -> Mark:
+        table = fleet.table()
         return cls(
             {e.name: _link_packets(e.site.host_if) for e in fleet.edges},
             {e.name: e.captured() for e in fleet.edges},
             fleet.last_id(),
+            {e.name: table[e.name].packets if e.name in table else 0 for e in fleet.edges},
         )
 
 
@@ -367,7 +388,7 @@ def _check_phase(fleet: Fleet, mark: Mark, counts: dict[str, int], stream: Strea
     assert len(ids) == sum(counts.values())
     central_rest = _rest_packets(fleet.central_http, mark.central_id, ids[-1])
     assert central_rest == stream.packets  # the REST list is the WebSocket's, packet for packet
-    wait_for(lambda: _table_complete(fleet), 5, "the sensor table to count every packet")
+    wait_for(lambda: _table_complete(fleet, mark), 5, "the sensor table to count every packet")
     table = fleet.table()
     for edge in fleet.edges:
         mine = stream.of(edge.name)
@@ -400,11 +421,14 @@ def _wait_settled(fleet: Fleet, mark: Mark, traffic: list[Child], what: str) -> 
     return counts
 
 
-def _table_complete(fleet: Fleet) -> bool:
-    """The central's sensor table counts every packet each sensor captured (the sensors run
-    since before any traffic, and are not restarted)."""
+def _table_complete(fleet: Fleet, mark: Mark) -> bool:
+    """The central's sensor table counts every packet each sensor captured since `mark`."""
     table = fleet.table()
-    return all(e.name in table and table[e.name].packets == e.captured() for e in fleet.edges)
+    return all(
+        e.name in table
+        and table[e.name].packets - mark.ingested[e.name] == e.captured() - mark.captured[e.name]
+        for e in fleet.edges
+    )
 
 
 def _central_has(fleet: Fleet, stream: Stream, counts: dict[str, int] | None) -> bool:
@@ -500,7 +524,7 @@ def test_a_killed_publisher_and_a_restarted_central_lose_and_repeat_nothing(
             settled.append(counts)
         if not settled:
             return timeout()
-        return (_table_complete(fleet) and fleet.last_id() == stream.last_id) or timeout()
+        return (_table_complete(fleet, mark) and fleet.last_id() == stream.last_id) or timeout()
 
     assert asyncio.run(_follow(fleet.ws_url, stream, stopped_at, done))
     counts = settled[0]
@@ -534,3 +558,24 @@ def _ordered_within(part: list[Any], whole: list[Any]) -> bool:
     """`part` is `whole` with some items left out, the rest in the same order."""
     rest = iter(whole)
     return all(any(item == other for other in rest) for item in part)
+
+
+def test_a_restarted_sensor_starts_a_new_run_that_the_central_follows(fleet: Fleet) -> None:
+    before = fleet.table()
+    edge = fleet.restart_sensor(1)
+    mark = Mark.take(fleet)
+    assert mark.captured[edge.name] == 0  # a new ring: its ids start over
+    traffic = _traffic(fleet, seconds=3)
+    stream = Stream()
+    settled: list[dict[str, int]] = []
+    timeout = _deadline(60, "every packet of the new run at the central", fleet)
+
+    def done() -> bool:
+        if not settled and (counts := _settled(fleet, mark, traffic)):
+            settled.append(counts)
+        return _central_has(fleet, stream, settled[0] if settled else None) or timeout()
+
+    assert asyncio.run(_follow(fleet.ws_url, stream, mark.central_id, done))
+    _check_phase(fleet, mark, settled[0], stream)  # ids going back are no loss
+    after = fleet.table()
+    assert {n: after[n].index for n in NAMES} == {n: before[n].index for n in NAMES}
