@@ -9,8 +9,10 @@ the NATS credentials into memory, then drops to `capture.user` and, on one async
   (`packets`, `stats`, `status`), named `leireye-central-<central.name>`: a restarted central
   resumes after what it acknowledged;
 - writes each packet batch's records to the ring with `sensor` set to the sensor's index, then
-  acknowledges the message (so a stop loses nothing; a SIGKILL between the two can repeat that
-  one batch); a batch it cannot decode is counted and acknowledged (skipped);
+  acknowledges the message (so a stop loses nothing: every message fetched is handled first; a
+  SIGKILL between the two can repeat the batches whose acknowledgement was not through yet,
+  which the next run reads again at once); a batch it cannot decode is counted and
+  acknowledged (skipped);
 - keeps the last `stats` and `status` JSON of each sensor, counts what was lost
   (`leireye.fleet.tracker`), and writes the sensor table to `<state_dir>/central/sensors.json`
   once a second (at once for a new sensor, before any of its records is in the ring);
@@ -283,6 +285,20 @@ class Ingest:
             )
             info = await sub.consumer_info()
             floor = info.ack_floor.stream_seq if info.ack_floor is not None else 0
+            if info.num_ack_pending:
+                # a run that died with messages delivered and not acknowledged: the server
+                # would redeliver them only after ack_wait, behind newer ones (which would
+                # make them look lost). Start again right after the last acknowledged message.
+                await sub.unsubscribe()
+                await js.delete_consumer(stream, self.durable)
+                if floor:
+                    config.deliver_policy = DeliverPolicy.BY_START_SEQUENCE
+                    config.opt_start_seq = floor + 1
+                sub = await js.pull_subscribe(
+                    subject(track.name, kind), durable=self.durable, stream=stream, config=config
+                )
+                log.info("%s: %d messages delivered to the last run and not acknowledged: "
+                         "read again from %d", stream, info.num_ack_pending, floor + 1)  # fmt: skip
             if floor and kind not in track.sequences:
                 track.sequences[kind] = floor  # what it acknowledged before: gaps count from it
                 if kind == "packets" and not track.last_id:
@@ -309,9 +325,10 @@ class Ingest:
                 log.warning("%s: fetch failed: %s", stream_name(track.name, kind), exc)
                 await asyncio.sleep(FETCH_TIMEOUT_S)  # back off; the loop re-checks stopping
                 continue
+            # Every message fetched is handled and acknowledged, also when asked to stop: one
+            # left unacknowledged would come back to the next run only after ack_wait, behind
+            # newer ones, and be counted missed and lost there (its sequence skipped).
             for msg in msgs:
-                if self.stopping():
-                    return  # the rest stay unacknowledged: redelivered to the next run
                 try:
                     self._handle(track, kind, msg)
                 except Exception:  # a bug on one message must not stop the sensor's stream

@@ -4,6 +4,7 @@ ring read back from shared memory and its REST API over HTTP."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import pwd
@@ -13,10 +14,19 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import nats
 import numpy as np
 import pytest
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
-from leireye.fleet.model import H_LOST, SENSOR_TABLE_FILE, SensorTable, read_sensor_table
+from leireye.fleet.model import (
+    H_LOST,
+    SENSOR_TABLE_FILE,
+    SensorTable,
+    read_sensor_table,
+    stream_name,
+    subject,
+)
 from leireye.ring import Ring, RingReader
 from tests.accounts import users_yaml
 from tests.fleet.natsutil_central import TS0, Fleet, free_tcp_port, nats_server
@@ -61,7 +71,9 @@ def test_a_central_started_before_nats_waits_for_it(tmp_path: Path) -> None:
         central.kill()
 
 
-def start_central(tmp: Path, url: str, state_dir: Path | None = None) -> Sensor:
+def start_central(
+    tmp: Path, url: str, state_dir: Path | None = None, sensors: tuple[str, ...] = ()
+) -> Sensor:
     config = (
         f"ring: {{capacity: 1024, raw_bytes: {RAW_BYTES}}}\n"
         "central:\n"
@@ -69,6 +81,7 @@ def start_central(tmp: Path, url: str, state_dir: Path | None = None) -> Sensor:
         f"  nats: {{servers: ['{url}']}}\n"
         "  discover_s: 0.5\n"
         f"  silent_after_s: {SILENT_AFTER_S}\n"
+        f"  sensors: {list(sensors)}\n"
     )
     users = users_yaml({"admin": ("ADMIN", PASSWORD)}) if state_dir is None else ""
     central = Sensor(tmp, config=config, users=users, command="central", state_dir=state_dir)
@@ -233,3 +246,44 @@ def test_central_ingests_counts_restarts_and_serves(tmp_path: Path, nats_url: st
 
 def _alpha_ids() -> list[int]:
     return [*range(1, 51), *range(56, 76), *range(86, 101)]
+
+
+def test_messages_a_dead_run_left_unacknowledged_are_read_at_once(
+    tmp_path: Path, nats_url: str
+) -> None:
+    """A central that died after fetching batches and before acknowledging them (SIGKILL, power
+    cut) leaves them pending on its consumer: the server would redeliver them only after
+    ack_wait (30 s), behind newer ones. The next run reads them at once, in order, and loses
+    nothing."""
+    fleet = Fleet(nats_url)
+    fleet.create_streams("delta")
+    fleet.publish_many([fleet.batch("delta", 1 + 10 * k, 10) for k in range(3)])
+
+    async def dead_run() -> None:  # the consumer as the central makes it: three fetched, one acked
+        nc = await nats.connect(nats_url)
+        js = nc.jetstream()
+        config = ConsumerConfig(
+            durable_name="leireye-central-central", ack_policy=AckPolicy.EXPLICIT,
+            deliver_policy=DeliverPolicy.ALL, max_ack_pending=1024, ack_wait=30,
+        )  # fmt: skip
+        stream = stream_name("delta", "packets")
+        sub = await js.pull_subscribe(
+            subject("delta", "packets"), config.durable_name, stream=stream, config=config
+        )
+        msgs = await sub.fetch(3, timeout=5)
+        assert len(msgs) == 3
+        await msgs[0].ack_sync()
+        await nc.close()
+
+    asyncio.run(dead_run())
+    central = start_central(tmp_path, nats_url, sensors=("delta",))
+    try:
+        with central.explained():
+            found = wait_packets(central, {"delta": 20}, "the batches left unacknowledged")
+            delta = next(s for s in found.sensors if s.name == "delta")
+            assert (delta.lost, delta.missed_messages, delta.bad_batches) == (0, 0, 0)
+            rows, _, _ = ring_contents(central)
+            assert sensor_ids(rows).tolist() == list(range(11, 31))  # not the acked ones again
+            assert "read again from 2" in central.log
+    finally:
+        central.kill()
