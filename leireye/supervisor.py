@@ -649,8 +649,15 @@ class Supervisor:
             os.close(self._wake_w)
 
     def shutdown(self) -> None:
+        # The ring's writers first, then its readers: a reader still running when the last
+        # packets are written (the publisher, the store, the flow process) can take them too.
         budget = self.config.supervisor.shutdown_timeout_s
-        terminate([c.process for c in self.children if c.process is not None], budget * 0.8)
+        writers = [
+            c.process for c in self.children if c.process is not None and c.shard is not None
+        ]
+        terminate(writers, budget * 0.4)
+        terminate([c.process for c in self.children if c.process is not None and c.shard is None],
+                  budget * 0.4)  # fmt: skip
         for child in self.children:
             child.process = None
         self.remove_segments()

@@ -257,7 +257,22 @@ class Publisher:
                 await self.step()
         finally:
             side.stop()
+            await self._drain()
             await self._finish(connect, side_task, status_task)
+
+    async def _drain(self) -> None:
+        """Asked to stop: what the capture wrote before it stopped (the supervisor stops the
+        ring's writers first) goes out too, within FINISH_S; whatever is left is `behind`."""
+        deadline = time.monotonic() + FINISH_S
+        while (
+            self.connected
+            and self.prepared
+            and not self.resync_needed
+            and self.reader is not None
+            and self.reader.backlog > 0
+            and time.monotonic() < deadline
+        ):
+            await self.step()
 
     async def _status_loop(self) -> None:
         """The status page every second and the log line every LOG_EVERY_S, on their own:

@@ -257,7 +257,9 @@ class StatusBlock:
     # -- lifetime -----------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Drop the views and unmap."""
+        """Drop the views and unmap (once; a second call does nothing)."""
+        if not hasattr(self, "_words"):
+            return
         del self._words
         self._mv.release()
         self.segment.close()
