@@ -226,15 +226,26 @@ class Publisher:
             await self._count_stored(last_seq, self.status.last_id)
         self.stream_seq = last_seq
         self.reader = self.ring.reader(start, with_raw=True)
-        self.acc = Accumulator(self.sensor, self.run_id, self._batch_limit(), start - 1)
+        self.acc = Accumulator(
+            self.sensor, self.run_id, fleet.batch_records, start - 1, self._max_body()
+        )
         log.info("fleet: publishing %s from id %d (stream %s at sequence %d)", self.subject,
                  start, self.stream, last_seq)  # fmt: skip
 
-    def _batch_limit(self) -> int:
+    def _max_body(self) -> int:
+        """The most a batch body may weigh: the server's max_payload (its INFO, so the one of
+        the server connected now), less room for the headers. FleetError when not even one
+        record with its raw bytes would fit, compressed or not: no batch could ever go."""
         assert self.nc is not None
+        limit = self.nc.max_payload - HEADROOM
         row = RECORD_DTYPE.itemsize + self.ring.raw_bytes
-        fits = max(1, (self.nc.max_payload - HEADROOM) // row)
-        return min(self.config.fleet.batch_records, fits)
+        if limit < row:
+            raise FleetError(
+                f"the NATS server's max_payload ({self.nc.max_payload} bytes) is too small for "
+                f"one record with its ring.raw_bytes ({row} bytes) and the headers "
+                f"({HEADROOM} bytes): raise max_payload or lower ring.raw_bytes"
+            )
+        return limit
 
     async def _stored_last(self) -> tuple[int, int]:
         assert self.js is not None
@@ -326,6 +337,7 @@ class Publisher:
         assert self.reader is not None and self.acc is not None
         busy = False
         room = self.config.fleet.max_pending - len(self.pending)
+        self.acc.max_bytes = self._max_body()  # a failover may have reached another server
         while room > 0 and self.connected and not self.resync_needed:
             now = time.monotonic()
             if self.acc.count < self.acc.batch_records:

@@ -136,14 +136,16 @@ def test_a_fleet_sensor_needs_a_name() -> None:
     st.lists(st.tuples(st.integers(0, 40), st.integers(0, 30)), max_size=30),
     st.integers(1, 50),
     st.integers(0, 1000),
+    st.sampled_from([None, 300, 2000, 6000]),
 )
 def test_batches_account_for_every_id_exactly(
-    reads: list[tuple[int, int]], batch_records: int, start: int
+    reads: list[tuple[int, int]], batch_records: int, start: int, max_bytes: int | None
 ) -> None:
     """Any sequence of ring reads (each: `lost` ids overwritten, then `n` ids read), cut into
-    batches of any size: the batches hold the ids read, in order, and their `lost` add up to the
-    ids skipped, so `sum(count) + sum(lost)` is the last id sent minus where it started."""
-    acc = Accumulator("s", run=1, batch_records=batch_records, prev_last=start)
+    batches of any size and any byte cap: the batches hold the ids read, in order, and their
+    `lost` add up to the ids skipped, so `sum(count) + sum(lost)` is the last id sent minus
+    where it started; no body is above the cap."""
+    acc = Accumulator("s", 1, batch_records, prev_last=start, max_bytes=max_bytes)
     next_id, read_ids, batches = start + 1, [], []
     for lost, n in reads:
         next_id += lost
@@ -165,3 +167,32 @@ def test_batches_account_for_every_id_exactly(
     if batches:
         assert sum(b.count + b.lost for b in batches) == batches[-1].last_id - start
         assert all(b.count <= batch_records and b.lost >= 0 for b in batches)
+        assert max_bytes is None or all(len(b.body) <= max_bytes for b in batches)
+        assert len({b.headers[MSG_ID] for b in batches}) == len(batches)
+
+
+def test_a_batch_above_max_payload_is_cut_into_messages_that_fit() -> None:
+    """Incompressible raw bytes, 1600 a record: 4096 records would be a 7.6 MB body. Each
+    message fits the cap, each has its own Nats-Msg-Id from its first id, the ring's loss is
+    in the first one; compressible records then fill a message by bytes, not by the worst
+    case of (256 + 1600) bytes a record, from the batch after the change."""
+    cap = 65536 - 4096
+    acc = Accumulator("s1", run=9, batch_records=4096, prev_last=0, max_bytes=cap)
+    noise = np.random.default_rng(1).integers(0, 256, (4096, 1600), dtype=np.uint8)
+    ring_read = read(list(range(11, 4107)), lost=10, raw_bytes=1600)
+    ring_read.raw[:] = noise  # type: ignore[index]
+    acc.add(ring_read, now=0.0)
+    cut = []
+    while (batch := acc.take(4096)) is not None:
+        cut.append(batch)
+    assert len(cut) > 1 and all(len(b.body) <= cap for b in cut)
+    assert [b.headers[MSG_ID] for b in cut] == [f"s1:9:{b.first_id}" for b in cut]
+    assert [b.lost for b in cut] == [10] + [0] * (len(cut) - 1)
+    sent = [i for b in cut for i in decode_batch("s1", b.headers, b.body).records["seq"]]
+    assert sent == list(range(11, 4107))
+    assert acc.cuts <= len(cut) + 1  # guessed from the last batch: rarely encoded twice
+    acc.add(read(list(range(4107, 12299)), raw_bytes=1600), now=1.0)  # zeros: they compress
+    guessed = acc.take(4096)  # sized by the noise before: one short batch
+    full = acc.take(4096)
+    assert guessed is not None and full is not None and len(full.body) <= cap
+    assert full.count == 4096 and full.first_id == guessed.last_id + 1
