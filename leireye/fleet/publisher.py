@@ -74,6 +74,7 @@ LOG_EVERY_S: Final = 10.0
 STATUS_EVERY_S: Final = 1.0
 FINISH_S: Final = 0.5  # for the acks in flight, then to close: within the stop budget
 IDLE_POLL_S: Final = 0.02  # between ring looks while there is nothing to send
+FLOWING_S: Final = 1.0  # records read this recently: traffic flows, look every batch_ms
 HEADROOM: Final = 4096  # bytes kept free under the server's max_payload for the headers
 
 
@@ -156,6 +157,7 @@ class Publisher:
         self.prepared = False  # the streams are made or checked once connected
         self.failures = 0  # resyncs in a row that did not get an ack through
         self.changed = True  # something the status message shows changed
+        self.flowing_until = 0.0  # monotonic s: until then, look at the ring every batch_ms
 
     # -- status ---------------------------------------------------------------------------------
 
@@ -325,11 +327,15 @@ class Publisher:
             await asyncio.sleep(self._idle_s(batch_s))
 
     def _idle_s(self, batch_s: float) -> float:
-        """How long to wait for more: until the held records' batch is due, or one idle poll
-        when none is held (the first packet after a quiet spell waits at most that)."""
+        """How long to wait for more: until the held records' batch is due; with none held,
+        `batch_ms` while traffic flows (a record waits at most about twice that), one idle poll
+        after a quiet second (the first packet after a quiet spell waits at most that)."""
         acc = self.acc
+        now = time.monotonic()
         if acc is not None and acc.count:
-            return max(0.001, min(batch_s, acc.since + batch_s - time.monotonic()))
+            return max(0.001, min(batch_s, acc.since + batch_s - now))
+        if now < self.flowing_until:
+            return min(batch_s, IDLE_POLL_S)
         return IDLE_POLL_S
 
     async def _fill(self, batch_s: float) -> bool:
@@ -343,6 +349,8 @@ class Publisher:
             if self.acc.count < self.acc.batch_records:
                 read = self.reader.read(min(READ_MAX, self.acc.batch_records - self.acc.count))
                 self.acc.add(read, now)
+                if len(read.records):
+                    self.flowing_until = now + FLOWING_S
             if not self.acc.due(now, batch_s):
                 break
             batch = self.acc.take(self.acc.batch_records)
