@@ -12,6 +12,8 @@ Pure bookkeeping, no NATS in it (the publisher process is the shell around it):
   next one, each with its own `Nats-Msg-Id` (from its own first id). The first cut is guessed
   from the bytes per record of the last batch, so compressible traffic fills a message and an
   incompressible burst costs one encode more, not one per record.
+- `recut` cuts a batch already encoded into pieces that fit a smaller cap (a failover reached a
+  server with a smaller max_payload while it was in flight).
 - `Pending` is one batch published and not yet acknowledged; the publisher keeps them in order
   and publishes them again, same `Nats-Msg-Id`, when their fate is unknown.
 """
@@ -24,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from leireye.fleet.model import FleetError, encode_batch
+from leireye.fleet.model import FleetError, decode_batch, encode_batch
 from leireye.record import RECORD_DTYPE
 from leireye.ring.ring import RingRead
 
@@ -112,3 +114,17 @@ class Accumulator:
             return n
         fits_raw = self.max_bytes // row  # fits whatever the compression does
         return min(n, max(1, fits_raw, int(0.9 * self.max_bytes / self.per_record)))
+
+
+def recut(sensor: str, run: int, batch: Pending, max_bytes: int) -> list[Pending]:
+    """`batch` as it is when it fits `max_bytes`, else its records in pieces that do, in order:
+    the first keeps its first id (so its Nats-Msg-Id) and its `lost`, the others start after."""
+    if len(batch.body) <= max_bytes:
+        return [batch]
+    decoded = decode_batch(sensor, batch.headers, batch.body)
+    acc = Accumulator(sensor, run, batch.count, batch.last_id - batch.count - batch.lost, max_bytes)
+    acc.add(RingRead(decoded.records, batch.first_id, batch.lost, decoded.raw), 0.0)
+    pieces = []
+    while (piece := acc.take(batch.count)) is not None:
+        pieces.append(piece)
+    return pieces

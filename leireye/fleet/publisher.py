@@ -52,7 +52,7 @@ from nats.js.errors import NotFoundError
 from leireye.config import Config
 from leireye.errors import LeirEyeError, RingError
 from leireye.exitcodes import ExitCode
-from leireye.fleet.batching import Accumulator, Pending
+from leireye.fleet.batching import Accumulator, Pending, recut
 from leireye.fleet.connect import connect_options
 from leireye.fleet.model import KINDS, FleetError, stream_name, subject
 from leireye.fleet.resume import stored_after, stored_last
@@ -430,6 +430,10 @@ class Publisher:
             last_seq, stored_last = await self._stored_last()
         while self.pending and self.pending[0].last_id <= stored_last:
             self._acked(self.pending.popleft())
+        limit = self._max_body()  # the server now may take less than the one they were cut for
+        if any(len(batch.body) > limit for batch in self.pending):
+            pieces = [p for b in self.pending for p in recut(self.sensor, self.run_id, b, limit)]
+            self.pending = collections.deque(pieces)
         self.stream_seq = last_seq
         self.resync_needed = False
         if self.failures:

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from leireye.config import config_errors, parse_config
 from leireye.errors import ConfigError
-from leireye.fleet.batching import Accumulator
+from leireye.fleet.batching import Accumulator, recut
 from leireye.fleet.model import H_LOST, H_RUN, MSG_ID, decode_batch
 from leireye.fleet.status import PublisherStatus, StatusPage, public_server
 from leireye.record import RECORD_DTYPE
@@ -196,3 +196,21 @@ def test_a_batch_above_max_payload_is_cut_into_messages_that_fit() -> None:
     full = acc.take(4096)
     assert guessed is not None and full is not None and len(full.body) <= cap
     assert full.count == 4096 and full.first_id == guessed.last_id + 1
+
+
+def test_a_batch_in_flight_is_recut_for_a_server_that_takes_less() -> None:
+    """A failover to a server with a smaller max_payload: the batch encoded for the old one is
+    cut again, the first piece keeping its Nats-Msg-Id and its `lost`, the ids in order."""
+    acc = Accumulator("s1", run=3, batch_records=600, prev_last=100)
+    ring_read = read(list(range(105, 705)), lost=4, raw_bytes=1600)
+    ring_read.raw[:] = np.random.default_rng(2).integers(0, 256, (600, 1600), dtype=np.uint8)  # type: ignore[index]
+    acc.add(ring_read, now=0.0)
+    batch = acc.take(600)
+    assert batch is not None and len(batch.body) > 100_000
+    assert recut("s1", 3, batch, len(batch.body)) == [batch]
+    pieces = recut("s1", 3, batch, 100_000)
+    assert len(pieces) > 1 and all(len(p.body) <= 100_000 for p in pieces)
+    assert pieces[0].headers[MSG_ID] == batch.headers[MSG_ID] == "s1:3:105"
+    assert [p.lost for p in pieces] == [4] + [0] * (len(pieces) - 1)
+    ids = [i for p in pieces for i in decode_batch("s1", p.headers, p.body).records["seq"]]
+    assert ids == list(range(105, 705)) and pieces[-1].last_id == batch.last_id
