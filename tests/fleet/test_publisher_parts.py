@@ -7,6 +7,7 @@ import json
 import os
 import stat
 import uuid
+import zlib
 from collections.abc import Iterator
 
 import msgspec
@@ -18,7 +19,16 @@ from hypothesis import strategies as st
 from leireye.config import config_errors, parse_config
 from leireye.errors import ConfigError
 from leireye.fleet.batching import Accumulator, recut
-from leireye.fleet.model import H_LOST, H_RUN, MSG_ID, decode_batch
+from leireye.fleet.model import (
+    H_COUNT,
+    H_ENCODING,
+    H_LOST,
+    H_RUN,
+    MSG_ID,
+    FleetError,
+    decode_batch,
+    encode_batch,
+)
 from leireye.fleet.status import PublisherStatus, StatusPage, public_server
 from leireye.record import RECORD_DTYPE
 from leireye.ring.ring import RingRead
@@ -214,3 +224,20 @@ def test_a_batch_in_flight_is_recut_for_a_server_that_takes_less() -> None:
     assert [p.lost for p in pieces] == [4] + [0] * (len(pieces) - 1)
     ids = [i for p in pieces for i in decode_batch("s1", p.headers, p.body).records["seq"]]
     assert ids == list(range(105, 705)) and pieces[-1].last_id == batch.last_id
+
+
+def test_a_zstd_body_that_does_not_inflate_to_its_size_is_refused_and_zlib_is_read() -> None:
+    records = read(list(range(1, 101)), raw_bytes=64).records
+    raw = np.arange(100 * 64, dtype=np.uint8).reshape(100, 64)
+    body, headers = encode_batch("s1", records, raw, lost=0)
+    assert headers[H_ENCODING] == "zstd" and len(body) < records.nbytes
+    assert decode_batch("s1", headers, body).records["seq"].tolist() == list(range(1, 101))
+    for bad in (body[:-3], b"garbage" * 10, body + body):
+        with pytest.raises(FleetError, match="does not inflate"):
+            decode_batch("s1", headers, bad)
+    too_few = {**headers, H_COUNT: "99"}  # inflates to more than its header says
+    with pytest.raises(FleetError, match="does not inflate"):
+        decode_batch("s1", too_few, body)
+    plain = records.tobytes() + raw.tobytes()
+    old = decode_batch("s1", {**headers, H_ENCODING: "zlib"}, zlib.compress(plain, 1))
+    assert old.raw is not None and old.raw.tobytes() == raw.tobytes()
