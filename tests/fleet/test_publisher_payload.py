@@ -58,7 +58,7 @@ def test_batches_fit_a_small_max_payload_and_every_packet_arrives(
         status = sensor.status()
         sensor.wait_capturing(status)
         page = page_of(sensor)
-        # incompressible payloads (a 1400-byte frame is ~1 KB compressed: ~60 to a message),
+        # incompressible payloads (~1.5 KB a record compressed: a few dozen to a message),
         # then small ones that compress well (hundreds to a message)
         noise = [os.urandom(1400) for _ in range(1500)]
         sent = [udp_frame(pair, 20000, PORT, p) for p in noise]
