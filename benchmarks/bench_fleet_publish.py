@@ -4,8 +4,8 @@ A realistic mix of frames (tests/traffic/mix.py) is decoded into records once, w
 `--raw` bytes of each frame, and cut into batches of `--batch` records. Then, against a
 nats-server with JetStream started here (free port, temporary file store):
 
-  encode only         `encode_batch` (records + raw, zlib level 1): the publisher's CPU floor
-  encode, no zlib     the same without compression (`compress=False`)
+  encode only         `encode_batch` (records + raw, zstd level 1): the publisher's CPU floor
+  encode, no zstd     the same without compression (`compress=False`)
   publish, encoded    `encode_batch` + `publish_async` with `--pending` acks outstanding: what
                       the publisher does per batch
   publish, pre-encoded  the same bodies published again (into a fresh stream): NATS alone
@@ -153,7 +153,7 @@ async def measure(args: argparse.Namespace, url: str) -> None:
     print(f"{'':<24}{'records/s':>14}{'x encode only':>16}{'messages/s':>14}")
     for label, seconds in (
         ("encode only", t_encode),
-        ("encode, no zlib", t_plain),
+        ("encode, no zstd", t_plain),
         ("publish, encoded", t_publish),
         ("publish, pre-encoded", t_pre),
         ("empty messages", t_empty),

@@ -27,6 +27,11 @@ if [ "$(id -u)" -eq 0 ]; then
   if command -v tcpreplay >/dev/null; then
     $py benchmarks/bench_e2e.py --quick
     $py benchmarks/bench_fanout_ws.py --quick
+    if command -v nats-server >/dev/null || [ -x /usr/sbin/nats-server ]; then
+      $py benchmarks/bench_fleet_e2e.py --quick
+    else
+      echo "smoke: nats-server missing (scripts/setup.sh installs it): bench_fleet_e2e skipped" >&2
+    fi
   else
     echo "smoke: tcpreplay missing (scripts/setup.sh installs it): bench_e2e/bench_fanout_ws skipped" >&2
   fi

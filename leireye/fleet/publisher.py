@@ -52,7 +52,7 @@ from nats.js.errors import NotFoundError
 from leireye.config import Config
 from leireye.errors import LeirEyeError
 from leireye.exitcodes import ExitCode
-from leireye.fleet.batching import Accumulator, Pending
+from leireye.fleet.batching import Accumulator, Pending, recut
 from leireye.fleet.connect import connect_options
 from leireye.fleet.model import KINDS, FleetError, stream_name, subject
 from leireye.fleet.resume import stored_after, stored_last
@@ -74,6 +74,7 @@ LOG_EVERY_S: Final = 10.0
 STATUS_EVERY_S: Final = 1.0
 FINISH_S: Final = 0.5  # for the acks in flight, then to close: within the stop budget
 IDLE_POLL_S: Final = 0.02  # between ring looks while there is nothing to send
+FLOWING_S: Final = 1.0  # records read this recently: traffic flows, look every batch_ms
 HEADROOM: Final = 4096  # bytes kept free under the server's max_payload for the headers
 
 
@@ -143,6 +144,7 @@ class Publisher:
         self.prepared = False  # the streams are made or checked once connected
         self.failures = 0  # resyncs in a row that did not get an ack through
         self.changed = True  # something the status message shows changed
+        self.flowing_until = 0.0  # monotonic s: until then, look at the ring every batch_ms
 
     # -- status ---------------------------------------------------------------------------------
 
@@ -213,15 +215,26 @@ class Publisher:
             await self._count_stored(last_seq, self.status.last_id)
         self.stream_seq = last_seq
         self.reader = self.ring.reader(start, with_raw=True)
-        self.acc = Accumulator(self.sensor, self.run_id, self._batch_limit(), start - 1)
+        self.acc = Accumulator(
+            self.sensor, self.run_id, fleet.batch_records, start - 1, self._max_body()
+        )
         log.info("fleet: publishing %s from id %d (stream %s at sequence %d)", self.subject,
                  start, self.stream, last_seq)  # fmt: skip
 
-    def _batch_limit(self) -> int:
+    def _max_body(self) -> int:
+        """The most a batch body may weigh: the server's max_payload (its INFO, so the one of
+        the server connected now), less room for the headers. FleetError when not even one
+        record with its raw bytes would fit, compressed or not: no batch could ever go."""
         assert self.nc is not None
+        limit = self.nc.max_payload - HEADROOM
         row = RECORD_DTYPE.itemsize + self.ring.raw_bytes
-        fits = max(1, (self.nc.max_payload - HEADROOM) // row)
-        return min(self.config.fleet.batch_records, fits)
+        if limit < row:
+            raise FleetError(
+                f"the NATS server's max_payload ({self.nc.max_payload} bytes) is too small for "
+                f"one record with its ring.raw_bytes ({row} bytes) and the headers "
+                f"({HEADROOM} bytes): raise max_payload or lower ring.raw_bytes"
+            )
+        return limit
 
     async def _stored_last(self) -> tuple[int, int]:
         assert self.js is not None
@@ -316,11 +329,15 @@ class Publisher:
             await asyncio.sleep(self._idle_s(batch_s))
 
     def _idle_s(self, batch_s: float) -> float:
-        """How long to wait for more: until the held records' batch is due, or one idle poll
-        when none is held (the first packet after a quiet spell waits at most that)."""
+        """How long to wait for more: until the held records' batch is due; with none held,
+        `batch_ms` while traffic flows (a record waits at most about twice that), one idle poll
+        after a quiet second (the first packet after a quiet spell waits at most that)."""
         acc = self.acc
+        now = time.monotonic()
         if acc is not None and acc.count:
-            return max(0.001, min(batch_s, acc.since + batch_s - time.monotonic()))
+            return max(0.001, min(batch_s, acc.since + batch_s - now))
+        if now < self.flowing_until:
+            return min(batch_s, IDLE_POLL_S)
         return IDLE_POLL_S
 
     async def _fill(self, batch_s: float) -> bool:
@@ -328,11 +345,14 @@ class Publisher:
         assert self.reader is not None and self.acc is not None
         busy = False
         room = self.config.fleet.max_pending - len(self.pending)
+        self.acc.max_bytes = self._max_body()  # a failover may have reached another server
         while room > 0 and self.connected and not self.resync_needed:
             now = time.monotonic()
             if self.acc.count < self.acc.batch_records:
                 read = self.reader.read(min(READ_MAX, self.acc.batch_records - self.acc.count))
                 self.acc.add(read, now)
+                if len(read.records):
+                    self.flowing_until = now + FLOWING_S
             if not self.acc.due(now, batch_s):
                 break
             batch = self.acc.take(self.acc.batch_records)
@@ -412,6 +432,10 @@ class Publisher:
             last_seq, stored_last = await self._stored_last()
         while self.pending and self.pending[0].last_id <= stored_last:
             self._acked(self.pending.popleft())
+        limit = self._max_body()  # the server now may take less than the one they were cut for
+        if any(len(batch.body) > limit for batch in self.pending):
+            pieces = [p for b in self.pending for p in recut(self.sensor, self.run_id, b, limit)]
+            self.pending = collections.deque(pieces)
         self.stream_seq = last_seq
         self.resync_needed = False
         if self.failures:

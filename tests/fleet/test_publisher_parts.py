@@ -7,6 +7,7 @@ import json
 import os
 import stat
 import uuid
+import zlib
 from collections.abc import Iterator
 
 import msgspec
@@ -17,8 +18,17 @@ from hypothesis import strategies as st
 
 from leireye.config import config_errors, parse_config
 from leireye.errors import ConfigError
-from leireye.fleet.batching import Accumulator
-from leireye.fleet.model import H_LOST, H_RUN, MSG_ID, decode_batch
+from leireye.fleet.batching import Accumulator, recut
+from leireye.fleet.model import (
+    H_COUNT,
+    H_ENCODING,
+    H_LOST,
+    H_RUN,
+    MSG_ID,
+    FleetError,
+    decode_batch,
+    encode_batch,
+)
 from leireye.fleet.status import PublisherStatus, StatusPage, public_server
 from leireye.record import RECORD_DTYPE
 from leireye.ring.ring import RingRead
@@ -136,14 +146,16 @@ def test_a_fleet_sensor_needs_a_name() -> None:
     st.lists(st.tuples(st.integers(0, 40), st.integers(0, 30)), max_size=30),
     st.integers(1, 50),
     st.integers(0, 1000),
+    st.sampled_from([None, 300, 2000, 6000]),
 )
 def test_batches_account_for_every_id_exactly(
-    reads: list[tuple[int, int]], batch_records: int, start: int
+    reads: list[tuple[int, int]], batch_records: int, start: int, max_bytes: int | None
 ) -> None:
     """Any sequence of ring reads (each: `lost` ids overwritten, then `n` ids read), cut into
-    batches of any size: the batches hold the ids read, in order, and their `lost` add up to the
-    ids skipped, so `sum(count) + sum(lost)` is the last id sent minus where it started."""
-    acc = Accumulator("s", run=1, batch_records=batch_records, prev_last=start)
+    batches of any size and any byte cap: the batches hold the ids read, in order, and their
+    `lost` add up to the ids skipped, so `sum(count) + sum(lost)` is the last id sent minus
+    where it started; no body is above the cap."""
+    acc = Accumulator("s", 1, batch_records, prev_last=start, max_bytes=max_bytes)
     next_id, read_ids, batches = start + 1, [], []
     for lost, n in reads:
         next_id += lost
@@ -165,3 +177,67 @@ def test_batches_account_for_every_id_exactly(
     if batches:
         assert sum(b.count + b.lost for b in batches) == batches[-1].last_id - start
         assert all(b.count <= batch_records and b.lost >= 0 for b in batches)
+        assert max_bytes is None or all(len(b.body) <= max_bytes for b in batches)
+        assert len({b.headers[MSG_ID] for b in batches}) == len(batches)
+
+
+def test_a_batch_above_max_payload_is_cut_into_messages_that_fit() -> None:
+    """Incompressible raw bytes, 1600 a record: 4096 records would be a 7.6 MB body. Each
+    message fits the cap, each has its own Nats-Msg-Id from its first id, the ring's loss is
+    in the first one; compressible records then fill a message by bytes, not by the worst
+    case of (256 + 1600) bytes a record, from the batch after the change."""
+    cap = 65536 - 4096
+    acc = Accumulator("s1", run=9, batch_records=4096, prev_last=0, max_bytes=cap)
+    noise = np.random.default_rng(1).integers(0, 256, (4096, 1600), dtype=np.uint8)
+    ring_read = read(list(range(11, 4107)), lost=10, raw_bytes=1600)
+    ring_read.raw[:] = noise  # type: ignore[index]
+    acc.add(ring_read, now=0.0)
+    cut = []
+    while (batch := acc.take(4096)) is not None:
+        cut.append(batch)
+    assert len(cut) > 1 and all(len(b.body) <= cap for b in cut)
+    assert [b.headers[MSG_ID] for b in cut] == [f"s1:9:{b.first_id}" for b in cut]
+    assert [b.lost for b in cut] == [10] + [0] * (len(cut) - 1)
+    sent = [i for b in cut for i in decode_batch("s1", b.headers, b.body).records["seq"]]
+    assert sent == list(range(11, 4107))
+    assert acc.cuts <= len(cut) + 1  # guessed from the last batch: rarely encoded twice
+    acc.add(read(list(range(4107, 12299)), raw_bytes=1600), now=1.0)  # zeros: they compress
+    guessed = acc.take(4096)  # sized by the noise before: one short batch
+    full = acc.take(4096)
+    assert guessed is not None and full is not None and len(full.body) <= cap
+    assert full.count == 4096 and full.first_id == guessed.last_id + 1
+
+
+def test_a_batch_in_flight_is_recut_for_a_server_that_takes_less() -> None:
+    """A failover to a server with a smaller max_payload: the batch encoded for the old one is
+    cut again, the first piece keeping its Nats-Msg-Id and its `lost`, the ids in order."""
+    acc = Accumulator("s1", run=3, batch_records=600, prev_last=100)
+    ring_read = read(list(range(105, 705)), lost=4, raw_bytes=1600)
+    ring_read.raw[:] = np.random.default_rng(2).integers(0, 256, (600, 1600), dtype=np.uint8)  # type: ignore[index]
+    acc.add(ring_read, now=0.0)
+    batch = acc.take(600)
+    assert batch is not None and len(batch.body) > 100_000
+    assert recut("s1", 3, batch, len(batch.body)) == [batch]
+    pieces = recut("s1", 3, batch, 100_000)
+    assert len(pieces) > 1 and all(len(p.body) <= 100_000 for p in pieces)
+    assert pieces[0].headers[MSG_ID] == batch.headers[MSG_ID] == "s1:3:105"
+    assert [p.lost for p in pieces] == [4] + [0] * (len(pieces) - 1)
+    ids = [i for p in pieces for i in decode_batch("s1", p.headers, p.body).records["seq"]]
+    assert ids == list(range(105, 705)) and pieces[-1].last_id == batch.last_id
+
+
+def test_a_zstd_body_that_does_not_inflate_to_its_size_is_refused_and_zlib_is_read() -> None:
+    records = read(list(range(1, 101)), raw_bytes=64).records
+    raw = np.arange(100 * 64, dtype=np.uint8).reshape(100, 64)
+    body, headers = encode_batch("s1", records, raw, lost=0)
+    assert headers[H_ENCODING] == "zstd" and len(body) < records.nbytes
+    assert decode_batch("s1", headers, body).records["seq"].tolist() == list(range(1, 101))
+    for bad in (body[:-3], b"garbage" * 10, body + body):
+        with pytest.raises(FleetError, match="does not inflate"):
+            decode_batch("s1", headers, bad)
+    too_few = {**headers, H_COUNT: "99"}  # inflates to more than its header says
+    with pytest.raises(FleetError, match="does not inflate"):
+        decode_batch("s1", too_few, body)
+    plain = records.tobytes() + raw.tobytes()
+    old = decode_batch("s1", {**headers, H_ENCODING: "zlib"}, zlib.compress(plain, 1))
+    assert old.raw is not None and old.raw.tobytes() == raw.tobytes()
