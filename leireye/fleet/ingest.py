@@ -6,11 +6,17 @@ the NATS credentials into memory, then drops to `capture.user` and, on one async
 
 - follows each sensor (`central.sensors`, or every sensor whose `LEIREYE_<S>_PACKETS` stream
   exists, looked for every `central.discover_s`) with one durable pull consumer per stream
-  (`packets`, `stats`, `status`), named `leireye-central-<central.name>`: a restarted central
-  resumes after what it acknowledged;
+  (`packets`, `flows`, `stats`, `status`), named `leireye-central-<central.name>`: a restarted
+  central resumes after what it acknowledged;
 - writes each packet batch's records to the ring with `sensor` set to the sensor's index, then
   acknowledges the message (so a stop loses nothing; a SIGKILL between the two can repeat that
   one batch); a batch it cannot decode is counted and acknowledged (skipped);
+- adds the ended flows of each `flows` message (`flowmsg.decode_flows`, each with its
+  `sensor`) to the central's own flow store (`history.dir`, the flow process's
+  `FlowStoreWriter` and layout), then acknowledges it: rows wait in memory for up to
+  `history.flush_s` and a crash loses those (counted in the store's `losses.json`, as for a
+  sensor's flow process); a message it cannot decode is counted in `bad_batches` and skipped;
+  each message's `missed` is added to the sensor's `flows_missed`;
 - keeps the last `stats` and `status` JSON of each sensor, counts what was lost
   (`leireye.fleet.tracker`), and writes the sensor table to `<state_dir>/central/sensors.json`
   once a second (at once for a new sensor, before any of its records is in the ring);
@@ -43,6 +49,7 @@ from leireye.exitcodes import ExitCode
 from leireye.fleet.checkpoint import IdCheckpoint
 from leireye.fleet.connect import connect_options, load_secrets
 from leireye.fleet.discover import fleet_streams, sensors_of
+from leireye.fleet.flowmsg import decode_flows
 from leireye.fleet.model import (
     H_LAST,
     SENSOR_TABLE_FILE,
@@ -55,6 +62,7 @@ from leireye.fleet.model import (
     write_sensor_table,
 )
 from leireye.fleet.tracker import Fleet, SensorTrack
+from leireye.flows.store import FlowStoreWriter
 from leireye.privileges import drop_privileges, lookup_user
 from leireye.proctitle import set_title
 from leireye.ring import Ring, RingWriter
@@ -63,8 +71,9 @@ from leireye.stopping import StopEvent, StopFlag, stop_on_sigterm
 
 log = logging.getLogger("leireye.ingest")
 
-FOLLOWED: Final[tuple[Kind, ...]] = ("packets", "stats", "status")
-FETCH_BATCH: Final = {"packets": 64, "stats": 16, "status": 16}
+FOLLOWED: Final[tuple[Kind, ...]] = ("packets", "flows", "stats", "status")
+FETCH_BATCH: Final = {"packets": 64, "flows": 16, "stats": 16, "status": 16}
+DATA: Final[tuple[Kind, ...]] = ("packets", "flows")  # read from the start; the rest: the last
 FETCH_TIMEOUT_S: Final = 0.5
 TICK_S: Final = 0.1
 TABLE_PERIOD_S: Final = 1.0
@@ -93,6 +102,7 @@ def _run(config: Config, ring_name: str, status_name: str, stopping: StopFlag) -
         linktype=1, snaplen=config.ring.raw_bytes, pid=os.getpid(), started_at_ns=time.time_ns(),
     ))  # fmt: skip
     ring: Ring | None = None
+    store: FlowStoreWriter | None = None
     state_dir = Path(config.state_dir)
     try:
         try:
@@ -103,12 +113,15 @@ def _run(config: Config, ring_name: str, status_name: str, stopping: StopFlag) -
             drop_privileges(lookup_user(config.capture.user), preload=PRELOAD)
             writer = RingWriter(ring)
             checkpoint = IdCheckpoint(state_dir, writer.next_id)
+            history = config.history
+            store = FlowStoreWriter(config.history_dir, flows_days=history.flows_days,
+                                    max_gb=history.max_gb, flush_s=history.flush_s)  # fmt: skip
         except (LeirEyeError, OSError) as exc:
             log.error("ingest cannot start: %s", exc)
             report.update(state=CaptureState.ERROR, last_error=str(exc))
             return ExitCode.FATAL
         fleet = Fleet(config.central.silent_after_s, saved)
-        ingest = Ingest(config, writer, checkpoint, fleet, report, options, stopping)
+        ingest = Ingest(config, writer, checkpoint, fleet, report, options, stopping, store)
         asyncio.run(ingest.run())
         return ExitCode.OK
     except Exception as exc:  # a bug: say so, leave a trace in the status, be restarted
@@ -116,6 +129,11 @@ def _run(config: Config, ring_name: str, status_name: str, stopping: StopFlag) -
         report.update(state=CaptureState.ERROR, capturing=False, last_error=f"crashed: {exc!r}")
         return ExitCode.ERROR
     finally:
+        if store is not None:
+            try:
+                store.close()  # the flows held in memory are written
+            except OSError as exc:
+                log.error("flow store: cannot write the last flows: %s", exc)
         if ring is not None:
             ring.close()
         block.close()
@@ -144,8 +162,10 @@ class Ingest:
         report: Report,
         options: dict[str, Any],
         stopping: StopFlag,
+        store: FlowStoreWriter,
     ) -> None:
         self.config = config
+        self.store = store
         self.central = config.central
         self.writer = writer
         self.raw_bytes = writer.ring.raw_bytes
@@ -241,6 +261,7 @@ class Ingest:
                 next_discover = time.monotonic() + self.central.discover_s
             if now >= next_table:
                 self._publish()
+                self.store.tick()  # flushes every history.flush_s
                 next_table = now + TABLE_PERIOD_S
             await asyncio.sleep(TICK_S)  # the loop's pace; the followers run meanwhile
 
@@ -287,7 +308,7 @@ class Ingest:
         config = ConsumerConfig(
             durable_name=self.durable,
             ack_policy=AckPolicy.EXPLICIT,
-            deliver_policy=DeliverPolicy.ALL if kind == "packets" else DeliverPolicy.LAST,
+            deliver_policy=DeliverPolicy.ALL if kind in DATA else DeliverPolicy.LAST,
             max_ack_pending=1024,
             ack_wait=30,
         )
@@ -347,6 +368,9 @@ class Ingest:
         if kind == "packets":
             self._packets(track, msg)
             return
+        if kind == "flows":
+            self._flows(track, msg)
+            return
         payload = _json_object(msg.data)
         if payload is None:
             track.bad_batches += 1
@@ -373,6 +397,17 @@ class Ingest:
         self.writer.write(records, cast(Any, frames))
         self.bytes += int(records["wire_len"].sum())
         track.on_batch(batch.header)
+
+    def _flows(self, track: SensorTrack, msg: Msg) -> None:
+        try:
+            message = decode_flows(track.name, msg.data)
+        except FleetError as exc:
+            track.bad_batches += 1
+            self._note_bad(track, str(exc))
+            return
+        self.store.add_flows(message.flows)
+        track.flows += len(message.flows)
+        track.flows_missed += message.missed
 
     def _note_bad(self, track: SensorTrack, why: str) -> None:
         """Log the first bad message of a sensor and then every 100th: counted, not flooded."""

@@ -8,12 +8,18 @@ retention deletes while a query lists it makes the query start over once with a 
 
 Nothing here holds a lock on the files: any number of processes read while the flow process
 writes (the writer only adds whole files by rename, and deletes whole hours).
+
+The flows files gained a `sensor` column (a fleet central's store holds every sensor's flows);
+files written before it lack it and read as `sensor` null: which files have it is looked up once
+per file (`parquet_schema`; files never change) and those without it are read through a
+subquery that adds the column, the branches joined `UNION ALL BY NAME`.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
+from collections.abc import Set as AbstractSet
 from pathlib import Path
 from typing import Any, Final
 
@@ -75,6 +81,7 @@ class FlowHistory:
             ":memory:", config={"threads": threads, "memory_limit": f"{memory_mb}MB"}
         )
         self._lock = threading.Lock()
+        self._sensor_column: dict[str, bool] = {}  # file -> has `sensor` (files never change)
 
     def close(self) -> None:
         self._db.close()
@@ -128,7 +135,7 @@ class FlowHistory:
         parts = self._parts("flows", low, high)
         if not parts:
             return [], 0
-        source, params = _matching(parts, low, high, flt, self._twins(parts))
+        source, params = _matching(parts, low, high, flt, self._twins(parts), self._old(parts))
         order = "DESC" if descending else "ASC"
         rows = self._query(
             f"SELECT {_FLOW_COLUMNS} FROM {source}"
@@ -142,14 +149,20 @@ class FlowHistory:
 
     def flow(self, uid: str) -> list[Flow]:
         """Every record of one flow (a long flow has one per active timeout), oldest first."""
-        files = self._files("flows", *_NO_TIME)
-        if not files:
+        parts = self._parts("flows", *_NO_TIME)
+        if not parts:
             return []
+        old = self._old(parts)
+        branches = [[str(p.path) for p in parts if (p.path in old) is lacking]
+                    for lacking in (False, True)]  # fmt: skip
+        source = " UNION ALL BY NAME ".join(
+            f"SELECT * FROM {_reader(bool(lacking))} WHERE uid = ?"
+            for lacking, files in enumerate(branches)
+            if files
+        )
+        params = [value for files in branches if files for value in (files, uid)]
         rows = self._query(
-            f"SELECT {_FLOW_COLUMNS} FROM read_parquet(?) WHERE uid = ? ORDER BY first_ns",
-            [files, uid],
-            "flows",
-            _NO_TIME,
+            f"SELECT {_FLOW_COLUMNS} FROM ({source}) ORDER BY first_ns", params, "flows", _NO_TIME
         )
         return [_flow(row) for row in rows]
 
@@ -253,7 +266,9 @@ class FlowHistory:
         peers: list[dict[str, Any]] = []
         flows = self._parts("flows", low, high)
         if flows:
-            source, values = _matching(flows, low, high, FlowFilter(ip=one), self._twins(flows))
+            source, values = _matching(
+                flows, low, high, FlowFilter(ip=one), self._twins(flows), self._old(flows)
+            )
             peers = self._query(
                 "SELECT CASE WHEN side = 'orig_only' THEN resp_ip ELSE orig_ip END AS ip,"
                 " count(*) AS flows, sum(pkts)::BIGINT AS packets, sum(bytes)::BIGINT AS bytes"
@@ -319,6 +334,23 @@ class FlowHistory:
             if part.low_ns <= high and part.high_ns >= low
         ]
 
+    def _old(self, parts: list[PartFile]) -> set[Path]:
+        """The flows files among `parts` written before the `sensor` column."""
+        unknown = [str(p.path) for p in parts if str(p.path) not in self._sensor_column]
+        if unknown:
+            rows = self._query(
+                "SELECT DISTINCT file_name FROM parquet_schema(?) WHERE name = 'sensor'",
+                [unknown],
+                "flows",
+                _NO_TIME,
+            )
+            having = {str(row["file_name"]) for row in rows}
+            with self._lock:
+                for name in unknown:
+                    if Path(name).exists():  # not cached when retention took it meanwhile
+                        self._sensor_column[name] = name in having
+        return {p.path for p in parts if not self._sensor_column.get(str(p.path), True)}
+
     def _refresh(self, files: list[str]) -> list[str]:
         """A file list without the files retention deleted since it was made."""
         return [f for f in files if Path(f).exists()]
@@ -361,7 +393,12 @@ class FlowHistory:
 
 
 def _matching(
-    files: list[PartFile], low: int, high: int, flt: FlowFilter, twins: list[str] | None = None
+    files: list[PartFile],
+    low: int,
+    high: int,
+    flt: FlowFilter,
+    twins: list[str] | None = None,
+    old: AbstractSet[Path] = frozenset(),
 ) -> tuple[str, list[object]]:
     """A subquery of the flows in `files` that overlap [low, high] and pass `flt`, and its
     parameters. An `ip` filter becomes two scans joined by UNION ALL: the host as originator
@@ -370,24 +407,32 @@ def _matching(
     the Parquet reader and prunes row groups with, where `orig OR resp` would read every
     column of every row. The time test is left out for the files that lie inside the range
     by their names (reading two columns of every row for nothing). A `side` column says which
-    branch a row came from."""
+    branch a row came from. The files in `old` lack the `sensor` column: they are read apart,
+    through a subquery that adds it (null), and the branches joined by name."""
     sides: tuple[IpSide | None, ...] = ("orig_only", "resp") if flt.ip is not None else (None,)
-    inside = [i for i, f in enumerate(files) if f.low_ns >= low and f.high_ns <= high]
-    edge = [i for i, f in enumerate(files) if not (f.low_ns >= low and f.high_ns <= high)]
+    groups: dict[tuple[bool, bool], list[int]] = {}
+    for i, f in enumerate(files):
+        timed = not (f.low_ns >= low and f.high_ns <= high)
+        groups.setdefault((timed, f.path in old), []).append(i)
     branches: list[str] = []
     params: list[object] = []
     for side in sides:
         condition, values = flt.where(side)
         names = twins if side == "resp" and twins else [str(f.path) for f in files]
-        for chosen, timed in ((inside, False), (edge, True)):
-            if not chosen:
-                continue
+        for (timed, lacking), chosen in sorted(groups.items()):
             test = f"last_ns >= ? AND first_ns <= ? AND {condition}" if timed else condition
             branches.append(
-                f"SELECT *, filename, '{side or 'any'}' AS side FROM read_parquet(?) WHERE {test}"
+                f"SELECT *, '{side or 'any'}' AS side FROM {_reader(lacking)} WHERE {test}"
             )
             params += [[names[i] for i in chosen], *((low, high) if timed else ()), *values]
-    return "(" + " UNION ALL ".join(branches) + ")", params
+    return "(" + " UNION ALL BY NAME ".join(branches) + ")", params
+
+
+def _reader(lacking_sensor: bool) -> str:
+    """A scan of the files bound to its `?`, with their names, and `sensor` null for files
+    written before that column."""
+    extra = ", NULL::VARCHAR AS sensor" if lacking_sensor else ""
+    return f"(SELECT *, filename{extra} FROM read_parquet(?))"
 
 
 def _range(from_ns: int | None, to_ns: int | None) -> tuple[int, int]:

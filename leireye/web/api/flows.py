@@ -3,11 +3,19 @@
 Ended flows come from the flow store (`leireye.flows.history`, on a thread); active ones from
 the flow process's live view (`ApiContext.live_flows`) when the worker has one. A flow's
 packets are listed by ring id while the ring still holds them.
+
+At a fleet central the store holds every sensor's ended flows (its ingest writes them), each
+with its `sensor`: `sensor` filters them, and a user limited to some sensors
+(`Principal.sensors`) gets the list narrowed to theirs (naming another is refused). A single
+flow and its stream stay refused to such a user (`require_whole`): their packets are looked
+up in the ring by addresses, across sensors. On a lone sensor `sensor` may name the sensor
+itself only (it matches all), and a limited user is refused as before.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Sequence
 from typing import Any, Final
 
@@ -17,10 +25,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from leireye.accounts.principal import Principal
 from leireye.flows.model import Flow
 from leireye.flows.query import FLOW_FILTER_KEYS, FilterValueError, FlowFilter, parse_flow_filter
 from leireye.web.api import ringscan, stream
-from leireye.web.api.context import context, require_whole
+from leireye.web.api.context import context, require, require_whole
 from leireye.web.api.errors import ApiError
 from leireye.web.api.history import PAGE_KEYS, page_of, refuse_unknown, run, store
 from leireye.web.encode import iso_ms
@@ -39,6 +48,8 @@ def flow_view(flow: Flow, active: bool) -> dict[str, Any]:
     data["packets"] = flow.orig_pkts + flow.resp_pkts
     data["bytes"] = flow.orig_bytes + flow.resp_bytes
     data["active"] = active
+    if flow.sensor is None:  # a lone sensor's flows: as before the fleet
+        del data["sensor"]
     return data
 
 
@@ -49,16 +60,41 @@ def flow_filter(query: Any) -> FlowFilter:
         raise ApiError(400, "INVALID_FILTER", str(exc)) from None
 
 
+def narrowed(request: Request, who: Principal, flt: FlowFilter) -> FlowFilter:
+    """`flt` as this worker can answer it for `who`: at a central, limited to their sensors;
+    on a lone sensor, a `sensor` naming itself dropped (its store's flows carry none)."""
+    sensors = context(request).hub.sensors
+    if flt.sensor is not None and not sensors.central:
+        if sensors.own is None or flt.sensor != (sensors.own,):
+            this = f"; this is sensor {sensors.own!r}" if sensors.own else ""
+            raise ApiError(400, "INVALID_FILTER", f"sensor: not a fleet central{this}")
+        flt = dataclasses.replace(flt, sensor=None)
+    allowed = who.sensors
+    if sensors.sees_all(allowed):
+        return flt
+    if not sensors.central or allowed is None:
+        require_whole(request)  # raises: no narrowing here
+        return flt
+    outside = sorted(set(flt.sensor or ()) - set(allowed))
+    if outside:
+        raise ApiError(
+            400,
+            "INVALID_FILTER",
+            f"sensor {outside[0]!r} is not one you may see; yours: {', '.join(allowed)}",
+        )
+    return dataclasses.replace(flt, sensor=flt.sensor or tuple(sorted(set(allowed))))
+
+
 def _active(request: Request) -> Sequence[Flow]:
     live = context(request).live_flows
     return () if live is None else live.active()
 
 
 async def list_flows(request: Request) -> Response:
-    require_whole(request)
+    who = require(request)
     query = request.query_params
     refuse_unknown(query, (*PAGE_KEYS, *FLOW_FILTER_KEYS, "status"))
-    flt = flow_filter(query)
+    flt = narrowed(request, who, flow_filter(query))
     page = page_of(query, store(request).rows_max)
     status = query.get("status", "all")
     if status not in ("all", "active", "ended"):

@@ -1,0 +1,61 @@
+"""A `flows` message of the fleet: the sensor's ended flows, encoded by its publisher
+(`side.py`) and decoded by the central's ingest, with one function each so the two cannot drift.
+
+The body is a JSON object `{"sensor", "run", "missed", "flows": [...]}`: `run` is the sensor's
+run (`LE-Run`), `missed` the flow events its flow process's event ring overwrote before the
+publisher read them (since the previous message), and each of `flows` a `Flow`'s fields plus
+`sensor`. The central takes the sensor from the subject, never from the body: a row or body that
+names another sensor is refused whole, as is anything else malformed (`FleetError`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Final
+
+import msgspec
+
+from leireye.fleet.model import FleetError, json_message
+from leireye.flows.model import Flow
+
+MAX_FLOWS_BODY: Final = 64 << 20  # a body above this is refused before it is parsed
+
+
+class _Message(msgspec.Struct, forbid_unknown_fields=False):
+    sensor: str
+    run: int
+    missed: int
+    flows: list[Flow]
+
+
+@dataclass(frozen=True)
+class FlowsMessage:
+    sensor: str
+    run: int
+    missed: int
+    flows: list[Flow]  # each with `sensor` set
+
+
+def encode_flows(sensor: str, run: int, missed: int, flows: Sequence[Flow]) -> bytes:
+    """The body of a `flows` message."""
+    rows = [{**msgspec.to_builtins(flow), "sensor": sensor} for flow in flows]
+    return json_message({"sensor": sensor, "run": run, "missed": missed, "flows": rows})
+
+
+def decode_flows(sensor: str, body: bytes) -> FlowsMessage:
+    """A `flows` message of `sensor` (the subject's) back to flows; FleetError saying why for
+    anything malformed: the central counts such a message and goes on."""
+    if len(body) > MAX_FLOWS_BODY:
+        raise FleetError(f"flows message of {len(body)} bytes is above {MAX_FLOWS_BODY}")
+    try:
+        message = msgspec.json.decode(body, type=_Message)
+    except msgspec.DecodeError as exc:  # ValidationError too: it names the path
+        raise FleetError(f"flows message unusable: {exc}") from None
+    if message.sensor != sensor:
+        raise FleetError(f"flows message of sensor {message.sensor[:64]!r} on {sensor!r}'s subject")
+    if message.missed < 0:
+        raise FleetError(f"flows message with missed {message.missed}")
+    if any(flow.sensor != sensor for flow in message.flows):
+        raise FleetError("flows message with a flow of another sensor")
+    return FlowsMessage(sensor, message.run, message.missed, message.flows)
