@@ -1,0 +1,161 @@
+"""Ended flows at a fleet central, against real parts: a real nats-server with JetStream, flows
+messages published with nats-py in the publisher's own encoding (`flowmsg.encode_flows`, the
+headers `side.py` sends), the real `leireye central` writing them into its flow store, and its
+`/api/flows` over HTTP: every row with its `sensor`, the `sensor` filter, a user limited to one
+sensor seeing that sensor's flows only."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+
+from leireye.accounts.users import UsersFile, dump_users_file
+from leireye.fleet.flowmsg import encode_flows
+from leireye.fleet.model import H_RUN, MSG_ID, SENSOR_TABLE_FILE, read_sensor_table
+from leireye.fleet.side import H_FLOW_CURSOR
+from leireye.flows.model import Flow
+from tests.accounts import make_user
+from tests.fleet.natsutil_central import Fleet, nats_server
+from tests.http import Http, assert_error
+from tests.sensor import Sensor
+from tests.waiting import wait_for
+
+pytestmark = [
+    pytest.mark.root,
+    pytest.mark.slow,
+    pytest.mark.skipif(os.geteuid() != 0, reason="the central drops root like a sensor"),
+]
+
+PASSWORD = "central-admin-1"
+T0 = 1_780_000_000 * 10**9  # 2026-05-28T20:26:40Z
+SECOND = 10**9
+RUN = 1_779_999_000 * 10**9
+SPAN = "from=2026-05-28T20:00:00Z&to=2026-05-28T21:00:00Z"
+
+
+@pytest.fixture(scope="module")
+def nats_url() -> Iterator[str]:
+    with nats_server() as url:
+        yield url
+
+
+def flow(uid: str, orig_ip: str, last_s: int, **changes: Any) -> Flow:
+    values: dict[str, Any] = dict(
+        uid=uid, vlan=None, transport="TCP", ip_version=4, orig_ip=orig_ip, orig_port=40000,
+        resp_ip="192.0.2.80", resp_port=443, app="TLS", first_ns=T0 - 5 * SECOND,
+        last_ns=T0 + last_s * SECOND, orig_pkts=3, orig_bytes=300, resp_pkts=4, resp_bytes=4000,
+        conn_state="SF", history="ShADadFf", end_reason="fin", tls_sni=f"{uid}.example",
+    )  # fmt: skip
+    values.update(changes)
+    return Flow(**values)
+
+
+def flows_message(
+    sensor: str, cursor: int, flows: list[Flow], missed: int = 0
+) -> tuple[str, str, bytes, dict[str, str]]:
+    """A `flows` message as the sensor's publisher sends it (side.SidePublisher._next_flows)."""
+    headers = {
+        MSG_ID: f"{sensor}:{RUN}:flows:{cursor}",
+        H_RUN: str(RUN),
+        H_FLOW_CURSOR: str(cursor),
+    }
+    return sensor, "flows", encode_flows(sensor, RUN, missed, flows), headers
+
+
+def start_central(tmp: Path, url: str) -> Sensor:
+    config = (
+        "ring: {capacity: 1024, raw_bytes: 64}\n"
+        "history: {flush_s: 1}\n"
+        "central:\n"
+        "  enabled: true\n"
+        f"  nats: {{servers: ['{url}']}}\n"
+        "  discover_s: 0.5\n"
+    )
+    limited = msgspec.structs.replace(make_user(2, "wes", "ANALYST", PASSWORD), sensors=("west",))
+    users = (make_user(1, "admin", "ADMIN", PASSWORD), limited)
+    text = dump_users_file(UsersFile(next_id=3, users=users))
+    central = Sensor(tmp, config=config, users=text, command="central")
+    central.web_port()
+    return central
+
+
+def login(central: Sensor, username: str) -> Http:
+    http = Http(central.web_port())
+    reply = http.post("/api/auth/login", {"username": username, "password": PASSWORD})
+    assert reply.status == 200, reply.body
+    return http.with_token(reply.json["access_token"])
+
+
+def uids(reply: Any) -> dict[str, str | None]:
+    assert reply.status == 200, reply.body
+    return {row["uid"]: row.get("sensor", "ABSENT") for row in reply.json["flows"]}
+
+
+def test_central_stores_every_sensors_flows_with_their_sensor(
+    tmp_path: Path, nats_url: str
+) -> None:
+    fleet = Fleet(nats_url)
+    fleet.create_streams("east", "west")
+    central = start_central(tmp_path, nats_url)
+    try:
+        with central.explained():
+            fleet.publish_many([
+                flows_message("east", 10, [flow("Ceast1", "10.1.0.1", 1),
+                                           flow("Ceast2", "10.1.0.2", 2)], missed=2),
+                flows_message("west", 4, [flow("Cwest1", "10.2.0.1", 3)]),
+                ("west", "flows", b'{"sensor": "west", "flows": "no"}', None),  # counted, skipped
+                flows_message("west", 9, [flow("Cwest2", "10.2.0.2", 4)], missed=1),
+            ])  # fmt: skip
+            path = central.state_dir / SENSOR_TABLE_FILE
+
+            def counted() -> dict[str, tuple[int, int, int]] | None:
+                table = read_sensor_table(path)
+                got = {s.name: (s.flows, s.flows_missed, s.bad_batches)
+                       for s in (table.sensors if table else ())}  # fmt: skip
+                return got if got == {"east": (2, 2, 0), "west": (2, 1, 1)} else None
+
+            wait_for(counted, 20, "the flows counted per sensor")
+            admin = login(central, "admin")
+            expected = {"Ceast1": "east", "Ceast2": "east", "Cwest1": "west", "Cwest2": "west"}
+
+            def listed() -> dict[str, str | None] | None:
+                got = uids(admin.get(f"/api/flows?{SPAN}&limit=100"))
+                return got if len(got) == 4 else None
+
+            assert wait_for(listed, 20, "the flows in the central's store") == expected
+            whole = admin.get(f"/api/flows?{SPAN}&sensor=east").json
+            assert whole["total"] == 2 and whole["live"] is False
+            row = whole["flows"][0]
+            assert row["sensor"] == "east" and row["active"] is False
+            assert row["tls_sni"] == f"{row['uid']}.example" and row["bytes"] == 4300
+            assert uids(admin.get(f"/api/flows?{SPAN}&sensor=west,east")) == expected
+            assert uids(admin.get(f"/api/flows?{SPAN}&sensor=west&ip=10.2.0.2")) == {
+                "Cwest2": "west"
+            }
+            assert uids(admin.get(f"/api/flows?{SPAN}&sensor=north")) == {}
+            assert_error(admin.get(f"/api/flows?{SPAN}&sensor=no.dots"), 400, "INVALID_FILTER")
+            one = admin.get("/api/flows/Cwest1")
+            assert one.status == 200 and one.json["flow"]["sensor"] == "west", one.body
+            metrics = admin.get("/metrics")
+            assert metrics.status == 200, metrics.body
+            assert 'leireye_sensor_flows_total{sensor="east"} 2' in metrics.body.decode()
+
+            wes = login(central, "wes")
+            assert uids(wes.get(f"/api/flows?{SPAN}")) == {"Cwest1": "west", "Cwest2": "west"}
+            assert uids(wes.get(f"/api/flows?{SPAN}&sensor=west")) == {
+                "Cwest1": "west",
+                "Cwest2": "west",
+            }
+            refused = assert_error(wes.get(f"/api/flows?{SPAN}&sensor=east"), 400, "INVALID_FILTER")
+            assert "east" in refused["detail"]
+            assert_error(wes.get("/api/flows/Cwest1"), 403, "FORBIDDEN")  # its packets: mixed
+            assert_error(wes.get("/api/hosts"), 403, "FORBIDDEN")
+            files = list((central.state_dir / "flows" / "flows").rglob("*.parquet"))
+            assert files and all(f.stat().st_mode & 0o777 == 0o640 for f in files)
+    finally:
+        central.kill()
