@@ -261,9 +261,21 @@ class Ingest:
                 next_discover = time.monotonic() + self.central.discover_s
             if now >= next_table:
                 self._publish()
-                self.store.tick()  # flushes every history.flush_s
+                self._flush_flows()
                 next_table = now + TABLE_PERIOD_S
             await asyncio.sleep(TICK_S)  # the loop's pace; the followers run meanwhile
+
+    def _flush_flows(self) -> None:
+        """Write the flows held once `history.flush_s` has passed. A store that cannot be
+        written (disk full, permissions) keeps them and is tried again at the next tick; said
+        in `last_error` (logged once per change)."""
+        try:
+            self.store.tick()
+        except OSError as exc:
+            self._set_error(f"flow store: cannot write: {exc}")
+            return
+        if self.last_error.startswith("flow store:"):
+            self._set_error("")
 
     def _finish(self) -> None:
         self._publish(state=CaptureState.STOPPED, capturing=False)
@@ -405,7 +417,10 @@ class Ingest:
             track.bad_batches += 1
             self._note_bad(track, str(exc))
             return
-        self.store.add_flows(message.flows)
+        try:
+            self.store.add_flows(message.flows)  # held even when the flush it made failed
+        except OSError as exc:
+            self._set_error(f"flow store: cannot write: {exc}")
         track.flows += len(message.flows)
         track.flows_missed += message.missed
 

@@ -114,6 +114,21 @@ def test_flows_message_round_trip_and_refusals() -> None:
         b'{"sensor": "east", "run": 1, "missed": -1, "flows": []}',
         b'{"sensor": "east", "run": 1, "missed": 0, "flows": [{"uid": 3}]}',
         encode_flows("east", 1, 0, [bare_flow()]).replace(b'"sensor":"east"}', b'"sensor":"x"}'),
+        *(
+            encode_flows("east", 1, 0, [bare_flow(**bad)])
+            for bad in (
+                {"orig_ip": "not-an-ip"},
+                {"resp_ip": ""},
+                {"orig_port": 70000},
+                {"resp_port": -1},
+                {"vlan": 4096},
+                {"ip_version": 5},
+                {"orig_bytes": -1},
+                {"resp_pkts": 2**63},
+                {"last_ns": NOW_NS - 10 * SECOND},
+                {"orig_bytes": 2**62, "resp_bytes": 2**62},
+            )
+        ),
     ]
     for bad in bad_rows:
         with pytest.raises(FleetError):
