@@ -142,7 +142,10 @@ async def get_flow(request: Request) -> Response:
     records = await _records(request, uid)
     newest = records[-1][0]
     first_ns = records[0][0].first_ns
-    ids = await asyncio.to_thread(packet_ids, context(request).hub.ring, newest, first_ns)
+    sensors = context(request).hub.sensors
+    index = sensors.index_of(newest.sensor) if newest.sensor and sensors.central else None
+    ring = context(request).hub.ring
+    ids = await asyncio.to_thread(packet_ids, ring, newest, first_ns, index)
     return JSONResponse(
         {
             "uid": uid,
@@ -173,9 +176,12 @@ def _directions(flow: Flow) -> list[PacketFilter]:
     return found
 
 
-def packet_ids(ring: ringscan.RingView, flow: Flow, first_ns: int) -> list[int]:
+def packet_ids(
+    ring: ringscan.RingView, flow: Flow, first_ns: int, sensor: int | None = None
+) -> list[int]:
     """The ring ids of the flow's packets still in the ring (its 5-tuple, both ways, within
-    its time span), oldest first, at most PACKET_IDS_MAX. A scan of the ring in chunks."""
+    its time span; at a central, of its sensor's index `sensor` only), oldest first, at most
+    PACKET_IDS_MAX. A scan of the ring in chunks."""
     directions = _directions(flow)
     if not directions:
         return []
@@ -192,6 +198,8 @@ def packet_ids(ring: ringscan.RingView, flow: Flow, first_ns: int) -> list[int]:
         cursor = end + 1
         mask = directions[0].mask(records) | directions[1].mask(records)
         mask &= (records["ts_ns"] >= first_ns) & (records["ts_ns"] <= flow.last_ns)
+        if sensor is not None:
+            mask &= records["sensor"] == sensor
         ids = records["seq"][mask][: PACKET_IDS_MAX - count]
         out.append(ids)
         count += len(ids)
