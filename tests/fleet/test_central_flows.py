@@ -7,6 +7,8 @@ sensor seeing that sensor's flows only."""
 from __future__ import annotations
 
 import os
+import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -32,10 +34,10 @@ pytestmark = [
 ]
 
 PASSWORD = "central-admin-1"
-T0 = 1_780_000_000 * 10**9  # 2026-05-28T20:26:40Z
 SECOND = 10**9
-RUN = 1_779_999_000 * 10**9
-SPAN = "from=2026-05-28T20:00:00Z&to=2026-05-28T21:00:00Z"
+T0 = (time.time_ns() // SECOND - 60) * SECOND  # recent: the store's retention keeps 7 days
+RUN = T0 - 3600 * SECOND
+SPAN = f"from={T0 // SECOND - 600}&to={T0 // SECOND + 600}"
 
 
 @pytest.fixture(scope="module")
@@ -67,19 +69,23 @@ def flows_message(
     return sensor, "flows", encode_flows(sensor, RUN, missed, flows), headers
 
 
-def start_central(tmp: Path, url: str) -> Sensor:
+def start_central(
+    tmp: Path, url: str, sensors: str, flush_s: float = 1, state_dir: Path | None = None
+) -> Sensor:
+    """`sensors`: the central's `central.sensors` (the tests share one nats-server)."""
     config = (
         "ring: {capacity: 1024, raw_bytes: 64}\n"
-        "history: {flush_s: 1}\n"
+        f"history: {{flush_s: {flush_s}}}\n"
         "central:\n"
         "  enabled: true\n"
         f"  nats: {{servers: ['{url}']}}\n"
         "  discover_s: 0.5\n"
+        f"  sensors: [{sensors}]\n"
     )
     limited = msgspec.structs.replace(make_user(2, "wes", "ANALYST", PASSWORD), sensors=("west",))
     users = (make_user(1, "admin", "ADMIN", PASSWORD), limited)
-    text = dump_users_file(UsersFile(next_id=3, users=users))
-    central = Sensor(tmp, config=config, users=text, command="central")
+    text = dump_users_file(UsersFile(next_id=3, users=users)) if state_dir is None else ""
+    central = Sensor(tmp, config=config, users=text, command="central", state_dir=state_dir)
     central.web_port()
     return central
 
@@ -101,7 +107,7 @@ def test_central_stores_every_sensors_flows_with_their_sensor(
 ) -> None:
     fleet = Fleet(nats_url)
     fleet.create_streams("east", "west")
-    central = start_central(tmp_path, nats_url)
+    central = start_central(tmp_path, nats_url, "east, west")
     try:
         with central.explained():
             fleet.publish_many([
@@ -159,3 +165,42 @@ def test_central_stores_every_sensors_flows_with_their_sensor(
             assert files and all(f.stat().st_mode & 0o777 == 0o640 for f in files)
     finally:
         central.kill()
+
+
+def test_a_stopped_central_writes_the_flows_it_held_and_resumes_after_them(
+    tmp_path: Path, nats_url: str
+) -> None:
+    fleet = Fleet(nats_url)
+    fleet.create_streams("north")
+    central = start_central(tmp_path, nats_url, "north", flush_s=3600)  # held until the stop
+    second: Sensor | None = None
+    try:
+        with central.explained():
+            fleet.publish_many([flows_message("north", 1, [flow("Cn1", "10.3.0.1", 1)])])
+            path = central.state_dir / SENSOR_TABLE_FILE
+
+            def received() -> bool:
+                table = read_sensor_table(path)
+                return table is not None and [s.flows for s in table.sensors] == [1]
+
+            wait_for(received, 20, "the first flow received")
+            assert not list((central.state_dir / "flows").rglob("*.parquet"))  # still held
+        assert central.stop(signal.SIGINT) == 0
+        assert central.proc.stderr is not None and not central.late_imports()
+        central.proc.stderr.close()
+        assert list((central.state_dir / "flows" / "flows").rglob("*.parquet"))
+
+        fleet.publish_many([flows_message("north", 2, [flow("Cn2", "10.3.0.2", 2)])])
+        second = start_central(tmp_path, nats_url, "north", state_dir=central.state_dir)
+        with second.explained():
+            admin = login(second, "admin")
+
+            def both() -> dict[str, str | None] | None:
+                got = uids(admin.get(f"/api/flows?{SPAN}"))
+                return got if len(got) >= 2 else None
+
+            assert wait_for(both, 20, "both flows") == {"Cn1": "north", "Cn2": "north"}
+            assert admin.get(f"/api/flows?{SPAN}").json["total"] == 2  # none read twice
+            assert admin.get(f"/api/flows?{SPAN}").json["lost"] == {}
+    finally:
+        (second or central).kill()
