@@ -52,6 +52,7 @@ OFFSET_MAX: Final = 100_000
 PEERS_MAX: Final = 50
 STEPS_MAX: Final = 2000
 MINUTE_NS: Final = 60 * 10**9
+SCHEMA_CACHE_MAX: Final = 50_000  # files remembered with or without `sensor`, then pruned
 _FLOW_COLUMNS: Final = ", ".join(FLOW_FIELDS)
 _NO_TIME: Final = (-(2**63), 2**63 - 1)
 
@@ -346,6 +347,9 @@ class FlowHistory:
             )
             having = {str(row["file_name"]) for row in rows}
             with self._lock:
+                if len(self._sensor_column) + len(unknown) > SCHEMA_CACHE_MAX:
+                    cached = self._sensor_column.items()  # drop the files retention deleted
+                    self._sensor_column = {k: v for k, v in cached if Path(k).exists()}
                 for name in unknown:
                     if Path(name).exists():  # not cached when retention took it meanwhile
                         self._sensor_column[name] = name in having
