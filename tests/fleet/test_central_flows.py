@@ -159,7 +159,7 @@ def test_central_stores_every_sensors_flows_with_their_sensor(
             }
             refused = assert_error(wes.get(f"/api/flows?{SPAN}&sensor=east"), 400, "INVALID_FILTER")
             assert "east" in refused["detail"]
-            assert_error(wes.get("/api/flows/Cwest1"), 403, "FORBIDDEN")  # its packets: mixed
+            assert_error(wes.get("/api/flows/Cwest1"), 403, "FORBIDDEN")  # not narrowed
             assert_error(wes.get("/api/hosts"), 403, "FORBIDDEN")
             files = list((central.state_dir / "flows" / "flows").rglob("*.parquet"))
             assert files and all(f.stat().st_mode & 0o777 == 0o640 for f in files)

@@ -7,8 +7,8 @@ packets are listed by ring id while the ring still holds them.
 At a fleet central the store holds every sensor's ended flows (its ingest writes them), each
 with its `sensor`: `sensor` filters them, and a user limited to some sensors
 (`Principal.sensors`) gets the list narrowed to theirs (naming another is refused). A single
-flow and its stream stay refused to such a user (`require_whole`): their packets are looked
-up in the ring by addresses, across sensors. On a lone sensor `sensor` may name the sensor
+flow and its stream stay refused to such a user (`require_whole`; not narrowed yet: Follow
+Stream reads the ring by addresses, across sensors). On a lone sensor `sensor` may name the sensor
 itself only (it matches all), and a limited user is refused as before.
 """
 
