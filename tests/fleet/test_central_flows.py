@@ -159,7 +159,11 @@ def test_central_stores_every_sensors_flows_with_their_sensor(
             }
             refused = assert_error(wes.get(f"/api/flows?{SPAN}&sensor=east"), 400, "INVALID_FILTER")
             assert "east" in refused["detail"]
-            assert_error(wes.get("/api/flows/Cwest1"), 403, "FORBIDDEN")  # not narrowed
+            theirs = wes.get("/api/flows/Cwest1")
+            assert theirs.status == 200 and theirs.json["flow"]["sensor"] == "west", theirs.body
+            assert theirs.json["packet_ids"] == []  # no packet of west's in the ring
+            assert_error(wes.get("/api/flows/Ceast1"), 404, "NOT_FOUND")  # as if not there
+            assert_error(wes.get("/api/flows/Cwest1/stream"), 403, "FORBIDDEN")
             assert_error(wes.get("/api/hosts"), 403, "FORBIDDEN")
             files = list((central.state_dir / "flows" / "flows").rglob("*.parquet"))
             assert files and all(f.stat().st_mode & 0o777 == 0o640 for f in files)

@@ -7,8 +7,9 @@ packets are listed by ring id while the ring still holds them.
 At a fleet central the store holds every sensor's ended flows (its ingest writes them), each
 with its `sensor`: `sensor` filters them, and a user limited to some sensors
 (`Principal.sensors`) gets the list narrowed to theirs (naming another is refused). A single
-flow and its stream stay refused to such a user (`require_whole`; not narrowed yet: Follow
-Stream reads the ring by addresses, across sensors). On a lone sensor `sensor` may name the sensor
+flow is theirs when its sensor is (404 otherwise), its packet ids its own sensor's; its
+stream stays refused to such a user (`require_whole`: Follow Stream reads the ring by
+addresses, across sensors). On a lone sensor `sensor` may name the sensor
 itself only (it matches all), and a limited user is refused as before.
 """
 
@@ -122,30 +123,44 @@ async def list_flows(request: Request) -> Response:
     )
 
 
-async def _records(request: Request, uid: str) -> list[tuple[Flow, bool]]:
+async def _records(
+    request: Request, uid: str, allowed: tuple[str, ...] | None = None
+) -> list[tuple[Flow, bool]]:
     """A flow's records, oldest first: the stored ones (ended, or reported at the active
-    timeout), then the live one (True) while it is active. 404 when there is none."""
+    timeout), then the live one (True) while it is active; of the sensors in `allowed` only
+    (None: all). 404 when there is none."""
     if not 1 <= len(uid) <= 64 or not uid.isascii() or not uid.isprintable():
         raise ApiError(404, "NOT_FOUND", f"No such flow: {uid[:40]!r}")
     history = store(request)
     records = [(f, False) for f in await run(lambda: history.flow(uid))]
     live = [f for f in await asyncio.to_thread(_active, request) if f.uid == uid]
     records += [(f, True) for f in live]
+    if allowed is not None:
+        records = [(f, active) for f, active in records if f.sensor in allowed]
     if not records:
         raise ApiError(404, "NOT_FOUND", f"No such flow: {uid!r} (not active, not in the store)")
     return records
 
 
 async def get_flow(request: Request) -> Response:
-    require_whole(request)
+    who = require(request)
+    sensors = context(request).hub.sensors
+    allowed = None
+    if not sensors.sees_all(who.sensors):
+        if not sensors.central or who.sensors is None:
+            require_whole(request)  # raises: no narrowing here
+        allowed = who.sensors
     uid = request.path_params["uid"]
-    records = await _records(request, uid)
+    records = await _records(request, uid, allowed)
     newest = records[-1][0]
     first_ns = records[0][0].first_ns
-    sensors = context(request).hub.sensors
-    index = sensors.index_of(newest.sensor) if newest.sensor and sensors.central else None
     ring = context(request).hub.ring
-    ids = await asyncio.to_thread(packet_ids, ring, newest, first_ns, index)
+    index: int | None = None
+    if sensors.central:  # its own sensor's packets only (none when its name is not known)
+        index = sensors.index_of(newest.sensor) if newest.sensor else None
+    ids: list[int] = []
+    if index is not None or not sensors.central:
+        ids = await asyncio.to_thread(packet_ids, ring, newest, first_ns, index)
     return JSONResponse(
         {
             "uid": uid,
