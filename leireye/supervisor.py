@@ -14,7 +14,8 @@ it), asks the kernel for SIGTERM if the supervisor dies, and stops on SIGTERM.
 
 A fleet central (`leireye central`, `central.enabled`) is the same run with the ingest process
 (`leireye/fleet/ingest.py`) in the capture's place: it writes ring shard 0 and status block 0
-and beats the same heartbeat; there are no flows or store children (docs/fleet-central.md).
+and beats the same heartbeat; there are no flows or store children: the ingest writes the
+sensors' ended flows into the central's own flow store (docs/fleet-central.md).
 
 Signal handlers only set a flag and wake the loop through a pipe; the main loop does all the
 work: reap exits, restart with backoff, watch the capture heartbeat, and on stop send SIGTERM to
@@ -266,7 +267,7 @@ class Supervisor:
 
         cfg, owners = self.config, self.owners
         state_directory(Path(cfg.state_dir), owners.group)
-        if cfg.flows.enabled:
+        if cfg.flows.enabled or self.central:  # a central's ingest writes its sensors' flows
             from leireye.flows.store import prepare_history_dir
 
             writer = None if owners.writer is None else pwd.getpwuid(owners.writer[0])

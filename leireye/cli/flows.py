@@ -3,7 +3,7 @@
     leireye flows [-c CONFIG] [--from T] [--to T] [--limit N] [--sort bytes|packets|duration|start]
                   [--asc] [--json] [--ip CIDR] [--src-ip CIDR] [--dst-ip CIDR] [--port N]
                   [--src-port N] [--dst-port N] [--protocol P] [--vlan N] [--min-bytes N]
-                  [--min-duration-ms N] [--state S]
+                  [--min-duration-ms N] [--state S] [--sensor NAME[,NAME...]]
     leireye hosts [-c CONFIG] [--from T] [--to T] [--limit N] [--sort bytes|...] [--asc] [--json]
 
 The store is `history.dir` of the config (`-c`, else LEIREYE_CONFIG, else configs/default.yaml);
@@ -11,7 +11,8 @@ it needs read access to it (root, or the web user's group). Times are ISO 8601 (
 zone is given) or Unix seconds; without `--from`, the last 24 hours. `flows` prints ended flows
 as Zeek's conn.log does (tab-separated, a `#fields` line first, `-` for none, `ts` the start
 in Unix seconds); `--json` prints one JSON object a line instead. Flows still active are in
-the flow process only: see GET /api/flows.
+the flow process only: see GET /api/flows. `--sensor` keeps the flows of those sensors, in a
+fleet central's store (-c its config: every sensor's ended flows, each with its `sensor`).
 """
 
 from __future__ import annotations

@@ -227,6 +227,8 @@ class SensorState(msgspec.Struct, frozen=True):
     stats: dict[str, Any] | None = None  # its last `stats` snapshot, as it sent it
     # messages of any of its streams that were gone (retention) before the central read them
     missed_messages: int = 0
+    flows: int = 0  # ended flows received from it (and written to the central's flow store)
+    flows_missed: int = 0  # flow events it reported it could not send (its messages' `missed`)
 
 
 class SensorTable(msgspec.Struct, frozen=True):

@@ -6,8 +6,9 @@ slow acknowledgement never holds up the packet batches:
 - `stats`: the stats series' snapshot (`StatsSnapshot`'s fields), once a second;
 - `status`: `capture` (the capture status, summed over the shards) and `publisher` (this
   process's `PublisherStatus`), once a second and at once when either changes state;
-- `flows`: `{"sensor", "run", "missed", "flows": [...]}`, the flows that ended since the last
-  message (each the flow store's `Flow` fields plus `sensor`), every second when there are
+- `flows`: `{"sensor", "run", "missed", "flows": [...]}` (`flowmsg.encode_flows`), the flows
+  that ended since the last message (each the flow store's `Flow` fields plus `sensor`),
+  every second when there are
   any, as many messages (each within the server's max_payload) as it takes to catch up. These
   are data, not snapshots: each message waits for its acknowledgement and is sent again (same
   `Nats-Msg-Id`) until it gets one; flow events the flow process's event ring overwrote before
@@ -29,6 +30,7 @@ import nats.errors
 
 from leireye.config import Config
 from leireye.errors import LeirEyeError
+from leireye.fleet.flowmsg import encode_flows
 from leireye.fleet.model import H_RUN, MSG_ID, json_message, subject
 from leireye.flows.rows import to_flows
 from leireye.flows.view import ENDED, FlowView
@@ -178,16 +180,13 @@ class SidePublisher:
                 return None
             ended = events.rows[events.kinds == ENDED]
             missed = events.missed
-            rows = [
-                {**msgspec.to_builtins(flow), "sensor": self.sensor} for flow in to_flows(ended)
-            ]
-            payload = {"sensor": self.sensor, "run": self.publisher.run_id, "missed": missed,
-                       "flows": rows}  # fmt: skip
-            body = json_message(payload) if rows else b""
+            flows = to_flows(ended)
+            run = self.publisher.run_id
+            body = encode_flows(self.sensor, run, missed, flows) if flows else b""
             if len(body) <= limit:
                 break
             if count == 1:  # one flow too big for any message
-                missed, body = missed + len(rows), b""
+                missed, body = missed + len(flows), b""
                 break
             count = max(1, count // 2)
         headers = {

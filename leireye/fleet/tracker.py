@@ -14,7 +14,9 @@ Counted per sensor:
   a new ring: only that batch's `LE-Lost` counts;
 - `missed_messages`: stream sequence numbers skipped between two messages the central got (or
   after the last one it acknowledged before a restart), on any of the sensor's streams;
-- `bad_batches`: packet messages that could not be decoded (skipped).
+- `bad_batches`: packet and flows messages that could not be decoded (skipped);
+- `flows`: ended flows received (written to the central's flow store); `flows_missed`: the
+  sum of its flows messages' `missed` (flow events its publisher could not read in time).
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ class SensorTrack:
     stats: dict[str, Any] | None = None
     last_id: int = 0  # the sensor id of the last record received (0: none in this run)
     sequences: dict[str, int] = field(default_factory=dict)  # last stream sequence per kind
+    flows: int = 0
+    flows_missed: int = 0
 
     def on_message(self, kind: Kind, stream_seq: int, stored_ns: int) -> bool:
         """A message of `kind` with this stream sequence, stored by JetStream at `stored_ns`.
@@ -70,7 +74,8 @@ class SensorTrack:
             name=self.name, index=self.index, state=name,  # type: ignore[arg-type]
             last_message_ns=self.last_message_ns, packets=self.packets, lost=self.lost,
             bad_batches=self.bad_batches, status=self.status, stats=self.stats,
-            missed_messages=self.missed_messages,
+            missed_messages=self.missed_messages, flows=self.flows,
+            flows_missed=self.flows_missed,
         )  # fmt: skip
 
 
@@ -83,7 +88,7 @@ class Fleet:
         for s in saved.sensors if saved is not None else ():
             self.sensors[s.name] = SensorTrack(
                 s.name, s.index, s.packets, s.lost, s.bad_batches, s.missed_messages,
-                s.last_message_ns, s.status, s.stats,
+                s.last_message_ns, s.status, s.stats, flows=s.flows, flows_missed=s.flows_missed,
             )  # fmt: skip
 
     def add(self, name: str) -> tuple[SensorTrack, bool]:

@@ -52,6 +52,7 @@ FLOWS_SCHEMA: Final = pa.schema(
         ("http_method", pa.string()),
         ("http_path", pa.string()),
         ("ssh_banner", pa.string()),
+        ("sensor", pa.string()),  # added later: older files lack it (read as null)
     ]
 )
 HOSTS_SCHEMA: Final = pa.schema(

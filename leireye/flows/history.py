@@ -8,12 +8,17 @@ retention deletes while a query lists it makes the query start over once with a 
 
 Nothing here holds a lock on the files: any number of processes read while the flow process
 writes (the writer only adds whole files by rename, and deletes whole hours).
+The flows files gained a `sensor` column (a fleet central's store holds every sensor's flows);
+files written before it lack it and read as `sensor` null: which files have it is looked up once
+per file (`parquet_schema`; files never change) and those without it are read through a
+subquery that adds the column, the branches joined `UNION ALL BY NAME`.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
+from collections.abc import Set as AbstractSet
 from pathlib import Path
 from typing import Any, Final
 
@@ -46,6 +51,7 @@ OFFSET_MAX: Final = 100_000
 PEERS_MAX: Final = 50
 STEPS_MAX: Final = 2000
 MINUTE_NS: Final = 60 * 10**9
+SCHEMA_CACHE_MAX: Final = 50_000  # files remembered with or without `sensor`, then pruned
 _FLOW_COLUMNS: Final = ", ".join(FLOW_FIELDS)
 _NO_TIME: Final = (-(2**63), 2**63 - 1)
 
@@ -75,6 +81,7 @@ class FlowHistory:
             ":memory:", config={"threads": threads, "memory_limit": f"{memory_mb}MB"}
         )
         self._lock = threading.Lock()
+        self._sensor_column: dict[str, bool] = {}  # file -> has `sensor` (files never change)
 
     def close(self) -> None:
         self._db.close()
@@ -133,7 +140,7 @@ class FlowHistory:
         parts = self._parts("flows", low, high)
         if not parts:
             return [], 0
-        source, params = _matching(parts, low, high, flt, self._twins(parts))
+        source, params = _matching(parts, low, high, flt, self._twins(parts), self._old(parts))
         pick = "max_by" if descending else "min_by"
         found = self._query(
             f"SELECT count(*) AS n, {pick}(struct_pack(f := filename, r := file_row_number),"
@@ -154,13 +161,14 @@ class FlowHistory:
             by_file.setdefault(name, []).append(number)
         branches: list[str] = []
         params: list[object] = []
+        old = self._old_paths([Path(name) for name in by_file])
         for name, rows in by_file.items():
             if not Path(name).exists():
                 continue
             marks = ", ".join(["?"] * len(rows))
             branches.append(
                 f"SELECT {_FLOW_COLUMNS}, filename AS _file, file_row_number AS _row"
-                f" FROM read_parquet(?) WHERE file_row_number IN ({marks})"
+                f" FROM {_reader(Path(name) in old)} WHERE file_row_number IN ({marks})"
             )
             params += [[name], *rows]
         if not branches:
@@ -172,14 +180,20 @@ class FlowHistory:
 
     def flow(self, uid: str) -> list[Flow]:
         """Every record of one flow (a long flow has one per active timeout), oldest first."""
-        files = self._files("flows", *_NO_TIME)
-        if not files:
+        parts = self._parts("flows", *_NO_TIME)
+        if not parts:
             return []
+        old = self._old(parts)
+        branches = [[str(p.path) for p in parts if (p.path in old) is lacking]
+                    for lacking in (False, True)]  # fmt: skip
+        source = " UNION ALL BY NAME ".join(
+            f"SELECT * FROM {_reader(bool(lacking))} WHERE uid = ?"
+            for lacking, files in enumerate(branches)
+            if files
+        )
+        params = [value for files in branches if files for value in (files, uid)]
         rows = self._query(
-            f"SELECT {_FLOW_COLUMNS} FROM read_parquet(?) WHERE uid = ? ORDER BY first_ns",
-            [files, uid],
-            "flows",
-            _NO_TIME,
+            f"SELECT {_FLOW_COLUMNS} FROM ({source}) ORDER BY first_ns", params, "flows", _NO_TIME
         )
         return [_flow(row) for row in rows]
 
@@ -283,7 +297,9 @@ class FlowHistory:
         peers: list[dict[str, Any]] = []
         flows = self._parts("flows", low, high)
         if flows:
-            source, values = _matching(flows, low, high, FlowFilter(ip=one), self._twins(flows))
+            source, values = _matching(
+                flows, low, high, FlowFilter(ip=one), self._twins(flows), self._old(flows)
+            )
             peers = self._query(
                 "SELECT CASE WHEN side = 'orig_only' THEN resp_ip ELSE orig_ip END AS ip,"
                 " count(*) AS flows, sum(pkts)::BIGINT AS packets, sum(bytes)::BIGINT AS bytes"
@@ -349,6 +365,29 @@ class FlowHistory:
             if part.low_ns <= high and part.high_ns >= low
         ]
 
+    def _old(self, parts: list[PartFile]) -> set[Path]:
+        """The flows files among `parts` written before the `sensor` column."""
+        return self._old_paths([p.path for p in parts])
+
+    def _old_paths(self, paths: list[Path]) -> set[Path]:
+        unknown = [str(p) for p in paths if str(p) not in self._sensor_column]
+        if unknown:
+            rows = self._query(
+                "SELECT DISTINCT file_name FROM parquet_schema(?) WHERE name = 'sensor'",
+                [unknown],
+                "flows",
+                _NO_TIME,
+            )
+            having = {str(row["file_name"]) for row in rows}
+            with self._lock:
+                if len(self._sensor_column) + len(unknown) > SCHEMA_CACHE_MAX:
+                    cached = self._sensor_column.items()  # drop the files retention deleted
+                    self._sensor_column = {k: v for k, v in cached if Path(k).exists()}
+                for name in unknown:
+                    if Path(name).exists():  # not cached when retention took it meanwhile
+                        self._sensor_column[name] = name in having
+        return {p for p in paths if not self._sensor_column.get(str(p), True)}
+
     def _refresh(self, files: list[str]) -> list[str]:
         """A file list without the files retention deleted since it was made."""
         return [f for f in files if Path(f).exists()]
@@ -391,7 +430,12 @@ class FlowHistory:
 
 
 def _matching(
-    files: list[PartFile], low: int, high: int, flt: FlowFilter, twins: list[str] | None = None
+    files: list[PartFile],
+    low: int,
+    high: int,
+    flt: FlowFilter,
+    twins: list[str] | None = None,
+    old: AbstractSet[Path] = frozenset(),
 ) -> tuple[str, list[object]]:
     """A subquery of the flows in `files` that overlap [low, high] and pass `flt`, and its
     parameters. An `ip` filter becomes two scans joined by UNION ALL: the host as originator
@@ -400,25 +444,32 @@ def _matching(
     the Parquet reader and prunes row groups with, where `orig OR resp` would read every
     column of every row. The time test is left out for the files that lie inside the range
     by their names (reading two columns of every row for nothing). A `side` column says which
-    branch a row came from."""
+    branch a row came from. The files in `old` lack the `sensor` column: they are read apart,
+    through a subquery that adds it (null), and the branches joined by name."""
     sides: tuple[IpSide | None, ...] = ("orig_only", "resp") if flt.ip is not None else (None,)
-    inside = [i for i, f in enumerate(files) if f.low_ns >= low and f.high_ns <= high]
-    edge = [i for i, f in enumerate(files) if not (f.low_ns >= low and f.high_ns <= high)]
+    groups: dict[tuple[bool, bool], list[int]] = {}
+    for i, f in enumerate(files):
+        timed = not (f.low_ns >= low and f.high_ns <= high)
+        groups.setdefault((timed, f.path in old), []).append(i)
     branches: list[str] = []
     params: list[object] = []
     for side in sides:
         condition, values = flt.where(side)
         names = twins if side == "resp" and twins else [str(f.path) for f in files]
-        for chosen, timed in ((inside, False), (edge, True)):
-            if not chosen:
-                continue
+        for (timed, lacking), chosen in sorted(groups.items()):
             test = f"last_ns >= ? AND first_ns <= ? AND {condition}" if timed else condition
             branches.append(
-                f"SELECT *, filename, file_row_number, '{side or 'any'}' AS side"
-                f" FROM read_parquet(?) WHERE {test}"
+                f"SELECT *, '{side or 'any'}' AS side FROM {_reader(lacking)} WHERE {test}"
             )
             params += [[names[i] for i in chosen], *((low, high) if timed else ()), *values]
-    return "(" + " UNION ALL ".join(branches) + ")", params
+    return "(" + " UNION ALL BY NAME ".join(branches) + ")", params
+
+
+def _reader(lacking_sensor: bool) -> str:
+    """A scan of the files bound to its `?`, with their names and row numbers, and `sensor`
+    null for files written before that column."""
+    extra = ", NULL::VARCHAR AS sensor" if lacking_sensor else ""
+    return f"(SELECT *, filename, file_row_number{extra} FROM read_parquet(?))"
 
 
 def _range(from_ns: int | None, to_ns: int | None) -> tuple[int, int]:

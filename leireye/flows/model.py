@@ -57,6 +57,10 @@ class Flow(msgspec.Struct, kw_only=True):
     http_method: str | None = None
     http_path: str | None = None
     ssh_banner: str | None = None
+    # The sensor that saw it: set at a fleet central (its ingest writes every sensor's ended
+    # flows) and in a sensor's fleet `flows` messages; None on a lone sensor, and in store files
+    # written before the column existed.
+    sensor: str | None = None
 
     @property
     def duration_ns(self) -> int:

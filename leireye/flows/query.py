@@ -12,6 +12,8 @@ The keys are the packet filter's (docs/api.md, the WebSocket `filters`) read on 
     min_bytes           both directions together, at least this many bytes
     min_duration_ms     lasting at least this long
     state               Zeek's conn_state (S0, SF, REJ, ...)
+    sensor              a sensor name, or several (a list, or names joined by commas): the
+                        sensor that saw the flow (a fleet central's store; config.SensorName)
 
 `parse_flow_filter` takes the values as texts (a query string, CLI options) or JSON values and
 raises `FilterValueError` naming the key. `where` gives SQL text with `?` placeholders and the
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final, Literal
@@ -37,8 +40,10 @@ from leireye.record import APP_LABELS, PROTO_LABELS
 
 FLOW_FILTER_KEYS: Final = (
     "protocol", "src_ip", "dst_ip", "ip", "port", "src_port", "dst_port", "vlan", "min_bytes",
-    "min_duration_ms", "state",
+    "min_duration_ms", "state", "sensor",
 )  # fmt: skip
+SENSOR_NAMES_MAX: Final = 256  # names in one `sensor` filter
+_SENSOR_NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,62}")  # config.SensorName
 CONN_STATES: Final = frozenset(
     ["S0", "S1", "SF", "REJ", "S2", "S3", "RSTO", "RSTR", "RSTOS0", "RSTRH", "SH", "SHR", "OTH"]
 )
@@ -120,12 +125,15 @@ class FlowFilter:
     min_bytes: int | None = None
     min_duration_ms: int | None = None
     state: str | None = None
+    sensor: tuple[str, ...] | None = None  # sorted names, without repeats
 
-    def as_dict(self) -> dict[str, str | int]:
-        out: dict[str, str | int] = {}
+    def as_dict(self) -> dict[str, str | int | list[str]]:
+        out: dict[str, str | int | list[str]] = {}
         for key in FLOW_FILTER_KEYS:
             value = getattr(self, key)
-            if value is not None:
+            if isinstance(value, tuple):
+                out[key] = list(value)
+            elif value is not None:
                 out[key] = value.text if isinstance(value, KeyRange) else value
         return out
 
@@ -174,6 +182,11 @@ class FlowFilter:
         if self.min_duration_ms is not None:
             parts.append("duration_ns >= ?")
             values.append(self.min_duration_ms * 1_000_000)
+        if self.sensor is not None:  # () (a user limited to no sensor): nothing
+            parts.append(
+                f"sensor IN ({', '.join('?' * len(self.sensor))})" if self.sensor else "FALSE"
+            )
+            values += self.sensor
         return (" AND ".join(parts) or "TRUE"), values
 
     def matches(self, flow: Flow) -> bool:
@@ -197,6 +210,8 @@ class FlowFilter:
         ):
             if wanted is not None and wanted != value:
                 return False
+        if self.sensor is not None and flow.sensor not in self.sensor:
+            return False
         if self.min_bytes is not None and flow.orig_bytes + flow.resp_bytes < self.min_bytes:
             return False
         duration_ms = self.min_duration_ms
@@ -233,6 +248,8 @@ def parse_flow_filter(values: Mapping[str, object]) -> FlowFilter:
 
 def _value(key: str, raw: object) -> object:
     shown = repr(raw)[:60]
+    if key == "sensor":
+        return _sensors(raw, shown)
     if key == "protocol":
         text = raw.upper() if isinstance(raw, str) else ""
         found = _TRANSPORTS.get(text) or _APPS.get(text)
@@ -258,3 +275,20 @@ def _value(key: str, raw: object) -> object:
     if number is None or not 0 <= number <= top:
         raise FilterValueError(key, f"{key} must be an integer from 0 to {top}, not {shown}")
     return number
+
+
+def _sensors(raw: object, shown: str) -> tuple[str, ...]:
+    """A name, names joined by commas, or a list of names: sorted, without repeats."""
+    given = raw.split(",") if isinstance(raw, str) else raw
+    if not isinstance(given, list) or not 1 <= len(given) <= SENSOR_NAMES_MAX:
+        raise FilterValueError(
+            "sensor", f"sensor must be a sensor name or a list of 1 to {SENSOR_NAMES_MAX} names"
+        )
+    for name in given:
+        if not isinstance(name, str) or _SENSOR_NAME.fullmatch(name) is None:
+            raise FilterValueError(
+                "sensor",
+                f"sensor: {repr(name)[:60]} is not a sensor name (1-63 letters, digits, _ and -,"
+                " beginning with a letter or digit)",
+            )
+    return tuple(sorted(set(given)))

@@ -104,8 +104,9 @@ def prepare_history_dir(path: Path, writer: pwd.struct_passwd | None, group: int
 
 class FlowStoreWriter:
     """`model.FlowSink` on Parquet files (the layout is in this module's docstring). Rows are
-    buffered and written every `flush_s` (checked on each add) or on `flush`/`close`. One
-    writer per directory: the flow process's."""
+    buffered and written every `flush_s` (checked on each add and `tick`) or on `flush`/`close`.
+    One writer per directory: the flow process's, or at a fleet central its ingest's (every
+    sensor's ended flows, each with its `sensor`; no host or app minutes there)."""
 
     def __init__(
         self,
@@ -141,6 +142,11 @@ class FlowStoreWriter:
     def add_minute(self, hosts: Sequence[HostMinute], apps: Sequence[AppMinute]) -> None:
         self._hosts.extend(hosts)
         self._apps.extend(apps)
+        self._tick()
+
+    def tick(self) -> None:
+        """Flush when `flush_s` has passed since the last flush: for a writer whose rows may
+        stop coming for a while (a fleet central's ingest calls it on its own tick)."""
         self._tick()
 
     def flush(self) -> None:

@@ -104,9 +104,12 @@ def packets_options(options: dict[str, Any]) -> tuple[bool, str, bool] | Protoco
 
 def flow_data(flow: Flow, start: str | None = None, last: str | None = None) -> FlowData:
     """A `Flow` as the wire shows it: its fields, then `start`, `last` (the ISO texts of
-    `first_ns` and `last_ns`: made here unless given) and `duration_ms`."""
+    `first_ns` and `last_ns`: made here unless given) and `duration_ms`. The live flows
+    channel is a lone sensor's (its own flow process): no `sensor` there."""
+    fields = msgspec.structs.asdict(flow)
+    del fields["sensor"]
     return FlowData(
-        **msgspec.structs.asdict(flow),
+        **fields,
         start=iso_ms(flow.first_ns) if start is None else start,
         last=iso_ms(flow.last_ns) if last is None else last,
         duration_ms=flow.duration_ns // 1_000_000,

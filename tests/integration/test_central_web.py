@@ -232,8 +232,12 @@ def test_rest_packets_exports_sensors_and_metrics_follow_the_users_sensors(
     assert 'sensor="east"' not in metrics
     assert 'leireye_sensor_up{sensor="east"} 1' in admin.get("/metrics").body.decode()
 
-    for path in ("/api/flows", "/api/hosts", "/api/stats/top"):
+    for path in ("/api/flows/Cx/stream", "/api/hosts", "/api/stats/top"):
         assert_error(wes.get(path), 403, "FORBIDDEN")
+    # the flows list is narrowed to the user's sensors (tests/fleet/test_central_flows.py)
+    assert wes.get("/api/flows").json["total"] == 0
+    assert_error(wes.get("/api/flows/Cx"), 404, "NOT_FOUND")
+    assert_error(wes.get("/api/flows?sensor=east"), 400, "INVALID_FILTER")
 
 
 def test_a_lone_sensor_is_unchanged_and_refuses_sensor_filters(tmp_path: Path) -> None:
@@ -246,6 +250,8 @@ def test_a_lone_sensor_is_unchanged_and_refuses_sensor_filters(tmp_path: Path) -
         refused = sensor.http("GET", "/api/capture/packets?sensor=east", token=token)
         body = assert_error(refused, 400, "INVALID_FILTER")
         assert "not a fleet central" in body["detail"]
+        refused = sensor.http("GET", "/api/flows?sensor=east", token=token)
+        assert "not a fleet central" in assert_error(refused, 400, "INVALID_FILTER")["detail"]
         assert sensor.http("GET", "/api/sensors", token=token).json["central"] is False
     finally:
         sensor.close()

@@ -12,6 +12,7 @@ import pytest
 
 from leireye.flows.model import AppMinute, Flow, Host, HostMinute
 from leireye.flows.store import FlowStoreWriter
+from leireye.web.api.flows import packet_ids
 from tests.asgi import Reply
 from tests.http import assert_error
 from tests.inprocess import InProcessSensor, read_pcap
@@ -161,14 +162,18 @@ def test_one_flow_and_its_packets_in_the_ring(
     ]
     stamps = [sensor.record(p["id"])["ts_ns"] for p in same]
     w = FlowStoreWriter(sensor.config.history_dir, flows_days=7, max_gb=1)
-    w.add_flows(
-        [flow("Cring", first["src_ip"], first["dst_ip"], 1, orig_port=first["src_port"],
-              resp_port=first["dst_port"], first_ns=int(min(stamps)), last_ns=int(max(stamps)))]
-    )  # fmt: skip
+    ring_flow = flow("Cring", first["src_ip"], first["dst_ip"], 1, orig_port=first["src_port"],
+                     resp_port=first["dst_port"], first_ns=int(min(stamps)),
+                     last_ns=int(max(stamps)))  # fmt: skip
+    w.add_flows([ring_flow])
     w.close()
     body = get("/api/flows/Cring").json
     assert body["flow"]["uid"] == "Cring" and len(body["records"]) == 1
     assert sorted(body["packet_ids"]) == sorted(p["id"] for p in same)
+    # at a central a flow's packets are its own sensor's: the records' `sensor` index (0 here)
+    start = ring_flow.first_ns
+    assert packet_ids(sensor.hub.ring, ring_flow, start, 0) == body["packet_ids"]
+    assert packet_ids(sensor.hub.ring, ring_flow, start, 1) == []
     assert_error(get("/api/flows/nope"), 404, "NOT_FOUND")
     assert_error(get("/api/flows/" + "x" * 100), 404, "NOT_FOUND")
 

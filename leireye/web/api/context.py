@@ -46,7 +46,9 @@ class ApiContext:
         cls, config: Config, hub: Hub, live_flows: LiveFlows | None = None
     ) -> ApiContext:
         """What a web worker serves with: its hub, the hub's token verifier, a client of the
-        supervisor's control socket in `state_dir`, the flow store's reader, the flow
+        supervisor's control socket in `state_dir`, the flow store's reader (whatever
+        `flows.enabled` says: at a fleet central, where it is off, the ingest writes the
+        sensors' ended flows into `history.dir`; an empty store just answers nothing), the flow
         process's live view when there is one (`leireye.flows.view`, attached by the worker),
         and the packet store's reader when the store is on."""
         history = FlowHistory(

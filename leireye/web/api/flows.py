@@ -3,11 +3,20 @@
 Ended flows come from the flow store (`leireye.flows.history`, on a thread); active ones from
 the flow process's live view (`ApiContext.live_flows`) when the worker has one. A flow's
 packets are listed by ring id while the ring still holds them.
+
+At a fleet central the store holds every sensor's ended flows (its ingest writes them), each
+with its `sensor`: `sensor` filters them, and a user limited to some sensors
+(`Principal.sensors`) gets the list narrowed to theirs (naming another is refused). A single
+flow is theirs when its sensor is (404 otherwise), its packet ids its own sensor's; its
+stream stays refused to such a user (`require_whole`: Follow Stream reads the ring by
+addresses, across sensors). On a lone sensor `sensor` may name the sensor
+itself only (it matches all), and a limited user is refused as before.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Sequence
 from typing import Any, Final
 
@@ -17,10 +26,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from leireye.accounts.principal import Principal
 from leireye.flows.model import Flow
 from leireye.flows.query import FLOW_FILTER_KEYS, FilterValueError, FlowFilter, parse_flow_filter
 from leireye.web.api import ringscan, stream
-from leireye.web.api.context import context, require_whole
+from leireye.web.api.context import context, require, require_whole
 from leireye.web.api.errors import ApiError
 from leireye.web.api.history import PAGE_KEYS, page_of, refuse_unknown, run, store
 from leireye.web.encode import iso_ms
@@ -39,6 +49,8 @@ def flow_view(flow: Flow, active: bool) -> dict[str, Any]:
     data["packets"] = flow.orig_pkts + flow.resp_pkts
     data["bytes"] = flow.orig_bytes + flow.resp_bytes
     data["active"] = active
+    if flow.sensor is None:  # a lone sensor's flows: as before the fleet
+        del data["sensor"]
     return data
 
 
@@ -49,16 +61,41 @@ def flow_filter(query: Any) -> FlowFilter:
         raise ApiError(400, "INVALID_FILTER", str(exc)) from None
 
 
+def narrowed(request: Request, who: Principal, flt: FlowFilter) -> FlowFilter:
+    """`flt` as this worker can answer it for `who`: at a central, limited to their sensors;
+    on a lone sensor, a `sensor` naming itself dropped (its store's flows carry none)."""
+    sensors = context(request).hub.sensors
+    if flt.sensor is not None and not sensors.central:
+        if sensors.own is None or flt.sensor != (sensors.own,):
+            this = f"; this is sensor {sensors.own!r}" if sensors.own else ""
+            raise ApiError(400, "INVALID_FILTER", f"sensor: not a fleet central{this}")
+        flt = dataclasses.replace(flt, sensor=None)
+    allowed = who.sensors
+    if sensors.sees_all(allowed):
+        return flt
+    if not sensors.central or allowed is None:
+        require_whole(request)  # raises: no narrowing here
+        return flt
+    outside = sorted(set(flt.sensor or ()) - set(allowed))
+    if outside:
+        raise ApiError(
+            400,
+            "INVALID_FILTER",
+            f"sensor {outside[0]!r} is not one you may see; yours: {', '.join(allowed)}",
+        )
+    return dataclasses.replace(flt, sensor=flt.sensor or tuple(sorted(set(allowed))))
+
+
 def _active(request: Request) -> Sequence[Flow]:
     live = context(request).live_flows
     return () if live is None else live.active()
 
 
 async def list_flows(request: Request) -> Response:
-    require_whole(request)
+    who = require(request)
     query = request.query_params
     refuse_unknown(query, (*PAGE_KEYS, *FLOW_FILTER_KEYS, "status"))
-    flt = flow_filter(query)
+    flt = narrowed(request, who, flow_filter(query))
     page = page_of(query, store(request).rows_max)
     status = query.get("status", "all")
     if status not in ("all", "active", "ended"):
@@ -86,27 +123,44 @@ async def list_flows(request: Request) -> Response:
     )
 
 
-async def _records(request: Request, uid: str) -> list[tuple[Flow, bool]]:
+async def _records(
+    request: Request, uid: str, allowed: tuple[str, ...] | None = None
+) -> list[tuple[Flow, bool]]:
     """A flow's records, oldest first: the stored ones (ended, or reported at the active
-    timeout), then the live one (True) while it is active. 404 when there is none."""
+    timeout), then the live one (True) while it is active; of the sensors in `allowed` only
+    (None: all). 404 when there is none."""
     if not 1 <= len(uid) <= 64 or not uid.isascii() or not uid.isprintable():
         raise ApiError(404, "NOT_FOUND", f"No such flow: {uid[:40]!r}")
     history = store(request)
     records = [(f, False) for f in await run(lambda: history.flow(uid))]
     live = [f for f in await asyncio.to_thread(_active, request) if f.uid == uid]
     records += [(f, True) for f in live]
+    if allowed is not None:
+        records = [(f, active) for f, active in records if f.sensor in allowed]
     if not records:
         raise ApiError(404, "NOT_FOUND", f"No such flow: {uid!r} (not active, not in the store)")
     return records
 
 
 async def get_flow(request: Request) -> Response:
-    require_whole(request)
+    who = require(request)
+    sensors = context(request).hub.sensors
+    allowed = None
+    if not sensors.sees_all(who.sensors):
+        if not sensors.central or who.sensors is None:
+            require_whole(request)  # raises: no narrowing here
+        allowed = who.sensors
     uid = request.path_params["uid"]
-    records = await _records(request, uid)
+    records = await _records(request, uid, allowed)
     newest = records[-1][0]
     first_ns = records[0][0].first_ns
-    ids = await asyncio.to_thread(packet_ids, context(request).hub.ring, newest, first_ns)
+    ring = context(request).hub.ring
+    index: int | None = None
+    if sensors.central:  # its own sensor's packets only (none when its name is not known)
+        index = sensors.index_of(newest.sensor) if newest.sensor else None
+    ids: list[int] = []
+    if index is not None or not sensors.central:
+        ids = await asyncio.to_thread(packet_ids, ring, newest, first_ns, index)
     return JSONResponse(
         {
             "uid": uid,
@@ -137,9 +191,12 @@ def _directions(flow: Flow) -> list[PacketFilter]:
     return found
 
 
-def packet_ids(ring: ringscan.RingView, flow: Flow, first_ns: int) -> list[int]:
+def packet_ids(
+    ring: ringscan.RingView, flow: Flow, first_ns: int, sensor: int | None = None
+) -> list[int]:
     """The ring ids of the flow's packets still in the ring (its 5-tuple, both ways, within
-    its time span), oldest first, at most PACKET_IDS_MAX. A scan of the ring in chunks."""
+    its time span; at a central, of its sensor's index `sensor` only), oldest first, at most
+    PACKET_IDS_MAX. A scan of the ring in chunks."""
     directions = _directions(flow)
     if not directions:
         return []
@@ -156,6 +213,8 @@ def packet_ids(ring: ringscan.RingView, flow: Flow, first_ns: int) -> list[int]:
         cursor = end + 1
         mask = directions[0].mask(records) | directions[1].mask(records)
         mask &= (records["ts_ns"] >= first_ns) & (records["ts_ns"] <= flow.last_ns)
+        if sensor is not None:
+            mask &= records["sensor"] == sensor
         ids = records["seq"][mask][: PACKET_IDS_MAX - count]
         out.append(ids)
         count += len(ids)
