@@ -7,7 +7,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
+from selenium.common.exceptions import (
+    NoSuchElementException,
+    StaleElementReferenceException,
+    TimeoutException,
+)
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.remote.webelement import WebElement
@@ -60,7 +64,14 @@ class Console:
         self.wait(gone, f"{css} to be hidden", timeout)
 
     def text(self, css: str) -> str:
-        return str(self.driver.find_element(By.CSS_SELECTOR, css).text)
+        """The rendered text of the first element `css` finds, read in one step: a panel that
+        redraws between a look-up and a read would leave a stale element behind."""
+        text = self.js(
+            "const e = document.querySelector(arguments[0]); return e && e.innerText", css
+        )
+        if text is None:
+            raise NoSuchElementException(f"no element matches {css}")
+        return str(text)
 
     def js(self, script: str, *args: Any) -> Any:
         return self.driver.execute_script(script, *args)

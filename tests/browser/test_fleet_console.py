@@ -306,4 +306,8 @@ def test_at_a_central_the_console_selects_sensors_and_names_each_packets_sensor(
 
 
 def classes(console: Console, css: str) -> list[str]:
-    return (console.visible(css).get_attribute("class") or "").split()
+    console.visible(css)
+    name = console.js(
+        "const e = document.querySelector(arguments[0]); return e && e.className", css
+    )
+    return str(name or "").split()

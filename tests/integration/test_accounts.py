@@ -194,7 +194,7 @@ def test_the_web_user_reads_the_ring_but_writes_nothing_and_reads_no_secret(
         (1, "admin", "ADMIN"),
         (2, "vic", "VIEWER"),
     ]
-    assert all(set(u) == {"id", "username", "role", "generation"} for u in users)
+    assert all(set(u) == {"id", "username", "role", "generation", "sensors"} for u in users)
     assert found == dict.fromkeys(found, "EACCES"), found
 
 

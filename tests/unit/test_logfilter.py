@@ -209,14 +209,22 @@ def remove_log_redaction() -> None:
 def clean_logging() -> Iterator[list[str]]:
     names = ["uvicorn", "uvicorn.error", "uvicorn.access", "uvicorn.asgi", "leireye", "leye-t"]
     loggers = [logging.getLogger(n) for n in names]
-    saved = [(lg, lg.level, list(lg.handlers), lg.propagate) for lg in loggers]
+    saved = [(lg, lg.level, list(lg.handlers), lg.propagate, lg.disabled) for lg in loggers]
+    # Start from a clean slate: an in-process uvicorn run earlier in the session (access log
+    # off) leaves `uvicorn.access` without handlers and not propagating.
+    for logger in loggers:
+        logger.setLevel(logging.NOTSET)
+        logger.handlers[:] = []
+        logger.propagate = True
+        logger.disabled = False
     remove_log_redaction()
     yield names
     remove_log_redaction()
-    for logger, level, handlers, propagate in saved:
+    for logger, level, handlers, propagate, disabled in saved:
         logger.setLevel(level)
         logger.handlers[:] = handlers
         logger.propagate = propagate
+        logger.disabled = disabled
 
 
 class Collect(logging.Handler):
