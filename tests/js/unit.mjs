@@ -136,4 +136,40 @@ for (let i = 0; i < 20 && kept.length < 3; i++) await new Promise(setImmediate);
 stay.close();
 assert.deepEqual(refusals, ['port']);
 assert.deepEqual(kept, [10, 11, 12]);
+
+// At a fleet central (JSON): a `sensor` filter, a name or a list, goes out as given, and each
+// packet's `sensor` comes through.
+for (const sensor of ['branch-7', ['branch-7', 'hq']]) {
+  let central = null;
+  class CentralWebSocket {
+    constructor() {
+      central = this;
+      this.readyState = 0;
+      this.sent = [];
+      setImmediate(() => { this.readyState = 1; this.onopen(); });
+    }
+    send(text) {
+      const message = JSON.parse(text);
+      this.sent.push(message);
+      const reply = (m) => setImmediate(() => this.onmessage({ data: JSON.stringify(m) }));
+      if (message.type === 'auth') reply({ type: 'auth_success', user: { id: 1, username: 'a', role: 'ADMIN' }, limits: {}, expires_at: null });
+      if (message.type !== 'subscribe') return;
+      reply({ type: 'subscribed', channel: 'packets' });
+      reply({ type: 'packets', data: [{ id: 3, vlan: null, sensor: 'branch-7' }, { id: 4, vlan: null, sensor: null }] });
+      reply({ type: 'packet', data: { id: 5, vlan: null, sensor: 'hq' } });
+    }
+    close() { this.readyState = 3; }
+  }
+  const fleet = new LeirEyeClient('ws://central.test/ws/capture', {
+    token: 't', WebSocket: CentralWebSocket, pingIntervalMs: never, openTimeoutMs: never,
+  });
+  const seen = [];
+  fleet.on('packet', (p) => seen.push(p));
+  await fleet.subscribePackets({ sensor, port: 53 }, { since: 2 });
+  await fleet.connect();
+  for (let i = 0; i < 20 && seen.length < 3; i++) await new Promise(setImmediate);
+  fleet.close();
+  assert.deepEqual(central.sent.find((m) => m.type === 'subscribe').filters, { sensor, port: 53 });
+  assert.deepEqual(seen.map((p) => p.sensor), ['branch-7', null, 'hq']);
+}
 console.log('ok');

@@ -16,8 +16,13 @@
 // refuse again) are `LeirEyeError`s given to `error` listeners, and reject `connect()` when the
 // first connection fails.
 //
+// `subscribePackets(filters, { format: 'columns' })` asks for the binary batches
+// (`packet_columns`, leireye-columns.js), decoded into the same packet objects as JSON.
+//
 // Node 20 has no global WebSocket without `--experimental-websocket`: pass one
 // (`{ WebSocket: (await import('ws')).WebSocket }`). Timers and fetch are injectable too.
+
+import { ColumnsError, decodeColumns, packetsOf } from './leireye-columns.js';
 
 export const BACKOFF_MS = Object.freeze([1000, 2000, 5000, 10000, 30000]);
 export const PING_INTERVAL_MS = 30000;
@@ -74,6 +79,14 @@ export function httpBase(wsUrl) {
   return `${secure ? 'https' : 'http'}://${url.host}`;
 }
 
+/** A binary frame that is not JSON text: a msgpack map (`packet_columns`), never `{`. */
+function isColumns(data) {
+  if (typeof data === 'string') return false;
+  if (!data.byteLength) return true;
+  const bytes = ArrayBuffer.isView(data) ? new Uint8Array(data.buffer, data.byteOffset, 1) : new Uint8Array(data, 0, 1);
+  return bytes[0] !== 0x7b;
+}
+
 export class LeirEyeClient {
   constructor(url, options = {}) {
     this.url = url;
@@ -95,6 +108,7 @@ export class LeirEyeClient {
     this.status = null;
     this.expiresAt = null; // ms since the epoch
     this.connections = 0;
+    this.skippedFrames = 0; // binary frames that were not packet_columns
     this._listeners = new Map();
     this._ws = null;
     this._packets = null; // { filters, batch, cursor, sent, confirmed }
@@ -155,13 +169,15 @@ export class LeirEyeClient {
   }
 
   /** Packets matching `filters` (as in the protocol); `since`: start after this id (default:
-   * the ring's newest id now, from /health). Replaces an earlier packets subscription. */
-  async subscribePackets(filters = {}, { since = null, batch = true } = {}) {
+   * the ring's newest id now, from /health); `format`: 'json' (the default) or 'columns' (binary
+   * batches, always batched; the same packet objects). Replaces an earlier packets subscription. */
+  async subscribePackets(filters = {}, { since = null, batch = true, format = 'json' } = {}) {
+    if (format !== 'json' && format !== 'columns') throw new TypeError(`format: 'json' or 'columns', not ${format}`);
     if (since === null) since = await this._ringHead();
     // The stream this one replaces, while the server has not yet accepted the new filters: a
     // refused subscribe leaves the server streaming the old one, so the client goes back to it.
     const previous = this._packets?.confirmed ? this._packets : null;
-    this._packets = { filters, batch, cursor: new ResumeCursor(since), sent: false, confirmed: false, previous };
+    this._packets = { filters, batch: batch || format === 'columns', format, cursor: new ResumeCursor(since), sent: false, confirmed: false, previous };
     this._subscribe(this._packets);
   }
 
@@ -225,11 +241,13 @@ export class LeirEyeClient {
     if (this._closed) return;
     this._authError = null;
     const ws = new this.WebSocket(this.url);
+    ws.binaryType = 'arraybuffer'; // packet_columns frames (a browser's default is Blob)
     this._ws = ws;
     let opened = false;
     const openTimer = this._later(this.openTimeoutMs, () => ws.close());
     ws.onopen = () => ws.send(JSON.stringify({ type: 'auth', token }));
     ws.onmessage = (event) => {
+      if (opened && isColumns(event.data)) return this._binary(event.data);
       let message;
       try {
         message = JSON.parse(typeof event.data === 'string' ? event.data : new TextDecoder().decode(event.data));
@@ -317,7 +335,8 @@ export class LeirEyeClient {
         this._emit('gap', { reason: 'reconnect', count: null, message: 'disconnected before any packet id was known', after_id: null });
       }
       sub.sent = true;
-      message = { type: 'subscribe', channel: 'packets', filters: sub.filters, options: { batch: sub.batch }, since };
+      const options = sub.format === 'columns' ? { batch: true, format: 'columns' } : { batch: sub.batch };
+      message = { type: 'subscribe', channel: 'packets', filters: sub.filters, options, since };
     }
     sub.confirmed = false;
     this._pending.push(sub);
@@ -326,6 +345,23 @@ export class LeirEyeClient {
 
   _send(message) {
     if (this._ws && this._ws.readyState === 1) this._ws.send(JSON.stringify(message));
+  }
+
+  /** A binary frame: a `packet_columns` batch, decoded only for a confirmed subscription. */
+  _binary(data) {
+    const packets = this._packets?.confirmed ? this._packets : null;
+    if (!packets) return;
+    let batch;
+    try {
+      batch = packetsOf(decodeColumns(data));
+    } catch (error) {
+      if (!(error instanceof ColumnsError)) throw error;
+      // Not ours (a newer server's message?): skip it like an unknown JSON message, but say so.
+      this.skippedFrames += 1;
+      console.warn(`leireye: skipped a binary frame: ${error.message}`);
+      return;
+    }
+    for (const p of batch) if (packets.cursor.accept(p.id)) this._emit('packet', p);
   }
 
   _dispatch(message) {
