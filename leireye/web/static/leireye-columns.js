@@ -82,23 +82,16 @@ export function unpack(bytes) {
   return out;
 }
 
-/** Each column's item size and reader (DataView getters: little-endian at any alignment). */
+/** Each column's item size and typed array (little-endian; `id` and `timestamp_ms` as two
+ * 32-bit halves each, read into Numbers). */
 const COLUMNS = {
-  id: [8, (v, at) => v.getUint32(at + 4, true) * 2 ** 32 + v.getUint32(at, true)],
-  timestamp_ms: [8, (v, at) => v.getInt32(at + 4, true) * 2 ** 32 + v.getUint32(at, true)],
-  src_port: [4, (v, at) => v.getInt32(at, true)],
-  dst_port: [4, (v, at) => v.getInt32(at, true)],
-  length: [4, (v, at) => v.getUint32(at, true)],
-  ip_version: [1, (v, at) => v.getUint8(at)],
-  vlan: [4, (v, at) => v.getInt32(at, true)],
-  src_ip: [4, (v, at) => v.getUint32(at, true)],
-  dst_ip: [4, (v, at) => v.getUint32(at, true)],
-  protocol: [4, (v, at) => v.getUint32(at, true)],
-  flags: [4, (v, at) => v.getUint32(at, true)],
-  info: [4, (v, at) => v.getUint32(at, true)],
-  app: [4, (v, at) => v.getUint32(at, true)],
-  sensor: [4, (v, at) => v.getUint32(at, true)],
+  id: [8, Uint32Array], timestamp_ms: [8, Uint32Array], src_port: [4, Int32Array],
+  dst_port: [4, Int32Array], length: [4, Uint32Array], ip_version: [1, Uint8Array],
+  vlan: [4, Int32Array], src_ip: [4, Uint32Array], dst_ip: [4, Uint32Array],
+  protocol: [4, Uint32Array], flags: [4, Uint32Array], info: [4, Uint32Array],
+  app: [4, Uint32Array], sensor: [4, Uint32Array],
 };
+const LITTLE = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 const TABLES = {
   src_ip: 'addresses', dst_ip: 'addresses', protocol: 'protocols', flags: 'flag_sets',
   info: 'infos', app: 'apps', sensor: 'sensors',
@@ -107,9 +100,9 @@ const TABLES = {
 /** One binary frame (ArrayBuffer, a typed array or a Node Buffer) as the `packet_columns`
  * message, each column checked for its length and each index for its table. */
 export function decodeColumns(frame) {
-  const bytes = frame instanceof Uint8Array ? frame
-    : ArrayBuffer.isView(frame) ? new Uint8Array(frame.buffer, frame.byteOffset, frame.byteLength)
-      : new Uint8Array(frame);
+  // (a plain Uint8Array even over a Node Buffer, whose slice() would not copy)
+  const bytes = ArrayBuffer.isView(frame)
+    ? new Uint8Array(frame.buffer, frame.byteOffset, frame.byteLength) : new Uint8Array(frame);
   let message;
   try {
     message = unpack(bytes);
@@ -134,29 +127,60 @@ export function decodeColumns(frame) {
   return message;
 }
 
+/** A column as a typed array over an aligned copy of its bytes (msgpack places them anywhere). */
 function column(message, name) {
-  const [size, read] = COLUMNS[name];
+  const [size, Type] = COLUMNS[name];
   const bytes = message[name];
+  if (LITTLE || size === 1) return new Type(Uint8Array.prototype.slice.call(bytes).buffer);
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  const out = new Array(message.count);
-  for (let i = 0, at = 0; i < out.length; i++, at += size) out[i] = read(view, at);
+  const out = new Type(bytes.byteLength / Type.BYTES_PER_ELEMENT);
+  const get = Type === Int32Array ? (at) => view.getInt32(at, true) : (at) => view.getUint32(at, true);
+  for (let i = 0; i < out.length; i++) out[i] = get(i * 4);
   return out;
+}
+
+/** A 64-bit column as Numbers (exact up to 2**53, as JSON.parse gives them past it). */
+function wide(message, name, signed) {
+  const halves = column(message, name);
+  const out = new Array(message.count);
+  for (let i = 0; i < out.length; i++) {
+    const hi = halves[2 * i + 1];
+    out[i] = (signed ? hi | 0 : hi) * 2 ** 32 + halves[2 * i];
+  }
+  return out;
+}
+
+/** `timestamp`: the ISO-8601 text of each Unix millisecond, each second's text made once. */
+function stamps(ms) {
+  const seconds = new Map();
+  return ms.map((t) => {
+    const second = Math.floor(t / 1000);
+    let text = seconds.get(second);
+    if (text === undefined) {
+      text = new Date(second * 1000).toISOString().slice(0, -5);
+      seconds.set(second, text);
+    }
+    return `${text}.${String(t - second * 1000).padStart(3, '0')}Z`;
+  });
 }
 
 function texts(message, name) {
   const table = message[TABLES[name]];
-  return column(message, name).map((i) => {
-    if (i >= table.length) throw new ColumnsError(`${name}: index ${i} past its table`);
-    return table[i];
-  });
+  const index = column(message, name);
+  const out = new Array(index.length);
+  for (let i = 0; i < index.length; i++) {
+    if (index[i] >= table.length) throw new ColumnsError(`${name}: index ${index[i]} past its table`);
+    out[i] = table[index[i]];
+  }
+  return out;
 }
 
-const nullable = (values, none) => values.map((v) => (v === none ? null : v));
+const nullable = (values, none) => Array.from(values, (v) => (v === none ? null : v));
 
 /** The batch as one object per packet, field for field what a JSON `packets` batch gives. */
 export function packetsOf(message) {
-  const id = column(message, 'id');
-  const ms = column(message, 'timestamp_ms');
+  const id = wide(message, 'id', false);
+  const timestamp = stamps(wide(message, 'timestamp_ms', true));
   const srcIp = texts(message, 'src_ip');
   const dstIp = texts(message, 'dst_ip');
   const srcPort = nullable(column(message, 'src_port'), -1);
@@ -173,7 +197,7 @@ export function packetsOf(message) {
   for (let i = 0; i < out.length; i++) {
     const p = {
       id: id[i],
-      timestamp: new Date(ms[i]).toISOString(),
+      timestamp: timestamp[i],
       src_ip: srcIp[i],
       dst_ip: dstIp[i],
       src_port: srcPort[i],
