@@ -91,7 +91,11 @@ def test_node_decodes_the_server_column_frames_into_the_json_packets(tmp_path: P
         start += n
     good = base64.b64decode(str(batches[1]["frame"]))
     bad = [b"", b"\x80", b"{}", good[:-3], msgspec.msgpack.encode({"type": "packets"})]
-    bad.append(msgspec.msgpack.encode({**msgspec.msgpack.decode(good), "count": 301}))
+    fields = msgspec.msgpack.decode(good)
+    bad.append(msgspec.msgpack.encode({**fields, "count": 301}))
+    bad.append(msgspec.msgpack.encode({**fields, "flag_sets": [None] * 9}))
+    bad.append(msgspec.msgpack.encode({**fields, "addresses": []}))  # indexes past the table
+    bad.append(msgspec.msgpack.encode({**fields, "sensor": fields["id"][: 4 * 300]}))  # no table
     fixture = tmp_path / "columns.json"
     bad_frames = [base64.b64encode(b).decode() for b in bad]
     fixture.write_text(json.dumps({"batches": batches, "bad": bad_frames, "client": client}))

@@ -15,7 +15,7 @@ export class ColumnsError extends Error {
 
 const text = new TextDecoder('utf-8');
 
-/** The one value of msgpack bytes (a Uint8Array): maps as plain objects, `bin` as Uint8Array
+/** The one value of msgpack bytes (a Uint8Array): maps as objects without a prototype, `bin` as Uint8Array
  * views over `bytes` (no copy), `str` as strings, integers as Numbers. */
 export function unpack(bytes) {
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
@@ -30,7 +30,7 @@ export function unpack(bytes) {
   const bin = (n) => bytes.subarray(need(n), at);
   const array = (n) => Array.from({ length: n }, value);
   const map = (n) => {
-    const out = {};
+    const out = Object.create(null); // (a key "__proto__" is a key like any other)
     for (let i = 0; i < n; i++) {
       const key = value();
       if (typeof key !== 'string') throw new ColumnsError('a map key that is not a text');
@@ -124,6 +124,7 @@ export function decodeColumns(frame) {
     const table = TABLES[name] && message[TABLES[name]];
     if (TABLES[name] && !Array.isArray(table)) throw new ColumnsError(`${TABLES[name]}: not a list`);
   }
+  if (!message.flag_sets.every(Array.isArray)) throw new ColumnsError('flag_sets: not lists');
   return message;
 }
 
