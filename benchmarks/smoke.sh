@@ -12,7 +12,7 @@ $py benchmarks/bench_stats.py --records 200000
 $py benchmarks/bench_flows.py --flows 20000 --records 20000 --batch 4096 --mix 5000
 $py benchmarks/bench_encode.py --records 20000 --repeat 1
 $py benchmarks/bench_frames.py --batch 2048 --subs 2 --repeat 1
-$py benchmarks/bench_js_decode.py --packets 20000 --repeat 1
+$py benchmarks/bench_js_decode.py --packets 20000 --repeat 3
 $py benchmarks/bench_flow_events.py --events 1000 --subs 2 --groups 2 --repeat 1
 $py benchmarks/bench_ringscan.py --capacity 16384 --repeat 1
 $py benchmarks/bench_follow.py --mb 0.5 --repeat 1
