@@ -111,7 +111,7 @@ export class LeirEyeClient {
     this.skippedFrames = 0; // binary frames that were not packet_columns
     this._listeners = new Map();
     this._ws = null;
-    this._packets = null; // { filters, batch, cursor, sent, confirmed }
+    this._packets = null; // { filters, batch, format, cursor, sent, confirmed, previous }
     this._stats = null; // { interval_ms, confirmed }
     this._pending = [];
     this._timers = new Set();
