@@ -10,6 +10,7 @@ import os
 import pwd
 import signal
 import time
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ import numpy as np
 import pytest
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
+from leireye.fleet.journal import ENTRY, JOURNAL_FILE
 from leireye.fleet.model import (
     H_LOST,
     SENSOR_TABLE_FILE,
@@ -29,6 +31,7 @@ from leireye.fleet.model import (
 )
 from leireye.ring import Ring, RingReader
 from tests.accounts import users_yaml
+from tests.fleet.e2e import Stream, follow, key
 from tests.fleet.natsutil_central import TS0, Fleet, free_tcp_port, nats_server
 from tests.http import Http
 from tests.sensor import Sensor
@@ -179,8 +182,8 @@ def test_central_ingests_counts_restarts_and_serves(tmp_path: Path, nats_url: st
             http = http.with_token(login.json["access_token"])
             reply = http.get("/api/capture/packets?limit=1000")
             assert reply.status == 200, reply.body
-            api_ids = sorted(p["id"] for p in reply.json["packets"])
-            assert api_ids == rows["seq"].astype(int).tolist()
+            old_api = sorted(reply.json["packets"], key=lambda p: p["id"])
+            assert [p["id"] for p in old_api] == rows["seq"].astype(int).tolist()
 
             # alpha is live while it publishes its status, and stops: silent within
             # silent_after_s + 1 s of its last message
@@ -201,8 +204,12 @@ def test_central_ingests_counts_restarts_and_serves(tmp_path: Path, nats_url: st
         assert central.proc.stderr is not None and not central.late_imports()
         central.proc.stderr.close()
         old_last = int(rows["seq"][-1])
+        old_rows, old_raw = rows, raw
         saved = json.loads((central.state_dir / "central/ids.json").read_text())
-        assert saved == {"next_id": old_last + 1}  # a clean stop: exactly the next id
+        assert saved == {"next_id": old_last + 1, "clean": True}  # exactly the next id
+        journal = (central.state_dir / JOURNAL_FILE).stat()
+        assert (journal.st_mode & 0o777, journal.st_gid) == (0o640, web)
+        assert journal.st_size == 6 * ENTRY.itemsize  # one entry per batch in the ring
 
         # while the central is down, both sensors publish on
         fleet.publish_many(
@@ -210,12 +217,33 @@ def test_central_ingests_counts_restarts_and_serves(tmp_path: Path, nats_url: st
         )
         second = start_central(tmp_path, nats_url, state_dir=central.state_dir)
         with second.explained():
+            # counted once: the replayed packets are not counted again
             found = wait_packets(second, {"alpha": 105, "beta": 60}, "the packets sent meanwhile")
             names = {s.name: s.index for s in found.sensors}
             assert names == {"alpha": alpha.index, "beta": beta.index}  # indexes kept
             assert sensor_state(second, "alpha").lost == 15  # nothing new lost
-            rows, _, base = ring_contents(second)
-            assert base == old_last and len(rows) == 30  # no duplicate of the first run
+            all_rows, all_raw, base = ring_contents(second)
+            # the last run's packets are back, with their ids and contents (the journal)
+            assert base == 0 and len(all_rows) == 135 + 30
+            assert all_rows[:135].tobytes() == old_rows.tobytes()
+            assert np.array_equal(all_raw[:135], old_raw)
+            assert "replay: 135 packets of the last run back in the ring" in second.log
+            http = Http(second.web_port())
+            login = http.post("/api/auth/login", {"username": "admin", "password": PASSWORD})
+            http = http.with_token(login.json["access_token"])
+            reply = http.get(f"/api/capture/packets?limit=1000&after=0&before={old_last + 1}")
+            assert sorted(reply.json["packets"], key=lambda p: p["id"]) == old_api
+            # a client that was behind resumes at an old id: every packet once, none dropped
+            stream = Stream()
+            token = urllib.parse.quote(http.token or "")
+            url = f"ws://127.0.0.1:{second.web_port()}/ws/capture?token={token}"
+            assert asyncio.run(follow(url, stream, 100, lambda: stream.last_id >= old_last + 30))
+            assert [p["id"] for p in stream.packets] == list(range(101, old_last + 31))
+            assert [key(p) for p in stream.packets[: old_last - 100]] == [
+                key(p) for p in old_api[100:]
+            ]
+            assert stream.dropped == []
+            rows = all_rows[135:]  # the packets sent meanwhile: new ids after the old ones
             assert rows["seq"].astype(int).tolist() == list(range(old_last + 1, old_last + 31))
             assert sensor_ids(rows[rows["sensor"] == alpha.index]).tolist() == list(range(101, 121))
             assert sensor_ids(rows[rows["sensor"] == beta.index]).tolist() == list(range(51, 61))
