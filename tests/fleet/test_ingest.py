@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
+from leireye.fleet.checkpoint import RESERVE
 from leireye.fleet.journal import ENTRY, JOURNAL_FILE
 from leireye.fleet.model import (
     H_LOST,
@@ -34,7 +35,7 @@ from tests.accounts import users_yaml
 from tests.fleet.e2e import Stream, follow, key
 from tests.fleet.natsutil_central import TS0, Fleet, free_tcp_port, nats_server
 from tests.http import Http
-from tests.sensor import Sensor
+from tests.sensor import SHM_DIR, Sensor
 from tests.waiting import wait_for
 
 pytestmark = [
@@ -315,3 +316,50 @@ def test_messages_a_dead_run_left_unacknowledged_are_read_at_once(
             assert "read again from 2" in central.log
     finally:
         central.kill()
+
+
+def test_after_a_sigkill_a_central_does_not_replay(tmp_path: Path, nats_url: str) -> None:
+    """A killed central did not write its exact next id: ids past the journal's end may have
+    been handed out for messages that come again, so nothing is replayed and the ids continue
+    above the reserved block, each packet once."""
+    fleet = Fleet(nats_url)
+    fleet.create_streams("kappa")
+    fleet.publish_many([fleet.batch("kappa", 1 + 10 * k, 10) for k in range(3)])
+    central = start_central(tmp_path, nats_url, sensors=("kappa",))
+    second: Sensor | None = None
+    try:
+        with central.explained():
+            wait_packets(central, {"kappa": 30}, "the first batches")
+            wait_for(lambda: asyncio.run(_ack_floor("kappa", nats_url)) == 3, 10, "the acks")
+        os.killpg(central.proc.pid, signal.SIGKILL)
+        central.proc.wait(10)
+        central._reader.join(10)
+        assert central.proc.stderr is not None
+        central.proc.stderr.close()
+        for name in central.segments():  # the supervisor could not remove them
+            (SHM_DIR / name).unlink(missing_ok=True)
+        saved = json.loads((central.state_dir / "central/ids.json").read_text())
+        assert saved == {"next_id": 11 + RESERVE}  # reserved before the first write, not clean
+        fleet.publish_many([fleet.batch("kappa", 31, 10)])
+        second = start_central(tmp_path, nats_url, central.state_dir, sensors=("kappa",))
+        with second.explained():
+            found = wait_packets(second, {"kappa": 40}, "the batch sent meanwhile")
+            assert found.sensors[0].lost == 0
+            rows, _, base = ring_contents(second)
+            assert base == 10 + RESERVE and len(rows) == 10  # no replay, no duplicate
+            assert rows["seq"].astype(int).tolist() == list(range(base + 1, base + 11))
+            assert sensor_ids(rows).tolist() == list(range(31, 41))
+            assert "replay" not in second.log
+    finally:
+        (second or central).kill()
+
+
+async def _ack_floor(name: str, url: str) -> int:
+    nc = await nats.connect(url)
+    try:
+        info = await nc.jetstream().consumer_info(
+            stream_name(name, "packets"), "leireye-central-central"
+        )
+        return info.ack_floor.stream_seq if info.ack_floor is not None else 0
+    finally:
+        await nc.close()
