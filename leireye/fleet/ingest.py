@@ -52,7 +52,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from leireye.config import Config
 from leireye.errors import LeirEyeError
 from leireye.exitcodes import ExitCode
-from leireye.fleet.checkpoint import IdCheckpoint, read_next_id
+from leireye.fleet.checkpoint import IdCheckpoint, read_checkpoint
 from leireye.fleet.connect import connect_options, load_secrets
 from leireye.fleet.discover import fleet_streams, sensors_of
 from leireye.fleet.flowmsg import decode_flows
@@ -160,16 +160,20 @@ def _run(config: Config, ring_name: str, status_name: str, stopping: StopFlag) -
 
 def _replay_plan(state_dir: Path, ring: Ring, writer: RingWriter) -> np.ndarray:
     """The journal entries to replay: only into the empty ring the supervisor made for them
-    (`Supervisor._central_base_id`). An empty ring whose base is below the saved next id
-    without a replay (a journal changed in between) skips to it: ids are never handed out
-    twice. A ring holding packets (an ingest restarted by the supervisor) continues after them."""
+    (`Supervisor._central_base_id`). Ids are never handed out twice: an empty ring whose base
+    is below the saved next id without a replay (the journal changed in between), or a ring
+    holding a replay cut short (an ingest restarted by the supervisor after a clean stop's
+    checkpoint), skips to that id. Otherwise a ring holding packets (an ingest restarted by the
+    supervisor) continues after them."""
     none = np.empty(0, dtype=ENTRY)
-    if writer.next_id != ring.base_id + 1:
-        return none
-    plan = planned_replay(state_dir, ring.capacity)
-    if len(plan) and int(plan["first_id"][0]) == writer.next_id:
-        return plan
-    writer.skip_to(read_next_id(state_dir))
+    next_id, clean = read_checkpoint(state_dir)
+    if writer.next_id == ring.base_id + 1:
+        plan = planned_replay(state_dir, ring.capacity)
+        if len(plan) and int(plan["first_id"][0]) == writer.next_id:
+            return plan
+        writer.skip_to(next_id)
+    elif clean:
+        writer.skip_to(next_id)
     return none
 
 
