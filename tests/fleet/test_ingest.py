@@ -363,3 +363,49 @@ async def _ack_floor(name: str, url: str) -> int:
         return info.ack_floor.stream_seq if info.ack_floor is not None else 0
     finally:
         await nc.close()
+
+
+def test_a_replay_skips_what_is_gone_from_the_stream(tmp_path: Path, nats_url: str) -> None:
+    """Messages gone from the stream since the clean stop are not replayed, and said so: those
+    older than the stream's first message cut the replay to the suffix after them, one deleted
+    inside leaves a hole of its ids; the rest comes back with its ids."""
+    fleet = Fleet(nats_url)
+    fleet.create_streams("lam")
+    fleet.publish_many([fleet.batch("lam", 1 + 10 * k, 10) for k in range(5)])
+    central = start_central(tmp_path, nats_url, sensors=("lam",))
+    second: Sensor | None = None
+    try:
+        with central.explained():
+            wait_packets(central, {"lam": 50}, "the batches")
+            old, _, _ = ring_contents(central)
+        assert central.stop(signal.SIGINT) == 0
+        central._reader.join(10)
+        assert central.proc.stderr is not None
+        central.proc.stderr.close()
+
+        async def retention() -> None:
+            nc = await nats.connect(nats_url)
+            js = nc.jetstream()
+            await js.purge_stream(stream_name("lam", "packets"), seq=3)  # 1 and 2 gone
+            await js.delete_msg(stream_name("lam", "packets"), 4)
+            await nc.close()
+
+        asyncio.run(retention())
+        second = start_central(tmp_path, nats_url, central.state_dir, sensors=("lam",))
+        with second.explained():
+            wait_for(lambda: "replay: 20 packets of the last run" in second.log, 10, "the replay")
+            assert "replay: 20 packets (ids 1..20) not replayed" in second.log
+            assert "replay: ids 31..40 (LEIREYE_lam_PACKETS message 4) not replayed" in second.log
+            ring = Ring.attach(f"{second.name}-ring")
+            try:
+                assert (ring.base_id, ring.write_seq) == (0, 50)
+                held = [i for i in range(1, 51) if ring.get(i) is not None]
+                assert held == [*range(21, 31), *range(41, 51)]
+                for i in held:  # the same record under the same id
+                    got = ring.get(i)
+                    assert got is not None and got[0].tobytes() == old[i - 1].tobytes()
+            finally:
+                ring.close()
+            assert sensor_state(second, "lam").packets == 50  # not counted again
+    finally:
+        (second or central).kill()

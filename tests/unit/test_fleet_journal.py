@@ -9,6 +9,8 @@ import numpy as np
 from leireye.fleet.checkpoint import IdCheckpoint
 from leireye.fleet.journal import ENTRY, JOURNAL_FILE, SLACK, Journal, planned_replay, read_entries
 from leireye.fleet.journal import replay_plan as plan
+from leireye.record import RECORD_DTYPE
+from leireye.ring import Ring, RingLayout, RingReader, RingWriter
 
 
 def entries(*rows: tuple[int, int, int, int]) -> np.ndarray:
@@ -57,3 +59,16 @@ def test_the_journal_keeps_about_the_last_capacity_ids(tmp_path: Path) -> None:
     assert np.all(kept["first_id"][1:] == kept["first_id"][:-1] + kept["count"][:-1])
     assert (tmp_path / JOURNAL_FILE).stat().st_mode & 0o777 == 0o640
     journal.close()
+
+
+def test_ids_skipped_by_a_replay_are_read_as_lost() -> None:
+    ring = Ring.over(bytearray(RingLayout(16, 0).size), RingLayout(16, 0), base_id=100)
+    writer = RingWriter(ring)
+    writer.write(np.zeros(3, dtype=RECORD_DTYPE))  # 101..103
+    writer.skip_to(108)  # 104..107: not replayable
+    assert writer.write(np.zeros(2, dtype=RECORD_DTYPE)) == 108
+    reader = RingReader(ring, 101)
+    first = reader.read()
+    assert first.records["seq"].tolist() == [108, 109] and first.lost == 7
+    assert reader.read_total + reader.lost_total == 109 - 100
+    assert ring.get(102) is not None and ring.get(105) is None and ring.get(108) is not None
