@@ -7,7 +7,9 @@ the ring is created with a base id (`Ring.create(..., base_id=)`) read from
 out. The ingest keeps it true *before* it writes: when a batch would reach N, it first moves N
 `RESERVE` ids further (a temporary file, fsync, rename), so one write in about a million ids.
 A SIGKILL or a power cut therefore only skips ids (at most `RESERVE`), never repeats one; a
-clean stop writes the exact next id, so the next run continues without a gap.
+clean stop writes the exact next id with `"clean": true`, so the next run continues without a
+gap and may replay the previous run's last packets with their ids (`leireye.fleet.journal`);
+the first reservation of the next run drops the flag.
 
 The directory is the ingest's (capture.user), group of the web user, mode 2750: files made in
 it (mode 0640) take the web user's group, so the web workers read the sensor table, nobody else.
@@ -40,25 +42,34 @@ def prepare_central_dir(state_dir: Path, writer: tuple[int, int] | None) -> Path
 
 def read_next_id(state_dir: Path) -> int:
     """The first id the next ring may hand out (1 when the central never ran)."""
+    return read_checkpoint(state_dir)[0]
+
+
+def read_checkpoint(state_dir: Path) -> tuple[int, bool]:
+    """The first id the next ring may hand out, and whether the last run stopped cleanly (then
+    it is exactly the id after the last one handed out)."""
     path = state_dir / IDS_FILE
     try:
         data = json.loads(path.read_bytes())
     except FileNotFoundError:
-        return 1
+        return 1, False
     except (OSError, ValueError) as exc:
         raise FleetError(f"{path}: {exc}: fix or remove it (ids would start over)") from None
     next_id = data.get("next_id") if isinstance(data, dict) else None
     if not isinstance(next_id, int) or next_id < 1:
         raise FleetError(f"{path}: no valid next_id: fix or remove it (ids would start over)")
-    return next_id
+    return next_id, data.get("clean") is True
 
 
-def write_next_id(state_dir: Path, next_id: int) -> None:
+def write_next_id(state_dir: Path, next_id: int, *, clean: bool = False) -> None:
     path = state_dir / IDS_FILE
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
+    data: dict[str, object] = {"next_id": next_id}
+    if clean:
+        data["clean"] = True
     with os.fdopen(fd, "w") as out:
-        out.write(json.dumps({"next_id": next_id}))
+        out.write(json.dumps(data))
         out.flush()
         os.fsync(out.fileno())
     os.replace(tmp, path)
@@ -79,8 +90,9 @@ class IdCheckpoint:
             self._write(last_id + 1 + RESERVE)
 
     def settle(self, next_id: int) -> None:
-        self._write(next_id)
+        """A clean stop: `next_id` is exactly the id after the last one handed out."""
+        self._write(next_id, clean=True)
 
-    def _write(self, next_id: int) -> None:
-        write_next_id(self.state_dir, next_id)
+    def _write(self, next_id: int, *, clean: bool = False) -> None:
+        write_next_id(self.state_dir, next_id, clean=clean)
         self.on_disk = next_id

@@ -8,7 +8,10 @@ the NATS credentials into memory, then drops to `capture.user` and, on one async
   exists, looked for every `central.discover_s`) with one durable pull consumer per stream
   (`packets`, `flows`, `stats`, `status`), named `leireye-central-<central.name>`: a restarted
   central resumes after what it acknowledged;
-- writes each packet batch's records to the ring with `sensor` set to the sensor's index, then
+- after a clean stop, first puts the last run's packets back in the ring with their ids
+  (`leireye.fleet.replay`, from the journal `leireye.fleet.journal`);
+- writes each packet batch's records to the ring with `sensor` set to the sensor's index, notes
+  the batch in the journal (first id, count, sensor, stream sequence), then
   acknowledges the message (so a stop loses nothing: every message fetched is handled first; a
   SIGKILL between the two can repeat the batches whose acknowledgement was not through yet,
   which the next run reads again at once); a batch it cannot decode is counted and
@@ -40,6 +43,7 @@ from typing import Any, Final, cast
 
 import nats.errors
 import nats.js.errors
+import numpy as np
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
@@ -48,10 +52,11 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from leireye.config import Config
 from leireye.errors import LeirEyeError
 from leireye.exitcodes import ExitCode
-from leireye.fleet.checkpoint import IdCheckpoint
+from leireye.fleet.checkpoint import IdCheckpoint, read_checkpoint
 from leireye.fleet.connect import connect_options, load_secrets
 from leireye.fleet.discover import fleet_streams, sensors_of
 from leireye.fleet.flowmsg import decode_flows
+from leireye.fleet.journal import ENTRY, Journal, planned_replay
 from leireye.fleet.model import (
     H_LAST,
     SENSOR_TABLE_FILE,
@@ -63,6 +68,7 @@ from leireye.fleet.model import (
     subject,
     write_sensor_table,
 )
+from leireye.fleet.replay import replay
 from leireye.fleet.tracker import Fleet, SensorTrack
 from leireye.flows.model import Flow
 from leireye.flows.store import FlowStoreWriter
@@ -109,6 +115,7 @@ def _run(config: Config, ring_name: str, status_name: str, stopping: StopFlag) -
     ))  # fmt: skip
     ring: Ring | None = None
     store: FlowStoreWriter | None = None
+    journal: Journal | None = None
     state_dir = Path(config.state_dir)
     try:
         try:
@@ -118,7 +125,9 @@ def _run(config: Config, ring_name: str, status_name: str, stopping: StopFlag) -
             options = load_secrets(connect_options(config.central.nats, state_dir, name))
             drop_privileges(lookup_user(config.capture.user), preload=PRELOAD)
             writer = RingWriter(ring)
+            plan = _replay_plan(state_dir, ring, writer)
             checkpoint = IdCheckpoint(state_dir, writer.next_id)
+            journal = Journal(state_dir, ring.capacity)
             history = config.history
             store = FlowStoreWriter(config.history_dir, flows_days=history.flows_days,
                                     max_gb=history.max_gb, flush_s=history.flush_s)  # fmt: skip
@@ -127,7 +136,8 @@ def _run(config: Config, ring_name: str, status_name: str, stopping: StopFlag) -
             report.update(state=CaptureState.ERROR, last_error=str(exc))
             return ExitCode.FATAL
         fleet = Fleet(config.central.silent_after_s, saved)
-        ingest = Ingest(config, writer, checkpoint, fleet, report, options, stopping, store)
+        ingest = Ingest(config, writer, checkpoint, fleet, report, options, stopping, store,
+                        journal, plan)  # fmt: skip
         asyncio.run(ingest.run())
         return ExitCode.OK
     except Exception as exc:  # a bug: say so, leave a trace in the status, be restarted
@@ -140,9 +150,31 @@ def _run(config: Config, ring_name: str, status_name: str, stopping: StopFlag) -
                 store.close()  # the flows held in memory are written
             except OSError as exc:
                 log.error("flow store: cannot write the last flows: %s", exc)
+        if journal is not None and journal.fd >= 0:  # not closed by a clean stop
+            with contextlib.suppress(OSError):
+                os.close(journal.fd)
         if ring is not None:
             ring.close()
         block.close()
+
+
+def _replay_plan(state_dir: Path, ring: Ring, writer: RingWriter) -> np.ndarray:
+    """The journal entries to replay: only into the empty ring the supervisor made for them
+    (`Supervisor._central_base_id`). Ids are never handed out twice: an empty ring whose base
+    is below the saved next id without a replay (the journal changed in between), or a ring
+    holding a replay cut short (an ingest restarted by the supervisor after a clean stop's
+    checkpoint), skips to that id. Otherwise a ring holding packets (an ingest restarted by the
+    supervisor) continues after them."""
+    none = np.empty(0, dtype=ENTRY)
+    next_id, clean = read_checkpoint(state_dir)
+    if writer.next_id == ring.base_id + 1:
+        plan = planned_replay(state_dir, ring.capacity)
+        if len(plan) and int(plan["first_id"][0]) == writer.next_id:
+            return plan
+        writer.skip_to(next_id)
+    elif clean:
+        writer.skip_to(next_id)
+    return none
 
 
 class Ingest:
@@ -156,8 +188,15 @@ class Ingest:
         options: dict[str, Any],
         stopping: StopFlag,
         store: FlowStoreWriter,
+        journal: Journal,
+        plan: np.ndarray,
     ) -> None:
         self.config = config
+        self.journal = journal
+        self.plan = plan
+        # the id after the last one the journal's replay covers: a stop during the replay
+        # still saves it (those ids were handed out in the last run)
+        self.replay_end = int(plan["first_id"][-1] + plan["count"][-1]) if len(plan) else 0
         self.store = store
         self.store_lock = asyncio.Lock()
         self.central = config.central
@@ -186,7 +225,10 @@ class Ingest:
             self._finish()
             return
         try:
-            await self._loop(nc.jetstream())
+            js = nc.jetstream()
+            if len(self.plan):
+                await replay(js, self.plan, self.fleet, self.writer, self.stopping)
+            await self._loop(js)
         finally:
             heartbeat.cancel()
             if self.followers:  # each stops between two messages, within one fetch timeout
@@ -274,7 +316,12 @@ class Ingest:
 
     def _finish(self) -> None:
         self._publish(state=CaptureState.STOPPED, capturing=False)
-        self.checkpoint.settle(self.writer.next_id)
+        try:
+            self.journal.close()  # on disk before the next id that makes it replayable
+        except OSError as exc:
+            log.error("journal: %s", exc)
+        else:
+            self.checkpoint.settle(max(self.writer.next_id, self.replay_end))
         log.info("ingest stopped: %d packets from %d sensors, %d lost", self.fleet.packets,
                  len(self.fleet.sensors), self.fleet.lost)  # fmt: skip
 
@@ -419,7 +466,8 @@ class Ingest:
             # fixed-width bytes: the ring's raw slots cut or NUL-pad them to its raw_bytes
             frames = batch.raw.view(f"S{batch.raw.shape[1]}").reshape(-1)
         self.checkpoint.reserve(self.writer.next_id + len(records) - 1)
-        self.writer.write(records, cast(Any, frames))
+        first = self.writer.write(records, cast(Any, frames))
+        self.journal.append(first, len(records), track.index, msg.metadata.sequence.stream)
         self.bytes += int(records["wire_len"].sum())
         track.on_batch(batch.header)
 

@@ -363,6 +363,18 @@ class RingWriter:
             self._write_chunk(records[start:stop], chunk_frames, first + start)
         return first
 
+    def skip_to(self, next_id: int) -> None:
+        """Publish up to `next_id - 1` without writing those ids: their rows are zeroed, so a
+        reader counts them lost (a fleet central whose replay cannot fill them)."""
+        if next_id <= self.next_id:
+            return
+        counters = self.ring._counters
+        counters[WRITE_START_WORD] = next_id - 1
+        positions = np.arange(max(self.next_id, next_id - self.ring.capacity), next_id)
+        self.ring.records["seq"][(positions - 1) % self.ring.capacity] = 0
+        counters[WRITE_SEQ_WORD] = next_id - 1
+        self.next_id = next_id
+
     def _write_chunk(
         self, records: np.ndarray, frames: Sequence[bytes] | None, first_id: int
     ) -> None:

@@ -10,6 +10,7 @@ import os
 import pwd
 import signal
 import time
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,8 @@ import numpy as np
 import pytest
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
+from leireye.fleet.checkpoint import RESERVE
+from leireye.fleet.journal import ENTRY, JOURNAL_FILE
 from leireye.fleet.model import (
     H_LOST,
     SENSOR_TABLE_FILE,
@@ -29,9 +32,10 @@ from leireye.fleet.model import (
 )
 from leireye.ring import Ring, RingReader
 from tests.accounts import users_yaml
+from tests.fleet.e2e import Stream, follow, key
 from tests.fleet.natsutil_central import TS0, Fleet, free_tcp_port, nats_server
 from tests.http import Http
-from tests.sensor import Sensor
+from tests.sensor import SHM_DIR, Sensor
 from tests.waiting import wait_for
 
 pytestmark = [
@@ -179,8 +183,8 @@ def test_central_ingests_counts_restarts_and_serves(tmp_path: Path, nats_url: st
             http = http.with_token(login.json["access_token"])
             reply = http.get("/api/capture/packets?limit=1000")
             assert reply.status == 200, reply.body
-            api_ids = sorted(p["id"] for p in reply.json["packets"])
-            assert api_ids == rows["seq"].astype(int).tolist()
+            old_api = sorted(reply.json["packets"], key=lambda p: p["id"])
+            assert [p["id"] for p in old_api] == rows["seq"].astype(int).tolist()
 
             # alpha is live while it publishes its status, and stops: silent within
             # silent_after_s + 1 s of its last message
@@ -201,8 +205,12 @@ def test_central_ingests_counts_restarts_and_serves(tmp_path: Path, nats_url: st
         assert central.proc.stderr is not None and not central.late_imports()
         central.proc.stderr.close()
         old_last = int(rows["seq"][-1])
+        old_rows, old_raw = rows, raw
         saved = json.loads((central.state_dir / "central/ids.json").read_text())
-        assert saved == {"next_id": old_last + 1}  # a clean stop: exactly the next id
+        assert saved == {"next_id": old_last + 1, "clean": True}  # exactly the next id
+        journal = (central.state_dir / JOURNAL_FILE).stat()
+        assert (journal.st_mode & 0o777, journal.st_gid) == (0o640, web)
+        assert journal.st_size == 6 * ENTRY.itemsize  # one entry per batch in the ring
 
         # while the central is down, both sensors publish on
         fleet.publish_many(
@@ -210,12 +218,33 @@ def test_central_ingests_counts_restarts_and_serves(tmp_path: Path, nats_url: st
         )
         second = start_central(tmp_path, nats_url, state_dir=central.state_dir)
         with second.explained():
+            # counted once: the replayed packets are not counted again
             found = wait_packets(second, {"alpha": 105, "beta": 60}, "the packets sent meanwhile")
             names = {s.name: s.index for s in found.sensors}
             assert names == {"alpha": alpha.index, "beta": beta.index}  # indexes kept
             assert sensor_state(second, "alpha").lost == 15  # nothing new lost
-            rows, _, base = ring_contents(second)
-            assert base == old_last and len(rows) == 30  # no duplicate of the first run
+            all_rows, all_raw, base = ring_contents(second)
+            # the last run's packets are back, with their ids and contents (the journal)
+            assert base == 0 and len(all_rows) == 135 + 30
+            assert all_rows[:135].tobytes() == old_rows.tobytes()
+            assert np.array_equal(all_raw[:135], old_raw)
+            assert "replay: 135 packets of the last run back in the ring" in second.log
+            http = Http(second.web_port())
+            login = http.post("/api/auth/login", {"username": "admin", "password": PASSWORD})
+            http = http.with_token(login.json["access_token"])
+            reply = http.get(f"/api/capture/packets?limit=1000&after=0&before={old_last + 1}")
+            assert sorted(reply.json["packets"], key=lambda p: p["id"]) == old_api
+            # a client that was behind resumes at an old id: every packet once, none dropped
+            stream = Stream()
+            token = urllib.parse.quote(http.token or "")
+            url = f"ws://127.0.0.1:{second.web_port()}/ws/capture?token={token}"
+            assert asyncio.run(follow(url, stream, 100, lambda: stream.last_id >= old_last + 30))
+            assert [p["id"] for p in stream.packets] == list(range(101, old_last + 31))
+            assert [key(p) for p in stream.packets[: old_last - 100]] == [
+                key(p) for p in old_api[100:]
+            ]
+            assert stream.dropped == []
+            rows = all_rows[135:]  # the packets sent meanwhile: new ids after the old ones
             assert rows["seq"].astype(int).tolist() == list(range(old_last + 1, old_last + 31))
             assert sensor_ids(rows[rows["sensor"] == alpha.index]).tolist() == list(range(101, 121))
             assert sensor_ids(rows[rows["sensor"] == beta.index]).tolist() == list(range(51, 61))
@@ -287,3 +316,96 @@ def test_messages_a_dead_run_left_unacknowledged_are_read_at_once(
             assert "read again from 2" in central.log
     finally:
         central.kill()
+
+
+def test_after_a_sigkill_a_central_does_not_replay(tmp_path: Path, nats_url: str) -> None:
+    """A killed central did not write its exact next id: ids past the journal's end may have
+    been handed out for messages that come again, so nothing is replayed and the ids continue
+    above the reserved block, each packet once."""
+    fleet = Fleet(nats_url)
+    fleet.create_streams("kappa")
+    fleet.publish_many([fleet.batch("kappa", 1 + 10 * k, 10) for k in range(3)])
+    central = start_central(tmp_path, nats_url, sensors=("kappa",))
+    second: Sensor | None = None
+    try:
+        with central.explained():
+            wait_packets(central, {"kappa": 30}, "the first batches")
+            wait_for(lambda: asyncio.run(_ack_floor("kappa", nats_url)) == 3, 10, "the acks")
+        os.killpg(central.proc.pid, signal.SIGKILL)
+        central.proc.wait(10)
+        central._reader.join(10)
+        assert central.proc.stderr is not None
+        central.proc.stderr.close()
+        for name in central.segments():  # the supervisor could not remove them
+            (SHM_DIR / name).unlink(missing_ok=True)
+        saved = json.loads((central.state_dir / "central/ids.json").read_text())
+        assert saved == {"next_id": 11 + RESERVE}  # reserved before the first write, not clean
+        fleet.publish_many([fleet.batch("kappa", 31, 10)])
+        second = start_central(tmp_path, nats_url, central.state_dir, sensors=("kappa",))
+        with second.explained():
+            found = wait_packets(second, {"kappa": 40}, "the batch sent meanwhile")
+            assert found.sensors[0].lost == 0
+            rows, _, base = ring_contents(second)
+            assert base == 10 + RESERVE and len(rows) == 10  # no replay, no duplicate
+            assert rows["seq"].astype(int).tolist() == list(range(base + 1, base + 11))
+            assert sensor_ids(rows).tolist() == list(range(31, 41))
+            assert "replay" not in second.log
+    finally:
+        (second or central).kill()
+
+
+async def _ack_floor(name: str, url: str) -> int:
+    nc = await nats.connect(url)
+    try:
+        info = await nc.jetstream().consumer_info(
+            stream_name(name, "packets"), "leireye-central-central"
+        )
+        return info.ack_floor.stream_seq if info.ack_floor is not None else 0
+    finally:
+        await nc.close()
+
+
+def test_a_replay_skips_what_is_gone_from_the_stream(tmp_path: Path, nats_url: str) -> None:
+    """Messages gone from the stream since the clean stop are not replayed, and said so: those
+    older than the stream's first message cut the replay to the suffix after them, one deleted
+    inside leaves a hole of its ids; the rest comes back with its ids."""
+    fleet = Fleet(nats_url)
+    fleet.create_streams("lam")
+    fleet.publish_many([fleet.batch("lam", 1 + 10 * k, 10) for k in range(5)])
+    central = start_central(tmp_path, nats_url, sensors=("lam",))
+    second: Sensor | None = None
+    try:
+        with central.explained():
+            wait_packets(central, {"lam": 50}, "the batches")
+            old, _, _ = ring_contents(central)
+        assert central.stop(signal.SIGINT) == 0
+        central._reader.join(10)
+        assert central.proc.stderr is not None
+        central.proc.stderr.close()
+
+        async def retention() -> None:
+            nc = await nats.connect(nats_url)
+            js = nc.jetstream()
+            await js.purge_stream(stream_name("lam", "packets"), seq=3)  # 1 and 2 gone
+            await js.delete_msg(stream_name("lam", "packets"), 4)
+            await nc.close()
+
+        asyncio.run(retention())
+        second = start_central(tmp_path, nats_url, central.state_dir, sensors=("lam",))
+        with second.explained():
+            wait_for(lambda: "replay: 20 packets of the last run" in second.log, 10, "the replay")
+            assert "replay: 20 packets (ids 1..20) not replayed" in second.log
+            assert "replay: ids 31..40 (LEIREYE_lam_PACKETS message 4) not replayed" in second.log
+            ring = Ring.attach(f"{second.name}-ring")
+            try:
+                assert (ring.base_id, ring.write_seq) == (0, 50)
+                held = [i for i in range(1, 51) if ring.get(i) is not None]
+                assert held == [*range(21, 31), *range(41, 51)]
+                for i in held:  # the same record under the same id
+                    got = ring.get(i)
+                    assert got is not None and got[0].tobytes() == old[i - 1].tobytes()
+            finally:
+                ring.close()
+            assert sensor_state(second, "lam").packets == 50  # not counted again
+    finally:
+        (second or central).kill()

@@ -62,7 +62,7 @@ def test_the_checkpoint_reserves_ahead_and_settles_exactly(tmp_path: Path) -> No
     checkpoint.reserve(RESERVE)  # still below what is on disk: no write
     assert read_next_id(tmp_path) == 2 + RESERVE
     checkpoint.settle(42)
-    assert json.loads((tmp_path / "central/ids.json").read_text()) == {"next_id": 42}
+    assert json.loads((tmp_path / "central/ids.json").read_text()) == {"next_id": 42, "clean": True}
     assert (tmp_path / "central/ids.json").stat().st_mode & 0o777 == 0o640
     IdCheckpoint(tmp_path, 50)  # a ring ahead of the file moves the file
     assert read_next_id(tmp_path) == 50
