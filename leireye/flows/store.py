@@ -16,6 +16,9 @@ user, the setgid bit so every directory and file below gets that group; files 06
     flows_by_resp/hour=2026120312/part-...parquet   the same rows sorted by responder
     hosts/hour=2026120312/part-<min minute_ns>-<max minute_ns>-<pid>-<n>.parquet
     apps/hour=.../...
+    flows/hour=2026120312/merged-<low>-<high>.parquet   a finished hour's parts merged, and
+    flows_by_resp/hour=2026120312/merged-...            its twin (`leireye.flows.compact`)
+    flows/hour=.../late-...parquet   rows filed into an hour after its merge (and the twin)
     pending.json          rows held in memory, not written yet (rewritten on every change)
     losses.json           rows lost by crashes, counted at each start (cumulative)
 
