@@ -224,7 +224,11 @@ class Compactor:
         with contextlib.suppress(OSError):  # a lower priority for this thread alone
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
         while not self._stop.wait(EVERY_S):
-            self.run_once()
+            try:
+                self.run_once()
+            except Exception:  # a bug: say so and try again at the next pass, the store is safe
+                self.counts.failed += 1
+                log.exception("flow store: a compaction pass crashed")
 
     def run_once(self) -> None:
         directory = self.writer.directory
