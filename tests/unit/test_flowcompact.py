@@ -185,3 +185,10 @@ def test_retention_deletes_merged_hours_by_age_and_size(tmp_path: Path) -> None:
     assert w.enforce_retention() == hours[2:3]
     assert [p.path.parent.name for p in part_files(tmp_path, "flows")] == hours[3:]
     assert not (tmp_path / BY_RESP / hours[2]).exists()
+
+
+def test_the_thread_stops_at_once(tmp_path: Path) -> None:
+    c = compactor(tmp_path, Clock(LATER_S))
+    c.start()
+    c.stop(timeout_s=10.0)
+    assert c._thread is not None and not c._thread.is_alive()
