@@ -16,7 +16,12 @@
    of 32 768, statistics on every column): the time to write both copies each way, and the
    one-host page now (two steps, new files) against before (one step, old files), in turns.
 
+5. With `--compact`, a copy of the store with every hour merged into one file per table
+   (`compact.compact_hour`, its parts then deleted): the merge's time, and the one-host page
+   on the merged store against the store of parts, in turns, same data, same run.
+
     .venv/bin/python benchmarks/bench_flowstore.py [--hours 2] [--rate 5000] [--old-format]
+        [--compact]
 
 The issue's target is a one-host query over 24 h at 5 k flows/s (432 M flows) under 1 s.
 """
@@ -27,6 +32,7 @@ import argparse
 import ipaddress
 import shutil
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -35,10 +41,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from leireye.flows.columns import FLOW_STATISTICS, FLOWS_SCHEMA, SORT_ORDER
+from leireye.flows.compact import compact_hour, delete_merged_parts
 from leireye.flows.history import FLOW_SORTS, FlowHistory, _matching
 from leireye.flows.layout import FLOW_FIELDS, hour_name, part_files
 from leireye.flows.model import Flow
-from leireye.flows.query import ip_halves, parse_flow_filter
+from leireye.flows.query import FlowFilter, ip_halves, parse_flow_filter
 from leireye.flows.store import FlowStoreWriter, write_atomically
 
 NS = 10**9
@@ -152,6 +159,34 @@ def alternately(*calls: object, repeat: int) -> list[tuple[float, object]]:
     return [(min(t), r) for t, r in zip(times, results, strict=True)]
 
 
+def bench_compact(
+    store: Path, merged: Path, history: FlowHistory, flt: FlowFilter, host: str, repeat: int
+) -> None:
+    shutil.copytree(store, merged)
+    hours = sorted(p.name for p in (merged / "flows").iterdir())
+    started = time.perf_counter()
+    rows = sum(compact_hour(merged, hour, threading.Lock()) or 0 for hour in hours)
+    took = time.perf_counter() - started
+    delete_merged_parts(merged, {}, time.time(), keep_s=0)
+    print(
+        f"compaction: {len(hours)} hours, {rows:,} flows merged in {took:.1f} s"
+        f" ({rows / took:,.0f} flows/s, both copies, DuckDB threads=1, 256 MB);"
+        f" {len(list(part_files(merged, 'flows')))} flows files left"
+    )
+    compacted = FlowHistory(merged, timeout_s=600, threads=1)
+    for sort in ("start", "bytes"):
+        (parts_s, (page, total)), (merged_s, (merged_page, merged_total)) = alternately(
+            lambda s=sort: history.flows(flt=flt, sort=s, limit=100),  # type: ignore[misc]
+            lambda s=sort: compacted.flows(flt=flt, sort=s, limit=100),  # type: ignore[misc]
+            repeat=repeat,
+        )
+        assert (page, total) == (merged_page, merged_total)
+        print(
+            f"one host ({host}, {total:,} flows) by {sort}: merged {merged_s * 1000:.0f} ms,"
+            f" parts {parts_s * 1000:.0f} ms (merged / parts = {merged_s / parts_s:.3f})"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--hours", type=float, default=2.0)
@@ -164,6 +199,11 @@ def main() -> None:
         action="store_true",
         help="write the same flows also as before (row groups of 32 768, statistics on every"
         " column) and compare writing and the one-host query",
+    )
+    parser.add_argument(
+        "--compact",
+        action="store_true",
+        help="merge a copy of the store hour by hour and compare the one-host query",
     )
     parser.add_argument("--dir", help="where to write (default: a temporary directory, removed)")
     args = parser.parse_args()
@@ -280,6 +320,8 @@ def main() -> None:
                     f" step on the old files (as before) {before_s * 1000:.0f} ms (now / before ="
                     f" {now_s / before_s:.2f})"
                 )
+        if args.compact:
+            bench_compact(store, root / "store-compact", history, flt, host, args.repeat)
         print(
             f"references: full scan sum(bytes) {scan * 1000:.0f} ms; the host counted by address"
             f" text {text * 1000:.0f} ms; DuckDB threads=1"

@@ -70,6 +70,7 @@ from leireye.fleet.model import (
 )
 from leireye.fleet.replay import replay
 from leireye.fleet.tracker import Fleet, SensorTrack
+from leireye.flows.compact import Compactor
 from leireye.flows.model import Flow
 from leireye.flows.store import FlowStoreWriter
 from leireye.privileges import drop_privileges, lookup_user
@@ -116,6 +117,7 @@ def _run(config: Config, ring_name: str, status_name: str, stopping: StopFlag) -
     ring: Ring | None = None
     store: FlowStoreWriter | None = None
     journal: Journal | None = None
+    compactor: Compactor | None = None
     state_dir = Path(config.state_dir)
     try:
         try:
@@ -131,6 +133,8 @@ def _run(config: Config, ring_name: str, status_name: str, stopping: StopFlag) -
             history = config.history
             store = FlowStoreWriter(config.history_dir, flows_days=history.flows_days,
                                     max_gb=history.max_gb, flush_s=history.flush_s)  # fmt: skip
+            compactor = Compactor(store)  # merges each finished hour's flows files
+            compactor.start()
         except (LeirEyeError, OSError) as exc:
             log.error("ingest cannot start: %s", exc)
             report.update(state=CaptureState.ERROR, last_error=str(exc))
@@ -145,6 +149,8 @@ def _run(config: Config, ring_name: str, status_name: str, stopping: StopFlag) -
         report.update(state=CaptureState.ERROR, capturing=False, last_error=f"crashed: {exc!r}")
         return ExitCode.ERROR
     finally:
+        if compactor is not None:
+            compactor.stop()
         if store is not None:
             try:
                 store.close()  # the flows held in memory are written

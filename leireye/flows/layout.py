@@ -25,6 +25,7 @@ DATA_DIRS: Final = (*TABLES, BY_RESP)
 PENDING_FILE: Final = "pending.json"
 LOSSES_FILE: Final = "losses.json"
 HOUR_NS: Final = 3600 * 10**9
+MERGED: Final = "merged"
 
 # The columns a `Flow` has (the files hold derived ones too: keys, duration, totals).
 FLOW_FIELDS: Final = tuple(f for f in Flow.__struct_fields__)
@@ -43,33 +44,49 @@ def hour_start_ns(name: str) -> int:
 
 @dataclass(frozen=True)
 class PartFile:
-    """A data file and the time bounds its name gives."""
+    """A data file and the time bounds its name gives: a flush's `part-<low>-<high>-<pid>-<n>`,
+    an hour's merge of them `merged-<low>-<high>`, or a `late-<low>-<high>-<pid>-<n>` (rows
+    filed into an hour after its merge)."""
 
     path: Path
     low_ns: int
     high_ns: int
+    kind: str = "part"
 
     @classmethod
     def parse(cls, path: Path) -> PartFile | None:
         parts = path.name.removesuffix(".parquet").split("-")
-        if not path.name.endswith(".parquet") or len(parts) != 5 or parts[0] != "part":
+        if not path.name.endswith(".parquet"):
+            return None
+        flushed = parts[0] in ("part", "late") and len(parts) == 5
+        if not (flushed or (parts[0] == MERGED and len(parts) == 3)):
             return None
         try:
-            return cls(path, int(parts[1]), int(parts[2]))
+            return cls(path, int(parts[1]), int(parts[2]), parts[0])
         except ValueError:
             return None
 
 
+def merged_name(low_ns: int, high_ns: int) -> str:
+    return f"{MERGED}-{low_ns}-{high_ns}.parquet"
+
+
+def hour_files(folder: Path) -> list[PartFile]:
+    """The files a reader takes in one hour's directory: its merged file and late files when it
+    has been merged (the parts it merged are ignored until they are deleted), else its parts."""
+    found = [f for f in map(PartFile.parse, sorted(folder.iterdir())) if f is not None]
+    if any(f.kind == MERGED for f in found):
+        return [f for f in found if f.kind != "part"]
+    return found
+
+
 def part_files(directory: Path, table: str) -> Iterator[PartFile]:
-    """Every finished data file of `table`, oldest hour first."""
+    """Every data file of `table` a reader takes, oldest hour first."""
     root = directory / table
     with contextlib.suppress(FileNotFoundError):
         for hour in sorted(root.iterdir()):
             with contextlib.suppress(FileNotFoundError, NotADirectoryError):
-                for path in sorted(hour.iterdir()):
-                    found = PartFile.parse(path)
-                    if found is not None:
-                        yield found
+                yield from hour_files(hour)
 
 
 def read_losses(directory: Path) -> dict[str, int]:

@@ -29,6 +29,7 @@ from leireye.ring.ring import Start
 from leireye.ring.shards import attach_when_ready
 from leireye.stopping import StopEvent, StopFlag, stop_on_sigterm
 
+from .compact import Compactor
 from .live import LiveState
 from .model import FlowSink
 from .rows import to_flows
@@ -44,7 +45,7 @@ POLL_S: Final = 0.02  # between reads when the ring is drained: 20 ms of traffic
 EXPIRE_EVERY_S: Final = 0.5
 
 
-def open_sink(config: Config) -> FlowSink:
+def open_sink(config: Config) -> FlowStoreWriter:
     """The one place the flow process's sink is made: the flow store in `history.dir`."""
     history = config.history
     return FlowStoreWriter(
@@ -74,6 +75,8 @@ def _run(config: Config, ring_name: str, view: FlowView, stopping: StopFlag) -> 
     if ring is None:
         return
     sink = open_sink(config)
+    compactor = Compactor(sink)  # merges each finished hour's files, in a thread
+    compactor.start()
     state = LiveState(cfg)
     counters = {name: view.counter(name) for name in ("ring_lost", "lost_on_restart", "starts")}
     resume = view.counter("read_id")
@@ -123,6 +126,7 @@ def _run(config: Config, ring_name: str, view: FlowView, stopping: StopFlag) -> 
     finally:
         state.end_all()
         _emit(state, view, sink, flush=True)
+        compactor.stop()
         sink.flush()
         sink.close()
         _publish(state, view, counters, reader.cursor - 1)

@@ -16,6 +16,9 @@ user, the setgid bit so every directory and file below gets that group; files 06
     flows_by_resp/hour=2026120312/part-...parquet   the same rows sorted by responder
     hosts/hour=2026120312/part-<min minute_ns>-<max minute_ns>-<pid>-<n>.parquet
     apps/hour=.../...
+    flows/hour=2026120312/merged-<low>-<high>.parquet   a finished hour's parts merged, and
+    flows_by_resp/hour=2026120312/merged-...            its twin (`leireye.flows.compact`)
+    flows/hour=.../late-...parquet   rows filed into an hour after its merge (and the twin)
     pending.json          rows held in memory, not written yet (rewritten on every change)
     losses.json           rows lost by crashes, counted at each start (cumulative)
 
@@ -51,6 +54,7 @@ import logging
 import os
 import pwd
 import shutil
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -73,6 +77,7 @@ from leireye.flows.layout import (
     DATA_DIRS,
     HOUR_NS,
     LOSSES_FILE,
+    MERGED,
     PENDING_FILE,
     TABLES,
     hour_name,
@@ -128,6 +133,7 @@ class FlowStoreWriter:
         self._serial = 0
         self._marked: list[int] = [0, 0, 0]  # what pending.json says
         self._retention_at = 0.0
+        self.lock = threading.Lock()  # held while writing files: `compact` commits under it
         directory.mkdir(parents=True, exist_ok=True)
         self.recovered = self._recover()
         self._flushed_at = clock()
@@ -201,14 +207,17 @@ class FlowStoreWriter:
             self._make_dir(self.directory / table)
             self._make_dir(folder)
             self._serial += 1
-            name = f"part-{low}-{high}-{os.getpid()}-{self._serial}.parquet"
             stats: bool | list[str] = FLOW_STATISTICS if table == "flows" else True
-            if table == "flows":  # its twin first: the flows file's rename commits both
-                twin = self.directory / BY_RESP / hour
-                self._make_dir(twin.parent)
-                self._make_dir(twin)
-                write_atomically(twin, name, part.sort_by(SORT_ORDER[BY_RESP]), stats)
-            write_atomically(folder, name, part, stats)
+            with self.lock:  # an hour already merged (`compact`) takes late files beside it
+                late = any(folder.glob(f"{MERGED}-*.parquet"))
+                kind = "late" if late else "part"
+                name = f"{kind}-{low}-{high}-{os.getpid()}-{self._serial}.parquet"
+                if table == "flows":  # its twin first: the flows file's rename commits both
+                    twin = self.directory / BY_RESP / hour
+                    self._make_dir(twin.parent)
+                    self._make_dir(twin)
+                    write_atomically(twin, name, part.sort_by(SORT_ORDER[BY_RESP]), stats)
+                write_atomically(folder, name, part, stats)
             marked = list(self._marked)
             marked[index] -= part.num_rows
             self._mark(marked)
@@ -237,7 +246,7 @@ class FlowStoreWriter:
                 temporary += 1
         for path in self.directory.glob(".*.json.tmp"):  # pending.json or losses.json, half-made
             path.unlink(missing_ok=True)
-        for path in (self.directory / BY_RESP).glob("hour=*/part-*.parquet"):
+        for path in (self.directory / BY_RESP).glob("hour=*/[!.]*.parquet"):
             if not (self.directory / "flows" / path.parent.name / path.name).exists():
                 path.unlink()  # a twin whose flows file was never renamed: not committed
                 temporary += 1
@@ -326,7 +335,7 @@ def write_atomically(
     finally:
         os.close(fd)
     os.rename(temporary, final)
-    _sync_dir(folder)
+    sync_dir(folder)
     return final
 
 
@@ -341,10 +350,11 @@ def _replace_text(path: Path, text: str, *, sync: bool) -> None:
         os.close(fd)
     os.rename(temporary, path)
     if sync:
-        _sync_dir(path.parent)
+        sync_dir(path.parent)
 
 
-def _sync_dir(folder: Path) -> None:
+def sync_dir(folder: Path) -> None:
+    """fsync a directory: the renames in it last."""
     fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
