@@ -70,13 +70,16 @@ from tests.sensor import Sensor
 from tests.waiting import wait_for
 
 SENSOR = "bench"
+# The latency run's sensor has streams of its own: a new central reads a stream from its first
+# message, and the throughput run's records (a replayed pcap's old timestamps) are not latency.
+LATENCY_SENSOR = "bench-latency"
 PASSWORD = "bench-password-1"
 LIMITS = "limits: {connections_per_user: 100, messages_per_second: 1000}\n"
 
 
-def fleet_yaml(url: str) -> str:
+def fleet_yaml(url: str, sensor: str = SENSOR) -> str:
     return (
-        f"fleet: {{enabled: true, sensor: {SENSOR}, nats: {{servers: ['{url}']}},"
+        f"fleet: {{enabled: true, sensor: {sensor}, nats: {{servers: ['{url}']}},"
         " streams: {max_gb: 0.5, max_age_h: 1.0}}\n"
     )
 
@@ -186,13 +189,15 @@ def latency(tmp: Path, pcap: Path, url: str, rate: int, seconds: float, drain: f
         jumbo(pair)
         sensor = Sensor(
             tmp, "--interface", pair.host_if,
-            config="store: {enabled: false}\nflows: {enabled: false}\n" + LIMITS + fleet_yaml(url),
+            config="store: {enabled: false}\nflows: {enabled: false}\n"
+            + LIMITS
+            + fleet_yaml(url, LATENCY_SENSOR),
             users=users,
         )  # fmt: skip
         central = Sensor(
             tmp,
-            config=LIMITS
-            + f"central: {{enabled: true, sensors: [{SENSOR}], nats: {{servers: ['{url}']}}}}\n",
+            config=LIMITS + f"central: {{enabled: true, sensors: [{LATENCY_SENSOR}],"
+            f" nats: {{servers: ['{url}']}}}}\n",
             users=users,
             command="central",
         )
@@ -203,7 +208,7 @@ def latency(tmp: Path, pcap: Path, url: str, rate: int, seconds: float, drain: f
             def live() -> bool:
                 found = read_sensor_table(table)
                 return found is not None and any(
-                    s.name == SENSOR and s.state == "live" for s in found.sensors
+                    s.name == LATENCY_SENSOR and s.state == "live" for s in found.sensors
                 )
 
             wait_for(live, 90, "the central to see the sensor live")
