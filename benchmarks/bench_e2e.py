@@ -93,6 +93,8 @@ class Trial:
     p99_ms: float = float("nan")
     cpu_pct_per_100k: dict[str, float] = field(default_factory=dict)
     subscribers: int = 0
+    store_written: int = 0  # the packet store's frames (not part of `lossless`: its own loss)
+    store_lost: int = 0
 
     @property
     def lossless(self) -> bool:
@@ -221,6 +223,7 @@ def leireye_trial(
         tool += "+rest"
         sys.stderr.write(f"  REST: {queries} whole-ring queries during the send\n")
     trial = Trial(tool, rate, sent.sent, sent.rate, d.captured, d.kernel_drops, d.ring_lost)
+    trial.store_written, trial.store_lost = d.store_written, d.store_lost
     return finish(trial, results, d.cpu)
 
 
@@ -281,7 +284,9 @@ def report(t: Trial) -> Trial:
     verdict = "lossless" if t.lossless else "LOSS"
     sys.stderr.write(
         f"  {t.tool} {t.rate}/s: sent {t.sent} captured {t.captured} drops {t.kernel_drops}"
-        f" laps {t.ring_lost} skipped {t.skipped} delivered min {t.delivered_min} -> {verdict}\n"
+        f" laps {t.ring_lost} skipped {t.skipped} delivered min {t.delivered_min}"
+        + (f" store written {t.store_written} lost {t.store_lost}" if t.store_written else "")
+        + f" -> {verdict}\n"
     )
     return t
 

@@ -28,6 +28,8 @@ STATS_LOST = "leireye_stats_ring_lost_total"
 SENT = "leireye_web_messages_sent_total"
 DELIVERED = "leireye_web_packets_delivered_total"
 CONNECTIONS = "leireye_web_connections"
+STORE_WRITTEN = "leireye_store_frames_written_total"
+STORE_LOST = "leireye_store_frames_lost_total"
 
 
 def cpu_share(cpu_s: float, packets: int) -> float:
@@ -51,12 +53,17 @@ class Delta:
     cpu: dict[str, float]
     messages: dict[str, float]  # worker -> messages sent
     delivered: dict[str, float]  # worker -> packets delivered (summed over subscribers)
+    store_written: int  # frames the packet store wrote (0 when it is off)
+    store_lost: int  # frames the packet store missed (counted by its writer)
 
 
 def delivery(before: Snapshot, after: Snapshot) -> Delta:
     def grown(name: str) -> dict[str, float]:
         old = per_worker(before.metrics, name)
         return {w: v - old.get(w, 0.0) for w, v in per_worker(after.metrics, name).items()}
+
+    def grown_one(name: str) -> float:
+        return after.metrics.get((name, ""), 0) - before.metrics.get((name, ""), 0)
 
     stats_lost = after.metrics.get((STATS_LOST, ""), 0) - before.metrics.get((STATS_LOST, ""), 0)
     return Delta(
@@ -66,6 +73,8 @@ def delivery(before: Snapshot, after: Snapshot) -> Delta:
         cpu={k: after.cpu[k] - before.cpu.get(k, 0.0) for k in after.cpu},
         messages=grown(SENT),
         delivered=grown(DELIVERED),
+        store_written=int(grown_one(STORE_WRITTEN)),
+        store_lost=int(grown_one(STORE_LOST)),
     )
 
 

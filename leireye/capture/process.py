@@ -94,6 +94,16 @@ def run_capture(
         return _run(config, ring_name, status_name, flag, decode, state_dir, spec, web)
 
 
+def _set_nice(nice: int) -> None:
+    """Run this process at `nice` (capture.nice): only root may lower it, hence before the
+    privilege drop. A refusal is logged, not fatal: the capture works, with less headroom."""
+    try:
+        if os.getpriority(os.PRIO_PROCESS, 0) != nice:
+            os.setpriority(os.PRIO_PROCESS, 0, nice)
+    except OSError as exc:
+        log.warning("capture.nice %d not applied: %s", nice, exc)
+
+
 def _run(
     config: Config,
     ring_name: str,
@@ -137,6 +147,7 @@ def _run(
                       f"leireye-cap{spec.index}")  # fmt: skip
             if note := fanout.refused or _replay_note(config):
                 report.update(last_error=note)
+            _set_nice(cap.nice)
             drop_privileges(account)
             source.check_reopen()
             if stuck_dir is not None and not os.access(stuck_dir, os.W_OK | os.X_OK):

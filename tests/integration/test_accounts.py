@@ -122,6 +122,15 @@ def test_the_children_run_as_the_sensors_own_accounts(sensor: Sensor) -> None:
         assert uids == [str(uid)] * 4, (role, uids)
 
 
+def test_the_capture_runs_ahead_of_its_readers(sensor: Sensor) -> None:
+    """capture.nice (default -10), set while root: the readers keep the niceness they were
+    started with (the test's own)."""
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+    for role, nice in (("capture", -10), ("stats", base), ("flows", base), ("web-0", base)):
+        pid = int(next(x for x in sensor.lines if f"{role} started pid=" in x).split("=")[-1])
+        assert os.getpriority(os.PRIO_PROCESS, pid) == nice, role
+
+
 def test_owners_and_modes(sensor: Sensor) -> None:
     writer = pwd.getpwnam("leireye")
     web = pwd.getpwnam("leireye-web")
