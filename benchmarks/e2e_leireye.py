@@ -28,6 +28,7 @@ STATS_LOST = "leireye_stats_ring_lost_total"
 SENT = "leireye_web_messages_sent_total"
 DELIVERED = "leireye_web_packets_delivered_total"
 CONNECTIONS = "leireye_web_connections"
+FLOWS_LOST = "leireye_flows_ring_lost_total"
 STORE_WRITTEN = "leireye_store_frames_written_total"
 STORE_LOST = "leireye_store_frames_lost_total"
 
@@ -69,7 +70,7 @@ def delivery(before: Snapshot, after: Snapshot) -> Delta:
     return Delta(
         captured=after.status.packets_captured - before.status.packets_captured,
         kernel_drops=after.status.kernel_drops - before.status.kernel_drops,
-        ring_lost=int(sum(grown(WEB_LOST).values()) + stats_lost),
+        ring_lost=int(sum(grown(WEB_LOST).values()) + stats_lost + grown_one(FLOWS_LOST)),
         cpu={k: after.cpu[k] - before.cpu.get(k, 0.0) for k in after.cpu},
         messages=grown(SENT),
         delivered=grown(DELIVERED),

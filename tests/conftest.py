@@ -14,8 +14,8 @@ from tests.sensor import Sensor, SensorFactory
 def sensor_factory(tmp_path: Path) -> Iterator[SensorFactory]:
     started: list[Sensor] = []
 
-    def start(*args: str, config: str = "") -> Sensor:
-        sensor = Sensor(tmp_path, *args, config=config)
+    def start(*args: str, config: str = "", users: str = "") -> Sensor:
+        sensor = Sensor(tmp_path, *args, config=config, users=users)
         started.append(sensor)
         return sensor
 

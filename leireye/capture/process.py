@@ -147,7 +147,8 @@ def _run(
                       f"leireye-cap{spec.index}")  # fmt: skip
             if note := fanout.refused or _replay_note(config):
                 report.update(last_error=note)
-            _set_nice(cap.nice)
+            if cap.pcap is None:  # a file waits for the reader: no kernel buffer to guard
+                _set_nice(cap.nice)
             drop_privileges(account)
             source.check_reopen()
             if stuck_dir is not None and not os.access(stuck_dir, os.W_OK | os.X_OK):

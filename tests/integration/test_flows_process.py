@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 
 from leireye.flows.view import ENDED, STARTED, FlowView
-from tests.sensor import SensorFactory
+from tests.accounts import users_yaml
+from tests.http import Http
+from tests.sensor import Sensor, SensorFactory
 from tests.waiting import wait_for
 
 pytestmark = [
@@ -57,7 +59,7 @@ def test_flow_process_runs_and_its_view_is_readable(sensor_factory: SensorFactor
 
 
 def test_sigkill_under_load_restarts_and_counts_the_loss(sensor_factory: SensorFactory) -> None:
-    sensor = sensor_factory(config=REPLAY)
+    sensor = sensor_factory(config=REPLAY, users=users_yaml({"vic": ("VIEWER", "viewer-pw-9")}))
     first = wait_for(lambda: _pid(sensor.lines), 20, "the flow process to start")
     view = wait_for(lambda: _attach(f"{sensor.name}-flows"), 20, "the flow view")
     try:
@@ -72,10 +74,23 @@ def test_sigkill_under_load_restarts_and_counts_the_loss(sensor_factory: SensorF
         records = counters["records"]
         wait_for(lambda: view.snapshot()[2]["records"] > records, 20, "records read again")
         assert "flows died" in sensor.log
+        shown = metrics(sensor)  # the loss is reported where operators look, not only logged
+        lost = counters["lost_on_restart"]
+        assert f"leireye_flows_lost_on_restart_total {lost}" in shown, shown
+        assert "leireye_flows_ring_lost_total " in shown
     finally:
         view.close()
     assert sensor.stop(signal.SIGTERM) == 0, sensor.log
     assert sensor.segments() == []
+
+
+def metrics(sensor: Sensor) -> str:
+    http = Http(sensor.web_port())
+    token = http.post("/api/auth/login", {"username": "vic", "password": "viewer-pw-9"})
+    assert token.status == 200, token.body
+    reply = http.with_token(token.json["access_token"]).get("/metrics")
+    assert reply.status == 200
+    return reply.body.decode()
 
 
 def _attach(name: str) -> FlowView | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Final
 
 from leireye.errors import LeirEyeError
 from leireye.fleet.model import SensorState
@@ -37,6 +38,41 @@ def store_metrics(hub: Hub) -> list[Metric]:
         _one("leireye_store_oldest_seconds", "gauge", "Time (Unix s) of the oldest packet held",
              store.oldest_ns / 1e9),
     ]  # fmt: skip
+
+
+_FLOW_COUNTERS: Final = (
+    ("records", "Ring records the flow process read"),
+    ("not_ip", "Records the flow process read that belong to no IP flow"),
+    ("started", "Flows started"),
+    ("ended", "Flows ended (teardown, timeouts, eviction)"),
+    ("evicted", "Flows ended early because flows.max_active was reached"),
+    ("hosts_evicted", "Hosts dropped from the host table because it was full"),
+    ("collisions", "Records dropped on a 64-bit flow key hash collision"),
+    ("overflow", "Records of new flows a batch brought beyond what the table holds"),
+    ("ring_lost", "Ring records the flow process missed (it fell behind)"),
+    ("lost_on_restart", "Active flows lost when the flow process restarted"),
+)
+
+
+def flow_metrics(hub: Hub) -> list[Metric]:
+    """The flow process's counters, from its shared-memory view (none when flows are off)."""
+    if hub.flows is None:
+        return []
+    try:
+        counters = hub.flows.view.snapshot(retry_s=0.01)[2]
+    except LeirEyeError:  # a writer died mid-publish: the next scrape reads the new one
+        return []
+    metrics = [
+        _one("leireye_flows_active", "gauge", "Flows held by the flow process",
+             counters["active_flows"]),
+        _one("leireye_flows_hosts", "gauge", "Hosts held by the flow process",
+             counters["active_hosts"]),
+    ]  # fmt: skip
+    metrics += [
+        _one(f"leireye_flows_{name}_total", "counter", help_text, counters[name])
+        for name, help_text in _FLOW_COUNTERS
+    ]
+    return metrics
 
 
 def sensor_metrics(states: list[SensorState]) -> list[Metric]:
@@ -164,6 +200,7 @@ def collect(hub: Hub, sensors: tuple[str, ...] | None = None) -> list[Metric]:
                  "Ring records the stats process missed", snap.ring_lost),
         ]  # fmt: skip
     metrics += store_metrics(hub)
+    metrics += flow_metrics(hub)
     if hub.sensors.central:
         metrics += sensor_metrics(hub.sensors.states(sensors))
     metrics += fleet_metrics(hub)
