@@ -12,8 +12,9 @@ at increasing rates and measures, per rate and per tool:
   mode with no filter, in a separate process (`e2e_clients`). Sent (tcpreplay), captured and
   kernel drops (status block), ring laps (`leireye_web_ring_lost_total` of every worker plus
   `leireye_stats_ring_lost_total` and `leireye_flows_ring_lost_total`, from /metrics), what the
-  packet store wrote and lost (its own loss: not part of "lossless"), packets each subscriber received (min/max),
-  `slow_consumer` skips, p50/p99 of client receive time - packet `timestamp` (ms resolution).
+  packet store wrote and lost (its own loss: not part of "lossless"), packets each subscriber
+  received (min/max), `slow_consumer` skips, p50/p99 of client receive time - packet
+  `timestamp` (ms resolution).
 - `leireye-columns`: the same with the subscribers asking for binary batches
   (`options.format: "columns"`).
 - `leireye+rest`, `leireye-columns+rest`: the same while a thread sends `GET
