@@ -10,11 +10,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Final
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
+from leireye.flows import rows as flowrows
+from leireye.flows import tcpstate
 from leireye.flows.layout import FLOW_FIELDS
 from leireye.flows.model import AppMinute, Flow, HostMinute
 from leireye.flows.query import ip_halves
+from leireye.record import APP_LABELS, NO_VLAN, PROTO_LABELS, Proto
 
 _U64 = pa.uint64()
 FLOWS_SCHEMA: Final = pa.schema(
@@ -101,6 +106,89 @@ def flows_table(flows: Sequence[Flow]) -> pa.Table:
     arrays["duration_ns"] = pa.array([f.last_ns - f.first_ns for f in flows], pa.int64())
     arrays["pkts"] = pa.array([f.orig_pkts + f.resp_pkts for f in flows], pa.int64())
     arrays["bytes"] = pa.array([f.orig_bytes + f.resp_bytes for f in flows], pa.int64())
+    return pa.table([arrays[f.name] for f in FLOWS_SCHEMA], schema=FLOWS_SCHEMA)
+
+
+def _labels(table: Sequence[str | None], index: np.ndarray) -> pa.Array:
+    """Strings (or nulls) looked up by small integer: one dictionary, cast to plain strings."""
+    dictionary = pa.array(list(table), pa.string())
+    return pa.DictionaryArray.from_arrays(pa.array(index, pa.int32()), dictionary).cast(pa.string())
+
+
+_TRANSPORT_LABELS: Final = tuple(
+    PROTO_LABELS[p] if p < len(PROTO_LABELS) and p in flowrows.TRANSPORTS else "OTHER"
+    for p in range(256)
+)
+_APP_LABELS: Final = tuple(label or None for label in APP_LABELS)
+_CONN_STATES: Final = tuple(name or None for name in tcpstate.CONN_STATES)
+
+
+_ADDRESS_KEY: Final = np.dtype([("hi", "<u8"), ("lo", "<u8"), ("v", "u1")])
+
+
+def _addresses(hi: np.ndarray, lo: np.ndarray, version: np.ndarray) -> pa.Array:
+    """The text of each address, each distinct one formatted once (`rows.ip_text`)."""
+    keys = np.empty(len(hi), dtype=_ADDRESS_KEY)
+    keys["hi"], keys["lo"], keys["v"] = hi, lo, version
+    packed = pa.FixedSizeBinaryArray.from_buffers(
+        pa.binary(_ADDRESS_KEY.itemsize), len(keys), [None, pa.py_buffer(keys.tobytes())]
+    )
+    encoded = packed.dictionary_encode()  # a hash, not a sort
+    unique = np.frombuffer(b"".join(encoded.dictionary.to_pylist()), dtype=_ADDRESS_KEY)
+    texts = [flowrows.ip_text(h, lo_, v) for h, lo_, v in unique.tolist()]
+    return _labels(texts, encoded.indices.to_numpy(zero_copy_only=False))
+
+
+def _texts(column: np.ndarray) -> pa.Array:
+    """A NUL-padded UTF-8 column as strings, empty ones null (`rows._text`: a value cut inside
+    a character decodes with U+FFFD, as there)."""
+    values = pa.array(column.tolist(), pa.binary())
+    values = pc.if_else(pc.equal(pc.binary_length(values), 0), pa.scalar(None, pa.binary()),
+                        values)  # fmt: skip
+    try:
+        return values.cast(pa.string())
+    except pa.ArrowInvalid:  # invalid UTF-8 somewhere: decode like a Flow would
+        return pa.array([None if v is None else v.decode("utf-8", "replace")
+                         for v in values.to_pylist()], pa.string())  # fmt: skip
+
+
+def flows_table_from_rows(rows: np.ndarray) -> pa.Table:
+    """`flows_table(rows.to_flows(rows))`, column by column: no `Flow` per row (the flow
+    process's ended flows go to the store this way; a property test keeps the two equal)."""
+    n = len(rows)
+    proto, version = rows["proto"], rows["ip_version"]
+    icmp = np.isin(proto, (Proto.ICMP, Proto.ICMPV6))
+    no_ports = ~((rows["has_ports"] != 0) | icmp)
+    first, last = rows["first_ns"].astype(np.int64), rows["last_ns"].astype(np.int64)
+    counts = {k: rows[k].astype(np.int64) for k in ("orig_pkts", "orig_bytes", "resp_pkts",
+                                                     "resp_bytes")}  # fmt: skip
+    uid = rows["uid"]
+    arrays: dict[str, pa.Array] = {
+        "uid": pa.array([f"C{u:016x}" for u in uid.tolist()], pa.string()),
+        "vlan": pa.array(rows["vlan"].astype(np.int32), mask=rows["vlan"] == NO_VLAN),
+        "transport": _labels(_TRANSPORT_LABELS, proto),
+        "ip_version": pa.array(version.astype(np.int8)),
+        "orig_ip": _addresses(rows["orig_hi"], rows["orig_lo"], version),
+        "orig_hi": pa.array(rows["orig_hi"]),
+        "orig_lo": pa.array(rows["orig_lo"]),
+        "orig_port": pa.array(rows["orig_port"].astype(np.int32), mask=no_ports),
+        "resp_ip": _addresses(rows["resp_hi"], rows["resp_lo"], version),
+        "resp_hi": pa.array(rows["resp_hi"]),
+        "resp_lo": pa.array(rows["resp_lo"]),
+        "resp_port": pa.array(rows["resp_port"].astype(np.int32), mask=no_ports),
+        "app": _labels(_APP_LABELS, rows["app"]),
+        "first_ns": pa.array(first),
+        "last_ns": pa.array(last),
+        "duration_ns": pa.array(last - first),
+        **{k: pa.array(v) for k, v in counts.items()},
+        "pkts": pa.array(counts["orig_pkts"] + counts["resp_pkts"]),
+        "bytes": pa.array(counts["orig_bytes"] + counts["resp_bytes"]),
+        "conn_state": _labels(_CONN_STATES, rows["conn_state"]),
+        "history": pa.array(rows["history"].tolist(), pa.binary()).cast(pa.string()),
+        "end_reason": _labels(flowrows.END_REASONS, rows["end_reason"]),
+        **{name: _texts(rows[name]) for name in flowrows.TEXT_FIELDS},
+        "sensor": pa.nulls(n, pa.string()),
+    }
     return pa.table([arrays[f.name] for f in FLOWS_SCHEMA], schema=FLOWS_SCHEMA)
 
 

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from typing import Literal, Protocol
 
 import msgspec
+import numpy as np
 
 EndReason = Literal["fin", "rst", "idle", "active", "evicted", "shutdown"]
 """Why a flow record ended: TCP teardown (FIN both ways, or a RST), no packet for the transport's
@@ -111,6 +112,10 @@ class FlowSink(Protocol):
     """Where the flow process puts what it ends: the flow store (`leireye.flows.store`)."""
 
     def add_flows(self, flows: Sequence[Flow]) -> None: ...
+
+    def add_rows(self, rows: np.ndarray) -> None:
+        """Ended flows as `rows.FLOW_ROW`: what the flow process hands over, no `Flow` each."""
+        ...
 
     def add_minute(self, hosts: Sequence[HostMinute], apps: Sequence[AppMinute]) -> None: ...
 

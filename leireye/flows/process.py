@@ -32,7 +32,6 @@ from leireye.stopping import StopEvent, StopFlag, stop_on_sigterm
 from .compact import Compactor
 from .live import LiveState
 from .model import FlowSink
-from .rows import to_flows
 from .store import FlowStoreWriter
 from .view import ENDED, STARTED, UPDATED, FlowView, host_rows
 
@@ -141,7 +140,7 @@ def _emit(state: LiveState, view: FlowView, sink: FlowSink, flush: bool = False)
     ended = state.take_ended()
     if len(ended):
         view.add_events(ENDED, ended)
-        sink.add_flows(to_flows(ended))
+        sink.add_rows(ended)
     for hosts, apps in state.take_minutes(flush):
         sink.add_minute(hosts, apps)
 

@@ -60,6 +60,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Final
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -70,6 +71,7 @@ from leireye.flows.columns import (
     TIME_COLUMNS,
     apps_table,
     flows_table,
+    flows_table_from_rows,
     hosts_table,
 )
 from leireye.flows.layout import (
@@ -92,6 +94,8 @@ DIR_MODE: Final = 0o2750
 FILE_MODE: Final = 0o640
 ROW_GROUP_ROWS: Final = 8192
 RETENTION_EVERY_S: Final = 60.0
+PENDING_BYTES: Final = 128  # pending.json's fixed size: its counts fit many times over
+ROWS_PER_CONVERSION: Final = 16384  # ended-flow rows held before they are turned into Arrow
 
 
 def prepare_history_dir(path: Path, writer: pwd.struct_passwd | None, group: int | None) -> Path:
@@ -128,10 +132,14 @@ class FlowStoreWriter:
         self.flush_s = flush_s
         self._clock = clock
         self._flows: list[Flow] = []
+        self._flow_rows: list[np.ndarray] = []  # from `add_rows`, not yet in Arrow
+        self._flow_tables: list[pa.Table] = []  # in Arrow, waiting for the flush
+        self._flow_count = 0  # rows in both
         self._hosts: list[HostMinute] = []
         self._apps: list[AppMinute] = []
         self._serial = 0
         self._marked: list[int] = [0, 0, 0]  # what pending.json says
+        self._pending_fd = -1
         self._retention_at = 0.0
         self.lock = threading.Lock()  # held while writing files: `compact` commits under it
         directory.mkdir(parents=True, exist_ok=True)
@@ -144,6 +152,21 @@ class FlowStoreWriter:
     def add_flows(self, flows: Sequence[Flow]) -> None:
         self._flows.extend(flows)
         self._tick()
+
+    def add_rows(self, rows: np.ndarray) -> None:
+        """Ended flows as `rows.FLOW_ROW` (the flow process's): turned into Arrow columns at
+        once, without a `Flow` per row."""
+        if len(rows):
+            self._flow_rows.append(rows)
+            self._flow_count += len(rows)
+            if sum(len(r) for r in self._flow_rows) >= ROWS_PER_CONVERSION:
+                self._convert_rows()
+        self._tick()
+
+    def _convert_rows(self) -> None:
+        if self._flow_rows:
+            self._flow_tables.append(flows_table_from_rows(np.concatenate(self._flow_rows)))
+            self._flow_rows.clear()
 
     def add_minute(self, hosts: Sequence[HostMinute], apps: Sequence[AppMinute]) -> None:
         self._hosts.extend(hosts)
@@ -158,9 +181,15 @@ class FlowStoreWriter:
     def flush(self) -> None:
         """Write every row held: one file per table and hour that has rows."""
         now = self._clock()
+        self._convert_rows()
         if self._flows:
-            self._write_table(0, flows_table(self._flows))
+            self._flow_tables.append(flows_table(self._flows))
+            self._flow_count += len(self._flows)
             self._flows.clear()
+        if self._flow_tables:
+            self._write_table(0, pa.concat_tables(self._flow_tables))
+            self._flow_tables.clear()
+            self._flow_count = 0
         if self._hosts:
             self._write_table(1, hosts_table(self._hosts))
             self._hosts.clear()
@@ -174,13 +203,16 @@ class FlowStoreWriter:
 
     def close(self) -> None:
         self.flush()
+        if self._pending_fd >= 0:
+            os.close(self._pending_fd)
+            self._pending_fd = -1
         with contextlib.suppress(FileNotFoundError):
             (self.directory / PENDING_FILE).unlink()
 
     @property
     def pending(self) -> tuple[int, int, int]:
         """Rows held in memory: flows, host minutes, app minutes."""
-        return len(self._flows), len(self._hosts), len(self._apps)
+        return len(self._flows) + self._flow_count, len(self._hosts), len(self._apps)
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -194,11 +226,10 @@ class FlowStoreWriter:
         """One file per hour; after each, pending.json counts its rows as written."""
         table = TABLES[index]
         time_column = TIME_COLUMNS[table][0]
-        times = data.column(time_column).to_pylist()
-        by_hour: dict[str, list[int]] = {}
-        for row, ns in enumerate(times):
-            by_hour.setdefault(hour_name(ns), []).append(row)
-        for hour, rows in by_hour.items():
+        hours = data.column(time_column).to_numpy() // HOUR_NS
+        for hour_index in np.unique(hours).tolist():
+            hour = hour_name(hour_index * HOUR_NS)
+            rows = np.flatnonzero(hours == hour_index)
             part = data.take(pa.array(rows)).sort_by(SORT_ORDER[table])
             low_column = TIME_COLUMNS[table][-1]
             low = int(pc.min(part.column(low_column)).as_py())
@@ -228,11 +259,15 @@ class FlowStoreWriter:
             os.chmod(path, DIR_MODE)
 
     def _mark(self, counts: list[int]) -> None:
-        """Rewrite pending.json when the rows held in memory changed (no fsync: it must
-        survive the process, not the machine)."""
+        """Overwrite pending.json in place when the rows held in memory changed: one `pwrite`
+        of a fixed-size record (JSON padded with spaces), which a killed process cannot leave
+        half done; no fsync: it must survive the process, not the machine."""
         if counts != self._marked:
-            data = dict(zip(TABLES, counts, strict=True))
-            _replace_text(self.directory / PENDING_FILE, json.dumps(data), sync=False)
+            data = json.dumps(dict(zip(TABLES, counts, strict=True))).encode()
+            if self._pending_fd < 0:
+                self._pending_fd = os.open(self.directory / PENDING_FILE,
+                                           os.O_WRONLY | os.O_CREAT, FILE_MODE)  # fmt: skip
+            os.pwrite(self._pending_fd, data.ljust(PENDING_BYTES - 1) + b"\n", 0)
             self._marked = counts
 
     # -- start: what a crash left ----------------------------------------------------------

@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import uuid
 from functools import cache
+from typing import Any
 
 import numpy as np
 from hypothesis import given, settings
@@ -13,11 +14,13 @@ from hypothesis import strategies as st
 
 from leireye.config import FlowsConfig
 from leireye.decode.decode import decode_batch
+from leireye.flows.columns import flows_table, flows_table_from_rows
 from leireye.flows.model import Flow
-from leireye.flows.rows import FLOW_ROW, to_flows
+from leireye.flows.rows import END_REASONS, FLOW_ROW, TEXT_FIELDS, to_flows
 from leireye.flows.table import FlowTable
+from leireye.flows.tcpstate import CONN_STATES
 from leireye.flows.view import STARTED, FlowView
-from leireye.record import LinkType
+from leireye.record import APP_LABELS, PROTO_LABELS, LinkType
 from tests.flowcheck import raw_rows
 from tests.traffic.mix import generate
 
@@ -88,3 +91,51 @@ def test_event_readers_see_or_count_every_event(steps: list[tuple[int, int]]) ->
         reader.close()
         writer.unlink()
         writer.close()
+
+
+# -- the store's direct path: rows -> Arrow, without a Flow per row -----------------------------
+
+
+def _row_strategy() -> st.SearchStrategy[dict[str, Any]]:
+    u64 = st.integers(0, 2**64 - 1)
+    count = st.integers(0, 2**48)
+    text = st.one_of(st.just(b""), st.text(max_size=30).map(lambda t: t.encode()),
+                     st.binary(max_size=20))  # fmt: skip
+    v4 = st.integers(0, 2**32 - 1).map(lambda v: (0, (0xFFFF << 32) | v))
+    address = st.one_of(v4, st.tuples(u64, u64))
+    return st.fixed_dictionaries({
+        "uid": u64, "first_ns": st.integers(0, 2**62), "span": st.integers(0, 2**40),
+        "orig": address, "resp": st.one_of(address, st.just((0, (0xFFFF << 32) | 1))),
+        "orig_pkts": count, "orig_bytes": count, "resp_pkts": count, "resp_bytes": count,
+        "vlan": st.sampled_from([0xFFFF, 0, 7, 4094]), "orig_port": st.integers(0, 65535),
+        "resp_port": st.integers(0, 65535), "ip_version": st.sampled_from([4, 6]),
+        "proto": st.integers(0, len(PROTO_LABELS) - 1), "app": st.integers(0, len(APP_LABELS) - 1),
+        "has_ports": st.sampled_from([0, 1]), "conn_state": st.integers(0, len(CONN_STATES) - 1),
+        "end_reason": st.integers(0, len(END_REASONS) - 1),
+        "history": st.text("ShADadFfRrTtCcWwIiQq^", max_size=13).map(str.encode),
+        "texts": st.lists(text, min_size=len(TEXT_FIELDS), max_size=len(TEXT_FIELDS)),
+    })  # fmt: skip
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(_row_strategy(), max_size=40))
+def test_the_store_gets_the_same_table_from_rows_as_from_flows(
+    rows: list[dict[str, object]],
+) -> None:
+    out = np.zeros(len(rows), dtype=FLOW_ROW)
+    for i, r in enumerate(rows):
+        row = out[i : i + 1]
+        row["uid"], row["first_ns"] = r["uid"], r["first_ns"]
+        row["last_ns"] = int(r["first_ns"]) + int(r["span"])
+        (row["orig_hi"], row["orig_lo"]), (row["resp_hi"], row["resp_lo"]) = r["orig"], r["resp"]
+        for name in ("orig_pkts", "orig_bytes", "resp_pkts", "resp_bytes", "vlan", "orig_port",
+                     "resp_port", "ip_version", "proto", "app", "has_ports", "conn_state",
+                     "end_reason", "history"):  # fmt: skip
+            row[name] = r[name]
+        for name, value in zip(TEXT_FIELDS, r["texts"], strict=True):
+            row[name] = value[: FLOW_ROW[name].itemsize]
+    direct = flows_table_from_rows(out)
+    via_flows = flows_table(to_flows(out))
+    assert direct.schema == via_flows.schema
+    for name in direct.column_names:
+        assert direct.column(name).to_pylist() == via_flows.column(name).to_pylist(), name
