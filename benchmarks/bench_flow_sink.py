@@ -77,8 +77,8 @@ def main() -> int:
     print(f"{len(rows)} ended flows ({rows.dtype.itemsize} B rows), chunks of {args.chunk}; "
           f"load average {os.getloadavg()[0]:.1f}")  # fmt: skip
     paths: dict[str, Callable[[Path], None]] = {
-        "Flow structs (before)": lambda d: run(d, rows, args.chunk, direct=False),
-        "rows (now)": lambda d: run(d, rows, args.chunk, direct=True),
+        "Flow structs": lambda d: run(d, rows, args.chunk, direct=False),
+        "rows": lambda d: run(d, rows, args.chunk, direct=True),
     }
     times: dict[str, list[float]] = {name: [] for name in paths}
     for _ in range(args.repeat):
@@ -91,7 +91,7 @@ def main() -> int:
     for name, seconds in best.items():
         print(f"  {name:<22} {len(rows) / seconds:>10,.0f} flows/s  (best of {args.repeat}: "
               f"{seconds:.2f} s)")  # fmt: skip
-    before, now = best["Flow structs (before)"], best["rows (now)"]
+    before, now = best["Flow structs"], best["rows"]
     print(f"  now / before: {now / before:.2f} of the time ({before / now:.1f}x the rate)")
     return 0
 
