@@ -11,6 +11,13 @@ is two masked comparisons over whole columns. IPv4 addresses are stored IPv4-map
 real IPv6 address of that form. For ARP, `src`/`dst` hold the sender and target protocol addresses
 (with `F_HAS_ADDR` set and `ip_version == 0`).
 
+`src_port`/`dst_port` are ports only when `F_HAS_PORTS` is set. An ICMP or ICMPv6 message that
+carries an identifier (`rules.ICMP_ID_TYPES`: echo request/reply, and for ICMP timestamp,
+information and address mask request/reply) has `F_HAS_ICMP_ID` instead, and both fields hold
+that identifier, the same value twice (so that a reply's fields read like its request's). A
+reader that wants ports tests `F_HAS_PORTS`; one that wants the ICMP identifier tests
+`F_HAS_ICMP_ID`; the two are never set together.
+
 `sensor` is 0 on a sensor; at a fleet central (`leireye central`) it indexes the central's sensor
 table (`leireye.fleet.model.SensorTable`), so one ring holds every sensor's packets.
 
@@ -42,8 +49,8 @@ RECORD_DTYPE: Final = np.dtype(
         ("linktype", "<u2"),  # pcap DLT_* of the frame
         ("ethertype", "<u2"),  # innermost ethertype (after VLAN tags); 0 when none
         ("vlan", "<u2"),  # outermost VLAN id; NO_VLAN when untagged
-        ("src_port", "<u2"),  # valid when F_HAS_PORTS
-        ("dst_port", "<u2"),
+        ("src_port", "<u2"),  # ports when F_HAS_PORTS; the ICMP identifier when F_HAS_ICMP_ID
+        ("dst_port", "<u2"),  # (the same identifier)
         ("tcp_flags", "<u2"),  # TcpFlag bits
         ("ip_version", "u1"),  # 0, 4 or 6
         ("ip_proto", "u1"),  # IP protocol number (after IPv6 extension headers)
@@ -67,6 +74,7 @@ F_HAS_PORTS: Final = 0x02  # src_port/dst_port are valid (TCP, UDP, SCTP, ...)
 F_HAS_ICMP: Final = 0x04  # icmp_type/icmp_code are valid
 F_TRUNCATED: Final = 0x08  # the frame ended before a header the decoder expected
 F_MALFORMED: Final = 0x10  # a header was present but invalid
+F_HAS_ICMP_ID: Final = 0x20  # src_port == dst_port == the ICMP identifier (not ports)
 
 
 class Proto(enum.IntEnum):

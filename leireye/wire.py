@@ -309,9 +309,9 @@ FLOW_EVENTS: Final = ("started", "updated", "ended")
 
 
 class FlowData(msgspec.Struct, frozen=True):
-    """One flow (`leireye.flows.model.Flow`'s fields, in its order), then `start` and `last`
-    (ISO-8601 UTC texts of `first_ns` and `last_ns`) and `duration_ms`. Counters are of the
-    flow's life so far (for an `active` end: since its previous record)."""
+    """One flow (`leireye.flows.model.Flow`'s fields, in its order, but `icmp_id` last), then
+    `start` and `last` (ISO-8601 UTC texts of `first_ns` and `last_ns`) and `duration_ms`.
+    Counters are of the flow's life so far (for an `active` end: since its previous record)."""
 
     uid: str
     vlan: int | None
@@ -342,6 +342,7 @@ class FlowData(msgspec.Struct, frozen=True):
     start: str
     last: str
     duration_ms: int
+    icmp_id: int | None = None  # the Flow field, last: a default must follow the others
 
 
 class FlowMessage(msgspec.Struct, frozen=True, tag="flow", tag_field="type"):

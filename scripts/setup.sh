@@ -6,9 +6,10 @@ cd "$(dirname "$0")/.."
 
 # chromium + chromium-driver: the browser tests (tests/browser) drive the console headless;
 # tcpreplay: the end-to-end benchmarks; nats-server: the fleet's tests and demo start their own
-# JetStream servers (tests/fleet, `make fleet-demo`).
+# JetStream servers (tests/fleet, `make fleet-demo`); iputils-ping: concurrent pings are separate
+# ICMP flows (tests/integration/test_flows_icmp.py).
 PACKAGES=(libpcap-dev gcc python3-dev python3-venv iproute2 tcpdump tshark tcpreplay util-linux
-          chromium chromium-driver nats-server)
+          chromium chromium-driver nats-server iputils-ping)
 missing=()
 for pkg in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -14,7 +14,6 @@ lengths in bytes of the stored frame; every value is a str, int, bool, list or d
 
 from __future__ import annotations
 
-import struct
 from typing import Final
 
 import dpkt
@@ -332,9 +331,12 @@ def _transport(
         fields |= named(types, icmp.type, "type_name")
         if (icmp.type, icmp.code) in codes:
             fields["code_name"] = codes[icmp.type, icmp.code]
-        echo = (128, 129) if v6 else (0, 8)
-        if icmp.type in echo and len(w.raw) >= at + 8:
-            fields["echo_id"], fields["echo_seq"] = struct.unpack_from("!HH", w.raw, at + 4)
+        if icmp.type in rules.ICMP_ID_TYPES[v6]:  # as the decoders read it (`rules`)
+            body = w.raw[at + rules.ICMP_ID_OFFSET : min(end, stored)]
+            if len(body) >= 2:
+                fields["identifier"] = int.from_bytes(body[:2], "big")
+            if len(body) >= 4:
+                fields["sequence"] = int.from_bytes(body[2:4], "big")
         w.add(name, at, 4, fields, cut=end > stored)
     else:
         w.data(at, end, _proto_name(proto))

@@ -60,6 +60,9 @@ Transport (inside the IP payload)
     options need offset*4. UDP needs 8. SCTP needs 12 (ports; `info` "SCTP <sp> → <dp>").
     ICMP / ICMPv6 need 4 (F_HAS_ICMP; `info` "ICMP echo request", "ICMPv6 neighbor
     solicitation", "ICMP destination unreachable (port unreachable)", "ICMP type 42 code 1").
+    A message of `ICMP_ID_TYPES` whose identifier (2 bytes at offset 4) lies before the end of
+    the IP payload also gets F_HAS_ICMP_ID and the identifier in `src_port` and `dst_port` (not
+    F_HAS_PORTS); a shorter one keeps type and code only, without an error.
     Other protocols: "IPv4 GRE", "IPv6 ESP", "IPv6 proto 253".
     The payload length N is the one the IP header declares (so a snapped frame still shows the
     real length); the payload is "cut" when that declared end lies past the end of the frame.
@@ -135,6 +138,10 @@ IPV6_EXT_FRAG: Final = 44  # 8 bytes
 IPV6_EXT: Final = IPV6_EXT_OPTS | {IPV6_EXT_AH, IPV6_EXT_FRAG}
 MAX_IPV6_EXT: Final = 8
 ARP_LEN: Final = 28
+ICMP_ID_TYPES: Final = (frozenset({0, 8, 13, 14, 15, 16, 17, 18}), frozenset({128, 129}))
+"""By IPv6-ness, the ICMP types whose message starts with an identifier and a sequence number:
+echo reply/request, timestamp, information and address mask request/reply (ICMPv6: echo)."""
+ICMP_ID_OFFSET: Final = 4
 ETH_P_IP: Final = 0x0800
 ETH_P_IPV6: Final = 0x86DD
 ETH_P_ARP: Final = 0x0806

@@ -7,7 +7,7 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
-from leireye.record import F_HAS_ICMP, F_HAS_PORTS, App, DecodeError
+from leireye.record import F_HAS_ICMP, F_HAS_ICMP_ID, F_HAS_PORTS, App, DecodeError
 
 from . import fastapp, rules
 from .chunk import Chunk, Index, Ints, select
@@ -50,6 +50,7 @@ _HTTP_WORDS: Final = np.array(
     ),
     dtype=np.int64,
 )
+_ICMP_ID: Final = np.array([[t in types for t in range(256)] for types in rules.ICMP_ID_TYPES])
 _KNOWN: Final = np.zeros(256, dtype=bool)
 _KNOWN[list(rules.TRANSPORT_PROTO)] = True
 
@@ -277,3 +278,8 @@ def _icmp(c: Chunk, ix: Index, l4: Ints, end: Ints, declared_end: Ints) -> None:
     c.icmp_type[ix], c.icmp_code[ix] = icmp_type, code
     c.flags[ix] |= F_HAS_ICMP
     c.by_key(ix, (icmp_type << 8) | code, lambda key: rules.icmp_text(v6, key >> 8, key & 0xFF))
+    at = l4 + rules.ICMP_ID_OFFSET
+    carried = _ICMP_ID[int(v6), icmp_type] & (at + 2 <= end[ok])
+    ix, at = ix[carried], at[carried]
+    c.sport[ix] = c.dport[ix] = c.at(c.u16, ix, at)
+    c.flags[ix] |= F_HAS_ICMP_ID

@@ -76,7 +76,8 @@ def _check(flow: Flow) -> None:
         except ValueError:
             raise FleetError(f"flow {flow.uid[:64]!r}: {side[:64]!r} is not an address") from None
     ranges = (
-        (flow.orig_port, 0, 65535), (flow.resp_port, 0, 65535), (flow.vlan, 0, 4095),
+        (flow.orig_port, 0, 65535), (flow.resp_port, 0, 65535), (flow.icmp_id, 0, 65535),
+        (flow.vlan, 0, 4095),
         (flow.first_ns, 0, _I64), (flow.last_ns, flow.first_ns, _I64),
         (flow.orig_pkts, 0, _I64), (flow.orig_bytes, 0, _I64), (flow.resp_pkts, 0, _I64),
         (flow.resp_bytes, 0, _I64),

@@ -36,6 +36,7 @@ FLOWS_SCHEMA: Final = pa.schema(
         ("resp_hi", _U64),
         ("resp_lo", _U64),
         ("resp_port", pa.int32()),
+        ("icmp_id", pa.int32()),  # added later (`layout.LATE_FLOW_COLUMNS`): null in older files
         ("app", pa.string()),
         ("first_ns", pa.int64()),
         ("last_ns", pa.int64()),

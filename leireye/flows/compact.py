@@ -44,7 +44,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from leireye.flows.columns import FLOW_STATISTICS, FLOWS_SCHEMA, SORT_ORDER
-from leireye.flows.layout import BY_RESP, HOUR_NS, MERGED, hour_files, hour_start_ns, merged_name
+from leireye.flows.layout import (
+    BY_RESP,
+    HOUR_NS,
+    LATE_FLOW_COLUMNS,
+    MERGED,
+    hour_files,
+    hour_start_ns,
+    merged_name,
+)
 from leireye.flows.store import FILE_MODE, ROW_GROUP_ROWS, FlowStoreWriter, sync_dir
 
 log = logging.getLogger("leireye.flows.compact")
@@ -102,12 +110,17 @@ def compact_hour(
         config={"threads": 1, "memory_limit": f"{memory_mb}MB", "temp_directory": str(spill)},
     )
     try:
-        having = db.execute(
-            "SELECT count(DISTINCT file_name) FROM parquet_schema(?) WHERE name = 'sensor'",
-            [files],
-        ).fetchall()[0][0]
+        late = ", ".join(f"'{name}'" for name in LATE_FLOW_COLUMNS)
+        having = {
+            row[0]
+            for row in db.execute(
+                f"SELECT DISTINCT name FROM parquet_schema(?) WHERE name IN ({late})", [files]
+            ).fetchall()
+        }
         columns = ", ".join(
-            "NULL::VARCHAR AS sensor" if c == "sensor" and not having else c
+            f"NULL::{LATE_FLOW_COLUMNS[c]} AS {c}"
+            if c in LATE_FLOW_COLUMNS and c not in having
+            else c
             for c in FLOWS_SCHEMA.names
         )
         twin = directory / BY_RESP / hour

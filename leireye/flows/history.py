@@ -8,17 +8,17 @@ retention deletes while a query lists it makes the query start over once with a 
 
 Nothing here holds a lock on the files: any number of processes read while the flow process
 writes (the writer only adds whole files by rename, and deletes whole hours).
-The flows files gained a `sensor` column (a fleet central's store holds every sensor's flows);
-files written before it lack it and read as `sensor` null: which files have it is looked up once
-per file (`parquet_schema`; files never change) and those without it are read through a
-subquery that adds the column, the branches joined `UNION ALL BY NAME`.
+The flows files gained columns after the first were written (`layout.LATE_FLOW_COLUMNS`:
+`sensor`, as a fleet central's store holds every sensor's flows; `icmp_id`); files written
+before one lack it and read it as null: which of these columns a file has is looked up once per
+file (`parquet_schema`; files never change) and the files that lack some are read through a
+subquery that adds them, a branch per set of missing columns, joined `UNION ALL BY NAME`.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
-from collections.abc import Set as AbstractSet
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -26,7 +26,14 @@ import duckdb
 import msgspec
 
 from leireye.errors import LeirEyeError
-from leireye.flows.layout import BY_RESP, FLOW_FIELDS, PartFile, part_files, read_losses
+from leireye.flows.layout import (
+    BY_RESP,
+    FLOW_FIELDS,
+    LATE_FLOW_COLUMNS,
+    PartFile,
+    part_files,
+    read_losses,
+)
 from leireye.flows.model import Flow
 from leireye.flows.query import FlowFilter, IpSide, KeyRange
 
@@ -51,8 +58,10 @@ OFFSET_MAX: Final = 100_000
 PEERS_MAX: Final = 50
 STEPS_MAX: Final = 2000
 MINUTE_NS: Final = 60 * 10**9
-SCHEMA_CACHE_MAX: Final = 50_000  # files remembered with or without `sensor`, then pruned
+SCHEMA_CACHE_MAX: Final = 50_000  # files remembered with their missing columns, then pruned
+_LATE_NAMES: Final = ", ".join(f"'{name}'" for name in LATE_FLOW_COLUMNS)
 _FLOW_COLUMNS: Final = ", ".join(FLOW_FIELDS)
+Lacking = tuple[str, ...]  # the late columns a file lacks, in LATE_FLOW_COLUMNS order
 _NO_TIME: Final = (-(2**63), 2**63 - 1)
 
 
@@ -81,7 +90,7 @@ class FlowHistory:
             ":memory:", config={"threads": threads, "memory_limit": f"{memory_mb}MB"}
         )
         self._lock = threading.Lock()
-        self._sensor_column: dict[str, bool] = {}  # file -> has `sensor` (files never change)
+        self._lacking: dict[str, Lacking] = {}  # file -> late columns it lacks (never change)
 
     def close(self) -> None:
         self._db.close()
@@ -168,7 +177,7 @@ class FlowHistory:
             marks = ", ".join(["?"] * len(rows))
             branches.append(
                 f"SELECT {_FLOW_COLUMNS}, filename AS _file, file_row_number AS _row"
-                f" FROM {_reader(Path(name) in old)} WHERE file_row_number IN ({marks})"
+                f" FROM {_reader(old.get(Path(name), ()))} WHERE file_row_number IN ({marks})"
             )
             params += [[name], *rows]
         if not branches:
@@ -184,14 +193,13 @@ class FlowHistory:
         if not parts:
             return []
         old = self._old(parts)
-        branches = [[str(p.path) for p in parts if (p.path in old) is lacking]
-                    for lacking in (False, True)]  # fmt: skip
+        branches: dict[Lacking, list[str]] = {}
+        for part in parts:
+            branches.setdefault(old.get(part.path, ()), []).append(str(part.path))
         source = " UNION ALL BY NAME ".join(
-            f"SELECT * FROM {_reader(bool(lacking))} WHERE uid = ?"
-            for lacking, files in enumerate(branches)
-            if files
+            f"SELECT * FROM {_reader(lacking)} WHERE uid = ?" for lacking in sorted(branches)
         )
-        params = [value for files in branches if files for value in (files, uid)]
+        params = [value for lacking in sorted(branches) for value in (branches[lacking], uid)]
         rows = self._query(
             f"SELECT {_FLOW_COLUMNS} FROM ({source}) ORDER BY first_ns", params, "flows", _NO_TIME
         )
@@ -365,28 +373,33 @@ class FlowHistory:
             if part.low_ns <= high and part.high_ns >= low
         ]
 
-    def _old(self, parts: list[PartFile]) -> set[Path]:
-        """The flows files among `parts` written before the `sensor` column."""
+    def _old(self, parts: list[PartFile]) -> dict[Path, Lacking]:
+        """The flows files among `parts` written before some of `LATE_FLOW_COLUMNS`, with the
+        ones each lacks."""
         return self._old_paths([p.path for p in parts])
 
-    def _old_paths(self, paths: list[Path]) -> set[Path]:
-        unknown = [str(p) for p in paths if str(p) not in self._sensor_column]
+    def _old_paths(self, paths: list[Path]) -> dict[Path, Lacking]:
+        unknown = [str(p) for p in paths if str(p) not in self._lacking]
         if unknown:
             rows = self._query(
-                "SELECT DISTINCT file_name FROM parquet_schema(?) WHERE name = 'sensor'",
+                f"SELECT DISTINCT file_name, name FROM parquet_schema(?)"
+                f" WHERE name IN ({_LATE_NAMES})",
                 [unknown],
                 "flows",
                 _NO_TIME,
             )
-            having = {str(row["file_name"]) for row in rows}
+            having: dict[str, set[str]] = {}
+            for row in rows:
+                having.setdefault(str(row["file_name"]), set()).add(str(row["name"]))
             with self._lock:
-                if len(self._sensor_column) + len(unknown) > SCHEMA_CACHE_MAX:
-                    cached = self._sensor_column.items()  # drop the files retention deleted
-                    self._sensor_column = {k: v for k, v in cached if Path(k).exists()}
+                if len(self._lacking) + len(unknown) > SCHEMA_CACHE_MAX:
+                    cached = self._lacking.items()  # drop the files retention deleted
+                    self._lacking = {k: v for k, v in cached if Path(k).exists()}
                 for name in unknown:
                     if Path(name).exists():  # not cached when retention took it meanwhile
-                        self._sensor_column[name] = name in having
-        return {p for p in paths if not self._sensor_column.get(str(p), True)}
+                        found = having.get(name, set())
+                        self._lacking[name] = tuple(c for c in LATE_FLOW_COLUMNS if c not in found)
+        return {p: lacking for p in paths if (lacking := self._lacking.get(str(p), ()))}
 
     def _refresh(self, files: list[str]) -> list[str]:
         """A file list without the files retention deleted since it was made."""
@@ -435,7 +448,7 @@ def _matching(
     high: int,
     flt: FlowFilter,
     twins: list[str] | None = None,
-    old: AbstractSet[Path] = frozenset(),
+    old: Mapping[Path, Lacking] | None = None,
 ) -> tuple[str, list[object]]:
     """A subquery of the flows in `files` that overlap [low, high] and pass `flt`, and its
     parameters. An `ip` filter becomes two scans joined by UNION ALL: the host as originator
@@ -444,13 +457,13 @@ def _matching(
     the Parquet reader and prunes row groups with, where `orig OR resp` would read every
     column of every row. The time test is left out for the files that lie inside the range
     by their names (reading two columns of every row for nothing). A `side` column says which
-    branch a row came from. The files in `old` lack the `sensor` column: they are read apart,
-    through a subquery that adds it (null), and the branches joined by name."""
+    branch a row came from. The files in `old` lack some of `LATE_FLOW_COLUMNS`: they are read
+    apart, through a subquery that adds them (null), and the branches joined by name."""
     sides: tuple[IpSide | None, ...] = ("orig_only", "resp") if flt.ip is not None else (None,)
-    groups: dict[tuple[bool, bool], list[int]] = {}
+    groups: dict[tuple[bool, Lacking], list[int]] = {}
     for i, f in enumerate(files):
         timed = not (f.low_ns >= low and f.high_ns <= high)
-        groups.setdefault((timed, f.path in old), []).append(i)
+        groups.setdefault((timed, (old or {}).get(f.path, ())), []).append(i)
     branches: list[str] = []
     params: list[object] = []
     for side in sides:
@@ -465,10 +478,10 @@ def _matching(
     return "(" + " UNION ALL BY NAME ".join(branches) + ")", params
 
 
-def _reader(lacking_sensor: bool) -> str:
-    """A scan of the files bound to its `?`, with their names and row numbers, and `sensor`
-    null for files written before that column."""
-    extra = ", NULL::VARCHAR AS sensor" if lacking_sensor else ""
+def _reader(lacking: Lacking) -> str:
+    """A scan of the files bound to its `?`, with their names and row numbers, and the late
+    columns they lack (written before those columns) as nulls."""
+    extra = "".join(f", NULL::{LATE_FLOW_COLUMNS[name]} AS {name}" for name in lacking)
     return f"(SELECT *, filename, file_row_number{extra} FROM read_parquet(?))"
 
 

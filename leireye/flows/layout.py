@@ -29,6 +29,9 @@ MERGED: Final = "merged"
 
 # The columns a `Flow` has (the files hold derived ones too: keys, duration, totals).
 FLOW_FIELDS: Final = tuple(f for f in Flow.__struct_fields__)
+# The flows columns added after the first files were written, with their DuckDB types: a file
+# written before one of them lacks it, and reads it as null.
+LATE_FLOW_COLUMNS: Final = {"sensor": "VARCHAR", "icmp_id": "INTEGER"}
 
 
 def hour_name(ns: int) -> str:

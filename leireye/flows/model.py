@@ -10,7 +10,10 @@ type/id). The *originator* is the side that sent the first packet seen (for TCP,
 when the SYN was seen). Byte counts are frame bytes on the wire (`wire_len`), as
 `tshark -z conv` counts them (not Zeek's payload bytes). `conn_state` and `history` follow Zeek's
 conn.log letters (S0, S1, SF, REJ, RSTO, RSTR, RSTOS0, RSTRH, SH, SHR, S2, S3, OTH;
-`ShADadFfRr…`). For ICMP, `orig_port` holds the type and `resp_port` the code, as in Zeek.
+`ShADadFfRr…`). For ICMP, `orig_port` holds the type and `resp_port` the code, as in Zeek;
+`icmp_id` the identifier of the messages that carry one (echo request and reply; for ICMP also
+timestamp, information and address mask), which keys the flow with the folded type: two pings
+at once between the same hosts are two flows.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ class Flow(msgspec.Struct, kw_only=True):
     orig_port: int | None  # ICMP: type; None when the transport has no ports
     resp_ip: str
     resp_port: int | None  # ICMP: code
+    icmp_id: int | None = None  # ICMP echo (and the like): the identifier; None otherwise
     app: str | None  # the decoder's application label (record.App), the first one seen
     first_ns: int
     last_ns: int

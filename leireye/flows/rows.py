@@ -41,6 +41,7 @@ FLOW_ROW: Final = np.dtype(
         ("orig_port", "<u2"),
         ("resp_port", "<u2"),
         ("seen", "<u2"),  # history letters seen, bit letter + 6 * direction
+        ("icmp_id", "<i4"),  # the ICMP identifier the flow is keyed by; -1 when none
         ("ip_version", "u1"),
         ("proto", "u1"),  # record.Proto of the transport
         ("ip_proto", "u1"),
@@ -146,7 +147,8 @@ def to_flows(rows: np.ndarray) -> list[Flow]:
     flows: list[Flow] = []
     for row in rows.tolist():
         (uid, first, last, ohi, olo, rhi, rlo, op, ob, rp, rb, vlan, oport, rport, _seen,
-         ipv, proto, _ipp, app, has_ports, _state, conn, end, history, *texts) = row  # fmt: skip
+         icmp_id, ipv, proto, _ipp, app, has_ports, _state, conn, end, history,
+         *texts) = row  # fmt: skip
         fields = _NO_TEXTS
         if any(texts):
             fields = {name: _text(value) for name, value in zip(TEXT_FIELDS, texts, strict=True)}
@@ -161,6 +163,7 @@ def to_flows(rows: np.ndarray) -> list[Flow]:
                 orig_port=oport if has_ports or icmp else None,
                 resp_ip=ip_text(rhi, rlo, ipv),
                 resp_port=rport if has_ports or icmp else None,
+                icmp_id=icmp_id if icmp_id >= 0 else None,
                 app=APP_LABELS[app] or None,
                 first_ns=first,
                 last_ns=last,
@@ -194,7 +197,7 @@ def table_rows(t: FlowTable, slots: np.ndarray) -> np.ndarray:
     out["resp_port"][icmp] = t.icmp_tc[slots[icmp], 1]
     out["orig_pkts"], out["resp_pkts"] = t.pkts[slots, 0], t.pkts[slots, 1]
     out["orig_bytes"], out["resp_bytes"] = t.bytes[slots, 0], t.bytes[slots, 1]
-    for name in ("vlan", "seen", "ipver", "proto", "ipp", "app", "has_ports", "state"):
+    for name in ("vlan", "seen", "icmp_id", "ipver", "proto", "ipp", "app", "has_ports", "state"):
         target = {"ipver": "ip_version", "ipp": "ip_proto"}.get(name, name)
         out[target] = getattr(t, name)[slots]
     chars = tcpstate.HISTORY_CHARS[t.hist[slots]]

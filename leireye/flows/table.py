@@ -7,10 +7,11 @@ is columns (numpy arrays indexed by a *slot*, one slot per active flow) and a di
 key hash to the slot. A batch is handled as a whole:
 
 1. the key of every record (VLAN, IP protocol, the two address/port pairs in a canonical order;
-   for ICMP the type folded with its answer's, echo request and reply being one flow) is hashed
-   to 64 bits; a stable argsort groups the records by key; every record is checked to carry the
-   same key as the first of its group (a 64-bit collision inside a batch, never seen in practice,
-   drops and counts the records that differ);
+   for ICMP the type folded with its answer's, echo request and reply being one flow, and the
+   ICMP identifier of the messages that carry one, so that two pings at once are two flows) is
+   hashed to 64 bits; a stable argsort groups the records by key; every record is checked to
+   carry the same key as the first of its group (a 64-bit collision inside a batch, never seen
+   in practice, drops and counts the records that differ);
 2. one dict lookup per distinct flow of the batch finds its slot; new flows take free slots (when
    there are none, the longest idle flows are ended early: "evicted", counted);
 3. packets and bytes per direction, last seen and the first application label are summed per
@@ -36,7 +37,7 @@ from typing import Final
 import numpy as np
 
 from leireye.config import FlowsConfig
-from leireye.record import F_HAS_ADDR, F_HAS_ICMP, F_HAS_PORTS, Proto
+from leireye.record import F_HAS_ADDR, F_HAS_ICMP, F_HAS_ICMP_ID, F_HAS_PORTS, Proto
 
 from . import tcpstate as ts
 from .appfields import read_fields
@@ -50,6 +51,8 @@ _K: Final = np.array(
 _SYN, _ACK, _FIN, _RST = 0x02, 0x10, 0x01, 0x04
 Columns = dict[str, np.ndarray]
 _NO_ROOM: Final = -3  # the slot of a new flow the table had no room for, even after evicting
+NO_ICMP_ID: Final = -1  # `icmp_id` of a flow keyed without an ICMP identifier
+_KEY: Final = ("a_hi", "a_lo", "b_hi", "b_lo", "a_port", "b_port", "vlan", "ipp", "icmp_id")
 
 
 def distinct(values: np.ndarray) -> np.ndarray:
@@ -92,6 +95,7 @@ class FlowTable:
         self.a_hi, self.a_lo, self.b_hi, self.b_lo = (z(cap, np.uint64) for _ in range(4))
         self.a_port, self.b_port, self.vlan = (z(cap, np.uint16) for _ in range(3))
         self.icmp_tc = z((cap, 2), np.uint8)
+        self.icmp_id = np.full(cap, NO_ICMP_ID, dtype=np.int32)
         self.ipp, self.ipver, self.proto, self.app = (z(cap, np.uint8) for _ in range(4))
         self.has_ports, self.orig_a, self.flipped = (z(cap, bool) for _ in range(3))
         self.first_ns, self.last_ns, self.closed_ns = (z(cap, np.int64) for _ in range(3))
@@ -138,7 +142,7 @@ class FlowTable:
         grp[order] = np.cumsum(step)
         first = order[starts]
         same = np.ones(len(h), dtype=bool)
-        for name in ("a_hi", "a_lo", "b_hi", "b_lo", "a_port", "b_port", "vlan", "ipp"):
+        for name in _KEY:
             same &= key[name] == key[name][first][grp]
         if not same.all():
             self.counts["collisions"] += int((~same).sum())
@@ -169,6 +173,8 @@ class FlowTable:
         folded = _ICMP_FOLD[(col["ip_version"] == 6).astype(np.intp), col["icmp_type"]]
         sp = np.where(icmp, folded, sp)
         dp = np.where(icmp, folded, dp)
+        with_id = icmp & ((col["flags"] & F_HAS_ICMP_ID) != 0)  # src_port holds the id
+        icmp_id = np.where(with_id, col["src_port"].astype(np.int32), np.int32(NO_ICMP_ID))
         s_hi, s_lo, d_hi, d_lo = col["src_hi"], col["src_lo"], col["dst_hi"], col["dst_lo"]
         src_a = (s_hi < d_hi) | ((s_hi == d_hi) & ((s_lo < d_lo) | ((s_lo == d_lo) & (sp <= dp))))
         a_hi, a_lo = np.where(src_a, s_hi, d_hi), np.where(src_a, s_lo, d_lo)
@@ -178,12 +184,13 @@ class FlowTable:
         small = (vlan.astype(np.uint64) << np.uint64(40)) | (ipp.astype(np.uint64) << np.uint64(32))
         small |= (a_port.astype(np.uint64) << np.uint64(16)) | b_port.astype(np.uint64)
         h = a_hi * _K[0] ^ a_lo * _K[1] ^ b_hi * _K[2] ^ b_lo * _K[3] ^ small * _K[4]
+        h ^= (icmp_id.astype(np.int64) + 1).astype(np.uint64) * _K[6]
         h ^= h >> np.uint64(31)
         h *= _K[5]
         h ^= h >> np.uint64(29)
         return {"hash": h, "src_a": src_a, "a_hi": a_hi, "a_lo": a_lo, "b_hi": b_hi,
                 "b_lo": b_lo, "a_port": a_port, "b_port": b_port, "vlan": vlan, "ipp": ipp,
-                "ports": ports}  # fmt: skip
+                "icmp_id": icmp_id, "ports": ports}  # fmt: skip
 
     def _slots(
         self, hashes: np.ndarray, first: np.ndarray, key: Columns, col: Columns
@@ -194,7 +201,7 @@ class FlowTable:
         if len(known):
             s, f = slots[known], first[known]
             wrong = np.zeros(len(known), dtype=bool)
-            for name in ("a_hi", "a_lo", "b_hi", "b_lo", "a_port", "b_port", "vlan", "ipp"):
+            for name in _KEY:
                 wrong |= getattr(self, name)[s] != key[name][f]
             slots[known[wrong]] = -2  # a live flow with the same hash: dropped, counted
             pure_syn = (col["tcp_flags"][f] & (_SYN | _ACK | _RST | _FIN)) == _SYN
@@ -228,7 +235,7 @@ class FlowTable:
         self.hash[s] = hashes
         self.uid[s] = np.arange(self._uid_next, self._uid_next + k, dtype=np.uint64)
         self._uid_next += k
-        for name in ("a_hi", "a_lo", "b_hi", "b_lo", "a_port", "b_port", "vlan", "ipp"):
+        for name in _KEY:
             getattr(self, name)[s] = key[name][first]
         self.has_ports[s] = key["ports"][first]
         self.ipver[s], self.proto[s] = col["ip_version"][first], col["proto"][first]

@@ -47,7 +47,7 @@ from .model import Flow, Host
 from .rows import FLOW_ROW, to_flows
 
 MAGIC: Final = b"LEIFLOW\x00"
-VERSION: Final = 1
+VERSION: Final = 2  # 2: FLOW_ROW gained `icmp_id`
 EVENT_KINDS: Final = ("", "started", "updated", "ended")
 STARTED, UPDATED, ENDED = 1, 2, 3
 HOST_APPS: Final = 8

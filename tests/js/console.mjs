@@ -83,6 +83,8 @@ assert.equal(flowInfo({ dns_query: 'a.test', dns_rcode: 'NXDOMAIN' }), 'DNS a.te
 assert.equal(flowInfo({ tls_sni: 'b.test', tls_alpn: 'h2', http_method: 'GET', http_host: 'c.test', http_path: '/x' }),
   'SNI b.test (h2) · GET c.test/x');
 assert.equal(flowInfo({}), '');
+assert.equal(flowInfo({ icmp_id: 0 }), 'ICMP id 0');
+assert.equal(flowInfo({ icmp_id: null }), '');
 
 // Live hosts join the stored ones: new ones appended (marked), known ones get their new names.
 const stored = [{ ip: '10.0.0.1', names: ['a.test'], bytes_sent: 5 }];

@@ -24,7 +24,7 @@ RANGES = ((None, None), (NOW_NS - 2 * HOUR_S * SECOND + 1234, NOW_NS - HOUR_S * 
 
 
 def build(directory: Path) -> None:
-    """Four hours of flows, many parts each; one part without the `sensor` column."""
+    """Four hours of flows, many parts each; one part without the `sensor` and `icmp_id` columns."""
     flows = random_flows(600, seed=5)
     w = writer(directory, Clock(), flush_s=30.0)
     for start in range(0, len(flows), 40):
@@ -32,9 +32,9 @@ def build(directory: Path) -> None:
         w.flush()
     w.close()
     first = sorted(part_files(directory, "flows"), key=lambda p: p.path.name)[0]
-    for table in ("flows", BY_RESP):  # as written before the column
+    for table in ("flows", BY_RESP):  # as written before the columns
         path = directory / table / first.path.parent.name / first.path.name
-        pq.write_table(pq.read_table(path).drop_columns(["sensor"]), path)
+        pq.write_table(pq.read_table(path).drop_columns(["sensor", "icmp_id"]), path)
 
 
 def answers(directory: Path) -> list[Any]:

@@ -19,11 +19,12 @@ from tests.unit.test_flowstore import HOUR_S, NOW_NS, SECOND, bare_flow, full_fl
 
 
 def _legacy(directory: Path) -> None:
-    """Rewrite every data file as the store wrote it before the `sensor` column."""
+    """Rewrite every data file as the store wrote it before the `sensor` column (and the
+    later `icmp_id`)."""
     for table in ("flows", BY_RESP):
         for part in part_files(directory, table):
             data = pq.read_table(part.path)
-            pq.write_table(data.drop_columns(["sensor"]), part.path)
+            pq.write_table(data.drop_columns(["sensor", "icmp_id"]), part.path)
 
 
 def _store(directory: Path) -> None:

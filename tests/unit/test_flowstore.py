@@ -84,20 +84,22 @@ def random_flows(count: int, seed: int = 1) -> list[Flow]:
                 orig_bytes=rng.randrange(100_000), resp_pkts=rng.randrange(100),
                 resp_bytes=rng.randrange(100_000), conn_state=rng.choice(["SF", "S0", "REJ"]),
                 end_reason="idle",
+                icmp_id=(i * 7919) % 65536 if transport == "ICMP" and i % 3 else None,
             )
         )  # fmt: skip
     return flows
 
 
 def test_every_field_round_trips(tmp_path: Path) -> None:
-    flows = [full_flow(), bare_flow(), full_flow("Cv4", ip_version=4, orig_ip="192.0.2.1",
-                                                  resp_ip="198.51.100.7", vlan=0)]  # fmt: skip
+    ping = bare_flow("Cping", transport="ICMP", orig_port=8, resp_port=0, icmp_id=0xBEEF)
+    v4 = full_flow("Cv4", ip_version=4, orig_ip="192.0.2.1", resp_ip="198.51.100.7", vlan=0)
+    flows = [full_flow(), bare_flow(), v4, ping]
     w = writer(tmp_path)
     w.add_flows(flows)
     w.close()
     history = FlowHistory(tmp_path)
     rows, total = history.flows(sort="start", descending=False)
-    assert total == 3
+    assert total == 4
     assert sorted(rows, key=lambda f: f.uid) == sorted(flows, key=lambda f: f.uid)
     assert history.flow("CfullA1") == [flows[0]]
     assert not (tmp_path / PENDING_FILE).exists()

@@ -47,6 +47,7 @@ from leireye.decode.reference.record import Record, fits, header, mapped
 from leireye.record import (
     F_HAS_ADDR,
     F_HAS_ICMP,
+    F_HAS_ICMP_ID,
     F_HAS_PORTS,
     RECORD_DTYPE,
     DecodeError,
@@ -258,6 +259,10 @@ def _transport(r: Record, buf: bytes, at: int, declared_end: int) -> None:
         if icmp is not None:
             r.icmp_type, r.icmp_code, r.flags = icmp.type, icmp.code, r.flags | F_HAS_ICMP
             r.info = rules.icmp_text(v6, icmp.type, icmp.code)
+            rest = icmp.data  # the message after type, code and checksum
+            if icmp.type in rules.ICMP_ID_TYPES[v6] and len(rest) >= 2:
+                r.sport = r.dport = int.from_bytes(rest[:2], "big")
+                r.flags |= F_HAS_ICMP_ID
     else:
         r.info = rules.ip_other_text(r.ip_version, proto)
 

@@ -29,6 +29,7 @@ from starlette.routing import Route
 from leireye.accounts.principal import Principal
 from leireye.flows.model import Flow
 from leireye.flows.query import FLOW_FILTER_KEYS, FilterValueError, FlowFilter, parse_flow_filter
+from leireye.record import F_HAS_ICMP_ID
 from leireye.web.api import ringscan, stream
 from leireye.web.api.context import context, require, require_whole
 from leireye.web.api.errors import ApiError
@@ -194,9 +195,9 @@ def _directions(flow: Flow) -> list[PacketFilter]:
 def packet_ids(
     ring: ringscan.RingView, flow: Flow, first_ns: int, sensor: int | None = None
 ) -> list[int]:
-    """The ring ids of the flow's packets still in the ring (its 5-tuple, both ways, within
-    its time span; at a central, of its sensor's index `sensor` only), oldest first, at most
-    PACKET_IDS_MAX. A scan of the ring in chunks."""
+    """The ring ids of the flow's packets still in the ring (its 5-tuple, or its ICMP
+    identifier, both ways, within its time span; at a central, of its sensor's index `sensor`
+    only), oldest first, at most PACKET_IDS_MAX. A scan of the ring in chunks."""
     directions = _directions(flow)
     if not directions:
         return []
@@ -212,6 +213,9 @@ def packet_ids(
         records = ring.copy_range(cursor, end).records
         cursor = end + 1
         mask = directions[0].mask(records) | directions[1].mask(records)
+        if flow.icmp_id is not None:  # a ping among others between the same hosts
+            mask &= (records["flags"] & F_HAS_ICMP_ID) != 0
+            mask &= records["src_port"] == flow.icmp_id
         mask &= (records["ts_ns"] >= first_ns) & (records["ts_ns"] <= flow.last_ns)
         if sensor is not None:
             mask &= records["sensor"] == sensor

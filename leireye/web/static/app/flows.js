@@ -33,6 +33,7 @@ export function flowInfo(f) {
     parts.push(`${f.http_method ?? 'HTTP'} ${f.http_host ?? ''}${f.http_path ?? ''}`.trim());
   }
   if (f.ssh_banner) parts.push(f.ssh_banner);
+  if (f.icmp_id !== null && f.icmp_id !== undefined) parts.push(`ICMP id ${f.icmp_id}`);
   return parts.join(' · ');
 }
 
