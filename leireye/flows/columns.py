@@ -177,6 +177,7 @@ def flows_table_from_rows(rows: np.ndarray) -> pa.Table:
         "resp_hi": pa.array(rows["resp_hi"]),
         "resp_lo": pa.array(rows["resp_lo"]),
         "resp_port": pa.array(rows["resp_port"].astype(np.int32), mask=no_ports),
+        "icmp_id": pa.array(rows["icmp_id"].astype(np.int32), mask=rows["icmp_id"] < 0),
         "app": _labels(_APP_LABELS, rows["app"]),
         "first_ns": pa.array(first),
         "last_ns": pa.array(last),

@@ -112,6 +112,7 @@ def _row_strategy() -> st.SearchStrategy[dict[str, Any]]:
         "proto": st.integers(0, len(PROTO_LABELS) - 1), "app": st.integers(0, len(APP_LABELS) - 1),
         "has_ports": st.sampled_from([0, 1]), "conn_state": st.integers(0, len(CONN_STATES) - 1),
         "end_reason": st.integers(0, len(END_REASONS) - 1),
+        "icmp_id": st.sampled_from([-1, 0, 7, 65535]),
         "history": st.text("ShADadFfRrTtCcWwIiQq^", max_size=13).map(str.encode),
         "texts": st.lists(text, min_size=len(TEXT_FIELDS), max_size=len(TEXT_FIELDS)),
     })  # fmt: skip
@@ -130,7 +131,7 @@ def test_the_store_gets_the_same_table_from_rows_as_from_flows(
         (row["orig_hi"], row["orig_lo"]), (row["resp_hi"], row["resp_lo"]) = r["orig"], r["resp"]
         for name in ("orig_pkts", "orig_bytes", "resp_pkts", "resp_bytes", "vlan", "orig_port",
                      "resp_port", "ip_version", "proto", "app", "has_ports", "conn_state",
-                     "end_reason", "history"):  # fmt: skip
+                     "end_reason", "history", "icmp_id"):  # fmt: skip
             row[name] = r[name]
         for name, value in zip(TEXT_FIELDS, r["texts"], strict=True):
             row[name] = value[: FLOW_ROW[name].itemsize]
