@@ -62,6 +62,9 @@ def sensor_metrics(states: list[SensorState]) -> list[Metric]:
                each(lambda s: s.last_message_ns / 1e9)),
         Metric("leireye_sensor_packets_total", "counter", "Records received from the sensor",
                each(lambda s: s.packets)),
+        Metric("leireye_sensor_bytes_total", "counter",
+               "Bytes (wire lengths) of the records received from the sensor",
+               each(lambda s: s.bytes)),
         Metric("leireye_sensor_lost_total", "counter",
                "Records the sensor could not send, or missing from its stream",
                each(lambda s: s.lost)),
@@ -121,7 +124,12 @@ def fleet_metrics(hub: Hub) -> list[Metric]:
 
 
 def collect(hub: Hub, sensors: tuple[str, ...] | None = None) -> list[Metric]:
-    """Every metric; at a fleet central, those of the sensors `sensors` (None: every one)."""
+    """Every metric; at a fleet central, those of the sensors `sensors` (None: every one). A
+    user limited to some sensors gets only their sensors' lines: every other metric (capture,
+    ring, stats, store, web) counts every sensor's traffic."""
+    if not hub.sensors.sees_all(sensors):
+        hub.sensors.refresh()
+        return sensor_metrics(hub.sensors.states(sensors))
     hub.tick_status()
     metrics: list[Metric] = []
     if hub.status is not None:
