@@ -288,3 +288,20 @@ def test_an_admin_limits_a_user_and_their_open_connection_ends(
     assert closed[0] == 4001
     everyone = admin.request("PATCH", f"/api/users/{user_id}", {"sensors": None})
     assert everyone.status == 200 and "sensors" not in everyone.json
+
+
+def test_metrics_count_the_records_of_this_run_not_the_ids_before_it(tmp_path: Path) -> None:
+    """A central's ring continues the ids of its previous run (`base_id`): /metrics and /health
+    count the records this run wrote, and give the last id as an id."""
+    sensor = InProcessSensor(tmp_path / "again", capacity=64, base_id=1000,
+                             central={"enabled": True})  # fmt: skip
+    try:
+        assert sensor.write(MIXED, 5) == [1001, 1002, 1003, 1004, 1005]
+        token = sensor.token("admin")
+        lines = sensor.http("GET", "/metrics", token=token).body.decode().splitlines()
+        assert "leireye_ring_written_total 5" in lines
+        assert f"leireye_ring_fill_ratio {5 / 64}" in lines
+        ring = sensor.http("GET", "/health", token=token).json["ring"]
+        assert (ring["last_id"], ring["fill"]) == (1005, round(5 / 64, 4))
+    finally:
+        sensor.close()

@@ -152,12 +152,11 @@ def collect(hub: Hub, sensors: tuple[str, ...] | None = None) -> list[Metric]:
         ]  # fmt: skip
     ring = hub.ring
     metrics += [
-        _one(
-            "leireye_ring_written_total", "counter", "Records written to the ring", ring.write_seq
-        ),
+        _one("leireye_ring_written_total", "counter",
+             "Records written to the ring by this run (not the last id)", ring.written),
         _one("leireye_ring_capacity", "gauge", "Records the ring holds", ring.capacity),
         _one("leireye_ring_fill_ratio", "gauge", "Fraction of the ring in use", ring.fill),
-    ]
+    ]  # fmt: skip
     try:
         snap = hub.stats_series.read()
     except LeirEyeError:
