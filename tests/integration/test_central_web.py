@@ -8,6 +8,8 @@ import asyncio
 import csv
 import io
 import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -238,6 +240,30 @@ def test_rest_packets_exports_sensors_and_metrics_follow_the_users_sensors(
     assert wes.get("/api/flows").json["total"] == 0
     assert_error(wes.get("/api/flows/Cx"), 404, "NOT_FOUND")
     assert_error(wes.get("/api/flows?sensor=east"), 400, "INVALID_FILTER")
+
+
+def test_leireye_watch_names_each_packets_sensor_and_takes_a_sensor_filter(
+    central: tuple[InProcessSensor, Served],
+) -> None:
+    """`leireye watch` as a real subprocess against the central's uvicorn: `--since` replays
+    what was written, `--sensor west` keeps west's packets, and each line names its sensor."""
+    sensor, served = central
+    since = sensor.ring.write_seq
+    records = write_two_sensors(sensor, 0, 10)
+    url = f"ws://127.0.0.1:{served.port}/ws/capture"
+
+    def watch(*args: str) -> list[str]:
+        command = [sys.executable, "-m", "leireye.cli", "watch", "--url", url,
+                   "--token", sensor.token("admin"), "--since", str(since), *args]  # fmt: skip
+        done = subprocess.run(command, capture_output=True, text=True, timeout=scaled(30))
+        assert done.returncode == 0, done.stderr
+        return done.stdout.splitlines()
+
+    west = watch("--sensor", "west", "--count", "5")
+    assert len(west) == 5 and all(line.split()[1] == "west" for line in west), west
+    both = watch("--sensor", "west,east", "--count", "10")
+    expected = [NAMES[i] for i in records["sensor"].tolist()]
+    assert [line.split()[1] for line in both] == expected
 
 
 def test_a_lone_sensor_is_unchanged_and_refuses_sensor_filters(tmp_path: Path) -> None:
