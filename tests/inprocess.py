@@ -96,14 +96,21 @@ def sensor_config(state_dir: Path, **sections: dict[str, Any]) -> Config:
 
 class InProcessSensor:
     def __init__(
-        self, state_dir: Path, *, capacity: int = 1024, raw_bytes: int = 256, **config: Any
+        self,
+        state_dir: Path,
+        *,
+        capacity: int = 1024,
+        raw_bytes: int = 256,
+        base_id: int = 0,
+        **config: Any,
     ) -> None:
+        """`base_id`: the ring's (a central's ring continuing its previous run's ids)."""
         self.config = sensor_config(state_dir, **config)
         self.base = f"leireye-test-{uuid.uuid4().hex[:12]}"
         self.names = SegmentNames.for_run(self.base)
         self._stack = contextlib.ExitStack()
         try:
-            self._make_segments(RingLayout(capacity, raw_bytes))
+            self._make_segments(RingLayout(capacity, raw_bytes), base_id)
             self._make_accounts()
             self._start_control()
             self.hub = Hub.attach(self.config, self.names.as_dict(), 0)
@@ -117,9 +124,9 @@ class InProcessSensor:
 
     # -- what the supervisor makes ------------------------------------------------------------
 
-    def _make_segments(self, layout: RingLayout) -> None:
+    def _make_segments(self, layout: RingLayout, base_id: int = 0) -> None:
         names, stack = self.names, self._stack
-        self.ring = Ring.create(names.ring, layout)
+        self.ring = Ring.create(names.ring, layout, base_id=base_id)
         stack.callback(close_and_unlink, self.ring)
         self.writer = RingWriter(self.ring)
         self.status = StatusBlock.create(names.status)

@@ -1,8 +1,8 @@
 """`leireye watch` and `leireye stats`: the stream on a terminal, one line per packet or interval.
 
     leireye watch [--url URL | -c CONFIG] [--token T | --user U [--password-stdin]]
-                  [--protocol P] [--port N] [--src CIDR] [--dst CIDR] [--since ID] [--json]
-                  [--count N] [--cafile PEM] [--fingerprint SHA256]
+                  [--protocol P] [--port N] [--src CIDR] [--dst CIDR] [--sensor NAME[,NAME]]
+                  [--since ID] [--json] [--count N] [--cafile PEM] [--fingerprint SHA256]
     leireye stats [--url URL | -c CONFIG] [--token T | --user U] [--interval-ms MS] [--json]
                   [--count N] [--cafile PEM] [--fingerprint SHA256]
 
@@ -10,7 +10,9 @@ The sensor is `--url`, else LEIREYE_URL, else the address in the config named by
 LEIREYE_CONFIG (read only then: it needs PyYAML, which the client alone does not install), else
 ws://127.0.0.1:8000/ws/capture. The token comes from `--token`, else the environment variable
 LEIREYE_TOKEN; `--user` logs in through the REST API with a password typed at a prompt or read
-from stdin. Packets go to stdout (`tcpdump -n` style, or JSON lines with `--json`); gaps and the
+from stdin. Packets go to stdout (`tcpdump -n` style, or JSON lines with `--json`; at a fleet
+central each line names the sensor that captured the packet, and `--sensor` keeps those of the
+named sensors only); gaps and the
 banner go to stderr, so a pipe gets packets only. The banner comes once the server has confirmed
 the subscription: what is captured after it is in the output. Ctrl-C exits with 130 (0 after
 `--count`); an auth or connection failure with 2 and one line on stderr (`leireye: ...`, printed
@@ -28,6 +30,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any, TextIO, TypeVar
 
 import msgspec
+from msgspec import UNSET
 
 from leireye.client import DEFAULT_URL, Gap, LeirEyeClient, PacketData, StatsData
 from leireye.errors import LeirEyeError
@@ -45,12 +48,26 @@ class WatchError(LeirEyeError):
 def format_packet(p: PacketData) -> str:
     """`10:30:01.123 192.168.1.100.54321 > 142.250.185.14.443: TCP/TLS [PSH, ACK] length 1500:
     TLS Application Data` (the time of day in UTC; ends without addresses show `-`; flags in
-    the one form `info` uses too, `text.tcp_flags_text`)."""
+    the one form `info` uses too, `text.tcp_flags_text`). At a fleet central, where packets
+    carry `sensor`, its name follows the time (`-` for a sensor the central cannot name yet):
+    `10:30:01.123 branch-7 192.168.1.100.54321 > ...`; elsewhere there is no such column."""
     clock = p.timestamp[11:23] if len(p.timestamp) >= 23 else p.timestamp
+    if p.sensor is not UNSET:
+        clock = f"{clock} {p.sensor or '-'}"
     label = f"{p.protocol}/{p.app}" if p.app and p.app != p.protocol else p.protocol
     flags = f" [{tcp_flags_text(p.flags)}]" if p.flags else ""
     src, dst = _end(p.src_ip, p.src_port), _end(p.dst_ip, p.dst_port)
     return f"{clock} {src} > {dst}: {label}{flags} length {p.length}: {p.info}"
+
+
+def sensor_filter(text: str | None) -> str | list[str] | None:
+    """`--sensor`: one name, or names joined by commas (a list); the server checks them."""
+    if text is None:
+        return None
+    names = [name.strip() for name in text.split(",")]
+    if not all(names):
+        raise WatchError(f"--sensor: an empty name in {text!r} (NAME or NAME,NAME,...)")
+    return names[0] if len(names) == 1 else names
 
 
 def _end(ip: str | None, port: int | None) -> str:
@@ -148,6 +165,7 @@ def sensor_url(host: str, port: int) -> str:
 
 def cmd_watch(args: argparse.Namespace) -> int:
     args.url = server_url(args)
+    args.sensor = sensor_filter(args.sensor)
     return _run(_watch(args, client_options(args)))
 
 
@@ -170,14 +188,18 @@ async def _watch(args: argparse.Namespace, options: dict[str, Any]) -> int:
         print(format_gap(gap), file=sys.stderr, flush=True)
 
     filters = {"protocol": args.protocol, "port": args.port, "src_ip": args.src,
-               "dst_ip": args.dst}  # fmt: skip
+               "dst_ip": args.dst, "sensor": args.sensor}  # fmt: skip
     async with LeirEyeClient(args.url, on_gap=on_gap, **options) as client:
         packets = await client.subscribe_packets(since=args.since, **filters)
-        shown = " ".join(f"{k}={v}" for k, v in filters.items() if v is not None) or "all"
+        shown = " ".join(f"{k}={_shown(v)}" for k, v in filters.items() if v is not None) or "all"
         print(f"leireye: watching {args.url} ({shown})", file=sys.stderr, flush=True)
         render = _json_line if args.json else format_packet
         await _print(packets, render, args.count)
     return 0
+
+
+def _shown(value: object) -> str:
+    return ",".join(value) if isinstance(value, list) else str(value)
 
 
 async def _stats(args: argparse.Namespace, options: dict[str, Any]) -> int:
@@ -234,6 +256,11 @@ def add_watch_parsers(
     watch.add_argument("--port", type=int, help="either port")
     watch.add_argument("--src", help="source address or CIDR")
     watch.add_argument("--dst", help="destination address or CIDR")
+    watch.add_argument(
+        "--sensor",
+        metavar="NAME[,NAME]",
+        help="at a fleet central: the packets of these sensors only",
+    )
     watch.add_argument("--since", type=int, help="start after this packet id (replay the ring)")
     watch.set_defaults(func=cmd_watch)
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import logging
+import os
 import re
 import ssl
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +15,8 @@ from nats.aio.client import Client, RawCredentials
 
 from leireye.config import NatsConfig
 from leireye.fleet.model import FleetError
+
+log = logging.getLogger("leireye.fleet")
 
 _TOKEN = re.compile(r"[A-Za-z0-9_-]+")
 
@@ -45,10 +50,11 @@ def connect_options(cfg: NatsConfig, state_dir: Path, name: str) -> dict[str, An
     if prefix is not None:
         options["inbox_prefix"] = prefix
     if cfg.creds:
-        options["user_credentials"] = path(cfg.creds)
+        options["user_credentials"] = warn_if_shared("creds", path(cfg.creds))
     if cfg.nkey_seed:
-        options["nkeys_seed"] = path(cfg.nkey_seed)
+        options["nkeys_seed"] = warn_if_shared("nkey_seed", path(cfg.nkey_seed))
     if cfg.user:
+        warn_if_shared("password_file", path(cfg.password_file or ""))
         try:
             password = Path(path(cfg.password_file or "")).read_text().strip()
         except OSError as exc:
@@ -60,6 +66,21 @@ def connect_options(cfg: NatsConfig, state_dir: Path, name: str) -> dict[str, An
             context.load_cert_chain(path(cfg.tls_cert), path(cfg.tls_key) if cfg.tls_key else None)
         options["tls"] = context
     return options
+
+
+def warn_if_shared(key: str, file: str) -> str:
+    """`file`; a warning in the log when group or others may read or write it (keep it 0600,
+    docs/fleet-deploy.md): a seed or a password others can read is a key others hold. Not
+    refused: the file may be shared on purpose (a group of operators), and reading it fails
+    later, with its name, when it is missing."""
+    try:
+        mode = os.stat(file).st_mode
+    except OSError:
+        return file
+    if mode & 0o077:
+        text = "nats.%s %s is accessible by group or others (mode %04o): keep it 0600"
+        log.warning(text, key, file, stat.S_IMODE(mode))
+    return file
 
 
 async def connect(cfg: NatsConfig, state_dir: Path, name: str, **callbacks: Any) -> Client:

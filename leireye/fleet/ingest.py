@@ -474,8 +474,9 @@ class Ingest:
         self.checkpoint.reserve(self.writer.next_id + len(records) - 1)
         first = self.writer.write(records, cast(Any, frames))
         self.journal.append(first, len(records), track.index, msg.metadata.sequence.stream)
-        self.bytes += int(records["wire_len"].sum())
-        track.on_batch(batch.header)
+        wire_bytes = int(records["wire_len"].sum())
+        self.bytes += wire_bytes
+        track.on_batch(batch.header, wire_bytes)
 
     def _flows(self, track: SensorTrack, msg: Msg) -> list[Flow] | None:
         try:

@@ -229,6 +229,7 @@ class SensorState(msgspec.Struct, frozen=True):
     missed_messages: int = 0
     flows: int = 0  # ended flows received from it (and written to the central's flow store)
     flows_missed: int = 0  # flow events it reported it could not send (its messages' `missed`)
+    bytes: int = 0  # wire lengths of the records received from it
 
 
 class SensorTable(msgspec.Struct, frozen=True):

@@ -169,8 +169,14 @@ class Publisher:
     # -- connection -----------------------------------------------------------------------------
 
     async def _connect(self) -> None:
+        said: set[str] = set()  # errors logged since the last connection: each once
+
         async def error_cb(exc: Exception) -> None:
-            self.update(last_error=_words(exc))
+            words = _words(exc)
+            if words not in said:  # not at every reconnect attempt (every 0.5 s)
+                said.add(words)
+                log.warning("fleet: NATS: %s", words)
+            self.update(last_error=words)
 
         async def disconnected_cb() -> None:
             self.resync_needed = True
@@ -179,6 +185,7 @@ class Publisher:
                 log.warning("fleet: disconnected from NATS; reading stops until it is back")
 
         async def reconnected_cb() -> None:
+            said.clear()
             self.update(connected=True, last_error="")
             log.info("fleet: reconnected to NATS")
 

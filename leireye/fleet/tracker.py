@@ -6,7 +6,7 @@ file, from which a restarted central takes the indexes and counters back.
 
 Counted per sensor:
 
-- `packets`: records received (and written to the ring);
+- `packets`: records received (and written to the ring), `bytes` their wire lengths;
 - `lost`: sensor ids that never reached the central: each batch's `LE-Lost` (the sensor's ring
   overwrote them before it could publish), or, when larger, the gap between the previous
   batch's `LE-Last-Id` and this one's `LE-First-Id` (ids in batches that were published but are
@@ -42,6 +42,7 @@ class SensorTrack:
     sequences: dict[str, int] = field(default_factory=dict)  # last stream sequence per kind
     flows: int = 0
     flows_missed: int = 0
+    bytes: int = 0
 
     def on_message(self, kind: Kind, stream_seq: int, stored_ns: int) -> bool:
         """A message of `kind` with this stream sequence, stored by JetStream at `stored_ns`.
@@ -55,12 +56,13 @@ class SensorTrack:
         self.last_message_ns = max(self.last_message_ns, stored_ns)
         return True
 
-    def on_batch(self, header: BatchHeader) -> None:
+    def on_batch(self, header: BatchHeader, wire_bytes: int = 0) -> None:
         lost = header.lost
         if self.last_id and header.first_id > self.last_id:
             lost = max(lost, header.first_id - self.last_id - 1)
         self.lost += lost
         self.packets += header.count
+        self.bytes += wire_bytes
         self.last_id = header.last_id
 
     def state(self, now_ns: int, silent_after_s: float) -> SensorState:
@@ -75,7 +77,7 @@ class SensorTrack:
             last_message_ns=self.last_message_ns, packets=self.packets, lost=self.lost,
             bad_batches=self.bad_batches, status=self.status, stats=self.stats,
             missed_messages=self.missed_messages, flows=self.flows,
-            flows_missed=self.flows_missed,
+            flows_missed=self.flows_missed, bytes=self.bytes,
         )  # fmt: skip
 
 
@@ -89,6 +91,7 @@ class Fleet:
             self.sensors[s.name] = SensorTrack(
                 s.name, s.index, s.packets, s.lost, s.bad_batches, s.missed_messages,
                 s.last_message_ns, s.status, s.stats, flows=s.flows, flows_missed=s.flows_missed,
+                bytes=s.bytes,
             )  # fmt: skip
 
     def add(self, name: str) -> tuple[SensorTrack, bool]:

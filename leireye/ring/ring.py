@@ -147,6 +147,12 @@ class Ring:
         return int(self._counters[WRITE_SEQ_WORD])
 
     @property
+    def written(self) -> int:
+        """Records written to this ring: the ids past `base_id` (a central's ring continues the
+        ids of its previous run, so `write_seq` is not a count)."""
+        return self.write_seq - self.base_id
+
+    @property
     def write_start(self) -> int:
         return int(self._counters[WRITE_START_WORD])
 
@@ -164,7 +170,7 @@ class Ring:
     @property
     def fill(self) -> float:
         """How full the ring is, 0.0 to 1.0."""
-        return min(self.write_seq - self.base_id, self.capacity) / self.capacity
+        return min(self.written, self.capacity) / self.capacity
 
     # -- reading ------------------------------------------------------------------------------
 

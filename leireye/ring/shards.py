@@ -146,8 +146,14 @@ class ShardSet:
         return min(held) if held else self.ids.next_id
 
     @property
+    def written(self) -> int:
+        """Records written to the shards by this run (not the last id: a central's ring starts
+        past its `base_id`)."""
+        return sum(r.written for r in self.rings)
+
+    @property
     def fill(self) -> float:
-        return sum(min(r.write_seq, r.capacity) for r in self.rings) / self.capacity
+        return sum(min(r.written, r.capacity) for r in self.rings) / self.capacity
 
     # -- reading ------------------------------------------------------------------------------
 

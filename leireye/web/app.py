@@ -25,7 +25,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from leireye.accounts.principal import AuthFailure, Principal
 from leireye.web import console
 from leireye.web.api import accounts, capture, flows, hosts, packets, sensors, stats, stream
-from leireye.web.api.context import ApiContext, redeem_ticket, require
+from leireye.web.api.context import ApiContext, redeem_ticket, require, sensor_scope
 from leireye.web.api.errors import EXCEPTION_HANDLERS
 from leireye.web.guard import RequestGuard, machine_names
 from leireye.web.hosts import HostPolicy
@@ -48,8 +48,8 @@ def build_app(api: ApiContext) -> Starlette:
         code = 200 if word == "ok" else 503
         if request.headers.get("authorization") is None:
             return JSONResponse({"status": word}, status_code=code)
-        require(request)
-        return JSONResponse(hub.health(), status_code=code)
+        who = require(request)
+        return JSONResponse(hub.health(sensor_scope(request, who)), status_code=code)
 
     async def redeem(ticket: str) -> Principal | AuthFailure:
         return await redeem_ticket(api, ticket)

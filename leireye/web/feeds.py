@@ -11,8 +11,11 @@ slowly gets fresh numbers rather than a backlog of old ones.
 
 At a fleet central (`central` given: the sensor states this connection's user may see), `stats`
 carry `by_sensor` and `status` carries `central` and `sensors`, and a sensor seen for the first
-time or changing state (live, silent) sends `status` again. On a sensor that publishes into a
-fleet, `status` carries `fleet` (its publisher's state), sent again when that changes.
+time or changing state (live, silent) sends `status` again. For a user limited to some sensors
+(`scope` given) the totals in `stats` and the counters in `status` are those of their sensors
+(`sensors.narrow_stats`, `sensors.narrow_status`), never the central's. On a sensor that
+publishes into a fleet, `status` carries `fleet` (its publisher's state), sent again when that
+changes.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from leireye.fleet.status import PublisherStatus
 from leireye.ring.status import CaptureStatus
 from leireye.stats.layout import StatsSnapshot
 from leireye.web.messages import clamp_interval, stats_message
-from leireye.web.sensors import by_sensor, fleet_key, sensor_infos
+from leireye.web.sensors import by_sensor, fleet_key, narrow_stats, narrow_status, sensor_infos
 from leireye.web.statusview import status_key, status_message
 from leireye.wire import ServerMessage
 
@@ -64,6 +67,8 @@ class Feeds:
         self._status_sent: tuple[object, ...] | None = None
         self._status_queued = False
         self.central: Central | None = None  # set by the session at a central, once authenticated
+        # set by the session for a user limited to some sensors: those whose sums they get
+        self.scope: Central | None = None
 
     def start(self, now: float) -> None:
         """Authenticated: status now if one is known, stats from one interval on."""
@@ -134,8 +139,9 @@ class Feeds:
         if self._stats is None or not self.stats_on or not self.active:
             return None
         stream_lost, client_dropped = self._counters()
+        snapshot = self._stats if self.scope is None else narrow_stats(self._stats, self.scope())
         message = stats_message(
-            self._stats, stream_lost=stream_lost, client_dropped=client_dropped, now=self._now
+            snapshot, stream_lost=stream_lost, client_dropped=client_dropped, now=self._now
         )
         if self.central is not None:
             data = msgspec.structs.replace(message.data, by_sensor=by_sensor(self.central()))
@@ -147,7 +153,8 @@ class Feeds:
         if self._status is None or not self.active:
             return None
         self._status_sent = self._status_key(self._status)
-        message = status_message(self._status, self._fleet)
+        status = self._status if self.scope is None else narrow_status(self._status, self.scope())
+        message = status_message(status, self._fleet)
         if self.central is not None:
             sensors = sensor_infos(self.central())
             data = msgspec.structs.replace(message.data, central=True, sensors=sensors)

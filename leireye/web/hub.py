@@ -65,6 +65,7 @@ from leireye.accounts.userview import USERS_VIEW_FILE, view_store
 from leireye.config import Config
 from leireye.errors import LeirEyeError
 from leireye.exitcodes import ExitCode
+from leireye.fleet.model import SensorState
 from leireye.fleet.status import PublisherStatus
 from leireye.flows.view import FlowView
 from leireye.ring.shards import PacketReader, ShardSet
@@ -80,7 +81,7 @@ from leireye.web.fleetview import FleetView
 from leireye.web.flowfeed import FlowFeed
 from leireye.web.frames import PacketRun
 from leireye.web.registry import ConnectionRegistry
-from leireye.web.sensors import SensorDirectory
+from leireye.web.sensors import SensorDirectory, narrow_status
 from leireye.web.session import Session
 from leireye.web.statusview import capture_view
 from leireye.web.storereplay import StoreReplay
@@ -476,10 +477,27 @@ class Hub:
         conn.from_store = None
         return True
 
-    def health(self) -> dict[str, Any]:
-        """`GET /health` for a caller with a token (a stranger only gets `status`)."""
+    def health(self, scope: list[SensorState] | None = None) -> dict[str, Any]:
+        """`GET /health` for a caller with a token (a stranger only gets `status`). For a user
+        limited to some sensors (`scope`: theirs), the capture counters are theirs, and the
+        ring and shards, which count every sensor's records, are left out."""
         status = self.status
+        if status is not None and scope is not None:
+            status = narrow_status(status, scope)
         view = capture_view(status) if status is not None else None
+        if scope is not None:
+            return {
+                "status": health_word(status),
+                "worker": self.worker_index,
+                "pid": os.getpid(),
+                "capture": {
+                    "state": view.state if view else "unknown",
+                    "is_capturing": bool(view and view.is_capturing),
+                    "interface": view.interface if view else None,
+                    "packets_captured": view.packets_captured if view else 0,
+                },
+                "connections": len(self.connections),
+            }
         return {
             "status": health_word(status),
             "worker": self.worker_index,

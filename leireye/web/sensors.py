@@ -20,7 +20,11 @@ What `SensorDirectory` offers the rest of the web tier:
   name not in the table matches nothing until it appears there);
 - `json_names()`, the JSON text of each index's name (`null` for an index not in the table),
   for the packet encoders;
-- `states(allowed)`, the table's `SensorState`s a user may see.
+- `states(allowed)`, the table's `SensorState`s a user may see;
+- `scope(allowed)`, for a user limited to some sensors, the sensors whose sums replace the
+  central's own totals (`narrow_stats`, `narrow_status`): a central's counters, top lists and
+  history mix every sensor's traffic, and their size tells how busy the sensors one may not see
+  are (docs/fleet-central.md, "Users limited to some sensors").
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ import time
 from pathlib import Path
 from typing import Any, Final
 
+import msgspec
 import numpy as np
 import numpy.typing as npt
 
@@ -44,6 +49,8 @@ from leireye.fleet.model import (
     SensorTable,
     read_sensor_table,
 )
+from leireye.ring.status import CaptureStatus
+from leireye.stats.layout import StatsSnapshot
 from leireye.web.columns import column_batches
 from leireye.web.frames import BinaryBatcher
 from leireye.wire import SensorInfo
@@ -188,6 +195,12 @@ class SensorDirectory:
             return True
         return not self.central and self.own is not None and self.own in allowed
 
+    def scope(self, allowed: tuple[str, ...] | None) -> list[SensorState] | None:
+        """None for a user who sees every sensor; for one limited to `allowed`, the sensors
+        whose counters they get in place of the central's totals (none on a lone sensor that
+        is not theirs)."""
+        return None if self.sees_all(allowed) else self.states(allowed)
+
 
 def sensor_infos(states: list[SensorState]) -> list[SensorInfo]:
     """The `sensors` of a central's `status` message."""
@@ -213,3 +226,57 @@ def by_sensor(states: list[SensorState]) -> dict[str, dict[str, Any]]:
 def fleet_key(states: list[SensorState]) -> tuple[object, ...]:
     """What makes a central's `status` worth sending again: a sensor seen or changing state."""
     return tuple((s.name, s.state) for s in states)
+
+
+# -- a limited user's totals ---------------------------------------------------------------------
+
+_SUMMED: Final = ("packets_total", "bytes_total", "kernel_drops", "if_drops", "ring_lost",
+                  "decode_errors")  # fmt: skip
+_RATES: Final = ("packets_per_second", "bytes_per_second")
+_LABELLED_TOTALS: Final = ("protocols_total", "apps_total")
+_LABELLED_RATES: Final = ("protocols", "apps")
+
+
+def _count(value: object) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def narrow_stats(snapshot: StatsSnapshot, states: list[SensorState]) -> StatsSnapshot:
+    """`snapshot` (the central's) as a user who sees only `states` gets it: each counter the sum
+    of those sensors' last published stats (as they measured them), the per-second figures over
+    the live ones only (a silent sensor's last rate is not traffic now), and no top lists
+    (they mix every sensor). A value that is not a count is taken as 0."""
+    sums = dict.fromkeys(_SUMMED + _RATES, 0)
+    labelled: dict[str, dict[str, int]] = {k: {} for k in _LABELLED_TOTALS + _LABELLED_RATES}
+    for state in states:
+        stats = state.stats or {}
+        live = state.state == "live"
+        for key in _SUMMED + (_RATES if live else ()):
+            sums[key] += _count(stats.get(key))
+        for key in _LABELLED_TOTALS + (_LABELLED_RATES if live else ()):
+            counts = stats.get(key)
+            if isinstance(counts, dict):
+                into = labelled[key]
+                for label, value in counts.items():
+                    if _count(value):
+                        into[str(label)] = into.get(str(label), 0) + _count(value)
+    return msgspec.structs.replace(
+        snapshot, **sums, **labelled, top_complete=False, top_sources=[], top_destinations=[],
+        top_ports=[],
+    )  # fmt: skip
+
+
+def narrow_status(status: CaptureStatus, states: list[SensorState]) -> CaptureStatus:
+    """The central's capture status as a user who sees only `states` gets it: packets and bytes
+    received from those sensors, their lost ids as `kernel_drops` (what the central's own
+    status counts there), and its interface without the number of sensors it follows."""
+    return msgspec.structs.replace(
+        status,
+        interface=status.interface.partition(" (")[0],  # "fleet central NAME (N sensors)"
+        packets_captured=sum(s.packets for s in states),
+        bytes_captured=sum(s.bytes for s in states),
+        kernel_drops=sum(s.lost for s in states),
+        if_drops=0,
+        decode_errors=0,
+        decode_errors_by_kind={},
+    )

@@ -398,9 +398,11 @@ class Session:
         self.principal = principal
         self._state = State.OPEN
         sensors = self.sensors
+        allowed = principal.sensors
         if sensors is not None and sensors.central:
-            allowed = principal.sensors
             self._feeds.central = lambda: sensors.states(allowed)
+        if allowed is not None and (sensors is None or not sensors.sees_all(allowed)):
+            self._feeds.scope = lambda: [] if sensors is None else sensors.states(allowed)
         self._send(self._auth_success())
         self._feeds.start(self._now)
 

@@ -36,10 +36,12 @@ from leireye.fleet.model import (
     stream_name,
     subject,
 )
+from leireye.flows.model import Flow
 from leireye.record import LinkType
 from tests.browser.conftest import PASSWORDS, PortMaker, console_page, users_file
 from tests.browser.console import Console, skip_reason
 from tests.fleet.nats import nats_server_binary, running, single
+from tests.fleet.test_central_flows import flow, flows_message
 from tests.sensor import Sensor, send_udp
 from tests.traffic.frames import udp4
 from tests.waiting import scaled
@@ -125,6 +127,11 @@ class FleetSensors:
         self._call(self._js.publish(subject(sensor, "packets"), body, headers=headers))
         self._next_id[sensor] = first + count
 
+    def flows(self, sensor: str, cursor: int, flows: list[Flow]) -> None:
+        """A `flows` message of ended flows, as the sensor's publisher sends it."""
+        _, _, body, headers = flows_message(sensor, cursor, flows)
+        self._call(self._js.publish(subject(sensor, "flows"), body, headers=headers))
+
     def close(self) -> None:
         async def stop() -> None:
             for task in self._beats:
@@ -162,6 +169,7 @@ def fleet(
             sensors.packets("edge-b", edge_b_port, 3, lost=EDGE_B_LOST)
             config = (
                 "auth: {login_failures_per_address: 1000}\n"
+                "history: {flush_s: 1}\n"  # the flows received are listed within a second
                 "central:\n"
                 "  enabled: true\n"
                 f"  nats: {{servers: ['{server.url}']}}\n"
@@ -303,6 +311,52 @@ def test_at_a_central_the_console_selects_sensors_and_names_each_packets_sensor(
             console.screenshot(f"fleet-layout-{width}x{height}")
             problems += [f"{width}x{height} {p}" for p in console.layout_problems(FLEET_GROUPS)]
         assert not problems, "\n".join(problems)
+
+
+def flow_rows(console: Console) -> dict[str, str]:
+    """The Conversations table's rows: uid -> the Sensor cell's text."""
+    rows: dict[str, str] = console.js(
+        """const rows = document.querySelectorAll('#flows-table tbody tr[data-key]');
+           return Object.fromEntries([...rows]
+             .map((r) => [r.dataset.key, r.querySelector('.c-sensor').textContent]));"""
+    )
+    return rows
+
+
+def test_at_a_central_the_conversations_name_each_flows_sensor_and_follow_the_selector(
+    central_console: Console, fleet: tuple[Sensor, FleetSensors, int]
+) -> None:
+    console = central_console
+    central, sensors, _ = fleet
+    with central.explained():
+        sensors.flows("edge-a", 1, [flow("Cfleeta1", "10.1.0.1", 1),
+                                    flow("Cfleeta2", "10.1.0.2", 2)])  # fmt: skip
+        sensors.flows("edge-b", 1, [flow("Cfleetb1", "10.2.0.1", 3)])
+        console.login("admin", PASSWORDS["admin"])
+        console.visible('.field[data-field="sensor"]')  # the status said `central`
+        console.click("#views a[data-view='flows']")
+        expected = {"Cfleeta1": "edge-a", "Cfleeta2": "edge-a", "Cfleetb1": "edge-b"}
+        console.wait(lambda d: expected.items() <= flow_rows(console).items(), "every sensor's "
+                     "flows, each naming its sensor", timeout=60)  # fmt: skip
+        console.visible("#flows-table th.c-sensor")
+        console.screenshot("fleet-21-conversations")
+
+        # The selector narrows the conversations to the chosen sensor's (GET /api/flows?sensor).
+        Select(console.driver.find_element(By.ID, "f-sensor")).select_by_value("edge-b")
+        console.wait(lambda d: set(flow_rows(console).values()) == {"edge-b"}, "edge-b's only")
+        assert "Cfleetb1" in flow_rows(console)
+
+        # The search box finds a sensor's name too; sorting by the column works as elsewhere.
+        Select(console.driver.find_element(By.ID, "f-sensor")).select_by_value("")
+        console.wait(lambda d: expected.items() <= flow_rows(console).items(), "all again")
+        console.fill("#flows-search", "edge-a")
+        console.wait(lambda d: set(flow_rows(console).values()) == {"edge-a"}, "found by name")
+        console.fill("#flows-search", "")
+        console.click("#flows-table th[data-sort='sensor']")
+        console.wait(lambda d: console.js("return document.querySelector('#flows-table')"
+                                          ".dataset.sorted") == "sensor asc", "sorted")  # fmt: skip
+        names = list(flow_rows(console).values())
+        assert names == sorted(names)
 
 
 def classes(console: Console, css: str) -> list[str]:

@@ -139,9 +139,9 @@ def test_conversations_list_sort_search_and_open_a_flows_packets(
     def flow_rows() -> list[dict[str, str]]:
         rows: list[dict[str, str]] = console.js(
             """return [...document.querySelectorAll('#flows-table tbody tr[data-key]')]
-                 .map((r) => ({uid: r.dataset.key, resp: r.children[2].textContent,
-                   out: r.children[5].textContent, bytes: r.children[6].textContent,
-                   state: r.children[10].textContent}));"""
+                 .map((r) => ({uid: r.dataset.key, resp: r.children[3].textContent,
+                   out: r.children[6].textContent, bytes: r.children[7].textContent,
+                   state: r.children[11].textContent}));"""
         )
         return rows
 
@@ -150,6 +150,9 @@ def test_conversations_list_sort_search_and_open_a_flows_packets(
 
     console.wait(lambda d: of(first) and of(second), "both conversations", timeout=90)
     assert of(first)[0]["out"] == "3" and of(second)[0]["out"] == "5"
+    hidden = """return [...document.querySelectorAll('#flows-table .c-sensor')]
+                  .every((e) => getComputedStyle(e).display === 'none');"""
+    assert console.js(hidden)  # a lone sensor: no Sensor column (test_fleet_console.py)
     console.screenshot("21-conversations")
     console.resize(1024, 768)  # a wide table scrolls inside its card, the page keeps its width
     groups = {"top bar": ".topbar > *", "card head": "#view-flows h2 > *"}

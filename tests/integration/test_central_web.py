@@ -8,6 +8,8 @@ import asyncio
 import csv
 import io
 import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -240,6 +242,30 @@ def test_rest_packets_exports_sensors_and_metrics_follow_the_users_sensors(
     assert_error(wes.get("/api/flows?sensor=east"), 400, "INVALID_FILTER")
 
 
+def test_leireye_watch_names_each_packets_sensor_and_takes_a_sensor_filter(
+    central: tuple[InProcessSensor, Served],
+) -> None:
+    """`leireye watch` as a real subprocess against the central's uvicorn: `--since` replays
+    what was written, `--sensor west` keeps west's packets, and each line names its sensor."""
+    sensor, served = central
+    since = sensor.ring.write_seq
+    records = write_two_sensors(sensor, 0, 10)
+    url = f"ws://127.0.0.1:{served.port}/ws/capture"
+
+    def watch(*args: str) -> list[str]:
+        command = [sys.executable, "-m", "leireye.cli", "watch", "--url", url,
+                   "--token", sensor.token("admin"), "--since", str(since), *args]  # fmt: skip
+        done = subprocess.run(command, capture_output=True, text=True, timeout=scaled(30))
+        assert done.returncode == 0, done.stderr
+        return done.stdout.splitlines()
+
+    west = watch("--sensor", "west", "--count", "5")
+    assert len(west) == 5 and all(line.split()[1] == "west" for line in west), west
+    both = watch("--sensor", "west,east", "--count", "10")
+    expected = [NAMES[i] for i in records["sensor"].tolist()]
+    assert [line.split()[1] for line in both] == expected
+
+
 def test_a_lone_sensor_is_unchanged_and_refuses_sensor_filters(tmp_path: Path) -> None:
     sensor = InProcessSensor(tmp_path / "lone")
     try:
@@ -288,3 +314,20 @@ def test_an_admin_limits_a_user_and_their_open_connection_ends(
     assert closed[0] == 4001
     everyone = admin.request("PATCH", f"/api/users/{user_id}", {"sensors": None})
     assert everyone.status == 200 and "sensors" not in everyone.json
+
+
+def test_metrics_count_the_records_of_this_run_not_the_ids_before_it(tmp_path: Path) -> None:
+    """A central's ring continues the ids of its previous run (`base_id`): /metrics and /health
+    count the records this run wrote, and give the last id as an id."""
+    sensor = InProcessSensor(tmp_path / "again", capacity=64, base_id=1000,
+                             central={"enabled": True})  # fmt: skip
+    try:
+        assert sensor.write(MIXED, 5) == [1001, 1002, 1003, 1004, 1005]
+        token = sensor.token("admin")
+        lines = sensor.http("GET", "/metrics", token=token).body.decode().splitlines()
+        assert "leireye_ring_written_total 5" in lines
+        assert f"leireye_ring_fill_ratio {5 / 64}" in lines
+        ring = sensor.http("GET", "/health", token=token).json["ring"]
+        assert (ring["last_id"], ring["fill"]) == (1005, round(5 / 64, 4))
+    finally:
+        sensor.close()

@@ -54,6 +54,9 @@ assert.ok(matchesFlow(pkt('10.0.0.2', null, '10.0.0.1', null), ping));
 // The flow query takes the packet filter's keys less the length bounds.
 assert.deepEqual(flowFilters({ protocol: 'UDP', port: 53, min_length: 10, max_length: 99, ip: '::1' }),
   { protocol: 'UDP', ip: '::1', port: 53 });
+// At a central the sensor selector narrows the flows too: one name, or several as `a,b`.
+assert.deepEqual(flowFilters({ sensor: 'edge-a', port: 53 }), { port: 53, sensor: 'edge-a' });
+assert.deepEqual(flowFilters({ sensor: ['edge-a', 'edge-b'] }), { sensor: 'edge-a,edge-b' });
 
 // Steps: a minute at least, at most 300 intervals.
 assert.equal(stepFor(300), 60);

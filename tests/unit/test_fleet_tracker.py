@@ -46,11 +46,15 @@ def test_states_and_indexes() -> None:
     b, _ = fleet.add("b")
     assert fleet.add("a") == (a, False) and b.index == 2
     a.last_message_ns = 10 * 10**9
+    a.on_batch(header(1, 4), wire_bytes=600)
+    a.on_batch(header(5, 5), wire_bytes=60)
     states = {s.name: s.state for s in fleet.table(11 * 10**9).sensors}
     assert states == {"a": "live", "b": "never"}
     assert fleet.table(13 * 10**9).sensors[0].state == "silent"
     again = Fleet(2.0, fleet.table(13 * 10**9))  # a restart: indexes and counters kept
     assert again.add("b") == (again.sensors["b"], False) and again.add("c")[0].index == 3
+    assert (again.sensors["a"].packets, again.sensors["a"].bytes) == (5, 660)
+    assert fleet.table(11 * 10**9).sensors[0].bytes == 660
 
 
 def test_the_checkpoint_reserves_ahead_and_settles_exactly(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ import pytest
 from leireye.errors import RingError
 from leireye.record import RECORD_DTYPE
 from leireye.ring import Ring, RingLayout, RingReader, RingWriter
+from leireye.ring.shards import ShardSet
 
 LAYOUT = RingLayout(capacity=16, raw_bytes=8)
 
@@ -31,7 +32,9 @@ def test_the_first_record_gets_the_id_after_the_base() -> None:
     assert RingWriter(r).write(rows(5), [b"abcdefghij"] * 5) == 1001
     batch = reader.read()
     assert batch.records["seq"].tolist() == [1001, 1002, 1003, 1004, 1005] and batch.lost == 0
-    assert r.fill == 5 / 16
+    assert r.fill == 5 / 16 and r.written == 5
+    shards = ShardSet([r], None)  # as the web workers and /metrics read it
+    assert (shards.written, shards.fill, shards.last_id) == (5, 5 / 16, 1005)
     assert r.get(1000) is None and r.get(1003) is not None
     assert r.get(1003)[1] == b"abcdefgh"  # type: ignore[index]
 
@@ -50,7 +53,7 @@ def test_laps_are_counted_as_without_a_base() -> None:
     writer.write(rows(20))
     batch = reader.read()
     assert batch.lost == 4 and batch.records["seq"][0] == 55 and r.oldest_id == 55
-    assert r.fill == 1.0
+    assert r.fill == 1.0 and r.written == 20 and ShardSet([r], None).written == 20
 
 
 def test_a_restarted_writer_resumes_after_the_base() -> None:

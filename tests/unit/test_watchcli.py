@@ -7,7 +7,14 @@ import io
 
 import pytest
 
-from leireye.cli.watch import WatchError, client_options, format_gap, format_packet, format_stats
+from leireye.cli.watch import (
+    WatchError,
+    client_options,
+    format_gap,
+    format_packet,
+    format_stats,
+    sensor_filter,
+)
 from leireye.client import Gap
 from leireye.wire import PacketData, StatsData
 
@@ -52,6 +59,23 @@ def test_packets_without_ports_flags_or_addresses() -> None:
     bare = packet(src_ip=None, dst_ip=None, src_port=None, dst_port=None, protocol="OTHER",
                   app=None, flags=[])  # fmt: skip
     assert " - > -: OTHER length 1500" in format_packet(bare)
+
+
+def test_a_centrals_packet_names_its_sensor_and_only_there() -> None:
+    assert format_packet(packet(sensor="branch-7")) == (
+        "10:30:01.123 branch-7 192.168.1.100.54321 > 142.250.185.14.443: TCP/TLS [PSH, ACK] "
+        "length 1500: TLS Application Data"
+    )
+    assert format_packet(packet(sensor=None)).startswith("10:30:01.123 - 192.168.1.100.54321 >")
+    assert format_packet(packet()).startswith("10:30:01.123 192.168.1.100.54321 >")
+
+
+def test_the_sensor_option_is_a_name_or_names() -> None:
+    assert sensor_filter(None) is None
+    assert sensor_filter("east") == "east"
+    assert sensor_filter("east, west") == ["east", "west"]
+    with pytest.raises(WatchError, match="empty name"):
+        sensor_filter("east,,west")
 
 
 def test_stats_line() -> None:

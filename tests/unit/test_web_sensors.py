@@ -20,7 +20,7 @@ from leireye.fleet.model import SensorState, SensorTable, write_sensor_table
 from leireye.web.columns import encode_columns
 from leireye.web.encode import PacketEncoder
 from leireye.web.filters import FilterError, PacketFilter, parse_filters
-from leireye.web.sensors import SensorDirectory
+from leireye.web.sensors import SensorDirectory, narrow_stats, narrow_status
 from leireye.web.session import Session
 from leireye.wire import PacketMessage
 from tests.unit.test_web_encode import random_records, reference
@@ -273,7 +273,9 @@ def test_stats_and_status_at_a_central_show_the_users_sensors(table: Path) -> No
     session.tick(1.6, snapshot(), capture())
     (stats,) = drain(session)
     assert stats["type"] == "stats" and stats["data"]["by_sensor"] == {"west": {"packets_total": 4}}
-    assert stats["data"]["packets_total"] == 1567  # the totals stay the central's
+    # The totals are west's, never the central's (1567): a silent sensor's rate counts 0.
+    assert (stats["data"]["packets_total"], stats["data"]["packets_per_second"]) == (4, 0)
+    assert status["data"]["packets_captured"] == 9 and status["data"]["kernel_drops"] == 1
     # A sensor changing state sends the status again.
     write(table, state("east", 0), state("west", 1, state="live"), bump=7)
     directory.refresh()
@@ -283,7 +285,9 @@ def test_stats_and_status_at_a_central_show_the_users_sensors(table: Path) -> No
     # Everyone sees every sensor; a lone sensor's messages have none of this.
     everyone = limited_session(directory, None)
     everyone.tick(0.5, snapshot(), capture())
-    assert [s["name"] for s in drain(everyone)[0]["data"]["sensors"]] == ["east", "west"]
+    shown = drain(everyone)[0]["data"]
+    assert [s["name"] for s in shown["sensors"]] == ["east", "west"]
+    assert shown["packets_captured"] == 1567
     lone = limited_session(SensorDirectory(None, "here"), None)
     lone.tick(0.5, snapshot(), capture())
     lone.tick(1.6, snapshot(), capture())
@@ -291,6 +295,34 @@ def test_stats_and_status_at_a_central_show_the_users_sensors(table: Path) -> No
     assert [m["type"] for m in sent] == ["status", "stats"]
     assert "central" not in sent[0]["data"] and "sensors" not in sent[0]["data"]
     assert "by_sensor" not in sent[1]["data"]
+
+
+def test_a_limited_users_totals_are_the_sums_over_their_sensors() -> None:
+    east = state("east", 1, packets=30, bytes=3000, lost=2, stats={
+        "packets_total": 100, "bytes_total": 9000, "packets_per_second": 5, "bytes_per_second": 50,
+        "protocols": {"TCP": 5}, "protocols_total": {"TCP": 90, "UDP": 10}, "apps": {"TLS": 1},
+        "apps_total": {"TLS": 9}, "kernel_drops": 3, "decode_errors": 1})  # fmt: skip
+    west = state("west", 2, state="silent", packets=4, bytes=400, stats={
+        "packets_total": 7, "packets_per_second": 2, "protocols": {"UDP": 2},
+        "protocols_total": {"UDP": 7, "ICMP": "x"}, "kernel_drops": True,
+        "bytes_total": "9"})  # fmt: skip
+    never = state("north", 3, state="never")
+    got = narrow_stats(snapshot(), [east, west, never])
+    assert (got.packets_total, got.bytes_total, got.kernel_drops) == (107, 9000, 3)
+    assert (got.packets_per_second, got.bytes_per_second) == (5, 50)  # live sensors only
+    assert (got.if_drops, got.ring_lost, got.decode_errors) == (0, 0, 1)
+    assert got.protocols == {"TCP": 5} and got.apps == {"TLS": 1}
+    assert got.protocols_total == {"TCP": 90, "UDP": 17} and got.apps_total == {"TLS": 9}
+    assert got.top_sources == got.top_destinations == got.top_ports == []
+    assert not got.top_complete and got.timestamp_ns == snapshot().timestamp_ns
+    assert narrow_stats(snapshot(), []).packets_total == 0
+
+    central = capture(interface="fleet central main (3 sensors)", bytes_captured=99_999,
+                      kernel_drops=40, if_drops=2, decode_errors=5)  # fmt: skip
+    mine = narrow_status(central, [east, west])
+    assert (mine.packets_captured, mine.bytes_captured, mine.kernel_drops) == (34, 3400, 2)
+    assert (mine.if_drops, mine.decode_errors, mine.interface) == (0, 0, "fleet central main")
+    assert mine.state == central.state and mine.started_at_ns == central.started_at_ns
 
 
 NAMES = ("east", "west", "north", "south")

@@ -39,8 +39,8 @@ async def interfaces(request: Request) -> Response:
 
 
 async def status(request: Request) -> Response:
-    require(request)
-    return JSONResponse(status_view(capture_status(request)))
+    who = require(request)
+    return JSONResponse(status_view(capture_status(request, who)))
 
 
 async def start(request: Request) -> Response:

@@ -17,12 +17,14 @@ from leireye.config import Config
 from leireye.control.client import ControlClient, ControlError
 from leireye.control.protocol import RedeemTicket
 from leireye.control.server import socket_path
+from leireye.fleet.model import SensorState
 from leireye.flows.history import FlowHistory
 from leireye.flows.model import LiveFlows
 from leireye.ring.status import CaptureStatus
 from leireye.store.reader import PacketStore
 from leireye.web.api.errors import ApiError
 from leireye.web.hub import Hub
+from leireye.web.sensors import narrow_status
 
 T = TypeVar("T")
 log = logging.getLogger("leireye.web")
@@ -99,13 +101,28 @@ def context(request: Request) -> ApiContext:
     return ctx
 
 
-def capture_status(request: Request) -> CaptureStatus:
-    """The capture status read now (not the hub's last tick); 503 while it is unreadable."""
+def capture_status(request: Request, who: Principal | None = None) -> CaptureStatus:
+    """The capture status read now (not the hub's last tick); 503 while it is unreadable.
+    For `who` limited to some sensors, its counters are those of their sensors
+    (`sensors.narrow_status`)."""
     hub = context(request).hub
     hub.tick_status()
     if hub.status is None:
         raise ApiError(503, "SERVICE_UNAVAILABLE", "The capture status is not readable yet")
-    return hub.status
+    scope = sensor_scope(request, who)
+    return hub.status if scope is None else narrow_status(hub.status, scope)
+
+
+def sensor_scope(request: Request, who: Principal | None) -> list[SensorState] | None:
+    """None when `who` sees every sensor (or is None: a public view); else the sensors whose
+    counters they get in place of the totals (docs/fleet-central.md)."""
+    if who is None:
+        return None
+    directory = context(request).hub.sensors
+    if directory.sees_all(who.sensors):
+        return None
+    directory.refresh()
+    return directory.states(who.sensors)
 
 
 def bearer_token(request: Request) -> str | None:

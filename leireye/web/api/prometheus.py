@@ -98,6 +98,9 @@ def sensor_metrics(states: list[SensorState]) -> list[Metric]:
                each(lambda s: s.last_message_ns / 1e9)),
         Metric("leireye_sensor_packets_total", "counter", "Records received from the sensor",
                each(lambda s: s.packets)),
+        Metric("leireye_sensor_bytes_total", "counter",
+               "Bytes (wire lengths) of the records received from the sensor",
+               each(lambda s: s.bytes)),
         Metric("leireye_sensor_lost_total", "counter",
                "Records the sensor could not send, or missing from its stream",
                each(lambda s: s.lost)),
@@ -157,7 +160,12 @@ def fleet_metrics(hub: Hub) -> list[Metric]:
 
 
 def collect(hub: Hub, sensors: tuple[str, ...] | None = None) -> list[Metric]:
-    """Every metric; at a fleet central, those of the sensors `sensors` (None: every one)."""
+    """Every metric; at a fleet central, those of the sensors `sensors` (None: every one). A
+    user limited to some sensors gets only their sensors' lines: every other metric (capture,
+    ring, stats, store, web) counts every sensor's traffic."""
+    if not hub.sensors.sees_all(sensors):
+        hub.sensors.refresh()
+        return sensor_metrics(hub.sensors.states(sensors))
     hub.tick_status()
     metrics: list[Metric] = []
     if hub.status is not None:
@@ -180,12 +188,11 @@ def collect(hub: Hub, sensors: tuple[str, ...] | None = None) -> list[Metric]:
         ]  # fmt: skip
     ring = hub.ring
     metrics += [
-        _one(
-            "leireye_ring_written_total", "counter", "Records written to the ring", ring.write_seq
-        ),
+        _one("leireye_ring_written_total", "counter",
+             "Records written to the ring by this run (not the last id)", ring.written),
         _one("leireye_ring_capacity", "gauge", "Records the ring holds", ring.capacity),
         _one("leireye_ring_fill_ratio", "gauge", "Fraction of the ring in use", ring.fill),
-    ]
+    ]  # fmt: skip
     try:
         snap = hub.stats_series.read()
     except LeirEyeError:

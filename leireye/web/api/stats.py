@@ -9,29 +9,41 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from leireye.accounts.principal import Principal
 from leireye.errors import LeirEyeError
 from leireye.stats.layout import StatsSnapshot
 from leireye.web import statsview
-from leireye.web.api.context import capture_status, context, require, require_whole
+from leireye.web.api.context import (
+    capture_status,
+    context,
+    require,
+    require_whole,
+    sensor_scope,
+)
 from leireye.web.api.errors import ApiError
 from leireye.web.api.hosts import protocol_history
 from leireye.web.api.prometheus import collect
 from leireye.web.metrics import render_metrics
+from leireye.web.sensors import narrow_stats
 
 TIMELINE_MINUTES_MAX: Final = 60
 
 
-def _snapshot(request: Request) -> StatsSnapshot:
+def _snapshot(request: Request, who: Principal | None = None) -> StatsSnapshot:
+    """The stats now; for `who` limited to some sensors, the sums of their sensors'
+    (`sensors.narrow_stats`)."""
     hub = context(request).hub
     try:
-        return hub.stats_series.read()
+        snapshot = hub.stats_series.read()
     except LeirEyeError as exc:
         raise ApiError(503, "SERVICE_UNAVAILABLE", f"Statistics are not readable: {exc}") from None
+    scope = sensor_scope(request, who)
+    return snapshot if scope is None else narrow_stats(snapshot, scope)
 
 
 async def summary(request: Request) -> Response:
-    require(request)
-    data = statsview.summary(_snapshot(request), capture_status(request))
+    who = require(request)
+    data = statsview.summary(_snapshot(request, who), capture_status(request, who))
     data["connections"] = sum(context(request).hub.registry.totals().values())
     return JSONResponse(data)
 
@@ -40,8 +52,8 @@ async def protocols(request: Request) -> Response:
     if request.query_params:  # a time range: the stored chart (api/hosts.py)
         require_whole(request)
         return await protocol_history(request)
-    require(request)
-    return JSONResponse(statsview.protocols(_snapshot(request)))
+    who = require(request)
+    return JSONResponse(statsview.protocols(_snapshot(request, who)))
 
 
 async def top(request: Request) -> Response:
@@ -50,7 +62,7 @@ async def top(request: Request) -> Response:
 
 
 async def timeline(request: Request) -> Response:
-    require(request)
+    require_whole(request)  # the central's history: every sensor's traffic, second by second
     query = request.query_params
     unknown = sorted(set(query) - {"interval", "metric", "minutes"})
     if unknown:

@@ -9,13 +9,16 @@
 import { queryString } from './api.js';
 
 // The packet filter's keys that a flow query takes too (the length bounds are per packet).
-const FLOW_KEYS = ['protocol', 'src_ip', 'dst_ip', 'ip', 'port', 'src_port', 'dst_port'];
+// `sensor` only comes at a fleet central (the filter bar's selector shows there only), whose
+// flows carry their sensor: a list of names goes as `a,b`, as /api/flows takes it.
+const FLOW_KEYS = ['protocol', 'src_ip', 'dst_ip', 'ip', 'port', 'src_port', 'dst_port', 'sensor'];
 
 export const LIST_LIMIT = 500;
 
 export function flowFilters(filters) {
   const out = {};
   for (const key of FLOW_KEYS) if (filters?.[key] !== undefined) out[key] = filters[key];
+  if (Array.isArray(out.sensor)) out.sensor = out.sensor.join(',');
   return out;
 }
 

@@ -3,7 +3,9 @@
 // Columns sort as in the packet table; the search box narrows the rows to those whose
 // addresses, names, application, state or info contain every word typed; the packet view's
 // filters apply (the flow query takes the same keys, less the per-packet length bounds).
-// Clicking a row shows the flow's packets; clicking an address, its host page.
+// Clicking a row shows the flow's packets; clicking an address, its host page. At a fleet
+// central each flow names its sensor: the Sensor column shows there only (the console's
+// `central` class, as the packet table's), and the sensor selector narrows the list.
 
 import { h } from './dom.js';
 import { DataTable } from './datatable.js';
@@ -67,6 +69,7 @@ export class FlowsView {
     const addr = (ip, port) => names.node(ip, port);
     this.#table = new DataTable(table, [
       { key: 'start', label: 'Start', cls: 'c-time', sort: (f) => f.first_ns, cell: (f) => clock(ms(f.first_ns)) },
+      { key: 'sensor', label: 'Sensor', cls: 'c-sensor', title: 'The sensor that saw it', sort: (f) => f.sensor ?? '', cell: (f) => f.sensor ?? '' },
       { key: 'orig', label: 'Originator', cls: 'c-addr', title: 'Who sent the first packet (for TCP, the SYN)', sort: (f) => addressKey(f.orig_ip), cell: (f) => addr(f.orig_ip, f.orig_port) },
       { key: 'resp', label: 'Responder', cls: 'c-addr', sort: (f) => addressKey(f.resp_ip), cell: (f) => addr(f.resp_ip, f.resp_port) },
       { key: 'transport', label: 'Transport', cls: 'c-proto', sort: (f) => f.transport, cell: (f) => f.transport },
@@ -129,7 +132,7 @@ export class FlowsView {
     if (words.length === 0) return true;
     const text = [
       this.#names.searchText(f.orig_ip), this.#names.searchText(f.resp_ip),
-      f.orig_port, f.resp_port, f.transport, f.app, f.conn_state, flowInfo(f),
+      f.orig_port, f.resp_port, f.transport, f.app, f.conn_state, flowInfo(f), f.sensor ?? '',
     ].join(' ').toLowerCase();
     return words.every((word) => text.includes(word));
   }
