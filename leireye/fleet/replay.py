@@ -1,9 +1,10 @@
 """A restarted central refills its ring from the journal (`leireye.fleet.journal`).
 
-After a clean stop the supervisor creates the ring with its base just before the journal's
-replayable suffix; `replay` fetches each entry's message from its sensor's packets stream by
-sequence, decodes it and writes it to the ring, so each record gets the id it had in the last
-run (checked). Nothing is acknowledged and nothing is counted in the sensor table again.
+After a clean stop or a crash on the same kernel boot (`journal.resume_point`) the supervisor
+creates the ring with its base just before the journal's replayable suffix; `replay` fetches
+each entry's message from its sensor's packets stream by sequence, decodes it and writes it to
+the ring, so each record gets the id it had in the last run (checked). Nothing is acknowledged
+and nothing is counted in the sensor table again.
 
 What cannot be replayed is logged and its ids are skipped (`RingWriter.skip_to`: readers count
 them lost): entries older than a stream's first message (gone with its retention) and those of

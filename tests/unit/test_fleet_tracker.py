@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from leireye.fleet.checkpoint import RESERVE, IdCheckpoint, read_next_id, write_next_id
+from leireye.fleet.checkpoint import RESERVE, IdCheckpoint, boot_id, read_next_id, write_next_id
 from leireye.fleet.discover import sensors_of
 from leireye.fleet.model import BatchHeader, FleetError
 from leireye.fleet.tracker import Fleet, SensorTrack
@@ -62,7 +62,8 @@ def test_the_checkpoint_reserves_ahead_and_settles_exactly(tmp_path: Path) -> No
     checkpoint.reserve(RESERVE)  # still below what is on disk: no write
     assert read_next_id(tmp_path) == 2 + RESERVE
     checkpoint.settle(42)
-    assert json.loads((tmp_path / "central/ids.json").read_text()) == {"next_id": 42, "clean": True}
+    saved = json.loads((tmp_path / "central/ids.json").read_text())
+    assert saved == {"next_id": 42, "clean": True, "boot_id": boot_id()}
     assert (tmp_path / "central/ids.json").stat().st_mode & 0o777 == 0o640
     IdCheckpoint(tmp_path, 50)  # a ring ahead of the file moves the file
     assert read_next_id(tmp_path) == 50
