@@ -395,8 +395,8 @@ class Ingest:
             floor = info.ack_floor.stream_seq if info.ack_floor is not None else 0
             delivered = info.delivered.stream_seq if info.delivered is not None else 0
             journaled = self.journaled.pop(track.index, 0) if kind == "packets" else 0
-            if journaled > delivered:  # not this consumer's: its stream was made anew
-                journaled = 0
+            if not delivered:  # a consumer made anew, perhaps with its stream: sequences
+                journaled = 0  # may have started over
             if info.num_ack_pending:
                 # a run that died with messages delivered and not acknowledged: the server
                 # would redeliver them only after ack_wait, behind newer ones (which would
