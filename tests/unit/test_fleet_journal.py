@@ -18,6 +18,7 @@ from leireye.fleet.checkpoint import (
     boot_id,
     write_next_id,
 )
+from leireye.fleet.ingest import _resume
 from leireye.fleet.journal import (
     ENTRY,
     JOURNAL_FILE,
@@ -160,3 +161,31 @@ def test_ids_skipped_by_a_replay_are_read_as_lost() -> None:
     assert first.records["seq"].tolist() == [108, 109] and first.lost == 7
     assert reader.read_total + reader.lost_total == 109 - 100
     assert ring.get(102) is not None and ring.get(105) is None and ring.get(108) is not None
+
+
+def test_an_ingest_restarted_into_its_ring_writes_a_batch_journaled_and_not_written(
+    tmp_path: Path,
+) -> None:
+    """The supervisor restarts a killed ingest with the ring it had: the entry written ahead of
+    a ring write that never happened is replayed first (trusted journal), else the ids go on
+    after the ring's last."""
+    (tmp_path / "central").mkdir()
+    journal = Journal(tmp_path, 100, 1)
+    IdCheckpoint(tmp_path, 1).reserve(15)
+    journal.append(1, 10, 1, 7)
+    journal.append(11, 5, 1, 8)  # killed before this one's ring write
+    journal.close()
+    layout = RingLayout(64, 0)
+    ring = Ring.over(bytearray(layout.size), layout, base_id=0)
+    writer = RingWriter(ring)
+    writer.write(np.zeros(10, dtype=RECORD_DTYPE))  # 1..10
+    resume = _resume(tmp_path, ring, writer)
+    assert (resume.plan["seq"].tolist(), resume.next_id, resume.trusted) == ([8], 16, True)
+    assert writer.next_id == 11
+    write_next_id(tmp_path, 16 + RESERVE, boot="another boot")  # never with a live ring
+    resume = _resume(tmp_path, ring, writer)
+    assert (resume.plan.size, resume.next_id, writer.next_id) == (0, 11, 11)
+    # an empty ring made at the reservation after a power cut: no replay, no skip
+    fresh = Ring.over(bytearray(layout.size), layout, base_id=15 + RESERVE)
+    resume = _resume(tmp_path, fresh, RingWriter(fresh))
+    assert (resume.plan.size, resume.next_id, resume.trusted) == (0, 16 + RESERVE, False)
