@@ -8,7 +8,8 @@ the NATS credentials into memory, then drops to `capture.user` and, on one async
   exists, looked for every `central.discover_s`) with one durable pull consumer per stream
   (`packets`, `flows`, `stats`, `status`), named `leireye-central-<central.name>`: a restarted
   central resumes after what it acknowledged;
-- after a clean stop or a crash on the same boot, first puts the last run's packets back in
+- after a clean stop or a crash on the same boot, first counts the journaled batches the saved
+  sensor table does not count yet (`replay.recount`), then puts the last run's packets back in
   the ring with their ids (`leireye.fleet.replay`, from the journal `leireye.fleet.journal`);
 - notes each packet batch in the journal (first id, count, sensor, stream sequence), writes
   its records to the ring with `sensor` set to the sensor's index, then acknowledges the
@@ -76,7 +77,7 @@ from leireye.fleet.model import (
     subject,
     write_sensor_table,
 )
-from leireye.fleet.replay import replay
+from leireye.fleet.replay import recount, replay
 from leireye.fleet.tracker import Fleet, SensorTrack
 from leireye.flows.compact import Compactor
 from leireye.flows.model import Flow
@@ -149,10 +150,11 @@ def _run(config: Config, ring_name: str, status_name: str, stopping: StopFlag) -
             report.update(state=CaptureState.ERROR, last_error=str(exc))
             return ExitCode.FATAL
         fleet = Fleet(config.central.silent_after_s, saved)
-        # the batches of a trusted journal that come again are not written or counted again
-        seqs = journaled_seqs(read_entries(state_dir / JOURNAL_FILE)) if resume.trusted else {}
+        # a trusted journal: the batches the table does not count yet are counted, and those
+        # that come again are not written or counted again
+        entries = read_entries(state_dir / JOURNAL_FILE)[: None if resume.trusted else 0]
         ingest = Ingest(config, writer, checkpoint, fleet, report, options, stopping, store,
-                        journal, plan, seqs)  # fmt: skip
+                        journal, plan, entries)  # fmt: skip
         asyncio.run(ingest.run())
         return ExitCode.OK
     except Exception as exc:  # a bug: say so, leave a trace in the status, be restarted
@@ -209,12 +211,14 @@ class Ingest:
         store: FlowStoreWriter,
         journal: Journal,
         plan: np.ndarray,
-        journaled: dict[int, int],
+        entries: np.ndarray,
     ) -> None:
         self.config = config
         self.journal = journal
         self.plan = plan
-        self.journaled = journaled  # sensor index -> its highest journaled packets sequence
+        self.entries = entries  # the trusted journal's (none after a power cut)
+        # sensor index -> its highest journaled packets sequence
+        self.journaled = journaled_seqs(entries)
         # the id after the last one the journal's replay covers: a stop during the replay
         # still saves it (those ids were handed out in the last run)
         self.replay_end = int(plan["first_id"][-1] + plan["count"][-1]) if len(plan) else 0
@@ -247,6 +251,8 @@ class Ingest:
             return
         try:
             js = nc.jetstream()
+            if len(self.entries):
+                await recount(js, self.entries, self.fleet, self.stopping)
             if len(self.plan):
                 await replay(js, self.plan, self.fleet, self.writer, self.stopping)
             await self._loop(js)

@@ -229,6 +229,9 @@ class SensorState(msgspec.Struct, frozen=True):
     missed_messages: int = 0
     flows: int = 0  # ended flows received from it (and written to the central's flow store)
     flows_missed: int = 0  # flow events it reported it could not send (its messages' `missed`)
+    # the packets-stream sequence its counters count up to (-1: unknown); after a crash the
+    # journaled batches above it are counted from the journal (`leireye.fleet.replay.recount`)
+    packets_seq: int = -1
 
 
 class SensorTable(msgspec.Struct, frozen=True):

@@ -53,6 +53,19 @@ def test_states_and_indexes() -> None:
     assert again.add("b") == (again.sensors["b"], False) and again.add("c")[0].index == 3
 
 
+def test_the_table_says_which_packets_message_its_counters_count_up_to() -> None:
+    fleet = Fleet(silent_after_s=2.0)
+    a, _ = fleet.add("a")
+    assert fleet.table(0).sensors[0].packets_seq == -1  # nothing read: unknown
+    a.on_message("packets", 5, 1)
+    a.on_batch(header(1, 10))
+    saved = fleet.table(0)
+    assert (saved.sensors[0].packets, saved.sensors[0].packets_seq) == (10, 5)
+    again = Fleet(2.0, saved)
+    assert again.sensors["a"].counted_seq == 5
+    assert again.table(0).sensors[0].packets_seq == 5  # kept until a message is read
+
+
 def test_the_checkpoint_reserves_ahead_and_settles_exactly(tmp_path: Path) -> None:
     (tmp_path / "central").mkdir()
     assert read_next_id(tmp_path) == 1
