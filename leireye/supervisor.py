@@ -216,19 +216,20 @@ class Supervisor:
 
     def _central_base_id(self) -> int:
         """A central's ring continues the ids of its previous run (leireye/fleet/checkpoint.py);
-        after a clean stop it starts where the ingest replays the journal's last packets from
-        (leireye/fleet/journal.py). Its directory is made here, as root, for the ingest."""
+        after a clean stop or a crash on the same boot it starts where the ingest replays the
+        journal's last packets from (leireye/fleet/journal.py). Its directory is made here, as
+        root, for the ingest."""
         if not self.central:
             return 0
-        from leireye.fleet.checkpoint import prepare_central_dir, read_next_id
-        from leireye.fleet.journal import planned_replay
+        from leireye.fleet.checkpoint import prepare_central_dir
+        from leireye.fleet.journal import planned_resume
 
         state_dir = state_directory(Path(self.config.state_dir), self.owners.group)
         prepare_central_dir(state_dir, self.owners.writer)
-        replay = planned_replay(state_dir, self.config.ring.capacity)
-        if len(replay):
-            return int(replay["first_id"][0]) - 1
-        return read_next_id(state_dir) - 1
+        resume = planned_resume(state_dir, self.config.ring.capacity)
+        if len(resume.plan):
+            return int(resume.plan["first_id"][0]) - 1
+        return resume.next_id - 1
 
     def _create_frame_segments(self) -> None:
         from leireye.ring.frames import FrameSegment

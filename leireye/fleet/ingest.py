@@ -8,14 +8,16 @@ the NATS credentials into memory, then drops to `capture.user` and, on one async
   exists, looked for every `central.discover_s`) with one durable pull consumer per stream
   (`packets`, `flows`, `stats`, `status`), named `leireye-central-<central.name>`: a restarted
   central resumes after what it acknowledged;
-- after a clean stop, first puts the last run's packets back in the ring with their ids
-  (`leireye.fleet.replay`, from the journal `leireye.fleet.journal`);
-- writes each packet batch's records to the ring with `sensor` set to the sensor's index, notes
-  the batch in the journal (first id, count, sensor, stream sequence), then
-  acknowledges the message (so a stop loses nothing: every message fetched is handled first; a
-  SIGKILL between the two can repeat the batches whose acknowledgement was not through yet,
-  which the next run reads again at once); a batch it cannot decode is counted and
-  acknowledged (skipped);
+- after a clean stop or a crash on the same boot, first counts the journaled batches the saved
+  sensor table does not count yet (`replay.recount`), then puts the last run's packets back in
+  the ring with their ids (`leireye.fleet.replay`, from the journal `leireye.fleet.journal`);
+- notes each packet batch in the journal (first id, count, sensor, stream sequence), writes
+  its records to the ring with `sensor` set to the sensor's index, then acknowledges the
+  message (so a stop loses nothing: every message fetched is handled first). A SIGKILL before
+  the acknowledgement is through leaves journaled messages the next run receives again at
+  once: when the journal is trusted (same boot) they are known by their sequence, at most the
+  highest journaled one of their sensor, and acknowledged without being written or counted
+  again; a batch it cannot decode is counted and acknowledged (skipped);
 - adds the ended flows of each `flows` message (`flowmsg.decode_flows`, each with its
   `sensor`) to the central's own flow store (`history.dir`, the flow process's
   `FlowStoreWriter` and layout; on a thread, one call at a time, so that a flush writing
@@ -52,11 +54,18 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from leireye.config import Config
 from leireye.errors import LeirEyeError
 from leireye.exitcodes import ExitCode
-from leireye.fleet.checkpoint import IdCheckpoint, read_checkpoint
+from leireye.fleet.checkpoint import IdCheckpoint
 from leireye.fleet.connect import connect_options, load_secrets
 from leireye.fleet.discover import fleet_streams, sensors_of
 from leireye.fleet.flowmsg import decode_flows
-from leireye.fleet.journal import ENTRY, Journal, planned_replay
+from leireye.fleet.journal import (
+    JOURNAL_FILE,
+    Journal,
+    Resume,
+    journaled_seqs,
+    planned_resume,
+    read_entries,
+)
 from leireye.fleet.model import (
     H_LAST,
     SENSOR_TABLE_FILE,
@@ -68,7 +77,7 @@ from leireye.fleet.model import (
     subject,
     write_sensor_table,
 )
-from leireye.fleet.replay import replay
+from leireye.fleet.replay import recount, replay
 from leireye.fleet.tracker import Fleet, SensorTrack
 from leireye.flows.compact import Compactor
 from leireye.flows.model import Flow
@@ -127,9 +136,10 @@ def _run(config: Config, ring_name: str, status_name: str, stopping: StopFlag) -
             options = load_secrets(connect_options(config.central.nats, state_dir, name))
             drop_privileges(lookup_user(config.capture.user), preload=PRELOAD)
             writer = RingWriter(ring)
-            plan = _replay_plan(state_dir, ring, writer)
+            resume = _resume(state_dir, ring, writer)
+            plan = resume.plan
+            journal = Journal(state_dir, ring.capacity, resume.next_id)  # before a reservation
             checkpoint = IdCheckpoint(state_dir, writer.next_id)
-            journal = Journal(state_dir, ring.capacity)
             history = config.history
             store = FlowStoreWriter(config.history_dir, flows_days=history.flows_days,
                                     max_gb=history.max_gb, flush_s=history.flush_s)  # fmt: skip
@@ -140,8 +150,11 @@ def _run(config: Config, ring_name: str, status_name: str, stopping: StopFlag) -
             report.update(state=CaptureState.ERROR, last_error=str(exc))
             return ExitCode.FATAL
         fleet = Fleet(config.central.silent_after_s, saved)
+        # a trusted journal: the batches the table does not count yet are counted, and those
+        # that come again are not written or counted again
+        entries = read_entries(state_dir / JOURNAL_FILE)[: None if resume.trusted else 0]
         ingest = Ingest(config, writer, checkpoint, fleet, report, options, stopping, store,
-                        journal, plan)  # fmt: skip
+                        journal, plan, entries)  # fmt: skip
         asyncio.run(ingest.run())
         return ExitCode.OK
     except Exception as exc:  # a bug: say so, leave a trace in the status, be restarted
@@ -164,23 +177,25 @@ def _run(config: Config, ring_name: str, status_name: str, stopping: StopFlag) -
         block.close()
 
 
-def _replay_plan(state_dir: Path, ring: Ring, writer: RingWriter) -> np.ndarray:
-    """The journal entries to replay: only into the empty ring the supervisor made for them
-    (`Supervisor._central_base_id`). Ids are never handed out twice: an empty ring whose base
-    is below the saved next id without a replay (the journal changed in between), or a ring
-    holding a replay cut short (an ingest restarted by the supervisor after a clean stop's
-    checkpoint), skips to that id. Otherwise a ring holding packets (an ingest restarted by the
-    supervisor) continues after them."""
-    none = np.empty(0, dtype=ENTRY)
-    next_id, clean = read_checkpoint(state_dir)
-    if writer.next_id == ring.base_id + 1:
-        plan = planned_replay(state_dir, ring.capacity)
-        if len(plan) and int(plan["first_id"][0]) == writer.next_id:
-            return plan
-        writer.skip_to(next_id)
-    elif clean:
-        writer.skip_to(next_id)
-    return none
+def _resume(state_dir: Path, ring: Ring, writer: RingWriter) -> Resume:
+    """Where this ingest goes on (`journal.resume_point`). Into the empty ring the supervisor
+    made for it: the planned replay when the ring starts at it, else new ids from the resume
+    point (the journal changed in between). Into a ring holding packets (an ingest restarted by
+    the supervisor: the ring outlives it): with a journal it can trust, the planned entries
+    from the ring's next id on (a batch journaled and not yet written when the last ingest
+    died, the rest of a replay cut short), else new ids from the resume point; without one,
+    new ids after the ring's last (every id a reader saw is in the ring). Ids are never handed
+    out twice."""
+    resume = planned_resume(state_dir, ring.capacity)
+    plan = resume.plan
+    if writer.next_id != ring.base_id + 1:
+        if not resume.trusted:
+            return Resume(plan[:0], writer.next_id, False)
+        plan = plan[plan["first_id"] >= writer.next_id]
+    if len(plan) and int(plan["first_id"][0]) == writer.next_id:
+        return Resume(plan, resume.next_id, resume.trusted)
+    writer.skip_to(resume.next_id)
+    return Resume(plan[:0], writer.next_id, resume.trusted)
 
 
 class Ingest:
@@ -196,10 +211,14 @@ class Ingest:
         store: FlowStoreWriter,
         journal: Journal,
         plan: np.ndarray,
+        entries: np.ndarray,
     ) -> None:
         self.config = config
         self.journal = journal
         self.plan = plan
+        self.entries = entries  # the trusted journal's (none after a power cut)
+        # sensor index -> its highest journaled packets sequence
+        self.journaled = journaled_seqs(entries)
         # the id after the last one the journal's replay covers: a stop during the replay
         # still saves it (those ids were handed out in the last run)
         self.replay_end = int(plan["first_id"][-1] + plan["count"][-1]) if len(plan) else 0
@@ -232,6 +251,8 @@ class Ingest:
             return
         try:
             js = nc.jetstream()
+            if len(self.entries):
+                await recount(js, self.entries, self.fleet, self.stopping)
             if len(self.plan):
                 await replay(js, self.plan, self.fleet, self.writer, self.stopping)
             await self._loop(js)
@@ -378,6 +399,10 @@ class Ingest:
             )
             info = await sub.consumer_info()
             floor = info.ack_floor.stream_seq if info.ack_floor is not None else 0
+            delivered = info.delivered.stream_seq if info.delivered is not None else 0
+            journaled = self.journaled.pop(track.index, 0) if kind == "packets" else 0
+            if not delivered:  # a consumer made anew, perhaps with its stream: sequences
+                journaled = 0  # may have started over
             if info.num_ack_pending:
                 # a run that died with messages delivered and not acknowledged: the server
                 # would redeliver them only after ack_wait, behind newer ones (which would
@@ -392,12 +417,15 @@ class Ingest:
                 )
                 log.info("%s: %d messages delivered to the last run and not acknowledged: "
                          "read again from %d", stream, info.num_ack_pending, floor + 1)  # fmt: skip
-            if floor and kind not in track.sequences:
-                track.sequences[kind] = floor  # what it acknowledged before: gaps count from it
+            # what it acknowledged before, or journaled (delivered again: acknowledged and
+            # skipped); gaps count from there, and lost ids from that batch's last id
+            seen = max(floor, journaled, track.sequences.get(kind, 0))
+            if seen:
+                track.sequences[kind] = seen
                 if kind == "packets" and not track.last_id:
                     with contextlib.suppress(nats.js.errors.NotFoundError):
-                        acked = await js.get_msg(stream, seq=floor)
-                        track.last_id = int((acked.headers or {}).get(H_LAST, 0))
+                        last = await js.get_msg(stream, seq=seen)
+                        track.last_id = int((last.headers or {}).get(H_LAST, 0))
         except (TimeoutError, nats.errors.Error, ValueError) as exc:
             log.warning("cannot follow %s: %s", stream, exc)
             return
@@ -471,9 +499,11 @@ class Ingest:
         if batch.raw is not None and self.raw_bytes:
             # fixed-width bytes: the ring's raw slots cut or NUL-pad them to its raw_bytes
             frames = batch.raw.view(f"S{batch.raw.shape[1]}").reshape(-1)
-        self.checkpoint.reserve(self.writer.next_id + len(records) - 1)
-        first = self.writer.write(records, cast(Any, frames))
+        first = self.writer.next_id
+        self.checkpoint.reserve(first + len(records) - 1)
         self.journal.append(first, len(records), track.index, msg.metadata.sequence.stream)
+        written = self.writer.write(records, cast(Any, frames))
+        assert written == first, f"wrote id {written}, the journal says {first}"
         wire_bytes = int(records["wire_len"].sum())
         self.bytes += wire_bytes
         track.on_batch(batch.header, wire_bytes)

@@ -230,6 +230,9 @@ class SensorState(msgspec.Struct, frozen=True):
     flows: int = 0  # ended flows received from it (and written to the central's flow store)
     flows_missed: int = 0  # flow events it reported it could not send (its messages' `missed`)
     bytes: int = 0  # wire lengths of the records received from it
+    # the packets-stream sequence its counters count up to (-1: unknown); after a crash the
+    # journaled batches above it are counted from the journal (`leireye.fleet.replay.recount`)
+    packets_seq: int = -1
 
 
 class SensorTable(msgspec.Struct, frozen=True):

@@ -43,6 +43,7 @@ class SensorTrack:
     flows: int = 0
     flows_missed: int = 0
     bytes: int = 0
+    counted_seq: int = -1  # the packets sequence the saved counters count up to (-1: unknown)
 
     def on_message(self, kind: Kind, stream_seq: int, stored_ns: int) -> bool:
         """A message of `kind` with this stream sequence, stored by JetStream at `stored_ns`.
@@ -78,6 +79,7 @@ class SensorTrack:
             bad_batches=self.bad_batches, status=self.status, stats=self.stats,
             missed_messages=self.missed_messages, flows=self.flows,
             flows_missed=self.flows_missed, bytes=self.bytes,
+            packets_seq=self.sequences.get("packets", self.counted_seq),
         )  # fmt: skip
 
 
@@ -91,7 +93,7 @@ class Fleet:
             self.sensors[s.name] = SensorTrack(
                 s.name, s.index, s.packets, s.lost, s.bad_batches, s.missed_messages,
                 s.last_message_ns, s.status, s.stats, flows=s.flows, flows_missed=s.flows_missed,
-                bytes=s.bytes,
+                bytes=s.bytes, counted_seq=s.packets_seq,
             )  # fmt: skip
 
     def add(self, name: str) -> tuple[SensorTrack, bool]:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from leireye.fleet.checkpoint import RESERVE, IdCheckpoint, read_next_id, write_next_id
+from leireye.fleet.checkpoint import RESERVE, IdCheckpoint, boot_id, read_next_id, write_next_id
 from leireye.fleet.discover import sensors_of
 from leireye.fleet.model import BatchHeader, FleetError
 from leireye.fleet.tracker import Fleet, SensorTrack
@@ -57,6 +57,19 @@ def test_states_and_indexes() -> None:
     assert fleet.table(11 * 10**9).sensors[0].bytes == 660
 
 
+def test_the_table_says_which_packets_message_its_counters_count_up_to() -> None:
+    fleet = Fleet(silent_after_s=2.0)
+    a, _ = fleet.add("a")
+    assert fleet.table(0).sensors[0].packets_seq == -1  # nothing read: unknown
+    a.on_message("packets", 5, 1)
+    a.on_batch(header(1, 10))
+    saved = fleet.table(0)
+    assert (saved.sensors[0].packets, saved.sensors[0].packets_seq) == (10, 5)
+    again = Fleet(2.0, saved)
+    assert again.sensors["a"].counted_seq == 5
+    assert again.table(0).sensors[0].packets_seq == 5  # kept until a message is read
+
+
 def test_the_checkpoint_reserves_ahead_and_settles_exactly(tmp_path: Path) -> None:
     (tmp_path / "central").mkdir()
     assert read_next_id(tmp_path) == 1
@@ -66,7 +79,8 @@ def test_the_checkpoint_reserves_ahead_and_settles_exactly(tmp_path: Path) -> No
     checkpoint.reserve(RESERVE)  # still below what is on disk: no write
     assert read_next_id(tmp_path) == 2 + RESERVE
     checkpoint.settle(42)
-    assert json.loads((tmp_path / "central/ids.json").read_text()) == {"next_id": 42, "clean": True}
+    saved = json.loads((tmp_path / "central/ids.json").read_text())
+    assert saved == {"next_id": 42, "clean": True, "boot_id": boot_id()}
     assert (tmp_path / "central/ids.json").stat().st_mode & 0o777 == 0o640
     IdCheckpoint(tmp_path, 50)  # a ring ahead of the file moves the file
     assert read_next_id(tmp_path) == 50

@@ -25,6 +25,7 @@ async def list_sensors(request: Request) -> Response:
     for state in directory.states(who.sensors):
         item: dict[str, Any] = msgspec.to_builtins(state)
         item["last_message_ms"] = item.pop("last_message_ns") // 1_000_000
+        del item["packets_seq"]  # the ingest's own bookkeeping
         sensors.append(item)
     table = directory.table
     body = {
