@@ -16,7 +16,9 @@ Counted per sensor:
   after the last one it acknowledged before a restart), on any of the sensor's streams;
 - `bad_batches`: packet and flows messages that could not be decoded (skipped);
 - `flows`: ended flows received (written to the central's flow store); `flows_missed`: the
-  sum of its flows messages' `missed` (flow events its publisher could not read in time).
+  sum of its flows messages' `missed` (flow events its publisher could not read in time);
+- `minutes`: host and app minute rows received (written to the central's flow store);
+  `minutes_missed`: the sum of its minutes messages' `missed`.
 """
 
 from __future__ import annotations
@@ -42,6 +44,8 @@ class SensorTrack:
     sequences: dict[str, int] = field(default_factory=dict)  # last stream sequence per kind
     flows: int = 0
     flows_missed: int = 0
+    minutes: int = 0
+    minutes_missed: int = 0
 
     def on_message(self, kind: Kind, stream_seq: int, stored_ns: int) -> bool:
         """A message of `kind` with this stream sequence, stored by JetStream at `stored_ns`.
@@ -75,7 +79,8 @@ class SensorTrack:
             last_message_ns=self.last_message_ns, packets=self.packets, lost=self.lost,
             bad_batches=self.bad_batches, status=self.status, stats=self.stats,
             missed_messages=self.missed_messages, flows=self.flows,
-            flows_missed=self.flows_missed,
+            flows_missed=self.flows_missed, minutes=self.minutes,
+            minutes_missed=self.minutes_missed,
         )  # fmt: skip
 
 
@@ -89,6 +94,7 @@ class Fleet:
             self.sensors[s.name] = SensorTrack(
                 s.name, s.index, s.packets, s.lost, s.bad_batches, s.missed_messages,
                 s.last_message_ns, s.status, s.stats, flows=s.flows, flows_missed=s.flows_missed,
+                minutes=s.minutes, minutes_missed=s.minutes_missed,
             )  # fmt: skip
 
     def add(self, name: str) -> tuple[SensorTrack, bool]:
