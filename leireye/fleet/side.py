@@ -29,6 +29,7 @@ counts them), the next one says everything.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures.thread  # noqa: F401  (asyncio.to_thread's pool: lazily, after the drop)
 import logging
 import time
 from typing import TYPE_CHECKING, Any, Final

@@ -91,7 +91,17 @@ def test_the_central_shows_a_sensors_hosts_and_protocols(
                 rows = {r["ip"]: r for r in reply.json["hosts"]}
                 return rows if rows.keys() == expected.keys() else None
 
-            hosts = wait_for(listed, 60, "the sensor's hosts at the central")
+            try:
+                hosts = wait_for(listed, 60, "the sensor's hosts at the central")
+            except AssertionError as exc:  # say how far the minutes got
+                page = StatusPage.attach(f"{sensor.name}-fleet")
+                sent = page.read()
+                page.close()
+                table = read_sensor_table(central.state_dir / SENSOR_TABLE_FILE)
+                raise AssertionError(
+                    f"{exc}\npublisher: minutes_sent={sent.minutes_sent} missed="
+                    f"{sent.minutes_missed} error={sent.last_error!r}\ncentral: {table}"
+                ) from exc
             keys = ("pkts_sent", "bytes_sent", "pkts_recv", "bytes_recv", "first_ns", "last_ns")
             for ip, row in expected.items():
                 assert {k: hosts[ip][k] for k in keys} == {k: row[k] for k in keys}
