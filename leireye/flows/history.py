@@ -210,10 +210,11 @@ class FlowHistory:
         limit: int = 100,
         offset: int = 0,
         sensors: Sequence[str] | None = None,
+        with_sensors: bool = False,
     ) -> tuple[list[dict[str, Any]], int]:
         """Every address seen in [from_ns, to_ns], summed over its minutes (and over the
         sensors that saw it, of `sensors` only when given): one page, and how many addresses
-        in all."""
+        in all. `with_sensors` (a fleet central) adds to each the `sensors` that saw it."""
         expression = HOST_SORTS.get(sort)
         if expression is None:
             raise HistoryError(f"sort must be one of {', '.join(HOST_SORTS)}")
@@ -223,9 +224,10 @@ class FlowHistory:
         if not files:
             return [], 0
         order = "DESC" if descending else "ASC"
-        scan, test, values = _minutes(sensors)
+        scan, test, values = _minutes(sensors, with_sensors)
+        which = ", list_sort(list_distinct(list(sensor))) AS sensors" if with_sensors else ""
         rows = self._query(
-            "SELECT * FROM (SELECT ip, min(minute_ns) AS first_ns,"
+            f"SELECT * FROM (SELECT ip{which}, min(minute_ns) AS first_ns,"
             " max(minute_ns) + 60000000000 AS last_ns,"
             " sum(pkts_sent)::BIGINT AS pkts_sent, sum(bytes_sent)::BIGINT AS bytes_sent,"
             " sum(pkts_recv)::BIGINT AS pkts_recv, sum(bytes_recv)::BIGINT AS bytes_recv,"
@@ -488,13 +490,16 @@ def _reader(lacking_sensor: bool) -> str:
     return f"(SELECT *, filename, file_row_number{extra} FROM read_parquet(?))"
 
 
-def _minutes(sensors: Sequence[str] | None) -> tuple[str, str, list[object]]:
+def _minutes(sensors: Sequence[str] | None, by_name: bool = False) -> tuple[str, str, list[object]]:
     """The scan of host or app minute files bound to its `?`, a test to add to its WHERE and
-    the test's parameters: no test without `sensors`; with them, the rows of those sensors,
-    the files read by name so that those written before the `sensor` column read it null."""
-    if sensors is None:
+    the test's parameters: no test without `sensors`; with them, the rows of those sensors.
+    With `sensors` or `by_name`, the files are read by name so that those written before the
+    `sensor` column read it null."""
+    if sensors is None and not by_name:
         return "read_parquet(?)", "", []
     scan = "read_parquet(?, union_by_name = true)"
+    if sensors is None:
+        return scan, "", []
     if not sensors:  # a user limited to no sensor
         return scan, " AND FALSE", []
     return scan, " AND list_contains(?::VARCHAR[], sensor)", [list(sensors)]

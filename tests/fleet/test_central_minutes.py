@@ -107,6 +107,7 @@ def test_the_central_shows_a_sensors_hosts_and_protocols(
             keys = ("pkts_sent", "bytes_sent", "pkts_recv", "bytes_recv", "first_ns", "last_ns")
             for ip, row in expected.items():
                 assert {k: hosts[ip][k] for k in keys} == {k: row[k] for k in keys}
+                assert hosts[ip]["sensors"] == ["east"]
             by_east = admin.get(f"/api/hosts?{span}&sensor=east").json
             assert by_east["total"] == len(expected) and by_east["live"] is None
             assert admin.get(f"/api/hosts?{span}&sensor=west").json["total"] == 0

@@ -171,6 +171,14 @@ def test_minutes_by_sensor_at_a_central(tmp_path: Path) -> None:
     assert sent(["west"]) == {"10.0.0.1": 1000}
     assert sent(["east", "west"]) == {"10.0.0.1": 1200, "10.0.0.5": 200}
     assert sent([]) == {}  # a user limited to no sensor
+    seen, _ = history.hosts(*SPAN, with_sensors=True)  # at a central: who saw each
+    assert {r["ip"]: r["sensors"] for r in seen} == {
+        "10.0.0.1": ["east", "west"],
+        "10.0.0.5": ["east"],
+        "10.0.0.9": [],
+    }
+    seen, _ = history.hosts(*SPAN, sensors=["west"], with_sensors=True)
+    assert [r["sensors"] for r in seen] == [["west"]]
     one = history.host("10.0.0.1", *SPAN, 60 * SECOND, ["west"])
     assert one is not None and one["summary"]["bytes_sent"] == 1000
     assert [p["ip"] for p in one["peers"]] == ["10.0.0.3"]

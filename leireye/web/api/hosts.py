@@ -74,7 +74,8 @@ async def list_hosts(request: Request) -> Response:
         raise ApiError(400, "BAD_REQUEST", f"sort must be one of {', '.join(HOST_SORTS)}")
     rows, total = await run(
         lambda: history.hosts(page.from_ns, page.to_ns, sort=sort, descending=page.descending,
-                              limit=page.limit, offset=page.offset, sensors=sensors)
+                              limit=page.limit, offset=page.offset, sensors=sensors,
+                              with_sensors=context(request).hub.sensors.central)
     )  # fmt: skip
     live = context(request).live_flows
     hosts = [] if live is None else await asyncio.to_thread(live.hosts)
