@@ -79,10 +79,11 @@ def decode_minutes(sensor: str, body: bytes) -> MinutesMessage:
         )
     if not 0 <= message.missed <= _I64:
         raise FleetError(f"minutes message with missed {message.missed}")
+    addresses: set[str] = set()  # checked already: peers repeat from row to row
     for host in message.hosts:
         if host.sensor != sensor:
             raise FleetError("minutes message with a host row of another sensor")
-        check_host(host)
+        check_host(host, addresses)
     for app in message.apps:
         if app.sensor != sensor:
             raise FleetError("minutes message with an app row of another sensor")
@@ -90,14 +91,14 @@ def decode_minutes(sensor: str, body: bytes) -> MinutesMessage:
     return MinutesMessage(sensor, message.missed, message.hosts, message.apps)
 
 
-def check_host(row: HostMinute) -> None:
+def check_host(row: HostMinute, addresses: set[str] | None = None) -> None:
     """FleetError when a field does not fit the store's hosts columns or the flow process's
-    limits (leireye.flows.columns, leireye.flows.hosts)."""
+    limits (leireye.flows.columns, leireye.flows.hosts). `addresses`: addresses known good,
+    added to."""
+    known = set() if addresses is None else addresses
     _check_minute(row.minute_ns)
-    try:
-        ip_halves(row.ip)
-    except ValueError:
-        raise FleetError(f"host minute: {row.ip[:64]!r} is not an address") from None
+    if not _address(row.ip, known):
+        raise FleetError(f"host minute: {row.ip[:64]!r} is not an address")
     for value in (row.pkts_sent, row.bytes_sent, row.pkts_recv, row.bytes_recv):
         if not 0 <= value <= _I64:
             raise FleetError(f"host minute of {row.ip}: a count out of range ({value})")
@@ -105,10 +106,8 @@ def check_host(row: HostMinute) -> None:
             or len(row.names) > NAMES_MAX or len(row.apps) > LABELS_MAX):  # fmt: skip
         raise FleetError(f"host minute of {row.ip}: a list longer than the flow process makes")
     for peer in row.peers:
-        try:
-            ip_halves(peer)
-        except ValueError:
-            raise FleetError(f"host minute of {row.ip}: peer {peer[:64]!r}") from None
+        if not _address(peer, known):
+            raise FleetError(f"host minute of {row.ip}: peer {peer[:64]!r}")
     for label, size in row.apps.items():
         if len(label) > LABEL_MAX or not 0 <= size <= _I64:
             raise FleetError(f"host minute of {row.ip}: app {label[:64]!r} or its bytes")
@@ -125,6 +124,17 @@ def check_app(row: AppMinute) -> None:
         raise FleetError(f"app minute: label {row.app[:64]!r}")
     if not 0 <= row.packets <= _I64 or not 0 <= row.bytes <= _I64:
         raise FleetError(f"app minute of {row.app}: a count out of range")
+
+
+def _address(text: str, known: set[str]) -> bool:
+    if text in known:
+        return True
+    try:
+        ip_halves(text)
+    except ValueError:
+        return False
+    known.add(text)
+    return True
 
 
 def _check_minute(minute_ns: int) -> None:
