@@ -5,14 +5,16 @@
                   [--src-port N] [--dst-port N] [--protocol P] [--vlan N] [--min-bytes N]
                   [--min-duration-ms N] [--state S] [--sensor NAME[,NAME...]]
     leireye hosts [-c CONFIG] [--from T] [--to T] [--limit N] [--sort bytes|...] [--asc] [--json]
+                  [--sensor NAME[,NAME...]]
 
 The store is `history.dir` of the config (`-c`, else LEIREYE_CONFIG, else configs/default.yaml);
 it needs read access to it (root, or the web user's group). Times are ISO 8601 (UTC unless a
 zone is given) or Unix seconds; without `--from`, the last 24 hours. `flows` prints ended flows
 as Zeek's conn.log does (tab-separated, a `#fields` line first, `-` for none, `ts` the start
 in Unix seconds); `--json` prints one JSON object a line instead. Flows still active are in
-the flow process only: see GET /api/flows. `--sensor` keeps the flows of those sensors, in a
-fleet central's store (-c its config: every sensor's ended flows, each with its `sensor`).
+the flow process only: see GET /api/flows. `--sensor` keeps the flows (the host minutes) of
+those sensors, in a fleet central's store (-c its config: every sensor's ended flows and host
+minutes, each with its `sensor`); without it `hosts` sums an address over the sensors.
 """
 
 from __future__ import annotations
@@ -120,8 +122,9 @@ def cmd_flows(args: argparse.Namespace) -> int:
 def cmd_hosts(args: argparse.Namespace) -> int:
     history = _history(args)
     low, high = _range(args)
+    sensors = parse_flow_filter({"sensor": args.sensor}).sensor if args.sensor else None
     rows, total = history.hosts(low, high, sort=args.sort, descending=not args.asc,
-                                limit=args.limit)  # fmt: skip
+                                limit=args.limit, sensors=sensors)  # fmt: skip
     out = sys.stdout
     if not args.json:
         out.write("#fields\t" + "\t".join(HOST_FIELDS) + "\n")
@@ -153,4 +156,6 @@ def add_flows_parsers(
     flows.set_defaults(func=cmd_flows)
     hosts = subparsers.add_parser("hosts", help="addresses seen, from the flow store")
     _common(hosts, tuple(HOST_SORTS), "bytes")
+    hosts.add_argument("--sensor", metavar="NAME[,NAME...]",
+                       help="at a fleet central: those sensors' minutes only")  # fmt: skip
     hosts.set_defaults(func=cmd_hosts)

@@ -86,6 +86,8 @@ H_ENCODING: Final = "LE-Encoding"  # "zstd", "zlib" or "none"
 H_VERSION: Final = "LE-Batch"  # BATCH_VERSION; the central refuses another
 H_LAYOUT: Final = "LE-Record-Crc"  # CRC of RECORD_DTYPE's description (ring.layout)
 H_RUN: Final = "LE-Run"  # the sensor run (its ring's creation time, ns); ids start over with it
+H_CONTENT: Final = "LE-Content"  # on the flows subject: "minutes" (`minutemsg`); else flows
+MINUTES: Final = "minutes"
 MSG_ID: Final = "Nats-Msg-Id"
 
 
@@ -233,6 +235,8 @@ class SensorState(msgspec.Struct, frozen=True):
     # the packets-stream sequence its counters count up to (-1: unknown); after a crash the
     # journaled batches above it are counted from the journal (`leireye.fleet.replay.recount`)
     packets_seq: int = -1
+    minutes: int = 0  # host and app minute rows received from it (written to the flow store)
+    minutes_missed: int = 0  # minute rows it reported it could not send
 
 
 class SensorTable(msgspec.Struct, frozen=True):

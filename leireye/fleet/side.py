@@ -12,7 +12,15 @@ slow acknowledgement never holds up the packet batches:
   any, as many messages (each within the server's max_payload) as it takes to catch up. These
   are data, not snapshots: each message waits for its acknowledgement and is sent again (same
   `Nats-Msg-Id`) until it gets one; flow events the flow process's event ring overwrote before
-  they were read are counted in `missed` and in the status.
+  they were read are counted in `missed` and in the status;
+- `minutes` (on the `flows` subject and stream, header `LE-Content: minutes`):
+  `{"sensor", "missed", "hosts": [...], "apps": [...]}` (`minutemsg.encode_minute_messages`),
+  the host and app minutes of each file the flow process's store wrote since the last one sent
+  (`minutes.MinuteFiles`), each file in as many messages as fit `max_payload`, every second when
+  there are any. Data like the flows: each message waits for its acknowledgement, a file is
+  sent again (same `Nats-Msg-Id`s, `S:minutes:<file>:<part>`) until all of it is acknowledged,
+  then the cursor moves past it; rows too big for any message are counted in `missed` and in
+  the status's `minutes_missed`, a file gone or unreadable counts one there.
 
 Stats and status are snapshots: while NATS is away they are not sent (`messages_skipped`
 counts them), the next one says everything.
@@ -21,17 +29,21 @@ counts them), the next one says everything.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures.thread  # noqa: F401  (asyncio.to_thread's pool: lazily, after the drop)
 import logging
 import time
 from typing import TYPE_CHECKING, Any, Final
 
 import msgspec
 import nats.errors
+import pyarrow as pa
 
 from leireye.config import Config
 from leireye.errors import LeirEyeError
 from leireye.fleet.flowmsg import encode_flows
-from leireye.fleet.model import H_RUN, MSG_ID, json_message, subject
+from leireye.fleet.minutemsg import encode_minute_messages
+from leireye.fleet.minutes import Mark, MinuteFiles
+from leireye.fleet.model import H_CONTENT, H_RUN, MINUTES, MSG_ID, json_message, subject
 from leireye.flows.rows import to_flows
 from leireye.flows.view import ENDED, FlowView
 from leireye.ring.shardstatus import StatusSet
@@ -48,6 +60,7 @@ EVERY_S: Final = 1.0
 FLOWS_MAX: Final = 4096  # flow events read per message
 FLOW_MESSAGES_MAX: Final = 64  # flow messages a second at most
 H_FLOW_CURSOR: Final = "LE-Flow-Cursor"
+MINUTE_FILES_MAX: Final = 16  # minute files sent a second at most
 
 
 class SidePublisher:
@@ -68,6 +81,7 @@ class SidePublisher:
         self.series: StatsSeries | None = None
         self.view: FlowView | None = None
         self.flows_message: tuple[bytes, dict[str, str], int, int] | None = None
+        self.minutes: MinuteFiles | None = None
         self._stopped = False
         self._status_key: tuple[object, ...] = ()
 
@@ -102,6 +116,9 @@ class SidePublisher:
                 self.series = StatsSeries.attach(stats_name)
             if self.view is None and self.publish.flows and flows_name:
                 self.view = FlowView.attach(flows_name)
+            if self.minutes is None and self.view is not None:  # the flow process runs
+                since_ns = time.time_ns() - int(self.config.fleet.streams.max_age_h * 3600e9)
+                self.minutes = MinuteFiles(self.config.history_dir, since_ns)
         except LeirEyeError as exc:
             log.debug("fleet: waiting for a segment: %s", exc)
 
@@ -133,6 +150,10 @@ class SidePublisher:
                     await self._flows()
                     if self.publisher.status.flow_cursor >= self.view.event_seq:
                         break
+            if second and self.minutes is not None:  # file work on a thread: packets go on
+                files = self.minutes
+                for mark in await asyncio.to_thread(files.new, MINUTE_FILES_MAX):
+                    await self._minutes(files, mark)
         except (TimeoutError, nats.errors.Error, LeirEyeError, OSError) as exc:
             log.debug("fleet: side message not sent: %s", exc)
 
@@ -195,6 +216,37 @@ class SidePublisher:
             H_FLOW_CURSOR: str(events.cursor),
         }
         return body, headers, events.cursor, missed
+
+    async def _minutes(self, files: MinuteFiles, mark: Mark) -> None:
+        """Send one minute file (all its messages, each acknowledged), then move past it."""
+        js, nc = self.publisher.js, self.publisher.nc
+        assert js is not None and nc is not None
+        try:
+            hosts, apps = await asyncio.to_thread(files.read, mark)
+        except (OSError, pa.ArrowException) as exc:  # gone (retention) or not Parquet
+            log.warning("fleet: minute file %s not sent: %s", mark.name, exc)
+            status = self.publisher.status
+            self.publisher.update(minutes_missed=status.minutes_missed + 1)
+            await asyncio.to_thread(files.done, mark)
+            return
+        limit = nc.max_payload - 4096
+        bodies, missed = await asyncio.to_thread(
+            encode_minute_messages, self.sensor, hosts, apps, limit
+        )
+        for part, body in enumerate(bodies):
+            headers = {
+                MSG_ID: f"{self.sensor}:minutes:{mark.name}:{part}",
+                H_RUN: str(self.publisher.run_id),
+                H_CONTENT: MINUTES,
+            }
+            await js.publish(subject(self.sensor, "flows"), body,
+                             timeout=self.config.fleet.ack_timeout_s, headers=headers)  # fmt: skip
+        status = self.publisher.status
+        self.publisher.update(
+            minutes_sent=status.minutes_sent + len(hosts) + len(apps) - missed,
+            minutes_missed=status.minutes_missed + missed,
+        )
+        await asyncio.to_thread(files.done, mark)
 
     def _flows_done(self) -> None:
         assert self.flows_message is not None

@@ -40,6 +40,8 @@ class PublisherStatus(msgspec.Struct, frozen=True, kw_only=True):
     messages_skipped: int = 0  # stats, status and flow messages not sent while disconnected
     flow_events_missed: int = 0  # flow events the event ring overwrote before we read them
     flow_cursor: int = 0  # the last flow event published (or skipped)
+    minutes_sent: int = 0  # host and app minute rows published (acknowledged)
+    minutes_missed: int = 0  # minute rows too big to send, and one per file gone or unreadable
     last_error: str = ""
     stream_mismatch: list[str] = msgspec.field(default_factory=list)
 

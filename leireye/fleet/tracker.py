@@ -16,7 +16,9 @@ Counted per sensor:
   after the last one it acknowledged before a restart), on any of the sensor's streams;
 - `bad_batches`: packet and flows messages that could not be decoded (skipped);
 - `flows`: ended flows received (written to the central's flow store); `flows_missed`: the
-  sum of its flows messages' `missed` (flow events its publisher could not read in time).
+  sum of its flows messages' `missed` (flow events its publisher could not read in time);
+- `minutes`: host and app minute rows received (written to the central's flow store);
+  `minutes_missed`: the sum of its minutes messages' `missed`.
 """
 
 from __future__ import annotations
@@ -44,6 +46,8 @@ class SensorTrack:
     flows_missed: int = 0
     bytes: int = 0
     counted_seq: int = -1  # the packets sequence the saved counters count up to (-1: unknown)
+    minutes: int = 0
+    minutes_missed: int = 0
 
     def on_message(self, kind: Kind, stream_seq: int, stored_ns: int) -> bool:
         """A message of `kind` with this stream sequence, stored by JetStream at `stored_ns`.
@@ -80,6 +84,7 @@ class SensorTrack:
             missed_messages=self.missed_messages, flows=self.flows,
             flows_missed=self.flows_missed, bytes=self.bytes,
             packets_seq=self.sequences.get("packets", self.counted_seq),
+            minutes=self.minutes, minutes_missed=self.minutes_missed,
         )  # fmt: skip
 
 
@@ -94,6 +99,7 @@ class Fleet:
                 s.name, s.index, s.packets, s.lost, s.bad_batches, s.missed_messages,
                 s.last_message_ns, s.status, s.stats, flows=s.flows, flows_missed=s.flows_missed,
                 bytes=s.bytes, counted_seq=s.packets_seq,
+                minutes=s.minutes, minutes_missed=s.minutes_missed,
             )  # fmt: skip
 
     def add(self, name: str) -> tuple[SensorTrack, bool]:

@@ -75,6 +75,7 @@ HOSTS_SCHEMA: Final = pa.schema(
         ("apps", pa.map_(pa.string(), pa.int64())),
         ("ports_served", pa.list_(pa.int32())),
         ("names", pa.list_(pa.string())),
+        ("sensor", pa.string()),  # added later, as the flows' (null on a lone sensor)
     ]
 )
 APPS_SCHEMA: Final = pa.schema(
@@ -83,6 +84,7 @@ APPS_SCHEMA: Final = pa.schema(
         ("app", pa.string()),
         ("packets", pa.int64()),
         ("bytes", pa.int64()),
+        ("sensor", pa.string()),  # added later, as the flows'
     ]
 )
 
@@ -210,6 +212,7 @@ def hosts_table(hosts: Sequence[HostMinute]) -> pa.Table:
             "apps": [list(h.apps.items()) for h in hosts],
             "ports_served": [h.ports_served for h in hosts],
             "names": [h.names for h in hosts],
+            "sensor": [h.sensor for h in hosts],
         },
         schema=HOSTS_SCHEMA,
     )
@@ -222,6 +225,7 @@ def apps_table(apps: Sequence[AppMinute]) -> pa.Table:
             "app": [a.app for a in apps],
             "packets": [a.packets for a in apps],
             "bytes": [a.bytes for a in apps],
+            "sensor": [a.sensor for a in apps],
         },
         schema=APPS_SCHEMA,
     )

@@ -12,7 +12,9 @@ The flows files gained columns after the first were written (`layout.LATE_FLOW_C
 `sensor`, as a fleet central's store holds every sensor's flows; `icmp_id`); files written
 before one lack it and read it as null: which of these columns a file has is looked up once per
 file (`parquet_schema`; files never change) and the files that lack some are read through a
-subquery that adds them, a branch per set of missing columns, joined `UNION ALL BY NAME`.
+subquery that adds them, a branch per set of missing columns, joined `UNION ALL BY NAME`. At a
+fleet central the host and app minute files gained a `sensor` column too, read by name when
+asked for.
 """
 
 from __future__ import annotations
@@ -216,9 +218,12 @@ class FlowHistory:
         descending: bool = True,
         limit: int = 100,
         offset: int = 0,
+        sensors: Sequence[str] | None = None,
+        with_sensors: bool = False,
     ) -> tuple[list[dict[str, Any]], int]:
-        """Every address seen in [from_ns, to_ns], summed over its minutes: one page, and how
-        many addresses in all."""
+        """Every address seen in [from_ns, to_ns], summed over its minutes (and over the
+        sensors that saw it, of `sensors` only when given): one page, and how many addresses
+        in all. `with_sensors` (a fleet central) adds to each the `sensors` that saw it."""
         expression = HOST_SORTS.get(sort)
         if expression is None:
             raise HistoryError(f"sort must be one of {', '.join(HOST_SORTS)}")
@@ -228,23 +233,25 @@ class FlowHistory:
         if not files:
             return [], 0
         order = "DESC" if descending else "ASC"
+        scan, test, values = _minutes(sensors, with_sensors)
+        which = ", list_sort(list_distinct(list(sensor))) AS sensors" if with_sensors else ""
         rows = self._query(
-            "SELECT * FROM (SELECT ip, min(minute_ns) AS first_ns,"
+            f"SELECT * FROM (SELECT ip{which}, min(minute_ns) AS first_ns,"
             " max(minute_ns) + 60000000000 AS last_ns,"
             " sum(pkts_sent)::BIGINT AS pkts_sent, sum(bytes_sent)::BIGINT AS bytes_sent,"
             " sum(pkts_recv)::BIGINT AS pkts_recv, sum(bytes_recv)::BIGINT AS bytes_recv,"
             " len(list_distinct(flatten(list(peers)))) AS peers,"
             " list_distinct(flatten(list(names))) AS names"
-            " FROM read_parquet(?) WHERE minute_ns >= ? AND minute_ns <= ?"
+            f" FROM {scan} WHERE minute_ns >= ? AND minute_ns <= ?{test}"
             f" GROUP BY ip) ORDER BY {expression} {order}, ip LIMIT ? OFFSET ?",
-            [files, low - MINUTE_NS + 1, high, limit, offset],
+            [files, low - MINUTE_NS + 1, high, *values, limit, offset],
             "hosts",
             (low, high),
         )
         total = self._query(
-            "SELECT count(DISTINCT ip) AS n FROM read_parquet(?)"
-            " WHERE minute_ns >= ? AND minute_ns <= ?",
-            [files, low - MINUTE_NS + 1, high],
+            f"SELECT count(DISTINCT ip) AS n FROM {scan}"
+            f" WHERE minute_ns >= ? AND minute_ns <= ?{test}",
+            [files, low - MINUTE_NS + 1, high, *values],
             "hosts",
             (low, high),
         )
@@ -252,16 +259,25 @@ class FlowHistory:
             row["names"] = sorted(row["names"] or [])
         return rows, int(total[0]["n"])
 
-    def host(self, ip: str, from_ns: int, to_ns: int, step_ns: int) -> dict[str, Any] | None:
+    def host(
+        self,
+        ip: str,
+        from_ns: int,
+        to_ns: int,
+        step_ns: int,
+        sensors: Sequence[str] | None = None,
+    ) -> dict[str, Any] | None:
         """One address in [from_ns, to_ns]: totals, names, ports served, apps (bytes), its
-        top peers (from the flows) and its bytes per app per `step_ns`; None if never seen."""
+        top peers (from the flows) and its bytes per app per `step_ns`, summed over the sensors
+        that saw it (of `sensors` only when given); None if never seen."""
         one = KeyRange.parse(ip)  # ValueError for a bad address: the caller checked it
         low, high = _range(from_ns, to_ns)
         step = self._check_step(low, high, step_ns)
         hosts = self._files("hosts", low - MINUTE_NS, high)
         host_test, host_values = one.sql("ip")
-        where = f"{host_test} AND minute_ns >= ? AND minute_ns <= ?"
-        params: list[object] = [*host_values, low - MINUTE_NS + 1, high]
+        scan, test, values = _minutes(sensors)
+        where = f"{host_test} AND minute_ns >= ? AND minute_ns <= ?{test}"
+        params: list[object] = [*host_values, low - MINUTE_NS + 1, high, *values]
         summary: dict[str, Any] | None = None
         apps: list[dict[str, Any]] = []
         series: list[dict[str, Any]] = []
@@ -273,7 +289,7 @@ class FlowHistory:
                 " list_distinct(flatten(list(peers))) AS peer_list,"
                 " list_distinct(flatten(list(names))) AS names,"
                 " list_distinct(flatten(list(ports_served))) AS ports_served, count(*) AS n"
-                f" FROM read_parquet(?) WHERE {where}",
+                f" FROM {scan} WHERE {where}",
                 [hosts, *params],
                 "hosts",
                 (low, high),
@@ -286,7 +302,7 @@ class FlowHistory:
                 del summary["n"]
                 unnested = (
                     "SELECT minute_ns, unnest(map_keys(apps)) AS app,"
-                    f" unnest(map_values(apps)) AS b FROM read_parquet(?) WHERE {where}"
+                    f" unnest(map_values(apps)) AS b FROM {scan} WHERE {where}"
                 )
                 apps = self._query(
                     f"SELECT app, sum(b)::BIGINT AS bytes FROM ({unnested})"
@@ -305,14 +321,13 @@ class FlowHistory:
         peers: list[dict[str, Any]] = []
         flows = self._parts("flows", low, high)
         if flows:
-            source, values = _matching(
-                flows, low, high, FlowFilter(ip=one), self._twins(flows), self._old(flows)
-            )
+            flt = FlowFilter(ip=one, sensor=None if sensors is None else tuple(sensors))
+            source, matched = _matching(flows, low, high, flt, self._twins(flows), self._old(flows))
             peers = self._query(
                 "SELECT CASE WHEN side = 'orig_only' THEN resp_ip ELSE orig_ip END AS ip,"
                 " count(*) AS flows, sum(pkts)::BIGINT AS packets, sum(bytes)::BIGINT AS bytes"
                 f" FROM {source} GROUP BY 1 ORDER BY bytes DESC, ip LIMIT ?",
-                [*values, PEERS_MAX],
+                [*matched, PEERS_MAX],
                 "flows",
                 (low, high),
             )
@@ -322,18 +337,22 @@ class FlowHistory:
 
     # -- protocols -------------------------------------------------------------------------
 
-    def protocols(self, from_ns: int, to_ns: int, step_ns: int) -> list[dict[str, Any]]:
+    def protocols(
+        self, from_ns: int, to_ns: int, step_ns: int, sensors: Sequence[str] | None = None
+    ) -> list[dict[str, Any]]:
         """Packets and bytes per app label per `step_ns` interval in [from_ns, to_ns],
-        intervals aligned to multiples of the step, oldest first."""
+        intervals aligned to multiples of the step, oldest first; summed over the sensors (of
+        `sensors` only when given)."""
         step = self._check_step(from_ns, to_ns, step_ns)
         files = self._files("apps", from_ns - MINUTE_NS, to_ns)
         if not files:
             return []
+        scan, test, values = _minutes(sensors)
         return self._query(
             "SELECT (minute_ns // ?) * ? AS start_ns, app, sum(packets)::BIGINT AS packets,"
-            " sum(bytes)::BIGINT AS bytes FROM read_parquet(?)"
-            " WHERE minute_ns >= ? AND minute_ns <= ? GROUP BY 1, 2 ORDER BY 1, 2",
-            [step, step, files, from_ns - MINUTE_NS + 1, to_ns],
+            f" sum(bytes)::BIGINT AS bytes FROM {scan}"
+            f" WHERE minute_ns >= ? AND minute_ns <= ?{test} GROUP BY 1, 2 ORDER BY 1, 2",
+            [step, step, files, from_ns - MINUTE_NS + 1, to_ns, *values],
             "apps",
             (from_ns, to_ns),
         )
@@ -483,6 +502,21 @@ def _reader(lacking: Lacking) -> str:
     columns they lack (written before those columns) as nulls."""
     extra = "".join(f", NULL::{LATE_FLOW_COLUMNS[name]} AS {name}" for name in lacking)
     return f"(SELECT *, filename, file_row_number{extra} FROM read_parquet(?))"
+
+
+def _minutes(sensors: Sequence[str] | None, by_name: bool = False) -> tuple[str, str, list[object]]:
+    """The scan of host or app minute files bound to its `?`, a test to add to its WHERE and
+    the test's parameters: no test without `sensors`; with them, the rows of those sensors.
+    With `sensors` or `by_name`, the files are read by name so that those written before the
+    `sensor` column read it null."""
+    if sensors is None and not by_name:
+        return "read_parquet(?)", "", []
+    scan = "read_parquet(?, union_by_name = true)"
+    if sensors is None:
+        return scan, "", []
+    if not sensors:  # a user limited to no sensor
+        return scan, " AND FALSE", []
+    return scan, " AND list_contains(?::VARCHAR[], sensor)", [list(sensors)]
 
 
 def _range(from_ns: int | None, to_ns: int | None) -> tuple[int, int]:

@@ -101,6 +101,7 @@ class HostMinute(msgspec.Struct, kw_only=True):
     apps: dict[str, int] = msgspec.field(default_factory=dict)  # app label -> bytes
     ports_served: list[int] = msgspec.field(default_factory=list)  # ports it answered on
     names: list[str] = msgspec.field(default_factory=list)  # names observed for it passively
+    sensor: str | None = None  # as `Flow.sensor`: set at a fleet central and in `minutes` messages
 
 
 class AppMinute(msgspec.Struct, kw_only=True):
@@ -110,6 +111,7 @@ class AppMinute(msgspec.Struct, kw_only=True):
     app: str  # the app label, or the transport's label when the decoder found none
     packets: int = 0
     bytes: int = 0
+    sensor: str | None = None  # as `HostMinute.sensor`
 
 
 class FlowSink(Protocol):

@@ -21,6 +21,8 @@ user, the setgid bit so every directory and file below gets that group; files 06
     flows/hour=.../late-...parquet   rows filed into an hour after its merge (and the twin)
     pending.json          rows held in memory, not written yet (rewritten on every change)
     losses.json           rows lost by crashes, counted at each start (cumulative)
+    fleet-minutes.json    on a fleet sensor, the last minute file its publisher sent
+                          (`leireye.fleet.minutes`; written by the publisher, same user)
 
 A flow is filed under the UTC hour of its `last_ns` (when it ended), a summary under its
 minute's. The times in a file's name bound its rows, so a reader picks the files of a time range
@@ -115,7 +117,7 @@ class FlowStoreWriter:
     """`model.FlowSink` on Parquet files (the layout is in this module's docstring). Rows are
     buffered and written every `flush_s` (checked on each add and `tick`) or on `flush`/`close`.
     One writer per directory: the flow process's, or at a fleet central its ingest's (every
-    sensor's ended flows, each with its `sensor`; no host or app minutes there)."""
+    sensor's ended flows and host and app minutes, each with its `sensor`)."""
 
     def __init__(
         self,

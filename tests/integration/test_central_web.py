@@ -234,8 +234,11 @@ def test_rest_packets_exports_sensors_and_metrics_follow_the_users_sensors(
     assert 'sensor="east"' not in metrics
     assert 'leireye_sensor_up{sensor="east"} 1' in admin.get("/metrics").body.decode()
 
-    for path in ("/api/flows/Cx/stream", "/api/hosts", "/api/stats/top"):
+    for path in ("/api/flows/Cx/stream", "/api/stats/top"):
         assert_error(wes.get(path), 403, "FORBIDDEN")
+    # hosts and the stored protocol chart are narrowed too (tests/fleet/test_central_minutes.py)
+    assert wes.get("/api/hosts").json["total"] == 0
+    assert_error(wes.get("/api/hosts?sensor=east"), 400, "INVALID_FILTER")
     # the flows list is narrowed to the user's sensors (tests/fleet/test_central_flows.py)
     assert wes.get("/api/flows").json["total"] == 0
     assert_error(wes.get("/api/flows/Cx"), 404, "NOT_FOUND")

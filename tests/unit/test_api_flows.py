@@ -215,6 +215,10 @@ def test_hosts_and_one_host(get: Callable[..., Reply]) -> None:
     assert_error(get("/api/hosts/not-an-ip"), 400, "BAD_REQUEST")
     assert_error(get("/api/hosts?sort=ip"), 400, "BAD_REQUEST")
     assert_error(get("/api/hosts/10.0.0.1?step=61"), 400, "BAD_REQUEST")
+    # a lone sensor: `sensor` is a central's filter (minutes carry none here)
+    assert_error(get(f"/api/hosts?from={FROM}&sensor=east"), 400, "INVALID_FILTER")
+    assert_error(get("/api/hosts/10.0.0.1?sensor=east"), 400, "INVALID_FILTER")
+    assert_error(get(f"/api/stats/protocols?from={FROM}&sensor=east"), 400, "INVALID_FILTER")
 
 
 def test_protocols_over_time_and_still_live_without_a_range(get: Callable[..., Reply]) -> None:

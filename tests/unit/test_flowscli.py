@@ -36,7 +36,9 @@ def config_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     w.add_flows(flows)
     minute = NOW_NS // (60 * SECOND) * 60 * SECOND
     w.add_minute([HostMinute(minute_ns=minute, ip="10.0.0.53", bytes_recv=900,
-                             names=["dns.example"])], [])  # fmt: skip
+                             names=["dns.example"]),
+                  HostMinute(minute_ns=minute, ip="10.0.0.77", bytes_recv=5, sensor="east")],
+                 [])  # fmt: skip
     w.close()
     return path
 
@@ -74,10 +76,13 @@ def test_flows_json_limit_and_range(config_path: Path) -> None:
 def test_hosts(config_path: Path) -> None:
     done = leireye(config_path, "hosts", "--json")
     assert done.returncode == 0, done.stderr
-    (host,) = [json.loads(line) for line in done.stdout.splitlines()]
+    host, other = [json.loads(line) for line in done.stdout.splitlines()]
     assert host["ip"] == "10.0.0.53" and host["names"] == ["dns.example"]
+    assert other["ip"] == "10.0.0.77"
     text = leireye(config_path, "hosts").stdout.splitlines()
     assert text[1].split("\t")[0] == "10.0.0.53" and text[1].endswith("dns.example")
+    east = leireye(config_path, "hosts", "--json", "--sensor", "east")  # a central's minutes
+    assert [json.loads(line)["ip"] for line in east.stdout.splitlines()] == ["10.0.0.77"]
 
 
 @pytest.mark.parametrize(
@@ -88,6 +93,7 @@ def test_hosts(config_path: Path) -> None:
         (("flows", "--from", "yesterday"), "--from"),
         (("flows", "--limit", "0"), "--limit"),
         (("hosts", "--sort", "uid"), "--sort"),
+        (("hosts", "--sensor", "no.dots"), "sensor"),
     ],
 )
 def test_bad_options_are_one_line_of_error(
