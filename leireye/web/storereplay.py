@@ -20,10 +20,17 @@ are, in one `dropped` `resume` notice each time some are found missing; ids the 
 written yet (it runs a little behind the capture) are waited for, up to `STALL_S`: a store that
 stopped (a full disk) must not hold a client back from live for ever, so then the ring replay
 takes over where the store stopped and counts what neither holds.
+
+Which ids are "not written yet" is the store's completeness mark (`leireye/ring/storemark.py`),
+not its newest id: with several capture shards the writer drains their frame segments one after
+the other, so a shard's newer ids can be on disk while another's older ones are still on their
+way. An id is only missing when it is at or below the mark (every shard's writer went past it),
+and the store's files are looked at again after each new mark, so none read is older than it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Final, Protocol
 
 import numpy as np
@@ -61,6 +68,7 @@ class StoreReplay:
         self._tokens = float(min(pps, CHUNK))
         self._at = now
         self._waiting: float | None = None  # since when the store has had nothing new for us
+        self.mark = 0  # the store is complete up to this id (the last `stored_through()`)
 
     def _budget(self, now: float) -> int:
         self._tokens = min(float(self.pps), self._tokens + max(0.0, now - self._at) * self.pps)
@@ -74,15 +82,24 @@ class StoreReplay:
             return True
         return self.next_id >= min(ring_oldest + margin, cursor)
 
-    def step(self, target: ReplayTarget, flt_mask: _Mask, newest_stored: int, now: float) -> int:
+    def step(
+        self, target: ReplayTarget, flt_mask: _Mask, stored_through: Callable[[], int], now: float
+    ) -> int:
         """Deliver the next chunk the budget, the outbox and the store allow; the ids covered.
-        `newest_stored`: the newest id the store holds (ids above it are waited for)."""
-        if newest_stored < self.next_id:
+        `stored_through()`: how far the store is complete (`ring/storemark.py`: every id up to
+        it is on disk or never will be; ids above it are waited for), asked when the replay has
+        reached the last answer."""
+        if self.mark < self.next_id:
+            mark = stored_through()
+            if mark > self.mark:
+                self.mark = mark
+                self.store.look_again()  # the files as they are now, not as cached before it
+        if self.mark < self.next_id:
             if self._waiting is None:
                 self._waiting = now
             return 0
         self._waiting = None
-        n = min(CHUNK, self._budget(now), target.outbox_room(), newest_stored - self.next_id + 1)
+        n = min(CHUNK, self._budget(now), target.outbox_room(), self.mark - self.next_id + 1)
         if n <= 0 or not target.replaying:
             return 0
         first = self.next_id
