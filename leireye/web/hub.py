@@ -425,7 +425,7 @@ class Hub:
             start = max(1, session.resume_from + 1)
             conn.replay = conn.from_store = None
             store = self.packet_store
-            if session.from_store and store is not None and start < self.ring.oldest_id:
+            if session.from_store and store is not None and start < self.ring.whole_from:
                 pps = self.config.limits.store_replay_pps
                 conn.from_store = StoreReplay(store, start, pps, time.monotonic())
             else:
@@ -468,9 +468,9 @@ class Hub:
         margin = max(1, self.ring.capacity // 4)
         if flt is not None and session.replaying:
             now = time.monotonic()
-            if not replay.done(self.ring.oldest_id, self.reader.cursor, margin, now):
+            if not replay.done(self.ring.whole_from, self.reader.cursor, margin, now):
                 replay.step(session, flt.mask, self._stored_through, now)
-            if not replay.done(self.ring.oldest_id, self.reader.cursor, margin, now):
+            if not replay.done(self.ring.whole_from, self.reader.cursor, margin, now):
                 conn.wake.set()
                 return False
             conn.replay = self.ring.reader(min(replay.next_id, self.reader.cursor))

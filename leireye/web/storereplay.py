@@ -7,7 +7,9 @@ feeds it first: the ids `since + 1, since + 2, ...` read from the store (`Packet
 a few seeks per chunk), decoded again into the records the capture made
 (`storeread.records_of`), filtered with the session's filter and delivered as replayed packets,
 in id order. It hands over to the ring replay once its next id is well inside the ring (`margin`
-ids above the ring's oldest, so the ring does not overwrite it before the ring replay reads it)
+ids above `ShardSet.whole_from`, where every shard's ring still holds all of its ids: with
+several shards, above the oldest id of the shard whose ring covers the fewest ids, so the ring
+replay finds every id; and with a margin, so the ring does not overwrite it before it reads it)
 or has reached the live cursor; from there on everything is as for a ring resume. The session
 drops ids at or below the last one it queued, so no id is ever sent twice.
 

@@ -215,3 +215,32 @@ def test_with_two_shards_ids_one_shard_has_not_stored_yet_are_waited_for(
         assert conn.session.stream_lost == 0 and conn.session.dropped == 0
     finally:
         sensor.close()
+
+
+def test_with_two_shards_the_ring_takes_over_only_where_every_shard_holds_its_ids(
+    tmp_path: Path,
+) -> None:
+    """Shard 1 takes most of the traffic, so its ring covers far fewer ids than shard 0's: the
+    store replay must go on past the ring's oldest id (shard 0's) until shard 1's ring holds
+    every id too, or the ring replay counts shard 1's overwritten ids lost."""
+    sensor = InProcessSensor(tmp_path, capacity=128, shards=2, web={"outbox_messages": 64})
+    try:
+        for _ in range(30):  # ids 1..1350: 5 on shard 0, then 40 on shard 1
+            for shard, n in ((0, 5), (1, 40)):
+                ids = sensor.write(MIXED, n, shard=shard)
+                sensor.store(MIXED.linktype, ids[0], MIXED.ts_ns[:n], MIXED.frames[:n], shard)
+        sensor.hub.step()
+        ring = sensor.hub.ring
+        assert ring.whole_from > ring.oldest_id + 512
+        conn = subscribe(sensor, {}, from_store=True)
+        got: list[dict[str, Any]] = []
+        for _ in range(ROUNDS_MAX):
+            sensor.hub.step()
+            got += drain(conn)
+            if not conn.session.replaying:
+                break
+        assert not conn.session.replaying
+        assert [m for m in got if m["type"] != "packet"] == []
+        assert [m["data"]["id"] for m in got] == list(range(101, 1351))
+    finally:
+        sensor.close()
