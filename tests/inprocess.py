@@ -41,8 +41,10 @@ from leireye.control.server import ControlServer, socket_path
 from leireye.decode.decode import decode_batch
 from leireye.flows.view import FlowView
 from leireye.ring import Ring, RingLayout, RingWriter
-from leireye.ring.frames import FrameAppender, FrameReader, FrameSegment, segment_size
+from leireye.ring.frames import FrameAppender, FrameReader, FrameSegment
+from leireye.ring.ids import IdAllocator
 from leireye.ring.segments import SegmentNames, close_and_unlink
+from leireye.ring.shards import ShardSet, ShardWriter
 from leireye.ring.status import CaptureState, CaptureStatus, StatusBlock
 from leireye.stats.accumulator import StatsAccumulator
 from leireye.stats.series import StatsSeries
@@ -102,15 +104,17 @@ class InProcessSensor:
         capacity: int = 1024,
         raw_bytes: int = 256,
         base_id: int = 0,
+        shards: int = 1,
         **config: Any,
     ) -> None:
         """`base_id`: the ring's (a central's ring continuing its previous run's ids)."""
         self.config = sensor_config(state_dir, **config)
         self.base = f"leireye-test-{uuid.uuid4().hex[:12]}"
-        self.names = SegmentNames.for_run(self.base)
+        self.names = SegmentNames.for_run(self.base, shards)
         self._stack = contextlib.ExitStack()
+        self._frame_segments: dict[int, FrameSegment] = {}
         try:
-            self._make_segments(RingLayout(capacity, raw_bytes), base_id)
+            self._make_segments(capacity, raw_bytes, shards, base_id)
             self._make_accounts()
             self._start_control()
             self.hub = Hub.attach(self.config, self.names.as_dict(), 0)
@@ -124,13 +128,29 @@ class InProcessSensor:
 
     # -- what the supervisor makes ------------------------------------------------------------
 
-    def _make_segments(self, layout: RingLayout, base_id: int = 0) -> None:
+    def _make_segments(self, capacity: int, raw_bytes: int, shards: int, base_id: int) -> None:
+        """With `shards` > 1, one ring and status block per capture shard and the id allocator
+        (`shard_writers`, ids run-wide); `ring`/`writer`/`status` are shard 0's."""
         names, stack = self.names, self._stack
-        self.ring = Ring.create(names.ring, layout, base_id=base_id)
-        stack.callback(close_and_unlink, self.ring)
+        rings = []
+        for k, name in enumerate(names.rings()):
+            layout = RingLayout(capacity, raw_bytes, k, shards)
+            rings.append(Ring.create(name, layout, base_id=base_id))
+            stack.callback(close_and_unlink, rings[-1])
+        self.ring = rings[0]
         self.writer = RingWriter(self.ring)
-        self.status = StatusBlock.create(names.status)
-        stack.callback(close_and_unlink, self.status)
+        self.shard_writers: list[ShardWriter] = []
+        if shards > 1:
+            stack.callback(close_and_unlink, IdAllocator.create(names.ids, shards))
+            ids = IdAllocator.attach(names.ids, writable=True)
+            stack.callback(ids.close)
+            peers = ShardSet(rings, ids)
+            self.shard_writers = [ShardWriter(r, k, ids, peers) for k, r in enumerate(rings)]
+        for name in names.statuses():
+            block = StatusBlock.create(name)
+            stack.callback(close_and_unlink, block)
+            if name == names.status:
+                self.status = block
         self.stats = StatsSeries.create(names.stats, self.config.stats)
         stack.callback(close_and_unlink, self.stats)
         registry = ConnectionRegistry.create(names.conns, 1)
@@ -182,33 +202,72 @@ class InProcessSensor:
 
     # -- what the capture and stats processes do ----------------------------------------------
 
-    def write(self, frames: Frames, count: int | None = None) -> list[int]:
-        """Decode `frames` (the first `count`) and write them to the ring; their ids."""
+    def write(self, frames: Frames, count: int | None = None, shard: int = 0) -> list[int]:
+        """Decode `frames` (the first `count`) and write them to the ring (of capture shard
+        `shard`); their ids."""
         chosen = frames.frames[:count]
         part = Frames(frames.linktype, frames.ts_ns[: len(chosen)], chosen)
         records = part.decode()
-        first = self.writer.write(records, chosen)
+        if self.shard_writers:
+            first = self.shard_writers[shard].write(records, chosen)
+        else:
+            first = self.writer.write(records, chosen)
         ids = list(range(first, first + len(chosen)))
         records["seq"] = ids
         self._records.append(records)
         self.frames.update(zip(ids, chosen, strict=True))
         return ids
 
-    def store(self, linktype: int, first_id: int, ts_ns: list[int], frames: list[bytes]) -> None:
-        """Write `frames` (ids from `first_id`) whole into the packet store's directory, as the
-        store writer does (`StoreFiles`, through a frame segment), as run 1."""
-        size = max(1 << 20, 2 * sum(len(f) + 64 for f in frames))
-        segment = FrameSegment.over(bytearray(segment_size(size)), size)
-        FrameAppender(segment, linktype, 262144).append(
+    def store(
+        self,
+        linktype: int,
+        first_id: int,
+        ts_ns: list[int],
+        frames: list[bytes],
+        shard: int = 0,
+    ) -> None:
+        """Hand `frames` (ids from `first_id`) over and write them into the store (run 1)."""
+        self.hand_off(linktype, first_id, ts_ns, frames, shard)
+        self.write_stored(shard)
+
+    def hand_off(
+        self,
+        linktype: int,
+        first_id: int,
+        ts_ns: list[int],
+        frames: list[bytes],
+        shard: int = 0,
+    ) -> None:
+        """Append `frames` (ids from `first_id`) to capture shard `shard`'s frame segment, as
+        the capture does after its ring write."""
+        FrameAppender(self.frame_segment(shard), linktype, 262144).append(
             first_id, ts_ns, [len(f) for f in frames], frames
         )
+
+    def write_stored(self, shard: int = 0, most: int = 1 << 20) -> None:
+        """Write (at most `most` of) the frames handed over to shard `shard` whole into the
+        packet store's directory, as the store writer does (`StoreFiles`, then `disk_seq`), as
+        run 1."""
+        segment = self.frame_segment(shard)
         self.config.store_dir.mkdir(parents=True, exist_ok=True)
         files = StoreFiles(
             self.config.store_dir, run=1, file_bytes=1 << 30, file_s=3600.0,
             max_bytes=1 << 40, max_age_s=1e9,
         )  # fmt: skip
-        files.write(0, FrameReader(segment, 1).read(), linktype, 262144)
+        reader = FrameReader(segment, segment.disk_seq + 1)
+        files.write(shard, reader.read(most), *segment.link)
         files.close()
+        segment.disk_seq = reader.next_seq - 1
+
+    def frame_segment(self, shard: int) -> FrameSegment:
+        """Shard `shard`'s frame segment (all of them are made on first use, as the supervisor
+        makes them with the store on)."""
+        if not self._frame_segments:
+            for k, name in enumerate(self.names.frames()):
+                segment = FrameSegment.create(name, 4 << 20, k)
+                self._stack.callback(close_and_unlink, segment)
+                self._frame_segments[k] = segment
+        return self._frame_segments[shard]
 
     def record(self, packet_id: int) -> np.void:
         """The record the decoder made for the frame written under `packet_id`."""

@@ -42,8 +42,12 @@ Layout (little-endian):
     192     8     dropped (u8): frames the producer could not append (a batch beyond the segment)
     200     8     linktype (u8): the LINKTYPE_* of the frames, set by the producer on start
     208     8     snaplen (u8): the capture's snaplen, set with it
-    256     8     disk_seq (u8): the last frame the store writer wrote to a file (it alone
-                  writes this word, after each write: a restarted writer counts its gap from it)
+    216     8     handed_id (u8): the last id the producer handed over, appended or dropped
+                  (stored after `write_seq`: `storemark.py` reads how far the store is complete)
+    256     8     disk_seq (u8): the store writer has dealt with every frame up to this one:
+                  written it to a file, or counted it lost (it alone writes this word, after
+                  each write: a restarted writer counts its gap from it, and `storemark.py`
+                  how far the store is complete)
     4096    4096  the store writer's status (`StoreStatus`)
     8192    32 * slots  entries (`ENTRY_DTYPE`)
     then    data_bytes  the frames' bytes (page aligned)
@@ -70,7 +74,7 @@ ENTRY_DTYPE: Final = np.dtype(
 )
 _HEADER: Final = struct.Struct("<8sIIQQ")
 _WRITE_SEQ, _DATA_HEAD, _WRITE_START, _DATA_START, _DROPPED = 8, 9, 16, 17, 24  # u8 words
-_LINKTYPE, _SNAPLEN = 25, 26
+_LINKTYPE, _SNAPLEN, _HANDED = 25, 26, 27
 _DISK_SEQ: Final = 32
 _STATUS_OFFSET: Final = PAGE
 _ENTRIES_OFFSET: Final = 2 * PAGE
@@ -157,6 +161,11 @@ class FrameSegment:
         return int(self.words[_DROPPED])
 
     @property
+    def handed_id(self) -> int:
+        """The last id the producer handed over (appended, or dropped); 0: none yet."""
+        return int(self.words[_HANDED])
+
+    @property
     def disk_seq(self) -> int:
         return int(self.words[_DISK_SEQ])
 
@@ -168,6 +177,14 @@ class FrameSegment:
     def link(self) -> tuple[int, int]:
         """`(linktype, snaplen)` as the producer set them."""
         return int(self.words[_LINKTYPE]), int(self.words[_SNAPLEN])
+
+    def entry_id(self, seq: int) -> int | None:
+        """The id of frame `seq` (published), or None when its entry may have been overwritten
+        while it was read (`write_start` is loaded after the entry)."""
+        if seq < 1:
+            return None
+        found = int(self.entries["id"][(seq - 1) % self.slots])
+        return found if int(self.words[_WRITE_START]) < seq + self.slots else None
 
     def oldest_seq(self) -> int:
         """The oldest frame whose entry and bytes are still held (`write_seq + 1`: none)."""
@@ -226,9 +243,9 @@ class FrameAppender:
         if n > seg.slots or total > seg.data_bytes:  # larger than the segment: keep what fits
             keep = min(seg.slots, int(np.searchsorted(np.cumsum(cap), seg.data_bytes, "right")))
             seg.words[_DROPPED] += n - keep
-            if keep == 0:
-                return
-            self.append(first_id, ts_ns[:keep], wire_lens[:keep], frames[:keep])
+            if keep:
+                self.append(first_id, ts_ns[:keep], wire_lens[:keep], frames[:keep])
+            seg.words[_HANDED] = first_id + n - 1
             return
         words = seg.words
         seq, head = int(words[_WRITE_SEQ]), int(words[_DATA_HEAD])
@@ -250,6 +267,7 @@ class FrameAppender:
         _put(seg.entries, seq % seg.slots, rows)
         words[_DATA_HEAD] = head + total
         words[_WRITE_SEQ] = seq + n
+        words[_HANDED] = first_id + n - 1
 
 
 def _put(ring: np.ndarray, at: int, values: np.ndarray) -> None:

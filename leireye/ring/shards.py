@@ -152,6 +152,19 @@ class ShardSet:
         return sum(r.written for r in self.rings)
 
     @property
+    def whole_from(self) -> int:
+        """The oldest id from which every shard still holds all of its ids (may be overwritten
+        by the time it is read): a shard whose ring has moved on holds none of its own below its
+        oldest row, and the shards' rings cover different spans of ids when their traffic
+        differs, so a replay that must not lose an id hands over to the ring only above this
+        (`oldest_id` is the smallest instead)."""
+        if self.ids is None:
+            return self.rings[0].oldest_id
+        lapped = [ring.id_at(ring.oldest_id) for ring in self.rings
+                  if ring.oldest_id > ring.base_id + 1]  # fmt: skip
+        return max([1, *lapped])
+
+    @property
     def fill(self) -> float:
         return sum(min(r.written, r.capacity) for r in self.rings) / self.capacity
 

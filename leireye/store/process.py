@@ -140,6 +140,8 @@ class _Writer:
         batch = shard.reader.read(READ_FRAMES, READ_BYTES)
         shard.lost += batch.lost
         if not len(batch):
+            if batch.lost and self.state != StoreState.FAILED:  # lapped: those will never come
+                shard.segment.disk_seq = shard.reader.next_seq - 1
             return 0
         if self.state == StoreState.FAILED and time.monotonic() >= self.retry_at:
             self.state = StoreState.WRITING

@@ -99,6 +99,11 @@ class PacketStore:
         self._looked = now
         return self._held
 
+    def look_again(self) -> None:
+        """The next call looks at the directory again, whatever `refresh_s` says: what the
+        writer had written before this call is then seen."""
+        self._looked = -1e9
+
     def _refresh(self, path: Path, shard: int) -> _Cached | None:
         try:
             st = path.stat()

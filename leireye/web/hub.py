@@ -71,6 +71,7 @@ from leireye.flows.view import FlowView
 from leireye.ring.shards import PacketReader, ShardSet
 from leireye.ring.shardstatus import StatusSet
 from leireye.ring.status import CaptureState, CaptureStatus
+from leireye.ring.storemark import StoreMark
 from leireye.stats.layout import StatsSnapshot
 from leireye.stats.series import StatsSeries
 from leireye.store.reader import PacketStore
@@ -142,6 +143,7 @@ class Hub:
             if config.store.enabled and not config.central.enabled
             else None
         )
+        self._store_mark: StoreMark | None = None  # how far the store is complete
         self.sensors = SensorDirectory.of(config)
         self.sensors.refresh()
         self.registry = registry
@@ -424,7 +426,7 @@ class Hub:
             start = max(1, session.resume_from + 1)
             conn.replay = conn.from_store = None
             store = self.packet_store
-            if session.from_store and store is not None and start < self.ring.oldest_id:
+            if session.from_store and store is not None and start < self.ring.whole_from:
                 pps = self.config.limits.store_replay_pps
                 conn.from_store = StoreReplay(store, start, pps, time.monotonic())
             else:
@@ -467,15 +469,24 @@ class Hub:
         margin = max(1, self.ring.capacity // 4)
         if flt is not None and session.replaying:
             now = time.monotonic()
-            if not replay.done(self.ring.oldest_id, self.reader.cursor, margin, now):
-                newest = replay.store.info().newest_id
-                replay.step(session, flt.mask, newest, now)
-            if not replay.done(self.ring.oldest_id, self.reader.cursor, margin, now):
+            if not replay.done(self.ring.whole_from, self.reader.cursor, margin, now):
+                replay.step(session, flt.mask, self._stored_through, now)
+            if not replay.done(self.ring.whole_from, self.reader.cursor, margin, now):
                 conn.wake.set()
                 return False
             conn.replay = self.ring.reader(min(replay.next_id, self.reader.cursor))
         conn.from_store = None
         return True
+
+    def _stored_through(self) -> int:
+        """How far the packet store is complete (`ring/storemark.py`); 0 while the frame
+        segments are not there (a replay then waits, and the ring takes over)."""
+        if self._store_mark is None:
+            segments = self.store.segments()
+            if segments is None:
+                return 0
+            self._store_mark = StoreMark(self.ring, segments)
+        return self._store_mark.read()
 
     def health(self, scope: list[SensorState] | None = None) -> dict[str, Any]:
         """`GET /health` for a caller with a token (a stranger only gets `status`). For a user

@@ -63,12 +63,18 @@ def between(
     *,
     before: int | None = None,
     after: int | None = None,
+    past: tuple[int, int] | None = None,
 ) -> Iterator[StoredBatch]:
     """The packets of `[from_ns, to_ns]` matching `flt`, in time order, one decoded batch at a
-    time (batches change where the link type does); `before`/`after`: exclusive id bounds."""
+    time (batches change where the link type does); `before`/`after`: exclusive id bounds;
+    `past`: only the packets after this `(time, id)` in that order (a page's cursor)."""
     pending: list[StoredFrame] = []
+    if past is not None:
+        from_ns = max(from_ns, past[0])
     for frame in store.between(from_ns, to_ns):
         if (before is not None and frame.id >= before) or (after is not None and frame.id <= after):
+            continue
+        if past is not None and (frame.ts_ns, frame.id) <= past:
             continue
         if pending and (len(pending) >= BATCH or frame.linktype != pending[0].linktype):
             yield _matching(pending, flt)

@@ -7,7 +7,9 @@ feeds it first: the ids `since + 1, since + 2, ...` read from the store (`Packet
 a few seeks per chunk), decoded again into the records the capture made
 (`storeread.records_of`), filtered with the session's filter and delivered as replayed packets,
 in id order. It hands over to the ring replay once its next id is well inside the ring (`margin`
-ids above the ring's oldest, so the ring does not overwrite it before the ring replay reads it)
+ids above `ShardSet.whole_from`, where every shard's ring still holds all of its ids: with
+several shards, above the oldest id of the shard whose ring covers the fewest ids, so the ring
+replay finds every id; and with a margin, so the ring does not overwrite it before it reads it)
 or has reached the live cursor; from there on everything is as for a ring resume. The session
 drops ids at or below the last one it queued, so no id is ever sent twice.
 
@@ -20,10 +22,17 @@ are, in one `dropped` `resume` notice each time some are found missing; ids the 
 written yet (it runs a little behind the capture) are waited for, up to `STALL_S`: a store that
 stopped (a full disk) must not hold a client back from live for ever, so then the ring replay
 takes over where the store stopped and counts what neither holds.
+
+Which ids are "not written yet" is the store's completeness mark (`leireye/ring/storemark.py`),
+not its newest id: with several capture shards the writer drains their frame segments one after
+the other, so a shard's newer ids can be on disk while another's older ones are still on their
+way. An id is only missing when it is at or below the mark (every shard's writer went past it),
+and the store's files are looked at again after each new mark, so none read is older than it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Final, Protocol
 
 import numpy as np
@@ -61,6 +70,7 @@ class StoreReplay:
         self._tokens = float(min(pps, CHUNK))
         self._at = now
         self._waiting: float | None = None  # since when the store has had nothing new for us
+        self.mark = 0  # the store is complete up to this id (the last `stored_through()`)
 
     def _budget(self, now: float) -> int:
         self._tokens = min(float(self.pps), self._tokens + max(0.0, now - self._at) * self.pps)
@@ -74,15 +84,24 @@ class StoreReplay:
             return True
         return self.next_id >= min(ring_oldest + margin, cursor)
 
-    def step(self, target: ReplayTarget, flt_mask: _Mask, newest_stored: int, now: float) -> int:
+    def step(
+        self, target: ReplayTarget, flt_mask: _Mask, stored_through: Callable[[], int], now: float
+    ) -> int:
         """Deliver the next chunk the budget, the outbox and the store allow; the ids covered.
-        `newest_stored`: the newest id the store holds (ids above it are waited for)."""
-        if newest_stored < self.next_id:
+        `stored_through()`: how far the store is complete (`ring/storemark.py`: every id up to
+        it is on disk or never will be; ids above it are waited for), asked when the replay has
+        reached the last answer."""
+        if self.mark < self.next_id:
+            mark = stored_through()
+            if mark > self.mark:
+                self.mark = mark
+                self.store.look_again()  # the files as they are now, not as cached before it
+        if self.mark < self.next_id:
             if self._waiting is None:
                 self._waiting = now
             return 0
         self._waiting = None
-        n = min(CHUNK, self._budget(now), target.outbox_room(), newest_stored - self.next_id + 1)
+        n = min(CHUNK, self._budget(now), target.outbox_room(), self.mark - self.next_id + 1)
         if n <= 0 or not target.replaying:
             return 0
         first = self.next_id

@@ -23,18 +23,28 @@ class StoreView:
         segment = ring.rings[0].segment
         return cls(segment.name if segment is not None else None, ring.shards)
 
-    def read(self) -> StoreStatus | None:
+    def segments(self) -> list[FrameSegment] | None:
+        """Every shard's frame segment, read-only; None while they are not all there."""
         if self.ring_name is None:
             return None
         if self._segments is None:
+            attached: list[FrameSegment] = []
             try:
-                self._segments = [
-                    FrameSegment.attach(frames_name(self.ring_name, k)) for k in range(self.shards)
-                ]
+                for k in range(self.shards):
+                    attached.append(FrameSegment.attach(frames_name(self.ring_name, k)))
             except LeirEyeError:
+                for segment in attached:
+                    segment.close()
                 return None
+            self._segments = attached
+        return self._segments
+
+    def read(self) -> StoreStatus | None:
+        segments = self.segments()
+        if segments is None:
+            return None
         try:
-            return summed([read_status(segment) for segment in self._segments])
+            return summed([read_status(segment) for segment in segments])
         except LeirEyeError:
             return None
 

@@ -136,10 +136,19 @@ def _list_body(
 def _stored_list_body(
     store: PacketStore, flt: PacketFilter, limit: int, low: int, high: int, after: int | None
 ) -> str:
-    """A page of a time range from the packet store, oldest first (in a thread)."""
+    """A page of a time range from the packet store, oldest first (in a thread). `after` is
+    the last packet of the previous page: the page goes on after it in time order. (With several
+    capture shards time order is not id order: skipping the ids up to it would skip, and repeat,
+    packets of the other shards. A cursor the store no longer holds in the range, deleted by
+    retention since, falls back to that.)"""
     found: list[np.ndarray] = []
     held = 0
-    for batch in storeread.between(store, low, high, flt, after=after):
+    cursor = None if after is None else store.frame(after)
+    if cursor is not None and not low <= cursor.ts_ns <= high:
+        cursor = None  # another run's packet of that id (ids start over with every run)
+    past = None if cursor is None else (cursor.ts_ns, cursor.id)
+    skip = after if past is None else None
+    for batch in storeread.between(store, low, high, flt, after=skip, past=past):
         found.append(batch.records[: limit - held])
         held += len(found[-1])
         if held >= limit:
