@@ -85,6 +85,23 @@ def test_answers_are_the_same_before_and_after_and_parts_go_later(tmp_path: Path
     assert oct(merged.stat().st_mode & 0o777) == "0o640"
 
 
+def test_merged_files_have_row_groups_of_their_own_size_and_answer_the_same(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    build(tmp_path)
+    before = answers(tmp_path)
+    import leireye.flows.compact as compact
+
+    monkeypatch.setattr(compact, "MERGED_ROW_GROUP_ROWS", 16)  # many groups per merged file
+    compactor(tmp_path, Clock(LATER_S)).run_once()
+    for table in ("flows", BY_RESP):
+        for merged in (tmp_path / table).glob("hour=*/merged-*.parquet"):
+            meta = pq.ParquetFile(merged).metadata
+            rows = [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
+            assert len(rows) > 3 and set(rows[:-1]) == {16} and 0 < rows[-1] <= 16
+    assert answers(tmp_path) == before
+
+
 def test_rows_filed_into_a_merged_hour_are_late_files_read_beside_it(tmp_path: Path) -> None:
     build(tmp_path)
     clock = Clock(LATER_S)
