@@ -18,6 +18,7 @@ $py benchmarks/bench_ringscan.py --capacity 16384 --repeat 1
 $py benchmarks/bench_follow.py --mb 0.5 --repeat 1
 $py benchmarks/bench_flowstore.py --hours 0.01 --writer-flows 2000 --repeat 1
 $py benchmarks/bench_flow_sink.py --flows 5000 --repeat 1
+$py benchmarks/bench_flowstore_day.py --dir "${TMPDIR:-/tmp}/leireye-smoke-day-$$" --hours 2 --rate 20 --proof-rate 20 --repeat 1 --min-free-gb 1
 $py benchmarks/bench_store.py --packets 5000 --store-gb 0.01 --repeat 1
 $py benchmarks/bench_store_read.py --packets 5000 --repeat 1
 $py benchmarks/bench_fleet_publish.py --packets 20000 --repeat 1
