@@ -50,10 +50,9 @@ class CaptureConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     poll_ms: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 50
     coalesce_ms: Annotated[int, msgspec.Meta(ge=0, le=1000)] = 2
     heartbeat_timeout_s: Annotated[float, msgspec.Meta(gt=0, le=600)] = 5.0
-    # The capture processes' scheduling niceness (-20..19), set while still root: below the
-    # readers' 0, so that on cores it shares with them the capture wins (docs/store.md). Live
-    # capture only: a pcap replay cannot overflow a kernel buffer.
-    nice: Annotated[int, msgspec.Meta(ge=-20, le=19)] = -10
+    # The live capture processes' scheduling niceness (-20..19), set while still root; None:
+    # the sensor's own. A trade-off on few cores, measured in docs/store.md: not the default.
+    nice: Annotated[int, msgspec.Meta(ge=-20, le=19)] | None = None
     # Capture processes sharing the interface through PACKET_FANOUT; "auto": cores - 1 (>= 1).
     workers: Literal["auto"] | Annotated[int, msgspec.Meta(ge=1, le=64)] = 1
     fanout_mode: Literal["hash", "lb", "cpu"] = "hash"

@@ -147,7 +147,7 @@ def _run(
                       f"leireye-cap{spec.index}")  # fmt: skip
             if note := fanout.refused or _replay_note(config):
                 report.update(last_error=note)
-            if cap.pcap is None:  # a file waits for the reader: no kernel buffer to guard
+            if cap.pcap is None and cap.nice is not None:  # a file cannot overflow
                 _set_nice(cap.nice)
             drop_privileges(account)
             source.check_reopen()

@@ -80,7 +80,13 @@ def probe(user: str, checks: dict[str, tuple[str, str]], request: bytes = b"") -
 def sensor(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sensor]:
     users = users_yaml({"admin": ("ADMIN", PASSWORD), "vic": ("VIEWER", PASSWORD)})
     running = Sensor(
-        tmp_path_factory.mktemp("accounts"), "--interface", "lo", "--bpf", BPF, users=users
+        tmp_path_factory.mktemp("accounts"),
+        "--interface",
+        "lo",
+        "--bpf",
+        BPF,
+        users=users,
+        config="capture: {nice: -5}",
     )
     try:
         running.web_port()
@@ -123,10 +129,10 @@ def test_the_children_run_as_the_sensors_own_accounts(sensor: Sensor) -> None:
 
 
 def test_the_capture_runs_ahead_of_its_readers(sensor: Sensor) -> None:
-    """capture.nice (default -10), set while root: the readers keep the niceness they were
+    """capture.nice (here -5), set while root: the readers keep the niceness they were
     started with (the test's own)."""
     base = os.getpriority(os.PRIO_PROCESS, 0)
-    for role, nice in (("capture", -10), ("stats", base), ("flows", base), ("web-0", base)):
+    for role, nice in (("capture", -5), ("stats", base), ("flows", base), ("web-0", base)):
         pid = int(next(x for x in sensor.lines if f"{role} started pid=" in x).split("=")[-1])
         assert os.getpriority(os.PRIO_PROCESS, pid) == nice, role
 
