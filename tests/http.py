@@ -73,6 +73,18 @@ class Http:
     def post(self, path: str, body: Any = None, **kw: Any) -> Reply:
         return self.request("POST", path, body, **kw)
 
+    def login(self, username: str, password: str) -> Http:
+        """This server with the access token of a login (asserted to succeed)."""
+        reply = self.post("/api/auth/login", {"username": username, "password": password})
+        assert reply.status == 200, reply.body
+        return self.with_token(reply.json["access_token"])
+
+    def metrics(self) -> str:
+        """`/metrics` as text (asserted to answer)."""
+        reply = self.get("/metrics")
+        assert reply.status == 200, reply.body
+        return reply.body.decode()
+
 
 def _lower(headers: Any) -> dict[str, str]:
     """Header names in lower case (HTTP names are case-insensitive)."""

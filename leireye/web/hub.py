@@ -496,20 +496,7 @@ class Hub:
         if status is not None and scope is not None:
             status = narrow_status(status, scope)
         view = capture_view(status) if status is not None else None
-        if scope is not None:
-            return {
-                "status": health_word(status),
-                "worker": self.worker_index,
-                "pid": os.getpid(),
-                "capture": {
-                    "state": view.state if view else "unknown",
-                    "is_capturing": bool(view and view.is_capturing),
-                    "interface": view.interface if view else None,
-                    "packets_captured": view.packets_captured if view else 0,
-                },
-                "connections": len(self.connections),
-            }
-        return {
+        health: dict[str, Any] = {
             "status": health_word(status),
             "worker": self.worker_index,
             "pid": os.getpid(),
@@ -518,17 +505,20 @@ class Hub:
                 "is_capturing": bool(view and view.is_capturing),
                 "interface": view.interface if view else None,
                 "packets_captured": view.packets_captured if view else 0,
-                "shards": self._shard_health(),
-            },
-            "ring": {
-                "capacity": self.ring.capacity,
-                "fill": round(self.ring.fill, 4),
-                "last_id": self.ring.last_id,
-                "shards": self.ring.shards,
             },
             "connections": len(self.connections),
-            "flows": self.flows.health() if self.flows is not None else {"enabled": False},
         }
+        if scope is not None:
+            return health
+        health["capture"]["shards"] = self._shard_health()
+        health["ring"] = {
+            "capacity": self.ring.capacity,
+            "fill": round(self.ring.fill, 4),
+            "last_id": self.ring.last_id,
+            "shards": self.ring.shards,
+        }
+        health["flows"] = self.flows.health() if self.flows is not None else {"enabled": False}
+        return health
 
     def _shard_health(self) -> list[dict[str, Any]]:
         """Each capture shard's own counters (the `status` message carries their sum)."""

@@ -85,12 +85,7 @@ def test_sigkill_under_load_restarts_and_counts_the_loss(sensor_factory: SensorF
 
 
 def metrics(sensor: Sensor) -> str:
-    http = Http(sensor.web_port())
-    token = http.post("/api/auth/login", {"username": "vic", "password": "viewer-pw-9"})
-    assert token.status == 200, token.body
-    reply = http.with_token(token.json["access_token"]).get("/metrics")
-    assert reply.status == 200
-    return reply.body.decode()
+    return Http(sensor.web_port()).login("vic", "viewer-pw-9").metrics()
 
 
 def _attach(name: str) -> FlowView | None:

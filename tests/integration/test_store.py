@@ -181,12 +181,7 @@ def test_the_store_holds_every_frame_byte_for_byte_like_tcpdump(
 
 
 def metrics(sensor: Sensor) -> str:
-    http = Http(sensor.web_port())
-    token = http.post("/api/auth/login", {"username": "vic", "password": "viewer-pass-3"})
-    assert token.status == 200, token.body
-    reply = http.with_token(token.json["access_token"]).get("/metrics")
-    assert reply.status == 200
-    return reply.body.decode()
+    return Http(sensor.web_port()).login("vic", "viewer-pass-3").metrics()
 
 
 def test_a_full_disk_stops_the_store_and_not_the_capture(pair: VethPair, tmp_path: Path) -> None:
