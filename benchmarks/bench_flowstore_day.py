@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -45,6 +46,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as a script from anywhere
+    sys.path.insert(0, str(ROOT))
 
 from benchmarks.bench_flowstore import INSIDE, NS, OUTSIDE, Pool, address_pool, synthetic
 from leireye.flows.columns import FLOW_STATISTICS, SORT_ORDER
