@@ -111,7 +111,7 @@ def main() -> int:
             now = 0.0
             while r.next_id <= last:
                 now += 1.0
-                r.step(sink, tcp.mask, last, now)
+                r.step(sink, tcp.mask, lambda: last, now)
 
         reference = best_of(args.repeat, raw)
         print(f"store of {n:,} packets of the mix, "
